@@ -1,0 +1,1 @@
+"""The HTTP edge: receives client events and group-commits them to the bronze Delta table."""

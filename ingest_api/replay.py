@@ -1,0 +1,232 @@
+"""``eventlake-replay``: send sample files to the ingest API as a real client would.
+
+Each file becomes its own ``app`` (the file name without extensions) and is turned into
+native payloads (see ``warehouse.contract``) POSTed in batches over HTTP:
+
+* Apache/NCSA combined access log (``*.log``): one ``page_view`` per request line with the
+  method, status and bytes as properties; the client address is sent as ``ip`` and a stable
+  pseudonymous user id is derived from it (never the raw address as user id); user agent and
+  referrer are kept. Format: https://httpd.apache.org/docs/2.4/logs.html#combined
+* CSV (``*.csv`` or ``*.csv.gz``) with ``user_id,event,timestamp`` columns and optionally
+  ``session_id``: one event per row named by ``event``; other columns become its properties.
+  Naive timestamps are sent as UTC.
+
+Payload uuids are ``uuid5(REPLAY_NAMESPACE, f"{file name}:{line number}")``: replaying a
+file is idempotent while genuinely repeated lines stay distinct events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import hashlib
+import io
+import logging
+import re
+import sys
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+REPLAY_NAMESPACE = uuid.UUID("0c6b1f7e-2a55-5d2e-9f0e-6a1d2b3c4d5e")
+
+# host ident authuser [date] "request" status bytes "referrer" "user-agent"
+_COMBINED = re.compile(
+    r'^(?P<ip>\S+) \S+ \S+ \[(?P<time>[^\]]+)\] "(?P<request>[^"]*)" (?P<status>\d{3}) (?P<bytes>\S+)'
+    r'(?: "(?P<referrer>[^"]*)" "(?P<agent>[^"]*)")?'
+)
+_REQUIRED_CSV_COLUMNS = {"user_id", "event", "timestamp"}
+
+
+def app_name(path: Path) -> str:
+    """The ``app`` a sample file is replayed as: its name without extensions."""
+    return path.name.split(".", 1)[0]
+
+
+def _payload_uuid(path: Path, line_number: int) -> str:
+    return str(uuid.uuid5(REPLAY_NAMESPACE, f"{path.name}:{line_number}"))
+
+
+def pseudonymous_user(ip: str) -> str:
+    """A stable pseudonymous user id for a client address (SHA-256 based, not reversible by eye)."""
+    return "visitor-" + hashlib.sha256(f"eventlake-replay:{ip}".encode()).hexdigest()[:16]
+
+
+def access_log_payloads(path: Path, base_url: str) -> Iterator[dict[str, Any]]:
+    """Native payloads for each line of a combined-format access log.
+
+    Lines that do not match the format are logged and skipped.
+    """
+    app = app_name(path)
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        for number, line in enumerate(lines, start=1):
+            match = _COMBINED.match(line)
+            if match is None:
+                log.warning("%s:%d is not in combined log format, skipped", path.name, number)
+                continue
+            parts = match["request"].split(" ")
+            method, target = (parts[0], parts[1]) if len(parts) >= 2 else ("", match["request"])
+            payload: dict[str, Any] = {
+                "uuid": _payload_uuid(path, number),
+                "timestamp": datetime.strptime(match["time"], "%d/%b/%Y:%H:%M:%S %z").isoformat(),
+                "app": app,
+                "page": base_url.rstrip("/") + target if target.startswith("/") else target,
+                "user": pseudonymous_user(match["ip"]),
+                "ip": match["ip"],
+                "events": {
+                    "page_view": {
+                        "method": method,
+                        "status": int(match["status"]),
+                        "bytes": int(match["bytes"]) if match["bytes"].isdigit() else 0,
+                    }
+                },
+            }
+            if match["referrer"] and match["referrer"] != "-":
+                payload["referrer"] = match["referrer"]
+            if match["agent"]:
+                payload["userAgent"] = match["agent"]
+            yield payload
+
+
+def _as_rfc3339(naive_or_aware: str) -> str:
+    parsed = datetime.fromisoformat(naive_or_aware)
+    return parsed.isoformat() if parsed.tzinfo else parsed.isoformat() + "Z"
+
+
+def csv_payloads(path: Path) -> Iterator[dict[str, Any]]:
+    """Native payloads for each row of an event CSV (``user_id,event,timestamp[,session_id,…]``).
+
+    Raises:
+        ValueError: when a required column is missing.
+    """
+    app = app_name(path)
+    raw = gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")
+    with raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
+        reader = csv.DictReader(text)
+        missing = _REQUIRED_CSV_COLUMNS - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{path.name}: missing CSV columns {sorted(missing)}")
+        for number, row in enumerate(reader, start=2):  # line 1 is the header
+            extra = {k: v for k, v in row.items() if k not in _REQUIRED_CSV_COLUMNS | {"session_id"}}
+            payload: dict[str, Any] = {
+                "uuid": _payload_uuid(path, number),
+                "timestamp": _as_rfc3339(row["timestamp"]),
+                "app": app,
+                "user": row["user_id"],
+                "events": {row["event"]: extra},
+            }
+            if row.get("session_id"):
+                payload["session"] = row["session_id"]
+            yield payload
+
+
+def payloads_for(path: Path, base_url: str) -> Iterator[dict[str, Any]]:
+    """Pick the mapping by file type: ``.log`` → access log, ``.csv``/``.csv.gz`` → event CSV.
+
+    Raises:
+        ValueError: for any other file type.
+    """
+    if path.name.endswith(".log"):
+        return access_log_payloads(path, base_url)
+    if path.name.endswith((".csv", ".csv.gz")):
+        return csv_payloads(path)
+    raise ValueError(f"{path.name}: unsupported sample file (expected .log, .csv or .csv.gz)")
+
+
+@dataclass
+class ReplayResult:
+    """Totals of one replay: events accepted, payloads rejected, highest bronze version acked."""
+
+    accepted: int = 0
+    rejected: int = 0
+    bronze_version: int | None = None
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, httpx.TransportError):
+        return True
+    return isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in (429, 503)
+
+
+@retry(retry=retry_if_exception(_retryable), stop=stop_after_attempt(6), wait=wait_exponential(0.2, max=5))
+def _post(client: httpx.Client, url: str, batch: list[dict[str, Any]]) -> dict[str, Any]:
+    response = client.post(url, json=batch)
+    response.raise_for_status()
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _batches(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def replay(
+    paths: list[Path], api_url: str, batch_size: int = 500, concurrency: int = 4,
+    base_url: str = "http://semicomplete.com", progress: bool = True,
+) -> ReplayResult:
+    """POST every payload of ``paths`` to ``{api_url}/v1/events``; safe to repeat.
+
+    Retries transport errors, 429 and 503 (a replay is idempotent by construction).
+
+    Raises:
+        httpx.HTTPStatusError: on any other non-2xx answer, or when retries run out.
+    """
+    result = ReplayResult()
+    url = api_url.rstrip("/") + "/v1/events"
+    with httpx.Client(timeout=60) as client, ThreadPoolExecutor(concurrency) as pool:
+        for path in paths:
+            bar = tqdm(desc=path.name, unit="payload", disable=not progress, file=sys.stderr)
+            batches = _batches(payloads_for(path, base_url), batch_size)
+            for sent, body in pool.map(lambda b: (b, _post(client, url, b)), batches):
+                result.accepted += body["accepted"]
+                result.rejected += len(body["rejected"])
+                version = body.get("bronze_version")
+                if version is not None:
+                    result.bronze_version = max(version, result.bronze_version or -1)
+                bar.update(len(sent))
+            bar.close()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; prints ``accepted=N rejected=N bronze_version=V`` on success."""
+    parser = argparse.ArgumentParser(prog="eventlake-replay", description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="+", type=Path, help="sample files (.log, .csv, .csv.gz)")
+    parser.add_argument("--api-url", default="http://127.0.0.1:8000", help="ingest API base URL")
+    parser.add_argument("--batch-size", type=int, default=500, help="payloads per POST")
+    parser.add_argument("--concurrency", type=int, default=4, help="POSTs in flight")
+    parser.add_argument(
+        "--log-base-url", default="http://semicomplete.com",
+        help="site prefix for access-log request paths (the bundled log is semicomplete.com's)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    result = replay(
+        args.paths, args.api_url, args.batch_size, args.concurrency, args.log_base_url,
+        progress=not args.no_progress,
+    )
+    tqdm.write(f"accepted={result.accepted} rejected={result.rejected} bronze_version={result.bronze_version}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Dagster pipelines: bronze ``raw_events`` → silver ``events`` (+ quarantine) → gold marts."""

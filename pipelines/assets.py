@@ -1,0 +1,139 @@
+"""Assets: bronze ``raw_events`` (external, observed) → silver ``events`` + quarantine
+``rejected_events`` → gold ``daily_active_users`` and ``monthly_active_users``."""
+
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import dagster as dg
+import polars as pl
+
+from pipelines import transform
+from pipelines.gold import refresh_mart
+from pipelines.resources import LakeResource, WarehouseResource
+from pipelines.validation import check_names, load_suite, split_by_suite
+from warehouse.tables import DAILY_ACTIVE_USERS, EVENTS, MONTHLY_ACTIVE_USERS, RAW_EVENTS, REJECTED_EVENTS
+
+SUITE_NAME = RAW_EVENTS.name
+_SUITE = load_suite(SUITE_NAME)
+
+raw_events = dg.AssetSpec(
+    RAW_EVENTS.name,
+    group_name="bronze",
+    kinds={"deltalake"},
+    description="Bronze: every event the ingest API acknowledged, as received (Delta, by received_date). "
+    "Written by the API's group commit; observed by the bronze sensor (metadata: Delta version).",
+)
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            EVENTS.name, deps=[raw_events], group_name="silver", kinds={"deltalake", "polars"},
+            description="Silver: validated, scrubbed, enriched events, one row per event_id (Delta, by event_date).",
+        ),
+        dg.AssetSpec(
+            REJECTED_EVENTS.name, deps=[raw_events], group_name="quarantine", kinds={"deltalake"},
+            description="Quarantine: bronze rows that failed the raw_events suite, with the checks they broke.",
+        ),
+    ],
+    check_specs=[
+        dg.AssetCheckSpec(name, asset=EVENTS.name, description=description)
+        for name, description in check_names(_SUITE)
+    ],
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=2),
+)
+def silver_events(context: dg.AssetExecutionContext, lake: LakeResource) -> Iterator[object]:
+    """Process bronze versions after silver's watermark: validate (GE), split, scrub, enrich, dedup."""
+    store = lake.lake()
+    bronze_version = store.version(RAW_EVENTS)
+    after = store.watermark(EVENTS.name, RAW_EVENTS.name)
+    until = after if bronze_version is None else bronze_version
+    decoded = transform.decode(store.changes(RAW_EVENTS, after, until))
+    split = split_by_suite(transform.validation_frame(decoded), _SUITE)
+    valid = transform.dedup_first_received(decoded.filter(pl.Series(split.valid)))
+    invalid_positions = sorted(split.failures)
+    invalid = decoded[invalid_positions] if invalid_positions else decoded.clear()
+    invalid = invalid.with_columns(pl.Series("_position", invalid_positions, dtype=pl.Int64))
+    invalid = transform.dedup_first_received(invalid)
+    reasons = [split.failures[p] for p in invalid["_position"].to_list()]
+
+    quarantined = store.insert_new(
+        REJECTED_EVENTS,
+        transform.build_quarantine(invalid.drop("_position"), reasons, SUITE_NAME, context.run_id, datetime.now(UTC)),
+    )
+    inserted = store.insert_new(EVENTS, transform.build_silver(valid, context.run_id))
+    if until > after:
+        store.advance_watermark(EVENTS.name, RAW_EVENTS.name, until, context.run_id)
+
+    reason_counts: dict[str, int] = {}
+    for failed in reasons:
+        reason_counts[failed[0]["check"]] = reason_counts.get(failed[0]["check"], 0) + 1
+    context.log.info("bronze (%d, %d]: %d rows, %d valid, %d quarantined", after, until,
+                     decoded.height, valid.height, invalid.height)
+    yield dg.MaterializeResult(
+        asset_key=EVENTS.name,
+        metadata={
+            "bronze_from_version": after,
+            "bronze_to_version": until,
+            "bronze_rows": decoded.height,
+            "valid_rows": valid.height,
+            "inserted_rows": int(inserted.get("num_target_rows_inserted", 0)),
+            "duplicates_dropped": valid.height - int(inserted.get("num_target_rows_inserted", 0)),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=REJECTED_EVENTS.name,
+        metadata={
+            "quarantined_rows": invalid.height,
+            "inserted_rows": int(quarantined.get("num_target_rows_inserted", 0)),
+            "reasons": dg.MetadataValue.json(reason_counts),
+        },
+    )
+    for outcome in split.checks:
+        yield dg.AssetCheckResult(
+            asset_key=EVENTS.name,
+            check_name=outcome.check,
+            passed=outcome.success,
+            # Failing rows are quarantined, not lost: a warning, not a blocking error.
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "expectation": outcome.expectation,
+                "column": outcome.column or "",
+                "element_count": outcome.element_count,
+                "unexpected_count": outcome.unexpected_count,
+            },
+        )
+
+
+def _gold_asset(mart: str, description: str) -> dg.AssetsDefinition:
+    @dg.asset(name=mart, deps=[EVENTS.name], group_name="gold", kinds={"duckdb"}, description=description)
+    def _refresh(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        con = warehouse.connect()
+        try:
+            stats = refresh_mart(con, lake.lake(), mart)
+            rows = con.table(mart).aggregate("count(*)").fetchall()[0][0]
+        finally:
+            con.close()
+        context.log.info("%s refreshed: %s", mart, stats)
+        return dg.MaterializeResult(
+            metadata={
+                "silver_from_version": stats.silver_from,
+                "silver_to_version": stats.silver_to,
+                "bronze_version_covered": stats.bronze_version,
+                "changed_days": stats.changed_days,
+                "rewritten_rows": stats.rewritten_rows,
+                "row_count": int(rows),
+            }
+        )
+
+    return _refresh
+
+
+daily_active_users = _gold_asset(
+    DAILY_ACTIVE_USERS, "Gold: DAU per app and UTC day (people, bots excluded), incremental by changed day."
+)
+monthly_active_users = _gold_asset(
+    MONTHLY_ACTIVE_USERS,
+    "Gold: MAU per app and UTC day, rolling 30-day and calendar month, incremental by changed day.",
+)

@@ -1,0 +1,119 @@
+"""Great Expectations validation of a micro-batch, and the valid/quarantine row split.
+
+The split is read from the validation result itself: every row an expectation reports in
+its ``unexpected_index_list`` is quarantined with that expectation's ``meta.check`` as
+reason. Index labels (not id columns) are requested, which keeps GE fast when many rows fail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import great_expectations as gx
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+EXPECTATIONS_DIR = Path(__file__).resolve().parents[1] / "expectations"
+
+
+class ValidationError(RuntimeError):
+    """An expectation could not be evaluated (GE caught an exception): the batch is not split."""
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One expectation's result on a batch: its check name, success and unexpected row count."""
+
+    check: str
+    expectation: str
+    column: str | None
+    description: str
+    success: bool
+    unexpected_count: int
+    element_count: int
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    """Which rows passed, and why the others failed.
+
+    ``valid``: boolean mask over the frame's rows. ``failures``: row position → list of
+    ``{"check", "expectation", "column"}`` dicts, for the invalid rows only.
+    """
+
+    valid: np.ndarray
+    failures: dict[int, list[dict[str, Any]]]
+    checks: list[CheckOutcome]
+
+
+def load_suite(name: str, directory: Path = EXPECTATIONS_DIR) -> gx.ExpectationSuite:
+    """Load ``<directory>/<name>.json`` as an expectation suite.
+
+    Raises:
+        FileNotFoundError: when the suite file is missing.
+        ValueError: when an expectation has no ``meta.check`` name.
+    """
+    document = json.loads((directory / f"{name}.json").read_text())
+    for expectation in document["expectations"]:
+        if not expectation.get("meta", {}).get("check"):
+            raise ValueError(f"suite {name}: every expectation needs meta.check ({expectation['type']})")
+    return gx.ExpectationSuite(**document)
+
+
+def check_names(suite: gx.ExpectationSuite) -> list[tuple[str, str]]:
+    """``(check name, description)`` of every expectation of the suite, in order."""
+    return [(e.meta["check"], e.meta.get("description", "")) for e in suite.expectations]
+
+
+@cache
+def _batch_definition() -> Any:
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False}
+    source = context.data_sources.add_pandas("micro_batches")
+    return source.add_dataframe_asset("frame").add_batch_definition_whole_dataframe("whole")
+
+
+def split_by_suite(frame: pd.DataFrame, suite: gx.ExpectationSuite) -> SplitResult:
+    """Validate ``frame`` (RangeIndex) against ``suite`` and split its rows.
+
+    Raises:
+        ValidationError: when GE reports an exception for an expectation (a missing column,
+            a type error…): failing closed instead of waving the batch through.
+    """
+    frame = frame.reset_index(drop=True)
+    valid = np.ones(len(frame), dtype=bool)
+    failures: dict[int, list[dict[str, Any]]] = {}
+    checks: list[CheckOutcome] = []
+    if frame.empty:
+        return SplitResult(valid, failures, [
+            CheckOutcome(e.meta["check"], e.expectation_type, getattr(e, "column", None),
+                         e.meta.get("description", ""), True, 0, 0)
+            for e in suite.expectations
+        ])
+    batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
+    result = batch.validate(suite, result_format={"result_format": "COMPLETE", "partial_unexpected_count": 0})
+    for outcome in result.results:
+        config = outcome.expectation_config
+        check = config.meta["check"]
+        column = config.kwargs.get("column")
+        if outcome.exception_info and outcome.exception_info.get("raised_exception"):
+            raise ValidationError(f"expectation {check} could not run: {outcome.exception_info.get('exception_message')}")
+        unexpected = outcome.result.get("unexpected_index_list") or []
+        reason = {"check": check, "expectation": config.type, "column": column}
+        for position in unexpected:
+            valid[position] = False
+            failures.setdefault(int(position), []).append(reason)
+        checks.append(
+            CheckOutcome(
+                check, config.type, column, config.meta.get("description", ""), bool(outcome.success),
+                int(outcome.result.get("unexpected_count") or 0), int(outcome.result.get("element_count") or len(frame)),
+            )
+        )
+    return SplitResult(valid, failures, checks)

@@ -1,0 +1,90 @@
+"""The gold warehouse: the DuckDB file, its marts and the SQL that defines them.
+
+SQL lives in ``warehouse/sql/*.sql`` and takes bound parameters (``$name``); the only
+identifiers formatted in are mart table names from :data:`MARTS`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import duckdb
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_random
+
+from warehouse.tables import DAILY_ACTIVE_USERS, MONTHLY_ACTIVE_USERS
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = Path(__file__).parent / "sql"
+
+
+@dataclass(frozen=True)
+class Mart:
+    """An incrementally refreshed gold mart with one row per (app, day).
+
+    ``window_days``: a changed day D refreshes D .. D + window_days - 1 (the days whose
+    trailing window contains D). ``whole_month``: a changed day also refreshes its month.
+    """
+
+    table: str
+    insert_sql: str
+    window_days: int
+    whole_month: bool
+
+
+MARTS: dict[str, Mart] = {
+    DAILY_ACTIVE_USERS: Mart(DAILY_ACTIVE_USERS, "insert_daily_active_users", 1, False),
+    MONTHLY_ACTIVE_USERS: Mart(MONTHLY_ACTIVE_USERS, "insert_monthly_active_users", 30, True),
+}
+
+
+@cache
+def load_sql(name: str, gold_table: str | None = None) -> str:
+    """The text of ``sql/<name>.sql``, with ``{gold_table}`` filled from the mart whitelist.
+
+    Raises:
+        KeyError: when ``gold_table`` is not a known mart.
+        FileNotFoundError: when there is no such SQL file.
+    """
+    text = (SQL_DIR / f"{name}.sql").read_text()
+    if gold_table is not None:
+        text = text.replace("{gold_table}", MARTS[gold_table].table)
+    return text
+
+
+@retry(
+    # DuckDB allows one writer process per file: wait out a concurrent writer/reader.
+    retry=retry_if_exception_type(duckdb.IOException),
+    stop=stop_after_delay(60),
+    wait=wait_random(0.05, 0.5),
+    reraise=True,
+)
+def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse file; waits up to 60 s while another process holds its lock.
+
+    Raises:
+        duckdb.IOException: when the file stays locked (or cannot be opened) for 60 s.
+    """
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path), read_only=read_only)
+    if not read_only:
+        con.execute(load_sql("create_gold_tables"))
+    return con
+
+
+@dataclass(frozen=True)
+class GoldWatermark:
+    """How far a mart has consumed silver, and the bronze version that silver covered."""
+
+    silver_version: int
+    bronze_version: int
+
+
+def gold_watermark(con: duckdb.DuckDBPyConnection, mart: str) -> GoldWatermark | None:
+    """The mart's watermark, or ``None`` when it has never run."""
+    row = con.execute(load_sql("select_gold_watermark"), {"mart": mart}).fetchone()
+    return None if row is None else GoldWatermark(int(row[0]), int(row[1]))

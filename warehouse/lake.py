@@ -1,0 +1,173 @@
+"""Where lake tables live and how they are opened, appended to, merged and read.
+
+Every table sits under one lake root (a local path or any URI delta-rs supports). Reading
+goes through ``deltalake`` → Arrow (DuckDB cannot load its delta extension here).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from warehouse.tables import WATERMARKS, TableDef
+
+log = logging.getLogger(__name__)
+
+_CDF_COLUMNS = ("_change_type", "_commit_version", "_commit_timestamp")
+
+#: Concurrent writers to one table may race on a commit; delta-rs raises CommitFailedError
+#: without corrupting anything, so a few jittered retries are the documented remedy.
+_retry_commit = retry(
+    retry=retry_if_exception_type(CommitFailedError),
+    stop=stop_after_attempt(5),
+    wait=wait_random_exponential(multiplier=0.05, max=2),
+    reraise=True,
+)
+
+
+class Lake:
+    """The Delta tables under one lake root.
+
+    Args:
+        root: lake root, e.g. ``/abs/data/lake`` or ``s3://bucket/lake``.
+        storage_options: passed to delta-rs for object stores (credentials, region…).
+    """
+
+    def __init__(self, root: str, storage_options: dict[str, str] | None = None) -> None:
+        self.root = root.rstrip("/")
+        self.storage_options = storage_options
+
+    def uri(self, table: TableDef) -> str:
+        """The table's URI: ``<root>/<table.path>``."""
+        return f"{self.root}/{table.path}"
+
+    @_retry_commit
+    def ensure(self, table: TableDef) -> DeltaTable:
+        """Create the table if it does not exist yet (idempotent, safe across processes)."""
+        configuration = {"delta.enableChangeDataFeed": "true"} if table.change_data_feed else None
+        return DeltaTable.create(
+            self.uri(table),
+            schema=table.schema,
+            partition_by=list(table.partition_by) or None,
+            mode="ignore",
+            configuration=configuration,
+            storage_options=self.storage_options,
+        )
+
+    def open(self, table: TableDef, version: int | None = None) -> DeltaTable | None:
+        """Open the table (at ``version`` if given), or ``None`` when it does not exist."""
+        try:
+            return DeltaTable(self.uri(table), version=version, storage_options=self.storage_options)
+        except TableNotFoundError:
+            return None
+
+    def version(self, table: TableDef) -> int | None:
+        """Current Delta version of the table, or ``None`` when it does not exist."""
+        dt = self.open(table)
+        return None if dt is None else dt.version()
+
+    @_retry_commit
+    def append(self, table: TableDef, rows: pa.Table, metadata: dict[str, str] | None = None) -> int:
+        """Append ``rows`` (cast to the table schema) in one commit; returns the new version.
+
+        Raises:
+            pyarrow.ArrowInvalid: when ``rows`` cannot be cast to the table schema.
+            deltalake.exceptions.DeltaError: when the commit fails (after retries on conflicts).
+        """
+        write_deltalake(
+            self.uri(table),
+            rows.select(table.schema.names).cast(table.schema),
+            mode="append",
+            storage_options=self.storage_options,
+            commit_properties=CommitProperties(custom_metadata=metadata) if metadata else None,
+        )
+        dt = self.open(table)
+        assert dt is not None  # the write above created it
+        return dt.version()
+
+    @_retry_commit
+    def insert_new(self, table: TableDef, rows: pa.Table, key: str = "event_id") -> dict[str, int]:
+        """Insert the rows whose ``key`` is not in the table yet (global, all partitions).
+
+        ``rows`` must already be unique by ``key`` (a merge inserts every source duplicate).
+        Returns delta-rs merge metrics (``num_target_rows_inserted`` …); no commit happens
+        when nothing is new.
+        """
+        dt = self.ensure(table)
+        if rows.num_rows == 0:
+            return {"num_target_rows_inserted": 0}
+        source = rows.select(table.schema.names).cast(table.schema)
+        return (
+            dt.merge(
+                source,
+                predicate=f"t.{key} = s.{key}",
+                source_alias="s",
+                target_alias="t",
+            )
+            .when_not_matched_insert_all()
+            .execute()
+        )
+
+    def changes(self, table: TableDef, after_version: int, until_version: int) -> pa.Table:
+        """Rows inserted in versions ``(after_version, until_version]`` from the change data feed.
+
+        Adds ``_commit_version`` (int64); the CDF bookkeeping columns are dropped.
+        """
+        dt = self.open(table)
+        if dt is None or until_version <= after_version:
+            return pa.table({name: pa.array([], type=f.type) for name, f in _schema_fields(table)})
+        reader = dt.load_cdf(starting_version=after_version + 1, ending_version=until_version)
+        changes = pa.table(reader.read_all())
+        # delta-rs returns string_view columns, which pyarrow's filter kernels lack: cast first.
+        is_insert = pc.equal(changes["_change_type"].cast(pa.string()), "insert")
+        rows = changes.select(table.schema.names).cast(table.schema).append_column(
+            "_commit_version", changes["_commit_version"].cast(pa.int64())
+        )
+        return rows.filter(is_insert)
+
+    def dataset(self, table: TableDef, version: int | None = None) -> pads.Dataset:
+        """The table as a pyarrow dataset (frozen at ``version``, default latest).
+
+        An empty dataset of the right schema when the table does not exist yet.
+        """
+        dt = self.open(table, version)
+        if dt is None:
+            return pads.dataset(pa.table({n: pa.array([], type=f.type) for n, f in _schema_fields(table)}))
+        return dt.to_pyarrow_dataset()
+
+    def watermark(self, consumer: str, upstream: str) -> int:
+        """Last upstream version ``consumer`` fully processed, or -1 when it never ran."""
+        dataset = self.dataset(WATERMARKS)
+        rows = dataset.to_table(
+            columns=["upstream_version"],
+            filter=(pads.field("consumer") == consumer) & (pads.field("upstream") == upstream),
+        )
+        if rows.num_rows == 0:
+            return -1
+        return int(pc.max(rows["upstream_version"]).as_py())
+
+    def advance_watermark(self, consumer: str, upstream: str, version: int, run_id: str) -> None:
+        """Record that ``consumer`` has processed ``upstream`` up to ``version`` (append-only)."""
+        self.ensure(WATERMARKS)
+        row = pa.table(
+            {
+                "consumer": [consumer],
+                "upstream": [upstream],
+                "upstream_version": [version],
+                "run_id": [run_id],
+                "committed_at": [datetime.now(UTC)],
+            }
+        )
+        self.append(WATERMARKS, row)
+        log.info("watermark %s <- %s advanced to version %d", consumer, upstream, version)
+
+
+def _schema_fields(table: TableDef) -> list[tuple[str, pa.Field]]:
+    return [(f.name, f) for f in table.schema]

@@ -1,0 +1,66 @@
+"""The one typed settings object of every eventlake process (env prefix ``EVENTLAKE_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration read from ``EVENTLAKE_*`` environment variables, with local defaults.
+
+    Everything the running system writes lives under ``data_dir`` unless a root is
+    given explicitly, so ``rm -rf data`` resets a local install.
+
+    Example: ``EVENTLAKE_DATA_DIR=/srv/eventlake EVENTLAKE_FLUSH_INTERVAL_MS=100``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="EVENTLAKE_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("data"), description="Root of everything written locally.")
+    lake_uri: str | None = Field(
+        default=None,
+        description="Hot lake root (local path or any object-store URI delta-rs supports); "
+        "default <data_dir>/lake.",
+    )
+    warehouse_path: Path | None = Field(
+        default=None, description="DuckDB file holding the gold marts; default <data_dir>/warehouse.duckdb."
+    )
+
+    # ingest API
+    ingest_host: str = "127.0.0.1"
+    ingest_port: int = 8000
+    flush_interval_ms: int = Field(
+        default=200, ge=1, description="Group commit: longest a request waits for its micro-batch (ms)."
+    )
+    flush_max_rows: int = Field(
+        default=20_000, ge=1, description="Group commit: commit as soon as this many events are buffered."
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest accepted request body (bytes) before 413."
+    )
+
+    # pipelines
+    sensor_interval_s: int = Field(default=5, ge=1, le=5, description="Bronze sensor tick (s).")
+    ua_cache_size: int = Field(default=65_536, ge=0, description="Distinct user agents kept parsed in memory.")
+
+    @property
+    def lake_root(self) -> str:
+        """The hot lake root as a URI or absolute path string."""
+        if self.lake_uri:
+            return self.lake_uri.rstrip("/")
+        return str((self.data_dir / "lake").resolve())
+
+    @property
+    def warehouse_file(self) -> Path:
+        """Absolute path of the gold DuckDB file."""
+        return (self.warehouse_path or self.data_dir / "warehouse.duckdb").resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

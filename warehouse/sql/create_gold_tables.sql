@@ -1,0 +1,23 @@
+-- Gold marts and their watermarks (idempotent DDL). Day columns are DATE (UTC calendar days).
+create table if not exists daily_active_users (
+    app varchar not null,
+    day date not null,
+    dau bigint not null,
+    primary key (app, day)
+);
+
+create table if not exists monthly_active_users (
+    app varchar not null,
+    day date not null,
+    calendar_month date not null,
+    mau_rolling_30d bigint not null,
+    mau_calendar_month bigint not null,
+    primary key (app, day)
+);
+
+create table if not exists gold_watermarks (
+    mart varchar primary key,
+    silver_version bigint not null,
+    bronze_version bigint not null,
+    updated_at timestamptz not null
+);

@@ -1,0 +1,121 @@
+"""Table names and schemas of every layer, with the meaning of each column.
+
+Timestamps are UTC with microsecond precision (``timestamp[us, tz=UTC]``); day columns
+are ``date32`` (a calendar day in UTC).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+UTC_TS = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class TableDef:
+    """A Delta table of the lake: its path under the lake root, schema and partition columns.
+
+    ``columns`` maps each column to its meaning (documentation, shown in Dagster metadata).
+    """
+
+    name: str
+    path: str
+    columns: dict[str, tuple[pa.DataType, str]]
+    partition_by: tuple[str, ...] = ()
+    change_data_feed: bool = False
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The Arrow schema, columns in declaration order."""
+        return pa.schema([pa.field(name, dtype) for name, (dtype, _) in self.columns.items()])
+
+
+_BRONZE_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
+    "event_id": (pa.string(), "uuid5(EVENT_ID_NAMESPACE, '<payload uuid>/<event_type>'); see contract"),
+    "event_type": (pa.string(), "key under the payload's `events`, or 'page_view'"),
+    "app": (pa.string(), "product or dataset the event belongs to ('default' when not sent)"),
+    "source_format": (pa.string(), "wire format it arrived in ('native')"),
+    "received_at": (UTC_TS, "when the ingest API received the request (UTC, µs)"),
+    "received_date": (pa.date32(), "UTC day of received_at; the partition column"),
+    "client_timestamp": (pa.string(), "the client's timestamp exactly as sent (RFC 3339 text or epoch ms)"),
+    "timestamp": (UTC_TS, "client timestamp parsed to UTC (naive strings read as UTC)"),
+    "user_agent": (pa.string(), "payload userAgent, else the request's User-Agent header"),
+    "ip": (pa.string(), "payload ip, else the request's peer address (full; truncated in silver)"),
+    "payload": (pa.string(), "the original payload JSON with `events` narrowed to this event"),
+}
+
+RAW_EVENTS = TableDef(
+    name="raw_events",
+    path="bronze/raw_events",
+    columns=_BRONZE_COLUMNS,
+    partition_by=("received_date",),
+    change_data_feed=True,
+)
+
+EVENTS = TableDef(
+    name="events",
+    path="silver/events",
+    columns={
+        "event_id": (pa.string(), "unique key: exactly one silver row per event_id, across all days"),
+        "event_type": (pa.string(), "page_view, click, scroll, cancel, errors or a custom name"),
+        "app": (pa.string(), "product or dataset"),
+        "source_format": (pa.string(), "wire format it arrived in"),
+        "timestamp": (UTC_TS, "when the event happened, per the client (UTC)"),
+        "event_date": (pa.date32(), "UTC day of timestamp; the partition column"),
+        "received_at": (UTC_TS, "when the ingest API received it (UTC)"),
+        "user_id": (pa.string(), "the client's user id, if any"),
+        "session_id": (pa.string(), "the client's session id, if any"),
+        "page_url": (pa.string(), "page or screen URL, scrubbed of secrets and emails"),
+        "referrer": (pa.string(), "referrer URL, scrubbed"),
+        "location": (pa.string(), "client-sent location (text, or JSON text for an object)"),
+        "properties": (pa.string(), "the event's value as a JSON object, scrubbed"),
+        "ip": (pa.string(), "IP truncated to its network (IPv4 /24, IPv6 /48)"),
+        "user_agent": (pa.string(), "raw user agent string"),
+        "browser_family": (pa.string(), "from the user agent (ua-parser), e.g. 'Chrome'"),
+        "browser_version": (pa.string(), "major[.minor] browser version"),
+        "os_family": (pa.string(), "operating system family, e.g. 'Mac OS X'"),
+        "os_version": (pa.string(), "major[.minor] OS version"),
+        "device_family": (pa.string(), "device family, e.g. 'iPhone', 'Other', 'Spider'"),
+        "is_bot": (pa.bool_(), "crawler/bot per crawlerdetect or ua-parser; excluded from people metrics"),
+        "bronze_version": (pa.int64(), "bronze table version the row was committed in (lineage)"),
+        "run_id": (pa.string(), "Dagster run that wrote the row"),
+    },
+    partition_by=("event_date",),
+    change_data_feed=True,
+)
+
+REJECTED_EVENTS = TableDef(
+    name="rejected_events",
+    path="quarantine/rejected_events",
+    columns={
+        **_BRONZE_COLUMNS,
+        "suite": (pa.string(), "expectation suite that was applied"),
+        "failed_expectations": (pa.string(), "JSON list of {check, expectation, column} that failed"),
+        "reason": (pa.string(), "the first failed check's name, for grouping"),
+        "bronze_version": (pa.int64(), "bronze table version the row was committed in"),
+        "run_id": (pa.string(), "Dagster run that quarantined the row"),
+        "quarantined_at": (UTC_TS, "when it was quarantined (UTC)"),
+    },
+    partition_by=("received_date",),
+)
+
+WATERMARKS = TableDef(
+    name="watermarks",
+    path="_state/watermarks",
+    columns={
+        "consumer": (pa.string(), "table that consumed the upstream (e.g. 'events')"),
+        "upstream": (pa.string(), "table it read (e.g. 'raw_events')"),
+        "upstream_version": (pa.int64(), "last upstream Delta version fully processed"),
+        "run_id": (pa.string(), "run that processed it"),
+        "committed_at": (UTC_TS, "when the watermark was advanced (UTC)"),
+    },
+)
+
+LAKE_TABLES = (RAW_EVENTS, EVENTS, REJECTED_EVENTS, WATERMARKS)
+
+#: Gold marts in the DuckDB warehouse file (created by sql/create_gold_tables.sql).
+DAILY_ACTIVE_USERS = "daily_active_users"
+MONTHLY_ACTIVE_USERS = "monthly_active_users"
+GOLD_TABLES = (DAILY_ACTIVE_USERS, MONTHLY_ACTIVE_USERS)
