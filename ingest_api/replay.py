@@ -39,6 +39,9 @@ from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
+#: Sent as the User-Agent header: the replayed events come from a server-side sender, and
+#: generic HTTP-library agents (python-httpx/…) are rightly flagged as bots by crawlerdetect.
+USER_AGENT = "eventlake-replay/0.1"
 REPLAY_NAMESPACE = uuid.UUID("0c6b1f7e-2a55-5d2e-9f0e-6a1d2b3c4d5e")
 
 # host ident authuser [date] "request" status bytes "referrer" "user-agent"
@@ -191,7 +194,8 @@ def replay(
     """
     result = ReplayResult()
     url = api_url.rstrip("/") + "/v1/events"
-    with httpx.Client(timeout=60) as client, ThreadPoolExecutor(concurrency) as pool:
+    headers = {"User-Agent": USER_AGENT}
+    with httpx.Client(timeout=60, headers=headers) as client, ThreadPoolExecutor(concurrency) as pool:
         for path in paths:
             bar = tqdm(desc=path.name, unit="payload", disable=not progress, file=sys.stderr)
             batches = _batches(payloads_for(path, base_url), batch_size)
@@ -220,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     result = replay(
         args.paths, args.api_url, args.batch_size, args.concurrency, args.log_base_url,
         progress=not args.no_progress,

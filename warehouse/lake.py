@@ -122,7 +122,7 @@ class Lake:
         """
         dt = self.open(table)
         if dt is None or until_version <= after_version:
-            return pa.table({name: pa.array([], type=f.type) for name, f in _schema_fields(table)})
+            return table.schema.empty_table().append_column("_commit_version", pa.array([], pa.int64()))
         reader = dt.load_cdf(starting_version=after_version + 1, ending_version=until_version)
         changes = pa.table(reader.read_all())
         # delta-rs returns string_view columns, which pyarrow's filter kernels lack: cast first.
@@ -139,7 +139,7 @@ class Lake:
         """
         dt = self.open(table, version)
         if dt is None:
-            return pads.dataset(pa.table({n: pa.array([], type=f.type) for n, f in _schema_fields(table)}))
+            return pads.dataset(table.schema.empty_table())
         return dt.to_pyarrow_dataset()
 
     def watermark(self, consumer: str, upstream: str) -> int:
@@ -168,6 +168,3 @@ class Lake:
         self.append(WATERMARKS, row)
         log.info("watermark %s <- %s advanced to version %d", consumer, upstream, version)
 
-
-def _schema_fields(table: TableDef) -> list[tuple[str, pa.Field]]:
-    return [(f.name, f) for f in table.schema]

@@ -1,0 +1,172 @@
+"""Run the whole eventlake stack locally: ``make up`` (keeps serving) and ``make demo`` (stops).
+
+1. starts the ingest API (uvicorn, 127.0.0.1:8000) and Dagster (webserver + daemon,
+   127.0.0.1:3000) with everything they write under the data folder (``EVENTLAKE_DATA_DIR``,
+   default ``./data``), Dagster telemetry off and runs serialized;
+2. replays the bundled samples through the HTTP API;
+3. waits until gold covers the last acknowledged bronze version (exit 1 after 15 minutes,
+   ``EVENTLAKE_GOLD_TIMEOUT_S``), prints DAU/MAU per app;
+4. ``up``: serves until Ctrl-C; ``demo``: stops. Every process started is stopped on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from ingest_api.replay import replay
+from warehouse.settings import get_settings
+from warehouse.status import GoldNotReadyError, active_users_summary, format_summary, wait_for_gold
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = [ROOT / "samples" / name for name in
+           ("web_access_2015.log", "onlineshop_2019.csv", "ecom_scenarios_2024.csv.gz")]
+BIN = Path(sys.executable).parent
+DAGSTER_PORT = 3000
+
+DAGSTER_YAML = """\
+# Written by scripts/stack.py on every start.
+telemetry:
+  enabled: false
+concurrency:
+  runs:
+    max_concurrent_runs: 1
+"""
+
+
+def say(message: str) -> None:
+    print(f"[eventlake] {message}", flush=True)
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes], name: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with code {proc.returncode}; see {log}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{name} did not answer {url} within {timeout_s:.0f} s; see {log}")
+
+
+class Stack:
+    """The processes this script started, stopped in reverse order on exit."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.logs = data_dir / "logs"
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
+        log = self.logs / f"{name}.log"
+        handle = log.open("ab")
+        # Own process group: Ctrl-C reaches only this script, which then stops each group
+        # with SIGINT (Dagster's processes shut down their code servers cleanly on it).
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.procs.append((name, proc))
+        say(f"started {name} (pid {proc.pid}), log: {log}")
+        return proc, log
+
+    def stop(self) -> None:
+        for name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGINT)
+        for name, proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                say(f"{name} did not stop within 30 s, killing it")
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            say(f"stopped {name}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("mode", choices=["up", "demo"])
+    args = parser.parse_args()
+    started_at = time.monotonic()
+
+    settings = get_settings()
+    data_dir = settings.data_dir.resolve()
+    dagster_home = data_dir / "dagster"
+    for folder in (data_dir / "logs", dagster_home):
+        folder.mkdir(parents=True, exist_ok=True)
+    (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    env = {
+        **os.environ,
+        "EVENTLAKE_DATA_DIR": str(data_dir),
+        "DAGSTER_HOME": str(dagster_home),
+        "DAGSTER_DISABLE_TELEMETRY": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    for port in (settings.ingest_port, DAGSTER_PORT):
+        if not port_free(port):
+            say(f"port {port} on 127.0.0.1 is in use: stop whatever holds it (an earlier `make up`?)")
+            return 1
+
+    stack = Stack(data_dir)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        api, api_log = stack.start("ingest_api", [
+            sys.executable, "-m", "uvicorn", "ingest_api.main:app",
+            "--host", settings.ingest_host, "--port", str(settings.ingest_port),
+        ], env)
+        workspace = str(ROOT / "workspace.yaml")
+        stack.start("dagster_daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], env)
+        dagster, dagster_log = stack.start("dagster_webserver", [
+            str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1", "-p", str(DAGSTER_PORT),
+        ], env)
+        api_url = f"http://{settings.ingest_host}:{settings.ingest_port}"
+        wait_http(f"{api_url}/healthz", 60, api, "ingest API", api_log)
+        wait_http(f"http://127.0.0.1:{DAGSTER_PORT}/server_info", 180, dagster, "Dagster", dagster_log)
+        say(f"ingest API at {api_url}, Dagster UI at http://127.0.0.1:{DAGSTER_PORT}")
+
+        say("replaying the bundled samples through POST /v1/events …")
+        result = replay(SAMPLES, api_url, progress=sys.stderr.isatty())
+        say(f"acknowledged {result.accepted} events ({result.rejected} payloads rejected), "
+            f"last bronze version {result.bronze_version}")
+
+        timeout_s = float(os.environ.get("EVENTLAKE_GOLD_TIMEOUT_S", "900"))
+        say(f"waiting for gold to cover bronze version {result.bronze_version} (limit {timeout_s:.0f} s) …")
+        try:
+            waited = wait_for_gold(settings.warehouse_file, result.bronze_version or 0, timeout_s)
+        except GoldNotReadyError as exc:
+            say(f"ERROR: {exc}")
+            return 1
+        say(f"gold is up to date ({waited:.0f} s after the replay, {time.monotonic() - started_at:.0f} s in all)")
+        print("\nDAU / MAU per app (UTC days; people, bots excluded):\n")
+        print(format_summary(active_users_summary(settings.warehouse_file)), "\n", flush=True)
+
+        if args.mode == "demo":
+            return 0
+        say("serving; press Ctrl-C to stop")
+        while all(proc.poll() is None for _, proc in stack.procs):
+            time.sleep(1)
+        say("a process exited unexpectedly; see the logs under " + str(stack.logs))
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""``eventlake-status``: how far gold has caught up with bronze, and DAU/MAU per app.
+
+Reads the gold DuckDB file read-only (retrying while a pipeline run holds its write lock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from warehouse import gold
+from warehouse.settings import get_settings
+from warehouse.tables import GOLD_TABLES
+
+
+class GoldNotReadyError(TimeoutError):
+    """Gold did not cover the requested bronze version within the time limit."""
+
+
+@dataclass(frozen=True)
+class AppSummary:
+    """DAU/MAU of one app on its last day with data (UTC)."""
+
+    app: str
+    days: int
+    last_day: date
+    dau_last_day: int
+    avg_dau: float
+    mau_rolling_30d: int
+    mau_calendar_month: int
+
+
+def covered_bronze_version(path: Path) -> int | None:
+    """The bronze version every gold mart has caught up with, or ``None`` before the first run."""
+    if not path.exists():
+        return None
+    con = gold.connect(path, read_only=True)
+    try:
+        marks = [gold.gold_watermark(con, mart) for mart in GOLD_TABLES]
+    finally:
+        con.close()
+    if any(mark is None for mark in marks):
+        return None
+    return min(mark.bronze_version for mark in marks if mark is not None)
+
+
+def wait_for_gold(path: Path, bronze_version: int, timeout_s: float, poll_s: float = 1.0) -> float:
+    """Block until every gold mart covers ``bronze_version``; returns the seconds waited.
+
+    Raises:
+        GoldNotReadyError: when that does not happen within ``timeout_s`` seconds.
+    """
+    started = time.monotonic()
+    while True:
+        covered = covered_bronze_version(path)
+        if covered is not None and covered >= bronze_version:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout_s:
+            raise GoldNotReadyError(
+                f"gold covers bronze version {covered} after {timeout_s:.0f} s, expected {bronze_version}; "
+                "see the runs at http://127.0.0.1:3000/runs and the logs under the data folder"
+            )
+        time.sleep(poll_s)
+
+
+def active_users_summary(path: Path) -> list[AppSummary]:
+    """One :class:`AppSummary` per app, from the gold marts."""
+    con = gold.connect(path, read_only=True)
+    try:
+        rows = con.execute(gold.load_sql("select_active_users_summary")).fetchall()
+    finally:
+        con.close()
+    return [AppSummary(*row) for row in rows]
+
+
+def format_summary(summaries: list[AppSummary]) -> str:
+    """A plain-text table of the summaries, one line per app."""
+    header = ("app", "days", "last day", "DAU", "avg DAU", "MAU 30d", "MAU month")
+    lines = [header] + [
+        (s.app, str(s.days), s.last_day.isoformat(), str(s.dau_last_day), f"{s.avg_dau:.1f}",
+         str(s.mau_rolling_30d), str(s.mau_calendar_month))
+        for s in summaries
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) for line in lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: optionally wait for gold to cover a bronze version, then print DAU/MAU per app."""
+    parser = argparse.ArgumentParser(prog="eventlake-status", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bronze-version", type=int, help="wait until gold covers this bronze version")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds to wait (default 900)")
+    args = parser.parse_args(argv)
+    path = get_settings().warehouse_file
+    if args.bronze_version is not None:
+        try:
+            wait_for_gold(path, args.bronze_version, args.timeout)
+        except GoldNotReadyError as exc:
+            sys.stderr.write(f"eventlake-status: {exc}\n")
+            return 1
+    if not path.exists():
+        sys.stderr.write(f"eventlake-status: no warehouse at {path} yet\n")
+        return 1
+    sys.stdout.write(format_summary(active_users_summary(path)) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
