@@ -72,6 +72,13 @@ def check_names(suite: gx.ExpectationSuite) -> list[tuple[str, str]]:
     return [(e.meta["check"], e.meta.get("description", "")) for e in suite.expectations]
 
 
+def _columns(expectation: Any) -> list[str]:
+    kwargs = expectation.configuration.kwargs
+    return [kwargs[key] for key in ("column", "column_A", "column_B") if key in kwargs] + list(
+        kwargs.get("column_list", [])
+    )
+
+
 @cache
 def _batch_definition() -> Any:
     context = gx.get_context(mode="ephemeral")
@@ -84,9 +91,13 @@ def split_by_suite(frame: pd.DataFrame, suite: gx.ExpectationSuite) -> SplitResu
     """Validate ``frame`` (RangeIndex) against ``suite`` and split its rows.
 
     Raises:
-        ValidationError: when GE reports an exception for an expectation (a missing column,
-            a type error…): failing closed instead of waving the batch through.
+        ValidationError: when a column the suite reads is missing, or GE reports an exception
+            for an expectation (a type error…): failing closed instead of waving the batch through.
     """
+    # GE 1.24 reports a not-null expectation on a missing column as a success: check first.
+    missing = sorted({c for e in suite.expectations for c in _columns(e)} - set(frame.columns))
+    if missing:
+        raise ValidationError(f"suite {suite.name}: the frame lacks columns {missing}")
     frame = frame.reset_index(drop=True)
     valid = np.ones(len(frame), dtype=bool)
     failures: dict[int, list[dict[str, Any]]] = {}

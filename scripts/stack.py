@@ -65,6 +65,31 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes], name: s
     raise RuntimeError(f"{name} did not answer {url} within {timeout_s:.0f} s; see {log}")
 
 
+def descendants(pid: int) -> list[int]:
+    """All live descendants of ``pid`` (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is running (not gone, not a zombie)."""
+    try:
+        return " Z " not in Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+
+
 class Stack:
     """The processes this script started, stopped in reverse order on exit."""
 
@@ -85,6 +110,9 @@ class Stack:
         return proc, log
 
     def stop(self) -> None:
+        # Dagster's code servers run in their own sessions; they also exit when their parent
+        # stops heartbeating (~20 s), but we wait for them here so nothing outlives the stack.
+        leftovers = [pid for _, proc in self.procs for pid in descendants(proc.pid)]
         for name, proc in reversed(self.procs):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGINT)
@@ -96,6 +124,12 @@ class Stack:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
             say(f"stopped {name}")
+        deadline = time.monotonic() + 30
+        for pid in leftovers:
+            while alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def main() -> int:

@@ -1,0 +1,111 @@
+"""Shared fixtures: a real ingest API under uvicorn, a real lake under tmp_path, real Dagster runs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import pytest
+
+from pipelines.assets import daily_active_users, monthly_active_users, silver_events
+from pipelines.resources import LakeResource, WarehouseResource
+from warehouse.lake import Lake
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
+
+
+@dataclass(frozen=True)
+class Env:
+    """Where one test's running system writes: lake root and gold DuckDB file."""
+
+    data_dir: Path
+
+    @property
+    def lake_root(self) -> str:
+        return str(self.data_dir / "lake")
+
+    @property
+    def warehouse(self) -> Path:
+        return self.data_dir / "warehouse.duckdb"
+
+    @property
+    def lake(self) -> Lake:
+        return Lake(self.lake_root)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    return Env(data_dir)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ApiServer:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+def start_api(env: Env, extra_env: dict[str, str] | None = None) -> ApiServer:
+    """Start ``uvicorn ingest_api.main:app`` on a free loopback port and wait for /healthz."""
+    port = free_port()
+    log = env.data_dir / f"api-{port}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "ingest_api.main:app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "EVENTLAKE_DATA_DIR": str(env.data_dir), "EVENTLAKE_FLUSH_INTERVAL_MS": "50",
+             **(extra_env or {})},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"uvicorn exited: {log.read_text()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return ApiServer(url, proc, log)
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"uvicorn did not start: {log.read_text()}")
+
+
+@pytest.fixture
+def api(env: Env) -> Iterator[ApiServer]:
+    server = start_api(env)
+    yield server
+    server.proc.terminate()
+    server.proc.wait(timeout=30)
+
+
+def materialize_all(env: Env) -> dg.ExecuteInProcessResult:
+    """Materialize silver (with its GE checks) and the gold marts in-process, like one sensor run."""
+    result = dg.materialize(
+        [silver_events, daily_active_users, monthly_active_users],
+        resources={
+            "lake": LakeResource(root=env.lake_root),
+            "warehouse": WarehouseResource(path=str(env.warehouse)),
+        },
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=True,
+    )
+    assert result.success
+    return result

@@ -1,0 +1,86 @@
+"""Gold marts against hand-derived values, and incremental refresh of only the affected days."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from pipelines.gold import refresh_mart
+from warehouse import gold
+from warehouse.lake import Lake
+from warehouse.tables import EVENTS, RAW_EVENTS
+
+_counter = iter(range(1_000_000))
+
+
+def silver_rows(rows: list[tuple[str, str | None, str | None, bool]]) -> pa.Table:
+    """(day, user_id, session_id, is_bot) → silver rows of app 'a' (other columns null)."""
+    columns: dict[str, list[object]] = {name: [] for name in EVENTS.schema.names}
+    for day, user, session, is_bot in rows:
+        ts = datetime.fromisoformat(day).replace(hour=12, tzinfo=UTC)
+        values = {
+            "event_id": f"e{next(_counter)}", "event_type": "click", "app": "a", "source_format": "native",
+            "timestamp": ts, "event_date": ts.date(), "received_at": ts, "user_id": user,
+            "session_id": session, "is_bot": is_bot, "bronze_version": 0, "properties": "{}",
+        }
+        for name in columns:
+            columns[name].append(values.get(name))
+    return pa.table(columns, schema=EVENTS.schema)
+
+
+def refresh_both(con: duckdb.DuckDBPyConnection, lake: Lake) -> dict[str, int]:
+    return {m: refresh_mart(con, lake, m).rewritten_rows for m in gold.MARTS}
+
+
+def dau(con: duckdb.DuckDBPyConnection) -> dict[date, int]:
+    return dict(con.execute("select day, dau from daily_active_users where app = 'a'").fetchall())
+
+
+def mau(con: duckdb.DuckDBPyConnection) -> dict[date, tuple[int, int]]:
+    rows = con.execute(
+        "select day, mau_rolling_30d, mau_calendar_month from monthly_active_users where app = 'a'"
+    ).fetchall()
+    return {day: (rolling, calendar) for day, rolling, calendar in rows}
+
+
+def test_marts_match_hand_derived_values_and_refresh_only_affected_days(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    lake.ensure(RAW_EVENTS)
+    con = gold.connect(tmp_path / "warehouse.duckdb")
+    lake.insert_new(EVENTS, silver_rows([
+        ("2024-01-01", "u1", None, False), ("2024-01-01", "u2", "s1", False),
+        ("2024-01-01", "u1", None, False), ("2024-01-01", "crawler", None, True),
+        ("2024-01-03", "u1", None, False), ("2024-01-03", None, "s9", False),
+        ("2024-02-01", "u3", None, False),
+    ]))
+    assert refresh_both(con, lake) == {"daily_active_users": 32, "monthly_active_users": 32}
+
+    daily = dau(con)
+    assert len(daily) == 32  # 2024-01-01 .. 2024-02-01, idle days included
+    assert (daily[date(2024, 1, 1)], daily[date(2024, 1, 2)], daily[date(2024, 1, 3)]) == (2, 0, 2)
+    assert daily[date(2024, 2, 1)] == 1
+    monthly = mau(con)
+    assert monthly[date(2024, 1, 30)] == (3, 3)   # u1, u2, s9 in 01-01..01-30
+    assert monthly[date(2024, 1, 31)] == (2, 3)   # 01-01 left the window: u1, s9
+    assert monthly[date(2024, 2, 1)] == (3, 1)    # u1, s9, u3; February so far: u3
+
+    # A late event on 2024-01-02 rewrites that DAU day, and for MAU the 30 days whose window
+    # holds it plus the rest of January (calendar month), nothing else.
+    lake.insert_new(EVENTS, silver_rows([("2024-01-02", "u4", None, False)]))
+    assert refresh_both(con, lake) == {"daily_active_users": 1, "monthly_active_users": 31}
+    assert dau(con)[date(2024, 1, 2)] == 1
+    monthly = mau(con)
+    assert monthly[date(2024, 1, 30)] == (4, 4)
+    assert monthly[date(2024, 1, 31)] == (3, 4)
+    assert monthly[date(2024, 2, 1)] == (3, 1)    # 01-02 is outside 01-03..02-01
+
+    # Nothing new: nothing rewritten. A later day grows the spine with idle days.
+    assert refresh_both(con, lake) == {"daily_active_users": 0, "monthly_active_users": 0}
+    lake.insert_new(EVENTS, silver_rows([("2024-02-04", "u1", None, False)]))
+    refresh_both(con, lake)
+    daily = dau(con)
+    assert [daily[date(2024, 2, d)] for d in (2, 3, 4)] == [0, 0, 1]
+    assert mau(con)[date(2024, 2, 4)] == (2, 2)   # window 01-06..02-04: u3, u1; February: u3, u1

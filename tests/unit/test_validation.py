@@ -1,0 +1,55 @@
+"""The GE suite drives the silver/quarantine split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.validation import EXPECTATIONS_DIR, ValidationError, load_suite, split_by_suite
+
+DAY_MS = 86_400_000
+
+
+def frame(rows: list[dict[str, object]]) -> pd.DataFrame:
+    base = {"event_id": "e", "event_type": "click", "timestamp_ms": 1_700_000_000_000,
+            "future_skew_ms": 0, "person_key": "u"}
+    return pd.DataFrame([{**base, **row} for row in rows])
+
+
+def test_split_follows_unexpected_rows_of_each_expectation() -> None:
+    suite = load_suite("raw_events")
+    batch = frame([
+        {},                                              # 0 valid
+        {"event_type": "Not Valid!"},                    # 1 bad name
+        {"timestamp_ms": 900_000_000_000},               # 2 before 2000
+        {"future_skew_ms": DAY_MS + 1},                  # 3 more than 24 h ahead
+        {"future_skew_ms": DAY_MS},                      # 4 exactly 24 h ahead: allowed
+        {"person_key": None},                            # 5 no user, no session
+        {"event_id": None, "event_type": "Bad"},         # 6 two failures
+    ])
+    split = split_by_suite(batch, suite)
+    assert split.valid.tolist() == [True, False, False, False, True, False, False]
+    assert [f["check"] for f in split.failures[1]] == ["event_type_name"]
+    assert [f["check"] for f in split.failures[2]] == ["timestamp_after_2000"]
+    assert [f["check"] for f in split.failures[3]] == ["timestamp_not_in_future"]
+    assert [f["check"] for f in split.failures[5]] == ["user_or_session_present"]
+    assert sorted(f["check"] for f in split.failures[6]) == ["event_id_present", "event_type_name"]
+    counts = {c.check: c.unexpected_count for c in split.checks}
+    assert counts["event_type_name"] == 2
+    assert not next(c for c in split.checks if c.check == "event_type_name").success
+
+
+def test_an_expectation_that_cannot_run_fails_the_batch() -> None:
+    with pytest.raises(ValidationError, match="person_key"):
+        split_by_suite(frame([{}]).drop(columns=["person_key"]), load_suite("raw_events"))
+
+
+def test_every_expectation_names_its_check(tmp_path: Path) -> None:
+    document = json.loads((EXPECTATIONS_DIR / "raw_events.json").read_text())
+    del document["expectations"][0]["meta"]["check"]
+    (tmp_path / "broken.json").write_text(json.dumps(document))
+    with pytest.raises(ValueError, match="meta.check"):
+        load_suite("broken", tmp_path)
