@@ -15,7 +15,6 @@ from pipelines.validation import check_names, load_suite, split_by_suite
 from warehouse.tables import DAILY_ACTIVE_USERS, EVENTS, MONTHLY_ACTIVE_USERS, RAW_EVENTS, REJECTED_EVENTS
 
 SUITE_NAME = RAW_EVENTS.name
-_SUITE = load_suite(SUITE_NAME)
 
 raw_events = dg.AssetSpec(
     RAW_EVENTS.name,
@@ -39,7 +38,7 @@ raw_events = dg.AssetSpec(
     ],
     check_specs=[
         dg.AssetCheckSpec(name, asset=EVENTS.name, description=description)
-        for name, description in check_names(_SUITE)
+        for name, description in check_names(SUITE_NAME)
     ],
     retry_policy=dg.RetryPolicy(max_retries=2, delay=2),
 )
@@ -50,7 +49,7 @@ def silver_events(context: dg.AssetExecutionContext, lake: LakeResource) -> Iter
     after = store.watermark(EVENTS.name, RAW_EVENTS.name)
     until = after if bronze_version is None else bronze_version
     decoded = transform.decode(store.changes(RAW_EVENTS, after, until))
-    split = split_by_suite(transform.validation_frame(decoded), _SUITE)
+    split = split_by_suite(transform.validation_frame(decoded), load_suite(SUITE_NAME))
     valid = transform.dedup_first_received(decoded.filter(pl.Series(split.valid)))
     invalid_positions = sorted(split.failures)
     invalid = decoded[invalid_positions] if invalid_positions else decoded.clear()
@@ -60,11 +59,11 @@ def silver_events(context: dg.AssetExecutionContext, lake: LakeResource) -> Iter
 
     quarantined = store.insert_new(
         REJECTED_EVENTS,
-        transform.build_quarantine(invalid.drop("_position"), reasons, SUITE_NAME, context.run_id, datetime.now(UTC)),
+        transform.build_quarantine(invalid.drop("_position"), reasons, SUITE_NAME, context.run.run_id, datetime.now(UTC)),
     )
-    inserted = store.insert_new(EVENTS, transform.build_silver(valid, context.run_id))
+    inserted = store.insert_new(EVENTS, transform.build_silver(valid, context.run.run_id))
     if until > after:
-        store.advance_watermark(EVENTS.name, RAW_EVENTS.name, until, context.run_id)
+        store.advance_watermark(EVENTS.name, RAW_EVENTS.name, until, context.run.run_id)
 
     reason_counts: dict[str, int] = {}
     for failed in reasons:

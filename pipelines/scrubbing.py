@@ -28,7 +28,7 @@ _SENSITIVE_KEY = re.compile(
 )
 _SENSITIVE_PAIR = re.compile(
     r"(?P<key>\b[\w.-]*(?:password|passwd|pwd|secret|token|api_?key|authorization|cookie)[\w.-]*)"
-    r"(?P<sep>\s*[=:]\s*)(?P<quote>[\"']?)(?P<value>[^\s\"'&,;]+)",
+    r"(?P<sep>\s*[=:]\s*)(?P<quote>[\"']?)(?P<value>[^\s\"'&,;()\[\]{}<>]+)",
     re.IGNORECASE,
 )
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")

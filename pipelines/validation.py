@@ -12,11 +12,13 @@ import logging
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import great_expectations as gx
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    import great_expectations as gx
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,14 @@ class SplitResult:
     checks: list[CheckOutcome]
 
 
+def _read_suite(name: str, directory: Path) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((directory / f"{name}.json").read_text())
+    for expectation in document["expectations"]:
+        if not expectation.get("meta", {}).get("check"):
+            raise ValueError(f"suite {name}: every expectation needs meta.check ({expectation['type']})")
+    return document
+
+
 def load_suite(name: str, directory: Path = EXPECTATIONS_DIR) -> gx.ExpectationSuite:
     """Load ``<directory>/<name>.json`` as an expectation suite.
 
@@ -60,16 +70,19 @@ def load_suite(name: str, directory: Path = EXPECTATIONS_DIR) -> gx.ExpectationS
         FileNotFoundError: when the suite file is missing.
         ValueError: when an expectation has no ``meta.check`` name.
     """
-    document = json.loads((directory / f"{name}.json").read_text())
-    for expectation in document["expectations"]:
-        if not expectation.get("meta", {}).get("check"):
-            raise ValueError(f"suite {name}: every expectation needs meta.check ({expectation['type']})")
-    return gx.ExpectationSuite(**document)
+    # Imported here: great_expectations takes ~5 s and ~250 MB to import, and the Dagster
+    # code location (webserver, daemon, sensor) must load without it.
+    import great_expectations as gx
+
+    return gx.ExpectationSuite(**_read_suite(name, directory))
 
 
-def check_names(suite: gx.ExpectationSuite) -> list[tuple[str, str]]:
-    """``(check name, description)`` of every expectation of the suite, in order."""
-    return [(e.meta["check"], e.meta.get("description", "")) for e in suite.expectations]
+def check_names(name: str, directory: Path = EXPECTATIONS_DIR) -> list[tuple[str, str]]:
+    """``(check name, description)`` of every expectation of suite ``name``, in order (no GE import)."""
+    return [
+        (e["meta"]["check"], e["meta"].get("description", ""))
+        for e in _read_suite(name, directory)["expectations"]
+    ]
 
 
 def _columns(expectation: Any) -> list[str]:
@@ -81,6 +94,8 @@ def _columns(expectation: Any) -> list[str]:
 
 @cache
 def _batch_definition() -> Any:
+    import great_expectations as gx
+
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}
     source = context.data_sources.add_pandas("micro_batches")

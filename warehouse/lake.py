@@ -75,22 +75,22 @@ class Lake:
 
     @_retry_commit
     def append(self, table: TableDef, rows: pa.Table, metadata: dict[str, str] | None = None) -> int:
-        """Append ``rows`` (cast to the table schema) in one commit; returns the new version.
+        """Append ``rows`` (cast to the table schema) in one commit; returns that commit's version.
+
+        Creates the table first when needed, with its partitioning and change data feed.
 
         Raises:
             pyarrow.ArrowInvalid: when ``rows`` cannot be cast to the table schema.
             deltalake.exceptions.DeltaError: when the commit fails (after retries on conflicts).
         """
+        dt = self.ensure(table)  # never let a first write create a table without its properties
         write_deltalake(
-            self.uri(table),
+            dt,
             rows.select(table.schema.names).cast(table.schema),
             mode="append",
-            storage_options=self.storage_options,
             commit_properties=CommitProperties(custom_metadata=metadata) if metadata else None,
         )
-        dt = self.open(table)
-        assert dt is not None  # the write above created it
-        return dt.version()
+        return dt.version()  # the DeltaTable object is advanced to this write's own commit
 
     @_retry_commit
     def insert_new(self, table: TableDef, rows: pa.Table, key: str = "event_id") -> dict[str, int]:

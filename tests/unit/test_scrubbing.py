@@ -47,3 +47,8 @@ def test_urls_lose_sensitive_query_values_and_emails() -> None:
 )
 def test_ip_truncation(address: str | None, expected: str | None) -> None:
     assert truncate_ip(address) == expected
+
+
+def test_secret_pair_value_stops_at_a_closing_bracket() -> None:
+    # Regression: the masked value swallowed the ")" that closed the call in a stack trace.
+    assert scrub_text("at login(password=hunter2) in auth.py") == f"at login(password={REDACTED}) in auth.py"

@@ -53,3 +53,10 @@ def test_every_expectation_names_its_check(tmp_path: Path) -> None:
     (tmp_path / "broken.json").write_text(json.dumps(document))
     with pytest.raises(ValueError, match="meta.check"):
         load_suite("broken", tmp_path)
+
+
+def test_empty_batch_reports_every_check_without_failures() -> None:
+    split = split_by_suite(frame([{}]).iloc[0:0], load_suite("raw_events"))
+    assert len(split.valid) == 0
+    assert [c.check for c in split.checks][:2] == ["event_id_present", "event_type_present"]
+    assert all(c.unexpected_count == 0 for c in split.checks)

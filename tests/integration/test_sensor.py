@@ -1,0 +1,48 @@
+"""The bronze sensor against a real lake: run when silver is behind, skip when caught up."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import pyarrow as pa
+import pytest
+
+from pipelines.resources import LakeResource
+from pipelines.sensors import bronze_sensor
+from tests.conftest import Env, materialize_all
+from warehouse.contract import RequestContext, explode_payload
+from warehouse.tables import RAW_EVENTS
+
+pytestmark = pytest.mark.integration
+
+
+def append_bronze(env: Env, n: int) -> int:
+    ctx = RequestContext(received_at=datetime.now(UTC), user_agent="Mozilla/5.0", ip="192.0.2.1")
+    rows = [r for i in range(n) for r in explode_payload(
+        {"uuid": f"s{i}", "timestamp": "2024-01-01T00:00:00Z", "user": "u"}, ctx)]
+    return env.lake.append(RAW_EVENTS, pa.Table.from_pylist(rows, schema=RAW_EVENTS.schema))
+
+
+def evaluate(env: Env, instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorResult | dg.SkipReason:
+    context = dg.build_sensor_context(instance=instance, cursor=cursor,
+                                      resources={"lake": LakeResource(root=env.lake_root)})
+    return bronze_sensor(context)
+
+
+def test_sensor_requests_a_run_per_new_bronze_version_and_then_skips(env: Env) -> None:
+    instance = dg.DagsterInstance.ephemeral()
+    assert isinstance(evaluate(env, instance), dg.SkipReason)  # no bronze table yet
+
+    version = append_bronze(env, 3)
+    result = evaluate(env, instance)
+    assert isinstance(result, dg.SensorResult)
+    assert [r.run_key for r in result.run_requests or []] == [f"raw_events@{version}"]
+    assert result.cursor == str(version)
+    assert result.asset_events and result.asset_events[0].metadata["delta_version"].value == version
+
+    materialize_all(env)
+    caught_up = evaluate(env, instance, cursor=str(version))
+    assert isinstance(caught_up, dg.SensorResult)
+    assert not caught_up.run_requests
+    assert not caught_up.asset_events  # this version was already observed
