@@ -10,6 +10,7 @@ acknowledged after that commit, and a failed commit fails every request in the m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,10 +84,8 @@ class GroupCommitWriter:
 
     async def _run(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):  # the interval elapsed: flush what is there
                 await asyncio.wait_for(self._wake.wait(), timeout=self._interval_s)
-            except TimeoutError:
-                pass
             self._wake.clear()
             if self._pending:
                 await self._flush()

@@ -21,7 +21,6 @@ import argparse
 import csv
 import gzip
 import hashlib
-import io
 import logging
 import re
 import sys
@@ -114,8 +113,8 @@ def csv_payloads(path: Path) -> Iterator[dict[str, Any]]:
         ValueError: when a required column is missing.
     """
     app = app_name(path)
-    raw = gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")
-    with raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", newline="") as text:
         reader = csv.DictReader(text)
         missing = _REQUIRED_CSV_COLUMNS - set(reader.fieldnames or ())
         if missing:
@@ -182,8 +181,12 @@ def _batches(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[s
 
 
 def replay(
-    paths: list[Path], api_url: str, batch_size: int = 500, concurrency: int = 4,
-    base_url: str = "http://semicomplete.com", progress: bool = True,
+    paths: list[Path],
+    api_url: str,
+    batch_size: int = 500,
+    concurrency: int = 4,
+    base_url: str = "http://semicomplete.com",
+    progress: bool = True,
 ) -> ReplayResult:
     """POST every payload of ``paths`` to ``{api_url}/v1/events``; safe to repeat.
 
@@ -218,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=500, help="payloads per POST")
     parser.add_argument("--concurrency", type=int, default=4, help="POSTs in flight")
     parser.add_argument(
-        "--log-base-url", default="http://semicomplete.com",
+        "--log-base-url",
+        default="http://semicomplete.com",
         help="site prefix for access-log request paths (the bundled log is semicomplete.com's)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -226,7 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     result = replay(
-        args.paths, args.api_url, args.batch_size, args.concurrency, args.log_base_url,
+        args.paths,
+        args.api_url,
+        args.batch_size,
+        args.concurrency,
+        args.log_base_url,
         progress=not args.no_progress,
     )
     tqdm.write(f"accepted={result.accepted} rejected={result.rejected} bronze_version={result.bronze_version}")

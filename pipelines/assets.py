@@ -1,7 +1,6 @@
 """Assets: bronze ``raw_events`` (external, observed) → silver ``events`` + quarantine
 ``rejected_events`` → gold ``daily_active_users`` and ``monthly_active_users``."""
 
-
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -28,11 +27,17 @@ raw_events = dg.AssetSpec(
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
-            EVENTS.name, deps=[raw_events], group_name="silver", kinds={"deltalake", "polars"},
+            EVENTS.name,
+            deps=[raw_events],
+            group_name="silver",
+            kinds={"deltalake", "polars"},
             description="Silver: validated, scrubbed, enriched events, one row per event_id (Delta, by event_date).",
         ),
         dg.AssetSpec(
-            REJECTED_EVENTS.name, deps=[raw_events], group_name="quarantine", kinds={"deltalake"},
+            REJECTED_EVENTS.name,
+            deps=[raw_events],
+            group_name="quarantine",
+            kinds={"deltalake"},
             description="Quarantine: bronze rows that failed the raw_events suite, with the checks they broke.",
         ),
     ],
@@ -59,7 +64,9 @@ def silver_events(context: dg.AssetExecutionContext, lake: LakeResource) -> Iter
 
     quarantined = store.insert_new(
         REJECTED_EVENTS,
-        transform.build_quarantine(invalid.drop("_position"), reasons, SUITE_NAME, context.run.run_id, datetime.now(UTC)),
+        transform.build_quarantine(
+            invalid.drop("_position"), reasons, SUITE_NAME, context.run.run_id, datetime.now(UTC)
+        ),
     )
     inserted = store.insert_new(EVENTS, transform.build_silver(valid, context.run.run_id))
     if until > after:
@@ -68,8 +75,9 @@ def silver_events(context: dg.AssetExecutionContext, lake: LakeResource) -> Iter
     reason_counts: dict[str, int] = {}
     for failed in reasons:
         reason_counts[failed[0]["check"]] = reason_counts.get(failed[0]["check"], 0) + 1
-    context.log.info("bronze (%d, %d]: %d rows, %d valid, %d quarantined", after, until,
-                     decoded.height, valid.height, invalid.height)
+    context.log.info(
+        "bronze (%d, %d]: %d rows, %d valid, %d quarantined", after, until, decoded.height, valid.height, invalid.height
+    )
     yield dg.MaterializeResult(
         asset_key=EVENTS.name,
         metadata={
@@ -107,7 +115,9 @@ def silver_events(context: dg.AssetExecutionContext, lake: LakeResource) -> Iter
 
 def _gold_asset(mart: str, description: str) -> dg.AssetsDefinition:
     @dg.asset(name=mart, deps=[EVENTS.name], group_name="gold", kinds={"duckdb"}, description=description)
-    def _refresh(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    def _refresh(
+        context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
         con = warehouse.connect()
         try:
             stats = refresh_mart(con, lake.lake(), mart)

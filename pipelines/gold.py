@@ -54,7 +54,9 @@ def refresh_mart(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str) -> 
 
     changes = lake.changes(EVENTS, silver_from, silver_version)
     changed = (
-        changes.select(["app", "event_date"]).group_by(["app", "event_date"]).aggregate([])
+        changes.select(["app", "event_date"])
+        .group_by(["app", "event_date"])
+        .aggregate([])
         .rename_columns(["app", "day"])
     )
     rewritten = 0
@@ -70,14 +72,18 @@ def refresh_mart(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str) -> 
     except BaseException:
         con.rollback()
         raise
-    log.info("%s: silver (%d, %d] touched %d days, rewrote %d rows",
-             mart.table, silver_from, silver_version, changed.num_rows, rewritten)
+    log.info(
+        "%s: silver (%d, %d] touched %d days, rewrote %d rows",
+        mart.table,
+        silver_from,
+        silver_version,
+        changed.num_rows,
+        rewritten,
+    )
     return RefreshStats(mart.table, silver_from, silver_version, bronze_version, changed.num_rows, rewritten)
 
 
-def _rewrite(
-    con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str, silver_version: int, changed: pa.Table
-) -> int:
+def _rewrite(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str, silver_version: int, changed: pa.Table) -> int:
     mart = MARTS[mart_name]
     con.register("silver_events", lake.dataset(EVENTS, silver_version))
     con.register("changed_days", changed)

@@ -61,9 +61,7 @@ def scrub_url(url: str) -> str:
 def scrub_value(value: Any) -> Any:
     """Scrub a decoded JSON value recursively: sensitive keys masked, strings scrubbed."""
     if isinstance(value, dict):
-        return {
-            key: REDACTED if is_sensitive_key(str(key)) else scrub_value(item) for key, item in value.items()
-        }
+        return {key: REDACTED if is_sensitive_key(str(key)) else scrub_value(item) for key, item in value.items()}
     if isinstance(value, list):
         return [scrub_value(item) for item in value]
     if isinstance(value, str):

@@ -1,6 +1,5 @@
 """The bronze sensor: observe new bronze versions and start one run at a time."""
 
-
 import dagster as dg
 
 from pipelines.jobs import ingest_to_gold
@@ -33,15 +32,17 @@ def bronze_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg
     observations = [observation] if context.cursor != str(version) else []
     watermark = store.watermark(EVENTS.name, RAW_EVENTS.name)
     if version <= watermark:
-        return dg.SensorResult(skip_reason=f"silver is up to date with bronze v{version}",
-                               asset_events=observations, cursor=str(version))
+        return dg.SensorResult(
+            skip_reason=f"silver is up to date with bronze v{version}", asset_events=observations, cursor=str(version)
+        )
     if context.instance.get_run_records(dg.RunsFilter(job_name=ingest_to_gold.name, statuses=_ACTIVE), limit=1):
-        return dg.SensorResult(skip_reason="a run is in flight; it or the next one picks this up",
-                               asset_events=observations, cursor=str(version))
+        return dg.SensorResult(
+            skip_reason="a run is in flight; it or the next one picks this up",
+            asset_events=observations,
+            cursor=str(version),
+        )
     return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(run_key=f"raw_events@{version}", tags={"eventlake/bronze_version": str(version)})
-        ],
+        run_requests=[dg.RunRequest(run_key=f"raw_events@{version}", tags={"eventlake/bronze_version": str(version)})],
         asset_events=observations,
         cursor=str(version),
     )

@@ -64,11 +64,11 @@ def dedup_first_received(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.sort("received_at", "bronze_version").unique("event_id", keep="first", maintain_order=True)
 
 
-def _map_distinct(column: pl.Series, fn: Callable[[Any], Any], dtype: pl.DataType) -> pl.Series:
+def _map_distinct(column: pl.Series, fn: Callable[[Any], str | None]) -> pl.Series:
     # Applying Python rules once per distinct value: URLs, user agents and IPs repeat a lot.
     distinct = column.unique().drop_nulls()
     mapping = dict(zip(distinct.to_list(), (fn(v) for v in distinct.to_list()), strict=True))
-    return column.replace_strict(mapping, default=None, return_dtype=dtype)
+    return column.replace_strict(mapping, default=None, return_dtype=pl.String)
 
 
 def _scrub_properties(properties: str) -> str:
@@ -77,24 +77,30 @@ def _scrub_properties(properties: str) -> str:
 
 def build_silver(valid: pl.DataFrame, run_id: str) -> pa.Table:
     """Scrub and enrich validated, deduplicated rows into the silver ``events`` schema."""
-    devices = valid.select("user_agent").unique().with_columns(
-        pl.col("user_agent")
-        .map_elements(lambda ua: asdict(device_from_user_agent(ua)), return_dtype=pl.Struct(
-            {name: (pl.Boolean if name == "is_bot" else pl.String) for name in _DEVICE_FIELDS}
-        ), skip_nulls=False)
-        .alias("device")
-    ).unnest("device")
-    silver = (
-        valid.join(devices, on="user_agent", how="left", nulls_equal=True)
+    devices = (
+        valid.select("user_agent")
+        .unique()
         .with_columns(
-            pl.col("timestamp").dt.date().alias("event_date"),
-            _map_distinct(valid["page_url"], scrub_url, pl.String).alias("page_url"),
-            _map_distinct(valid["referrer"], scrub_url, pl.String).alias("referrer"),
-            _map_distinct(valid["location"], scrub_text, pl.String).alias("location"),
-            _map_distinct(valid["ip"], truncate_ip, pl.String).alias("ip"),
-            pl.col("properties").map_elements(_scrub_properties, return_dtype=pl.String),
-            pl.lit(run_id).alias("run_id"),
+            pl.col("user_agent")
+            .map_elements(
+                lambda ua: asdict(device_from_user_agent(ua)),
+                return_dtype=pl.Struct(
+                    {name: (pl.Boolean if name == "is_bot" else pl.String) for name in _DEVICE_FIELDS}
+                ),
+                skip_nulls=False,
+            )
+            .alias("device")
         )
+        .unnest("device")
+    )
+    silver = valid.join(devices, on="user_agent", how="left", nulls_equal=True).with_columns(
+        pl.col("timestamp").dt.date().alias("event_date"),
+        _map_distinct(valid["page_url"], scrub_url).alias("page_url"),
+        _map_distinct(valid["referrer"], scrub_url).alias("referrer"),
+        _map_distinct(valid["location"], scrub_text).alias("location"),
+        _map_distinct(valid["ip"], truncate_ip).alias("ip"),
+        pl.col("properties").map_elements(_scrub_properties, return_dtype=pl.String),
+        pl.lit(run_id).alias("run_id"),
     )
     return silver.select(EVENTS.schema.names).to_arrow().cast(EVENTS.schema)
 

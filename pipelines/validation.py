@@ -80,8 +80,7 @@ def load_suite(name: str, directory: Path = EXPECTATIONS_DIR) -> gx.ExpectationS
 def check_names(name: str, directory: Path = EXPECTATIONS_DIR) -> list[tuple[str, str]]:
     """``(check name, description)`` of every expectation of suite ``name``, in order (no GE import)."""
     return [
-        (e["meta"]["check"], e["meta"].get("description", ""))
-        for e in _read_suite(name, directory)["expectations"]
+        (e["meta"]["check"], e["meta"].get("description", "")) for e in _read_suite(name, directory)["expectations"]
     ]
 
 
@@ -95,9 +94,10 @@ def _columns(expectation: Any) -> list[str]:
 @cache
 def _batch_definition() -> Any:
     import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = {"globally": False}
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = context.data_sources.add_pandas("micro_batches")
     return source.add_dataframe_asset("frame").add_batch_definition_whole_dataframe("whole")
 
@@ -118,19 +118,25 @@ def split_by_suite(frame: pd.DataFrame, suite: gx.ExpectationSuite) -> SplitResu
     failures: dict[int, list[dict[str, Any]]] = {}
     checks: list[CheckOutcome] = []
     if frame.empty:
-        return SplitResult(valid, failures, [
-            CheckOutcome(e.meta["check"], e.expectation_type, getattr(e, "column", None),
-                         e.meta.get("description", ""), True, 0, 0)
+        untouched = [
+            CheckOutcome(
+                meta["check"], e.expectation_type, getattr(e, "column", None), meta.get("description", ""), True, 0, 0
+            )
             for e in suite.expectations
-        ])
+            for meta in [e.meta or {}]
+        ]
+        return SplitResult(valid, failures, untouched)
     batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
     result = batch.validate(suite, result_format={"result_format": "COMPLETE", "partial_unexpected_count": 0})
     for outcome in result.results:
         config = outcome.expectation_config
-        check = config.meta["check"]
+        meta = config.meta or {}
+        check = meta["check"]
         column = config.kwargs.get("column")
         if outcome.exception_info and outcome.exception_info.get("raised_exception"):
-            raise ValidationError(f"expectation {check} could not run: {outcome.exception_info.get('exception_message')}")
+            raise ValidationError(
+                f"expectation {check} could not run: {outcome.exception_info.get('exception_message')}"
+            )
         unexpected = outcome.result.get("unexpected_index_list") or []
         reason = {"check": check, "expectation": config.type, "column": column}
         for position in unexpected:
@@ -138,8 +144,13 @@ def split_by_suite(frame: pd.DataFrame, suite: gx.ExpectationSuite) -> SplitResu
             failures.setdefault(int(position), []).append(reason)
         checks.append(
             CheckOutcome(
-                check, config.type, column, config.meta.get("description", ""), bool(outcome.success),
-                int(outcome.result.get("unexpected_count") or 0), int(outcome.result.get("element_count") or len(frame)),
+                check,
+                config.type,
+                column,
+                meta.get("description", ""),
+                bool(outcome.success),
+                int(outcome.result.get("unexpected_count") or 0),
+                int(outcome.result.get("element_count") or len(frame)),
             )
         )
     return SplitResult(valid, failures, checks)

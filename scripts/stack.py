@@ -27,8 +27,9 @@ from warehouse.settings import get_settings
 from warehouse.status import GoldNotReadyError, active_users_summary, format_summary, wait_for_gold
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = [ROOT / "samples" / name for name in
-           ("web_access_2015.log", "onlineshop_2019.csv", "ecom_scenarios_2024.csv.gz")]
+SAMPLES = [
+    ROOT / "samples" / name for name in ("web_access_2015.log", "onlineshop_2019.csv", "ecom_scenarios_2024.csv.gz")
+]
 BIN = Path(sys.executable).parent
 DAGSTER_PORT = 3000
 
@@ -103,8 +104,9 @@ class Stack:
         handle = log.open("ab")
         # Own process group: Ctrl-C reaches only this script, which then stops each group
         # with SIGINT (Dagster's processes shut down their code servers cleanly on it).
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.procs.append((name, proc))
         say(f"started {name} (pid {proc.pid}), log: {log}")
         return proc, log
@@ -113,7 +115,7 @@ class Stack:
         # Dagster's code servers run in their own sessions; they also exit when their parent
         # stops heartbeating (~20 s), but we wait for them here so nothing outlives the stack.
         leftovers = [pid for _, proc in self.procs for pid in descendants(proc.pid)]
-        for name, proc in reversed(self.procs):
+        for _, proc in reversed(self.procs):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGINT)
         for name, proc in reversed(self.procs):
@@ -159,15 +161,35 @@ def main() -> int:
     stack = Stack(data_dir)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        api, api_log = stack.start("ingest_api", [
-            sys.executable, "-m", "uvicorn", "ingest_api.main:app",
-            "--host", settings.ingest_host, "--port", str(settings.ingest_port),
-        ], env)
+        api, api_log = stack.start(
+            "ingest_api",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "ingest_api.main:app",
+                "--host",
+                settings.ingest_host,
+                "--port",
+                str(settings.ingest_port),
+            ],
+            env,
+        )
         workspace = str(ROOT / "workspace.yaml")
         stack.start("dagster_daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], env)
-        dagster, dagster_log = stack.start("dagster_webserver", [
-            str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1", "-p", str(DAGSTER_PORT),
-        ], env)
+        dagster, dagster_log = stack.start(
+            "dagster_webserver",
+            [
+                str(BIN / "dagster-webserver"),
+                "-w",
+                workspace,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(DAGSTER_PORT),
+            ],
+            env,
+        )
         api_url = f"http://{settings.ingest_host}:{settings.ingest_port}"
         wait_http(f"{api_url}/healthz", 60, api, "ingest API", api_log)
         wait_http(f"http://127.0.0.1:{DAGSTER_PORT}/server_info", 180, dagster, "Dagster", dagster_log)
@@ -175,8 +197,10 @@ def main() -> int:
 
         say("replaying the bundled samples through POST /v1/events …")
         result = replay(SAMPLES, api_url, progress=sys.stderr.isatty())
-        say(f"acknowledged {result.accepted} events ({result.rejected} payloads rejected), "
-            f"last bronze version {result.bronze_version}")
+        say(
+            f"acknowledged {result.accepted} events ({result.rejected} payloads rejected), "
+            f"last bronze version {result.bronze_version}"
+        )
 
         timeout_s = float(os.environ.get("EVENTLAKE_GOLD_TIMEOUT_S", "900"))
         say(f"waiting for gold to cover bronze version {result.bronze_version} (limit {timeout_s:.0f} s) …")

@@ -69,8 +69,12 @@ def start_api(env: Env, extra_env: dict[str, str] | None = None) -> ApiServer:
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "ingest_api.main:app", "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT,
-        env={**os.environ, "EVENTLAKE_DATA_DIR": str(env.data_dir), "EVENTLAKE_FLUSH_INTERVAL_MS": "50",
-             **(extra_env or {})},
+        env={
+            **os.environ,
+            "EVENTLAKE_DATA_DIR": str(env.data_dir),
+            "EVENTLAKE_FLUSH_INTERVAL_MS": "50",
+            **(extra_env or {}),
+        },
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )

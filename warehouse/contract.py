@@ -220,4 +220,3 @@ def read_event_fields(payload_json: str, event_type: str) -> EventFields:
         location=location,
         properties=properties,
     )
-

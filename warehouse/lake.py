@@ -127,8 +127,10 @@ class Lake:
         changes = pa.table(reader.read_all())
         # delta-rs returns string_view columns, which pyarrow's filter kernels lack: cast first.
         is_insert = pc.equal(changes["_change_type"].cast(pa.string()), "insert")
-        rows = changes.select(table.schema.names).cast(table.schema).append_column(
-            "_commit_version", changes["_commit_version"].cast(pa.int64())
+        rows = (
+            changes.select(table.schema.names)
+            .cast(table.schema)
+            .append_column("_commit_version", changes["_commit_version"].cast(pa.int64()))
         )
         return rows.filter(is_insert)
 
@@ -167,4 +169,3 @@ class Lake:
         )
         self.append(WATERMARKS, row)
         log.info("watermark %s <- %s advanced to version %d", consumer, upstream, version)
-

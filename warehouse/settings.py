@@ -23,8 +23,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("data"), description="Root of everything written locally.")
     lake_uri: str | None = Field(
         default=None,
-        description="Hot lake root (local path or any object-store URI delta-rs supports); "
-        "default <data_dir>/lake.",
+        description="Hot lake root (local path or any object-store URI delta-rs supports); default <data_dir>/lake.",
     )
     warehouse_path: Path | None = Field(
         default=None, description="DuckDB file holding the gold marts; default <data_dir>/warehouse.duckdb."

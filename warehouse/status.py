@@ -81,8 +81,15 @@ def format_summary(summaries: list[AppSummary]) -> str:
     """A plain-text table of the summaries, one line per app."""
     header = ("app", "days", "last day", "DAU", "avg DAU", "MAU 30d", "MAU month")
     lines = [header] + [
-        (s.app, str(s.days), s.last_day.isoformat(), str(s.dau_last_day), f"{s.avg_dau:.1f}",
-         str(s.mau_rolling_30d), str(s.mau_calendar_month))
+        (
+            s.app,
+            str(s.days),
+            s.last_day.isoformat(),
+            str(s.dau_last_day),
+            f"{s.avg_dau:.1f}",
+            str(s.mau_rolling_30d),
+            str(s.mau_calendar_month),
+        )
         for s in summaries
     ]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]

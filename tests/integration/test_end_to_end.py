@@ -24,7 +24,10 @@ REPLAY = Path(sys.executable).parent / "eventlake-replay"
 def replay_cli(api: ApiServer, *files: str) -> str:
     done = subprocess.run(
         [str(REPLAY), "--api-url", api.url, "--no-progress", *(str(SAMPLES / f) for f in files)],
-        capture_output=True, text=True, check=True, timeout=300,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
     )
     return done.stdout + done.stderr
 
@@ -49,7 +52,7 @@ def expected_from_csv(path: Path) -> tuple[dict[date, int], dict[date, tuple[int
     dau = {d: len(per_day[d]) for d in days}
     mau = {}
     for i, d in enumerate(days):
-        window = set().union(*(per_day[w] for w in days[max(0, i - 29): i + 1]))
+        window = set().union(*(per_day[w] for w in days[max(0, i - 29) : i + 1]))
         mau[d] = (len(window), len(per_month[(d.year, d.month)]))
     return dau, mau
 
@@ -72,8 +75,10 @@ def gold(env: Env, app: str) -> tuple[dict[date, int], dict[date, tuple[int, int
 def gold_tables(env: Env) -> dict[str, list[tuple]]:
     con = duckdb.connect(str(env.warehouse), read_only=True)
     try:
-        return {t: con.execute(f"select * from {t} order by all").fetchall()
-                for t in ("daily_active_users", "monthly_active_users")}
+        return {
+            t: con.execute(f"select * from {t} order by all").fetchall()
+            for t in ("daily_active_users", "monthly_active_users")
+        }
     finally:
         con.close()
 
@@ -82,15 +87,16 @@ def silver(env: Env) -> pl.DataFrame:
     return pl.read_delta(env.lake.uri(EVENTS)).sort("event_id")
 
 
-def test_samples_flow_to_dau_mau_that_match_the_raw_csv_and_replays_are_idempotent(
-    api: ApiServer, env: Env
-) -> None:
+def test_samples_flow_to_dau_mau_that_match_the_raw_csv_and_replays_are_idempotent(api: ApiServer, env: Env) -> None:
     output = replay_cli(api, "web_access_2015.log", "onlineshop_2019.csv", "ecom_scenarios_2024.csv.gz")
     assert "accepted=73389 rejected=0" in output
     result = materialize_all(env)
     assert all(check.passed for check in result.get_asset_check_evaluations())
 
-    for app, file in (("onlineshop_2019", "onlineshop_2019.csv"), ("ecom_scenarios_2024", "ecom_scenarios_2024.csv.gz")):
+    for app, file in (
+        ("onlineshop_2019", "onlineshop_2019.csv"),
+        ("ecom_scenarios_2024", "ecom_scenarios_2024.csv.gz"),
+    ):
         expected_dau, expected_mau = expected_from_csv(SAMPLES / file)
         actual_dau, actual_mau = gold(env, app)
         assert actual_dau == expected_dau, app
@@ -115,18 +121,30 @@ def test_samples_flow_to_dau_mau_that_match_the_raw_csv_and_replays_are_idempote
     assert gold_tables(env) == gold_before
 
 
-def test_content_bad_event_goes_to_quarantine_with_reason_and_secrets_are_scrubbed(
-    api: ApiServer, env: Env
-) -> None:
+def test_content_bad_event_goes_to_quarantine_with_reason_and_secrets_are_scrubbed(api: ApiServer, env: Env) -> None:
     batch = [
-        {"uuid": "ok-1", "timestamp": "2024-05-01T10:00:00Z", "app": "t", "user": "u1",
-         "page": "https://t.example/login?token=abc&next=%2Fhome",
-         "events": {"errors": {"stackTrace": "Error at login(password=hunter2) for jane@example.com",
-                               "form": {"password": "hunter2", "email": "jane@example.com"}}}},
-        {"timestamp": "2024-05-01T10:00:00Z", "user": "u2"},                          # structural: no uuid
+        {
+            "uuid": "ok-1",
+            "timestamp": "2024-05-01T10:00:00Z",
+            "app": "t",
+            "user": "u1",
+            "page": "https://t.example/login?token=abc&next=%2Fhome",
+            "events": {
+                "errors": {
+                    "stackTrace": "Error at login(password=hunter2) for jane@example.com",
+                    "form": {"password": "hunter2", "email": "jane@example.com"},
+                }
+            },
+        },
+        {"timestamp": "2024-05-01T10:00:00Z", "user": "u2"},  # structural: no uuid
         {"uuid": "bad-1", "timestamp": "1999-12-31T23:59:59Z", "app": "t", "user": "u3"},  # too old
-        {"uuid": "bad-2", "timestamp": "2024-05-01T10:00:00Z", "app": "t", "user": "u4",
-         "events": {"Sign Up!": {}}},                                                 # bad name
+        {
+            "uuid": "bad-2",
+            "timestamp": "2024-05-01T10:00:00Z",
+            "app": "t",
+            "user": "u4",
+            "events": {"Sign Up!": {}},
+        },  # bad name
         {"uuid": "ok-2", "timestamp": "2024-05-01T11:00:00Z", "app": "t", "session": "s5"},
     ]
     browser = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"

@@ -19,14 +19,18 @@ pytestmark = pytest.mark.integration
 
 def append_bronze(env: Env, n: int) -> int:
     ctx = RequestContext(received_at=datetime.now(UTC), user_agent="Mozilla/5.0", ip="192.0.2.1")
-    rows = [r for i in range(n) for r in explode_payload(
-        {"uuid": f"s{i}", "timestamp": "2024-01-01T00:00:00Z", "user": "u"}, ctx)]
+    rows = [
+        r
+        for i in range(n)
+        for r in explode_payload({"uuid": f"s{i}", "timestamp": "2024-01-01T00:00:00Z", "user": "u"}, ctx)
+    ]
     return env.lake.append(RAW_EVENTS, pa.Table.from_pylist(rows, schema=RAW_EVENTS.schema))
 
 
 def evaluate(env: Env, instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorResult | dg.SkipReason:
-    context = dg.build_sensor_context(instance=instance, cursor=cursor,
-                                      resources={"lake": LakeResource(root=env.lake_root)})
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"lake": LakeResource(root=env.lake_root)}
+    )
     return bronze_sensor(context)
 
 

@@ -29,7 +29,10 @@ def test_event_id_is_uuid5_of_uuid_and_type() -> None:
 
 def test_explode_one_row_per_event_key() -> None:
     payload = {
-        "uuid": "p1", "timestamp": "2024-03-13T11:21:14+01:00", "app": "shop", "user": "u1",
+        "uuid": "p1",
+        "timestamp": "2024-03-13T11:21:14+01:00",
+        "app": "shop",
+        "user": "u1",
         "events": {"click": {"target": "#buy"}, "scroll": 80},
     }
     rows = explode_payload(payload, CTX)
@@ -84,14 +87,19 @@ def test_structural_errors_name_the_field(payload: object, field: str | None) ->
 
 
 def test_naive_timestamp_is_read_as_utc() -> None:
-    assert parse_client_timestamp("2019-11-01 17:59:13.273932") == datetime(
-        2019, 11, 1, 17, 59, 13, 273932, tzinfo=UTC
-    )
+    assert parse_client_timestamp("2019-11-01 17:59:13.273932") == datetime(2019, 11, 1, 17, 59, 13, 273932, tzinfo=UTC)
 
 
 def test_read_event_fields_wraps_scalars_and_keeps_types() -> None:
-    payload = {"uuid": "p", "timestamp": 0, "user": 42, "session": "s", "page": "https://a/b",
-               "location": {"city": "Berlin"}, "events": {"scroll": 80}}
+    payload = {
+        "uuid": "p",
+        "timestamp": 0,
+        "user": 42,
+        "session": "s",
+        "page": "https://a/b",
+        "location": {"city": "Berlin"},
+        "events": {"scroll": 80},
+    }
     row = explode_payload(payload, CTX)[0]
     fields = read_event_fields(row["payload"], "scroll")
     assert fields.properties == {"value": 80}

@@ -10,12 +10,20 @@ from pipelines.definitions import defs
 def test_definitions_asset_keys_snapshot() -> None:
     graph = defs.resolve_asset_graph()
     assert {key.to_user_string() for key in graph.get_all_asset_keys()} == {
-        "raw_events", "events", "rejected_events", "daily_active_users", "monthly_active_users",
+        "raw_events",
+        "events",
+        "rejected_events",
+        "daily_active_users",
+        "monthly_active_users",
     }
     checks = {key.name for key in graph.asset_check_keys}
     assert checks == {
-        "event_id_present", "event_type_present", "event_type_name", "timestamp_after_2000",
-        "timestamp_not_in_future", "user_or_session_present",
+        "event_id_present",
+        "event_type_present",
+        "event_type_name",
+        "timestamp_after_2000",
+        "timestamp_not_in_future",
+        "user_or_session_present",
     }
 
 

@@ -22,9 +22,18 @@ def silver_rows(rows: list[tuple[str, str | None, str | None, bool]]) -> pa.Tabl
     for day, user, session, is_bot in rows:
         ts = datetime.fromisoformat(day).replace(hour=12, tzinfo=UTC)
         values = {
-            "event_id": f"e{next(_counter)}", "event_type": "click", "app": "a", "source_format": "native",
-            "timestamp": ts, "event_date": ts.date(), "received_at": ts, "user_id": user,
-            "session_id": session, "is_bot": is_bot, "bronze_version": 0, "properties": "{}",
+            "event_id": f"e{next(_counter)}",
+            "event_type": "click",
+            "app": "a",
+            "source_format": "native",
+            "timestamp": ts,
+            "event_date": ts.date(),
+            "received_at": ts,
+            "user_id": user,
+            "session_id": session,
+            "is_bot": is_bot,
+            "bronze_version": 0,
+            "properties": "{}",
         }
         for name in columns:
             columns[name].append(values.get(name))
@@ -50,12 +59,20 @@ def test_marts_match_hand_derived_values_and_refresh_only_affected_days(tmp_path
     lake = Lake(str(tmp_path / "lake"))
     lake.ensure(RAW_EVENTS)
     con = gold.connect(tmp_path / "warehouse.duckdb")
-    lake.insert_new(EVENTS, silver_rows([
-        ("2024-01-01", "u1", None, False), ("2024-01-01", "u2", "s1", False),
-        ("2024-01-01", "u1", None, False), ("2024-01-01", "crawler", None, True),
-        ("2024-01-03", "u1", None, False), ("2024-01-03", None, "s9", False),
-        ("2024-02-01", "u3", None, False),
-    ]))
+    lake.insert_new(
+        EVENTS,
+        silver_rows(
+            [
+                ("2024-01-01", "u1", None, False),
+                ("2024-01-01", "u2", "s1", False),
+                ("2024-01-01", "u1", None, False),
+                ("2024-01-01", "crawler", None, True),
+                ("2024-01-03", "u1", None, False),
+                ("2024-01-03", None, "s9", False),
+                ("2024-02-01", "u3", None, False),
+            ]
+        ),
+    )
     assert refresh_both(con, lake) == {"daily_active_users": 32, "monthly_active_users": 32}
 
     daily = dau(con)
@@ -63,9 +80,9 @@ def test_marts_match_hand_derived_values_and_refresh_only_affected_days(tmp_path
     assert (daily[date(2024, 1, 1)], daily[date(2024, 1, 2)], daily[date(2024, 1, 3)]) == (2, 0, 2)
     assert daily[date(2024, 2, 1)] == 1
     monthly = mau(con)
-    assert monthly[date(2024, 1, 30)] == (3, 3)   # u1, u2, s9 in 01-01..01-30
-    assert monthly[date(2024, 1, 31)] == (2, 3)   # 01-01 left the window: u1, s9
-    assert monthly[date(2024, 2, 1)] == (3, 1)    # u1, s9, u3; February so far: u3
+    assert monthly[date(2024, 1, 30)] == (3, 3)  # u1, u2, s9 in 01-01..01-30
+    assert monthly[date(2024, 1, 31)] == (2, 3)  # 01-01 left the window: u1, s9
+    assert monthly[date(2024, 2, 1)] == (3, 1)  # u1, s9, u3; February so far: u3
 
     # A late event on 2024-01-02 rewrites that DAU day, and for MAU the 30 days whose window
     # holds it plus the rest of January (calendar month), nothing else.
@@ -75,7 +92,7 @@ def test_marts_match_hand_derived_values_and_refresh_only_affected_days(tmp_path
     monthly = mau(con)
     assert monthly[date(2024, 1, 30)] == (4, 4)
     assert monthly[date(2024, 1, 31)] == (3, 4)
-    assert monthly[date(2024, 2, 1)] == (3, 1)    # 01-02 is outside 01-03..02-01
+    assert monthly[date(2024, 2, 1)] == (3, 1)  # 01-02 is outside 01-03..02-01
 
     # Nothing new: nothing rewritten. A later day grows the spine with idle days.
     assert refresh_both(con, lake) == {"daily_active_users": 0, "monthly_active_users": 0}
@@ -83,4 +100,4 @@ def test_marts_match_hand_derived_values_and_refresh_only_affected_days(tmp_path
     refresh_both(con, lake)
     daily = dau(con)
     assert [daily[date(2024, 2, d)] for d in (2, 3, 4)] == [0, 0, 1]
-    assert mau(con)[date(2024, 2, 4)] == (2, 2)   # window 01-06..02-04: u3, u1; February: u3, u1
+    assert mau(con)[date(2024, 2, 4)] == (2, 2)  # window 01-06..02-04: u3, u1; February: u3, u1

@@ -10,12 +10,18 @@ from pipelines.scrubbing import EMAIL_MASK, REDACTED, scrub_text, scrub_url, scr
 def test_sensitive_keys_are_masked_at_any_depth() -> None:
     value = {
         "form": {"Password": "hunter2", "fields": [{"api_key": "k-123", "name": "x"}]},
-        "accessToken": "abc", "X-Api-Key": "z", "session_cookie": "c", "plain": "ok",
+        "accessToken": "abc",
+        "X-Api-Key": "z",
+        "session_cookie": "c",
+        "plain": "ok",
         "card_number": "4111111111111111",
     }
     assert scrub_value(value) == {
         "form": {"Password": REDACTED, "fields": [{"api_key": REDACTED, "name": "x"}]},
-        "accessToken": REDACTED, "X-Api-Key": REDACTED, "session_cookie": REDACTED, "plain": "ok",
+        "accessToken": REDACTED,
+        "X-Api-Key": REDACTED,
+        "session_cookie": REDACTED,
+        "plain": "ok",
         "card_number": REDACTED,
     }
 

@@ -14,22 +14,29 @@ DAY_MS = 86_400_000
 
 
 def frame(rows: list[dict[str, object]]) -> pd.DataFrame:
-    base = {"event_id": "e", "event_type": "click", "timestamp_ms": 1_700_000_000_000,
-            "future_skew_ms": 0, "person_key": "u"}
+    base = {
+        "event_id": "e",
+        "event_type": "click",
+        "timestamp_ms": 1_700_000_000_000,
+        "future_skew_ms": 0,
+        "person_key": "u",
+    }
     return pd.DataFrame([{**base, **row} for row in rows])
 
 
 def test_split_follows_unexpected_rows_of_each_expectation() -> None:
     suite = load_suite("raw_events")
-    batch = frame([
-        {},                                              # 0 valid
-        {"event_type": "Not Valid!"},                    # 1 bad name
-        {"timestamp_ms": 900_000_000_000},               # 2 before 2000
-        {"future_skew_ms": DAY_MS + 1},                  # 3 more than 24 h ahead
-        {"future_skew_ms": DAY_MS},                      # 4 exactly 24 h ahead: allowed
-        {"person_key": None},                            # 5 no user, no session
-        {"event_id": None, "event_type": "Bad"},         # 6 two failures
-    ])
+    batch = frame(
+        [
+            {},  # 0 valid
+            {"event_type": "Not Valid!"},  # 1 bad name
+            {"timestamp_ms": 900_000_000_000},  # 2 before 2000
+            {"future_skew_ms": DAY_MS + 1},  # 3 more than 24 h ahead
+            {"future_skew_ms": DAY_MS},  # 4 exactly 24 h ahead: allowed
+            {"person_key": None},  # 5 no user, no session
+            {"event_id": None, "event_type": "Bad"},  # 6 two failures
+        ]
+    )
     split = split_by_suite(batch, suite)
     assert split.valid.tolist() == [True, False, False, False, True, False, False]
     assert [f["check"] for f in split.failures[1]] == ["event_type_name"]

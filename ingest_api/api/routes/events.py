@@ -61,6 +61,4 @@ async def post_events(request: Request, body: BodyDep, writer: WriterDep) -> JSO
             version = await writer.submit(rows)
         except CommitError as exc:
             raise ApiError(503, "commit_failed", str(exc)) from exc
-    return JSONResponse(
-        {"accepted": len(rows), "rejected": rejected, "bronze_version": version}, status_code=202
-    )
+    return JSONResponse({"accepted": len(rows), "rejected": rejected, "bronze_version": version}, status_code=202)
