@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     ingest_host: str = "127.0.0.1"
     ingest_port: int = 8000
     flush_interval_ms: int = Field(
-        default=200, ge=1, description="Group commit: longest a request waits for its micro-batch (ms)."
+        default=50, ge=1, description="Group commit: longest a request waits for its micro-batch (ms)."
     )
     flush_max_rows: int = Field(
         default=20_000, ge=1, description="Group commit: commit as soon as this many events are buffered."
