@@ -50,3 +50,13 @@ def test_sensor_requests_a_run_per_new_bronze_version_and_then_skips(env: Env) -
     assert isinstance(caught_up, dg.SensorResult)
     assert not caught_up.run_requests
     assert not caught_up.asset_events  # this version was already observed
+
+
+def test_sensor_waits_while_a_run_is_in_flight(env: Env) -> None:
+    instance = dg.DagsterInstance.ephemeral()
+    append_bronze(env, 1)
+    instance.add_run(dg.DagsterRun(job_name="ingest_to_gold", run_id="r1", status=dg.DagsterRunStatus.STARTED))
+    result = evaluate(env, instance)
+    assert isinstance(result, dg.SensorResult)
+    assert not result.run_requests
+    assert "in flight" in str(result.skip_reason)
