@@ -87,6 +87,7 @@ def _rewrite(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str, silver_
     mart = MARTS[mart_name]
     con.register("silver_events", lake.dataset(EVENTS, silver_version))
     con.register("changed_days", changed)
+    con.execute(load_sql("create_people_events"))
     try:
         refresh_days = con.sql(
             load_sql("select_refresh_days", mart.table),
@@ -103,5 +104,6 @@ def _rewrite(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str, silver_
         con.execute(load_sql(mart.insert_sql), {"first_day": scan_from, "last_day": last_day})
         return refresh_days.num_rows
     finally:
+        con.execute("drop view if exists people_events")
         for view in ("silver_events", "changed_days", "refresh_days"):
             con.unregister(view)

@@ -8,7 +8,7 @@ expectation suite looks at) → split by ``pipelines.validation`` → :func:`ded
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import datetime
 from typing import Any
 
@@ -17,12 +17,12 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 
-from pipelines.enrichment import device_from_user_agent
+from pipelines.enrichment import Device, device_from_user_agent
 from pipelines.scrubbing import scrub_text, scrub_url, scrub_value, truncate_ip
 from warehouse.contract import read_event_fields
 from warehouse.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
 
-_DEVICE_FIELDS = ("browser_family", "browser_version", "os_family", "os_version", "device_family", "is_bot")
+_DEVICE_SCHEMA = pl.Struct({f.name: pl.Boolean if f.type == "bool" else pl.String for f in fields(Device)})
 
 
 def decode(changes: pa.Table) -> pl.DataFrame:
@@ -84,9 +84,7 @@ def build_silver(valid: pl.DataFrame, run_id: str) -> pa.Table:
             pl.col("user_agent")
             .map_elements(
                 lambda ua: asdict(device_from_user_agent(ua)),
-                return_dtype=pl.Struct(
-                    {name: (pl.Boolean if name == "is_bot" else pl.String) for name in _DEVICE_FIELDS}
-                ),
+                return_dtype=_DEVICE_SCHEMA,
                 skip_nulls=False,
             )
             .alias("device")

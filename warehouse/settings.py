@@ -44,7 +44,6 @@ class Settings(BaseSettings):
 
     # pipelines
     sensor_interval_s: int = Field(default=5, ge=1, le=5, description="Bronze sensor tick (s).")
-    ua_cache_size: int = Field(default=65_536, ge=0, description="Distinct user agents kept parsed in memory.")
 
     @property
     def lake_root(self) -> str:

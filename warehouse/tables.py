@@ -113,8 +113,6 @@ WATERMARKS = TableDef(
     },
 )
 
-LAKE_TABLES = (RAW_EVENTS, EVENTS, REJECTED_EVENTS, WATERMARKS)
-
 #: Gold marts in the DuckDB warehouse file (created by sql/create_gold_tables.sql).
 DAILY_ACTIVE_USERS = "daily_active_users"
 MONTHLY_ACTIVE_USERS = "monthly_active_users"

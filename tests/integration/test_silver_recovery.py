@@ -25,8 +25,10 @@ def test_failed_run_loses_nothing(api: ApiServer, env: Env, monkeypatch: pytest.
 
     monkeypatch.setattr(transform, "build_silver", broken)
     failed = dg.materialize(
-        [silver_events], resources={"lake": LakeResource(root=env.lake_root)},
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+        [silver_events],
+        resources={"lake": LakeResource(root=env.lake_root)},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
     )
     assert not failed.success
     assert env.lake.watermark(EVENTS.name, RAW_EVENTS.name) == -1

@@ -1,21 +1,19 @@
 -- daily_active_users: DAU, the number of distinct people active per app per UTC day.
 -- Grain: (app, day); every day between an app's first and last event day has a row (0 when idle).
--- Person key: user_id, else session_id (anonymous visitors); bot traffic is excluded.
+-- People: view people_events (create_people_events.sql): user id else session id, bots excluded.
 -- Definition as in PostHog "unique users" trends / Mixpanel DAU: count(distinct person) per day.
--- Inputs: silver_events, refresh_days(app, day); $first_day/$last_day bound the scanned partitions.
+-- Inputs: people_events, refresh_days(app, day); $first_day/$last_day bound the scanned partitions.
 insert into daily_active_users (app, day, dau)
-with people_events as (
-    select app, event_date as day, coalesce(user_id, session_id) as person_id
-    from silver_events
-    where event_date between $first_day and $last_day
-        and not is_bot
-        and coalesce(user_id, session_id) is not null
+with people as (
+    select app, day, person_id
+    from people_events
+    where day between $first_day and $last_day
 ),
 
 final as (
     select refresh.app, refresh.day, count(distinct people.person_id) as dau
     from refresh_days as refresh
-    left join people_events as people on people.app = refresh.app and people.day = refresh.day
+    left join people on people.app = refresh.app and people.day = refresh.day
     group by refresh.app, refresh.day
 )
 

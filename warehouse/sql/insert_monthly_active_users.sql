@@ -3,22 +3,20 @@
 --                      the rolling definition of PostHog/Amplitude "monthly active";
 --   mau_calendar_month distinct people active in the calendar month containing `day`
 --                      (the same value on every day of a month; calendar_month is its 1st day).
--- Grain: (app, day), same day spine as daily_active_users. Person key and bot exclusion as DAU.
--- Inputs: silver_events, refresh_days(app, day); $first_day/$last_day bound the scanned partitions
+-- Grain: (app, day), same day spine as daily_active_users. People as in people_events (create_people_events.sql).
+-- Inputs: people_events, refresh_days(app, day); $first_day/$last_day bound the scanned partitions
 -- ($first_day is already widened by the caller to the start of the window and of the month).
 insert into monthly_active_users (app, day, calendar_month, mau_rolling_30d, mau_calendar_month)
-with people_events as (
-    select app, event_date as day, coalesce(user_id, session_id) as person_id
-    from silver_events
-    where event_date between $first_day and $last_day
-        and not is_bot
-        and coalesce(user_id, session_id) is not null
+with people as (
+    select app, day, person_id
+    from people_events
+    where day between $first_day and $last_day
 ),
 
 rolling as (
     select refresh.app, refresh.day, count(distinct people.person_id) as mau_rolling_30d
     from refresh_days as refresh
-    left join people_events as people
+    left join people
         on people.app = refresh.app and people.day between refresh.day - 29 and refresh.day
     group by refresh.app, refresh.day
 ),
@@ -31,7 +29,7 @@ months as (
 calendar as (
     select months.app, months.calendar_month, count(distinct people.person_id) as mau_calendar_month
     from months
-    left join people_events as people
+    left join people
         on people.app = months.app
         and cast(date_trunc('month', people.day) as date) = months.calendar_month
     group by months.app, months.calendar_month
