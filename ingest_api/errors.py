@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(StarletteHTTPException):
@@ -33,6 +36,11 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(_body("invalid_request", exc.errors()), status_code=422)
 
 
+async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error", exc_info=exc)
+    return JSONResponse(_body("internal_error", "unexpected server error; nothing was acknowledged"), 500)
+
+
 _STATUS_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
@@ -40,3 +48,4 @@ def install_error_handlers(app: FastAPI) -> None:
     """Make every error response of ``app`` a JSON ``{"error", "detail"}`` body."""
     app.add_exception_handler(StarletteHTTPException, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -37,7 +37,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app() -> FastAPI:
     """Build the FastAPI application with its routes and JSON error handlers."""
-    application = FastAPI(title="eventlake ingest API", version="0.1.0", lifespan=lifespan)
+    application = FastAPI(title="eventlake ingest API", version="0.1.0", lifespan=lifespan, redirect_slashes=False)
     install_error_handlers(application)
     application.include_router(health.router)
     application.include_router(events.router)

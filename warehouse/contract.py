@@ -43,6 +43,10 @@ DEFAULT_APP = "default"
 PAGE_VIEW = "page_view"
 NATIVE_FORMAT = "native"
 
+#: A payload carries at most this many keys under ``events`` (each becomes a row that repeats
+#: the payload's other fields, so the count bounds how much one payload can expand).
+MAX_EVENTS_PER_PAYLOAD = 100
+
 _MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the end of datetime's range
 
 
@@ -97,13 +101,13 @@ def parse_client_timestamp(value: Any) -> datetime:
             raise StructuralError("timestamp in epoch milliseconds is out of range", "timestamp")
         return datetime.fromtimestamp(value / 1000, tz=UTC)
     if isinstance(value, str):
+        if "\x00" in value:  # fromisoformat stops at a NUL and would ignore what follows
+            raise StructuralError("timestamp contains a NUL character", "timestamp")
         try:
             parsed = datetime.fromisoformat(value.strip())
-        except ValueError as exc:
+            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        except (ValueError, OverflowError) as exc:  # OverflowError: year 1 or 9999 pushed out of range by the offset
             raise StructuralError(f"unparseable timestamp {value[:64]!r}", "timestamp") from exc
-        if parsed.tzinfo is None:
-            return parsed.replace(tzinfo=UTC)
-        return parsed.astimezone(UTC)
     raise StructuralError("timestamp must be an RFC 3339 string or epoch milliseconds", "timestamp")
 
 
@@ -116,15 +120,26 @@ def _optional_str(payload: dict[str, Any], key: str) -> str | None:
     return value
 
 
-def explode_payload(payload: Any, ctx: RequestContext) -> list[dict[str, Any]]:
+def _dumps(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError as exc:  # orjson writes at most 254 nesting levels
+        raise StructuralError(f"payload cannot be stored: {exc}") from exc
+
+
+def explode_payload(payload: Any, ctx: RequestContext, max_bytes: int | None = None) -> list[dict[str, Any]]:
     """Turn one native payload into bronze ``raw_events`` rows (one per event).
 
     Returns a list of dicts keyed by the bronze column names of
-    :data:`warehouse.tables.RAW_EVENTS_SCHEMA`. Each row's ``payload`` is the original JSON
+    :data:`warehouse.tables.RAW_EVENTS`. Each row's ``payload`` is the original JSON
     object with ``events`` narrowed to that row's event, so every row stands alone.
+    ``max_bytes`` bounds the total size of the rows' ``payload`` texts (the expansion of one
+    payload into many rows); it is checked before the rows are built.
 
     Raises:
-        StructuralError: when the payload cannot become events (see module docstring).
+        StructuralError: when the payload cannot become events (see module docstring), has more
+            than :data:`MAX_EVENTS_PER_PAYLOAD` events, nests deeper than 254 levels, or would
+            expand past ``max_bytes``.
     """
     if not isinstance(payload, dict):
         raise StructuralError(f"an event payload must be a JSON object, got {type(payload).__name__}")
@@ -140,6 +155,14 @@ def explode_payload(payload: Any, ctx: RequestContext) -> list[dict[str, Any]]:
     events = payload.get("events")
     if events is not None and not isinstance(events, dict):
         raise StructuralError("events must be an object keyed by event name", "events")
+
+    if events and len(events) > MAX_EVENTS_PER_PAYLOAD:
+        raise StructuralError(f"at most {MAX_EVENTS_PER_PAYLOAD} events per payload, got {len(events)}", "events")
+    if max_bytes is not None and events:
+        others = _dumps({key: value for key, value in payload.items() if key != "events"})
+        expanded = len(events) * len(others) + len(_dumps(events))
+        if expanded > max_bytes:
+            raise StructuralError(f"payload expands to {expanded} bytes of events, over the {max_bytes} limit")
 
     client_timestamp = payload["timestamp"]
     common = {
@@ -157,7 +180,7 @@ def explode_payload(payload: Any, ctx: RequestContext) -> list[dict[str, Any]]:
             {
                 "event_id": event_id_for(payload_uuid, PAGE_VIEW),
                 "event_type": PAGE_VIEW,
-                "payload": orjson.dumps(payload).decode(),
+                "payload": _dumps(payload),
                 **common,
             }
         ]
@@ -165,7 +188,7 @@ def explode_payload(payload: Any, ctx: RequestContext) -> list[dict[str, Any]]:
         {
             "event_id": event_id_for(payload_uuid, event_type),
             "event_type": event_type,
-            "payload": orjson.dumps({**payload, "events": {event_type: value}}).decode(),
+            "payload": _dumps({**payload, "events": {event_type: value}}),
             **common,
         }
         for event_type, value in events.items()

@@ -41,6 +41,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Largest accepted request body (bytes) before 413."
     )
+    max_payloads_per_request: int = Field(
+        default=10_000, ge=1, description="Most payloads in one request's array before 413."
+    )
+    max_expanded_bytes: int = Field(
+        default=8_388_608,
+        ge=1024,
+        description="Most bytes of event rows one request may expand to (each event repeats its payload's "
+        "fields); payloads past it are rejected by index.",
+    )
 
     # pipelines
     sensor_interval_s: int = Field(default=5, ge=1, le=5, description="Bronze sensor tick (s).")

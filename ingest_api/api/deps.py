@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.requests import ClientDisconnect
 
 from ingest_api.errors import ApiError
 from ingest_api.group_commit import GroupCommitWriter
@@ -28,11 +29,14 @@ async def _capped_body(request: Request, settings: Annotated[Settings, Depends(g
         raise ApiError(413, "payload_too_large", {"limit_bytes": limit, "content_length": int(declared)})
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "payload_too_large", {"limit_bytes": limit})
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, "payload_too_large", {"limit_bytes": limit})
+            chunks.append(chunk)
+    except ClientDisconnect as exc:  # nothing to answer and nothing acknowledged: no traceback
+        raise ApiError(400, "client_disconnected", "the client closed the connection mid-body") from exc
     return b"".join(chunks)
 
 

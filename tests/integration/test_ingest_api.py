@@ -114,3 +114,33 @@ def test_gzip_is_not_silently_misread(api: ApiServer) -> None:
     # Compressed bodies are a later issue's feature; today they must fail loudly, not store junk.
     response = httpx.post(f"{api.url}/v1/events", content=gzip.compress(b'{"uuid":"g","timestamp":0}'))
     assert response.status_code == 400
+
+
+def test_hostile_payloads_are_rejected_by_index_and_good_ones_still_land(api: ApiServer, env: Env) -> None:
+    deep: object = 1
+    for _ in range(300):
+        deep = [deep]
+    amplifier = {"uuid": "amp", "timestamp": 0, "page": "A" * 200_000, "events": {f"e{i}": 0 for i in range(100)}}
+    batch = [
+        {"uuid": "good-1", "timestamp": 0, "user": "u"},
+        {"uuid": "deep", "timestamp": 0, "events": {"click": deep}},
+        {"uuid": "late", "timestamp": "9999-12-31T23:59:59-01:00"},
+        amplifier,
+        {"uuid": "good-2", "timestamp": 0, "user": "u"},
+    ]
+    response = httpx.post(f"{api.url}/v1/events", json=batch, timeout=60)
+    assert response.status_code == 202
+    assert response.json()["accepted"] == 2
+    assert [r["index"] for r in response.json()["rejected"]] == [1, 2, 3]
+    assert sorted(bronze(env)["event_id"].to_list()) == sorted(
+        [event_id_for("good-1", "page_view"), event_id_for("good-2", "page_view")]
+    )
+
+
+def test_too_many_payloads_is_413_and_trailing_slash_is_json_404(api: ApiServer) -> None:
+    response = httpx.post(f"{api.url}/v1/events", content=b"[" + b"1," * 10_000 + b"1]")
+    assert response.status_code == 413
+    assert response.json()["error"] == "too_many_payloads"
+    response = httpx.post(f"{api.url}/v1/events/", json={"uuid": "x", "timestamp": 0})
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"

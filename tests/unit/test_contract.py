@@ -78,6 +78,12 @@ def test_payload_user_agent_and_ip_win_over_request() -> None:
         ({"uuid": "x", "timestamp": -5}, "timestamp"),
         ({"uuid": "x", "timestamp": 0, "events": ["click"]}, "events"),
         ({"uuid": "x", "timestamp": 0, "app": 3}, "app"),
+        # regressions from hostile input: offset pushes year 9999/1 out of range (was a 500);
+        # fromisoformat ignored everything after a NUL
+        ({"uuid": "x", "timestamp": "9999-12-31T23:59:59-01:00"}, "timestamp"),
+        ({"uuid": "x", "timestamp": "0001-01-01T00:00:00+01:00"}, "timestamp"),
+        ({"uuid": "x", "timestamp": "2024-05-01T10:00:00Z\u0000garbage"}, "timestamp"),
+        ({"uuid": "x", "timestamp": 0, "events": {str(i): 0 for i in range(101)}}, "events"),
     ],
 )
 def test_structural_errors_name_the_field(payload: object, field: str | None) -> None:
@@ -107,3 +113,20 @@ def test_read_event_fields_wraps_scalars_and_keeps_types() -> None:
     assert fields.session_id == "s"
     assert fields.page_url == "https://a/b"
     assert fields.location == '{"city":"Berlin"}'
+
+
+def test_payload_nested_deeper_than_storable_is_rejected() -> None:
+    # Regression: 255-1023 levels parsed but failed to serialize, a 500 for the whole request.
+    deep: object = 1
+    for _ in range(300):
+        deep = [deep]
+    with pytest.raises(StructuralError, match="cannot be stored"):
+        explode_payload({"uuid": "x", "timestamp": 0, "events": {"click": deep}}, CTX)
+
+
+def test_expansion_over_the_byte_budget_is_rejected_before_rows_are_built() -> None:
+    # Regression: a long field repeated into each of many event rows exhausted the worker's memory.
+    payload = {"uuid": "x", "timestamp": 0, "page": "A" * 10_000, "events": {str(i): 0 for i in range(100)}}
+    with pytest.raises(StructuralError, match="expands to"):
+        explode_payload(payload, CTX, max_bytes=500_000)
+    assert len(explode_payload(payload, CTX, max_bytes=2_000_000)) == 100
