@@ -66,6 +66,10 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes], name: s
     raise RuntimeError(f"{name} did not answer {url} within {timeout_s:.0f} s; see {log}")
 
 
+class ProcessDiedError(RuntimeError):
+    """A process of the stack exited while it should be serving."""
+
+
 def descendants(pid: int) -> list[int]:
     """All live descendants of ``pid`` (Linux /proc)."""
     children: dict[int, list[int]] = {}
@@ -110,6 +114,12 @@ class Stack:
         self.procs.append((name, proc))
         say(f"started {name} (pid {proc.pid}), log: {log}")
         return proc, log
+
+    def check_alive(self) -> None:
+        """Raise :class:`ProcessDiedError` if a started process has exited."""
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                raise ProcessDiedError(f"{name} exited with code {proc.returncode}; see {self.logs / (name + '.log')}")
 
     def stop(self) -> None:
         # Dagster's code servers run in their own sessions; they also exit when their parent
@@ -176,7 +186,12 @@ def main() -> int:
             env,
         )
         workspace = str(ROOT / "workspace.yaml")
-        stack.start("dagster_daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], env)
+        # Create/upgrade Dagster's SQLite storage once, before its processes start: the daemon
+        # and the webserver racing to create it left one of them dead ("alembic_version
+        # already exists").
+        subprocess.run(
+            [str(BIN / "dagster"), "instance", "migrate"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL
+        )
         dagster, dagster_log = stack.start(
             "dagster_webserver",
             [
@@ -193,6 +208,7 @@ def main() -> int:
         api_url = f"http://{settings.ingest_host}:{settings.ingest_port}"
         wait_http(f"{api_url}/healthz", 60, api, "ingest API", api_log)
         wait_http(f"http://127.0.0.1:{DAGSTER_PORT}/server_info", 180, dagster, "Dagster", dagster_log)
+        stack.start("dagster_daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], env)
         say(f"ingest API at {api_url}, Dagster UI at http://127.0.0.1:{DAGSTER_PORT}")
 
         say("replaying the bundled samples through POST /v1/events …")
@@ -202,10 +218,12 @@ def main() -> int:
             f"last bronze version {result.bronze_version}"
         )
 
-        timeout_s = float(os.environ.get("EVENTLAKE_GOLD_TIMEOUT_S", "900"))
+        timeout_s = settings.gold_timeout_s
         say(f"waiting for gold to cover bronze version {result.bronze_version} (limit {timeout_s:.0f} s) …")
         try:
-            waited = wait_for_gold(settings.warehouse_file, result.bronze_version or 0, timeout_s)
+            waited = wait_for_gold(
+                settings.warehouse_file, result.bronze_version or 0, timeout_s, check=stack.check_alive
+            )
         except GoldNotReadyError as exc:
             say(f"ERROR: {exc}")
             return 1
@@ -216,9 +234,11 @@ def main() -> int:
         if args.mode == "demo":
             return 0
         say("serving; press Ctrl-C to stop")
-        while all(proc.poll() is None for _, proc in stack.procs):
+        while True:
+            stack.check_alive()
             time.sleep(1)
-        say("a process exited unexpectedly; see the logs under " + str(stack.logs))
+    except ProcessDiedError as exc:
+        say(f"ERROR: {exc}")
         return 1
     except KeyboardInterrupt:
         return 0

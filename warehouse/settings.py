@@ -53,6 +53,9 @@ class Settings(BaseSettings):
 
     # pipelines
     sensor_interval_s: int = Field(default=5, ge=1, le=5, description="Bronze sensor tick (s).")
+    gold_timeout_s: float = Field(
+        default=900, gt=0, description="How long `make up` waits for gold to cover the replayed bronze (s)."
+    )
 
     @property
     def lake_root(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -48,14 +49,25 @@ def covered_bronze_version(path: Path) -> int | None:
     return min(mark.bronze_version for mark in marks if mark is not None)
 
 
-def wait_for_gold(path: Path, bronze_version: int, timeout_s: float, poll_s: float = 1.0) -> float:
+def wait_for_gold(
+    path: Path,
+    bronze_version: int,
+    timeout_s: float,
+    poll_s: float = 1.0,
+    check: Callable[[], None] | None = None,
+) -> float:
     """Block until every gold mart covers ``bronze_version``; returns the seconds waited.
+
+    ``check`` is called on every poll and may raise to stop waiting early (e.g. when a process
+    that gold depends on has died).
 
     Raises:
         GoldNotReadyError: when that does not happen within ``timeout_s`` seconds.
     """
     started = time.monotonic()
     while True:
+        if check is not None:
+            check()
         covered = covered_bronze_version(path)
         if covered is not None and covered >= bronze_version:
             return time.monotonic() - started
