@@ -1,11 +1,11 @@
 """Assets: bronze ``raw_events`` (external, observed) → silver ``events`` + quarantine
 ``rejected_events`` → gold ``daily_active_users`` and ``monthly_active_users``."""
 
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import dagster as dg
-import polars as pl
 
 from pipelines import transform
 from pipelines.gold import refresh_mart
@@ -55,26 +55,17 @@ def silver_events(context: dg.AssetExecutionContext, lake: LakeResource) -> Iter
     until = after if bronze_version is None else bronze_version
     decoded = transform.decode(store.changes(RAW_EVENTS, after, until))
     split = split_by_suite(transform.validation_frame(decoded), load_suite(SUITE_NAME))
-    valid = transform.dedup_first_received(decoded.filter(pl.Series(split.valid)))
-    invalid_positions = sorted(split.failures)
-    invalid = decoded[invalid_positions] if invalid_positions else decoded.clear()
-    invalid = invalid.with_columns(pl.Series("_position", invalid_positions, dtype=pl.Int64))
-    invalid = transform.dedup_first_received(invalid)
-    reasons = [split.failures[p] for p in invalid["_position"].to_list()]
+    valid, invalid, reasons = transform.apply_split(decoded, split)
 
     quarantined = store.insert_new(
         REJECTED_EVENTS,
-        transform.build_quarantine(
-            invalid.drop("_position"), reasons, SUITE_NAME, context.run.run_id, datetime.now(UTC)
-        ),
+        transform.build_quarantine(invalid, reasons, SUITE_NAME, context.run.run_id, datetime.now(UTC)),
     )
     inserted = store.insert_new(EVENTS, transform.build_silver(valid, context.run.run_id))
     if until > after:
         store.advance_watermark(EVENTS.name, RAW_EVENTS.name, until, context.run.run_id)
 
-    reason_counts: dict[str, int] = {}
-    for failed in reasons:
-        reason_counts[failed[0]["check"]] = reason_counts.get(failed[0]["check"], 0) + 1
+    reason_counts = Counter(failed[0]["check"] for failed in reasons)
     context.log.info(
         "bronze (%d, %d]: %d rows, %d valid, %d quarantined", after, until, decoded.height, valid.height, invalid.height
     )
@@ -94,7 +85,7 @@ def silver_events(context: dg.AssetExecutionContext, lake: LakeResource) -> Iter
         metadata={
             "quarantined_rows": invalid.height,
             "inserted_rows": int(quarantined.get("num_target_rows_inserted", 0)),
-            "reasons": dg.MetadataValue.json(reason_counts),
+            "reasons": dg.MetadataValue.json(dict(reason_counts)),
         },
     )
     for outcome in split.checks:

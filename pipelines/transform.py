@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from pipelines.enrichment import Device, device_from_user_agent
 from pipelines.scrubbing import scrub_text, scrub_url, scrub_value, truncate_ip
+from pipelines.validation import SplitResult
 from warehouse.contract import read_event_fields
 from warehouse.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
 
@@ -62,6 +63,25 @@ def validation_frame(decoded: pl.DataFrame) -> pd.DataFrame:
 def dedup_first_received(frame: pl.DataFrame) -> pl.DataFrame:
     """Keep one row per ``event_id``: the first received (ties: the earliest bronze commit)."""
     return frame.sort("received_at", "bronze_version").unique("event_id", keep="first", maintain_order=True)
+
+
+def apply_split(
+    decoded: pl.DataFrame, split: SplitResult
+) -> tuple[pl.DataFrame, pl.DataFrame, list[list[dict[str, Any]]]]:
+    """Rows of ``decoded`` by the validation result: ``(valid, invalid, reasons)``.
+
+    Both sides are deduplicated by event_id (first received wins); ``reasons[i]`` lists the
+    failed checks of ``invalid``'s i-th row.
+    """
+    valid = dedup_first_received(decoded.filter(pl.Series(split.valid)))
+    positions = sorted(split.failures)
+    invalid = dedup_first_received(
+        decoded[positions].with_columns(pl.Series("_position", positions, dtype=pl.Int64))
+        if positions
+        else decoded.clear().with_columns(pl.lit(None, pl.Int64).alias("_position"))
+    )
+    reasons = [split.failures[p] for p in invalid["_position"].to_list()]
+    return valid, invalid.drop("_position"), reasons
 
 
 def _map_distinct(column: pl.Series, fn: Callable[[Any], str | None]) -> pl.Series:
