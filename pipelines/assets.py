@@ -4,14 +4,24 @@
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 
 from pipelines import transform
-from pipelines.gold import refresh_mart
+from pipelines.gold import pipeline_freshness, refresh_data_quality, refresh_mart
 from pipelines.resources import LakeResource, WarehouseResource
 from pipelines.validation import check_names, load_suite, split_by_suite
-from warehouse.tables import DAILY_ACTIVE_USERS, EVENTS, MONTHLY_ACTIVE_USERS, RAW_EVENTS, REJECTED_EVENTS
+from warehouse.serving import publish_snapshot
+from warehouse.tables import (
+    DAILY_ACTIVE_USERS,
+    DAILY_EVENT_COUNTS,
+    DAILY_PAGE_VIEWS,
+    EVENTS,
+    MONTHLY_ACTIVE_USERS,
+    RAW_EVENTS,
+    REJECTED_EVENTS,
+)
 
 SUITE_NAME = RAW_EVENTS.name
 
@@ -76,15 +86,15 @@ def silver_events(context: dg.AssetExecutionContext, lake: LakeResource) -> Iter
             "bronze_to_version": until,
             "bronze_rows": decoded.height,
             "valid_rows": valid.height,
-            "inserted_rows": int(inserted.get("num_target_rows_inserted", 0)),
-            "duplicates_dropped": valid.height - int(inserted.get("num_target_rows_inserted", 0)),
+            "inserted_rows": inserted,
+            "duplicates_dropped": valid.height - inserted,
         },
     )
     yield dg.MaterializeResult(
         asset_key=REJECTED_EVENTS.name,
         metadata={
             "quarantined_rows": invalid.height,
-            "inserted_rows": int(quarantined.get("num_target_rows_inserted", 0)),
+            "inserted_rows": quarantined,
             "reasons": dg.MetadataValue.json(dict(reason_counts)),
         },
     )
@@ -130,10 +140,49 @@ def _gold_asset(mart: str, description: str) -> dg.AssetsDefinition:
     return _refresh
 
 
-daily_active_users = _gold_asset(
-    DAILY_ACTIVE_USERS, "Gold: DAU per app and UTC day (people, bots excluded), incremental by changed day."
+_MART_DESCRIPTIONS = {
+    DAILY_ACTIVE_USERS: "Gold: DAU per app and UTC day (people, bots excluded).",
+    MONTHLY_ACTIVE_USERS: "Gold: MAU per app and UTC day, rolling 30-day and calendar month.",
+    DAILY_EVENT_COUNTS: "Gold: events and people per app, day, event type and bot flag.",
+    DAILY_PAGE_VIEWS: "Gold: page views and people per app, day and page URL (bots excluded).",
+}
+GOLD_ASSETS = [
+    _gold_asset(mart, description + " Incremental by changed day.") for mart, description in _MART_DESCRIPTIONS.items()
+]
+
+
+@dg.asset(
+    deps=[raw_events, EVENTS.name, REJECTED_EVENTS.name],
+    group_name="gold",
+    kinds={"duckdb"},
 )
-monthly_active_users = _gold_asset(
-    MONTHLY_ACTIVE_USERS,
-    "Gold: MAU per app and UTC day, rolling 30-day and calendar month, incremental by changed day.",
-)
+def data_quality_daily(
+    context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """Gold: received vs valid vs quarantined (by reason) vs duplicate events per app and day received."""
+    con = warehouse.connect()
+    try:
+        rows = refresh_data_quality(con, lake.lake())
+    finally:
+        con.close()
+    return dg.MaterializeResult(metadata={"row_count": rows})
+
+
+@dg.asset(deps=[*GOLD_ASSETS, data_quality_daily], group_name="serving", kinds={"duckdb"})
+def serving_snapshot(
+    context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """Serving: gold tables + curated views published atomically as a read-only DuckDB file for dashboards."""
+    con = warehouse.connect()
+    try:
+        freshness = pipeline_freshness(con, lake.lake())
+        stats = publish_snapshot(con, Path(warehouse.serving_path), {"pipeline_freshness": freshness})
+    finally:
+        con.close()
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(stats.path)),
+            "bytes": stats.bytes,
+            **{f"rows_{name}": count for name, count in stats.row_counts.items()},
+        }
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.assets import daily_active_users, monthly_active_users, raw_events, silver_events
+from pipelines.assets import GOLD_ASSETS, data_quality_daily, raw_events, serving_snapshot, silver_events
 from pipelines.jobs import ingest_to_gold
 from pipelines.resources import LakeResource, WarehouseResource
 from pipelines.sensors import bronze_sensor
@@ -13,11 +13,11 @@ from warehouse.settings import get_settings
 _settings = get_settings()
 
 defs = dg.Definitions(
-    assets=[raw_events, silver_events, daily_active_users, monthly_active_users],
+    assets=[raw_events, silver_events, *GOLD_ASSETS, data_quality_daily, serving_snapshot],
     jobs=[ingest_to_gold],
     sensors=[bronze_sensor],
     resources={
         "lake": LakeResource(root=_settings.lake_root),
-        "warehouse": WarehouseResource(path=str(_settings.warehouse_file)),
+        "warehouse": WarehouseResource(path=str(_settings.warehouse_file), serving_path=str(_settings.serving_file)),
     },
 )

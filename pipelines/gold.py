@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pyarrow as pa
@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from warehouse.gold import MARTS, gold_watermark, load_sql
 from warehouse.lake import Lake
-from warehouse.tables import EVENTS, RAW_EVENTS
+from warehouse.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def _rewrite(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str, silver_
     try:
         refresh_days = con.sql(
             load_sql("select_refresh_days", mart.table),
-            params={"window_days": mart.window_days, "whole_month": mart.whole_month},
+            params={"window_days": mart.window_days, "whole_month": mart.whole_month, "fill_spine": mart.fill_spine},
         ).to_arrow_table()
         if refresh_days.num_rows == 0:
             return 0
@@ -107,3 +107,61 @@ def _rewrite(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str, silver_
         con.execute("drop view if exists people_events")
         for view in ("silver_events", "changed_days", "refresh_days"):
             con.unregister(view)
+
+
+def refresh_data_quality(con: duckdb.DuckDBPyConnection, lake: Lake) -> int:
+    """Recompute ``data_quality_daily`` from bronze, silver and quarantine; returns its row count.
+
+    A full recompute: one group-by over the key columns of three tables, cheap next to the
+    incremental marts, and always consistent with what the three tables hold right now.
+    """
+    views = {"bronze_events": RAW_EVENTS, "silver_events": EVENTS, "quarantine_events": REJECTED_EVENTS}
+    for view, table in views.items():
+        con.register(view, lake.dataset(table))
+    con.begin()
+    try:
+        con.execute(load_sql("replace_data_quality_daily"))
+        rows = con.table("data_quality_daily").aggregate("count(*)").fetchall()[0][0]
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    finally:
+        for view in views:
+            con.unregister(view)
+    return int(rows)
+
+
+def pipeline_freshness(con: duckdb.DuckDBPyConnection, lake: Lake) -> pa.Table:
+    """When each layer last changed: ``(layer, table_name, version, updated_at UTC)`` rows.
+
+    Lake tables report their latest Delta commit (version and commit time); gold marts report
+    the silver version they consumed and when their watermark last moved.
+    """
+    rows: list[dict[str, object]] = []
+    for layer, table in (("bronze", RAW_EVENTS), ("silver", EVENTS), ("quarantine", REJECTED_EVENTS)):
+        dt = lake.open(table)
+        if dt is None:
+            continue
+        last = dt.history(1)[0]
+        rows.append(
+            {
+                "layer": layer,
+                "table_name": table.name,
+                "version": dt.version(),
+                "updated_at": datetime.fromtimestamp(last["timestamp"] / 1000, tz=UTC),
+            }
+        )
+    for mart, silver_version, updated_at in (
+        con.table("gold_watermarks").select("mart, silver_version, updated_at").fetchall()
+    ):
+        rows.append({"layer": "gold", "table_name": mart, "version": silver_version, "updated_at": updated_at})
+    schema = pa.schema(
+        [
+            ("layer", pa.string()),
+            ("table_name", pa.string()),
+            ("version", pa.int64()),
+            ("updated_at", pa.timestamp("us", tz="UTC")),
+        ]
+    )
+    return pa.Table.from_pylist(rows, schema=schema)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.assets import daily_active_users, monthly_active_users, silver_events
+from pipelines.assets import GOLD_ASSETS, data_quality_daily, serving_snapshot, silver_events
 
 ingest_to_gold = dg.define_asset_job(
     "ingest_to_gold",
-    selection=dg.AssetSelection.assets(silver_events, daily_active_users, monthly_active_users),
-    description="Bronze versions after silver's watermark → silver/quarantine → gold marts.",
+    selection=dg.AssetSelection.assets(silver_events, *GOLD_ASSETS, data_quality_daily, serving_snapshot),
+    description="Bronze versions after silver's watermark → silver/quarantine → gold marts → serving snapshot.",
 )

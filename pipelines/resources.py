@@ -22,9 +22,10 @@ class LakeResource(dg.ConfigurableResource):
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The gold DuckDB file. Runs are serialized, so there is a single writer at a time."""
+    """The gold DuckDB file (single writer: runs are serialized) and its serving snapshot path."""
 
     path: str
+    serving_path: str
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """Open the file for writing (gold tables created if missing); waits out other lock holders."""

@@ -15,7 +15,7 @@ import dagster as dg
 import httpx
 import pytest
 
-from pipelines.assets import daily_active_users, monthly_active_users, silver_events
+from pipelines.assets import GOLD_ASSETS, data_quality_daily, serving_snapshot, silver_events
 from pipelines.resources import LakeResource, WarehouseResource
 from warehouse.lake import Lake
 
@@ -36,6 +36,10 @@ class Env:
     @property
     def warehouse(self) -> Path:
         return self.data_dir / "warehouse.duckdb"
+
+    @property
+    def serving(self) -> Path:
+        return self.data_dir / "serving" / "serving.duckdb"
 
     @property
     def lake(self) -> Lake:
@@ -101,12 +105,12 @@ def api(env: Env) -> Iterator[ApiServer]:
 
 
 def materialize_all(env: Env) -> dg.ExecuteInProcessResult:
-    """Materialize silver (with its GE checks) and the gold marts in-process, like one sensor run."""
+    """Materialize silver (with its GE checks), gold and the serving snapshot in-process, like one sensor run."""
     result = dg.materialize(
-        [silver_events, daily_active_users, monthly_active_users],
+        [silver_events, *GOLD_ASSETS, data_quality_daily, serving_snapshot],
         resources={
             "lake": LakeResource(root=env.lake_root),
-            "warehouse": WarehouseResource(path=str(env.warehouse)),
+            "warehouse": WarehouseResource(path=str(env.warehouse), serving_path=str(env.serving)),
         },
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=True,

@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_random
 
-from warehouse.tables import DAILY_ACTIVE_USERS, MONTHLY_ACTIVE_USERS
+from warehouse.tables import DAILY_ACTIVE_USERS, DAILY_EVENT_COUNTS, DAILY_PAGE_VIEWS, MONTHLY_ACTIVE_USERS
 
 log = logging.getLogger(__name__)
 
@@ -23,21 +23,27 @@ SQL_DIR = Path(__file__).parent / "sql"
 
 @dataclass(frozen=True)
 class Mart:
-    """An incrementally refreshed gold mart with one row per (app, day).
+    """An incrementally refreshed gold mart keyed by (app, day, …).
 
     ``window_days``: a changed day D refreshes D .. D + window_days - 1 (the days whose
     trailing window contains D). ``whole_month``: a changed day also refreshes its month.
+    ``fill_spine``: the mart has a row for every day between an app's first and last event day.
     """
 
     table: str
     insert_sql: str
-    window_days: int
-    whole_month: bool
+    window_days: int = 1
+    whole_month: bool = False
+    fill_spine: bool = False
 
 
 MARTS: dict[str, Mart] = {
-    DAILY_ACTIVE_USERS: Mart(DAILY_ACTIVE_USERS, "insert_daily_active_users", 1, False),
-    MONTHLY_ACTIVE_USERS: Mart(MONTHLY_ACTIVE_USERS, "insert_monthly_active_users", 30, True),
+    DAILY_ACTIVE_USERS: Mart(DAILY_ACTIVE_USERS, "insert_daily_active_users", fill_spine=True),
+    MONTHLY_ACTIVE_USERS: Mart(
+        MONTHLY_ACTIVE_USERS, "insert_monthly_active_users", window_days=30, whole_month=True, fill_spine=True
+    ),
+    DAILY_EVENT_COUNTS: Mart(DAILY_EVENT_COUNTS, "insert_daily_event_counts"),
+    DAILY_PAGE_VIEWS: Mart(DAILY_PAGE_VIEWS, "insert_daily_page_views"),
 }
 
 

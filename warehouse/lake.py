@@ -92,28 +92,23 @@ class Lake:
         )
         return dt.version()  # the DeltaTable object is advanced to this write's own commit
 
-    @_retry_commit
-    def insert_new(self, table: TableDef, rows: pa.Table, key: str = "event_id") -> dict[str, int]:
-        """Insert the rows whose ``key`` is not in the table yet (global, all partitions).
+    def insert_new(self, table: TableDef, rows: pa.Table, key: str = "event_id") -> int:
+        """Append the rows whose ``key`` is not in the table yet (global, all partitions).
 
-        ``rows`` must already be unique by ``key`` (a merge inserts every source duplicate).
-        Returns delta-rs merge metrics (``num_target_rows_inserted`` …); no commit happens
-        when nothing is new.
+        ``rows`` must already be unique by ``key``. Returns how many rows were appended (no
+        commit when none). An anti-join plus append rather than a Delta MERGE: delta-rs's merge
+        writes string columns as Arrow string_view, which pyarrow's filter kernels cannot compare,
+        so readers' string predicates would fail on those files. Callers are serialized (one
+        pipeline run at a time); that is what makes check-then-append safe.
         """
-        dt = self.ensure(table)
+        self.ensure(table)
         if rows.num_rows == 0:
-            return {"num_target_rows_inserted": 0}
-        source = rows.select(table.schema.names).cast(table.schema)
-        return (
-            dt.merge(
-                source,
-                predicate=f"t.{key} = s.{key}",
-                source_alias="s",
-                target_alias="t",
-            )
-            .when_not_matched_insert_all()
-            .execute()
-        )
+            return 0
+        existing = self.dataset(table).to_table(columns=[key], filter=pads.field(key).isin(rows[key]))
+        new = rows.filter(pc.invert(pc.is_in(rows[key], existing[key])))
+        if new.num_rows:
+            self.append(table, new)
+        return new.num_rows
 
     def changes(self, table: TableDef, after_version: int, until_version: int) -> pa.Table:
         """Rows inserted in versions ``(after_version, until_version]`` from the change data feed.

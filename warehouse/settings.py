@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     warehouse_path: Path | None = Field(
         default=None, description="DuckDB file holding the gold marts; default <data_dir>/warehouse.duckdb."
     )
+    serving_path: Path | None = Field(
+        default=None,
+        description="Read-only DuckDB snapshot dashboards query; default <data_dir>/serving/serving.duckdb.",
+    )
 
     # ingest API
     ingest_host: str = "127.0.0.1"
@@ -63,6 +67,11 @@ class Settings(BaseSettings):
         if self.lake_uri:
             return self.lake_uri.rstrip("/")
         return str((self.data_dir / "lake").resolve())
+
+    @property
+    def serving_file(self) -> Path:
+        """Absolute path of the published serving snapshot."""
+        return (self.serving_path or self.data_dir / "serving" / "serving.duckdb").resolve()
 
     @property
     def warehouse_file(self) -> Path:

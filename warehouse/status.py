@@ -15,7 +15,6 @@ from pathlib import Path
 
 from warehouse import gold
 from warehouse.settings import get_settings
-from warehouse.tables import GOLD_TABLES
 
 
 class GoldNotReadyError(TimeoutError):
@@ -41,7 +40,7 @@ def covered_bronze_version(path: Path) -> int | None:
         return None
     con = gold.connect(path, read_only=True)
     try:
-        marks = [gold.gold_watermark(con, mart) for mart in GOLD_TABLES]
+        marks = [gold.gold_watermark(con, mart) for mart in gold.MARTS]
     finally:
         con.close()
     if any(mark is None for mark in marks):

@@ -116,4 +116,6 @@ WATERMARKS = TableDef(
 #: Gold marts in the DuckDB warehouse file (created by sql/create_gold_tables.sql).
 DAILY_ACTIVE_USERS = "daily_active_users"
 MONTHLY_ACTIVE_USERS = "monthly_active_users"
-GOLD_TABLES = (DAILY_ACTIVE_USERS, MONTHLY_ACTIVE_USERS)
+DAILY_EVENT_COUNTS = "daily_event_counts"
+DAILY_PAGE_VIEWS = "daily_page_views"
+DATA_QUALITY_DAILY = "data_quality_daily"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import duckdb
 import pyarrow as pa
 import pytest
 
@@ -52,5 +53,15 @@ def test_insert_new_skips_existing_event_ids_across_partitions(env: Env) -> None
         rows = rows.append_column(name, pa.array(["x", "x"]))
     rows = rows.append_column("bronze_version", pa.array([1, 1], pa.int64()))
     rows = rows.append_column("quarantined_at", pa.array([datetime.now(UTC)] * 2, pa.timestamp("us", tz="UTC")))
-    assert env.lake.insert_new(REJECTED_EVENTS, rows)["num_target_rows_inserted"] == 2
-    assert env.lake.insert_new(REJECTED_EVENTS, rows)["num_target_rows_inserted"] == 0
+    assert env.lake.insert_new(REJECTED_EVENTS, rows) == 2
+    assert env.lake.insert_new(REJECTED_EVENTS, rows) == 0
+
+
+def test_string_predicates_push_down_on_tables_written_by_insert_new(env: Env) -> None:
+    # Regression: Delta MERGE wrote string_view columns and pushed-down string filters failed
+    # ("no kernel matching input types (string, string_view)").
+    rows = bronze("a", "b")
+    env.lake.insert_new(RAW_EVENTS, rows)
+    con = duckdb.connect()
+    con.register("bronze", env.lake.dataset(RAW_EVENTS))
+    assert con.execute("select count(*) from bronze where event_type = 'page_view'").fetchall() == [(2,)]

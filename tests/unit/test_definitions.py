@@ -15,6 +15,10 @@ def test_definitions_asset_keys_snapshot() -> None:
         "rejected_events",
         "daily_active_users",
         "monthly_active_users",
+        "daily_event_counts",
+        "daily_page_views",
+        "data_quality_daily",
+        "serving_snapshot",
     }
     checks = {key.name for key in graph.asset_check_keys}
     assert checks == {

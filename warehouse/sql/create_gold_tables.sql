@@ -15,6 +15,34 @@ create table if not exists monthly_active_users (
     primary key (app, day)
 );
 
+create table if not exists daily_event_counts (
+    app varchar not null,
+    day date not null,
+    event_type varchar not null,
+    is_bot boolean not null,
+    events bigint not null,
+    people bigint not null,
+    primary key (app, day, event_type, is_bot)
+);
+
+create table if not exists daily_page_views (
+    app varchar not null,
+    day date not null,
+    page_url varchar not null,
+    views bigint not null,
+    people bigint not null,
+    primary key (app, day, page_url)
+);
+
+create table if not exists data_quality_daily (
+    app varchar not null,
+    day date not null,
+    outcome varchar not null,
+    reason varchar not null,
+    events bigint not null,
+    primary key (app, day, outcome, reason)
+);
+
 create table if not exists gold_watermarks (
     mart varchar primary key,
     silver_version bigint not null,

@@ -3,7 +3,8 @@
 -- holding the (app, event_date) pairs that received new silver rows.
 -- A day is refreshed when a changed day falls in its trailing window of $window_days days
 -- (1 for DAU, 30 for rolling MAU), when it shares a calendar month with a changed day and
--- $whole_month is true, or when the mart has no row for it yet (the day spine grew).
+-- $whole_month is true, or — for dense marts ($fill_spine: one row per day, idle days included) —
+-- when the mart has no row for it yet (the day spine grew).
 -- {gold_table} is a whitelisted identifier formatted in by warehouse.gold.
 with bounds as (
     select app, min(event_date) as first_day, max(event_date) as last_day
@@ -31,6 +32,7 @@ missing as (
     select spine.app, spine.day
     from spine
     anti join {gold_table} as mart on mart.app = spine.app and mart.day = spine.day
+    where $fill_spine
 ),
 
 final as (
