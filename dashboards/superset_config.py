@@ -19,8 +19,9 @@ DATA_DIR = str(_HOME)
 
 # Dashboards are public (read-only, like the Gamma role) so they can be looked at and
 # screenshotted without a login; editing still needs an account.
-AUTH_ROLE_PUBLIC = "Public"
-PUBLIC_ROLE_LIKE = "Gamma"
+if os.environ.get("EVENTLAKE_SUPERSET_PUBLIC", "1") == "1":
+    AUTH_ROLE_PUBLIC = "Public"
+    PUBLIC_ROLE_LIKE = "Gamma"
 
 # Results cache off by default: the serving snapshot is the cache. EVENTLAKE_SUPERSET_CACHE=simple
 # turns on an in-process results cache (see docs/benchmarks.md for what it changes).

@@ -26,7 +26,7 @@ select
     app,
     day,
     sum(events) as events,
-    sum(events) filter (where is_bot) as bot_events,
+    coalesce(sum(events) filter (where is_bot), 0) as bot_events,
     round(coalesce(sum(events) filter (where is_bot), 0) / sum(events), 4) as bot_share
 from daily_event_counts
 group by app, day;
