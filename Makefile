@@ -4,7 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install up demo test lint lock clean
+SUPERSET_VENV := .venv-superset
+SUPERSET_STAMP := $(SUPERSET_VENV)/.installed-$(shell cat dashboards/requirements.txt dashboards/constraints.txt | cksum | cut -d' ' -f1)
+# `make up SUPERSET=0` runs the pipeline without Superset.
+SUPERSET ?= 1
+ifeq ($(SUPERSET),0)
+STACK_DEPS := install
+else
+STACK_DEPS := install superset-venv
+endif
+
+.PHONY: install superset-venv up demo test lint lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,13 +25,22 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the locked dependencies
 
-up: install  ## start API + Dagster, replay the samples, print DAU/MAU, serve until Ctrl-C
-	$(BIN)/python scripts/stack.py up
+$(SUPERSET_STAMP): dashboards/requirements.txt dashboards/constraints.txt
+	@test -x $(SUPERSET_VENV)/bin/python || $(PYTHON) -m venv $(SUPERSET_VENV)
+	$(SUPERSET_VENV)/bin/python -m pip install --quiet "uv>=0.5,<1"
+	$(SUPERSET_VENV)/bin/uv pip install --quiet --python $(SUPERSET_VENV)/bin/python \
+		-r dashboards/requirements.txt -c dashboards/constraints.txt
+	@rm -f $(SUPERSET_VENV)/.installed-* && touch $@
 
-demo: install  ## the same as `up`, then stop (CI's smoke test of the main job)
-	$(BIN)/python scripts/stack.py demo
+superset-venv: $(SUPERSET_STAMP)  ## Superset's own venv (it pins SQLAlchemy 1.4 / pandas 2)
 
-test: install  ## unit and integration tests
+up: $(STACK_DEPS)  ## start API + Dagster, replay the samples, print DAU/MAU, serve until Ctrl-C
+	EVENTLAKE_SUPERSET=$(SUPERSET) $(BIN)/python scripts/stack.py up
+
+demo: $(STACK_DEPS)  ## the same as `up`, then stop (CI's smoke test of the main job)
+	EVENTLAKE_SUPERSET=$(SUPERSET) $(BIN)/python scripts/stack.py demo
+
+test: install superset-venv  ## unit and integration tests (Superset ones included)
 	$(BIN)/pytest
 
 lint: install

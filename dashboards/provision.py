@@ -48,7 +48,9 @@ class ProvisioningError(RuntimeError):
 
 def _check(response: Any) -> None:
     if not response.ok:
-        raise ProvisioningError(f"{response.request.method} {response.url} -> {response.status_code}: {response.text[:2000]}")
+        raise ProvisioningError(
+            f"{response.request.method} {response.url} -> {response.status_code}: {response.text[:2000]}"
+        )
 
 
 def bundle_zip(serving_path: Path) -> bytes:
@@ -162,11 +164,12 @@ def _grant_public_read(client: SupersetClient) -> None:
     base = client.base_url
     roles = client.session.get(f"{base}/security/roles/", params={"q": "(page_size:100)"}).json()["result"]
     public = next(r["id"] for r in roles if r["name"] == "Public")
-    pvms = client.session.get(
-        f"{base}/security/permissions-resources/", params={"q": "(page_size:1000)"}
-    ).json()["result"]
+    pvms = client.session.get(f"{base}/security/permissions-resources/", params={"q": "(page_size:1000)"}).json()[
+        "result"
+    ]
     wanted = [
-        p["id"] for p in pvms
+        p["id"]
+        for p in pvms
         if p["permission"]["name"] == "database_access" and p["view_menu"]["name"].startswith(f"[{DATABASE_NAME}]")
     ]
     current = client.session.get(f"{base}/security/roles/{public}/permissions/").json()["result"]

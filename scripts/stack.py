@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from dashboards import service
 from ingest_api.replay import replay
 from warehouse.settings import get_settings
 from warehouse.status import GoldNotReadyError, active_users_summary, format_summary, wait_for_gold
@@ -144,6 +145,28 @@ class Stack:
                 os.kill(pid, signal.SIGKILL)
 
 
+def start_superset(stack: Stack, data_dir: Path, port: int, serving_file: Path) -> None:
+    """Initialize, start and provision Superset; print the admin credentials when they are new."""
+    env = service.environment(data_dir)
+    account = service.admin(data_dir)
+    setup_log = stack.logs / "superset_setup.log"
+    say("setting up Superset (metadata database, admin user, roles) …")
+    service.initialize(env, account, setup_log)
+    proc, _ = stack.start("superset", service.start_args(port), env)
+    url = f"http://127.0.0.1:{port}"
+    service.wait_healthy(url, 180, proc)
+    service.provision(env, account, url, serving_file, setup_log)
+    say(
+        f"Superset at {url}: dashboards 'eventlake Overview' and 'eventlake Data quality' "
+        f"({url}/superset/dashboard/eventlake-overview/)"
+    )
+    if account.generated:
+        say(
+            f"Superset admin login (shown once; kept in {data_dir / 'superset' / 'admin.json'}): "
+            f"{account.username} / {account.password}"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("mode", choices=["up", "demo"])
@@ -163,7 +186,8 @@ def main() -> int:
         "DAGSTER_DISABLE_TELEMETRY": "1",
         "PYTHONUNBUFFERED": "1",
     }
-    for port in (settings.ingest_port, DAGSTER_PORT):
+    ports = (settings.ingest_port, DAGSTER_PORT) + ((settings.superset_port,) if settings.superset else ())
+    for port in ports:
         if not port_free(port):
             say(f"port {port} on 127.0.0.1 is in use: stop whatever holds it (an earlier `make up`?)")
             return 1
@@ -210,6 +234,8 @@ def main() -> int:
         wait_http(f"http://127.0.0.1:{DAGSTER_PORT}/server_info", 180, dagster, "Dagster", dagster_log)
         stack.start("dagster_daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], env)
         say(f"ingest API at {api_url}, Dagster UI at http://127.0.0.1:{DAGSTER_PORT}")
+        if settings.superset:
+            start_superset(stack, data_dir, settings.superset_port, settings.serving_file)
 
         say("replaying the bundled samples through POST /v1/events …")
         result = replay(SAMPLES, api_url, progress=sys.stderr.isatty())
@@ -222,14 +248,14 @@ def main() -> int:
         say(f"waiting for gold to cover bronze version {result.bronze_version} (limit {timeout_s:.0f} s) …")
         try:
             waited = wait_for_gold(
-                settings.warehouse_file, result.bronze_version or 0, timeout_s, check=stack.check_alive
+                settings.serving_file, result.bronze_version or 0, timeout_s, check=stack.check_alive
             )
         except GoldNotReadyError as exc:
             say(f"ERROR: {exc}")
             return 1
         say(f"gold is up to date ({waited:.0f} s after the replay, {time.monotonic() - started_at:.0f} s in all)")
         print("\nDAU / MAU per app (UTC days; people, bots excluded):\n")
-        print(format_summary(active_users_summary(settings.warehouse_file)), "\n", flush=True)
+        print(format_summary(active_users_summary(settings.serving_file)), "\n", flush=True)
 
         if args.mode == "demo":
             return 0
@@ -237,7 +263,7 @@ def main() -> int:
         while True:
             stack.check_alive()
             time.sleep(1)
-    except ProcessDiedError as exc:
+    except (ProcessDiedError, service.SupersetError) as exc:
         say(f"ERROR: {exc}")
         return 1
     except KeyboardInterrupt:

@@ -18,12 +18,13 @@ import duckdb
 import pyarrow as pa
 
 from warehouse.gold import MARTS, load_sql
-from warehouse.tables import DATA_QUALITY_DAILY
+from warehouse.tables import DATA_QUALITY_DAILY, GOLD_WATERMARKS
 
 log = logging.getLogger(__name__)
 
-#: Gold tables copied into every snapshot, besides the extra tables passed in.
-SNAPSHOT_TABLES = (*MARTS, DATA_QUALITY_DAILY)
+#: Gold tables copied into every snapshot, besides the extra tables passed in. The watermarks
+#: travel along so readers can tell which bronze version the served numbers cover.
+SNAPSHOT_TABLES = (*MARTS, DATA_QUALITY_DAILY, GOLD_WATERMARKS)
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
         "fields); payloads past it are rejected by index.",
     )
 
+    # dashboards
+    superset: bool = Field(default=True, description="Start and provision Superset with `make up` (0 to skip).")
+    superset_port: int = 8088
+
     # pipelines
     sensor_interval_s: int = Field(default=5, ge=1, le=5, description="Bronze sensor tick (s).")
     gold_timeout_s: float = Field(

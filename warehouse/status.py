@@ -1,6 +1,8 @@
-"""``eventlake-status``: how far gold has caught up with bronze, and DAU/MAU per app.
+"""``eventlake-status``: how far the served gold numbers have caught up with bronze, and DAU/MAU per app.
 
-Reads the gold DuckDB file read-only (retrying while a pipeline run holds its write lock).
+Reads the serving snapshot (``warehouse.serving``): a read-only file replaced atomically, so
+this never contends with a pipeline run for the warehouse's write lock, and what it prints is
+exactly what the dashboards show.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class AppSummary:
 
 
 def covered_bronze_version(path: Path) -> int | None:
-    """The bronze version every gold mart has caught up with, or ``None`` before the first run."""
+    """The bronze version every served gold mart covers, or ``None`` before the first snapshot."""
     if not path.exists():
         return None
     con = gold.connect(path, read_only=True)
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bronze-version", type=int, help="wait until gold covers this bronze version")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait (default 900)")
     args = parser.parse_args(argv)
-    path = get_settings().warehouse_file
+    path = get_settings().serving_file
     if args.bronze_version is not None:
         try:
             wait_for_gold(path, args.bronze_version, args.timeout)
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"eventlake-status: {exc}\n")
             return 1
     if not path.exists():
-        sys.stderr.write(f"eventlake-status: no warehouse at {path} yet\n")
+        sys.stderr.write(f"eventlake-status: no serving snapshot at {path} yet\n")
         return 1
     sys.stdout.write(format_summary(active_users_summary(path)) + "\n")
     return 0

@@ -1,0 +1,1 @@
+"""Superset dashboards as code: the bundle, its provisioning and the Superset process helpers."""

@@ -1,0 +1,162 @@
+"""Real Superset (from .venv-superset) on a loopback port: every chart's data equals the gold tables."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+import pytest
+
+from dashboards import service
+from tests.conftest import SAMPLES, ApiServer, Env, free_port, materialize_all, start_api
+
+pytestmark = [pytest.mark.integration, pytest.mark.superset]
+
+
+@dataclass
+class Superset:
+    url: str
+    session: httpx.Client
+    env: Env
+
+
+def login(url: str, account: service.Admin) -> httpx.Client:
+    """A browser-like session: login form, then the CSRF token for API writes."""
+    client = httpx.Client(base_url=url, timeout=60, follow_redirects=False)
+    form = client.get("/login/").text
+    token = form.split('name="csrf_token"', 1)[1].split('value="', 1)[1].split('"', 1)[0]
+    assert (
+        client.post(
+            "/login/", data={"username": account.username, "password": account.password, "csrf_token": token}
+        ).status_code
+        == 302
+    )
+    return client
+
+
+@pytest.fixture(scope="module")
+def superset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Superset]:
+    env = Env(tmp_path_factory.mktemp("superset") / "data")
+    env.data_dir.mkdir()
+    api: ApiServer = start_api(env)
+    try:
+        subprocess.run(
+            [
+                str(Path(__import__("sys").executable).parent / "eventlake-replay"),
+                "--api-url",
+                api.url,
+                "--no-progress",
+                str(SAMPLES / "web_access_2015.log"),
+                str(SAMPLES / "onlineshop_2019.csv"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        httpx.post(
+            f"{api.url}/v1/events",
+            json=[  # one quarantined event for the data-quality charts
+                {"uuid": "dq-1", "timestamp": "1999-01-01T00:00:00Z", "app": "onlineshop_2019", "user": "u"}
+            ],
+        )
+    finally:
+        api.proc.terminate()
+        api.proc.wait(timeout=30)
+    materialize_all(env)
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    environment = service.environment(env.data_dir)
+    account = service.admin(env.data_dir)
+    log = env.data_dir / "superset.log"
+    service.initialize(environment, account, log)
+    proc = subprocess.Popen(service.start_args(port), env=environment, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    try:
+        service.wait_healthy(url, 180, proc)
+        service.provision(environment, account, url, env.serving, log)
+        service.provision(environment, account, url, env.serving, log)  # idempotent: run twice
+        yield Superset(url, login(url, account), env)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def chart_rows(superset: Superset) -> dict[str, list[dict[str, Any]]]:
+    charts = superset.session.get("/api/v1/chart/", params={"q": "(columns:!(id,slice_name),page_size:100)"})
+    result = {}
+    for chart in charts.json()["result"]:
+        response = superset.session.get(f"/api/v1/chart/{chart['id']}/data/")
+        assert response.status_code == 200, (chart["slice_name"], response.text[:500])
+        result[chart["slice_name"]] = response.json()["result"][0]["data"]
+    return result
+
+
+def day(ms: float) -> date:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).date()
+
+
+def gold(env: Env, sql: str) -> set[tuple]:
+    con = duckdb.connect(str(env.warehouse), read_only=True)
+    try:
+        return set(con.execute(sql).fetchall())
+    finally:
+        con.close()
+
+
+def test_provisioning_is_idempotent(superset: Superset) -> None:
+    for kind, expected in (("database", 1), ("dataset", 6), ("chart", 9), ("dashboard", 2)):
+        assert superset.session.get(f"/api/v1/{kind}/").json()["count"] == expected, kind
+
+
+def test_every_chart_returns_the_gold_numbers(superset: Superset) -> None:
+    rows = chart_rows(superset)
+    env = superset.env
+    assert len(rows) == 9
+
+    assert {(day(r["day"]), r["app"], r["DAU"]) for r in rows["DAU per app"]} == gold(
+        env, "select day, app, dau from daily_active_users"
+    )
+    assert {
+        (day(r["day"]), r["app"], r["MAU rolling 30d"], r["MAU calendar month"])
+        for r in rows["MAU per app (rolling 30 days and calendar month)"]
+    } == gold(env, "select day, app, mau_rolling_30d, mau_calendar_month from monthly_active_users")
+    assert {(day(r["day"]), r["app"], r["DAU/MAU"]) for r in rows["Stickiness (DAU / MAU)"]} == gold(
+        env,
+        """
+        select d.day, d.app, round(d.dau / nullif(m.mau_rolling_30d, 0), 4)
+        from daily_active_users d join monthly_active_users m using (app, day)""",
+    )
+    assert {(day(r["day"]), r["event_type"], r["events"]) for r in rows["Events by type per day"]} == gold(
+        env,
+        """
+        select day, event_type, sum(events) from daily_event_counts where not is_bot group by all""",
+    )
+    page_views = {
+        (a, p): v for a, p, v in gold(env, "select app, page_url, sum(views) from daily_page_views group by all")
+    }
+    top = [(r["app"], r["page_url"], r["views"]) for r in rows["Top pages"]]
+    assert len(top) == 20 and all(page_views[(a, p)] == v for a, p, v in top)
+    assert [v for _, _, v in top] == sorted(page_views.values(), reverse=True)[:20]
+    bot = {(day(r["day"]), r["app"]): r["bot share"] for r in rows["Share of bot traffic"]}
+    expected_bot = gold(
+        env,
+        """select day, app, sum(events) filter (where is_bot) * 1.0 / sum(events)
+                                from daily_event_counts group by all""",
+    )
+    assert {k: round(v or 0, 6) for k, v in bot.items()} == {(d, a): round(v or 0, 6) for d, a, v in expected_bot}
+    assert {(day(r["day"]), r["outcome"], r["events"]) for r in rows["Received events per day by outcome"]} == gold(
+        env, "select day, outcome, sum(events) from data_quality_daily group by all"
+    )
+    assert {(day(r["day"]), r["app"], r["reason"], r["events"]) for r in rows["Quarantined events by reason"]} == gold(
+        env, "select day, app, reason, events from data_quality_daily where outcome = 'quarantined'"
+    )
+    assert {r["reason"] for r in rows["Quarantined events by reason"]} == {"timestamp_after_2000"}
+    assert {(r["layer"], r["table_name"], r["version"]) for r in rows["Last update per layer"]} >= {
+        ("gold", m, v) for m, v in gold(env, "select mart, silver_version from gold_watermarks")
+    }
