@@ -124,6 +124,8 @@ def start_args(port: int) -> list[str]:
         "gthread",
         "--timeout",
         "120",
+        "--graceful-timeout",  # Ctrl-C: do not wait 30 s for idle keep-alive threads
+        "5",
         "--capture-output",
         "superset.app:create_app()",
     ]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -48,7 +51,7 @@ def superset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Superset]:
     try:
         subprocess.run(
             [
-                str(Path(__import__("sys").executable).parent / "eventlake-replay"),
+                str(Path(sys.executable).parent / "eventlake-replay"),
                 "--api-url",
                 api.url,
                 "--no-progress",
@@ -160,3 +163,72 @@ def test_every_chart_returns_the_gold_numbers(superset: Superset) -> None:
     assert {(r["layer"], r["table_name"], r["version"]) for r in rows["Last update per layer"]} >= {
         ("gold", m, v) for m, v in gold(env, "select mart, silver_version from gold_watermarks")
     }
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+_DRAWN = """
+containers => containers.map(container => {
+  const canvases = [...container.querySelectorAll('canvas')];
+  const pixels = canvases.reduce((total, canvas) => {
+    const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    let drawn = 0;
+    for (let i = 3; i < data.length; i += 4) if (data[i] !== 0) drawn++;
+    return total + drawn;
+  }, 0);
+  return {
+    pixels,
+    rows: container.querySelectorAll('tbody tr').length,
+    errors: container.querySelectorAll('[data-test="alert"], .ant-alert-error').length,
+    loading: container.querySelectorAll('.loading').length,
+  };
+})
+"""
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is installed by .ci/run (apt-get)")
+def test_overview_dashboard_renders_every_chart_in_chromium(superset: Superset, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    account = service.admin(superset.env.data_dir)
+    screenshot = tmp_path / "overview.png"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1400})
+        # Only loopback: Superset pages link web fonts this machine cannot (and must not) reach.
+        page.route(
+            "**/*", lambda route: route.continue_() if route.request.url.startswith(superset.url) else route.abort()
+        )
+        page.goto(f"{superset.url}/login/")
+        page.fill("#username, input[name=username]", account.username)
+        page.fill("#password, input[name=password]", account.password)
+        page.keyboard.press("Enter")
+        page.wait_for_url(lambda url: "/login" not in url, timeout=30_000)
+        page.goto(f"{superset.url}/superset/dashboard/eventlake-overview/")
+        page.wait_for_function(
+            "() => document.querySelectorAll('.chart-container').length === 6 &&"
+            " document.querySelectorAll('.chart-container .loading').length === 0",
+            timeout=90_000,
+        )
+        page.wait_for_timeout(2_000)  # let ECharts finish its draw animation
+        charts = page.eval_on_selector_all(".chart-container", _DRAWN)
+        page.screenshot(path=str(screenshot), full_page=True)
+        browser.close()
+
+    readme_copy = os.environ.get("EVENTLAKE_README_SCREENSHOT")
+    if readme_copy:
+        shutil.copyfile(screenshot, readme_copy)
+    assert screenshot.stat().st_size > 10_000
+    assert len(charts) == 6
+    for chart in charts:
+        assert chart["errors"] == 0 and chart["loading"] == 0, chart
+        assert chart["pixels"] > 1_000 or chart["rows"] > 0, chart
