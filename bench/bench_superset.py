@@ -3,7 +3,8 @@
 For each snapshot (the bundled samples, and gold built from N generated events) and each
 results-cache setting (off = the project default, on = EVENTLAKE_SUPERSET_CACHE=simple), starts a
 real Superset from .venv-superset on a free loopback port, provisions the bundle against that
-snapshot and requests every chart's /api/v1/chart/<id>/data/ --repeat times, printing one table.
+snapshot and requests every chart's /api/v1/chart/<id>/data/ --repeat times after one uncounted warm-up request,
+printing one table.
 
 Usage:
   .venv/bin/python bench/bench_superset.py --samples-snapshot data/serving/serving.duckdb --events 10000000
@@ -97,6 +98,7 @@ def measure(snapshot: Path, cache: str, repeat: int) -> dict[str, list[float]]:
             charts = session.get("/api/v1/chart/", params={"q": "(columns:!(id,slice_name),page_size:100)"})
             timings: dict[str, list[float]] = {}
             for chart in charts.json()["result"]:
+                session.get(f"/api/v1/chart/{chart['id']}/data/")  # warm-up, not counted (first query opens the file)
                 samples = []
                 for _ in range(repeat):
                     started = time.perf_counter()

@@ -119,12 +119,9 @@ def _gold_asset(mart: str, description: str) -> dg.AssetsDefinition:
     def _refresh(
         context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
-        con = warehouse.connect()
-        try:
+        with warehouse.connect() as con:
             stats = refresh_mart(con, lake.lake(), mart)
             rows = con.table(mart).aggregate("count(*)").fetchall()[0][0]
-        finally:
-            con.close()
         context.log.info("%s refreshed: %s", mart, stats)
         return dg.MaterializeResult(
             metadata={
@@ -160,11 +157,8 @@ def data_quality_daily(
     context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     """Gold: received vs valid vs quarantined (by reason) vs duplicate events per app and day received."""
-    con = warehouse.connect()
-    try:
+    with warehouse.connect() as con:
         rows = refresh_data_quality(con, lake.lake())
-    finally:
-        con.close()
     return dg.MaterializeResult(metadata={"row_count": rows})
 
 
@@ -173,12 +167,9 @@ def serving_snapshot(
     context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     """Serving: gold tables + curated views published atomically as a read-only DuckDB file for dashboards."""
-    con = warehouse.connect()
-    try:
+    with warehouse.connect() as con:
         freshness = pipeline_freshness(con, lake.lake())
         stats = publish_snapshot(con, Path(warehouse.serving_path), {"pipeline_freshness": freshness})
-    finally:
-        con.close()
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(stats.path)),
