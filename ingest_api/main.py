@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from ingest_api.api.routes import events, health
 from ingest_api.errors import install_error_handlers
@@ -39,6 +40,15 @@ def create_app() -> FastAPI:
     """Build the FastAPI application with its routes and JSON error handlers."""
     application = FastAPI(title="eventlake ingest API", version="0.1.0", lifespan=lifespan, redirect_slashes=False)
     install_error_handlers(application)
+    # Browser SDKs post cross-origin (and navigator.sendBeacon sends text/plain, which the
+    # route accepts: it parses the body whatever its Content-Type).
+    application.add_middleware(
+        CORSMiddleware,
+        allow_origins=get_settings().cors_origins,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["*"],
+        max_age=600,
+    )
     application.include_router(health.router)
     application.include_router(events.router)
     return application

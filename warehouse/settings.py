@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Largest accepted request body (bytes) before 413."
     )
+    cors_origins: list[str] = Field(
+        default=["*"],
+        description="Origins browsers may POST from (CORS); JSON list, e.g. '[\"https://shop.example\"]'.",
+    )
     max_payloads_per_request: int = Field(
         default=10_000, ge=1, description="Most payloads in one request's array before 413."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -18,10 +19,12 @@ def _writer(request: Request) -> GroupCommitWriter:
 
 
 async def _capped_body(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> bytes:
-    """The raw body, refused with 413 as soon as it exceeds ``max_body_bytes``.
+    """The request body (gunzipped when needed), refused with 413 past ``max_body_bytes``.
 
     The declared Content-Length is checked first; a chunked or lying body is counted
-    while it streams, so an oversized body is never held in memory whole.
+    while it streams, so an oversized body is never held in memory whole. A gzip body
+    (``Content-Encoding: gzip``, or the gzip magic bytes without that header) is inflated up to
+    the same limit. Other content encodings are 415.
     """
     limit = settings.max_body_bytes
     declared = request.headers.get("content-length")
@@ -37,7 +40,35 @@ async def _capped_body(request: Request, settings: Annotated[Settings, Depends(g
             chunks.append(chunk)
     except ClientDisconnect as exc:  # nothing to answer and nothing acknowledged: no traceback
         raise ApiError(400, "client_disconnected", "the client closed the connection mid-body") from exc
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip"):
+        raise ApiError(415, "unsupported_content_encoding", {"content_encoding": encoding, "supported": ["gzip"]})
+    # Some SDKs gzip without saying so (no header): the gzip magic bytes are never valid JSON.
+    if encoding == "gzip" or body.startswith(_GZIP_MAGIC):
+        return _gunzip(body, limit)
+    return body
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """Decompress a gzip body, refusing (413) to inflate past ``limit`` bytes (gzip bombs).
+
+    The limit is the same as for uncompressed bodies: compression changes the transfer, not
+    how much JSON one request may carry (RFC 1952 gzip format).
+    """
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # 16+: expect the gzip header and trailer
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise ApiError(400, "invalid_gzip", str(exc)) from exc
+    if len(data) > limit:
+        raise ApiError(413, "payload_too_large", {"limit_bytes": limit, "decompressed": True})
+    if not inflater.eof:
+        raise ApiError(400, "invalid_gzip", "truncated gzip stream")
+    return data
 
 
 WriterDep = Annotated[GroupCommitWriter, Depends(_writer)]

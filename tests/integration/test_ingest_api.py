@@ -110,10 +110,49 @@ def test_failed_commit_is_503_and_acknowledges_nothing(env: Env) -> None:
         server.proc.wait(timeout=30)
 
 
-def test_gzip_is_not_silently_misread(api: ApiServer) -> None:
-    # Compressed bodies are a later issue's feature; today they must fail loudly, not store junk.
-    response = httpx.post(f"{api.url}/v1/events", content=gzip.compress(b'{"uuid":"g","timestamp":0}'))
+@pytest.mark.parametrize("header", [{"Content-Encoding": "gzip"}, {}])
+def test_gzip_bodies_with_or_without_the_header_are_accepted(api: ApiServer, env: Env, header: dict) -> None:
+    body = gzip.compress(b'[{"uuid": "gz", "timestamp": 0, "user": "u"}]')
+    response = httpx.post(f"{api.url}/v1/events", content=body, headers=header)
+    assert response.status_code == 202
+    assert response.json()["accepted"] == 1
+    assert bronze(env)["event_id"].to_list() == [event_id_for("gz", "page_view")]
+
+
+def test_gzip_bomb_is_413_and_broken_gzip_is_400(api: ApiServer, env: Env) -> None:
+    bomb = gzip.compress(b"[" + b" " * 50_000_000 + b"]")  # ~50 KB on the wire, 50 MB inflated
+    assert len(bomb) < 1_048_576
+    response = httpx.post(f"{api.url}/v1/events", content=bomb, headers={"Content-Encoding": "gzip"})
+    assert response.status_code == 413
+    assert response.json()["detail"]["decompressed"] is True
+    response = httpx.post(f"{api.url}/v1/events", content=b"\x1f\x8bnot really gzip")
     assert response.status_code == 400
+    assert response.json()["error"] == "invalid_gzip"
+    response = httpx.post(f"{api.url}/v1/events", content=b"{}", headers={"Content-Encoding": "br"})
+    assert response.status_code == 415
+    assert bronze(env).height == 0
+    assert httpx.get(f"{api.url}/healthz").status_code == 200
+
+
+def test_browser_beacons_cors_preflight_and_text_plain(api: ApiServer, env: Env) -> None:
+    preflight = httpx.options(
+        f"{api.url}/v1/events",
+        headers={
+            "Origin": "https://shop.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] in ("*", "https://shop.example")
+    beacon = httpx.post(  # navigator.sendBeacon(url, string) sends text/plain
+        f"{api.url}/v1/events",
+        content=b'{"uuid": "beacon", "timestamp": 0, "session": "s"}',
+        headers={"Content-Type": "text/plain;charset=UTF-8", "Origin": "https://shop.example"},
+    )
+    assert beacon.status_code == 202
+    assert beacon.headers["access-control-allow-origin"] in ("*", "https://shop.example")
+    assert bronze(env)["event_id"].to_list() == [event_id_for("beacon", "page_view")]
 
 
 def test_hostile_payloads_are_rejected_by_index_and_good_ones_still_land(api: ApiServer, env: Env) -> None:
