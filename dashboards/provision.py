@@ -14,7 +14,8 @@ dashboards. Steps:
    of the given path (superset-client 1.0.0), so the upload is made with its session directly;
 3. store on each chart a ``query_context`` built from its params, so ``/api/v1/chart/<id>/data/``
    answers (the bundle format leaves it to the UI to create one on first save);
-4. let the Public role read the serving database, so dashboards open without a login.
+4. let the Public role read the serving database (a read-only grant; Superset 6.1 still asks
+   anonymous dashboard viewers to log in).
 
 Usage: python dashboards/provision.py --url http://127.0.0.1:8088 --serving-path data/serving/serving.duckdb
 (credentials from SUPERSET_ADMIN_USER / SUPERSET_ADMIN_PASSWORD).

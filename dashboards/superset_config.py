@@ -17,8 +17,9 @@ SQLALCHEMY_DATABASE_URI = os.environ.get(
 )
 DATA_DIR = str(_HOME)
 
-# Dashboards are public (read-only, like the Gamma role) so they can be looked at and
-# screenshotted without a login; editing still needs an account.
+# The Public role is Gamma-like and provisioning grants it read access to the serving database;
+# Superset 6.1 still sends anonymous dashboard views to /login/, so viewers (and the browser test)
+# log in. Set EVENTLAKE_SUPERSET_PUBLIC=0 to drop the Public role's permissions entirely.
 if os.environ.get("EVENTLAKE_SUPERSET_PUBLIC", "1") == "1":
     AUTH_ROLE_PUBLIC = "Public"
     PUBLIC_ROLE_LIKE = "Gamma"

@@ -115,6 +115,8 @@ def refresh_data_quality(con: duckdb.DuckDBPyConnection, lake: Lake) -> int:
     A full recompute: one group-by over the key columns of three tables, cheap next to the
     incremental marts, and always consistent with what the three tables hold right now.
     """
+    bronze_version = lake.watermark(EVENTS.name, RAW_EVENTS.name)
+    silver_version = lake.version(EVENTS)
     views = {"bronze_events": RAW_EVENTS, "silver_events": EVENTS, "quarantine_events": REJECTED_EVENTS}
     for view, table in views.items():
         con.register(view, lake.dataset(table))
@@ -122,6 +124,15 @@ def refresh_data_quality(con: duckdb.DuckDBPyConnection, lake: Lake) -> int:
     try:
         con.execute(load_sql("replace_data_quality_daily"))
         rows = con.table("data_quality_daily").aggregate("count(*)").fetchall()[0][0]
+        # Recorded like the incremental marts' watermarks, so freshness reports it too.
+        con.execute(
+            load_sql("upsert_gold_watermark"),
+            {
+                "mart": "data_quality_daily",
+                "silver_version": -1 if silver_version is None else silver_version,
+                "bronze_version": bronze_version,
+            },
+        )
         con.commit()
     except BaseException:
         con.rollback()

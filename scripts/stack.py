@@ -213,9 +213,15 @@ def main() -> int:
         # Create/upgrade Dagster's SQLite storage once, before its processes start: the daemon
         # and the webserver racing to create it left one of them dead ("alembic_version
         # already exists").
-        subprocess.run(
-            [str(BIN / "dagster"), "instance", "migrate"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL
-        )
+        with (stack.logs / "dagster_migrate.log").open("ab") as migrate_log:
+            subprocess.run(
+                [str(BIN / "dagster"), "instance", "migrate"],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                stdout=migrate_log,
+                stderr=subprocess.STDOUT,
+            )
         dagster, dagster_log = stack.start(
             "dagster_webserver",
             [
