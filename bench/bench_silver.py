@@ -72,7 +72,7 @@ def run(n: int) -> dict[str, float]:
         split = timed("validate_ge", lambda: split_by_suite(transform.validation_frame(decoded), suite))
         valid = transform.dedup_first_received(decoded.filter(pl.Series(split.valid)))
         silver = timed("scrub_enrich", lambda: transform.build_silver(valid, "bench"))
-        timed("merge_silver", lambda: lake.insert_new(EVENTS, silver))
+        timed("dedup_insert", lambda: lake.insert_new(EVENTS, silver))
         con = gold.connect(Path(tmp) / "w.duckdb")
         timed("gold_dau", lambda: refresh_mart(con, lake, "daily_active_users"))
         timed("gold_mau", lambda: refresh_mart(con, lake, "monthly_active_users"))
