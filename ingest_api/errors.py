@@ -1,51 +1,66 @@
-"""JSON error bodies for every failure: ``{"error": "<code>", "detail": ...}``."""
+"""JSON error bodies for every failure, in the shape each protocol's clients read.
+
+Native routes: ``{"error": "<code>", "detail": ...}``. Segment-compatible routes (``/v1/batch``,
+``/v1/track``…): ``{"success": false, "code": "<code>", "message": "<text>", "detail": ...}``,
+because segment-analytics-python raises ``APIError(status, body["code"], body["message"])``.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from warehouse.segment import SEGMENT_PATHS
+
 log = logging.getLogger(__name__)
 
 
 class ApiError(StarletteHTTPException):
-    """An HTTP error with a machine-readable ``error`` code and a ``detail`` payload."""
+    """An HTTP error with a machine-readable ``error`` code, a ``detail`` payload and optional headers."""
 
-    def __init__(self, status_code: int, error: str, detail: Any = None) -> None:
-        super().__init__(status_code=status_code, detail=detail)
+    def __init__(
+        self, status_code: int, error: str, detail: Any = None, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(status_code=status_code, detail=detail, headers=dict(headers) if headers else None)
         self.error = error
 
 
-def _body(error: str, detail: Any) -> dict[str, Any]:
+def error_body(request: Request, error: str, detail: Any) -> dict[str, Any]:
+    """The error body for ``request``'s protocol (see module docstring)."""
+    if request.url.path in SEGMENT_PATHS:
+        message = detail if isinstance(detail, str) else orjson.dumps(detail).decode()
+        return {"success": False, "code": error, "message": message, "detail": detail}
     return {"error": error, "detail": detail}
 
 
-async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     error = exc.error if isinstance(exc, ApiError) else _STATUS_CODES.get(exc.status_code, "http_error")
-    return JSONResponse(_body(error, exc.detail), status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse(error_body(request, error, exc.detail), status_code=exc.status_code, headers=exc.headers)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return JSONResponse(_body("invalid_request", exc.errors()), status_code=422)
+    return JSONResponse(error_body(request, "invalid_request", exc.errors()), status_code=422)
 
 
-async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error", exc_info=exc)
-    return JSONResponse(_body("internal_error", "unexpected server error; nothing was acknowledged"), 500)
+    return JSONResponse(error_body(request, "internal_error", "unexpected server error; nothing was acknowledged"), 500)
 
 
 _STATUS_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Make every error response of ``app`` a JSON ``{"error", "detail"}`` body."""
+    """Make every error response of ``app`` a JSON body in its route's protocol shape."""
     app.add_exception_handler(StarletteHTTPException, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)

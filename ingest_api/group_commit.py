@@ -5,6 +5,11 @@ commits everything buffered every ``interval_ms`` or as soon as ``max_rows`` are
 then wakes each request with the bronze version that holds its rows. A request is only
 acknowledged after that commit, and a failed commit fails every request in the micro-batch
 (nothing of it is acknowledged).
+
+The buffer is bounded: rows waiting plus rows being committed may not pass ``max_buffer_rows``
+events or ``max_buffer_bytes`` bytes of payload JSON. A request that does not fit is refused at
+once with :class:`BufferFullError` (the API answers 503 with ``Retry-After``) instead of growing
+memory while storage is slow.
 """
 
 from __future__ import annotations
@@ -12,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
+from ingest_api import metrics
 from warehouse.lake import Lake
 from warehouse.tables import RAW_EVENTS
 
@@ -27,10 +34,19 @@ class CommitError(RuntimeError):
     """The micro-batch holding a request's rows could not be committed to bronze."""
 
 
+class BufferFullError(RuntimeError):
+    """The bounded buffer has no room for a request's rows right now; retry later."""
+
+
 @dataclass
 class _Pending:
     rows: list[dict[str, Any]]
+    size: int
     done: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+def _payload_bytes(rows: list[dict[str, Any]]) -> int:
+    return sum(len(row["payload"]) for row in rows)
 
 
 class GroupCommitWriter:
@@ -40,25 +56,49 @@ class GroupCommitWriter:
         lake: the lake holding ``raw_events``.
         interval_ms: longest time a row waits in the buffer (ms).
         max_rows: commit early once this many rows are buffered.
+        max_buffer_rows: most rows buffered or being committed (back-pressure bound).
+        max_buffer_bytes: most bytes of row payload JSON buffered or being committed.
     """
 
-    def __init__(self, lake: Lake, interval_ms: int, max_rows: int) -> None:
-        self._lake = lake
+    def __init__(
+        self,
+        lake: Lake,
+        interval_ms: int,
+        max_rows: int,
+        max_buffer_rows: int = 200_000,
+        max_buffer_bytes: int = 256 * 1024 * 1024,
+    ) -> None:
+        self.lake = lake
         self._interval_s = interval_ms / 1000
         self._max_rows = max_rows
+        self._max_buffer_rows = max_buffer_rows
+        self._max_buffer_bytes = max_buffer_bytes
         self._pending: list[_Pending] = []
         self._buffered_rows = 0
+        self._held_rows = 0  # buffered + being committed
+        self._held_bytes = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self.last_commit_failed = False
+
+    @property
+    def running(self) -> bool:
+        """The flusher runs and new rows are accepted."""
+        return self._task is not None and not self._task.done() and not self._closing
+
+    @property
+    def has_room(self) -> bool:
+        """The buffer is below both bounds."""
+        return self._held_rows < self._max_buffer_rows and self._held_bytes < self._max_buffer_bytes
 
     async def start(self) -> None:
         """Create the bronze table if needed and start the background flusher."""
-        await asyncio.to_thread(self._lake.ensure, RAW_EVENTS)
+        await asyncio.to_thread(self.lake.ensure, RAW_EVENTS)
         self._task = asyncio.create_task(self._run(), name="group-commit")
 
     async def stop(self) -> None:
-        """Commit what is still buffered, then stop the flusher."""
+        """Refuse new rows, commit what is still buffered (answering its requests), then stop."""
         self._closing = True
         self._wake.set()
         if self._task is not None:
@@ -71,16 +111,31 @@ class GroupCommitWriter:
             The bronze Delta version whose commit holds the rows.
 
         Raises:
-            CommitError: the commit failed; none of the rows are acknowledged.
+            BufferFullError: the buffer has no room for ``rows`` (nothing was buffered).
+            CommitError: the writer is stopping, or the commit failed; none of the rows are
+                acknowledged.
         """
-        if self._task is None or self._closing:
+        if not self.running:
             raise CommitError("the group-commit writer is not running")
-        pending = _Pending(rows)
+        size = _payload_bytes(rows)
+        if self._held_rows + len(rows) > self._max_buffer_rows or self._held_bytes + size > self._max_buffer_bytes:
+            raise BufferFullError(
+                f"buffer holds {self._held_rows} events / {self._held_bytes} bytes; "
+                f"limits {self._max_buffer_rows} / {self._max_buffer_bytes}"
+            )
+        pending = _Pending(rows, size)
         self._pending.append(pending)
         self._buffered_rows += len(rows)
+        self._hold(len(rows), size)
         if self._buffered_rows >= self._max_rows:
             self._wake.set()
         return await pending.done
+
+    def _hold(self, rows: int, size: int) -> None:
+        self._held_rows += rows
+        self._held_bytes += size
+        metrics.BUFFER_EVENTS.set(self._held_rows)
+        metrics.BUFFER_BYTES.set(self._held_bytes)
 
     async def _run(self) -> None:
         while True:
@@ -96,16 +151,28 @@ class GroupCommitWriter:
         batch, self._pending = self._pending, []
         self._buffered_rows = 0
         rows = [row for pending in batch for row in pending.rows]
+        started = time.perf_counter()
         try:
             table = pa.Table.from_pylist(rows, schema=RAW_EVENTS.schema)
-            version = await asyncio.to_thread(self._lake.append, RAW_EVENTS, table)
+            version = await asyncio.to_thread(self.lake.append, RAW_EVENTS, table)
         except Exception as exc:  # every failure must reach the waiting requests as a 503
             log.exception("group commit of %d rows from %d requests failed", len(rows), len(batch))
-            for pending in batch:
-                if not pending.done.done():  # the client may have gone away meanwhile
-                    pending.done.set_exception(CommitError(f"bronze commit failed: {exc}"))
+            self.last_commit_failed = True
+            metrics.COMMIT_FAILURES.inc()
+            self._resolve(batch, error=CommitError(f"bronze commit failed: {exc}"))
             return
+        self.last_commit_failed = False
+        metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
+        metrics.FLUSH_ROWS.observe(len(rows))
         log.debug("committed %d rows from %d requests as bronze v%d", len(rows), len(batch), version)
+        self._resolve(batch, version=version)
+
+    def _resolve(self, batch: list[_Pending], version: int = -1, error: Exception | None = None) -> None:
+        self._hold(-sum(len(p.rows) for p in batch), -sum(p.size for p in batch))
         for pending in batch:
-            if not pending.done.done():
+            if pending.done.done():  # the client may have gone away meanwhile
+                continue
+            if error is not None:
+                pending.done.set_exception(error)
+            else:
                 pending.done.set_result(version)

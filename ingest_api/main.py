@@ -1,4 +1,10 @@
-"""The ingest API application: ``uvicorn ingest_api.main:app``."""
+"""The ingest API application: ``uvicorn ingest_api.main:app`` (one or more workers).
+
+Each worker process runs its own group-commit writer; all of them append to the same bronze
+Delta table (delta-rs retries conflicting appends). On SIGTERM uvicorn stops accepting
+connections and waits for in-flight requests; the lifespan's shutdown then commits whatever is
+still buffered, so every request that was being served gets its answer.
+"""
 
 from __future__ import annotations
 
@@ -9,26 +15,35 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from ingest_api.api.routes import events, health
+from ingest_api.api.routes import events, health, segment
 from ingest_api.errors import install_error_handlers
 from ingest_api.group_commit import GroupCommitWriter
+from ingest_api.intake import Intake
+from ingest_api.observe import IngestObserver, configure_logging
+from ingest_api.ratelimit import SourceRateLimiter
 from warehouse.lake import Lake
 from warehouse.settings import get_settings
+from warehouse.sources import SourceRegistry, ensure_local_source
 
 log = logging.getLogger(__name__)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Start the group-commit writer with the worker; flush what is buffered on shutdown."""
+    """Load the sources, start the group-commit writer; flush what is buffered on shutdown."""
     settings = get_settings()
+    ensure_local_source(settings)
     writer = GroupCommitWriter(
         Lake(settings.lake_root),
         interval_ms=settings.flush_interval_ms,
         max_rows=settings.flush_max_rows,
+        max_buffer_rows=settings.max_buffer_events,
+        max_buffer_bytes=settings.max_buffer_bytes,
     )
     await writer.start()
-    app.state.writer = writer
+    app.state.intake = Intake(
+        settings, writer, SourceRegistry.from_settings(settings), SourceRateLimiter(settings.rate_limit)
+    )
     log.info("ingest API writing bronze under %s", settings.lake_root)
     try:
         yield
@@ -37,11 +52,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
-    """Build the FastAPI application with its routes and JSON error handlers."""
-    application = FastAPI(title="eventlake ingest API", version="0.1.0", lifespan=lifespan, redirect_slashes=False)
+    """Build the FastAPI application with its routes, JSON error handlers and request log."""
+    configure_logging()
+    application = FastAPI(
+        title="eventlake ingest API",
+        version="0.1.0",
+        description="Native and Segment-compatible event ingest into the bronze Delta table.",
+        lifespan=lifespan,
+        redirect_slashes=False,
+    )
     install_error_handlers(application)
+    application.add_middleware(IngestObserver)
     # Browser SDKs post cross-origin (and navigator.sendBeacon sends text/plain, which the
-    # route accepts: it parses the body whatever its Content-Type).
+    # routes accept: they parse the body whatever its Content-Type).
     application.add_middleware(
         CORSMiddleware,
         allow_origins=get_settings().cors_origins,
@@ -51,6 +74,7 @@ def create_app() -> FastAPI:
     )
     application.include_router(health.router)
     application.include_router(events.router)
+    application.include_router(segment.router)
     return application
 
 

@@ -1,7 +1,7 @@
 """Incremental refresh of the gold marts in DuckDB from silver's change data feed.
 
 Each mart keeps a watermark (the silver version it consumed). A run reads the silver rows
-inserted since then, derives the (app, day) pairs they touch, expands them to the days whose
+inserted since then, derives the (app, source, day) triples they touch, expands them to the days whose
 value can change (``select_refresh_days.sql``), and rewrites exactly those rows — delete and
 insert in one transaction, so a rerun gives the same table.
 """
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RefreshStats:
-    """What one refresh did: silver range consumed, changed and rewritten (app, day) rows."""
+    """What one refresh did: silver range consumed, changed and rewritten (app, source, day) rows."""
 
     mart: str
     silver_from: int
@@ -54,10 +54,10 @@ def refresh_mart(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str) -> 
 
     changes = lake.changes(EVENTS, silver_from, silver_version)
     changed = (
-        changes.select(["app", "event_date"])
-        .group_by(["app", "event_date"])
+        changes.select(["app", "source", "event_date"])
+        .group_by(["app", "source", "event_date"])
         .aggregate([])
-        .rename_columns(["app", "day"])
+        .rename_columns(["app", "source", "day"])
     )
     rewritten = 0
     con.begin()

@@ -20,7 +20,7 @@ import pyarrow as pa
 from pipelines.enrichment import Device, device_from_user_agent
 from pipelines.scrubbing import scrub_text, scrub_url, scrub_value, truncate_ip
 from pipelines.validation import SplitResult
-from warehouse.contract import read_event_fields
+from warehouse.formats import read_event_fields
 from warehouse.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
 
 _DEVICE_SCHEMA = pl.Struct({f.name: pl.Boolean if f.type == "bool" else pl.String for f in fields(Device)})
@@ -29,14 +29,20 @@ _DEVICE_SCHEMA = pl.Struct({f.name: pl.Boolean if f.type == "bool" else pl.Strin
 def decode(changes: pa.Table) -> pl.DataFrame:
     """Bronze rows (plus ``_commit_version``) → frame with the payload's typed fields.
 
-    Adds ``user_id``, ``session_id``, ``page_url``, ``referrer``, ``location``,
-    ``properties`` (JSON text) and ``bronze_version`` (the commit that holds the row).
+    Adds ``user_id``, ``anonymous_id``, ``session_id``, ``page_url``, ``referrer``, ``location``,
+    ``context`` and ``properties`` (JSON text) and ``bronze_version`` (the commit that holds the
+    row), read according to each row's ``source_format``.
     """
     frame = pl.from_arrow(changes)
     assert isinstance(frame, pl.DataFrame)
-    fields = [read_event_fields(p, t) for p, t in zip(frame["payload"], frame["event_type"], strict=True)]
+    fields = [
+        read_event_fields(p, t, f)
+        for p, t, f in zip(frame["payload"], frame["event_type"], frame["source_format"], strict=True)
+    ]
     return frame.rename({"_commit_version": "bronze_version"}).with_columns(
         pl.Series("user_id", [f.user_id for f in fields], dtype=pl.String),
+        pl.Series("anonymous_id", [f.anonymous_id for f in fields], dtype=pl.String),
+        pl.Series("context", [f.context for f in fields], dtype=pl.String),
         pl.Series("session_id", [f.session_id for f in fields], dtype=pl.String),
         pl.Series("page_url", [f.page_url for f in fields], dtype=pl.String),
         pl.Series("referrer", [f.referrer for f in fields], dtype=pl.String),
@@ -49,14 +55,14 @@ def validation_frame(decoded: pl.DataFrame) -> pd.DataFrame:
     """The columns ``expectations/raw_events.json`` checks, as a pandas frame (GE input).
 
     ``timestamp_ms``: client timestamp in epoch ms (UTC). ``future_skew_ms``: timestamp minus
-    received_at in ms. ``person_key``: user id, else session id.
+    received_at in ms. ``person_key``: user id, else anonymous id, else session id.
     """
     return decoded.select(
         "event_id",
         "event_type",
         pl.col("timestamp").dt.epoch("ms").alias("timestamp_ms"),
         (pl.col("timestamp") - pl.col("received_at")).dt.total_milliseconds().alias("future_skew_ms"),
-        pl.coalesce("user_id", "session_id").alias("person_key"),
+        pl.coalesce("user_id", "anonymous_id", "session_id").alias("person_key"),
     ).to_pandas()
 
 
@@ -91,8 +97,8 @@ def _map_distinct(column: pl.Series, fn: Callable[[Any], str | None]) -> pl.Seri
     return column.replace_strict(mapping, default=None, return_dtype=pl.String)
 
 
-def _scrub_properties(properties: str) -> str:
-    return orjson.dumps(scrub_value(orjson.loads(properties))).decode()
+def _scrub_json(text: str) -> str:
+    return orjson.dumps(scrub_value(orjson.loads(text))).decode()
 
 
 def build_silver(valid: pl.DataFrame, run_id: str) -> pa.Table:
@@ -116,8 +122,9 @@ def build_silver(valid: pl.DataFrame, run_id: str) -> pa.Table:
         _map_distinct(valid["page_url"], scrub_url).alias("page_url"),
         _map_distinct(valid["referrer"], scrub_url).alias("referrer"),
         _map_distinct(valid["location"], scrub_text).alias("location"),
+        pl.col("context").map_elements(_scrub_json, return_dtype=pl.String),
         _map_distinct(valid["ip"], truncate_ip).alias("ip"),
-        pl.col("properties").map_elements(_scrub_properties, return_dtype=pl.String),
+        pl.col("properties").map_elements(_scrub_json, return_dtype=pl.String),
         pl.lit(run_id).alias("run_id"),
     )
     return silver.select(EVENTS.schema.names).to_arrow().cast(EVENTS.schema)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import httpx
@@ -64,14 +65,35 @@ class ApiServer:
     url: str
     proc: subprocess.Popen[bytes]
     log: Path
+    key: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The local source's write key as the X-Write-Key header."""
+        return {"X-Write-Key": self.key}
+
+    def post(self, path: str, headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+        """POST to ``path`` with the local source's write key (unless ``headers`` set one)."""
+        return httpx.post(f"{self.url}{path}", headers={**self.auth, **(headers or {})}, **kwargs)
 
 
-def start_api(env: Env, extra_env: dict[str, str] | None = None) -> ApiServer:
+def start_api(env: Env, extra_env: dict[str, str] | None = None, workers: int = 1, port: int | None = None) -> ApiServer:
     """Start ``uvicorn ingest_api.main:app`` on a free loopback port and wait for /healthz."""
-    port = free_port()
+    port = port or free_port()
     log = env.data_dir / f"api-{port}.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "ingest_api.main:app", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "ingest_api.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
         cwd=ROOT,
         env={
             **os.environ,
@@ -89,7 +111,7 @@ def start_api(env: Env, extra_env: dict[str, str] | None = None) -> ApiServer:
             raise RuntimeError(f"uvicorn exited: {log.read_text()}")
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return ApiServer(url, proc, log)
+                return ApiServer(url, proc, log, (env.data_dir / "local_write_key").read_text().strip())
         except httpx.TransportError:
             time.sleep(0.1)
     proc.kill()

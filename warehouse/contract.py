@@ -1,10 +1,17 @@
-"""The event contract: how a client's native payload becomes bronze rows, and back.
+"""The event contract: what every wire format becomes in bronze, and the native format itself.
+
+Every accepted event becomes one bronze ``raw_events`` row (:func:`bronze_row`) whatever
+protocol carried it; the protocol is recorded in ``source_format`` and the write key's source
+in ``source``. This module holds the rules all formats share (event ids, timestamps and
+clock-skew correction, per-event size) and the native format; ``warehouse.segment`` holds
+the Segment-compatible one and ``warehouse.formats`` reads either back for silver.
 
 Native payload (``POST /v1/events``): one JSON object, or an array of them::
 
     {
       "uuid": "c0a8…",                       # required, non-empty string, unique per payload
-      "timestamp": "2024-03-13T10:21:14Z",    # required, RFC 3339 string or epoch milliseconds
+      "timestamp": "2024-03-13T10:21:14Z",    # required: RFC 3339 (any offset), or epoch s / ms
+      "sentAt": "2024-03-13T10:21:15Z",       # optional: client clock when sent (skew correction)
       "app": "shop",                          # optional, default "default"
       "page": "https://example.com/cart",     # URL of the screen/page (server events may omit it)
       "referrer": "https://example.com/",     # optional URL
@@ -21,10 +28,19 @@ A payload without ``events`` (or with an empty object) is one ``page_view``. A s
 event value is read as ``{"value": x}``. ``event_id = uuid5(EVENT_ID_NAMESPACE,
 f"{uuid}/{event_type}")``, so replaying a payload yields the same ids.
 
+Timestamps (all formats): an RFC 3339 string with any offset; a string without offset is
+read as UTC and flagged ``timestamp_naive``; a JSON number is epoch seconds when its magnitude
+is below 1e11 and epoch milliseconds otherwise (1e11 s is the year 5138, 1e11 ms is 1973-03);
+years outside [1970, 2100) are rejected. When the client sends ``sentAt``, its clock skew is
+removed as Segment, PostHog and Snowplow do: ``timestamp = received_at - (sent_at -
+original_timestamp)`` (https://segment.com/docs/connections/spec/common/#timestamps); the
+original text and ``sent_at`` are kept, and a result still more than 24 h after ``received_at``
+is flagged ``timestamp_in_future`` (the pipeline's expectations decide what that means).
+
 Structural problems (not an object, no ``uuid``, missing or unparseable timestamp,
-``events``/``app`` of the wrong type) raise :class:`StructuralError`; the ingest API
-rejects that one payload. Content rules (timestamp range, name patterns, …) are the
-pipeline's job (``expectations/``) and send rows to quarantine.
+``events``/``app`` of the wrong type, an event over the size limit) raise
+:class:`StructuralError`; the ingest API rejects that one payload. Content rules (timestamp
+range, name patterns, …) are the pipeline's job (``expectations/``) and send rows to quarantine.
 """
 
 from __future__ import annotations
@@ -32,7 +48,7 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -40,6 +56,7 @@ import orjson
 #: Fixed forever: changing it would give every replayed event a new id.
 EVENT_ID_NAMESPACE = uuid.UUID("5b0f2d1e-3c4a-5f6b-8d7e-9a0b1c2d3e4f")
 DEFAULT_APP = "default"
+DEFAULT_SOURCE = "default"
 PAGE_VIEW = "page_view"
 NATIVE_FORMAT = "native"
 
@@ -47,22 +64,33 @@ NATIVE_FORMAT = "native"
 #: the payload's other fields, so the count bounds how much one payload can expand).
 MAX_EVENTS_PER_PAYLOAD = 100
 
-_MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the end of datetime's range
+#: Numbers below this are epoch seconds, above it epoch milliseconds.
+EPOCH_SECONDS_BELOW = 100_000_000_000
+#: Accepted client years: [MIN_YEAR, MAX_YEAR). Outside it a timestamp is a bug, not an event time.
+MIN_YEAR, MAX_YEAR = 1970, 2100
+#: A corrected timestamp more than this after received_at is flagged ``timestamp_in_future``.
+FUTURE_TOLERANCE = timedelta(hours=24)
+
+#: Keys never stored in bronze: credentials the client put in the body.
+CREDENTIAL_KEYS = frozenset({"writeKey"})
 
 
 class StructuralError(ValueError):
     """A payload that cannot become an event at all.
 
     Attributes:
+        message: human-readable reason.
         field: the payload field at fault (``"uuid"``, ``"timestamp"``…), or ``None`` for the
             payload itself.
-        message: human-readable reason.
+        reason: machine-readable kind, used for metrics and responses: ``invalid_event``,
+            ``invalid_timestamp``, ``event_too_large`` or ``expansion_too_large``.
     """
 
-    def __init__(self, message: str, field: str | None = None) -> None:
+    def __init__(self, message: str, field: str | None = None, reason: str = "invalid_event") -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -70,13 +98,32 @@ class RequestContext:
     """What the HTTP edge knows about the request that carried a payload.
 
     ``received_at`` is a timezone-aware UTC datetime (µs precision). ``user_agent`` and
-    ``ip`` are the header and peer address, used when the payload carries none.
+    ``ip`` are the header and peer address, used when the payload carries none. ``source`` is
+    the source the write key belongs to; ``max_event_bytes`` bounds one event's JSON (``None``:
+    no bound).
     """
 
     received_at: datetime
     user_agent: str | None = None
     ip: str | None = None
+    source: str = DEFAULT_SOURCE
     source_format: str = NATIVE_FORMAT
+    max_event_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class EventTime:
+    """When an event happened, after clock-skew correction (all datetimes aware UTC, µs).
+
+    ``original`` is the client's timestamp exactly as sent (text, or the number's repr);
+    ``sent_at`` the client's clock at send time, if sent.
+    """
+
+    timestamp: datetime
+    original: str
+    sent_at: datetime | None
+    naive: bool
+    in_future: bool
 
 
 def event_id_for(payload_uuid: str, event_type: str) -> str:
@@ -84,35 +131,140 @@ def event_id_for(payload_uuid: str, event_type: str) -> str:
     return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{payload_uuid}/{event_type}"))
 
 
-def parse_client_timestamp(value: Any) -> datetime:
-    """Parse a client timestamp into an aware UTC datetime (µs precision).
+def parse_client_timestamp(value: Any, field: str = "timestamp") -> tuple[datetime, bool]:
+    """Parse a client timestamp into ``(aware UTC datetime, naive)`` (µs precision).
 
-    Accepts an RFC 3339 / ISO 8601 string (any offset; a naive string is read as UTC) or a
-    number of epoch milliseconds (RFC 3339: https://www.rfc-editor.org/rfc/rfc3339).
+    Accepts an RFC 3339 / ISO 8601 string (any offset; a string without offset is read as UTC
+    and ``naive`` is ``True``) or a JSON number of epoch seconds (magnitude below
+    :data:`EPOCH_SECONDS_BELOW`) or milliseconds (RFC 3339: https://www.rfc-editor.org/rfc/rfc3339).
 
     Raises:
-        StructuralError: for booleans, other types, NaN/inf, out-of-range numbers or
-            unparseable strings (``field="timestamp"``).
+        StructuralError: ``reason="invalid_timestamp"`` for booleans, other types, NaN/inf,
+            unparseable strings, or years outside [:data:`MIN_YEAR`, :data:`MAX_YEAR`).
     """
     if isinstance(value, bool) or value is None:
-        raise StructuralError("timestamp must be an RFC 3339 string or epoch milliseconds", "timestamp")
+        raise StructuralError(f"{field} must be an RFC 3339 string or epoch seconds/milliseconds", field, _BAD_TIME)
     if isinstance(value, int | float):
-        if not math.isfinite(value) or not 0 <= value <= _MAX_EPOCH_MS:
-            raise StructuralError("timestamp in epoch milliseconds is out of range", "timestamp")
-        return datetime.fromtimestamp(value / 1000, tz=UTC)
-    if isinstance(value, str):
+        if not math.isfinite(value):
+            raise StructuralError(f"{field} is not a finite number", field, _BAD_TIME)
+        seconds = value if abs(value) < EPOCH_SECONDS_BELOW else value / 1000
+        try:
+            parsed, naive = datetime.fromtimestamp(seconds, tz=UTC), False
+        except (OverflowError, OSError, ValueError) as exc:
+            raise StructuralError(f"{field} {value!r} is out of range", field, _BAD_TIME) from exc
+    elif isinstance(value, str):
         if "\x00" in value:  # fromisoformat stops at a NUL and would ignore what follows
-            raise StructuralError("timestamp contains a NUL character", "timestamp")
+            raise StructuralError(f"{field} contains a NUL character", field, _BAD_TIME)
         try:
             parsed = datetime.fromisoformat(value.strip())
-            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-        except (ValueError, OverflowError) as exc:  # OverflowError: year 1 or 9999 pushed out of range by the offset
-            raise StructuralError(f"unparseable timestamp {value[:64]!r}", "timestamp") from exc
-    raise StructuralError("timestamp must be an RFC 3339 string or epoch milliseconds", "timestamp")
+        except (ValueError, OverflowError) as exc:
+            raise StructuralError(f"unparseable {field} {value[:64]!r}", field, _BAD_TIME) from exc
+        naive = parsed.tzinfo is None
+        try:  # OverflowError: year 1 or 9999 pushed out of range by the offset
+            parsed = parsed.replace(tzinfo=UTC) if naive else parsed.astimezone(UTC)
+        except OverflowError as exc:
+            raise StructuralError(f"{field} {value[:64]!r} is out of range", field, _BAD_TIME) from exc
+    else:
+        raise StructuralError(f"{field} must be an RFC 3339 string or epoch seconds/milliseconds", field, _BAD_TIME)
+    if not MIN_YEAR <= parsed.year < MAX_YEAR:
+        raise StructuralError(f"{field} year {parsed.year} is outside [{MIN_YEAR}, {MAX_YEAR})", field, _BAD_TIME)
+    return parsed, naive
 
 
-def _optional_str(payload: dict[str, Any], key: str) -> str | None:
-    value = payload.get(key)
+_BAD_TIME = "invalid_timestamp"
+
+
+def resolve_event_time(timestamp: Any, sent_at: Any, received_at: datetime) -> EventTime:
+    """Parse the client's timestamp and remove its clock skew when ``sent_at`` is given.
+
+    ``timestamp = received_at - (sent_at - original)`` (Segment's spec, see module docstring);
+    without ``sent_at`` the parsed timestamp is kept as is.
+
+    Raises:
+        StructuralError: either value is not a valid timestamp (see
+            :func:`parse_client_timestamp`), or the correction leaves the supported range.
+    """
+    original, naive = parse_client_timestamp(timestamp)
+    corrected, sent = original, None
+    if sent_at is not None:
+        sent, _ = parse_client_timestamp(sent_at, "sentAt")
+        try:
+            corrected = received_at - (sent - original)
+        except OverflowError as exc:
+            raise StructuralError("sentAt and timestamp are too far apart", "sentAt", _BAD_TIME) from exc
+        if not MIN_YEAR <= corrected.year < MAX_YEAR:
+            raise StructuralError("timestamp corrected by sentAt leaves the supported years", "sentAt", _BAD_TIME)
+    return EventTime(
+        timestamp=corrected,
+        original=timestamp if isinstance(timestamp, str) else repr(timestamp),
+        sent_at=sent,
+        naive=naive,
+        in_future=corrected - received_at > FUTURE_TOLERANCE,
+    )
+
+
+def dumps(value: Any) -> str:
+    """JSON text of ``value`` as stored in bronze (orjson, compact, UTF-8).
+
+    Raises:
+        StructuralError: nesting deeper than orjson's 254 levels, or a value JSON cannot hold.
+    """
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError as exc:
+        raise StructuralError(f"payload cannot be stored: {exc}") from exc
+
+
+def check_event_size(event_json: str, limit: int | None) -> None:
+    """Refuse one event whose JSON text is over ``limit`` bytes (Segment's 32 KB per event).
+
+    Raises:
+        StructuralError: ``reason="event_too_large"``, naming the limit.
+    """
+    if limit is not None and len(event_json.encode()) > limit:
+        raise StructuralError(
+            f"event is {len(event_json.encode())} bytes, over the {limit}-byte limit per event", None, "event_too_large"
+        )
+
+
+def bronze_row(
+    *,
+    event_id: str,
+    event_type: str,
+    app: str,
+    ctx: RequestContext,
+    time: EventTime,
+    user_agent: str | None,
+    ip: str | None,
+    payload: str,
+) -> dict[str, Any]:
+    """One bronze ``raw_events`` row (keys = :data:`warehouse.tables.RAW_EVENTS` columns)."""
+    return {
+        "event_id": event_id,
+        "event_type": event_type,
+        "app": app,
+        "source": ctx.source,
+        "source_format": ctx.source_format,
+        "received_at": ctx.received_at,
+        "received_date": ctx.received_at.date(),
+        "original_timestamp": time.original,
+        "sent_at": time.sent_at,
+        "timestamp": time.timestamp,
+        "timestamp_naive": time.naive,
+        "timestamp_in_future": time.in_future,
+        "user_agent": user_agent,
+        "ip": ip,
+        "payload": payload,
+    }
+
+
+def optional_str(obj: dict[str, Any], key: str) -> str | None:
+    """``obj[key]`` when it is a string, ``None`` when absent or null.
+
+    Raises:
+        StructuralError: the value is there but not a string (``field=key``).
+    """
+    value = obj.get(key)
     if value is None:
         return None
     if not isinstance(value, str):
@@ -120,26 +272,20 @@ def _optional_str(payload: dict[str, Any], key: str) -> str | None:
     return value
 
 
-def _dumps(value: Any) -> str:
-    try:
-        return orjson.dumps(value).decode()
-    except orjson.JSONEncodeError as exc:  # orjson writes at most 254 nesting levels
-        raise StructuralError(f"payload cannot be stored: {exc}") from exc
-
-
 def explode_payload(payload: Any, ctx: RequestContext, max_bytes: int | None = None) -> list[dict[str, Any]]:
     """Turn one native payload into bronze ``raw_events`` rows (one per event).
 
     Returns a list of dicts keyed by the bronze column names of
     :data:`warehouse.tables.RAW_EVENTS`. Each row's ``payload`` is the original JSON
-    object with ``events`` narrowed to that row's event, so every row stands alone.
-    ``max_bytes`` bounds the total size of the rows' ``payload`` texts (the expansion of one
-    payload into many rows); it is checked before the rows are built.
+    object (without credentials) with ``events`` narrowed to that row's event, so every row
+    stands alone. ``max_bytes`` bounds the total size of the rows' ``payload`` texts (the
+    expansion of one payload into many rows); it is checked before the rows are built.
+    ``ctx.max_event_bytes`` bounds each row's ``payload``.
 
     Raises:
         StructuralError: when the payload cannot become events (see module docstring), has more
-            than :data:`MAX_EVENTS_PER_PAYLOAD` events, nests deeper than 254 levels, or would
-            expand past ``max_bytes``.
+            than :data:`MAX_EVENTS_PER_PAYLOAD` events, nests deeper than 254 levels, has an
+            event over ``ctx.max_event_bytes`` or would expand past ``max_bytes``.
     """
     if not isinstance(payload, dict):
         raise StructuralError(f"an event payload must be a JSON object, got {type(payload).__name__}")
@@ -147,73 +293,70 @@ def explode_payload(payload: Any, ctx: RequestContext, max_bytes: int | None = N
     if not isinstance(payload_uuid, str) or not payload_uuid.strip():
         raise StructuralError("uuid is required and must be a non-empty string", "uuid")
     if "timestamp" not in payload:
-        raise StructuralError("timestamp is required", "timestamp")
-    timestamp = parse_client_timestamp(payload["timestamp"])
-    app = _optional_str(payload, "app") or DEFAULT_APP
-    user_agent = _optional_str(payload, "userAgent") or ctx.user_agent
-    ip = _optional_str(payload, "ip") or ctx.ip
+        raise StructuralError("timestamp is required", "timestamp", _BAD_TIME)
+    time = resolve_event_time(payload["timestamp"], payload.get("sentAt"), ctx.received_at)
+    app = optional_str(payload, "app") or DEFAULT_APP
+    user_agent = optional_str(payload, "userAgent") or ctx.user_agent
+    ip = optional_str(payload, "ip") or ctx.ip
     events = payload.get("events")
     if events is not None and not isinstance(events, dict):
         raise StructuralError("events must be an object keyed by event name", "events")
+    if CREDENTIAL_KEYS & payload.keys():
+        payload = {key: value for key, value in payload.items() if key not in CREDENTIAL_KEYS}
 
     if events and len(events) > MAX_EVENTS_PER_PAYLOAD:
         raise StructuralError(f"at most {MAX_EVENTS_PER_PAYLOAD} events per payload, got {len(events)}", "events")
     if max_bytes is not None and events:
-        others = _dumps({key: value for key, value in payload.items() if key != "events"})
-        expanded = len(events) * len(others) + len(_dumps(events))
+        others = dumps({key: value for key, value in payload.items() if key != "events"})
+        expanded = len(events) * len(others) + len(dumps(events))
         if expanded > max_bytes:
-            raise StructuralError(f"payload expands to {expanded} bytes of events, over the {max_bytes} limit")
+            raise StructuralError(
+                f"payload expands to {expanded} bytes of events, over the {max_bytes} limit",
+                None,
+                "expansion_too_large",
+            )
 
-    client_timestamp = payload["timestamp"]
-    common = {
-        "app": app,
-        "source_format": ctx.source_format,
-        "received_at": ctx.received_at,
-        "received_date": ctx.received_at.date(),
-        "client_timestamp": client_timestamp if isinstance(client_timestamp, str) else repr(client_timestamp),
-        "timestamp": timestamp,
-        "user_agent": user_agent,
-        "ip": ip,
-    }
+    def row(event_type: str, text: str) -> dict[str, Any]:
+        check_event_size(text, ctx.max_event_bytes)
+        return bronze_row(
+            event_id=event_id_for(payload_uuid, event_type),
+            event_type=event_type,
+            app=app,
+            ctx=ctx,
+            time=time,
+            user_agent=user_agent,
+            ip=ip,
+            payload=text,
+        )
+
     if not events:
-        return [
-            {
-                "event_id": event_id_for(payload_uuid, PAGE_VIEW),
-                "event_type": PAGE_VIEW,
-                "payload": _dumps(payload),
-                **common,
-            }
-        ]
-    return [
-        {
-            "event_id": event_id_for(payload_uuid, event_type),
-            "event_type": event_type,
-            "payload": _dumps({**payload, "events": {event_type: value}}),
-            **common,
-        }
-        for event_type, value in events.items()
-    ]
+        return [row(PAGE_VIEW, dumps(payload))]
+    return [row(event_type, dumps({**payload, "events": {event_type: value}})) for event_type, value in events.items()]
 
 
 @dataclass(frozen=True)
 class EventFields:
-    """The typed fields silver reads back out of a bronze row's ``payload``.
+    """The typed fields silver reads back out of a bronze row's ``payload`` (any format).
 
-    ``properties`` is the event's value as an object (a scalar ``x`` becomes ``{"value": x}``;
-    ``page_view`` without a value has ``{}``). ``location`` is kept as JSON text when the
-    client sent an object. Fields of the wrong type read as ``None``; content checks in the
-    pipeline decide what that means.
+    ``properties`` is the event's value as an object (native: a scalar ``x`` becomes
+    ``{"value": x}``; ``page_view`` without a value has ``{}``; Segment: ``properties``, or
+    ``traits`` for identify/group). ``location`` and ``context`` are JSON text when the client
+    sent an object. Fields of the wrong type read as ``None``; content checks in the pipeline
+    decide what that means.
     """
 
     user_id: str | None
+    anonymous_id: str | None
     session_id: str | None
     page_url: str | None
     referrer: str | None
     location: str | None
+    context: str | None
     properties: dict[str, Any]
 
 
-def _str_or_none(value: Any) -> str | None:
+def str_or_none(value: Any) -> str | None:
+    """A string as is, a number as its text, anything else ``None``."""
     if isinstance(value, str):
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -221,25 +364,24 @@ def _str_or_none(value: Any) -> str | None:
     return None
 
 
-def read_event_fields(payload_json: str, event_type: str) -> EventFields:
-    """Read the typed fields of one bronze row back from its ``payload`` JSON text.
+def json_text_or_none(value: Any) -> str | None:
+    """A string as is, ``None`` as ``None``, anything else as its JSON text."""
+    if value is None or isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
 
-    Raises:
-        orjson.JSONDecodeError: when ``payload_json`` is not JSON (bronze only holds JSON
-            written by :func:`explode_payload`, so this means a corrupted row).
-    """
-    payload = orjson.loads(payload_json)
+
+def read_native_fields(payload: dict[str, Any], event_type: str) -> EventFields:
+    """Read the typed fields of one native bronze row's parsed ``payload``."""
     events = payload.get("events") or {}
     value = events.get(event_type, {}) if isinstance(events, dict) else {}
-    properties = value if isinstance(value, dict) else {"value": value}
-    location = payload.get("location")
-    if location is not None and not isinstance(location, str):
-        location = orjson.dumps(location).decode()
     return EventFields(
-        user_id=_str_or_none(payload.get("user")),
-        session_id=_str_or_none(payload.get("session")),
-        page_url=_str_or_none(payload.get("page")),
-        referrer=_str_or_none(payload.get("referrer")),
-        location=location,
-        properties=properties,
+        user_id=str_or_none(payload.get("user")),
+        anonymous_id=None,
+        session_id=str_or_none(payload.get("session")),
+        page_url=str_or_none(payload.get("page")),
+        referrer=str_or_none(payload.get("referrer")),
+        location=json_text_or_none(payload.get("location")),
+        context=None,
+        properties=value if isinstance(value, dict) else {"value": value},
     )

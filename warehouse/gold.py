@@ -23,11 +23,11 @@ SQL_DIR = Path(__file__).parent / "sql"
 
 @dataclass(frozen=True)
 class Mart:
-    """An incrementally refreshed gold mart keyed by (app, day, …).
+    """An incrementally refreshed gold mart keyed by (app, source, day, …).
 
     ``window_days``: a changed day D refreshes D .. D + window_days - 1 (the days whose
     trailing window contains D). ``whole_month``: a changed day also refreshes its month.
-    ``fill_spine``: the mart has a row for every day between an app's first and last event day.
+    ``fill_spine``: the mart has a row for every day between an (app, source)'s first and last event day.
     """
 
     table: str

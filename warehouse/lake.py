@@ -7,11 +7,13 @@ goes through ``deltalake`` → Arrow (DuckDB cannot load its delta extension her
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
@@ -67,6 +69,26 @@ class Lake:
             return DeltaTable(self.uri(table), version=version, storage_options=self.storage_options)
         except TableNotFoundError:
             return None
+
+    def probe(self, table: TableDef) -> None:
+        """Check that ``table`` can be opened and the lake root written (a readiness probe).
+
+        Writes and deletes a small file under ``<root>/_probe/`` through pyarrow's filesystem
+        for the root's URI.
+
+        Raises:
+            TableNotFoundError: the table does not exist.
+            OSError: (or another pyarrow/delta-rs error) the storage cannot be read or written.
+        """
+        if self.open(table) is None:
+            raise TableNotFoundError(f"{self.uri(table)} does not exist")
+        fs, base = pafs.FileSystem.from_uri(self.root)
+        probe_dir = f"{base}/_probe"
+        fs.create_dir(probe_dir)
+        probe = f"{probe_dir}/{uuid.uuid4().hex}"
+        with fs.open_output_stream(probe) as out:
+            out.write(b"ok")
+        fs.delete_file(probe)
 
     def version(self, table: TableDef) -> int | None:
         """Current Delta version of the table, or ``None`` when it does not exist."""

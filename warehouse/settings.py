@@ -5,8 +5,20 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SourceConfig(BaseModel):
+    """One source: its name (recorded on every row it sends) and its write key's SHA-256 (hex).
+
+    ``rate_limit`` overrides :attr:`Settings.rate_limit` for this source (limits notation,
+    https://limits.readthedocs.io/en/stable/quickstart.html#rate-limit-string-notation).
+    """
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    write_key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    rate_limit: str | None = None
 
 
 class Settings(BaseSettings):
@@ -43,7 +55,15 @@ class Settings(BaseSettings):
         default=20_000, ge=1, description="Group commit: commit as soon as this many events are buffered."
     )
     max_body_bytes: int = Field(
-        default=1_048_576, ge=1024, description="Largest accepted request body (bytes) before 413."
+        default=512_000,
+        ge=1024,
+        description="Largest request body in bytes, after gzip inflation, before 413 (Segment's 500 KB per request).",
+    )
+    max_event_bytes: int = Field(
+        default=32_768,
+        ge=256,
+        description="Largest single event (its stored JSON) in bytes; larger events are rejected by index, "
+        "a request holding only such events gets 413 (Segment's 32 KB per event).",
     )
     cors_origins: list[str] = Field(
         default=["*"],
@@ -57,6 +77,33 @@ class Settings(BaseSettings):
         ge=1024,
         description="Most bytes of event rows one request may expand to (each event repeats its payload's "
         "fields); payloads past it are rejected by index.",
+    )
+
+    ingest_workers: int = Field(default=1, ge=1, description="uvicorn worker processes `make up` starts.")
+    max_buffer_events: int = Field(
+        default=200_000,
+        ge=1,
+        description="Back-pressure: most events buffered or being committed per worker; past it requests get 503.",
+    )
+    max_buffer_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description="Back-pressure: most bytes of event JSON buffered or being committed per worker.",
+    )
+
+    # sources and write keys (warehouse.sources)
+    sources_file: Path | None = Field(
+        default=None,
+        description="JSON file of sources and their hashed write keys; default <data_dir>/sources.json.",
+    )
+    sources: list[SourceConfig] = Field(
+        default=[],
+        description="More sources from the environment, JSON list like the file's "
+        '(e.g. \'[{"name": "web", "write_key_sha256": "…"}]\').',
+    )
+    rate_limit: str = Field(
+        default="20000/second",
+        description="Default per-source rate limit in events, per worker (limits notation, e.g. '5000/second').",
     )
 
     # dashboards
@@ -80,6 +127,16 @@ class Settings(BaseSettings):
     def serving_file(self) -> Path:
         """Absolute path of the published serving snapshot."""
         return (self.serving_path or self.data_dir / "serving" / "serving.duckdb").resolve()
+
+    @property
+    def sources_path(self) -> Path:
+        """Absolute path of the sources file (hashed write keys)."""
+        return (self.sources_file or self.data_dir / "sources.json").resolve()
+
+    @property
+    def local_key_path(self) -> Path:
+        """Where the generated local source's write key is kept for local tools (replay, `make up`)."""
+        return (self.data_dir / "local_write_key").resolve()
 
     @property
     def warehouse_file(self) -> Path:

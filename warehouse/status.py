@@ -25,9 +25,10 @@ class GoldNotReadyError(TimeoutError):
 
 @dataclass(frozen=True)
 class AppSummary:
-    """DAU/MAU of one app on its last day with data (UTC)."""
+    """DAU/MAU of one (app, source) on its last day with data (UTC)."""
 
     app: str
+    source: str
     days: int
     last_day: date
     dau_last_day: int
@@ -81,7 +82,7 @@ def wait_for_gold(
 
 
 def active_users_summary(path: Path) -> list[AppSummary]:
-    """One :class:`AppSummary` per app, from the gold marts."""
+    """One :class:`AppSummary` per (app, source), from the gold marts."""
     con = gold.connect(path, read_only=True)
     try:
         rows = con.execute(gold.load_sql("select_active_users_summary")).fetchall()
@@ -91,11 +92,12 @@ def active_users_summary(path: Path) -> list[AppSummary]:
 
 
 def format_summary(summaries: list[AppSummary]) -> str:
-    """A plain-text table of the summaries, one line per app."""
-    header = ("app", "days", "last day", "DAU", "avg DAU", "MAU 30d", "MAU month")
+    """A plain-text table of the summaries, one line per (app, source)."""
+    header = ("app", "source", "days", "last day", "DAU", "avg DAU", "MAU 30d", "MAU month")
     lines = [header] + [
         (
             s.app,
+            s.source,
             str(s.days),
             s.last_day.isoformat(),
             str(s.dau_last_day),

@@ -1,4 +1,4 @@
-"""Request dependencies: the group-commit writer, settings and the size-capped body."""
+"""Request dependencies: the shared ingest flow, settings and the size-capped body."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from fastapi import Depends, Request
 from starlette.requests import ClientDisconnect
 
 from ingest_api.errors import ApiError
-from ingest_api.group_commit import GroupCommitWriter
+from ingest_api.intake import Intake
 from warehouse.settings import Settings, get_settings
 
 
-def _writer(request: Request) -> GroupCommitWriter:
-    writer: GroupCommitWriter = request.app.state.writer
-    return writer
+def _intake(request: Request) -> Intake:
+    intake: Intake = request.app.state.intake
+    return intake
 
 
 async def _capped_body(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> bytes:
@@ -29,14 +29,16 @@ async def _capped_body(request: Request, settings: Annotated[Settings, Depends(g
     limit = settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "payload_too_large", {"limit_bytes": limit, "content_length": int(declared)})
+        raise ApiError(
+            413, "payload_too_large", {"limit": "max_body_bytes", "limit_bytes": limit, "content_length": int(declared)}
+        )
     chunks: list[bytes] = []
     size = 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise ApiError(413, "payload_too_large", {"limit_bytes": limit})
+                raise ApiError(413, "payload_too_large", {"limit": "max_body_bytes", "limit_bytes": limit})
             chunks.append(chunk)
     except ClientDisconnect as exc:  # nothing to answer and nothing acknowledged: no traceback
         raise ApiError(400, "client_disconnected", "the client closed the connection mid-body") from exc
@@ -65,12 +67,14 @@ def _gunzip(body: bytes, limit: int) -> bytes:
     except zlib.error as exc:
         raise ApiError(400, "invalid_gzip", str(exc)) from exc
     if len(data) > limit:
-        raise ApiError(413, "payload_too_large", {"limit_bytes": limit, "decompressed": True})
+        raise ApiError(
+            413, "payload_too_large", {"limit": "max_body_bytes", "limit_bytes": limit, "decompressed": True}
+        )
     if not inflater.eof:
         raise ApiError(400, "invalid_gzip", "truncated gzip stream")
     return data
 
 
-WriterDep = Annotated[GroupCommitWriter, Depends(_writer)]
+IntakeDep = Annotated[Intake, Depends(_intake)]
 BodyDep = Annotated[bytes, Depends(_capped_body)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

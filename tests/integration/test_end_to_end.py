@@ -148,7 +148,7 @@ def test_content_bad_event_goes_to_quarantine_with_reason_and_secrets_are_scrubb
         {"uuid": "ok-2", "timestamp": "2024-05-01T11:00:00Z", "app": "t", "session": "s5"},
     ]
     browser = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"
-    body = httpx.post(f"{api.url}/v1/events", json=batch, headers={"User-Agent": browser}).json()
+    body = api.post("/v1/events", json=batch, headers={"User-Agent": browser}).json()
     assert body["accepted"] == 4
     assert [(r["index"], r["field"]) for r in body["rejected"]] == [(1, "uuid")]
 

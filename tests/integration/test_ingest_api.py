@@ -33,7 +33,7 @@ def test_bad_payload_in_a_batch_is_rejected_by_index_and_the_rest_lands(api: Api
         "just a string",
         {"uuid": "g3", "timestamp": 1714557600000, "events": {"scroll": 40, "cancel": {}}},
     ]
-    response = httpx.post(f"{api.url}/v1/events", json=batch, headers={"User-Agent": "UA/1"})
+    response = api.post("/v1/events", json=batch, headers={"User-Agent": "UA/1"})
     assert response.status_code == 202
     body = response.json()
     assert body["accepted"] == 3
@@ -48,7 +48,7 @@ def test_bad_payload_in_a_batch_is_rejected_by_index_and_the_rest_lands(api: Api
 
 
 def test_single_object_is_accepted(api: ApiServer, env: Env) -> None:
-    response = httpx.post(f"{api.url}/v1/events", json={"uuid": "one", "timestamp": 0})
+    response = api.post("/v1/events", json={"uuid": "one", "timestamp": 0})
     assert response.status_code == 202
     assert response.json()["accepted"] == 1
     assert bronze(env)["event_type"].to_list() == ["page_view"]
@@ -59,19 +59,19 @@ def test_single_object_is_accepted(api: ApiServer, env: Env) -> None:
     [(b"{not json", "invalid_json"), (b"42", "invalid_body"), (b"", "invalid_json")],
 )
 def test_non_json_or_wrong_top_level_is_400(api: ApiServer, body: bytes, error: str) -> None:
-    response = httpx.post(f"{api.url}/v1/events", content=body)
+    response = api.post("/v1/events", content=body)
     assert response.status_code == 400
     assert response.json()["error"] == error
 
 
 def test_oversized_body_is_413_and_stores_nothing(api: ApiServer, env: Env) -> None:
     payload = [{"uuid": f"u{i}", "timestamp": 0, "events": {"x": "y" * 1000}} for i in range(1200)]
-    response = httpx.post(f"{api.url}/v1/events", json=payload)
+    response = api.post("/v1/events", json=payload)
     assert response.status_code == 413
     assert response.json()["error"] == "payload_too_large"
     # a chunked body without Content-Length is counted while it streams
     chunks = (b"[" + b'{"uuid":"x","timestamp":0},' * 40_000 + b"{}]",)
-    response = httpx.post(f"{api.url}/v1/events", content=iter(chunks))
+    response = api.post("/v1/events", content=iter(chunks))
     assert response.status_code == 413
     assert bronze(env).height == 0
 
@@ -85,7 +85,7 @@ def test_unknown_route_is_json_404(api: ApiServer) -> None:
 def test_concurrent_requests_share_group_commits_and_all_are_durable(api: ApiServer, env: Env) -> None:
     def send(i: int) -> dict:
         batch = [{"uuid": f"c{i}-{j}", "timestamp": 0, "user": "u"} for j in range(10)]
-        return httpx.post(f"{api.url}/v1/events", json=batch, timeout=30).json()
+        return api.post("/v1/events", json=batch, timeout=30).json()
 
     with ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(send, range(64)))
@@ -101,7 +101,7 @@ def test_failed_commit_is_503_and_acknowledges_nothing(env: Env) -> None:
         log_dir = env.data_dir / "lake" / RAW_EVENTS.path / "_delta_log"
         shutil.rmtree(log_dir)
         log_dir.write_bytes(b"")  # a file where the log directory should be: every commit fails
-        response = httpx.post(f"{server.url}/v1/events", json={"uuid": "z", "timestamp": 0}, timeout=60)
+        response = server.post("/v1/events", json={"uuid": "z", "timestamp": 0}, timeout=60)
         assert response.status_code == 503
         assert response.json()["error"] == "commit_failed"
         assert "accepted" not in response.json()
@@ -113,7 +113,7 @@ def test_failed_commit_is_503_and_acknowledges_nothing(env: Env) -> None:
 @pytest.mark.parametrize("header", [{"Content-Encoding": "gzip"}, {}])
 def test_gzip_bodies_with_or_without_the_header_are_accepted(api: ApiServer, env: Env, header: dict) -> None:
     body = gzip.compress(b'[{"uuid": "gz", "timestamp": 0, "user": "u"}]')
-    response = httpx.post(f"{api.url}/v1/events", content=body, headers=header)
+    response = api.post("/v1/events", content=body, headers=header)
     assert response.status_code == 202
     assert response.json()["accepted"] == 1
     assert bronze(env)["event_id"].to_list() == [event_id_for("gz", "page_view")]
@@ -122,13 +122,13 @@ def test_gzip_bodies_with_or_without_the_header_are_accepted(api: ApiServer, env
 def test_gzip_bomb_is_413_and_broken_gzip_is_400(api: ApiServer, env: Env) -> None:
     bomb = gzip.compress(b"[" + b" " * 50_000_000 + b"]")  # ~50 KB on the wire, 50 MB inflated
     assert len(bomb) < 1_048_576
-    response = httpx.post(f"{api.url}/v1/events", content=bomb, headers={"Content-Encoding": "gzip"})
+    response = api.post("/v1/events", content=bomb, headers={"Content-Encoding": "gzip"})
     assert response.status_code == 413
     assert response.json()["detail"]["decompressed"] is True
-    response = httpx.post(f"{api.url}/v1/events", content=b"\x1f\x8bnot really gzip")
+    response = api.post("/v1/events", content=b"\x1f\x8bnot really gzip")
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_gzip"
-    response = httpx.post(f"{api.url}/v1/events", content=b"{}", headers={"Content-Encoding": "br"})
+    response = api.post("/v1/events", content=b"{}", headers={"Content-Encoding": "br"})
     assert response.status_code == 415
     assert bronze(env).height == 0
     assert httpx.get(f"{api.url}/healthz").status_code == 200
@@ -147,7 +147,7 @@ def test_browser_beacons_cors_preflight_and_text_plain(api: ApiServer, env: Env)
     assert preflight.headers["access-control-allow-origin"] in ("*", "https://shop.example")
     beacon = httpx.post(  # navigator.sendBeacon(url, string) sends text/plain
         f"{api.url}/v1/events",
-        content=b'{"uuid": "beacon", "timestamp": 0, "session": "s"}',
+        content=b'{"uuid": "beacon", "timestamp": 0, "session": "s", "writeKey": "%s"}' % api.key.encode(),
         headers={"Content-Type": "text/plain;charset=UTF-8", "Origin": "https://shop.example"},
     )
     assert beacon.status_code == 202
@@ -167,7 +167,7 @@ def test_hostile_payloads_are_rejected_by_index_and_good_ones_still_land(api: Ap
         amplifier,
         {"uuid": "good-2", "timestamp": 0, "user": "u"},
     ]
-    response = httpx.post(f"{api.url}/v1/events", json=batch, timeout=60)
+    response = api.post("/v1/events", json=batch, timeout=60)
     assert response.status_code == 202
     assert response.json()["accepted"] == 2
     assert [r["index"] for r in response.json()["rejected"]] == [1, 2, 3]
@@ -177,9 +177,9 @@ def test_hostile_payloads_are_rejected_by_index_and_good_ones_still_land(api: Ap
 
 
 def test_too_many_payloads_is_413_and_trailing_slash_is_json_404(api: ApiServer) -> None:
-    response = httpx.post(f"{api.url}/v1/events", content=b"[" + b"1," * 10_000 + b"1]")
+    response = api.post("/v1/events", content=b"[" + b"1," * 10_000 + b"1]")
     assert response.status_code == 413
     assert response.json()["error"] == "too_many_payloads"
-    response = httpx.post(f"{api.url}/v1/events/", json={"uuid": "x", "timestamp": 0})
+    response = api.post("/v1/events/", json={"uuid": "x", "timestamp": 0})
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"

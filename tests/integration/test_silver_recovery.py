@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 def test_failed_run_loses_nothing(api: ApiServer, env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     batch = [{"uuid": f"r{i}", "timestamp": "2024-05-01T10:00:00Z", "user": f"u{i}"} for i in range(5)]
-    assert httpx.post(f"{api.url}/v1/events", json=batch).json()["accepted"] == 5
+    assert api.post("/v1/events", json=batch).json()["accepted"] == 5
 
     def broken(*_: object, **__: object) -> None:
         raise OSError("object store unavailable")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -15,8 +15,9 @@ from warehouse.contract import (
     event_id_for,
     explode_payload,
     parse_client_timestamp,
-    read_event_fields,
+    resolve_event_time,
 )
+from warehouse.formats import read_event_fields
 
 RECEIVED = datetime(2024, 3, 13, 10, 0, 0, 123456, tzinfo=UTC)
 CTX = RequestContext(received_at=RECEIVED, user_agent="header-agent", ip="198.51.100.7")
@@ -39,7 +40,7 @@ def test_explode_one_row_per_event_key() -> None:
     assert [r["event_type"] for r in rows] == ["click", "scroll"]
     assert rows[0]["event_id"] == event_id_for("p1", "click")
     assert rows[0]["timestamp"] == datetime(2024, 3, 13, 10, 21, 14, tzinfo=UTC)
-    assert rows[0]["client_timestamp"] == "2024-03-13T11:21:14+01:00"
+    assert rows[0]["original_timestamp"] == "2024-03-13T11:21:14+01:00"
     assert rows[0]["received_date"] == RECEIVED.date()
     assert rows[0]["app"] == "shop"
     assert rows[0]["source_format"] == "native"
@@ -55,7 +56,7 @@ def test_explode_without_events_is_one_page_view_with_defaults() -> None:
     assert rows[0]["user_agent"] == "header-agent"
     assert rows[0]["ip"] == "198.51.100.7"
     assert rows[0]["timestamp"] == datetime(2024, 3, 13, 10, 21, 14, tzinfo=UTC)
-    assert rows[0]["client_timestamp"] == "1710325274000"
+    assert rows[0]["original_timestamp"] == "1710325274000"
     assert explode_payload({"uuid": "p2", "timestamp": 0, "events": {}}, CTX)[0]["event_type"] == "page_view"
 
 
@@ -92,8 +93,77 @@ def test_structural_errors_name_the_field(payload: object, field: str | None) ->
     assert info.value.field == field
 
 
-def test_naive_timestamp_is_read_as_utc() -> None:
-    assert parse_client_timestamp("2019-11-01 17:59:13.273932") == datetime(2019, 11, 1, 17, 59, 13, 273932, tzinfo=UTC)
+def test_naive_timestamp_is_read_as_utc_and_flagged() -> None:
+    expected = datetime(2019, 11, 1, 17, 59, 13, 273932, tzinfo=UTC)
+    assert parse_client_timestamp("2019-11-01 17:59:13.273932") == (expected, True)
+    assert parse_client_timestamp("2019-11-01T18:59:13.273932+01:00") == (expected, False)
+    rows = explode_payload({"uuid": "n", "timestamp": "2019-11-01 17:59:13"}, CTX)
+    assert rows[0]["timestamp_naive"] is True
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (1710325274, datetime(2024, 3, 13, 10, 21, 14, tzinfo=UTC)),  # epoch seconds
+        (1710325274.5, datetime(2024, 3, 13, 10, 21, 14, 500000, tzinfo=UTC)),
+        (1710325274000, datetime(2024, 3, 13, 10, 21, 14, tzinfo=UTC)),  # epoch milliseconds
+        (99_999_999_999, datetime(5138, 11, 16, 9, 46, 39, tzinfo=UTC)),  # the last value read as seconds
+        (100_000_000_000, datetime(1973, 3, 3, 9, 46, 40, tzinfo=UTC)),  # the first read as milliseconds
+        ("2024-03-13T10:21:14.123456-05:30", datetime(2024, 3, 13, 15, 51, 14, 123456, tzinfo=UTC)),
+    ],
+)
+def test_epoch_seconds_and_milliseconds_are_told_apart_by_magnitude(value: object, expected: datetime) -> None:
+    if expected.year >= 2100:
+        with pytest.raises(StructuralError, match="outside"):
+            parse_client_timestamp(value)
+    else:
+        assert parse_client_timestamp(value)[0] == expected
+
+
+@pytest.mark.parametrize("value", ["1969-12-31T23:59:59Z", "2100-01-01T00:00:00Z", "0200-01-01T00:00:00Z", -1])
+def test_absurd_years_are_rejected(value: object) -> None:
+    with pytest.raises(StructuralError) as info:
+        parse_client_timestamp(value)
+    assert info.value.reason == "invalid_timestamp"
+
+
+def test_sent_at_corrects_client_clock_skew() -> None:
+    # The client clock is 1 h fast: it stamped the event 10:00 and sent it at 10:05 by its clock,
+    # and the server received it at 09:05:00.5 real time. Corrected = received - (sent - ts).
+    received = datetime(2024, 3, 13, 9, 5, 0, 500000, tzinfo=UTC)
+    time = resolve_event_time("2024-03-13T10:00:00Z", "2024-03-13T10:05:00Z", received)
+    assert time.timestamp == datetime(2024, 3, 13, 9, 0, 0, 500000, tzinfo=UTC)
+    assert time.original == "2024-03-13T10:00:00Z"
+    assert time.sent_at == datetime(2024, 3, 13, 10, 5, tzinfo=UTC)
+    assert not time.in_future
+    # without sentAt, a clock two days fast stays two days ahead and is flagged
+    ahead = resolve_event_time("2024-03-15T09:05:00Z", None, received)
+    assert ahead.timestamp == datetime(2024, 3, 15, 9, 5, tzinfo=UTC) and ahead.in_future
+    # sentAt removes the same skew, so the event is no longer in the future
+    fixed = resolve_event_time("2024-03-15T09:05:00Z", "2024-03-15T09:05:01Z", received)
+    assert fixed.timestamp == datetime(2024, 3, 13, 9, 4, 59, 500000, tzinfo=UTC) and not fixed.in_future
+    with pytest.raises(StructuralError) as info:
+        resolve_event_time("2024-03-13T10:00:00Z", "soon", received)
+    assert info.value.field == "sentAt"
+
+
+def test_native_rows_keep_original_timestamp_sent_at_and_drop_the_write_key() -> None:
+    payload = {"uuid": "s", "timestamp": "2024-03-13T10:00:00Z", "sentAt": "2024-03-13T10:00:02Z", "writeKey": "k"}
+    row = explode_payload(payload, CTX)[0]
+    assert row["timestamp"] == RECEIVED - timedelta(seconds=2)
+    assert row["sent_at"] == datetime(2024, 3, 13, 10, 0, 2, tzinfo=UTC)
+    assert row["original_timestamp"] == "2024-03-13T10:00:00Z"
+    assert "writeKey" not in orjson.loads(row["payload"])
+    assert row["source"] == "default"
+
+
+def test_event_over_the_size_limit_is_rejected_naming_the_limit() -> None:
+    ctx = RequestContext(received_at=RECEIVED, max_event_bytes=1024)
+    small = {"uuid": "a", "timestamp": 0, "events": {"click": {"x": "y" * 900}}}
+    assert len(explode_payload(small, ctx)) == 1
+    with pytest.raises(StructuralError, match="1024-byte limit") as info:
+        explode_payload({**small, "events": {"click": {"x": "y" * 1024}}}, ctx)
+    assert info.value.reason == "event_too_large"
 
 
 def test_read_event_fields_wraps_scalars_and_keeps_types() -> None:

@@ -25,6 +25,7 @@ def silver_rows(rows: list[tuple[str, str | None, str | None, bool]]) -> pa.Tabl
             "event_id": f"e{next(_counter)}",
             "event_type": "click",
             "app": "a",
+            "source": "web",
             "source_format": "native",
             "timestamp": ts,
             "event_date": ts.date(),

@@ -1,46 +1,51 @@
 -- Gold marts and their watermarks (idempotent DDL). Day columns are DATE (UTC calendar days).
 create table if not exists daily_active_users (
     app varchar not null,
+    source varchar not null,
     day date not null,
     dau bigint not null,
-    primary key (app, day)
+    primary key (app, source, day)
 );
 
 create table if not exists monthly_active_users (
     app varchar not null,
+    source varchar not null,
     day date not null,
     calendar_month date not null,
     mau_rolling_30d bigint not null,
     mau_calendar_month bigint not null,
-    primary key (app, day)
+    primary key (app, source, day)
 );
 
 create table if not exists daily_event_counts (
     app varchar not null,
+    source varchar not null,
     day date not null,
     event_type varchar not null,
     is_bot boolean not null,
     events bigint not null,
     people bigint not null,
-    primary key (app, day, event_type, is_bot)
+    primary key (app, source, day, event_type, is_bot)
 );
 
 create table if not exists daily_page_views (
     app varchar not null,
+    source varchar not null,
     day date not null,
     page_url varchar not null,
     views bigint not null,
     people bigint not null,
-    primary key (app, day, page_url)
+    primary key (app, source, day, page_url)
 );
 
 create table if not exists data_quality_daily (
     app varchar not null,
+    source varchar not null,
     day date not null,
     outcome varchar not null,
     reason varchar not null,
     events bigint not null,
-    primary key (app, day, outcome, reason)
+    primary key (app, source, day, outcome, reason)
 );
 
 create table if not exists gold_watermarks (

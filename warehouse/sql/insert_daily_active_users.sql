@@ -1,20 +1,21 @@
 -- daily_active_users: DAU, the number of distinct people active per app per UTC day.
--- Grain: (app, day); every day between an app's first and last event day has a row (0 when idle).
+-- Grain: (app, source, day); every day between an (app, source)'s first and last event day has a row (0 when idle).
 -- People: view people_events (create_people_events.sql): user id else session id, bots excluded.
 -- Definition as in PostHog "unique users" trends / Mixpanel DAU: count(distinct person) per day.
--- Inputs: people_events, refresh_days(app, day); $first_day/$last_day bound the scanned partitions.
-insert into daily_active_users (app, day, dau)
+-- Inputs: people_events, refresh_days(app, source, day); $first_day/$last_day bound the scanned partitions.
+insert into daily_active_users (app, source, day, dau)
 with people as (
-    select app, day, person_id
+    select app, source, day, person_id
     from people_events
     where day between $first_day and $last_day
 ),
 
 final as (
-    select refresh.app, refresh.day, count(distinct people.person_id) as dau
+    select refresh.app, refresh.source, refresh.day, count(distinct people.person_id) as dau
     from refresh_days as refresh
-    left join people on people.app = refresh.app and people.day = refresh.day
-    group by refresh.app, refresh.day
+    left join people
+        on people.app = refresh.app and people.source = refresh.source and people.day = refresh.day
+    group by refresh.app, refresh.source, refresh.day
 )
 
-select app, day, dau from final
+select app, source, day, dau from final

@@ -1,11 +1,13 @@
 -- daily_event_counts: events and distinct people per app, UTC day, event type and bot flag.
--- Grain: (app, day, event_type, is_bot); only combinations that occurred have a row.
+-- Grain: (app, source, day, event_type, is_bot); only combinations that occurred have a row.
 -- Feeds "events by type per day" (is_bot = false) and "share of bot traffic" (events by is_bot).
 -- People: user id else session id (as people_events), counted within the group.
--- Inputs: silver_events, refresh_days(app, day); $first_day/$last_day bound the scanned partitions.
-insert into daily_event_counts (app, day, event_type, is_bot, events, people)
+-- Inputs: silver_events, refresh_days(app, source, day); $first_day/$last_day bound the scanned partitions.
+insert into daily_event_counts (app, source, day, event_type, is_bot, events, people)
 with scoped as (
-    select app, event_date as day, event_type, is_bot, coalesce(user_id, session_id) as person_id
+    select
+        app, source, event_date as day, event_type, is_bot,
+        coalesce(user_id, anonymous_id, session_id) as person_id
     from silver_events
     where event_date between $first_day and $last_day
 ),
@@ -13,14 +15,15 @@ with scoped as (
 final as (
     select
         scoped.app,
+        scoped.source,
         scoped.day,
         scoped.event_type,
         scoped.is_bot,
         count(*) as events,
         count(distinct scoped.person_id) as people
     from scoped
-    inner join refresh_days as refresh on refresh.app = scoped.app and refresh.day = scoped.day
+    inner join refresh_days as refresh on refresh.app = scoped.app and refresh.source = scoped.source and refresh.day = scoped.day
     group by all
 )
 
-select app, day, event_type, is_bot, events, people from final
+select app, source, day, event_type, is_bot, events, people from final

@@ -1,10 +1,10 @@
 -- daily_page_views: page views and distinct people per app, UTC day and page URL (people only).
--- Grain: (app, day, page_url). page_view events of people_events' population (bots excluded),
+-- Grain: (app, source, day, page_url). page_view events of people_events' population (bots excluded),
 -- URLs as scrubbed in silver. Feeds "top pages".
--- Inputs: silver_events, refresh_days(app, day); $first_day/$last_day bound the scanned partitions.
-insert into daily_page_views (app, day, page_url, views, people)
+-- Inputs: silver_events, refresh_days(app, source, day); $first_day/$last_day bound the scanned partitions.
+insert into daily_page_views (app, source, day, page_url, views, people)
 with page_views as (
-    select app, event_date as day, page_url, coalesce(user_id, session_id) as person_id
+    select app, source, event_date as day, page_url, coalesce(user_id, anonymous_id, session_id) as person_id
     from silver_events
     where event_date between $first_day and $last_day
         and event_type = 'page_view'
@@ -15,13 +15,16 @@ with page_views as (
 final as (
     select
         page_views.app,
+        page_views.source,
         page_views.day,
         page_views.page_url,
         count(*) as views,
         count(distinct page_views.person_id) as people
     from page_views
-    inner join refresh_days as refresh on refresh.app = page_views.app and refresh.day = page_views.day
+    inner join refresh_days as refresh on refresh.app = page_views.app
+        and refresh.source = page_views.source
+        and refresh.day = page_views.day
     group by all
 )
 
-select app, day, page_url, views, people from final
+select app, source, day, page_url, views, people from final

@@ -1,41 +1,46 @@
 -- data_quality_daily: what became of every received event, per app and UTC day received.
--- Grain: (app, day, outcome, reason). outcome: 'valid' (in silver), 'quarantined' (reason = the
+-- Grain: (app, source, day, outcome, reason). outcome: 'valid' (in silver), 'quarantined' (reason = the
 -- first failed check), 'duplicate' (received again after an earlier copy was kept: received minus
 -- the distinct event ids kept). received = the sum over outcomes. Snowplow's "good vs bad" model.
 -- Recomputed whole (one group-by over key columns of three tables) inside the caller's transaction.
 -- Inputs: bronze_events, silver_events, quarantine_events (registered Delta datasets).
 delete from data_quality_daily;
 
-insert into data_quality_daily (app, day, outcome, reason, events)
+insert into data_quality_daily (app, source, day, outcome, reason, events)
 with received as (
-    select app, received_date as day, count(*) as events
+    select app, source, received_date as day, count(*) as events
     from bronze_events
     group by all
 ),
 
 valid as (
-    select app, cast(received_at as date) as day, 'valid' as outcome, '' as reason, count(*) as events
+    select app, source, cast(received_at as date) as day, 'valid' as outcome, '' as reason, count(*) as events
     from silver_events
     group by all
 ),
 
 quarantined as (
-    select app, received_date as day, 'quarantined' as outcome, reason, count(*) as events
+    select app, source, received_date as day, 'quarantined' as outcome, reason, count(*) as events
     from quarantine_events
     group by all
 ),
 
 kept as (
-    select app, day, sum(events) as events
-    from (select app, day, events from valid union all select app, day, events from quarantined)
+    select app, source, day, sum(events) as events
+    from (
+        select app, source, day, events from valid
+        union all
+        select app, source, day, events from quarantined
+    )
     group by all
 ),
 
 duplicates as (
-    select received.app, received.day, 'duplicate' as outcome, '' as reason,
+    select received.app, received.source, received.day, 'duplicate' as outcome, '' as reason,
         received.events - coalesce(kept.events, 0) as events
     from received
-    left join kept on kept.app = received.app and kept.day = received.day
+    left join kept
+        on kept.app = received.app and kept.source = received.source and kept.day = received.day
     where received.events > coalesce(kept.events, 0)
 ),
 
@@ -47,4 +52,4 @@ final as (
     select * from duplicates
 )
 
-select app, day, outcome, reason, events from final
+select app, source, day, outcome, reason, events from final

@@ -1,27 +1,28 @@
 -- Days of a gold mart to recompute after silver changed.
--- Grain: one row per (app, day). Inputs: view silver_events, temp table changed_days(app, day)
--- holding the (app, event_date) pairs that received new silver rows.
+-- Grain: one row per (app, source, day). Inputs: view silver_events, temp table changed_days(app, source, day)
+-- holding the (app, source, event_date) triples that received new silver rows.
 -- A day is refreshed when a changed day falls in its trailing window of $window_days days
 -- (1 for DAU, 30 for rolling MAU), when it shares a calendar month with a changed day and
 -- $whole_month is true, or — for dense marts ($fill_spine: one row per day, idle days included) —
 -- when the mart has no row for it yet (the day spine grew).
 -- {gold_table} is a whitelisted identifier formatted in by warehouse.gold.
 with bounds as (
-    select app, min(event_date) as first_day, max(event_date) as last_day
+    select app, source, min(event_date) as first_day, max(event_date) as last_day
     from silver_events
-    group by app
+    group by app, source
 ),
 
 spine as (
-    select bounds.app, cast(series.ts as date) as day
+    select bounds.app, bounds.source, cast(series.ts as date) as day
     from bounds, range(bounds.first_day, bounds.last_day + 1, interval 1 day) as series (ts)
 ),
 
 touched as (
-    select spine.app, spine.day
+    select spine.app, spine.source, spine.day
     from spine
     inner join changed_days as changed
         on changed.app = spine.app
+        and changed.source = spine.source
         and (
             spine.day between changed.day and changed.day + ($window_days - 1)
             or ($whole_month and date_trunc('month', spine.day) = date_trunc('month', changed.day))
@@ -29,16 +30,17 @@ touched as (
 ),
 
 missing as (
-    select spine.app, spine.day
+    select spine.app, spine.source, spine.day
     from spine
-    anti join {gold_table} as mart on mart.app = spine.app and mart.day = spine.day
+    anti join {gold_table} as mart
+        on mart.app = spine.app and mart.source = spine.source and mart.day = spine.day
     where $fill_spine
 ),
 
 final as (
-    select app, day from touched
+    select app, source, day from touched
     union
-    select app, day from missing
+    select app, source, day from missing
 )
 
-select app, day from final order by app, day
+select app, source, day from final order by app, source, day

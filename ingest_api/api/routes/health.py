@@ -1,13 +1,46 @@
-"""Liveness: ``GET /healthz``."""
+"""Liveness ``GET /healthz``, readiness ``GET /readyz`` and ``GET /metrics`` (Prometheus)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
 
-router = APIRouter()
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from ingest_api import metrics
+from ingest_api.intake import Intake
+from warehouse.tables import RAW_EVENTS
+
+router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
-    """Answer ``{"status": "ok"}`` while the worker serves requests."""
+    """Answer ``{"status": "ok"}`` while the worker serves requests (liveness)."""
     return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "Cannot commit now; the body says why."}})
+async def readyz(request: Request) -> JSONResponse:
+    """200 ``{"status": "ready"}`` when this worker can commit events now, else 503 with the reason.
+
+    Ready means: the group-commit writer runs, its buffer has room, and bronze can be opened
+    and the lake root written (a probe file is written and deleted).
+    """
+    intake: Intake = request.app.state.intake
+    if not intake.writer.running:
+        return JSONResponse({"status": "not_ready", "reason": "writer stopped"}, status_code=503)
+    if not intake.writer.has_room:
+        return JSONResponse({"status": "not_ready", "reason": "buffer full"}, status_code=503)
+    try:
+        await asyncio.wait_for(asyncio.to_thread(intake.writer.lake.probe, RAW_EVENTS), timeout=5)
+    except Exception as exc:  # any storage error means "cannot commit"
+        return JSONResponse({"status": "not_ready", "reason": f"storage: {exc}"[:500]}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+@router.get("/metrics", response_class=Response)
+async def prometheus_metrics() -> Response:
+    """Prometheus text exposition of the ingest metrics (``ingest_api.metrics``)."""
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,95 @@
+"""Segment-compatible ingest: ``POST /v1/batch`` and one route per message type.
+
+Paths: ``/v1/batch`` (and its alias ``/v1/import``), ``/v1/track``, ``/v1/page``, ``/v1/screen``,
+``/v1/identify``, ``/v1/group``, ``/v1/alias`` and the one-letter paths analytics.js uses
+(``/v1/t``, ``/v1/p``, ``/v1/s``, ``/v1/i``, ``/v1/g``, ``/v1/a``). Success is ``200
+{"success": true}`` (segment-analytics-python treats anything else as failure), extended with
+``accepted``, ``rejected`` and ``bronze_version``; errors are ``{"success": false, "code",
+"message"}`` (``ingest_api.errors``). Mapping of fields: ``warehouse.segment``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from ingest_api.api.deps import BodyDep, IntakeDep
+from ingest_api.api.routes import docs
+from ingest_api.decoding import parse_document
+from ingest_api.errors import ApiError
+from ingest_api.intake import IngestResult
+from warehouse.segment import MESSAGE_TYPES, SEGMENT_FORMAT, SHORT_PATHS, message_row
+
+router = APIRouter(tags=["segment"])
+
+
+def _answer(result: IngestResult, single: bool) -> JSONResponse:
+    if not result.accepted and result.rejected:
+        first = result.rejected[0]
+        code = "invalid_event" if single else "invalid_batch"
+        message = first["error"] if single else f"all {len(result.rejected)} messages were rejected"
+        raise ApiError(400, code, message if single else {"message": message, "rejected": result.rejected})
+    return JSONResponse(
+        {
+            "success": True,
+            "accepted": result.accepted,
+            "rejected": result.rejected,
+            "bronze_version": result.bronze_version,
+        }
+    )
+
+
+@router.post(
+    "/v1/batch",
+    openapi_extra=docs.request_body(docs.SEGMENT_BATCH),
+    responses={200: docs.SEGMENT_ACCEPTED, **docs.ERRORS},
+)
+@router.post("/v1/import", include_in_schema=False)
+async def post_batch(request: Request, body: BodyDep, intake: IntakeDep) -> JSONResponse:
+    """Accept a Segment batch ``{"batch": [messages], "sentAt"?, "writeKey"?}``; 200 once durable.
+
+    A message that cannot become an event is listed in ``rejected`` by index and the others
+    are stored; a batch whose every message is rejected is 400 ``invalid_batch``.
+    """
+    document = parse_document(body)
+    if not isinstance(document, dict) or not isinstance(document.get("batch"), list):
+        raise ApiError(400, "invalid_body", "expected a JSON object with a 'batch' array of messages")
+    sent_at = document.get("sentAt")
+
+    def build(message: Any, ctx: Any, _budget: int) -> list[dict[str, Any]]:
+        return [message_row(message, ctx, batch_sent_at=sent_at)]
+
+    result = await intake.ingest(request, document, document["batch"], SEGMENT_FORMAT, build)
+    return _answer(result, single=False)
+
+
+def _single_route(message_type: str) -> Any:
+    async def post_message(request: Request, body: BodyDep, intake: IntakeDep) -> JSONResponse:
+        document = parse_document(body)
+        if not isinstance(document, dict):
+            raise ApiError(400, "invalid_body", "expected one JSON object (a Segment message)")
+
+        def build(message: Any, ctx: Any, _budget: int) -> list[dict[str, Any]]:
+            return [message_row(message, ctx, message_type=message_type)]
+
+        result = await intake.ingest(request, document, [document], SEGMENT_FORMAT, build)
+        return _answer(result, single=True)
+
+    post_message.__doc__ = f'Accept one Segment ``{message_type}`` message; 200 ``{{"success": true}}`` once durable.'
+    post_message.__name__ = f"post_{message_type}"
+    return post_message
+
+
+for _type in MESSAGE_TYPES:
+    _handler = _single_route(_type)
+    router.add_api_route(
+        f"/v1/{_type}",
+        _handler,
+        methods=["POST"],
+        openapi_extra=docs.request_body(docs.SEGMENT_MESSAGE),
+        responses={200: docs.SEGMENT_ACCEPTED, **docs.ERRORS},
+    )
+for _short, _type in SHORT_PATHS.items():
+    router.add_api_route(f"/v1/{_short}", _single_route(_type), methods=["POST"], include_in_schema=False)

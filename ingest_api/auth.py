@@ -1,0 +1,62 @@
+"""Write-key authentication: which source sent a request.
+
+The key is read, in this order, from the ``X-Write-Key`` header, HTTP Basic auth with the key
+as user name and an empty password (Segment's scheme, https://segment.com/docs/connections/
+sources/catalog/libraries/server/http-api/#authentication), or a ``writeKey`` field in the
+top-level JSON object of the body (analytics.js beacons, which cannot set headers).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from fastapi import Request
+
+from ingest_api.errors import ApiError
+from warehouse.settings import SourceConfig
+from warehouse.sources import SourceRegistry
+
+
+def write_key_from(request: Request, document: Any) -> str | None:
+    """The write key the request carries, or ``None``.
+
+    Raises:
+        ApiError: 401 ``invalid_authorization`` for a malformed Basic ``Authorization`` header.
+    """
+    header = request.headers.get("x-write-key")
+    if header:
+        return header.strip()
+    authorization = request.headers.get("authorization", "")
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() == "basic" and credentials:
+        try:
+            decoded = base64.b64decode(credentials.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise ApiError(401, "invalid_authorization", "Basic credentials are not base64 of 'writeKey:'") from exc
+        user, _, _ = decoded.partition(":")
+        if user:
+            return user
+    if isinstance(document, dict) and isinstance(document.get("writeKey"), str):
+        return str(document["writeKey"])
+    return None
+
+
+def authenticate(registry: SourceRegistry, request: Request, document: Any) -> SourceConfig:
+    """The source of the request's write key.
+
+    Raises:
+        ApiError: 401 ``missing_write_key`` or ``invalid_write_key``; nothing of the request is stored.
+    """
+    write_key = write_key_from(request, document)
+    if not write_key:
+        raise ApiError(
+            401,
+            "missing_write_key",
+            "send the source's write key as X-Write-Key, as Basic auth 'writeKey:' or as writeKey in the body",
+        )
+    source = registry.authenticate(write_key)
+    if source is None:
+        raise ApiError(401, "invalid_write_key", "the write key does not belong to any source")
+    return source

@@ -1,0 +1,117 @@
+"""The ingest flow every protocol shares: authenticate, rate-limit, build rows, commit.
+
+Routes parse their wire format into a list of items (native payloads or Segment messages)
+and a function turning one item into bronze rows; :meth:`Intake.ingest` does the rest and
+reports per-item rejections by index. What happened is left in ``request.state.ingest`` for
+the request log and metrics (``ingest_api.observe``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import Request
+
+from ingest_api import metrics
+from ingest_api.auth import authenticate
+from ingest_api.errors import ApiError
+from ingest_api.group_commit import BufferFullError, CommitError, GroupCommitWriter
+from ingest_api.ratelimit import SourceRateLimiter
+from warehouse.contract import RequestContext, StructuralError
+from warehouse.settings import Settings
+from warehouse.sources import SourceRegistry
+
+#: One item (payload or message) + the request context + the remaining expansion budget (bytes) → rows.
+RowBuilder = Callable[[Any, RequestContext, int], list[dict[str, Any]]]
+
+
+@dataclass
+class IngestResult:
+    """What one request stored: events accepted (rows), items rejected, and the bronze version.
+
+    ``rejected`` holds ``{"index", "error", "field", "reason"}`` per refused item; ``bronze_version``
+    is the Delta version holding the accepted rows (``None`` when nothing was accepted).
+    """
+
+    accepted: int
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    bronze_version: int | None = None
+
+
+class Intake:
+    """The shared ingest flow; one per worker process (``app.state.intake``)."""
+
+    def __init__(
+        self, settings: Settings, writer: GroupCommitWriter, registry: SourceRegistry, limiter: SourceRateLimiter
+    ) -> None:
+        self.settings = settings
+        self.writer = writer
+        self.registry = registry
+        self.limiter = limiter
+
+    async def ingest(
+        self, request: Request, document: Any, items: list[Any], source_format: str, build: RowBuilder
+    ) -> IngestResult:
+        """Store ``items`` from ``request`` and wait until they are durable in bronze.
+
+        ``document`` is the parsed body (where a ``writeKey`` may be).
+
+        Raises:
+            ApiError: 401 no or unknown write key; 413 too many items, or every item was over the
+                per-event size limit; 429 rate limited; 503 buffer full (``Retry-After``) or the
+                commit failed — in every case nothing of the request is stored.
+        """
+        received_at = datetime.now(UTC)
+        state: dict[str, Any] = {"source": "unknown", "format": source_format, "accepted": 0, "rejected": 0}
+        request.state.ingest = state
+        source = authenticate(self.registry, request, document)
+        state["source"] = source.name
+        if len(items) > self.settings.max_payloads_per_request:
+            raise ApiError(
+                413, "too_many_payloads", {"limit": self.settings.max_payloads_per_request, "received": len(items)}
+            )
+        self.limiter.check(source, len(items))
+
+        ctx = RequestContext(
+            received_at=received_at,
+            user_agent=request.headers.get("user-agent"),
+            ip=request.client.host if request.client else None,
+            source=source.name,
+            source_format=source_format,
+            max_event_bytes=self.settings.max_event_bytes,
+        )
+        rows: list[dict[str, Any]] = []
+        rejected: list[dict[str, Any]] = []
+        budget = self.settings.max_expanded_bytes
+        for index, item in enumerate(items):
+            try:
+                built = build(item, ctx, budget)
+            except StructuralError as exc:
+                rejected.append({"index": index, "error": exc.message, "field": exc.field, "reason": exc.reason})
+                metrics.REJECTED.labels(exc.reason).inc()
+                continue
+            budget -= sum(len(row["payload"]) for row in built)
+            rows.extend(built)
+        state["rejected"] = len(rejected)
+        metrics.EVENTS.labels(source.name, source_format, "rejected").inc(len(rejected))
+        if not rows and rejected and all(r["reason"] == "event_too_large" for r in rejected):
+            raise ApiError(
+                413,
+                "event_too_large",
+                {"limit": "max_event_bytes", "limit_bytes": self.settings.max_event_bytes, "rejected": rejected},
+            )
+        if not rows:
+            return IngestResult(0, rejected)
+        try:
+            version = await self.writer.submit(rows)
+        except BufferFullError as exc:
+            raise ApiError(503, "buffer_full", str(exc), headers={"Retry-After": "1"}) from exc
+        except CommitError as exc:
+            raise ApiError(503, "commit_failed", str(exc), headers={"Retry-After": "1"}) from exc
+        state["accepted"] = len(rows)
+        state["bronze_version"] = version
+        metrics.EVENTS.labels(source.name, source_format, "accepted").inc(len(rows))
+        return IngestResult(len(rows), rejected, version)

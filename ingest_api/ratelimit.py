@@ -1,0 +1,64 @@
+"""Per-source rate limits in events per time window, with ``429`` and ``Retry-After``.
+
+Uses the ``limits`` library's sliding-window counter in memory
+(https://limits.readthedocs.io/en/stable/strategies.html#sliding-window-counter): two
+counters per source, cheap at any rate. The limit is per worker process: with N uvicorn
+workers a source can send up to N times it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from limits import RateLimitItem, parse
+from limits.storage import MemoryStorage
+from limits.strategies import SlidingWindowCounterRateLimiter
+
+from ingest_api.errors import ApiError
+from warehouse.settings import SourceConfig
+
+
+class SourceRateLimiter:
+    """Counts each source's events against its limit.
+
+    Args:
+        default_limit: limit for sources without their own, e.g. ``"20000/second"``.
+
+    Raises:
+        ValueError: a limit string that ``limits.parse`` cannot read.
+    """
+
+    def __init__(self, default_limit: str) -> None:
+        self._default = parse(default_limit)
+        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self._items: dict[str, RateLimitItem] = {}
+
+    def _item(self, source: SourceConfig) -> RateLimitItem:
+        item = self._items.get(source.name)
+        if item is None:
+            item = parse(source.rate_limit) if source.rate_limit else self._default
+            self._items[source.name] = item
+        return item
+
+    def check(self, source: SourceConfig, events: int) -> None:
+        """Count ``events`` against the source's limit.
+
+        Raises:
+            ApiError: 429 ``rate_limited`` with a ``Retry-After`` header (whole seconds, at least 1)
+                when the window has no room; 413 ``batch_over_rate_limit`` when one request alone
+                holds more events than the whole limit (retrying could never succeed).
+        """
+        item = self._item(source)
+        if events > item.amount:
+            raise ApiError(413, "batch_over_rate_limit", {"limit": str(item), "events": events, "source": source.name})
+        if self._limiter.hit(item, source.name, cost=events):
+            return
+        reset_at = self._limiter.get_window_stats(item, source.name).reset_time
+        retry_after = max(1, math.ceil(reset_at - time.time()))
+        raise ApiError(
+            429,
+            "rate_limited",
+            {"limit": str(item), "source": source.name, "retry_after_s": retry_after},
+            headers={"Retry-After": str(retry_after)},
+        )

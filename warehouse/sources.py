@@ -1,0 +1,156 @@
+"""Sources and their write keys: who may send events, recorded on every row as ``source``.
+
+A source is a name plus the SHA-256 of its write key (the key itself is never stored server
+side). Sources come from the sources file (``<data_dir>/sources.json`` by default) and from
+``EVENTLAKE_SOURCES``. On first start a ``local`` source is generated with a random key kept in
+``<data_dir>/local_write_key`` (mode 0600) for local tools: the replay CLI and ``make up``.
+
+Keys are random 192-bit tokens, so an unsalted SHA-256 is enough to store them (unlike
+passwords, they cannot be guessed from a dictionary). ``eventlake-sources add NAME`` creates a
+source and prints its key once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import os
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+from pydantic import TypeAdapter
+
+from warehouse.settings import Settings, SourceConfig, get_settings
+
+LOCAL_SOURCE = "local"
+_SOURCES = TypeAdapter(list[SourceConfig])
+
+
+def hash_key(write_key: str) -> str:
+    """The stored form of a write key: SHA-256 hex of its UTF-8 bytes."""
+    return hashlib.sha256(write_key.encode()).hexdigest()
+
+
+def read_sources_file(path: Path) -> list[SourceConfig]:
+    """The sources in ``path`` (``{"sources": [...]}``), or ``[]`` when it does not exist.
+
+    Raises:
+        pydantic.ValidationError: the file is not a valid sources file.
+    """
+    if not path.exists():
+        return []
+    return _SOURCES.validate_python(orjson.loads(path.read_bytes()).get("sources", []))
+
+
+def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def add_source(path: Path, name: str, rate_limit: str | None = None) -> str:
+    """Create source ``name`` in the sources file and return its new write key (shown once).
+
+    Raises:
+        ValueError: a source of that name already exists.
+        pydantic.ValidationError: ``name`` is not a valid source name.
+    """
+    sources = read_sources_file(path)
+    if any(source.name == name for source in sources):
+        raise ValueError(f"source {name!r} already exists in {path}")
+    write_key = secrets.token_urlsafe(24)
+    sources.append(SourceConfig(name=name, write_key_sha256=hash_key(write_key), rate_limit=rate_limit))
+    document = {"sources": [source.model_dump(exclude_none=True) for source in sources]}
+    _write_atomically(path, orjson.dumps(document, option=orjson.OPT_INDENT_2), 0o600)
+    return write_key
+
+
+def ensure_local_source(settings: Settings) -> str:
+    """The local source's write key, generating the source and key on first start.
+
+    Safe to call from several processes at once: the key file is created exclusively and
+    whoever loses the race reads the winner's key.
+    """
+    key_path = settings.local_key_path
+    if key_path.exists():
+        return key_path.read_text().strip()
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = key_path.with_suffix(".lock")
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:  # another process is generating it
+        for _ in range(100):
+            if key_path.exists():
+                return key_path.read_text().strip()
+            time.sleep(0.05)
+        raise TimeoutError(f"{key_path} was not written by the process holding {lock}") from None
+    try:
+        write_key = add_source(settings.sources_path, LOCAL_SOURCE)
+        _write_atomically(key_path, write_key.encode(), 0o600)
+        return write_key
+    finally:
+        os.close(fd)
+        lock.unlink(missing_ok=True)
+
+
+class SourceRegistry:
+    """Looks up the source a write key belongs to.
+
+    Args:
+        sources: the configured sources; names and key hashes must be unique.
+
+    Raises:
+        ValueError: two sources share a name or a key hash.
+    """
+
+    def __init__(self, sources: list[SourceConfig]) -> None:
+        self._by_hash: dict[str, SourceConfig] = {}
+        names: set[str] = set()
+        for source in sources:
+            if source.name in names or source.write_key_sha256 in self._by_hash:
+                raise ValueError(f"source {source.name!r} is configured twice (same name or same key)")
+            names.add(source.name)
+            self._by_hash[source.write_key_sha256] = source
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SourceRegistry:
+        """Sources from the sources file plus ``settings.sources``."""
+        return cls(read_sources_file(settings.sources_path) + list(settings.sources))
+
+    def authenticate(self, write_key: str) -> SourceConfig | None:
+        """The source whose key this is, or ``None`` for an unknown key (constant-time compare)."""
+        digest = hash_key(write_key)
+        source = self._by_hash.get(digest)
+        if source is None or not hmac.compare_digest(source.write_key_sha256, digest):
+            return None
+        return source
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``eventlake-sources add NAME [--rate-limit 5000/second]`` or ``eventlake-sources list``."""
+    parser = argparse.ArgumentParser(prog="eventlake-sources", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    add = commands.add_parser("add", help="create a source and print its write key (shown once)")
+    add.add_argument("name")
+    add.add_argument("--rate-limit", default=None, help="e.g. 5000/second (default: EVENTLAKE_RATE_LIMIT)")
+    commands.add_parser("list", help="list source names")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    if args.command == "add":
+        sys.stdout.write(add_source(settings.sources_path, args.name, args.rate_limit) + "\n")
+    else:
+        for source in read_sources_file(settings.sources_path) + list(settings.sources):
+            sys.stdout.write(f"{source.name}\t{source.rate_limit or settings.rate_limit}\n")
+    return 0
