@@ -41,7 +41,7 @@ def run(flush_ms: int, events: int, batch: int, clients: int) -> dict[str, float
                 for i in range(events // batch)
             ]
             latencies: list[float] = []
-            with httpx.Client(timeout=60) as client:
+            with httpx.Client(timeout=60, headers=server.auth) as client:
 
                 def send(body: list[dict]) -> None:
                     started = time.perf_counter()

@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,7 +82,8 @@ class GroupCommitWriter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self.last_commit_failed = False
+        # Lineage in the Delta log: which ingest process wrote each commit.
+        self._commit_metadata = {"eventlake.writer": f"{socket.gethostname()}:{os.getpid()}"}
 
     @property
     def running(self) -> bool:
@@ -154,14 +157,12 @@ class GroupCommitWriter:
         started = time.perf_counter()
         try:
             table = pa.Table.from_pylist(rows, schema=RAW_EVENTS.schema)
-            version = await asyncio.to_thread(self.lake.append, RAW_EVENTS, table)
+            version = await asyncio.to_thread(self.lake.append, RAW_EVENTS, table, self._commit_metadata)
         except Exception as exc:  # every failure must reach the waiting requests as a 503
             log.exception("group commit of %d rows from %d requests failed", len(rows), len(batch))
-            self.last_commit_failed = True
             metrics.COMMIT_FAILURES.inc()
             self._resolve(batch, error=CommitError(f"bronze commit failed: {exc}"))
             return
-        self.last_commit_failed = False
         metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
         metrics.FLUSH_ROWS.observe(len(rows))
         log.debug("committed %d rows from %d requests as bronze v%d", len(rows), len(batch), version)

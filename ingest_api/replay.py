@@ -36,6 +36,9 @@ import httpx
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 from tqdm import tqdm
 
+from warehouse.settings import get_settings
+from warehouse.sources import ensure_local_source
+
 log = logging.getLogger(__name__)
 
 #: Sent as the User-Agent header: the replayed events come from a server-side sender, and
@@ -183,21 +186,23 @@ def _batches(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[s
 def replay(
     paths: list[Path],
     api_url: str,
-    batch_size: int = 500,
+    write_key: str,
+    batch_size: int = 200,
     concurrency: int = 4,
     base_url: str = "http://semicomplete.com",
     progress: bool = True,
 ) -> ReplayResult:
-    """POST every payload of ``paths`` to ``{api_url}/v1/events``; safe to repeat.
+    """POST every payload of ``paths`` to ``{api_url}/v1/events`` as the source of ``write_key``.
 
-    Retries transport errors, 429 and 503 (a replay is idempotent by construction).
+    Safe to repeat. Retries transport errors, 429 and 503 (a replay is idempotent by
+    construction). 200 payloads per POST stay well under the API's 500 KB request limit.
 
     Raises:
         httpx.HTTPStatusError: on any other non-2xx answer, or when retries run out.
     """
     result = ReplayResult()
     url = api_url.rstrip("/") + "/v1/events"
-    headers = {"User-Agent": USER_AGENT}
+    headers = {"User-Agent": USER_AGENT, "X-Write-Key": write_key}
     with httpx.Client(timeout=60, headers=headers) as client, ThreadPoolExecutor(concurrency) as pool:
         for path in paths:
             bar = tqdm(desc=path.name, unit="payload", disable=not progress, file=sys.stderr)
@@ -218,7 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="eventlake-replay", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="sample files (.log, .csv, .csv.gz)")
     parser.add_argument("--api-url", default="http://127.0.0.1:8000", help="ingest API base URL")
-    parser.add_argument("--batch-size", type=int, default=500, help="payloads per POST")
+    parser.add_argument(
+        "--write-key",
+        default=None,
+        help="the source's write key (default: the local source's key under EVENTLAKE_DATA_DIR)",
+    )
+    parser.add_argument("--batch-size", type=int, default=200, help="payloads per POST")
     parser.add_argument("--concurrency", type=int, default=4, help="POSTs in flight")
     parser.add_argument(
         "--log-base-url",
@@ -229,9 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    write_key = args.write_key or ensure_local_source(get_settings())
     result = replay(
         args.paths,
         args.api_url,
+        write_key,
         args.batch_size,
         args.concurrency,
         args.log_base_url,

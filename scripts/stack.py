@@ -3,7 +3,8 @@
 1. starts the ingest API (uvicorn, 127.0.0.1:8000) and Dagster (webserver + daemon,
    127.0.0.1:3000) with everything they write under the data folder (``EVENTLAKE_DATA_DIR``,
    default ``./data``), Dagster telemetry off and runs serialized;
-2. replays the bundled samples through the HTTP API;
+2. replays the bundled samples through the HTTP API as the ``local`` source (its write key is
+   generated under the data folder on first start and printed);
 3. waits until gold covers the last acknowledged bronze version (exit 1 after 15 minutes,
    ``EVENTLAKE_GOLD_TIMEOUT_S``), prints DAU/MAU per app;
 4. ``up``: serves until Ctrl-C; ``demo``: stops. Every process started is stopped on exit.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +27,7 @@ import httpx
 from dashboards import service
 from ingest_api.replay import replay
 from warehouse.settings import get_settings
+from warehouse.sources import LOCAL_SOURCE, ensure_local_source
 from warehouse.status import GoldNotReadyError, active_users_summary, format_summary, wait_for_gold
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,8 +182,14 @@ def main() -> int:
     for folder in (data_dir / "logs", dagster_home):
         folder.mkdir(parents=True, exist_ok=True)
     (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    # One directory per start for the API workers' Prometheus samples (multiprocess mode).
+    metrics_dir = data_dir / "run" / "prometheus"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    write_key = ensure_local_source(settings)
     env = {
         **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         "EVENTLAKE_DATA_DIR": str(data_dir),
         "DAGSTER_HOME": str(dagster_home),
         "DAGSTER_DISABLE_TELEMETRY": "1",
@@ -206,6 +215,8 @@ def main() -> int:
                 settings.ingest_host,
                 "--port",
                 str(settings.ingest_port),
+                "--workers",
+                str(settings.ingest_workers),
             ],
             env,
         )
@@ -240,11 +251,15 @@ def main() -> int:
         wait_http(f"http://127.0.0.1:{DAGSTER_PORT}/server_info", 180, dagster, "Dagster", dagster_log)
         stack.start("dagster_daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], env)
         say(f"ingest API at {api_url}, Dagster UI at http://127.0.0.1:{DAGSTER_PORT}")
+        say(
+            f"source {LOCAL_SOURCE!r} write key: {write_key} (kept in {settings.local_key_path}); "
+            f"send it as X-Write-Key or Basic auth"
+        )
         if settings.superset:
             start_superset(stack, data_dir, settings.superset_port, settings.serving_file)
 
         say("replaying the bundled samples through POST /v1/events …")
-        result = replay(SAMPLES, api_url, progress=sys.stderr.isatty())
+        result = replay(SAMPLES, api_url, write_key, progress=sys.stderr.isatty())
         say(
             f"acknowledged {result.accepted} events ({result.rejected} payloads rejected), "
             f"last bronze version {result.bronze_version}"

@@ -77,7 +77,9 @@ class ApiServer:
         return httpx.post(f"{self.url}{path}", headers={**self.auth, **(headers or {})}, **kwargs)
 
 
-def start_api(env: Env, extra_env: dict[str, str] | None = None, workers: int = 1, port: int | None = None) -> ApiServer:
+def start_api(
+    env: Env, extra_env: dict[str, str] | None = None, workers: int = 1, port: int | None = None
+) -> ApiServer:
     """Start ``uvicorn ingest_api.main:app`` on a free loopback port and wait for /healthz."""
     port = port or free_port()
     log = env.data_dir / f"api-{port}.log"
@@ -101,8 +103,9 @@ def start_api(env: Env, extra_env: dict[str, str] | None = None, workers: int = 
             "EVENTLAKE_FLUSH_INTERVAL_MS": "50",
             **(extra_env or {}),
         },
-        stdout=log.open("wb"),
+        stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: a crash test can kill -9 it with its workers
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

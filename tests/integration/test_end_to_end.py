@@ -8,7 +8,6 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
-import httpx
 import orjson
 import polars as pl
 import pytest
@@ -23,7 +22,15 @@ REPLAY = Path(sys.executable).parent / "eventlake-replay"
 
 def replay_cli(api: ApiServer, *files: str) -> str:
     done = subprocess.run(
-        [str(REPLAY), "--api-url", api.url, "--no-progress", *(str(SAMPLES / f) for f in files)],
+        [
+            str(REPLAY),
+            "--api-url",
+            api.url,
+            "--write-key",
+            api.key,
+            "--no-progress",
+            *(str(SAMPLES / f) for f in files),
+        ],
         capture_output=True,
         text=True,
         check=True,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dagster as dg
-import httpx
 import polars as pl
 import pytest
 

@@ -18,7 +18,9 @@ from warehouse.settings import Settings
 from warehouse.sources import SourceRegistry, add_source, ensure_local_source, hash_key, read_sources_file
 
 RECEIVED = datetime(2024, 3, 13, 10, 0, 0, tzinfo=UTC)
-CTX = RequestContext(received_at=RECEIVED, user_agent="header-ua", ip="198.51.100.7", source="web", source_format="segment")
+CTX = RequestContext(
+    received_at=RECEIVED, user_agent="header-ua", ip="198.51.100.7", source="web", source_format="segment"
+)
 
 TRACK = {
     "type": "track",

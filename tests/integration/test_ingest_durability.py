@@ -1,0 +1,169 @@
+"""Durability under concurrency, kill -9, storage failure, back-pressure and SIGTERM (real uvicorn)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import polars as pl
+import pytest
+
+from tests.conftest import ApiServer, Env, free_port, start_api
+from warehouse.contract import event_id_for
+from warehouse.tables import RAW_EVENTS
+
+pytestmark = pytest.mark.integration
+
+
+def bronze_ids(env: Env) -> list[str]:
+    return pl.read_delta(env.lake.uri(RAW_EVENTS))["event_id"].to_list()
+
+
+def payloads(prefix: str, n: int) -> list[dict[str, object]]:
+    return [{"uuid": f"{prefix}-{j}", "timestamp": 0, "user": "u"} for j in range(n)]
+
+
+def ids(batch: list[dict[str, object]]) -> list[str]:
+    return [event_id_for(str(p["uuid"]), "page_view") for p in batch]
+
+
+def stop(server: ApiServer) -> None:
+    server.proc.terminate()
+    server.proc.wait(timeout=30)
+
+
+def test_four_worker_processes_append_concurrently_and_no_commit_is_lost(env: Env) -> None:
+    server = start_api(env, workers=4)
+    try:
+        with httpx.Client(headers=server.auth, timeout=60) as client:
+
+            def send(i: int) -> int:
+                response = client.post(f"{server.url}/v1/events", json=payloads(f"w{i}", 25))
+                assert response.status_code == 202, response.text
+                return int(response.json()["accepted"])
+
+            with ThreadPoolExecutor(16) as pool:
+                acknowledged = sum(pool.map(send, range(200)))
+    finally:
+        stop(server)
+    found = bronze_ids(env)
+    assert acknowledged == 5000
+    assert len(found) == len(set(found)) == acknowledged  # count == sum of acks, nothing twice
+    dt = env.lake.open(RAW_EVENTS)
+    assert dt is not None
+    writers = {c.get("eventlake.writer") for c in dt.history() if c.get("operation") == "WRITE"}
+    assert len(writers - {None}) >= 2  # several worker processes really committed to one table
+
+
+def test_kill_9_under_load_never_loses_an_acknowledged_event(env: Env) -> None:
+    seed = random.randrange(1_000_000)
+    rng = random.Random(seed)
+    port = free_port()
+    acked: list[list[str]] = []
+    unacked: list[list[str]] = []
+    lock = threading.Lock()
+    for crash in range(3):
+        server = start_api(env, workers=2, port=port)
+        halt = threading.Event()
+
+        def client(cid: int, server: ApiServer = server, crash: int = crash, halt: threading.Event = halt) -> None:
+            with httpx.Client(headers=server.auth, timeout=10) as http:
+                n = 0
+                while not halt.is_set():
+                    batch = payloads(f"k{crash}-{cid}-{n}", 20)
+                    n += 1
+                    try:
+                        ok = http.post(f"{server.url}/v1/events", json=batch).status_code == 202
+                    except httpx.TransportError:
+                        ok = False
+                    with lock:
+                        (acked if ok else unacked).append(ids(batch))
+
+        threads = [threading.Thread(target=client, args=(c,)) for c in range(6)]
+        for thread in threads:
+            thread.start()
+        time.sleep(rng.uniform(0.5, 2.5))
+        os.killpg(server.proc.pid, signal.SIGKILL)  # the master and its workers, mid-flight
+        server.proc.wait(timeout=30)
+        halt.set()
+        for thread in threads:
+            thread.join(timeout=30)
+
+    server = start_api(env, workers=2, port=port)  # restarts on the table the crashes left
+    try:
+        assert server.post("/v1/events", json=payloads("after", 1)).status_code == 202
+    finally:
+        stop(server)
+    found = bronze_ids(env)
+    present = set(found)
+    assert len(found) == len(present), f"seed {seed}: an event was stored twice"
+    lost = [i for batch in acked for i in batch if i not in present]
+    assert not lost, f"seed {seed}: {len(lost)} acknowledged events missing"
+    for batch in unacked:  # no 2xx: absent or present, but never half a request
+        assert sum(i in present for i in batch) in (0, len(batch)), f"seed {seed}: half-written request"
+    assert len(acked) > 30, f"seed {seed}: too little load to mean anything ({len(acked)} requests acked)"
+
+
+def test_storage_failure_is_503_and_the_api_recovers_when_storage_does(api: ApiServer, env: Env) -> None:
+    assert api.post("/v1/events", json=payloads("before", 3)).status_code == 202
+    table = Path(env.lake_root) / RAW_EVENTS.path
+    away = table.with_name("raw_events.unavailable")
+    table.rename(away)
+    table.write_bytes(b"")  # a file where the table directory was: storage unusable
+    try:
+        response = api.post("/v1/events", json=payloads("during", 3), timeout=60)
+        assert response.status_code == 503
+        assert response.json()["error"] == "commit_failed" and response.headers["Retry-After"] == "1"
+        readiness = httpx.get(f"{api.url}/readyz", timeout=30)
+        assert readiness.status_code == 503 and readiness.json()["status"] == "not_ready"
+    finally:
+        table.unlink()
+        away.rename(table)
+    assert httpx.get(f"{api.url}/readyz", timeout=30).json() == {"status": "ready"}
+    assert api.post("/v1/events", json=payloads("after", 3)).status_code == 202
+    assert sorted(bronze_ids(env)) == sorted(ids(payloads("before", 3)) + ids(payloads("after", 3)))
+
+
+def test_full_buffer_answers_503_with_retry_after_instead_of_growing(env: Env) -> None:
+    server = start_api(env, {"EVENTLAKE_MAX_BUFFER_EVENTS": "100", "EVENTLAKE_FLUSH_INTERVAL_MS": "2000"})
+    try:
+        with httpx.Client(headers=server.auth, timeout=60) as client:
+
+            def send(i: int) -> tuple[int, str | None, list[str]]:
+                batch = payloads(f"bp{i}", 40)
+                response = client.post(f"{server.url}/v1/events", json=batch)
+                return response.status_code, response.headers.get("Retry-After"), ids(batch)
+
+            with ThreadPoolExecutor(8) as pool:
+                answers = list(pool.map(send, range(8)))
+            statuses = sorted(status for status, _, _ in answers)
+            assert statuses == [202, 202] + [503] * 6  # 2 x 40 fit under 100 while the flush waits
+            assert {retry for status, retry, _ in answers if status == 503} == {"1"}
+            response = client.post(f"{server.url}/v1/events", json=payloads("later", 40))
+            assert response.status_code == 202  # the buffer drained with the commit
+    finally:
+        stop(server)
+    acked = [i for status, _, batch in answers if status == 202 for i in batch] + ids(payloads("later", 40))
+    assert sorted(bronze_ids(env)) == sorted(acked)
+
+
+def test_sigterm_finishes_in_flight_commits_then_exits_cleanly(env: Env) -> None:
+    server = start_api(env, {"EVENTLAKE_FLUSH_INTERVAL_MS": "3000"})
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(server.post, "/v1/events", json=payloads("term", 5), timeout=30)
+        time.sleep(0.5)  # the request now waits in the buffer for its group commit
+        server.proc.send_signal(signal.SIGTERM)
+        response = pending.result()
+    assert response.status_code == 202 and response.json()["accepted"] == 5
+    # uvicorn finishes its shutdown, then re-raises SIGTERM so the exit status tells why it stopped
+    assert server.proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert "Application shutdown complete." in server.log.read_text()
+    with pytest.raises(httpx.ConnectError):
+        server.post("/v1/events", json=payloads("refused", 1))
+    assert sorted(bronze_ids(env)) == sorted(ids(payloads("term", 5)))
