@@ -36,6 +36,7 @@ NATIVE_PAYLOAD: dict[str, Any] = {
 SEGMENT_MESSAGE: dict[str, Any] = {
     "type": "object",
     "required": ["messageId"],
+    "anyOf": [{"required": ["userId"]}, {"required": ["anonymousId"]}],
     "description": "A Segment spec message; userId or anonymousId is required, event for track.",
     "properties": {
         "type": {"type": "string", "enum": ["track", "page", "screen", "identify", "group", "alias"]},
@@ -55,6 +56,14 @@ SEGMENT_MESSAGE: dict[str, Any] = {
         "writeKey": {"type": "string"},
     },
 }
+
+
+def segment_message(message_type: str) -> dict[str, Any]:
+    """The schema of one message posted to ``/v1/<message_type>`` (a track call needs ``event``)."""
+    if message_type == "track":
+        return {**SEGMENT_MESSAGE, "required": ["messageId", "event"]}
+    return SEGMENT_MESSAGE
+
 
 SEGMENT_BATCH: dict[str, Any] = {
     "type": "object",

@@ -88,7 +88,7 @@ for _type in MESSAGE_TYPES:
         f"/v1/{_type}",
         _handler,
         methods=["POST"],
-        openapi_extra=docs.request_body(docs.SEGMENT_MESSAGE),
+        openapi_extra=docs.request_body(docs.segment_message(_type)),
         responses={200: docs.SEGMENT_ACCEPTED, **docs.ERRORS},
     )
 for _short, _type in SHORT_PATHS.items():
