@@ -53,6 +53,7 @@ def generated_snapshot(events: int, folder: Path, chunk: int = 1_000_000) -> Pat
             "event_id": pa.array([f"g{offset + i}" for i in range(n)]),
             "event_type": pa.array(types[rng.integers(0, len(types), n)]),
             "app": pa.array(np.array(["shop", "blog", "docs"])[rng.integers(0, 3, n)]),
+            "source": pa.array(["web"] * n),
             "source_format": pa.array(["native"] * n),
             "timestamp": timestamps,
             "event_date": pa.compute.cast(timestamps, pa.date32()),

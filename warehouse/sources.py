@@ -28,6 +28,7 @@ from pydantic import TypeAdapter
 from warehouse.settings import Settings, SourceConfig, get_settings
 
 LOCAL_SOURCE = "local"
+_STALE_LOCK_S = 30
 _SOURCES = TypeAdapter(list[SourceConfig])
 
 
@@ -88,6 +89,8 @@ def ensure_local_source(settings: Settings) -> str:
         return key_path.read_text().strip()
     key_path.parent.mkdir(parents=True, exist_ok=True)
     lock = key_path.with_suffix(".lock")
+    if lock.exists() and time.time() - lock.stat().st_mtime > _STALE_LOCK_S:
+        lock.unlink(missing_ok=True)  # left by a process killed while generating the key
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:  # another process is generating it
