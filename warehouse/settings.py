@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     )
     rate_limit: str = Field(
         default="20000/second",
-        description="Default per-source rate limit in events, per worker (limits notation, e.g. '5000/second').",
+        description="Default per-source rate limit in payloads/messages, per worker (limits notation, e.g. '5000/second').",
     )
 
     # dashboards
