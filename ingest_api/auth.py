@@ -9,7 +9,6 @@ top-level JSON object of the body (analytics.js beacons, which cannot set header
 from __future__ import annotations
 
 import base64
-import binascii
 from typing import Any
 
 from fastapi import Request
@@ -33,7 +32,7 @@ def write_key_from(request: Request, document: Any) -> str | None:
     if scheme.lower() == "basic" and credentials:
         try:
             decoded = base64.b64decode(credentials.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError) as exc:
+        except ValueError as exc:  # binascii.Error, non-ASCII input, UnicodeDecodeError
             raise ApiError(401, "invalid_authorization", "Basic credentials are not base64 of 'writeKey:'") from exc
         user, _, _ = decoded.partition(":")
         if user:

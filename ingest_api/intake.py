@@ -8,6 +8,7 @@ the request log and metrics (``ingest_api.observe``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +27,8 @@ from warehouse.sources import SourceRegistry
 
 #: One item (payload or message) + the request context + the remaining expansion budget (bytes) → rows.
 RowBuilder = Callable[[Any, RequestContext, int], list[dict[str, Any]]]
+#: How many events one item will become, counted cheaply before any row is built.
+EventCounter = Callable[[Any], int]
 
 
 @dataclass
@@ -53,16 +56,24 @@ class Intake:
         self.limiter = limiter
 
     async def ingest(
-        self, request: Request, document: Any, items: list[Any], source_format: str, build: RowBuilder
+        self,
+        request: Request,
+        document: Any,
+        items: list[Any],
+        source_format: str,
+        build: RowBuilder,
+        count: EventCounter = lambda _item: 1,
     ) -> IngestResult:
         """Store ``items`` from ``request`` and wait until they are durable in bronze.
 
-        ``document`` is the parsed body (where a ``writeKey`` may be).
+        ``document`` is the parsed body (where a ``writeKey`` may be). ``count`` tells how many
+        events an item becomes; the request's total is checked against ``max_events_per_request``
+        and the source's rate limit before rows are built (off the event loop, in a thread).
 
         Raises:
-            ApiError: 401 no or unknown write key; 413 too many items, or every item was over the
-                per-event size limit; 429 rate limited; 503 buffer full (``Retry-After``) or the
-                commit failed — in every case nothing of the request is stored.
+            ApiError: 401 no or unknown write key; 413 too many items or events, or every item was
+                over the per-event size limit; 429 rate limited; 503 buffer full (``Retry-After``)
+                or the commit failed — in every case nothing of the request is stored.
         """
         received_at = datetime.now(UTC)
         state: dict[str, Any] = {"source": "unknown", "format": source_format, "accepted": 0, "rejected": 0}
@@ -73,7 +84,10 @@ class Intake:
             raise ApiError(
                 413, "too_many_payloads", {"limit": self.settings.max_payloads_per_request, "received": len(items)}
             )
-        self.limiter.check(source, len(items))
+        events = sum(count(item) for item in items)
+        if events > self.settings.max_events_per_request:
+            raise ApiError(413, "too_many_events", {"limit": self.settings.max_events_per_request, "received": events})
+        self.limiter.check(source, events)
 
         ctx = RequestContext(
             received_at=received_at,
@@ -83,18 +97,7 @@ class Intake:
             source_format=source_format,
             max_event_bytes=self.settings.max_event_bytes,
         )
-        rows: list[dict[str, Any]] = []
-        rejected: list[dict[str, Any]] = []
-        budget = self.settings.max_expanded_bytes
-        for index, item in enumerate(items):
-            try:
-                built = build(item, ctx, budget)
-            except StructuralError as exc:
-                rejected.append({"index": index, "error": exc.message, "field": exc.field, "reason": exc.reason})
-                metrics.REJECTED.labels(exc.reason).inc()
-                continue
-            budget -= sum(len(row["payload"]) for row in built)
-            rows.extend(built)
+        rows, rejected = await asyncio.to_thread(self._build_rows, items, ctx, build)
         state["rejected"] = len(rejected)
         metrics.EVENTS.labels(source.name, source_format, "rejected").inc(len(rejected))
         if not rows and rejected and all(r["reason"] == "event_too_large" for r in rejected):
@@ -109,9 +112,28 @@ class Intake:
             version = await self.writer.submit(rows)
         except BufferFullError as exc:
             raise ApiError(503, "buffer_full", str(exc), headers={"Retry-After": "1"}) from exc
-        except CommitError as exc:
-            raise ApiError(503, "commit_failed", str(exc), headers={"Retry-After": "1"}) from exc
+        except CommitError as exc:  # the cause is in the server log; clients only need to retry
+            raise ApiError(
+                503, "commit_failed", "bronze commit failed; nothing acknowledged, retry", headers={"Retry-After": "1"}
+            ) from exc
         state["accepted"] = len(rows)
         state["bronze_version"] = version
         metrics.EVENTS.labels(source.name, source_format, "accepted").inc(len(rows))
         return IngestResult(len(rows), rejected, version)
+
+    def _build_rows(
+        self, items: list[Any], ctx: RequestContext, build: RowBuilder
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        rows: list[dict[str, Any]] = []
+        rejected: list[dict[str, Any]] = []
+        budget = self.settings.max_expanded_bytes
+        for index, item in enumerate(items):
+            try:
+                built = build(item, ctx, budget)
+            except StructuralError as exc:
+                rejected.append({"index": index, "error": exc.message, "field": exc.field, "reason": exc.reason})
+                metrics.REJECTED.labels(exc.reason).inc()
+                continue
+            budget -= sum(len(row["payload"]) for row in built)
+            rows.extend(built)
+        return rows, rejected

@@ -1,7 +1,6 @@
 """Per-source rate limits per time window, with ``429`` and ``Retry-After``.
 
-Counted in items: native payloads or Segment messages (a native payload with several ``events``
-counts once, so the cost of checking stays independent of its expansion).
+Counted in events (a native payload counts as many events as it holds), before any row is built.
 
 Uses the ``limits`` library's sliding-window counter in memory
 (https://limits.readthedocs.io/en/stable/strategies.html#sliding-window-counter): two
@@ -44,18 +43,18 @@ class SourceRateLimiter:
             self._items[source.name] = item
         return item
 
-    def check(self, source: SourceConfig, items: int) -> None:
-        """Count a request's ``items`` against the source's limit.
+    def check(self, source: SourceConfig, events: int) -> None:
+        """Count a request's ``events`` against the source's limit.
 
         Raises:
             ApiError: 429 ``rate_limited`` with a ``Retry-After`` header (whole seconds, at least 1)
                 when the window has no room; 413 ``batch_over_rate_limit`` when one request alone
-                holds more items than the whole limit (retrying could never succeed).
+                holds more events than the whole limit (retrying could never succeed).
         """
         item = self._item(source)
-        if items > item.amount:
-            raise ApiError(413, "batch_over_rate_limit", {"limit": str(item), "items": items, "source": source.name})
-        if self._limiter.hit(item, source.name, cost=items):
+        if events > item.amount:
+            raise ApiError(413, "batch_over_rate_limit", {"limit": str(item), "events": events, "source": source.name})
+        if self._limiter.hit(item, source.name, cost=events):
             return
         reset_at = self._limiter.get_window_stats(item, source.name).reset_time
         retry_after = max(1, math.ceil(reset_at - time.time()))

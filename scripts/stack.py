@@ -217,6 +217,7 @@ def main() -> int:
                 str(settings.ingest_port),
                 "--workers",
                 str(settings.ingest_workers),
+                "--no-access-log",  # the API writes its own JSON request log (no query strings, no payloads)
             ],
             env,
         )

@@ -95,6 +95,7 @@ def start_api(
             str(port),
             "--workers",
             str(workers),
+            "--no-access-log",  # the API writes its own JSON request log (no query strings, no payloads)
         ],
         cwd=ROOT,
         env={

@@ -145,18 +145,20 @@ def parse_client_timestamp(value: Any, field: str = "timestamp") -> tuple[dateti
     if isinstance(value, bool) or value is None:
         raise StructuralError(f"{field} must be an RFC 3339 string or epoch seconds/milliseconds", field, _BAD_TIME)
     if isinstance(value, int | float):
+        if isinstance(value, int) and abs(value) > _LARGEST_EPOCH:  # also: ints too big for a float
+            raise StructuralError(f"{field} is out of range", field, _BAD_TIME)
         if not math.isfinite(value):
             raise StructuralError(f"{field} is not a finite number", field, _BAD_TIME)
         seconds = value if abs(value) < EPOCH_SECONDS_BELOW else value / 1000
         try:
             parsed, naive = datetime.fromtimestamp(seconds, tz=UTC), False
         except (OverflowError, OSError, ValueError) as exc:
-            raise StructuralError(f"{field} {value!r} is out of range", field, _BAD_TIME) from exc
+            raise StructuralError(f"{field} {value!r:.40} is out of range", field, _BAD_TIME) from exc
     elif isinstance(value, str):
         if "\x00" in value:  # fromisoformat stops at a NUL and would ignore what follows
             raise StructuralError(f"{field} contains a NUL character", field, _BAD_TIME)
-        try:
-            parsed = datetime.fromisoformat(value.strip())
+        try:  # upper(): RFC 3339 section 5.6 allows a lowercase "t" and "z"
+            parsed = datetime.fromisoformat(value.strip().upper())
         except (ValueError, OverflowError) as exc:
             raise StructuralError(f"unparseable {field} {value[:64]!r}", field, _BAD_TIME) from exc
         naive = parsed.tzinfo is None
@@ -172,6 +174,7 @@ def parse_client_timestamp(value: Any, field: str = "timestamp") -> tuple[dateti
 
 
 _BAD_TIME = "invalid_timestamp"
+_LARGEST_EPOCH = 10**18  # far past any valid epoch ms (year 2100 is ~4.1e12)
 
 
 def resolve_event_time(timestamp: Any, sent_at: Any, received_at: datetime) -> EventTime:
@@ -270,6 +273,14 @@ def optional_str(obj: dict[str, Any], key: str) -> str | None:
     if not isinstance(value, str):
         raise StructuralError(f"{key} must be a string", key)
     return value
+
+
+def native_event_count(payload: Any) -> int:
+    """How many events a native payload becomes (1 without ``events``), before any validation."""
+    events = payload.get("events") if isinstance(payload, dict) else None
+    if isinstance(events, dict) and events:
+        return min(len(events), MAX_EVENTS_PER_PAYLOAD)  # more is rejected, not stored
+    return 1
 
 
 def explode_payload(payload: Any, ctx: RequestContext, max_bytes: int | None = None) -> list[dict[str, Any]]:

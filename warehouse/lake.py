@@ -71,17 +71,24 @@ class Lake:
             return None
 
     def probe(self, table: TableDef) -> None:
-        """Check that ``table`` can be opened and the lake root written (a readiness probe).
+        """Check that ``table`` can be opened with the expected columns and the lake root written.
+
+        A readiness probe: appends would fail if any of this does not hold.
 
         Writes and deletes a small file under ``<root>/_probe/`` through pyarrow's filesystem
         for the root's URI.
 
         Raises:
             TableNotFoundError: the table does not exist.
+            ValueError: the table's columns differ from ``table.schema``.
             OSError: (or another pyarrow/delta-rs error) the storage cannot be read or written.
         """
-        if self.open(table) is None:
+        dt = self.open(table)
+        if dt is None:
             raise TableNotFoundError(f"{self.uri(table)} does not exist")
+        columns = [field.name for field in dt.schema().fields]
+        if columns != table.schema.names:  # e.g. a table left by an older version: every append would fail
+            raise ValueError(f"{table.name} has columns {columns}, expected {table.schema.names}")
         fs, base = pafs.FileSystem.from_uri(self.root)
         probe_dir = f"{base}/_probe"
         fs.create_dir(probe_dir)

@@ -27,6 +27,7 @@ corrects clock skew (``warehouse.contract``).
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from typing import Any
 
@@ -61,19 +62,21 @@ _FIXED_EVENT_TYPES = {
 }
 #: context keys that become columns of their own (not kept in the ``context`` JSON).
 _CONTEXT_COLUMNS = ("page", "userAgent", "ip", "location")
-_NOT_NAME_CHARS = re.compile(r"[^a-z0-9]+")
+_NOT_NAME_CHARS = re.compile(r"[\W_]+")
 
 
 def event_name(name: str) -> str:
     """A track call's event name as an event_type: lower snake_case, at most 64 characters.
 
-    ``"Order Completed"`` → ``"order_completed"``; a name starting with a digit gets an ``e_``
+    ``"Order Completed"`` → ``"order_completed"``, ``"Café Ordered"`` → ``"café_ordered"``,
+    ``"購入完了"`` stays as is: letters and digits of any script are kept (Unicode NFKC, then
+    case-folded), runs of anything else become ``_``. A name starting with a digit gets an ``e_``
     prefix. The name as sent stays in the bronze payload.
 
     Raises:
-        StructuralError: no letter or digit in the name (``field="event"``).
+        StructuralError: no letter or digit in the name, e.g. only emoji (``field="event"``).
     """
-    snake = _NOT_NAME_CHARS.sub("_", name.lower()).strip("_")
+    snake = _NOT_NAME_CHARS.sub("_", unicodedata.normalize("NFKC", name).casefold()).strip("_")
     if not snake:
         raise StructuralError("event must contain a letter or digit", "event")
     if snake[0].isdigit():
@@ -98,8 +101,17 @@ def _object(message: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
+def _present_id(value: Any) -> bool:
+    text = str_or_none(value)
+    return text is not None and bool(text.strip())
+
+
 def message_row(
-    message: Any, ctx: RequestContext, message_type: str | None = None, batch_sent_at: Any = None
+    message: Any,
+    ctx: RequestContext,
+    message_type: str | None = None,
+    batch_sent_at: Any = None,
+    batch_context: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Turn one Segment message into its bronze ``raw_events`` row.
 
@@ -109,6 +121,7 @@ def message_row(
         message_type: the type the route implies (``/v1/track`` → ``"track"``); ``None`` for
             ``/v1/batch``, where each message carries its own ``type``.
         batch_sent_at: the batch's ``sentAt``, used when the message has none.
+        batch_context: the batch's ``context``, merged under the message's own (shallow).
 
     Raises:
         StructuralError: not an object, unknown ``type``, missing ``messageId``, neither
@@ -123,10 +136,8 @@ def message_row(
     message_id = message.get("messageId")
     if not isinstance(message_id, str) or not message_id.strip():
         raise StructuralError("messageId is required and must be a non-empty string", "messageId")
-    user_id = message.get("userId")
-    anonymous_id = message.get("anonymousId")
-    if str_or_none(user_id) is None and str_or_none(anonymous_id) is None:
-        raise StructuralError("userId or anonymousId is required", "userId")
+    if not _present_id(message.get("userId")) and not _present_id(message.get("anonymousId")):
+        raise StructuralError("userId or anonymousId is required (a non-blank string or a number)", "userId")
     if kind == "track":
         event = message.get("event")
         if not isinstance(event, str):
@@ -137,8 +148,13 @@ def message_row(
     context = _object(message, "context")
     _object(message, "properties")
     _object(message, "traits")
+    if batch_context:  # a batch-level context applies to every message; the message's own keys win
+        context = {**batch_context, **context}
+        message = {**message, "context": context}
 
-    timestamp = message.get("timestamp", message.get("originalTimestamp"))
+    timestamp = message.get("timestamp")
+    if timestamp is None:
+        timestamp = message.get("originalTimestamp")
     sent_at = message.get("sentAt", batch_sent_at)
     if timestamp is None:  # Segment stamps such messages with the receive time
         timestamp, sent_at = ctx.received_at.isoformat(), None

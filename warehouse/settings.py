@@ -59,6 +59,15 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest request body in bytes, after gzip inflation, before 413 (Segment's 500 KB per request).",
     )
+    body_timeout_s: float = Field(
+        default=30, gt=0, description="Longest time a request body may take to arrive before 408 (slow uploads)."
+    )
+    max_events_per_request: int = Field(
+        default=20_000,
+        ge=1,
+        description="Most events one request may carry after expansion (a native payload holds up to 100); "
+        "more is 413 before any row is built.",
+    )
     max_event_bytes: int = Field(
         default=32_768,
         ge=256,
@@ -103,7 +112,7 @@ class Settings(BaseSettings):
     )
     rate_limit: str = Field(
         default="20000/second",
-        description="Default per-source rate limit in payloads/messages, per worker (limits notation, e.g. '5000/second').",
+        description="Default per-source rate limit in events, per worker (limits notation, e.g. '5000/second').",
     )
 
     # dashboards

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from typing import Annotated
 
@@ -22,7 +23,8 @@ async def _capped_body(request: Request, settings: Annotated[Settings, Depends(g
     """The request body (gunzipped when needed), refused with 413 past ``max_body_bytes``.
 
     The declared Content-Length is checked first; a chunked or lying body is counted
-    while it streams, so an oversized body is never held in memory whole. A gzip body
+    while it streams, so an oversized body is never held in memory whole; a body that takes
+    longer than ``body_timeout_s`` to arrive is 408. A gzip body
     (``Content-Encoding: gzip``, or the gzip magic bytes without that header) is inflated up to
     the same limit. Other content encodings are 415.
     """
@@ -35,13 +37,18 @@ async def _capped_body(request: Request, settings: Annotated[Settings, Depends(g
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, "payload_too_large", {"limit": "max_body_bytes", "limit_bytes": limit})
-            chunks.append(chunk)
+        async with asyncio.timeout(settings.body_timeout_s):  # slow or lying uploads free their connection
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, "payload_too_large", {"limit": "max_body_bytes", "limit_bytes": limit})
+                chunks.append(chunk)
     except ClientDisconnect as exc:  # nothing to answer and nothing acknowledged: no traceback
         raise ApiError(400, "client_disconnected", "the client closed the connection mid-body") from exc
+    except TimeoutError as exc:
+        raise ApiError(
+            408, "body_timeout", {"limit": "body_timeout_s", "seconds": settings.body_timeout_s, "received": size}
+        ) from exc
     body = b"".join(chunks)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("identity", "gzip"):
@@ -59,20 +66,30 @@ def _gunzip(body: bytes, limit: int) -> bytes:
     """Decompress a gzip body, refusing (413) to inflate past ``limit`` bytes (gzip bombs).
 
     The limit is the same as for uncompressed bodies: compression changes the transfer, not
-    how much JSON one request may carry (RFC 1952 gzip format).
+    how much JSON one request may carry. Several concatenated gzip members are one stream (RFC
+    1952 section 2.2); anything else after the last member is an error, not silently dropped.
     """
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # 16+: expect the gzip header and trailer
-    try:
-        data = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise ApiError(400, "invalid_gzip", str(exc)) from exc
-    if len(data) > limit:
-        raise ApiError(
-            413, "payload_too_large", {"limit": "max_body_bytes", "limit_bytes": limit, "decompressed": True}
-        )
-    if not inflater.eof:
-        raise ApiError(400, "invalid_gzip", "truncated gzip stream")
-    return data
+    out: list[bytes] = []
+    size = 0
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # 16+: expect the gzip header and trailer
+        try:
+            data = inflater.decompress(rest, limit - size + 1)
+        except zlib.error as exc:
+            raise ApiError(400, "invalid_gzip", str(exc)) from exc
+        size += len(data)
+        if size > limit:
+            detail = {"limit": "max_body_bytes", "limit_bytes": limit, "decompressed": True}
+            raise ApiError(413, "payload_too_large", detail)
+        if not inflater.eof:
+            raise ApiError(400, "invalid_gzip", "truncated gzip stream")
+        out.append(data)
+        rest = inflater.unused_data
+        if not rest:
+            return b"".join(out)
+        if not rest.startswith(_GZIP_MAGIC):
+            raise ApiError(400, "invalid_gzip", f"{len(rest)} bytes of trailing data after the gzip stream")
 
 
 IntakeDep = Annotated[Intake, Depends(_intake)]

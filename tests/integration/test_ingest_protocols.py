@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import gzip
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import orjson
 import polars as pl
+import pyarrow as pa
 import pytest
+from deltalake import DeltaTable
 from prometheus_client.parser import text_string_to_metric_families
 from segment.analytics.client import Client
 
@@ -280,3 +284,76 @@ def test_retry_with_another_sent_at_is_one_silver_row_first_received_wins(api: A
 def test_sources_file_is_not_world_readable(api: ApiServer, env: Env) -> None:
     for name in ("sources.json", "local_write_key"):
         assert (Path(env.data_dir) / name).stat().st_mode & 0o077 == 0
+
+
+# Regressions from the hostile-input trial.
+
+
+def test_huge_integer_timestamp_is_rejected_by_index_and_the_batch_commits(api: ApiServer, env: Env) -> None:
+    body = b'[{"uuid": "ok", "timestamp": 0, "user": "u"}, {"uuid": "big", "timestamp": 1' + b"0" * 400 + b"}]"
+    response = api.post("/v1/events", content=body)
+    assert response.status_code == 202
+    assert response.json()["accepted"] == 1
+    assert response.json()["rejected"][0]["reason"] == "invalid_timestamp"
+    assert bronze(env)["event_id"].to_list() == [event_id_for("ok", "page_view")]
+
+
+def test_nul_inside_deep_nesting_rejects_that_event_only(api: ApiServer, env: Env) -> None:
+    deep = b"[" * 477 + b'"\\u0000"' + b"]" * 477
+    body = (
+        b'[{"uuid": "ok", "timestamp": 0, "user": "u"}, {"uuid": "deep", "timestamp": 0, "events": {"x": '
+        + deep
+        + b"}}]"
+    )
+    response = api.post("/v1/events", content=body)
+    assert response.status_code == 202
+    assert [r["index"] for r in response.json()["rejected"]] == [1]  # deeper than bronze can store
+    assert bronze(env)["event_id"].to_list() == [event_id_for("ok", "page_view")]
+
+
+def test_multi_member_gzip_is_one_body_and_trailing_garbage_is_400(api: ApiServer, env: Env) -> None:
+    first, second = b'[{"uuid": "g1", "timestamp": 0, "user": "u"},', b' {"uuid": "g2", "timestamp": 0, "user": "u"}]'
+    response = api.post("/v1/events", content=gzip.compress(first) + gzip.compress(second))
+    assert response.status_code == 202 and response.json()["accepted"] == 2
+    response = api.post("/v1/events", content=gzip.compress(first + second) + b"junk")
+    assert response.status_code == 400 and response.json()["error"] == "invalid_gzip"
+    assert bronze(env).height == 2
+
+
+def test_one_request_cannot_expand_past_the_event_limit(api: ApiServer, env: Env) -> None:
+    payloads = [{"uuid": f"x{i}", "timestamp": 0, "events": {f"e{j}": 0 for j in range(100)}} for i in range(201)]
+    response = api.post("/v1/events", json=payloads)
+    assert response.status_code == 413
+    assert response.json() == {"error": "too_many_events", "detail": {"limit": 20_000, "received": 20_100}}
+    assert bronze(env).height == 0
+
+
+def test_slow_body_is_408_and_a_key_in_the_query_string_is_never_logged(env: Env) -> None:
+    api = start_api(env, {"EVENTLAKE_BODY_TIMEOUT_S": "1"})
+    try:
+        with socket.create_connection(("127.0.0.1", int(api.url.rsplit(":", 1)[1]))) as sock:
+            head = f"POST /v1/events HTTP/1.1\r\nHost: x\r\nX-Write-Key: {api.key}\r\nContent-Length: 100\r\n\r\n"
+            sock.sendall(head.encode() + b"[")  # promises 100 bytes, sends 1
+            sock.settimeout(10)
+            answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408")
+        httpx.post(f"{api.url}/v1/events?writeKey=leaked-{api.key}", json={"uuid": "q", "timestamp": 0})
+    finally:
+        api.proc.terminate()
+        api.proc.wait(timeout=30)
+    assert "leaked-" not in api.log.read_text()
+
+
+def test_readyz_reports_a_bronze_table_it_cannot_append_to(env: Env) -> None:
+    old = pa.schema([("event_id", pa.string()), ("payload", pa.string())])  # a table from an older version
+    DeltaTable.create(env.lake.uri(RAW_EVENTS), schema=old)
+    api = start_api(env)
+    try:
+        readiness = httpx.get(f"{api.url}/readyz", timeout=30)
+        assert readiness.status_code == 503 and "raw_events has columns" in readiness.json()["reason"]
+        response = api.post("/v1/events", json={"uuid": "s", "timestamp": 0})
+        assert response.status_code == 503
+        assert response.json()["detail"] == "bronze commit failed; nothing acknowledged, retry"
+    finally:
+        api.proc.terminate()
+        api.proc.wait(timeout=30)

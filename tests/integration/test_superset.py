@@ -54,6 +54,8 @@ def superset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Superset]:
                 str(Path(sys.executable).parent / "eventlake-replay"),
                 "--api-url",
                 api.url,
+                "--write-key",
+                api.key,
                 "--no-progress",
                 str(SAMPLES / "web_access_2015.log"),
                 str(SAMPLES / "onlineshop_2019.csv"),
@@ -62,8 +64,8 @@ def superset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Superset]:
             capture_output=True,
             timeout=300,
         )
-        httpx.post(
-            f"{api.url}/v1/events",
+        api.post(
+            "/v1/events",
             json=[  # one quarantined event for the data-quality charts
                 {"uuid": "dq-1", "timestamp": "1999-01-01T00:00:00Z", "app": "onlineshop_2019", "user": "u"}
             ],

@@ -109,6 +109,9 @@ def test_message_ids_become_event_ids() -> None:
         ("signup.step-2", "signup_step_2"),
         ("404 seen", "e_404_seen"),
         ("x" * 80, "x" * 64),
+        ("Café Ordered", "café_ordered"),  # regression: accents were dropped
+        ("購入完了", "購入完了"),  # regression: non-Latin names were rejected
+        ("ＦＵＬＬ Width", "full_width"),  # NFKC
     ],
 )
 def test_track_names_become_snake_case_event_types(name: str, expected: str) -> None:
@@ -122,6 +125,7 @@ def test_track_names_become_snake_case_event_types(name: str, expected: str) -> 
         ({"type": "track", "messageId": "m", "event": "x"}, "userId"),
         ({"type": "track", "messageId": "m", "userId": "u"}, "event"),
         ({"type": "track", "messageId": "m", "userId": "u", "event": "!!!"}, "event"),
+        ({"type": "track", "messageId": "m", "userId": "u", "event": "🎉"}, "event"),
         ({"type": "launch", "messageId": "m", "userId": "u"}, "type"),
         ({"type": "page", "messageId": "m", "userId": "u", "context": "web"}, "context"),
         ({"type": "page", "messageId": "m", "userId": "u", "timestamp": "3024-01-01T00:00:00Z"}, "timestamp"),
@@ -161,3 +165,67 @@ def test_local_source_is_generated_once(tmp_path: Path) -> None:
     assert ensure_local_source(settings) == key
     assert [s.name for s in read_sources_file(settings.sources_path)] == ["local"]
     assert SourceRegistry.from_settings(settings).authenticate(key) is not None
+
+
+# Regressions from the hostile-input trial (each was a 500, a lost event or a silent change).
+
+
+def test_integer_timestamps_too_big_for_a_float_are_rejected_not_a_500() -> None:
+    for value in (10**400, -(10**400), 10**19):
+        with pytest.raises(StructuralError) as info:
+            message_row({"messageId": "m", "userId": "u", "timestamp": value}, CTX, "page")
+        assert info.value.reason == "invalid_timestamp"
+    with pytest.raises(StructuralError) as info:
+        message_row({"messageId": "m", "userId": "u", "timestamp": 0}, CTX, "page", batch_sent_at=10**400)
+    assert info.value.field == "sentAt"
+
+
+def test_repair_works_at_any_depth_the_parser_accepts() -> None:
+    depth = 900
+    body = b'{"k": ' + b"[" * depth + b'"a\\u0000"' + b"]" * depth + b"}"
+    node = parse_document(body)["k"]
+    for _ in range(depth):
+        node = node[0]
+    assert node == "a\ufffd"
+
+
+def test_non_json_constants_and_a_bom() -> None:
+    with pytest.raises(ApiError):
+        parse_document(b'{"x": NaN, "y": "\\ud800"}')
+    assert parse_document(b'\xef\xbb\xbf{"x": 1}') == {"x": 1}
+
+
+def test_null_timestamp_falls_back_to_original_timestamp() -> None:
+    message = {"messageId": "m", "userId": "u", "timestamp": None, "originalTimestamp": "2024-01-01T00:00:00Z"}
+    assert message_row(message, CTX, "page")["timestamp"] == datetime(2024, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("user_id", ["", "   ", None])
+def test_blank_ids_are_not_an_identity(user_id: str | None) -> None:
+    with pytest.raises(StructuralError) as info:
+        message_row({"messageId": "m", "userId": user_id, "anonymousId": " "}, CTX, "page")
+    assert info.value.field == "userId"
+
+
+def test_batch_context_is_merged_under_the_message_context() -> None:
+    message = {"messageId": "m", "userId": "u", "context": {"locale": "fr-FR"}}
+    row = message_row(message, CTX, "page", batch_context={"app": {"name": "batch-app"}, "locale": "de-DE"})
+    assert row["app"] == "batch-app"
+    assert orjson.loads(row["payload"])["context"] == {"app": {"name": "batch-app"}, "locale": "fr-FR"}
+
+
+def test_lowercase_rfc3339_t_and_z_are_accepted() -> None:
+    row = message_row({"messageId": "m", "userId": "u", "timestamp": "2024-05-01t10:00:00z"}, CTX, "page")
+    assert row["timestamp"] == datetime(2024, 5, 1, 10, tzinfo=UTC)
+
+
+def test_non_ascii_basic_credentials_are_401_not_500() -> None:
+    from starlette.requests import Request
+
+    from ingest_api.auth import write_key_from
+
+    for value in ("Basic \u00e9".encode("latin-1"), "Basic ключ".encode()):
+        request = Request({"type": "http", "headers": [(b"authorization", value)]})
+        with pytest.raises(ApiError) as info:
+            write_key_from(request, None)
+        assert (info.value.status_code, info.value.error) == (401, "invalid_authorization")

@@ -11,7 +11,7 @@ from ingest_api.api.deps import BodyDep, IntakeDep
 from ingest_api.api.routes import docs
 from ingest_api.decoding import parse_document
 from ingest_api.errors import ApiError
-from warehouse.contract import NATIVE_FORMAT, explode_payload
+from warehouse.contract import NATIVE_FORMAT, explode_payload, native_event_count
 
 router = APIRouter()
 
@@ -32,7 +32,8 @@ async def post_events(request: Request, body: BodyDep, intake: IntakeDep) -> JSO
             ``bronze_version`` is the Delta version that holds the accepted rows (``null``
             when nothing was accepted).
         400 body is not JSON, or not an object/array. 401 no or unknown write key. 413 body over
-            ``max_body_bytes``, more than ``max_payloads_per_request`` payloads, or only events
+            ``max_body_bytes``, more than ``max_payloads_per_request`` payloads or
+            ``max_events_per_request`` events, or only events
             over ``max_event_bytes``. 429 rate limited. 503 buffer full or commit failed: nothing
             of this request is acknowledged.
     """
@@ -44,7 +45,12 @@ async def post_events(request: Request, body: BodyDep, intake: IntakeDep) -> JSO
     else:
         raise ApiError(400, "invalid_body", "expected a JSON object or an array of objects")
     result = await intake.ingest(
-        request, document, payloads, NATIVE_FORMAT, lambda item, ctx, budget: explode_payload(item, ctx, budget)
+        request,
+        document,
+        payloads,
+        NATIVE_FORMAT,
+        lambda item, ctx, budget: explode_payload(item, ctx, budget),
+        native_event_count,
     )
     return JSONResponse(
         {"accepted": result.accepted, "rejected": result.rejected, "bronze_version": result.bronze_version},

@@ -48,7 +48,7 @@ def _answer(result: IngestResult, single: bool) -> JSONResponse:
 )
 @router.post("/v1/import", include_in_schema=False)
 async def post_batch(request: Request, body: BodyDep, intake: IntakeDep) -> JSONResponse:
-    """Accept a Segment batch ``{"batch": [messages], "sentAt"?, "writeKey"?}``; 200 once durable.
+    """Accept a Segment batch ``{"batch": [messages], "sentAt"?, "context"?, "writeKey"?}``; 200 once durable.
 
     A message that cannot become an event is listed in ``rejected`` by index and the others
     are stored; a batch whose every message is rejected is 400 ``invalid_batch``.
@@ -57,9 +57,10 @@ async def post_batch(request: Request, body: BodyDep, intake: IntakeDep) -> JSON
     if not isinstance(document, dict) or not isinstance(document.get("batch"), list):
         raise ApiError(400, "invalid_body", "expected a JSON object with a 'batch' array of messages")
     sent_at = document.get("sentAt")
+    context = document.get("context") if isinstance(document.get("context"), dict) else None
 
     def build(message: Any, ctx: Any, _budget: int) -> list[dict[str, Any]]:
-        return [message_row(message, ctx, batch_sent_at=sent_at)]
+        return [message_row(message, ctx, batch_sent_at=sent_at, batch_context=context)]
 
     result = await intake.ingest(request, document, document["batch"], SEGMENT_FORMAT, build)
     return _answer(result, single=False)
