@@ -3,9 +3,10 @@
 Same routes as the real API (``POST /v1/events``, ``POST /v1/batch``, ``GET /healthz``) on plain
 FastAPI, without middleware, auth, rate limiting or storage: each POST reads the whole body,
 parses it with orjson (so JSON parsing is paid, like a minimal collector) and answers at once
-with the number of items it saw. Serve it like the real API:
+with the number of items it saw. The benchmark serves it with the real API's own uvicorn command
+(``tests.conftest.start_api``, app swapped), which is by hand:
 
-    .venv/bin/python -m uvicorn noop_app:app --app-dir bench --host 127.0.0.1 --port 8001 --workers 1
+    .venv/bin/python -m uvicorn noop_app:app --app-dir bench --host 127.0.0.1 --port 8001 --workers 1 --no-access-log
 """
 
 from __future__ import annotations
