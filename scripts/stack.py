@@ -277,7 +277,7 @@ def main() -> int:
             return 1
         say(f"gold is up to date ({waited:.0f} s after the replay, {time.monotonic() - started_at:.0f} s in all)")
         print("\nDAU / MAU per app (UTC days; people, bots excluded):\n")
-        print(format_summary(active_users_summary(settings.serving_file)), "\n", flush=True)
+        print(format_summary(active_users_summary(settings.serving_file)), end="\n\n", flush=True)
 
         if args.mode == "demo":
             return 0
