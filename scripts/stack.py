@@ -168,6 +168,8 @@ def start_superset(stack: Stack, data_dir: Path, port: int, serving_file: Path) 
             f"Superset admin login (shown once; kept in {data_dir / 'superset' / 'admin.json'}): "
             f"{account.username} / {account.password}"
         )
+    elif not os.environ.get("SUPERSET_ADMIN_USER"):
+        say(f"Superset admin login: user {account.username!r}, password in {data_dir / 'superset' / 'admin.json'}")
 
 
 def main() -> int:
@@ -203,6 +205,9 @@ def main() -> int:
 
     stack = Stack(data_dir)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # Ctrl-C must stop the stack even when it was started in the background by a script (a
+    # non-interactive shell starts background jobs with SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         api, api_log = stack.start(
             "ingest_api",

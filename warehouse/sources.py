@@ -7,7 +7,7 @@ side). Sources come from the sources file (``<data_dir>/sources.json`` by defaul
 
 Keys are random 192-bit tokens, so an unsalted SHA-256 is enough to store them (unlike
 passwords, they cannot be guessed from a dictionary). ``eventlake-sources add NAME`` creates a
-source and prints its key once.
+source and prints its key once; a running API picks the new source up at its first request with that key.
 """
 
 from __future__ import annotations
@@ -112,30 +112,53 @@ class SourceRegistry:
     """Looks up the source a write key belongs to.
 
     Args:
-        sources: the configured sources; names and key hashes must be unique.
+        sources: sources configured outside the file (``EVENTLAKE_SOURCES``).
+        path: the sources file, read now and again when it changes.
 
     Raises:
         ValueError: two sources share a name or a key hash.
     """
 
-    def __init__(self, sources: list[SourceConfig]) -> None:
-        self._by_hash: dict[str, SourceConfig] = {}
+    def __init__(self, sources: list[SourceConfig], path: Path | None = None) -> None:
+        self._extra = list(sources)
+        self._path = path
+        self._mtime = self._file_mtime()
+        self._by_hash = self._index(sources + (read_sources_file(path) if path else []))
+
+    @staticmethod
+    def _index(sources: list[SourceConfig]) -> dict[str, SourceConfig]:
+        by_hash: dict[str, SourceConfig] = {}
         names: set[str] = set()
         for source in sources:
-            if source.name in names or source.write_key_sha256 in self._by_hash:
+            if source.name in names or source.write_key_sha256 in by_hash:
                 raise ValueError(f"source {source.name!r} is configured twice (same name or same key)")
             names.add(source.name)
-            self._by_hash[source.write_key_sha256] = source
+            by_hash[source.write_key_sha256] = source
+        return by_hash
+
+    def _file_mtime(self) -> float | None:
+        try:
+            return self._path.stat().st_mtime if self._path else None
+        except FileNotFoundError:
+            return None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SourceRegistry:
-        """Sources from the sources file plus ``settings.sources``."""
-        return cls(read_sources_file(settings.sources_path) + list(settings.sources))
+        """Sources from the sources file (re-read when it changes) plus ``settings.sources``."""
+        return cls(list(settings.sources), settings.sources_path)
 
     def authenticate(self, write_key: str) -> SourceConfig | None:
-        """The source whose key this is, or ``None`` for an unknown key (constant-time compare)."""
+        """The source whose key this is, or ``None`` for an unknown key (constant-time compare).
+
+        An unknown key re-reads the sources file if it changed since it was read, so a source
+        added with ``eventlake-sources add`` works without restarting the API.
+        """
         digest = hash_key(write_key)
         source = self._by_hash.get(digest)
+        if source is None and self._path is not None and self._file_mtime() != self._mtime:
+            self._mtime = self._file_mtime()
+            self._by_hash = self._index(self._extra + read_sources_file(self._path))
+            source = self._by_hash.get(digest)
         if source is None or not hmac.compare_digest(source.write_key_sha256, digest):
             return None
         return source

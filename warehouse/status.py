@@ -16,7 +16,9 @@ from datetime import date
 from pathlib import Path
 
 from warehouse import gold
+from warehouse.lake import Lake
 from warehouse.settings import get_settings
+from warehouse.tables import RAW_EVENTS
 
 
 class GoldNotReadyError(TimeoutError):
@@ -113,7 +115,13 @@ def format_summary(summaries: list[AppSummary]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: optionally wait for gold to cover a bronze version, then print DAU/MAU per app."""
-    parser = argparse.ArgumentParser(prog="eventlake-status", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="eventlake-status",
+        description=__doc__.split("\n\n")[0],
+        epilog="Columns: days = calendar days from the (app, source)'s first to its last day with events, idle "
+        "days included (DAU 0); avg DAU = mean over those days; MAU 30d = people in the 30 days up to the last day; "
+        "MAU month = people in that calendar month. Days are UTC.",
+    )
     parser.add_argument("--bronze-version", type=int, help="wait until gold covers this bronze version")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait (default 900)")
     args = parser.parse_args(argv)
@@ -127,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     if not path.exists():
         sys.stderr.write(f"eventlake-status: no serving snapshot at {path} yet\n")
         return 1
+    settings = get_settings()
+    covered = covered_bronze_version(path)
+    latest = Lake(settings.lake_root).version(RAW_EVENTS)
+    sys.stdout.write(f"served gold covers bronze version {covered}; bronze is at version {latest}\n\n")
     sys.stdout.write(format_summary(active_users_summary(path)) + "\n")
     return 0
 

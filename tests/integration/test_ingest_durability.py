@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from tests.conftest import ApiServer, Env, free_port, start_api
-from warehouse.contract import event_id_for
+from warehouse.contract import RequestContext, event_id_for, explode_payload
+from warehouse.lake import Lake
 from warehouse.tables import RAW_EVENTS
 
 pytestmark = pytest.mark.integration
@@ -38,10 +42,39 @@ def stop(server: ApiServer) -> None:
     server.proc.wait(timeout=30)
 
 
+def _append_commits(root: str, writer: int, commits: int) -> list[int]:
+    lake = Lake(root)
+    versions = []
+    for n in range(commits):
+        rows = _rows(f"p{writer}-{n}", 50)
+        versions.append(lake.append(RAW_EVENTS, pa.Table.from_pylist(rows, schema=RAW_EVENTS.schema)))
+    return versions
+
+
+def _rows(prefix: str, n: int) -> list[dict[str, object]]:
+    ctx = RequestContext(received_at=datetime.now(UTC))
+    return [row for p in payloads(prefix, n) for row in explode_payload(p, ctx)]
+
+
+def test_four_processes_append_to_one_table_at_once_and_no_commit_is_lost(env: Env) -> None:
+    env.lake.ensure(RAW_EVENTS)
+    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(_append_commits, [env.lake_root] * 4, range(4), [10] * 4))
+    versions = [v for writer in results for v in writer]
+    assert len(set(versions)) == 40  # every commit got its own version: none overwrote another
+    assert len(bronze_ids(env)) == len(set(bronze_ids(env))) == 4 * 10 * 50
+
+
 def test_four_worker_processes_append_concurrently_and_no_commit_is_lost(env: Env) -> None:
     server = start_api(env, workers=4)
+    deadline = time.monotonic() + 60
+    while server.log.read_text().count("Application startup complete.") < 4:  # every worker serves
+        assert time.monotonic() < deadline, server.log.read_text()
+        time.sleep(0.2)
     try:
-        with httpx.Client(headers=server.auth, timeout=60) as client:
+        # a new connection per request, so the kernel spreads them over the workers' accept queues
+        no_keepalive = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(headers=server.auth, timeout=60, limits=no_keepalive) as client:
 
             def send(i: int) -> int:
                 response = client.post(f"{server.url}/v1/events", json=payloads(f"w{i}", 25))

@@ -151,7 +151,7 @@ def test_write_keys_are_stored_hashed_and_authenticate_their_source(tmp_path: Pa
     key = add_source(path, "web", rate_limit="100/second")
     assert key not in path.read_text() and hash_key(key) in path.read_text()
     assert path.stat().st_mode & 0o777 == 0o600
-    registry = SourceRegistry(read_sources_file(path))
+    registry = SourceRegistry([], path)
     source = registry.authenticate(key)
     assert source is not None and source.name == "web" and source.rate_limit == "100/second"
     assert registry.authenticate(key + "x") is None
@@ -229,3 +229,12 @@ def test_non_ascii_basic_credentials_are_401_not_500() -> None:
         with pytest.raises(ApiError) as info:
             write_key_from(request, None)
         assert (info.value.status_code, info.value.error) == (401, "invalid_authorization")
+
+
+def test_a_source_added_while_running_is_picked_up_without_restart(tmp_path: Path) -> None:
+    # Regression (new-user trial): `eventlake-sources add` needed a restart of the whole stack.
+    path = tmp_path / "sources.json"
+    registry = SourceRegistry([], path)
+    key = add_source(path, "late")
+    source = registry.authenticate(key)
+    assert source is not None and source.name == "late"
