@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import confusables
 import yaml
 
 REDACTED = "[REDACTED]"
@@ -164,9 +165,15 @@ class Scrubber:
     counts: Counter[str] = field(default_factory=Counter)
 
     def is_sensitive_key(self, key: str) -> bool:
-        """Whether a property or query-string key names a secret (``X-Api-Key``, ``userPassword``…)."""
-        folded = unicodedata.normalize("NFKC", key)
-        return self.rules.sensitive_key.search(re.sub(r"[-. ]", "_", folded)) is not None
+        """Whether a property or query-string key names a secret (``X-Api-Key``, ``userPassword``…).
+
+        A non-ASCII key is first folded to its ASCII look-alike: Unicode NFKC (full-width forms)
+        then the Unicode TR39 confusables skeleton (``pаssword`` with a Cyrillic ``а``), via the
+        ``confusables`` package.
+        """
+        if not key.isascii():
+            key = confusables.normalize(unicodedata.normalize("NFKC", key), prioritize_alpha=True)[0]
+        return self.rules.sensitive_key.search(re.sub(r"[-. ]", "_", key)) is not None
 
     def text(self, text: str) -> str:
         """Mask secret ``key=value`` pairs and every value pattern inside free text."""

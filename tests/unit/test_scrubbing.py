@@ -122,3 +122,13 @@ def test_rules_come_from_the_yaml_file(tmp_path: Path) -> None:
     rules.write_text('sensitive_keys: []\nvalue_patterns: [{name: x, pattern: "a", mask: "b", validator: nope}]\n')
     with pytest.raises(ValueError, match="invalid scrub rules"):
         ScrubRules.from_file(rules)
+
+
+def test_look_alike_keys_are_still_sensitive() -> None:
+    value = {"pаssword": "a", "ｐａｓｓｗｏｒｄ": "b", "tоken": "c", "größe": "42"}  # Cyrillic а/о, full-width
+    assert Scrubber().value(value) == {
+        "pаssword": REDACTED,
+        "ｐａｓｓｗｏｒｄ": REDACTED,
+        "tоken": REDACTED,
+        "größe": "42",
+    }
