@@ -137,7 +137,7 @@ class ScrubRules:
             return cls(
                 sensitive_key=re.compile(keys, re.IGNORECASE),
                 sensitive_pair=re.compile(
-                    rf"(?P<key>\b[\w.-]*(?:{keys})[\w.-]*)(?P<sep>\s*[=:]\s*)(?P<quote>[\"']?)"
+                    rf"(?P<key>\b[\w.-]*(?:{keys})[\w.-]*[\"']?)(?P<sep>\s*[=:]\s*)(?P<quote>[\"']?)"
                     r"(?P<value>(?:(?:bearer|basic|token|digest)\s+)?[^\s\"'&,;()\[\]{}<>]+)",
                     re.IGNORECASE,
                 ),

@@ -132,3 +132,10 @@ def test_look_alike_keys_are_still_sensitive() -> None:
         "tоken": REDACTED,
         "größe": "42",
     }
+
+
+def test_quoted_json_style_pairs_in_text_are_masked() -> None:
+    # Regression (canary corpus): a JSON object printed into a stack trace kept its password.
+    assert Scrubber().text('Error: config {"password": "hunter2", "user": "bob"}') == (
+        f'Error: config {{"password": "{REDACTED}", "user": "bob"}}'
+    )
