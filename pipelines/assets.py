@@ -11,8 +11,10 @@ import dagster as dg
 from pipelines import transform
 from pipelines.gold import pipeline_freshness, refresh_data_quality, refresh_mart
 from pipelines.resources import LakeResource, WarehouseResource
+from pipelines.scrubbing import DEFAULT_RULES_PATH, Scrubber, load_rules
 from pipelines.validation import check_names, load_suite, split_by_suite
 from warehouse.serving import publish_snapshot
+from warehouse.settings import get_settings
 from warehouse.tables import (
     DAILY_ACTIVE_USERS,
     DAILY_EVENT_COUNTS,
@@ -71,7 +73,8 @@ def silver_events(context: dg.AssetExecutionContext, lake: LakeResource) -> Iter
         REJECTED_EVENTS,
         transform.build_quarantine(invalid, reasons, SUITE_NAME, context.run.run_id, datetime.now(UTC)),
     )
-    inserted = store.insert_new(EVENTS, transform.build_silver(valid, context.run.run_id))
+    scrubber = Scrubber(load_rules(get_settings().scrub_rules_path or DEFAULT_RULES_PATH))
+    inserted = store.insert_new(EVENTS, transform.build_silver(valid, context.run.run_id, scrubber))
     if until > after:
         store.advance_watermark(EVENTS.name, RAW_EVENTS.name, until, context.run.run_id)
 
@@ -88,6 +91,8 @@ def silver_events(context: dg.AssetExecutionContext, lake: LakeResource) -> Iter
             "valid_rows": valid.height,
             "inserted_rows": inserted,
             "duplicates_dropped": valid.height - inserted,
+            # distinct URLs/locations are scrubbed once, so those count distinct values, not rows
+            "scrub_report": dg.MetadataValue.json(dict(sorted(scrubber.counts.items()))),
         },
     )
     yield dg.MaterializeResult(

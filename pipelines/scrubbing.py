@@ -1,72 +1,236 @@
-"""Scrubbing rules: secrets and personal data never reach silver.
+"""Scrubbing: secrets and personal data never reach silver.
 
-* Values under sensitive keys (password, passwd, pwd, secret, token, api key, authorization,
-  cookie, ssn, card number, cvv/cvc — case-insensitive, anywhere in nested objects and in
-  URL query strings) become ``[REDACTED]``.
-* ``key=value`` / ``key: value`` pairs with those keys inside free text (stack traces,
-  messages) have their value replaced by ``[REDACTED]``.
-* Email addresses in any string (including URLs, also ``%40``-encoded) become ``[EMAIL]``.
+The rules are data, in ``pipelines/scrub_rules.yaml`` (or ``EVENTLAKE_SCRUB_RULES_PATH``):
+
+* values under sensitive keys (password, token, api key, authorization, cookie, ssn, card
+  number, cvv, iban … — case-insensitive, anywhere in nested objects and in URL query strings)
+  become ``[REDACTED]``; ``key=value`` / ``key: value`` pairs with those keys inside free text
+  (stack traces, messages) have their value replaced by ``[REDACTED]``;
+* value patterns (bearer/basic credentials, JWTs, common API key shapes, emails — also
+  ``%40``-encoded —, payment card numbers, IBANs, optionally phone numbers) are masked in every
+  string value. A card number must pass the Luhn check and match an issuer's prefix and length
+  (:func:`is_card_number`); an IBAN must pass ISO 13616's mod-97 check (:func:`is_iban`).
+  Numbers (prices, timestamps in ms, numeric ids) are never scanned;
 * IP addresses are truncated to their network: IPv4 /24, IPv6 /48.
 
-Identifiers (event_id, user_id, session_id) are not passed through these rules.
+Identifiers (event_id, user_id, anonymous_id, session_id) are not passed through these rules.
+Text is matched after Unicode NFKC normalization (full-width and compatibility look-alikes
+fold to ASCII); the stored value keeps its characters outside the masked spans.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import confusables
+import yaml
+
 REDACTED = "[REDACTED]"
-EMAIL_MASK = "[EMAIL]"
+DEFAULT_RULES_PATH = Path(__file__).with_name("scrub_rules.yaml")
+SENSITIVE_KEY_RULE = "sensitive_key"
+SENSITIVE_PAIR_RULE = "sensitive_pair"
 
-_SENSITIVE_KEY = re.compile(
-    r"pass(word|wd)?|pwd|secret|token|api_?key|authori[sz]ation|cookie|ssn|"
-    r"(credit_?)?card_?(number|no|num)|cvv|cvc",
-    re.IGNORECASE,
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn (mod 10) check of ISO/IEC 7812-1 on a string of digits."""
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        digit = int(char)
+        if position % 2 == 1:
+            digit = digit * 2 - 9 if digit > 4 else digit * 2
+        total += digit
+    return total % 10 == 0
+
+
+#: (prefix ranges as (low, high) on the leading digits, allowed lengths), per card scheme.
+#: Sources: ISO/IEC 7812 issuer identification numbers as published by the schemes.
+_CARD_SCHEMES: tuple[tuple[tuple[tuple[int, int], ...], frozenset[int]], ...] = (
+    (((4, 4),), frozenset({13, 16, 19})),  # Visa
+    (((51, 55), (2221, 2720)), frozenset({16})),  # Mastercard
+    (((34, 34), (37, 37)), frozenset({15})),  # American Express
+    (((6011, 6011), (644, 649), (65, 65)), frozenset(range(16, 20))),  # Discover
+    (((3528, 3589),), frozenset(range(16, 20))),  # JCB
+    (((300, 305), (36, 36), (38, 39)), frozenset(range(14, 20))),  # Diners Club
+    (((62, 62),), frozenset(range(16, 20))),  # UnionPay
+    (((50, 50), (56, 58), (6304, 6304), (6759, 6759)), frozenset(range(12, 20))),  # Maestro
 )
-_SENSITIVE_PAIR = re.compile(
-    r"(?P<key>\b[\w.-]*(?:password|passwd|pwd|secret|token|api_?key|authorization|cookie)[\w.-]*)"
-    r"(?P<sep>\s*[=:]\s*)(?P<quote>[\"']?)(?P<value>[^\s\"'&,;()\[\]{}<>]+)",
-    re.IGNORECASE,
-)
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 
 
-def is_sensitive_key(key: str) -> bool:
-    """Whether a property or query-string key names a secret (``X-Api-Key``, ``userPassword``…)."""
-    return _SENSITIVE_KEY.search(key.replace("-", "_")) is not None
+def is_card_number(text: str) -> bool:
+    """Whether ``text`` (digits, maybe grouped by spaces/dashes) is a plausible payment card number.
+
+    13–19 digits passing the Luhn check, with a known issuer prefix and a length that issuer uses.
+    """
+    digits = re.sub(r"[ -]", "", text)
+    if not digits.isdigit() or not 12 <= len(digits) <= 19 or not luhn_valid(digits):
+        return False
+    for ranges, lengths in _CARD_SCHEMES:
+        if len(digits) not in lengths:
+            continue
+        for low, high in ranges:
+            width = len(str(low))
+            if low <= int(digits[:width]) <= high:
+                return True
+    return False
 
 
-def scrub_text(text: str) -> str:
-    """Mask secret ``key=value`` pairs and email addresses inside free text."""
-    text = _SENSITIVE_PAIR.sub(lambda m: f"{m['key']}{m['sep']}{m['quote']}{REDACTED}", text)
-    return _EMAIL.sub(EMAIL_MASK, text)
+def is_iban(text: str) -> bool:
+    """ISO 13616 check: move the first four characters to the end, letters → 10..35, mod 97 == 1."""
+    compact = text.replace(" ", "").upper()
+    if not 15 <= len(compact) <= 34 or not compact.isalnum():
+        return False
+    rearranged = compact[4:] + compact[:4]
+    return int("".join(str(int(char, 36)) for char in rearranged)) % 97 == 1
 
 
-def scrub_url(url: str) -> str:
-    """Mask sensitive query parameters and emails in a URL; other parts stay as they are."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return scrub_text(url)
-    if parts.query:
-        pairs = parse_qsl(parts.query, keep_blank_values=True)
-        query = urlencode([(k, REDACTED if is_sensitive_key(k) else v) for k, v in pairs], safe="[]@")
-        parts = parts._replace(query=query)
-    return scrub_text(urlunsplit(parts))
+VALIDATORS: dict[str, Callable[[str], bool]] = {"card_number": is_card_number, "iban": is_iban}
 
 
-def scrub_value(value: Any) -> Any:
-    """Scrub a decoded JSON value recursively: sensitive keys masked, strings scrubbed."""
-    if isinstance(value, dict):
-        return {key: REDACTED if is_sensitive_key(str(key)) else scrub_value(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [scrub_value(item) for item in value]
-    if isinstance(value, str):
-        return scrub_url(value) if value.startswith(("http://", "https://")) else scrub_text(value)
-    return value
+@dataclass(frozen=True)
+class ValuePattern:
+    """One value rule: matches of ``regex`` that pass ``validator`` (if any) become ``mask``."""
+
+    name: str
+    regex: re.Pattern[str]
+    mask: str
+    validator: Callable[[str], bool] | None = None
+
+
+@dataclass(frozen=True)
+class ScrubRules:
+    """The compiled rules of one rules file (see the module docstring for the file's format)."""
+
+    sensitive_key: re.Pattern[str]
+    sensitive_pair: re.Pattern[str]
+    value_patterns: tuple[ValuePattern, ...]
+
+    @classmethod
+    def from_file(cls, path: Path) -> ScrubRules:
+        """Compile the rules in ``path``.
+
+        Raises:
+            OSError: the file cannot be read.
+            ValueError: a rule is malformed (unknown validator, missing fields, bad regex).
+        """
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        try:
+            keys = "|".join(f"(?:{pattern})" for pattern in document["sensitive_keys"])
+            patterns = tuple(
+                ValuePattern(
+                    name=rule["name"],
+                    regex=re.compile(rule["pattern"]),
+                    mask=rule["mask"],
+                    validator=VALIDATORS[rule["validator"]] if rule.get("validator") else None,
+                )
+                for rule in document["value_patterns"]
+                if rule.get("enabled", True)
+            )
+            return cls(
+                sensitive_key=re.compile(keys, re.IGNORECASE),
+                sensitive_pair=re.compile(
+                    rf"(?P<key>\b[\w.-]*(?:{keys})[\w.-]*[\"']?)(?P<sep>\s*[=:]\s*)(?P<quote>[\"']?)"
+                    r"(?P<value>(?:(?:bearer|basic|token|digest)\s+)?[^\s\"'&,;()\[\]{}<>]+)",
+                    re.IGNORECASE,
+                ),
+                value_patterns=patterns,
+            )
+        except (KeyError, TypeError, re.error) as exc:
+            raise ValueError(f"invalid scrub rules in {path}: {exc!r}") from exc
+
+
+@lru_cache(maxsize=4)
+def load_rules(path: Path = DEFAULT_RULES_PATH) -> ScrubRules:
+    """The compiled rules of ``path``, cached per path."""
+    return ScrubRules.from_file(path)
+
+
+@dataclass
+class Scrubber:
+    """Applies one set of rules and counts what each rule masked (the per-batch scrub report).
+
+    ``counts`` maps a rule name (``sensitive_key``, ``sensitive_pair`` or a value pattern's
+    name) to the number of values it masked.
+    """
+
+    rules: ScrubRules = field(default_factory=load_rules)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def is_sensitive_key(self, key: str) -> bool:
+        """Whether a property or query-string key names a secret (``X-Api-Key``, ``userPassword``…).
+
+        A non-ASCII key is first folded to its ASCII look-alike: Unicode NFKC (full-width forms)
+        then the Unicode TR39 confusables skeleton (``pаssword`` with a Cyrillic ``а``), via the
+        ``confusables`` package.
+        """
+        if not key.isascii():
+            key = confusables.normalize(unicodedata.normalize("NFKC", key), prioritize_alpha=True)[0]
+        return self.rules.sensitive_key.search(re.sub(r"[-. ]", "_", key)) is not None
+
+    def text(self, text: str) -> str:
+        """Mask secret ``key=value`` pairs and every value pattern inside free text."""
+        if not text.isascii():
+            text = unicodedata.normalize("NFKC", text)
+
+        def pair(match: re.Match[str]) -> str:
+            self.counts[SENSITIVE_PAIR_RULE] += 1
+            return f"{match['key']}{match['sep']}{match['quote']}{REDACTED}"
+
+        text = self.rules.sensitive_pair.sub(pair, text)
+        for rule in self.rules.value_patterns:
+            text = rule.regex.sub(self._masker(rule), text)
+        return text
+
+    def _masker(self, rule: ValuePattern) -> Callable[[re.Match[str]], str]:
+        def mask(match: re.Match[str]) -> str:
+            if rule.validator is not None and not rule.validator(match.group(0)):
+                return match.group(0)
+            self.counts[rule.name] += 1
+            return rule.mask
+
+        return mask
+
+    def url(self, url: str) -> str:
+        """Mask sensitive query parameters and value patterns in a URL; other parts stay as they are."""
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return self.text(url)
+        if parts.query:
+            pairs = parse_qsl(parts.query, keep_blank_values=True)
+            masked = []
+            for key, value in pairs:
+                if self.is_sensitive_key(key):
+                    self.counts[SENSITIVE_KEY_RULE] += 1
+                    value = REDACTED
+                masked.append((key, value))
+            parts = parts._replace(query=urlencode(masked, safe="[]@"))
+        return self.text(urlunsplit(parts))
+
+    def value(self, value: Any) -> Any:
+        """Scrub a decoded JSON value recursively: sensitive keys masked, strings scrubbed, numbers kept."""
+        if isinstance(value, dict):
+            scrubbed = {}
+            for key, item in value.items():
+                if self.is_sensitive_key(str(key)):
+                    self.counts[SENSITIVE_KEY_RULE] += 1
+                    scrubbed[key] = REDACTED
+                else:
+                    scrubbed[key] = self.value(item)
+            return scrubbed
+        if isinstance(value, list):
+            return [self.value(item) for item in value]
+        if isinstance(value, str):
+            return self.url(value) if value.startswith(("http://", "https://")) else self.text(value)
+        return value
 
 
 def truncate_ip(address: str | None) -> str | None:

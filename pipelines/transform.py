@@ -18,7 +18,7 @@ import polars as pl
 import pyarrow as pa
 
 from pipelines.enrichment import Device, device_from_user_agent
-from pipelines.scrubbing import scrub_text, scrub_url, scrub_value, truncate_ip
+from pipelines.scrubbing import Scrubber, truncate_ip
 from pipelines.validation import SplitResult
 from warehouse.formats import read_event_fields
 from warehouse.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
@@ -97,12 +97,17 @@ def _map_distinct(column: pl.Series, fn: Callable[[Any], str | None]) -> pl.Seri
     return column.replace_strict(mapping, default=None, return_dtype=pl.String)
 
 
-def _scrub_json(text: str) -> str:
-    return orjson.dumps(scrub_value(orjson.loads(text))).decode()
+def build_silver(valid: pl.DataFrame, run_id: str, scrubber: Scrubber | None = None) -> pa.Table:
+    """Scrub and enrich validated, deduplicated rows into the silver ``events`` schema.
 
+    ``scrubber`` (default: the repository's rules) applies the scrub rules and counts what each
+    masked; distinct URLs, user agents, IPs and locations are scrubbed once each.
+    """
+    scrubber = scrubber or Scrubber()
 
-def build_silver(valid: pl.DataFrame, run_id: str) -> pa.Table:
-    """Scrub and enrich validated, deduplicated rows into the silver ``events`` schema."""
+    def scrub_json(text: str) -> str:
+        return orjson.dumps(scrubber.value(orjson.loads(text))).decode()
+
     devices = (
         valid.select("user_agent")
         .unique()
@@ -119,12 +124,12 @@ def build_silver(valid: pl.DataFrame, run_id: str) -> pa.Table:
     )
     silver = valid.join(devices, on="user_agent", how="left", nulls_equal=True).with_columns(
         pl.col("timestamp").dt.date().alias("event_date"),
-        _map_distinct(valid["page_url"], scrub_url).alias("page_url"),
-        _map_distinct(valid["referrer"], scrub_url).alias("referrer"),
-        _map_distinct(valid["location"], scrub_text).alias("location"),
-        pl.col("context").map_elements(_scrub_json, return_dtype=pl.String),
+        _map_distinct(valid["page_url"], scrubber.url).alias("page_url"),
+        _map_distinct(valid["referrer"], scrubber.url).alias("referrer"),
+        _map_distinct(valid["location"], scrubber.text).alias("location"),
+        pl.col("context").map_elements(scrub_json, return_dtype=pl.String),
         _map_distinct(valid["ip"], truncate_ip).alias("ip"),
-        pl.col("properties").map_elements(_scrub_json, return_dtype=pl.String),
+        pl.col("properties").map_elements(scrub_json, return_dtype=pl.String),
         pl.lit(run_id).alias("run_id"),
     )
     return silver.select(EVENTS.schema.names).to_arrow().cast(EVENTS.schema)

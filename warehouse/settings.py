@@ -115,6 +115,11 @@ class Settings(BaseSettings):
         description="Default per-source rate limit in events, per worker (limits notation, e.g. '5000/second').",
     )
 
+    # pipelines: scrubbing
+    scrub_rules_path: Path | None = Field(
+        default=None, description="Scrub rules YAML; default pipelines/scrub_rules.yaml in the repository."
+    )
+
     # dashboards
     superset: bool = Field(default=True, description="Start and provision Superset with `make up` (0 to skip).")
     superset_port: int = 8088

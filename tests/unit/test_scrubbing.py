@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from pipelines.scrubbing import EMAIL_MASK, REDACTED, scrub_text, scrub_url, scrub_value, truncate_ip
+from pipelines.scrubbing import REDACTED, Scrubber, ScrubRules, is_card_number, is_iban, luhn_valid, truncate_ip
+
+EMAIL_MASK = "[EMAIL]"
+scrub = Scrubber()
+scrub_text, scrub_url, scrub_value = scrub.text, scrub.url, scrub.value
 
 
 def test_sensitive_keys_are_masked_at_any_depth() -> None:
@@ -58,3 +64,78 @@ def test_ip_truncation(address: str | None, expected: str | None) -> None:
 def test_secret_pair_value_stops_at_a_closing_bracket() -> None:
     # Regression: the masked value swallowed the ")" that closed the call in a stack trace.
     assert scrub_text("at login(password=hunter2) in auth.py") == f"at login(password={REDACTED}) in auth.py"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("paid with 4111 1111 1111 1111 today", "paid with [CARD] today"),  # Visa, grouped
+        ("card 5555-5555-5555-4444", "card [CARD]"),  # Mastercard, dashes
+        ("amex 378282246310005", "amex [CARD]"),
+        ("order 4111111111111112 shipped", "order 4111111111111112 shipped"),  # fails Luhn
+        ("ts 1714557600000 and id 9780201633610", "ts 1714557600000 and id 9780201633610"),  # not cards
+        ("price 1234567890123.45", "price 1234567890123.45"),
+        ("iban DE89 3704 0044 0532 0130 00 please", "iban [IBAN] please"),
+        ("ref GB82WEST12345698765433", "ref GB82WEST12345698765433"),  # bad mod-97 (last digit)
+        ("Authorization: Bearer abc.def-ghi_123456", f"Authorization: {REDACTED}"),
+        ("curl -H 'x: Bearer abcdefgh12345678'", "curl -H 'x: Bearer [REDACTED]'"),
+        ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.sig-nature_x", "jwt [JWT]"),
+        ("key sk_live_4eC39HqLyjWDarjtT1zdp7dc in config", "key [API_KEY] in config"),
+        ("aws AKIAIOSFODNN7EXAMPLE", "aws [API_KEY]"),
+        ("gh ghp_0123456789abcdefghijklmnopqrstuvwxyzAB", "gh [API_KEY]"),
+        ("mail ｊａｎｅ＠example.com", f"mail {EMAIL_MASK}"),  # full-width look-alikes (NFKC)
+        ("uuid 3f2b1c9e-8d7a-4e6f-9a0b-1c2d3e4f5a6b stays", "uuid 3f2b1c9e-8d7a-4e6f-9a0b-1c2d3e4f5a6b stays"),
+        ("call +49 30 1234567", "call +49 30 1234567"),  # phone rule is off by default
+    ],
+)
+def test_value_patterns_mask_secrets_and_leave_ordinary_values(text: str, expected: str) -> None:
+    assert Scrubber().text(text) == expected
+
+
+def test_card_and_iban_validators() -> None:
+    assert luhn_valid("79927398713") and not luhn_valid("79927398710")
+    assert is_card_number("4111111111111111") and is_card_number("6011111111111117")
+    assert not is_card_number("1234567812345670")  # passes Luhn, no issuer uses prefix 1
+    assert not is_card_number("411111111111111")  # Visa is never 15 digits
+    assert is_iban("DE89370400440532013000") and is_iban("GB82 WEST 1234 5698 7654 32")
+    assert not is_iban("DE89370400440532013001")
+
+
+def test_numbers_are_never_scanned_and_the_report_counts_rules() -> None:
+    scrubber = Scrubber()
+    value = {"price": 4111111111111111, "ts": 1714557600000, "note": "4111111111111111", "pwd": "x"}
+    assert scrubber.value(value) == {"price": 4111111111111111, "ts": 1714557600000, "note": "[CARD]", "pwd": REDACTED}
+    assert scrubber.counts == {"card_number": 1, "sensitive_key": 1}
+
+
+def test_rules_come_from_the_yaml_file(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        'sensitive_keys: ["nickname"]\nvalue_patterns:\n  - {name: phone, pattern: "\\\\+\\\\d{8,}", mask: "[PHONE]"}\n'
+    )
+    scrubber = Scrubber(ScrubRules.from_file(rules))
+    assert scrubber.value({"nickname": "bob", "password": "kept", "t": "call +4930123456"}) == {
+        "nickname": REDACTED,
+        "password": "kept",
+        "t": "call [PHONE]",
+    }
+    rules.write_text('sensitive_keys: []\nvalue_patterns: [{name: x, pattern: "a", mask: "b", validator: nope}]\n')
+    with pytest.raises(ValueError, match="invalid scrub rules"):
+        ScrubRules.from_file(rules)
+
+
+def test_look_alike_keys_are_still_sensitive() -> None:
+    value = {"pаssword": "a", "ｐａｓｓｗｏｒｄ": "b", "tоken": "c", "größe": "42"}  # Cyrillic а/о, full-width
+    assert Scrubber().value(value) == {
+        "pаssword": REDACTED,
+        "ｐａｓｓｗｏｒｄ": REDACTED,
+        "tоken": REDACTED,
+        "größe": "42",
+    }
+
+
+def test_quoted_json_style_pairs_in_text_are_masked() -> None:
+    # Regression (canary corpus): a JSON object printed into a stack trace kept its password.
+    assert Scrubber().text('Error: config {"password": "hunter2", "user": "bob"}') == (
+        f'Error: config {{"password": "{REDACTED}", "user": "bob"}}'
+    )

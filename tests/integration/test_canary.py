@@ -1,0 +1,163 @@
+"""Canary corpus: hand-written hostile events through the whole pipeline; no canary secret survives.
+
+Each canary is a secret placed where clients really leak them: URLs and referrers, nested
+properties, error stack traces, headers copied into context, base64-wrapped credentials,
+URL-encoded emails, mixed-case and look-alike keys. After ingest (native and Segment routes) and a
+full materialization, none of the secrets may appear in silver, gold, the serving snapshot or the
+API's request log; ordinary values (prices, product ids, timestamps, UUIDs) must be unchanged.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import duckdb
+import orjson
+import polars as pl
+import pytest
+
+from tests.conftest import ApiServer, Env, materialize_all
+from warehouse.tables import EVENTS
+
+pytestmark = pytest.mark.integration
+
+UA = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjYW5hcnktand0LXN1YmplY3QifQ.Q2FuYXJ5U2lnbmF0dXJl"
+BASIC = base64.b64encode(b"admin:canary-basic-pw-77").decode()
+
+#: (the secret that must disappear, where it is placed) — URL, referrer, property or stack trace.
+CANARIES: list[tuple[str, dict[str, object]]] = [
+    ("canary-pw-01", {"page": "https://shop.example/login?password=canary-pw-01&step=2"}),
+    ("canary-pw-02", {"referrer": "https://shop.example/reset?pwd=canary-pw-02"}),
+    ("canary-tok-03", {"page": "https://shop.example/cb?access_token=canary-tok-03#x"}),
+    ("canary-tok-04", {"page": "https://shop.example/cb?Token=canary-tok-04"}),
+    ("canary-key-05", {"page": "https://api.example/v1?api_key=canary-key-05"}),
+    ("canary-key-06", {"page": "https://api.example/v1?X-Api-Key=canary-key-06"}),
+    ("jane.canary07@example.com", {"page": "https://shop.example/u?email=jane.canary07@example.com"}),
+    ("jane.canary08%40example.com", {"page": "https://shop.example/u?next=jane.canary08%40example.com"}),
+    ("canary09@example.org", {"referrer": "https://mail.example/?to=canary09@example.org"}),
+    ("canary-pw-10", {"events": {"form_submit": {"password": "canary-pw-10"}}}),
+    ("canary-pw-11", {"events": {"form_submit": {"Password": "canary-pw-11"}}}),
+    ("canary-pw-12", {"events": {"form_submit": {"USER_PASSWORD": "canary-pw-12"}}}),
+    ("canary-pw-13", {"events": {"form_submit": {"fields": {"login": {"passwd": "canary-pw-13"}}}}}),
+    ("canary-pw-14", {"events": {"form_submit": {"fields": [{"name": "a"}, {"secret": "canary-pw-14"}]}}}),
+    ("canary-tok-15", {"events": {"api_call": {"headers": {"Authorization": "Bearer canary-tok-15"}}}}),
+    ("canary-tok-16", {"events": {"api_call": {"note": "sent Bearer canary-tok-16xx to the api"}}}),
+    ("canary-ck-17", {"events": {"api_call": {"headers": {"Cookie": "sid=canary-ck-17"}}}}),
+    ("canary-ck-18", {"events": {"api_call": {"set-cookie": "canary-ck-18"}}}),
+    ("4111111111111111", {"events": {"checkout": {"card_number": "4111111111111111"}}}),
+    ("5555555555554444", {"events": {"checkout": {"note": "card 5555555555554444 declined"}}}),
+    ("4012 8888 8888 1881", {"events": {"checkout": {"note": "paid with 4012 8888 8888 1881"}}}),
+    ("3782-822463-10005", {"events": {"checkout": {"note": "amex 3782-822463-10005"}}}),
+    ("6011111111111117", {"page": "https://shop.example/pay?ref=6011111111111117"}),
+    ("canary-cvv-24", {"events": {"checkout": {"cvv": "canary-cvv-24"}}}),
+    ("canary-ssn-25", {"events": {"profile": {"SSN": "canary-ssn-25"}}}),
+    ("DE89370400440532013000", {"events": {"payout": {"account": "DE89370400440532013000"}}}),
+    ("GB82 WEST 1234 5698 7654 32", {"events": {"payout": {"note": "to GB82 WEST 1234 5698 7654 32"}}}),
+    (JWT, {"events": {"api_call": {"id_token_copy": f"got {JWT} back"}}}),
+    (JWT, {"page": f"https://shop.example/cb#state=1&t={JWT}"}),
+    (BASIC, {"events": {"api_call": {"header": f"Authorization: Basic {BASIC}"}}}),
+    (BASIC, {"events": {"api_call": {"debug": f"basic {BASIC}"}}}),
+    ("sk_live_canary31abcdefgh", {"events": {"errors": {"message": "stripe key sk_live_canary31abcdefgh rejected"}}}),
+    ("AKIACANARY3200000000", {"events": {"errors": {"message": "aws AKIACANARY3200000000 denied"}}}),
+    (
+        "ghp_canary33canary33canary33canary33canary",
+        {"events": {"errors": {"stackTrace": "ghp_canary33canary33canary33canary33canary"}}},
+    ),
+    ("canary-pw-34", {"events": {"errors": {"stackTrace": "at db.connect(password=canary-pw-34)\n at main()"}}}),
+    ("canary-pw-35", {"events": {"errors": {"stackTrace": 'Error: config {"password": "canary-pw-35"}'}}}),
+    ("canary-tok-36", {"events": {"errors": {"stackTrace": "request failed token: canary-tok-36 at fetch"}}}),
+    ("canary-tok-37", {"events": {"errors": {"stackTrace": "GET /cb?access_token=canary-tok-37 500"}}}),
+    ("canary38@example.com", {"events": {"errors": {"stackTrace": "user canary38@example.com not found"}}}),
+    ("canary-key-39", {"events": {"errors": {"message": "API_KEY=canary-key-39 invalid"}}}),
+    ("canary-pw-40", {"events": {"form_submit": {"pаssword": "canary-pw-40"}}}),  # Cyrillic а
+    ("canary-pw-41", {"events": {"form_submit": {"ｐａｓｓｗｏｒｄ": "canary-pw-41"}}}),  # full-width
+    ("canary42＠example.com", {"events": {"profile": {"contact": "canary42＠example.com"}}}),  # full-width @
+    ("canary-pw-43", {"events": {"form_submit": {"pass-word": "canary-pw-43"}}}),
+    ("canary-pw-44", {"events": {"form_submit": {"fields": [[[{"pwd": "canary-pw-44"}]]]}}}),
+    ("canary-tok-45", {"location": "Berlin token=canary-tok-45"}),
+    ("canary46@example.com", {"location": {"city": "Berlin", "email": "canary46@example.com"}}),
+    ("canary-pw-47", {"events": {"form_submit": {"Passphrase": "canary-pw-47"}}}),
+    ("canary-key-48", {"events": {"sdk": {"privateKey": "canary-key-48"}}}),
+    ("canary-otp-49", {"events": {"login": {"otp": "canary-otp-49"}}}),
+    ("canary-pin-50", {"events": {"login": {"pin_code": "canary-pin-50"}}}),
+    ("canary-tok-51", {"page": "https://shop.example/a?state=1&refresh_token=canary-tok-51"}),
+]
+
+#: Ordinary values that must come through unchanged (numbers and ids are never scanned).
+ORDINARY = {
+    "price": 5105105105105100,  # a number that looks like a card: typed numbers are not scanned
+    "amount": 1299.99,
+    "product_id": "SKU-9780201633610",
+    "order_uuid": "3f2b1c9e-8d7a-4e6f-9a0b-1c2d3e4f5a6b",
+    "ts_ms": 1714557600000,
+    "quantity": 3,
+}
+
+
+def payloads() -> list[dict[str, object]]:
+    base = {"timestamp": "2024-05-01T10:00:00Z", "app": "canary", "userAgent": UA, "events": {"view": ORDINARY}}
+    return [{**base, "uuid": f"canary-{i}", "user": f"u{i}", **placement} for i, (_, placement) in enumerate(CANARIES)]
+
+
+def segment_message(i: int, placement: dict[str, object]) -> dict[str, object]:
+    """The same leak as a Segment message: page/referrer in context.page, the event's value as properties."""
+    events = placement.get("events")
+    properties = next(iter(events.values())) if isinstance(events, dict) else {}
+    page = {key: placement[key] for key in ("page", "referrer") if key in placement}
+    context: dict[str, object] = {"userAgent": UA, "page": {"url": page.get("page"), "referrer": page.get("referrer")}}
+    if "location" in placement:
+        context["location"] = placement["location"]
+    return {
+        "type": "track",
+        "messageId": f"seg-canary-{i}",
+        "userId": f"s{i}",
+        "event": "Checkout Failed",
+        "timestamp": "2024-05-01T10:00:00Z",
+        "properties": {**ORDINARY, **properties},
+        "context": context,
+    }
+
+
+def segment_batch() -> dict[str, object]:
+    return {"batch": [segment_message(i, placement) for i, (_, placement) in enumerate(CANARIES)]}
+
+
+def all_text(frame: pl.DataFrame) -> str:
+    strings = frame.select(pl.col(pl.String)).fill_null("")
+    return "\n".join("\t".join(row) for row in strings.iter_rows())
+
+
+def test_no_canary_secret_reaches_silver_gold_serving_or_logs(api: ApiServer, env: Env) -> None:
+    assert len(CANARIES) >= 50
+    assert api.post("/v1/events", json=payloads()).json()["rejected"] == []
+    assert api.post("/v1/batch", json=segment_batch()).json()["rejected"] == []
+    result = materialize_all(env)
+
+    silver = pl.read_delta(env.lake.uri(EVENTS))
+    assert silver.height == 2 * len(CANARIES) and silver["event_id"].n_unique() == silver.height
+    places = {"silver": all_text(silver), "api log": api.log.read_text()}
+    for path in (env.warehouse, env.serving):
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            for (table,) in con.execute("select table_name from information_schema.tables").fetchall():
+                places[f"{path.name}:{table}"] = all_text(
+                    pl.from_arrow(con.sql(f'select * from "{table}"').to_arrow_table())
+                )
+        finally:
+            con.close()
+    events = result.get_asset_materialization_events()
+    places["dagster metadata"] = "\n".join(str(e.materialization.metadata) for e in events)
+
+    for column in silver.select(pl.col(pl.String)).columns:
+        places[f"silver.{column}"] = "\n".join(silver[column].fill_null(""))
+    del places["silver"]
+    leaks = [(secret, place) for secret, _ in CANARIES for place, text in places.items() if secret in text]
+    assert leaks == []
+
+    # ordinary values are intact in every event that carried them
+    for text in silver["properties"]:
+        properties = orjson.loads(text)
+        view = properties if "price" in properties else properties.get("view", properties)
+        if "price" in view:
+            assert {key: view[key] for key in ORDINARY} == ORDINARY
