@@ -146,6 +146,7 @@ def build_quarantine(
         pl.lit(suite).alias("suite"),
         pl.Series("failed_expectations", [orjson.dumps(r).decode() for r in reasons], dtype=pl.String),
         pl.Series("reason", [r[0]["check"] for r in reasons], dtype=pl.String),
+        pl.Series("reason_type", [r[0]["reason"] for r in reasons], dtype=pl.String),
         pl.lit(run_id).alias("run_id"),
         pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("quarantined_at"),
     )

@@ -22,6 +22,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Typed quarantine reasons an expectation may name in ``meta.reason`` (Snowplow's failed-event
+#: types are the model: https://docs.snowplow.io/docs/fundamentals/failed-events/).
+REASON_TYPES = frozenset(
+    {
+        "schema_violation",
+        "timestamp_out_of_range",
+        "size_violation",
+        "bad_encoding",
+        "duplicate_conflict",
+        "type_conflict",
+    }
+)
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[1] / "expectations"
 
 
@@ -47,7 +59,7 @@ class SplitResult:
     """Which rows passed, and why the others failed.
 
     ``valid``: boolean mask over the frame's rows. ``failures``: row position → list of
-    ``{"check", "expectation", "column"}`` dicts, for the invalid rows only.
+    ``{"check", "reason", "expectation", "column"}`` dicts, for the invalid rows only.
     """
 
     valid: np.ndarray
@@ -60,6 +72,10 @@ def _read_suite(name: str, directory: Path) -> dict[str, Any]:
     for expectation in document["expectations"]:
         if not expectation.get("meta", {}).get("check"):
             raise ValueError(f"suite {name}: every expectation needs meta.check ({expectation['type']})")
+        if expectation["meta"].get("reason") not in REASON_TYPES:
+            raise ValueError(
+                f"suite {name}: {expectation['meta']['check']} needs meta.reason, one of {sorted(REASON_TYPES)}"
+            )
     return document
 
 
@@ -138,7 +154,7 @@ def split_by_suite(frame: pd.DataFrame, suite: gx.ExpectationSuite) -> SplitResu
                 f"expectation {check} could not run: {outcome.exception_info.get('exception_message')}"
             )
         unexpected = outcome.result.get("unexpected_index_list") or []
-        reason = {"check": check, "expectation": config.type, "column": column}
+        reason = {"check": check, "reason": meta["reason"], "expectation": config.type, "column": column}
         for position in unexpected:
             valid[position] = False
             failures.setdefault(int(position), []).append(reason)

@@ -103,6 +103,10 @@ REJECTED_EVENTS = TableDef(
         "suite": (pa.string(), "expectation suite that was applied"),
         "failed_expectations": (pa.string(), "JSON list of {check, expectation, column} that failed"),
         "reason": (pa.string(), "the first failed check's name, for grouping"),
+        "reason_type": (
+            pa.string(),
+            "typed reason of that check (schema_violation, timestamp_out_of_range, size_violation, …)",
+        ),
         "bronze_version": (pa.int64(), "bronze table version the row was committed in"),
         "run_id": (pa.string(), "Dagster run that quarantined the row"),
         "quarantined_at": (UTC_TS, "when it was quarantined (UTC)"),

@@ -166,6 +166,7 @@ def test_content_bad_event_goes_to_quarantine_with_reason_and_secrets_are_scrubb
 
     quarantine = pl.read_delta(env.lake.uri(REJECTED_EVENTS)).sort("reason")
     assert quarantine["reason"].to_list() == ["event_type_name", "timestamp_after_2000"]
+    assert quarantine["reason_type"].to_list() == ["schema_violation", "timestamp_out_of_range"]
     assert quarantine["event_type"].to_list() == ["Sign Up!", "page_view"]
     assert orjson.loads(quarantine["payload"][1])["uuid"] == "bad-1"  # the original event is kept
     assert quarantine["run_id"].to_list() == [result.run_id] * 2

@@ -44,6 +44,14 @@ def test_split_follows_unexpected_rows_of_each_expectation() -> None:
     assert [f["check"] for f in split.failures[3]] == ["timestamp_not_in_future"]
     assert [f["check"] for f in split.failures[5]] == ["user_or_session_present"]
     assert sorted(f["check"] for f in split.failures[6]) == ["event_id_present", "event_type_name"]
+    typed = {position: {f["reason"] for f in failed} for position, failed in split.failures.items()}
+    assert typed == {
+        1: {"schema_violation"},
+        2: {"timestamp_out_of_range"},
+        3: {"timestamp_out_of_range"},
+        5: {"schema_violation"},
+        6: {"schema_violation"},
+    }
     counts = {c.check: c.unexpected_count for c in split.checks}
     assert counts["event_type_name"] == 2
     assert not next(c for c in split.checks if c.check == "event_type_name").success
@@ -67,3 +75,11 @@ def test_empty_batch_reports_every_check_without_failures() -> None:
     assert len(split.valid) == 0
     assert [c.check for c in split.checks][:2] == ["event_id_present", "event_type_present"]
     assert all(c.unexpected_count == 0 for c in split.checks)
+
+
+def test_every_expectation_names_a_typed_reason(tmp_path: Path) -> None:
+    document = json.loads((EXPECTATIONS_DIR / "raw_events.json").read_text())
+    document["expectations"][0]["meta"]["reason"] = "bad_vibes"
+    (tmp_path / "untyped.json").write_text(json.dumps(document))
+    with pytest.raises(ValueError, match="meta.reason"):
+        load_suite("untyped", tmp_path)
