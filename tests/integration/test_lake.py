@@ -49,7 +49,7 @@ def test_watermark_starts_at_minus_one_and_only_moves_forward(env: Env) -> None:
 
 def test_insert_new_skips_existing_event_ids_across_partitions(env: Env) -> None:
     rows = bronze("a", "b").append_column("suite", pa.array(["s", "s"]))
-    for name in ("failed_expectations", "reason", "run_id"):
+    for name in ("failed_expectations", "reason", "reason_type", "run_id"):
         rows = rows.append_column(name, pa.array(["x", "x"]))
     rows = rows.append_column("bronze_version", pa.array([1, 1], pa.int64()))
     rows = rows.append_column("quarantined_at", pa.array([datetime.now(UTC)] * 2, pa.timestamp("us", tz="UTC")))
