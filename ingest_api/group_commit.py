@@ -47,10 +47,6 @@ class _Pending:
     done: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-def _payload_bytes(rows: list[dict[str, Any]]) -> int:
-    return sum(len(row["payload"]) for row in rows)
-
-
 class GroupCommitWriter:
     """Buffers bronze rows from concurrent requests and commits them together.
 
@@ -107,8 +103,8 @@ class GroupCommitWriter:
         if self._task is not None:
             await self._task
 
-    async def submit(self, rows: list[dict[str, Any]]) -> int:
-        """Buffer ``rows`` and wait until they are committed.
+    async def submit(self, rows: list[dict[str, Any]], size: int) -> int:
+        """Buffer ``rows`` (``size``: length of their payload JSON texts) and wait until they are committed.
 
         Returns:
             The bronze Delta version whose commit holds the rows.
@@ -120,7 +116,6 @@ class GroupCommitWriter:
         """
         if not self.running:
             raise CommitError("the group-commit writer is not running")
-        size = _payload_bytes(rows)
         if self._held_rows + len(rows) > self._max_buffer_rows or self._held_bytes + size > self._max_buffer_bytes:
             raise BufferFullError(
                 f"buffer holds {self._held_rows} events / {self._held_bytes} bytes; "

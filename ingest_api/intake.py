@@ -97,7 +97,7 @@ class Intake:
             source_format=source_format,
             max_event_bytes=self.settings.max_event_bytes,
         )
-        rows, rejected = await asyncio.to_thread(self._build_rows, items, ctx, build)
+        rows, rejected, size = await asyncio.to_thread(self._build_rows, items, ctx, build)
         state["rejected"] = len(rejected)
         metrics.EVENTS.labels(source.name, source_format, "rejected").inc(len(rejected))
         if not rows and rejected and all(r["reason"] == "event_too_large" for r in rejected):
@@ -109,7 +109,7 @@ class Intake:
         if not rows:
             return IngestResult(0, rejected)
         try:
-            version = await self.writer.submit(rows)
+            version = await self.writer.submit(rows, size)
         except BufferFullError as exc:
             raise ApiError(503, "buffer_full", str(exc), headers={"Retry-After": "1"}) from exc
         except CommitError as exc:  # the cause is in the server log; clients only need to retry
@@ -123,17 +123,18 @@ class Intake:
 
     def _build_rows(
         self, items: list[Any], ctx: RequestContext, build: RowBuilder
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+        """Rows of every item that builds, rejections by index, and the rows' payload bytes."""
         rows: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
-        budget = self.settings.max_expanded_bytes
+        size = 0
         for index, item in enumerate(items):
             try:
-                built = build(item, ctx, budget)
+                built = build(item, ctx, self.settings.max_expanded_bytes - size)
             except StructuralError as exc:
                 rejected.append({"index": index, "error": exc.message, "field": exc.field, "reason": exc.reason})
                 metrics.REJECTED.labels(exc.reason).inc()
                 continue
-            budget -= sum(len(row["payload"]) for row in built)
+            size += sum(len(row["payload"]) for row in built)
             rows.extend(built)
-        return rows, rejected
+        return rows, rejected, size

@@ -101,7 +101,7 @@ def build_silver(valid: pl.DataFrame, run_id: str, scrubber: Scrubber | None = N
     """Scrub and enrich validated, deduplicated rows into the silver ``events`` schema.
 
     ``scrubber`` (default: the repository's rules) applies the scrub rules and counts what each
-    masked; distinct URLs, user agents, IPs and locations are scrubbed once each.
+    masked; distinct URLs, IPs, locations and SDK contexts are scrubbed once each.
     """
     scrubber = scrubber or Scrubber()
 
@@ -127,7 +127,7 @@ def build_silver(valid: pl.DataFrame, run_id: str, scrubber: Scrubber | None = N
         _map_distinct(valid["page_url"], scrubber.url).alias("page_url"),
         _map_distinct(valid["referrer"], scrubber.url).alias("referrer"),
         _map_distinct(valid["location"], scrubber.text).alias("location"),
-        pl.col("context").map_elements(scrub_json, return_dtype=pl.String),
+        _map_distinct(valid["context"], scrub_json).alias("context"),
         _map_distinct(valid["ip"], truncate_ip).alias("ip"),
         pl.col("properties").map_elements(scrub_json, return_dtype=pl.String),
         pl.lit(run_id).alias("run_id"),

@@ -224,10 +224,11 @@ def check_event_size(event_json: str, limit: int | None) -> None:
     Raises:
         StructuralError: ``reason="event_too_large"``, naming the limit.
     """
-    if limit is not None and len(event_json.encode()) > limit:
-        raise StructuralError(
-            f"event is {len(event_json.encode())} bytes, over the {limit}-byte limit per event", None, "event_too_large"
-        )
+    if limit is None or len(event_json) * 4 <= limit:  # UTF-8 takes at most 4 bytes a character
+        return
+    size = len(event_json.encode())
+    if size > limit:
+        raise StructuralError(f"event is {size} bytes, over the {limit}-byte limit per event", None, "event_too_large")
 
 
 def bronze_row(

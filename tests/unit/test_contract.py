@@ -200,3 +200,10 @@ def test_expansion_over_the_byte_budget_is_rejected_before_rows_are_built() -> N
     with pytest.raises(StructuralError, match="expands to"):
         explode_payload(payload, CTX, max_bytes=500_000)
     assert len(explode_payload(payload, CTX, max_bytes=2_000_000)) == 100
+
+
+def test_event_size_counts_utf8_bytes_not_characters() -> None:
+    ctx = RequestContext(received_at=RECEIVED, max_event_bytes=1024)
+    assert len(explode_payload({"uuid": "a", "timestamp": 0, "events": {"x": "€" * 300}}, ctx)) == 1
+    with pytest.raises(StructuralError, match="1024-byte limit"):  # 400 characters, 1,200+ bytes
+        explode_payload({"uuid": "a", "timestamp": 0, "events": {"x": "€" * 400}}, ctx)
