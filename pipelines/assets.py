@@ -1,18 +1,19 @@
 """Assets: bronze ``raw_events`` (external, observed) → silver ``events`` + quarantine
 ``rejected_events`` → gold ``daily_active_users`` and ``monthly_active_users``."""
 
-from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
-from pipelines import transform
+from pipelines import silver
 from pipelines.gold import pipeline_freshness, refresh_data_quality, refresh_mart
+from pipelines.pseudonyms import Pseudonymizer, load_key
 from pipelines.resources import LakeResource, WarehouseResource
 from pipelines.scrubbing import DEFAULT_RULES_PATH, Scrubber, load_rules
-from pipelines.validation import check_names, load_suite, split_by_suite
+from pipelines.validation import check_names, load_suite
 from warehouse.serving import publish_snapshot
 from warehouse.settings import get_settings
 from warehouse.tables import (
@@ -27,6 +28,13 @@ from warehouse.tables import (
 
 SUITE_NAME = RAW_EVENTS.name
 
+#: Dagster freshness policy of every derived asset (evaluated by the daemon, shown in the UI):
+#: warn, then fail, when it was not updated for that long (settings ``freshness_warn_s``/``_fail_s``).
+FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(seconds=get_settings().freshness_fail_s),
+    warn_window=timedelta(seconds=get_settings().freshness_warn_s),
+)
+
 raw_events = dg.AssetSpec(
     RAW_EVENTS.name,
     group_name="bronze",
@@ -36,6 +44,32 @@ raw_events = dg.AssetSpec(
 )
 
 
+class SilverConfig(dg.Config):
+    """Which rows a silver run processes (set per job; editable in the launchpad).
+
+    ``mode``: ``ingest`` (bronze after the watermark), ``replay`` (quarantined rows not replayed
+    yet) or ``reprocess`` (rebuild ``event_date`` in ``[first_day, last_day]``, ISO dates, UTC).
+    """
+
+    mode: str = Field(default="ingest", description="ingest | replay | reprocess")
+    first_day: str | None = Field(default=None, description="reprocess: first event_date, YYYY-MM-DD")
+    last_day: str | None = Field(default=None, description="reprocess: last event_date, YYYY-MM-DD (inclusive)")
+
+
+BATCH_CHECKS = [
+    (
+        "batch_has_people_events",
+        "A non-empty bronze range yields silver rows that count people: an empty result (all "
+        "quarantined) is an error, an all-bot result a warning; an empty range passes, marked empty.",
+    ),
+    (
+        "quarantine_rate",
+        "Share of the batch's rows quarantined: above EVENTLAKE_QUARANTINE_WARN_RATE warns, above "
+        "EVENTLAKE_QUARANTINE_ERROR_RATE is an error.",
+    ),
+]
+
+
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
@@ -43,6 +77,7 @@ raw_events = dg.AssetSpec(
             deps=[raw_events],
             group_name="silver",
             kinds={"deltalake", "polars"},
+            freshness_policy=FRESHNESS,
             description="Silver: validated, scrubbed, enriched events, one row per event_id (Delta, by event_date).",
         ),
         dg.AssetSpec(
@@ -55,42 +90,54 @@ raw_events = dg.AssetSpec(
     ],
     check_specs=[
         dg.AssetCheckSpec(name, asset=EVENTS.name, description=description)
-        for name, description in check_names(SUITE_NAME)
+        for name, description in [*check_names(SUITE_NAME), *BATCH_CHECKS]
     ],
     retry_policy=dg.RetryPolicy(max_retries=2, delay=2),
 )
-def silver_events(context: dg.AssetExecutionContext, lake: LakeResource) -> Iterator[object]:
-    """Process bronze versions after silver's watermark: validate (GE), split, scrub, enrich, dedup."""
+def silver_events(context: dg.AssetExecutionContext, config: SilverConfig, lake: LakeResource) -> Iterator[object]:
+    """Run the silver step (:mod:`pipelines.silver`) in the configured mode and report it.
+
+    Raises:
+        dagster.Failure: an unknown mode, or reprocess without a valid day range.
+    """
+    settings = get_settings()
     store = lake.lake()
-    bronze_version = store.version(RAW_EVENTS)
-    after = store.watermark(EVENTS.name, RAW_EVENTS.name)
-    until = after if bronze_version is None else bronze_version
-    decoded = transform.decode(store.changes(RAW_EVENTS, after, until))
-    split = split_by_suite(transform.validation_frame(decoded), load_suite(SUITE_NAME))
-    valid, invalid, reasons = transform.apply_split(decoded, split)
-
-    quarantined = store.insert_new(
-        REJECTED_EVENTS,
-        transform.build_quarantine(invalid, reasons, SUITE_NAME, context.run.run_id, datetime.now(UTC)),
+    scrubber = Scrubber(load_rules(settings.scrub_rules_path or DEFAULT_RULES_PATH))
+    rules = silver.Rules(
+        load_suite(SUITE_NAME), scrubber, Pseudonymizer(load_key(settings), scrubber, settings.pseudonymize_all_ids)
     )
-    scrubber = Scrubber(load_rules(get_settings().scrub_rules_path or DEFAULT_RULES_PATH))
-    inserted = store.insert_new(EVENTS, transform.build_silver(valid, context.run.run_id, scrubber))
-    if until > after:
-        store.advance_watermark(EVENTS.name, RAW_EVENTS.name, until, context.run.run_id)
-
-    reason_counts = Counter(failed[0]["check"] for failed in reasons)
+    run_id = context.run.run_id
+    if config.mode == "ingest":
+        stats = silver.ingest(store, rules, run_id)
+    elif config.mode == "replay":
+        stats = silver.replay_quarantine(store, rules, run_id)
+    elif config.mode == "reprocess":
+        first, last = _day_range(config)
+        stats = silver.reprocess(store, rules, run_id, first, last)
+    else:
+        raise dg.Failure(f"unknown silver mode {config.mode!r}: use ingest, replay or reprocess")
     context.log.info(
-        "bronze (%d, %d]: %d rows, %d valid, %d quarantined", after, until, decoded.height, valid.height, invalid.height
+        "%s: %d rows, %d valid, %d inserted, %d quarantined",
+        stats.mode,
+        stats.rows,
+        stats.valid,
+        stats.inserted,
+        stats.quarantined,
     )
     yield dg.MaterializeResult(
         asset_key=EVENTS.name,
         metadata={
-            "bronze_from_version": after,
-            "bronze_to_version": until,
-            "bronze_rows": decoded.height,
-            "valid_rows": valid.height,
-            "inserted_rows": inserted,
-            "duplicates_dropped": valid.height - inserted,
+            "mode": stats.mode,
+            "bronze_from_version": stats.bronze_from,
+            "bronze_to_version": stats.bronze_to,
+            "bronze_rows": stats.rows,
+            "valid_rows": stats.valid,
+            "inserted_rows": stats.inserted,
+            "duplicates_dropped": stats.valid - stats.inserted if stats.mode == "ingest" else 0,
+            "bot_rows": stats.bots,
+            "replayed_rows": stats.replayed,
+            "replaced_days": stats.replaced_days,
+            "pseudonymized_ids": rules.pseudonymizer.count,
             # distinct URLs/locations are scrubbed once, so those count distinct values, not rows
             "scrub_report": dg.MetadataValue.json(dict(sorted(scrubber.counts.items()))),
         },
@@ -98,17 +145,18 @@ def silver_events(context: dg.AssetExecutionContext, lake: LakeResource) -> Iter
     yield dg.MaterializeResult(
         asset_key=REJECTED_EVENTS.name,
         metadata={
-            "quarantined_rows": invalid.height,
-            "inserted_rows": quarantined,
-            "reasons": dg.MetadataValue.json(dict(reason_counts)),
+            "quarantined_rows": stats.quarantined,
+            "inserted_rows": stats.quarantine_inserted,
+            "reasons": dg.MetadataValue.json(dict(stats.reasons)),
+            "reason_types": dg.MetadataValue.json(dict(stats.reason_types)),
         },
     )
-    for outcome in split.checks:
+    for outcome in stats.checks:
         yield dg.AssetCheckResult(
             asset_key=EVENTS.name,
             check_name=outcome.check,
             passed=outcome.success,
-            # Failing rows are quarantined, not lost: a warning, not a blocking error.
+            # Failing rows are quarantined, not lost: a warning; the batch checks below rate the batch.
             severity=dg.AssetCheckSeverity.WARN,
             metadata={
                 "expectation": outcome.expectation,
@@ -117,10 +165,62 @@ def silver_events(context: dg.AssetExecutionContext, lake: LakeResource) -> Iter
                 "unexpected_count": outcome.unexpected_count,
             },
         )
+    yield from batch_checks(stats, settings.quarantine_warn_rate, settings.quarantine_error_rate)
+
+
+def _day_range(config: SilverConfig) -> tuple[date, date]:
+    try:
+        first, last = date.fromisoformat(config.first_day or ""), date.fromisoformat(config.last_day or "")
+    except ValueError as exc:
+        raise dg.Failure(f"reprocess needs first_day and last_day as ISO dates (YYYY-MM-DD): {exc}") from exc
+    if last < first:
+        raise dg.Failure(f"reprocess range is empty: first_day {first} is after last_day {last}")
+    return first, last
+
+
+def batch_checks(stats: silver.BatchStats, warn_rate: float, error_rate: float) -> Iterator[dg.AssetCheckResult]:
+    """The batch-level checks of one silver run (:data:`BATCH_CHECKS`), with their severity."""
+    people = stats.valid - stats.bots
+    if stats.rows == 0:
+        passed, severity, verdict = True, dg.AssetCheckSeverity.WARN, "empty: no new rows to validate"
+    elif stats.valid == 0:
+        passed, severity, verdict = False, dg.AssetCheckSeverity.ERROR, "every row was quarantined"
+    elif people == 0:
+        passed, severity, verdict = False, dg.AssetCheckSeverity.WARN, "every valid row is a bot"
+    else:
+        passed, severity, verdict = True, dg.AssetCheckSeverity.WARN, "ok"
+    yield dg.AssetCheckResult(
+        asset_key=EVENTS.name,
+        check_name="batch_has_people_events",
+        passed=passed,
+        severity=severity,
+        metadata={"batch": verdict, "rows": stats.rows, "valid_rows": stats.valid, "bot_rows": stats.bots},
+    )
+    rate = stats.quarantined / stats.rows if stats.rows else 0.0
+    yield dg.AssetCheckResult(
+        asset_key=EVENTS.name,
+        check_name="quarantine_rate",
+        passed=rate <= warn_rate,
+        severity=dg.AssetCheckSeverity.ERROR if rate > error_rate else dg.AssetCheckSeverity.WARN,
+        metadata={
+            "quarantine_rate": round(rate, 6),
+            "warn_above": warn_rate,
+            "error_above": error_rate,
+            "quarantined_rows": stats.quarantined,
+            "rows": stats.rows,
+        },
+    )
 
 
 def _gold_asset(mart: str, description: str) -> dg.AssetsDefinition:
-    @dg.asset(name=mart, deps=[EVENTS.name], group_name="gold", kinds={"duckdb"}, description=description)
+    @dg.asset(
+        name=mart,
+        deps=[EVENTS.name],
+        group_name="gold",
+        kinds={"duckdb"},
+        description=description,
+        freshness_policy=FRESHNESS,
+    )
     def _refresh(
         context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
@@ -157,6 +257,7 @@ GOLD_ASSETS = [
     deps=[raw_events, EVENTS.name, REJECTED_EVENTS.name],
     group_name="gold",
     kinds={"duckdb"},
+    freshness_policy=FRESHNESS,
 )
 def data_quality_daily(
     context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
@@ -167,7 +268,7 @@ def data_quality_daily(
     return dg.MaterializeResult(metadata={"row_count": rows})
 
 
-@dg.asset(deps=[*GOLD_ASSETS, data_quality_daily], group_name="serving", kinds={"duckdb"})
+@dg.asset(deps=[*GOLD_ASSETS, data_quality_daily], group_name="serving", kinds={"duckdb"}, freshness_policy=FRESHNESS)
 def serving_snapshot(
     context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:

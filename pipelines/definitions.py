@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from pipelines.assets import GOLD_ASSETS, data_quality_daily, raw_events, serving_snapshot, silver_events
-from pipelines.jobs import ingest_to_gold
+from pipelines.jobs import ingest_to_gold, replay_quarantine, reprocess_silver
 from pipelines.resources import LakeResource, WarehouseResource
 from pipelines.sensors import bronze_sensor
 from warehouse.settings import get_settings
@@ -14,7 +14,7 @@ _settings = get_settings()
 
 defs = dg.Definitions(
     assets=[raw_events, silver_events, *GOLD_ASSETS, data_quality_daily, serving_snapshot],
-    jobs=[ingest_to_gold],
+    jobs=[ingest_to_gold, replay_quarantine, reprocess_silver],
     sensors=[bronze_sensor],
     resources={
         "lake": LakeResource(root=_settings.lake_root),

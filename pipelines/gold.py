@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from warehouse.gold import MARTS, gold_watermark, load_sql
 from warehouse.lake import Lake
-from warehouse.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
+from warehouse.tables import EVENTS, QUARANTINE_REPLAYS, RAW_EVENTS, REJECTED_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ def refresh_mart(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str) -> 
     if silver_version is None:
         silver_version = -1
 
-    changes = lake.changes(EVENTS, silver_from, silver_version)
+    # Deletes too: a reprocessed range (pipelines.silver.reprocess) may lose rows on some days.
+    changes = lake.changes(EVENTS, silver_from, silver_version, change_types=("insert", "delete"))
     changed = (
         changes.select(["app", "source", "event_date"])
         .group_by(["app", "source", "event_date"])
@@ -110,14 +111,19 @@ def _rewrite(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str, silver_
 
 
 def refresh_data_quality(con: duckdb.DuckDBPyConnection, lake: Lake) -> int:
-    """Recompute ``data_quality_daily`` from bronze, silver and quarantine; returns its row count.
+    """Recompute ``data_quality_daily`` from bronze, silver, quarantine and replays; returns its row count.
 
     A full recompute: one group-by over the key columns of three tables, cheap next to the
     incremental marts, and always consistent with what the three tables hold right now.
     """
     bronze_version = lake.watermark(EVENTS.name, RAW_EVENTS.name)
     silver_version = lake.version(EVENTS)
-    views = {"bronze_events": RAW_EVENTS, "silver_events": EVENTS, "quarantine_events": REJECTED_EVENTS}
+    views = {
+        "bronze_events": RAW_EVENTS,
+        "silver_events": EVENTS,
+        "quarantine_events": REJECTED_EVENTS,
+        "quarantine_replays": QUARANTINE_REPLAYS,
+    }
     for view, table in views.items():
         con.register(view, lake.dataset(table))
     con.begin()

@@ -1,4 +1,9 @@
-"""Jobs: the one job that carries new bronze data all the way to gold."""
+"""Jobs: new bronze to gold (the sensor's), quarantine replay and silver reprocessing.
+
+All three run the same assets (silver step → gold marts → serving snapshot); the silver asset's
+``mode`` config picks which rows it processes (:class:`pipelines.assets.SilverConfig`). Runs are
+serialized by the instance's run queue (``max_concurrent_runs: 1``), so they never overlap.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,32 @@ import dagster as dg
 
 from pipelines.assets import GOLD_ASSETS, data_quality_daily, serving_snapshot, silver_events
 
+_SELECTION = dg.AssetSelection.assets(silver_events, *GOLD_ASSETS, data_quality_daily, serving_snapshot)
+
+
+def _silver_config(**config: str) -> dict[str, object]:
+    return {"ops": {silver_events.node_def.name: {"config": config}}}
+
+
 ingest_to_gold = dg.define_asset_job(
     "ingest_to_gold",
-    selection=dg.AssetSelection.assets(silver_events, *GOLD_ASSETS, data_quality_daily, serving_snapshot),
+    selection=_SELECTION,
+    config=_silver_config(mode="ingest"),
     description="Bronze versions after silver's watermark → silver/quarantine → gold marts → serving snapshot.",
+)
+
+replay_quarantine = dg.define_asset_job(
+    "replay_quarantine",
+    selection=_SELECTION,
+    config=_silver_config(mode="replay"),
+    description="After a rule change: re-validate quarantined rows not replayed yet; those that now pass "
+    "move to silver exactly once (recorded in quarantine/replays), then gold and serving follow.",
+)
+
+reprocess_silver = dg.define_asset_job(
+    "reprocess_silver",
+    selection=_SELECTION,
+    config=_silver_config(mode="reprocess", first_day="YYYY-MM-DD", last_day="YYYY-MM-DD"),
+    description="Rebuild silver for an event_date range from bronze (set first_day/last_day in the "
+    "launchpad), e.g. after a scrub rule was added; idempotent. Gold recomputes the affected days.",
 )

@@ -189,6 +189,20 @@ class Scrubber:
             text = rule.regex.sub(self._masker(rule), text)
         return text
 
+    def holds_personal_data(self, text: str) -> bool:
+        """Whether a value pattern (email, card, IBAN, phone if enabled…) matches in ``text``.
+
+        Used on identifiers, which are never masked: a matching one is pseudonymized instead.
+        Counts nothing.
+        """
+        if not text.isascii():
+            text = unicodedata.normalize("NFKC", text)
+        return any(
+            rule.validator is None or rule.validator(match.group(0))
+            for rule in self.rules.value_patterns
+            for match in rule.regex.finditer(text)
+        )
+
     def _masker(self, rule: ValuePattern) -> Callable[[re.Match[str]], str]:
         def mask(match: re.Match[str]) -> str:
             if rule.validator is not None and not rule.validator(match.group(0)):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, fields
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import orjson
@@ -17,7 +18,16 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 
+from pipelines.consistency import (
+    PROPERTY_TYPE_DTYPE,
+    content_hash,
+    duplicate_conflicts,
+    json_type,
+    property_types,
+    type_conflicts,
+)
 from pipelines.enrichment import Device, device_from_user_agent
+from pipelines.pseudonyms import PERSONAL_ID_COLUMNS, Pseudonymizer
 from pipelines.scrubbing import Scrubber, truncate_ip
 from pipelines.validation import SplitResult
 from warehouse.formats import read_event_fields
@@ -26,12 +36,35 @@ from warehouse.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
 _DEVICE_SCHEMA = pl.Struct({f.name: pl.Boolean if f.type == "bool" else pl.String for f in fields(Device)})
 
 
+#: Scroll depth conventions (documented in docs/ingest.md): ``{"depth_pct": 0..100}`` is percent of
+#: the page, ``{"depth_px": n}`` pixels, and a bare number (``"scroll": 80``, read as ``value``) a
+#: depth in either unit; all must be numbers, percent at most 100, none negative.
+SCROLL_EVENT = "scroll"
+_SCROLL_FIELDS = ("value", "depth_pct", "depth_px")
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if json_type(value) == "number" else None
+
+
+def _scroll(event_type: str, properties: dict[str, Any]) -> tuple[float | None, float | None, str | None]:
+    """``(depth_pct, depth in px or bare value, JSON type of the depth fields)`` of a scroll event."""
+    if event_type != SCROLL_EVENT:
+        return None, None, None
+    kinds = [json_type(properties[f]) for f in _SCROLL_FIELDS if properties.get(f) is not None]
+    kind = next((k for k in kinds if k != "number"), "number" if kinds else None)
+    depth = _number(properties.get("depth_px"))
+    return _number(properties.get("depth_pct")), _number(properties.get("value")) if depth is None else depth, kind
+
+
 def decode(changes: pa.Table) -> pl.DataFrame:
     """Bronze rows (plus ``_commit_version``) → frame with the payload's typed fields.
 
     Adds ``user_id``, ``anonymous_id``, ``session_id``, ``page_url``, ``referrer``, ``location``,
-    ``context`` and ``properties`` (JSON text) and ``bronze_version`` (the commit that holds the
-    row), read according to each row's ``source_format``.
+    ``context`` and ``properties`` (JSON text, keys sorted), ``property_types`` (top-level JSON types,
+    :data:`pipelines.consistency.PROPERTY_TYPE_DTYPE`), ``scroll_pct``/``scroll_depth``/``scroll_type``
+    (scroll events only), ``payload_bytes`` (UTF-8 size of the payload), ``content_hash`` and
+    ``bronze_version`` (the commit that holds the row), read according to each row's ``source_format``.
     """
     frame = pl.from_arrow(changes)
     assert isinstance(frame, pl.DataFrame)
@@ -39,7 +72,8 @@ def decode(changes: pa.Table) -> pl.DataFrame:
         read_event_fields(p, t, f)
         for p, t, f in zip(frame["payload"], frame["event_type"], frame["source_format"], strict=True)
     ]
-    return frame.rename({"_commit_version": "bronze_version"}).with_columns(
+    scrolls = [_scroll(t, f.properties) for t, f in zip(frame["event_type"], fields, strict=True)]
+    decoded = frame.rename({"_commit_version": "bronze_version"}).with_columns(
         pl.Series("user_id", [f.user_id for f in fields], dtype=pl.String),
         pl.Series("anonymous_id", [f.anonymous_id for f in fields], dtype=pl.String),
         pl.Series("context", [f.context for f in fields], dtype=pl.String),
@@ -47,15 +81,27 @@ def decode(changes: pa.Table) -> pl.DataFrame:
         pl.Series("page_url", [f.page_url for f in fields], dtype=pl.String),
         pl.Series("referrer", [f.referrer for f in fields], dtype=pl.String),
         pl.Series("location", [f.location for f in fields], dtype=pl.String),
-        pl.Series("properties", [orjson.dumps(f.properties).decode() for f in fields], dtype=pl.String),
+        pl.Series(
+            "properties",
+            [orjson.dumps(f.properties, option=orjson.OPT_SORT_KEYS).decode() for f in fields],
+            dtype=pl.String,
+        ),
+        pl.Series("property_types", [property_types(f.properties) for f in fields], dtype=PROPERTY_TYPE_DTYPE),
+        pl.Series("scroll_pct", [s[0] for s in scrolls], dtype=pl.Float64),
+        pl.Series("scroll_depth", [s[1] for s in scrolls], dtype=pl.Float64),
+        pl.Series("scroll_type", [s[2] for s in scrolls], dtype=pl.String),
+        pl.col("payload").str.len_bytes().cast(pl.Int64).alias("payload_bytes"),
     )
+    return decoded.with_columns(content_hash(decoded))
 
 
 def validation_frame(decoded: pl.DataFrame) -> pd.DataFrame:
     """The columns ``expectations/raw_events.json`` checks, as a pandas frame (GE input).
 
     ``timestamp_ms``: client timestamp in epoch ms (UTC). ``future_skew_ms``: timestamp minus
-    received_at in ms. ``person_key``: user id, else anonymous id, else session id.
+    received_at in ms. ``person_key``: user id, else anonymous id, else session id. Ids, URLs,
+    ``payload_bytes`` and the scroll columns as decoded; ``duplicate_conflict`` and
+    ``type_conflict`` as set by :func:`with_consistency`.
     """
     return decoded.select(
         "event_id",
@@ -63,7 +109,29 @@ def validation_frame(decoded: pl.DataFrame) -> pd.DataFrame:
         pl.col("timestamp").dt.epoch("ms").alias("timestamp_ms"),
         (pl.col("timestamp") - pl.col("received_at")).dt.total_milliseconds().alias("future_skew_ms"),
         pl.coalesce("user_id", "anonymous_id", "session_id").alias("person_key"),
+        "user_id",
+        "anonymous_id",
+        "session_id",
+        "page_url",
+        "referrer",
+        "payload_bytes",
+        "scroll_pct",
+        "scroll_depth",
+        "scroll_type",
+        "duplicate_conflict",
+        "type_conflict",
     ).to_pandas()
+
+
+def with_consistency(
+    decoded: pl.DataFrame, prior_hashes: pl.DataFrame, known_types: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Add ``duplicate_conflict`` and ``type_conflict`` (see :mod:`pipelines.consistency`).
+
+    Returns the frame and the properties to register (first seen in this batch).
+    """
+    conflicts, new_types = type_conflicts(decoded, known_types)
+    return decoded.with_columns(duplicate_conflicts(decoded, prior_hashes), conflicts), new_types
 
 
 def dedup_first_received(frame: pl.DataFrame) -> pl.DataFrame:
@@ -77,7 +145,8 @@ def apply_split(
     """Rows of ``decoded`` by the validation result: ``(valid, invalid, reasons)``.
 
     Both sides are deduplicated by event_id (first received wins); ``reasons[i]`` lists the
-    failed checks of ``invalid``'s i-th row.
+    failed checks of ``invalid``'s i-th row (a type conflict's entry adds ``detail``, e.g.
+    ``"value: number, got string"``).
     """
     valid = dedup_first_received(decoded.filter(pl.Series(split.valid)))
     positions = sorted(split.failures)
@@ -87,6 +156,11 @@ def apply_split(
         else decoded.clear().with_columns(pl.lit(None, pl.Int64).alias("_position"))
     )
     reasons = [split.failures[p] for p in invalid["_position"].to_list()]
+    if "type_conflict" in invalid.columns:  # say which property changed type, and how
+        reasons = [
+            [{**r, "detail": detail} if r["column"] == "type_conflict" else r for r in row]
+            for row, detail in zip(reasons, invalid["type_conflict"].to_list(), strict=True)
+        ]
     return valid, invalid.drop("_position"), reasons
 
 
@@ -97,13 +171,22 @@ def _map_distinct(column: pl.Series, fn: Callable[[Any], str | None]) -> pl.Seri
     return column.replace_strict(mapping, default=None, return_dtype=pl.String)
 
 
-def build_silver(valid: pl.DataFrame, run_id: str, scrubber: Scrubber | None = None) -> pa.Table:
+def build_silver(
+    valid: pl.DataFrame, run_id: str, scrubber: Scrubber | None = None, pseudonymizer: Pseudonymizer | None = None
+) -> pa.Table:
     """Scrub and enrich validated, deduplicated rows into the silver ``events`` schema.
 
     ``scrubber`` (default: the repository's rules) applies the scrub rules and counts what each
     masked; distinct URLs, IPs, locations and SDK contexts are scrubbed once each.
+    ``pseudonymizer`` replaces identifiers holding personal data by their HMAC pseudonym
+    (without one, such identifiers are kept: only tests and benchmarks pass none).
     """
     scrubber = scrubber or Scrubber()
+    ids = [
+        _map_distinct(valid[column], partial(pseudonymizer.identifier, column)).alias(column)
+        for column in PERSONAL_ID_COLUMNS
+        if pseudonymizer is not None
+    ]
 
     def scrub_json(text: str) -> str:
         return orjson.dumps(scrubber.value(orjson.loads(text))).decode()
@@ -131,6 +214,7 @@ def build_silver(valid: pl.DataFrame, run_id: str, scrubber: Scrubber | None = N
         _map_distinct(valid["ip"], truncate_ip).alias("ip"),
         pl.col("properties").map_elements(scrub_json, return_dtype=pl.String),
         pl.lit(run_id).alias("run_id"),
+        *ids,
     )
     return silver.select(EVENTS.schema.names).to_arrow().cast(EVENTS.schema)
 

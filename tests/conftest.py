@@ -16,6 +16,9 @@ import dagster as dg
 import httpx
 import pytest
 
+# In-process runs read settings from the environment: never let them write a key under ./data.
+os.environ.setdefault("EVENTLAKE_PSEUDONYM_KEY", "tests-only-pseudonym-key")
+
 from pipelines.assets import GOLD_ASSETS, data_quality_daily, serving_snapshot, silver_events
 from pipelines.resources import LakeResource, WarehouseResource
 from warehouse.lake import Lake
@@ -130,8 +133,11 @@ def api(env: Env) -> Iterator[ApiServer]:
     server.proc.wait(timeout=30)
 
 
-def materialize_all(env: Env) -> dg.ExecuteInProcessResult:
-    """Materialize silver (with its GE checks), gold and the serving snapshot in-process, like one sensor run."""
+def materialize_all(env: Env, **silver_config: str) -> dg.ExecuteInProcessResult:
+    """Materialize silver (with its GE checks), gold and the serving snapshot in-process, like one sensor run.
+
+    ``silver_config``: the silver step's config (``mode="replay"``, ``mode="reprocess"`` with days…).
+    """
     result = dg.materialize(
         [silver_events, *GOLD_ASSETS, data_quality_daily, serving_snapshot],
         resources={
@@ -140,6 +146,7 @@ def materialize_all(env: Env) -> dg.ExecuteInProcessResult:
         },
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=True,
+        run_config={"ops": {"silver_events": {"config": silver_config}}} if silver_config else None,
     )
     assert result.success
     return result

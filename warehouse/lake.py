@@ -16,6 +16,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.schema import Schema as DeltaSchema
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from warehouse.tables import WATERMARKS, TableDef
@@ -52,9 +53,16 @@ class Lake:
 
     @_retry_commit
     def ensure(self, table: TableDef) -> DeltaTable:
-        """Create the table if it does not exist yet (idempotent, safe across processes)."""
+        """Create the table if it does not exist yet (idempotent, safe across processes).
+
+        A table created by an older release that lacks columns added at the end of ``table``'s
+        schema gets them added (nullable; its existing rows read NULL). No rewrite of data.
+
+        Raises:
+            ValueError: the table has columns ``table`` does not declare, or in another order.
+        """
         configuration = {"delta.enableChangeDataFeed": "true"} if table.change_data_feed else None
-        return DeltaTable.create(
+        dt = DeltaTable.create(
             self.uri(table),
             schema=table.schema,
             partition_by=list(table.partition_by) or None,
@@ -62,6 +70,15 @@ class Lake:
             configuration=configuration,
             storage_options=self.storage_options,
         )
+        columns = [field.name for field in dt.schema().fields]
+        expected = table.schema.names
+        if columns != expected:
+            if columns != expected[: len(columns)]:
+                raise ValueError(f"{table.name} has columns {columns}, expected {expected}")
+            added = pa.schema([table.schema.field(name) for name in expected[len(columns) :]])
+            dt.alter.add_columns(DeltaSchema.from_arrow(added).fields)
+            log.info("%s: added columns %s", table.name, added.names)
+        return dt
 
     def open(self, table: TableDef, version: int | None = None) -> DeltaTable | None:
         """Open the table (at ``version`` if given), or ``None`` when it does not exist."""
@@ -139,24 +156,52 @@ class Lake:
             self.append(table, new)
         return new.num_rows
 
-    def changes(self, table: TableDef, after_version: int, until_version: int) -> pa.Table:
-        """Rows inserted in versions ``(after_version, until_version]`` from the change data feed.
+    def changes(
+        self,
+        table: TableDef,
+        after_version: int,
+        until_version: int,
+        change_types: tuple[str, ...] = ("insert",),
+        predicate: str | None = None,
+    ) -> pa.Table:
+        """Rows changed in versions ``(after_version, until_version]`` from the change data feed.
 
-        Adds ``_commit_version`` (int64); the CDF bookkeeping columns are dropped.
+        ``change_types``: which of ``insert``/``delete`` to keep (a predicate overwrite reports the
+        rows it replaced as ``delete``). ``predicate``: a delta-rs SQL filter, e.g. on the partition
+        column. Adds ``_commit_version`` (int64) and, when more than one change type is asked for,
+        ``_change_type``; the other CDF bookkeeping columns are dropped.
         """
         dt = self.open(table)
+        extra = [pa.field("_commit_version", pa.int64())] + (
+            [pa.field("_change_type", pa.string())] if len(change_types) > 1 else []
+        )
         if dt is None or until_version <= after_version:
-            return table.schema.empty_table().append_column("_commit_version", pa.array([], pa.int64()))
-        reader = dt.load_cdf(starting_version=after_version + 1, ending_version=until_version)
+            return pa.schema([*table.schema, *extra]).empty_table()
+        reader = dt.load_cdf(starting_version=after_version + 1, ending_version=until_version, predicate=predicate)
         changes = pa.table(reader.read_all())
         # delta-rs returns string_view columns, which pyarrow's filter kernels lack: cast first.
-        is_insert = pc.equal(changes["_change_type"].cast(pa.string()), "insert")
-        rows = (
-            changes.select(table.schema.names)
-            .cast(table.schema)
-            .append_column("_commit_version", changes["_commit_version"].cast(pa.int64()))
-        )
-        return rows.filter(is_insert)
+        change_type = changes["_change_type"].cast(pa.string())
+        keep = pc.is_in(change_type, pa.array(change_types))
+        rows = changes.select(table.schema.names).cast(table.schema)
+        rows = rows.append_column("_commit_version", changes["_commit_version"].cast(pa.int64()))
+        if len(change_types) > 1:
+            rows = rows.append_column("_change_type", change_type)
+        return rows.filter(keep)
+
+    @_retry_commit
+    def replace_where(self, table: TableDef, rows: pa.Table, predicate: str) -> int:
+        """Atomically replace the rows matching ``predicate`` with ``rows`` (one commit).
+
+        Delta's ``replaceWhere``: every row of ``rows`` must match ``predicate`` (a delta-rs SQL
+        filter such as ``"event_date >= '2024-01-01' and event_date <= '2024-01-31'"``).
+        Returns the new version.
+
+        Raises:
+            deltalake.exceptions.DeltaError: a row outside the predicate, or the commit failed.
+        """
+        dt = self.ensure(table)
+        write_deltalake(dt, rows.select(table.schema.names).cast(table.schema), mode="overwrite", predicate=predicate)
+        return dt.version()
 
     def dataset(self, table: TableDef, version: int | None = None) -> pads.Dataset:
         """The table as a pyarrow dataset (frozen at ``version``, default latest).

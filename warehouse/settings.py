@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -120,6 +120,34 @@ class Settings(BaseSettings):
         default=None, description="Scrub rules YAML; default pipelines/scrub_rules.yaml in the repository."
     )
 
+    # pipelines: data quality
+    quarantine_warn_rate: float = Field(
+        default=0.05, ge=0, le=1, description="Quarantined share of a batch above which its check warns."
+    )
+    quarantine_error_rate: float = Field(
+        default=0.25, ge=0, le=1, description="Quarantined share of a batch above which its check is an error."
+    )
+    freshness_warn_s: int = Field(
+        default=3600,
+        gt=0,
+        description="Silver, gold and serving warn as stale after this long without an update (s).",
+    )
+    freshness_fail_s: int = Field(
+        default=86400,
+        gt=0,
+        description="Silver, gold and serving fail freshness after this long without an update (s).",
+    )
+
+    # pipelines: pseudonymization (HMAC-SHA256, RFC 2104)
+    pseudonym_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key for pseudonyms; default: generated once into <data_dir>/pseudonym_key (mode 0600).",
+    )
+    pseudonymize_all_ids: bool = Field(
+        default=False,
+        description="Replace every user_id and anonymous_id by its pseudonym (email-like ids always are).",
+    )
+
     # dashboards
     superset: bool = Field(default=True, description="Start and provision Superset with `make up` (0 to skip).")
     superset_port: int = 8088
@@ -151,6 +179,11 @@ class Settings(BaseSettings):
     def local_key_path(self) -> Path:
         """Where the generated local source's write key is kept for local tools (replay, `make up`)."""
         return (self.data_dir / "local_write_key").resolve()
+
+    @property
+    def pseudonym_key_path(self) -> Path:
+        """Where the generated pseudonym key is kept when ``pseudonym_key`` is not set."""
+        return (self.data_dir / "pseudonym_key").resolve()
 
     @property
     def warehouse_file(self) -> Path:

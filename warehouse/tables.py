@@ -90,6 +90,8 @@ EVENTS = TableDef(
         "is_bot": (pa.bool_(), "crawler/bot per crawlerdetect or ua-parser; excluded from people metrics"),
         "bronze_version": (pa.int64(), "bronze table version the row was committed in (lineage)"),
         "run_id": (pa.string(), "Dagster run that wrote the row"),
+        # Added after the first release: Lake.ensure adds it to older tables, whose rows read NULL.
+        "content_hash": (pa.string(), "BLAKE2b-128 of the client-sent content (pipelines.consistency)"),
     },
     partition_by=("event_date",),
     change_data_feed=True,
@@ -101,7 +103,7 @@ REJECTED_EVENTS = TableDef(
     columns={
         **_BRONZE_COLUMNS,
         "suite": (pa.string(), "expectation suite that was applied"),
-        "failed_expectations": (pa.string(), "JSON list of {check, expectation, column} that failed"),
+        "failed_expectations": (pa.string(), "JSON list of {check, reason, expectation, column[, detail]} that failed"),
         "reason": (pa.string(), "the first failed check's name, for grouping"),
         "reason_type": (
             pa.string(),
@@ -123,6 +125,32 @@ WATERMARKS = TableDef(
         "upstream_version": (pa.int64(), "last upstream Delta version fully processed"),
         "run_id": (pa.string(), "run that processed it"),
         "committed_at": (UTC_TS, "when the watermark was advanced (UTC)"),
+    },
+)
+
+QUARANTINE_REPLAYS = TableDef(
+    name="quarantine_replays",
+    path="quarantine/replays",
+    columns={
+        "event_id": (pa.string(), "the quarantined event that passed on replay"),
+        "bronze_version": (pa.int64(), "its bronze version (with event_id, the quarantine row's key)"),
+        "run_id": (pa.string(), "Dagster run of the replay_quarantine job"),
+        "replayed_at": (UTC_TS, "when it moved to silver (UTC)"),
+    },
+)
+
+PROPERTY_TYPES = TableDef(
+    name="property_types",
+    path="_state/property_types",
+    columns={
+        "app": (pa.string(), "product or dataset"),
+        "event_type": (pa.string(), "event type the property belongs to"),
+        "property": (pa.string(), "top-level key of the event's properties"),
+        "json_type": (pa.string(), "JSON type first seen: string, number, boolean, array or object"),
+        "first_seen_at": (UTC_TS, "received_at of the first event that carried it (UTC)"),
+        "bronze_version": (pa.int64(), "bronze version of that event"),
+        "run_id": (pa.string(), "Dagster run that registered it"),
+        "registered_at": (UTC_TS, "when it was registered (UTC)"),
     },
 )
 

@@ -39,7 +39,8 @@ CANARIES: list[tuple[str, dict[str, object]]] = [
     ("canary-pw-10", {"events": {"form_submit": {"password": "canary-pw-10"}}}),
     ("canary-pw-11", {"events": {"form_submit": {"Password": "canary-pw-11"}}}),
     ("canary-pw-12", {"events": {"form_submit": {"USER_PASSWORD": "canary-pw-12"}}}),
-    ("canary-pw-13", {"events": {"form_submit": {"fields": {"login": {"passwd": "canary-pw-13"}}}}}),
+    # form_submit.fields stays an array throughout: a type change would be quarantined (type_conflict)
+    ("canary-pw-13", {"events": {"form_submit": {"fields": [{"login": {"passwd": "canary-pw-13"}}]}}}),
     ("canary-pw-14", {"events": {"form_submit": {"fields": [{"name": "a"}, {"secret": "canary-pw-14"}]}}}),
     ("canary-tok-15", {"events": {"api_call": {"headers": {"Authorization": "Bearer canary-tok-15"}}}}),
     ("canary-tok-16", {"events": {"api_call": {"note": "sent Bearer canary-tok-16xx to the api"}}}),

@@ -158,10 +158,15 @@ def test_every_chart_returns_the_gold_numbers(superset: Superset) -> None:
     assert {(day(r["day"]), r["outcome"], r["events"]) for r in rows["Received events per day by outcome"]} == gold(
         env, "select day, outcome, sum(events) from data_quality_daily group by all"
     )
-    assert {(day(r["day"]), r["app"], r["reason"], r["events"]) for r in rows["Quarantined events by reason"]} == gold(
-        env, "select day, app, reason, events from data_quality_daily where outcome = 'quarantined'"
-    )
-    assert {r["reason"] for r in rows["Quarantined events by reason"]} == {"timestamp_after_2000"}
+    assert {
+        (day(r["day"]), r["app"], r["reason_type"], r["reason"], r["events"])
+        for r in rows["Quarantined events by reason"]
+    } == gold(env, "select day, app, reason_type, reason, events from data_quality_daily where outcome = 'quarantined'")
+    assert {(r["reason_type"], r["reason"]) for r in rows["Quarantined events by reason"]} == {
+        ("timestamp_out_of_range", "timestamp_after_2000")
+    }
+    outcomes = {r["outcome"] for r in rows["Received events per day by outcome"]}
+    assert {"valid", "bot", "quarantined"} <= outcomes  # the access log has crawlers
     assert {(r["layer"], r["table_name"], r["version"]) for r in rows["Last update per layer"]} >= {
         ("gold", m, v) for m, v in gold(env, "select mart, silver_version from gold_watermarks")
     }

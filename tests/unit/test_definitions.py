@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from pipelines.definitions import defs
+from pipelines.validation import check_names
 
 
 def test_definitions_asset_keys_snapshot() -> None:
@@ -20,14 +21,31 @@ def test_definitions_asset_keys_snapshot() -> None:
         "data_quality_daily",
         "serving_snapshot",
     }
-    checks = {key.name for key in graph.asset_check_keys}
-    assert checks == {
-        "event_id_present",
-        "event_type_present",
-        "event_type_name",
-        "timestamp_after_2000",
-        "timestamp_not_in_future",
-        "user_or_session_present",
+    checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
+    suite = {("events", name) for name, _ in check_names("raw_events")}
+    assert len(suite) == 24
+    assert checks == suite | {("events", "batch_has_people_events"), ("events", "quarantine_rate")}
+
+
+def test_jobs_share_the_assets_and_set_the_silver_mode() -> None:
+    modes = {}
+    for name in ("ingest_to_gold", "replay_quarantine", "reprocess_silver"):
+        job = defs.resolve_job_def(name)
+        modes[name] = job.run_config["ops"]["silver_events"]["config"]["mode"]  # type: ignore[index]
+    assert modes == {"ingest_to_gold": "ingest", "replay_quarantine": "replay", "reprocess_silver": "reprocess"}
+
+
+def test_derived_assets_carry_a_freshness_policy() -> None:
+    graph = defs.resolve_asset_graph()
+    fresh = {key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).freshness_policy}
+    assert fresh == {
+        "events",
+        "daily_active_users",
+        "monthly_active_users",
+        "daily_event_counts",
+        "daily_page_views",
+        "data_quality_daily",
+        "serving_snapshot",
     }
 
 

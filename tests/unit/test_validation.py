@@ -20,6 +20,17 @@ def frame(rows: list[dict[str, object]]) -> pd.DataFrame:
         "timestamp_ms": 1_700_000_000_000,
         "future_skew_ms": 0,
         "person_key": "u",
+        "user_id": "u",
+        "anonymous_id": None,
+        "session_id": None,
+        "page_url": "https://shop.example/p/1?x=1",
+        "referrer": None,
+        "payload_bytes": 300,
+        "scroll_pct": None,
+        "scroll_depth": None,
+        "scroll_type": None,
+        "duplicate_conflict": False,
+        "type_conflict": None,
     }
     return pd.DataFrame([{**base, **row} for row in rows])
 
@@ -55,6 +66,32 @@ def test_split_follows_unexpected_rows_of_each_expectation() -> None:
     counts = {c.check: c.unexpected_count for c in split.checks}
     assert counts["event_type_name"] == 2
     assert not next(c for c in split.checks if c.check == "event_type_name").success
+
+
+@pytest.mark.parametrize(
+    ("row", "check", "reason"),
+    [
+        ({"page_url": "not a url"}, "page_url_parses", "schema_violation"),
+        ({"page_url": "https://"}, "page_url_parses", "schema_violation"),
+        ({"referrer": "javascript alert(1)"}, "referrer_parses", "schema_violation"),
+        ({"page_url": "https://a.example/" + "x" * 8200}, "page_url_length", "size_violation"),
+        ({"user_id": "u" * 257}, "user_id_length", "schema_violation"),
+        ({"session_id": ""}, "session_id_length", "schema_violation"),
+        ({"user_id": "bad\ufffdid"}, "user_id_encoding", "bad_encoding"),
+        ({"event_id": "e\x00"}, "event_id_encoding", "bad_encoding"),
+        ({"payload_bytes": 32769}, "event_size", "size_violation"),
+        ({"scroll_type": "string"}, "scroll_depth_numeric", "schema_violation"),
+        ({"scroll_pct": 100.5, "scroll_type": "number"}, "scroll_pct_range", "schema_violation"),
+        ({"scroll_depth": -1.0, "scroll_type": "number"}, "scroll_depth_range", "schema_violation"),
+        ({"duplicate_conflict": True}, "event_id_content_matches", "duplicate_conflict"),
+        ({"type_conflict": "value: number, got string"}, "property_types_match", "type_conflict"),
+    ],
+)
+def test_each_rule_quarantines_its_case_with_its_typed_reason(row: dict[str, object], check: str, reason: str) -> None:
+    ok = {"page_url": "/checkout?step=2", "referrer": "android-app://com.example", "scroll_pct": 100.0}
+    split = split_by_suite(frame([ok, row]), load_suite("raw_events"))
+    assert split.valid.tolist() == [True, False]
+    assert [(f["check"], f["reason"]) for f in split.failures[1]] == [(check, reason)]
 
 
 def test_an_expectation_that_cannot_run_fails_the_batch() -> None:

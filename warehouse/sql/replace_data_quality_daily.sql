@@ -1,12 +1,18 @@
 -- data_quality_daily: what became of every received event, per app and UTC day received.
--- Grain: (app, source, day, outcome, reason). outcome: 'valid' (in silver), 'quarantined' (reason = the
--- first failed check), 'duplicate' (received again after an earlier copy was kept: received minus
--- the distinct event ids kept). received = the sum over outcomes. Snowplow's "good vs bad" model.
--- Recomputed whole (one group-by over key columns of three tables) inside the caller's transaction.
--- Inputs: bronze_events, silver_events, quarantine_events (registered Delta datasets).
+-- Grain: (app, source, day, outcome, reason). outcome:
+--   'valid'       in silver and counted in people metrics;
+--   'bot'         in silver but flagged as a bot or crawler (kept, excluded from people metrics);
+--   'quarantined' still in quarantine: reason = the first failed check, reason_type its typed reason
+--                 (rows a replay moved to silver count as valid/bot, not here);
+--   'duplicate'   received again after an earlier copy was kept (received minus the copies kept).
+-- received = the sum over outcomes. Snowplow's "good vs bad" model
+-- (https://docs.snowplow.io/docs/fundamentals/failed-events/). It is the analysts' view of the
+-- quarantine: reasons and counts, never payloads.
+-- Recomputed whole (one group-by over key columns of four tables) inside the caller's transaction.
+-- Inputs: bronze_events, silver_events, quarantine_events, quarantine_replays (registered Delta datasets).
 delete from data_quality_daily;
 
-insert into data_quality_daily (app, source, day, outcome, reason, events)
+insert into data_quality_daily (app, source, day, outcome, reason, reason_type, events)
 with received as (
     select app, source, received_date as day, count(*) as events
     from bronze_events
@@ -14,14 +20,25 @@ with received as (
 ),
 
 valid as (
-    select app, source, cast(received_at as date) as day, 'valid' as outcome, '' as reason, count(*) as events
+    select
+        app,
+        source,
+        cast(received_at as date) as day,
+        case when is_bot then 'bot' else 'valid' end as outcome,
+        '' as reason,
+        '' as reason_type,
+        count(*) as events
     from silver_events
     group by all
 ),
 
 quarantined as (
-    select app, source, received_date as day, 'quarantined' as outcome, reason, count(*) as events
-    from quarantine_events
+    select app, source, received_date as day, 'quarantined' as outcome, reason, reason_type, count(*) as events
+    from quarantine_events as q
+    where not exists (
+        select 1 from quarantine_replays as r
+        where r.event_id = q.event_id and r.bronze_version = q.bronze_version
+    )
     group by all
 ),
 
@@ -36,7 +53,13 @@ kept as (
 ),
 
 duplicates as (
-    select received.app, received.source, received.day, 'duplicate' as outcome, '' as reason,
+    select
+        received.app,
+        received.source,
+        received.day,
+        'duplicate' as outcome,
+        '' as reason,
+        '' as reason_type,
         received.events - coalesce(kept.events, 0) as events
     from received
     left join kept
@@ -52,4 +75,4 @@ final as (
     select * from duplicates
 )
 
-select app, source, day, outcome, reason, events from final
+select app, source, day, outcome, reason, reason_type, events from final

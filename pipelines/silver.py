@@ -1,0 +1,231 @@
+"""The bronze → silver step in its three modes, all through the same suite and rules.
+
+* :func:`ingest`: bronze versions after silver's watermark (the sensor's hot path).
+* :func:`replay_quarantine`: quarantined rows not replayed yet, re-validated with today's suite
+  and rules; those that now pass move into silver exactly once (anti-join on ``event_id``) and
+  are recorded in ``quarantine_replays``.
+* :func:`reprocess`: rebuild silver for an ``event_date`` range from bronze, replacing the range
+  in one Delta commit (``replaceWhere``), e.g. after a scrub rule was added. Rerunning it gives
+  the same rows. Gold follows through silver's change data feed (inserts and deletes).
+
+Every mode validates with Great Expectations, quarantines what fails, scrubs and enriches what
+passes, and registers properties first seen (``property_types``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from pipelines import transform
+from pipelines.consistency import registry_rows
+from pipelines.pseudonyms import Pseudonymizer
+from pipelines.scrubbing import Scrubber
+from pipelines.validation import CheckOutcome, split_by_suite
+from warehouse.lake import Lake
+from warehouse.tables import EVENTS, PROPERTY_TYPES, QUARANTINE_REPLAYS, RAW_EVENTS, REJECTED_EVENTS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchStats:
+    """What one run of the silver step did (row counts; bronze versions for :func:`ingest`)."""
+
+    mode: str
+    rows: int = 0
+    valid: int = 0
+    inserted: int = 0
+    quarantined: int = 0
+    quarantine_inserted: int = 0
+    replayed: int = 0
+    replaced_days: int = 0
+    bronze_from: int = -1
+    bronze_to: int = -1
+    reasons: Counter[str] = field(default_factory=Counter)
+    reason_types: Counter[str] = field(default_factory=Counter)
+    bots: int = 0
+    checks: list[CheckOutcome] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What the silver step applies: the bronze suite (a GE ``ExpectationSuite``), scrub rules and
+    pseudonymization (its ``Scrubber`` and ``Pseudonymizer`` also count what they changed)."""
+
+    suite: Any
+    scrubber: Scrubber
+    pseudonymizer: Pseudonymizer
+
+
+@dataclass(frozen=True)
+class _Split:
+    valid: pl.DataFrame
+    invalid: pl.DataFrame
+    reasons: list[list[dict[str, Any]]]
+    checks: list[CheckOutcome]
+
+
+def _known_types(store: Lake) -> pl.DataFrame:
+    table = store.dataset(PROPERTY_TYPES).to_table(columns=["app", "event_type", "property", "json_type"])
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _prior_hashes(store: Lake, event_ids: pl.Series, exclude: pads.Expression | None = None) -> pl.DataFrame:
+    ids = pa.array(event_ids.unique().to_list(), pa.string())
+    flt = pads.field("event_id").isin(ids)
+    if exclude is not None:
+        flt = flt & ~exclude
+    frame = pl.from_arrow(store.dataset(EVENTS).to_table(columns=["event_id", "content_hash"], filter=flt))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _validate(store: Lake, decoded: pl.DataFrame, suite: Any, prior: pl.DataFrame, run_id: str) -> _Split:
+    checked, new_types = transform.with_consistency(decoded, prior, _known_types(store))
+    split = split_by_suite(transform.validation_frame(checked), suite)
+    valid, invalid, reasons = transform.apply_split(checked, split)
+    if new_types.height:
+        # Registered before silver is written: a rerun after a crash sees the same registry.
+        store.append(PROPERTY_TYPES, registry_rows(new_types, run_id, datetime.now(UTC)))
+    return _Split(valid, invalid, reasons, split.checks)
+
+
+def _count(stats: BatchStats, split: _Split, silver: pa.Table) -> None:
+    stats.valid += split.valid.height
+    stats.quarantined += split.invalid.height
+    stats.reasons.update(r[0]["check"] for r in split.reasons)
+    stats.reason_types.update(r[0]["reason"] for r in split.reasons)
+    stats.bots += int(pc.sum(silver["is_bot"]).as_py() or 0)
+    stats.checks = split.checks
+
+
+def ingest(store: Lake, rules: Rules, run_id: str) -> BatchStats:
+    """Process bronze versions after silver's watermark up to bronze's current version.
+
+    Quarantine and silver are appended with an ``event_id`` anti-join, then the watermark moves:
+    a run that dies midway is simply run again.
+    """
+    bronze_version = store.version(RAW_EVENTS)
+    after = store.watermark(EVENTS.name, RAW_EVENTS.name)
+    until = after if bronze_version is None else bronze_version
+    decoded = transform.decode(store.changes(RAW_EVENTS, after, until))
+    stats = BatchStats("ingest", rows=decoded.height, bronze_from=after, bronze_to=until)
+    split = _validate(store, decoded, rules.suite, _prior_hashes(store, decoded["event_id"]), run_id)
+    stats.quarantine_inserted = store.insert_new(
+        REJECTED_EVENTS,
+        transform.build_quarantine(split.invalid, split.reasons, rules.suite.name, run_id, datetime.now(UTC)),
+    )
+    silver = transform.build_silver(split.valid, run_id, rules.scrubber, rules.pseudonymizer)
+    stats.inserted = store.insert_new(EVENTS, silver)
+    _count(stats, split, silver)
+    if until > after:
+        store.advance_watermark(EVENTS.name, RAW_EVENTS.name, until, run_id)
+    return stats
+
+
+def replay_quarantine(store: Lake, rules: Rules, run_id: str) -> BatchStats:
+    """Re-validate quarantined rows not replayed yet; move those that now pass into silver.
+
+    A row counts as replayed once it is recorded in ``quarantine_replays`` (after silver was
+    written), so a crash in between only means the next run records it: silver's ``event_id``
+    anti-join keeps it exactly once. Rows that still fail stay in quarantine untouched.
+    """
+    store.ensure(QUARANTINE_REPLAYS)
+    quarantine = pl.from_arrow(store.dataset(REJECTED_EVENTS).to_table())
+    replayed = pl.from_arrow(store.dataset(QUARANTINE_REPLAYS).to_table(columns=["event_id", "bronze_version"]))
+    assert isinstance(quarantine, pl.DataFrame) and isinstance(replayed, pl.DataFrame)
+    pending = quarantine.join(replayed, on=["event_id", "bronze_version"], how="anti")
+    bronze_rows = pending.select(*RAW_EVENTS.schema.names, pl.col("bronze_version").alias("_commit_version"))
+    decoded = transform.decode(bronze_rows.to_arrow().cast(_with_commit_version(RAW_EVENTS.schema)))
+    stats = BatchStats("replay", rows=decoded.height)
+    split = _validate(store, decoded, rules.suite, _prior_hashes(store, decoded["event_id"]), run_id)
+    silver = transform.build_silver(split.valid, run_id, rules.scrubber, rules.pseudonymizer)
+    stats.inserted = store.insert_new(EVENTS, silver)
+    _count(stats, split, silver)
+    if split.valid.height:
+        record = split.valid.select(
+            "event_id",
+            "bronze_version",
+            pl.lit(run_id).alias("run_id"),
+            pl.lit(datetime.now(UTC)).alias("replayed_at"),
+        )
+        store.append(QUARANTINE_REPLAYS, record.to_arrow().cast(QUARANTINE_REPLAYS.schema))
+    stats.replayed = split.valid.height
+    return stats
+
+
+def _with_commit_version(schema: pa.Schema) -> pa.Schema:
+    return schema.append(pa.field("_commit_version", pa.int64()))
+
+
+def day_range_predicate(column: str, first: date, last: date) -> str:
+    """delta-rs SQL filter ``column`` in ``[first, last]`` (ISO dates, both inclusive)."""
+    return f"{column} >= '{first.isoformat()}' and {column} <= '{last.isoformat()}'"
+
+
+def reprocess(store: Lake, rules: Rules, run_id: str, first: date, last: date) -> BatchStats:
+    """Rebuild silver's ``event_date`` range ``[first, last]`` from bronze (up to silver's watermark).
+
+    Reads the bronze partitions that can hold such events (``received_date >= first - 1 day``:
+    the suite rejects timestamps more than 24 h after receipt) plus every copy of their event ids,
+    re-runs validation, dedup, scrubbing and enrichment, and replaces the range in one commit.
+    Rows that now fail are quarantined (once per event_id). Idempotent.
+
+    Raises:
+        ValueError: ``last`` before ``first``.
+    """
+    if last < first:
+        raise ValueError(f"reprocess range is empty: {first} > {last}")
+    watermark = store.watermark(EVENTS.name, RAW_EVENTS.name)
+    stats = BatchStats("reprocess", bronze_to=watermark)
+    in_range = day_range_predicate("event_date", first, last)
+    scan = store.changes(
+        RAW_EVENTS,
+        -1,
+        watermark,
+        predicate=day_range_predicate("received_date", first - timedelta(days=1), date(9999, 12, 31)),
+    )
+    decoded = transform.decode(scan)
+    event_day = pl.col("timestamp").dt.date()
+    ids = decoded.filter(event_day.is_between(first, last))["event_id"].unique()
+    decoded = decoded.filter(pl.col("event_id").is_in(ids.implode()))
+    stats.rows = decoded.height
+    range_expr = (pads.field("event_date") >= pa.scalar(first, pa.date32())) & (
+        pads.field("event_date") <= pa.scalar(last, pa.date32())
+    )
+    split = _validate(
+        store, decoded, rules.suite, _prior_hashes(store, decoded["event_id"], exclude=range_expr), run_id
+    )
+    stats.quarantine_inserted = store.insert_new(
+        REJECTED_EVENTS,
+        transform.build_quarantine(split.invalid, split.reasons, rules.suite.name, run_id, datetime.now(UTC)),
+    )
+    silver = transform.build_silver(split.valid, run_id, rules.scrubber, rules.pseudonymizer)
+    outside = store.dataset(EVENTS).to_table(
+        columns=["event_id"], filter=pads.field("event_id").isin(silver["event_id"]) & ~range_expr
+    )
+    keep = pc.and_(
+        pc.invert(pc.is_in(silver["event_id"], outside["event_id"])),
+        pc.and_(
+            pc.greater_equal(silver["event_date"], pa.scalar(first, pa.date32())),
+            pc.less_equal(silver["event_date"], pa.scalar(last, pa.date32())),
+        ),
+    )
+    silver = silver.filter(keep)
+    store.replace_where(EVENTS, silver, in_range)
+    stats.inserted = silver.num_rows
+    stats.replaced_days = (last - first).days + 1
+    _count(stats, split, silver)
+    log.info("reprocessed silver %s..%s: %d rows from %d bronze rows", first, last, silver.num_rows, decoded.height)
+    return stats

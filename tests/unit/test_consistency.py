@@ -1,0 +1,78 @@
+"""Duplicate conflicts and property type conflicts, computed per micro-batch."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+
+from pipelines.consistency import PROPERTY_TYPE_DTYPE, content_hash, duplicate_conflicts, json_type, type_conflicts
+
+T0 = datetime(2024, 5, 1, tzinfo=UTC)
+CONTENT = ["event_type", "original_timestamp", "user_id", "anonymous_id", "session_id", "page_url", "referrer"]
+
+
+def batch(rows: list[dict]) -> pl.DataFrame:
+    base = {c: None for c in CONTENT} | {"location": None, "context": None, "properties": "{}", "app": "a"}
+    frame = pl.DataFrame(
+        [base | {"received_at": T0 + timedelta(seconds=i), "bronze_version": 1} | r for i, r in enumerate(rows)],
+        schema_overrides={c: pl.String for c in [*CONTENT, "location", "context"]},
+    )
+    return frame.with_columns(content_hash(frame))
+
+
+def test_json_types_follow_rfc_8259_kinds() -> None:
+    assert [json_type(v) for v in (1, 1.5, True, "x", [], {}, None)] == [
+        "number",
+        "number",
+        "boolean",
+        "string",
+        "array",
+        "object",
+        None,
+    ]
+
+
+def test_content_hash_is_stable_and_ignores_nothing_but_receipt_metadata() -> None:
+    frame = batch([{"event_id": "e", "properties": '{"a":1}'}, {"event_id": "e", "properties": '{"a":1}'}])
+    assert frame["content_hash"][0] == frame["content_hash"][1]
+    # Stored in silver and compared across releases: BLAKE2b-128 over the content columns joined
+    # by U+001F, NULL as U+0000 (nine NULL columns, then the properties).
+    assert frame["content_hash"][0] == "673cc7096d7e29b78c766aef3b6f0214"
+    other = batch([{"event_id": "e", "properties": '{"a":2}'}])
+    assert other["content_hash"][0] != frame["content_hash"][0]
+    null_vs_empty = batch([{"event_id": "e", "user_id": ""}, {"event_id": "e", "user_id": None}])
+    assert null_vs_empty["content_hash"][0] != null_vs_empty["content_hash"][1]
+
+
+def test_copies_that_differ_from_the_winner_conflict_and_the_kept_silver_copy_wins() -> None:
+    frame = batch(
+        [
+            {"event_id": "a", "properties": '{"p":1}'},  # first of a: wins
+            {"event_id": "a", "properties": '{"p":1}'},  # plain duplicate
+            {"event_id": "a", "properties": '{"p":2}'},  # conflict
+            {"event_id": "b", "properties": '{"p":1}'},  # b is in silver with other content
+            {"event_id": "c", "properties": '{"p":1}'},  # c in silver with a NULL hash (older release)
+        ]
+    )
+    kept_b = batch([{"event_id": "b", "properties": '{"p":0}'}])["content_hash"][0]
+    prior = pl.DataFrame({"event_id": ["b", "c"], "content_hash": [kept_b, None]})
+    assert duplicate_conflicts(frame, prior).to_list() == [False, False, True, True, False]
+
+
+def test_a_property_changing_type_conflicts_with_the_first_type_seen() -> None:
+    def typed(pairs: list[list[tuple[str, str]]], event_type: str = "scroll") -> pl.DataFrame:
+        rows = [
+            {"app": "a", "event_type": event_type, "received_at": T0 + timedelta(seconds=i), "bronze_version": 1}
+            for i in range(len(pairs))
+        ]
+        column = pl.Series(
+            "property_types", [[{"property": k, "json_type": t} for k, t in p] for p in pairs], PROPERTY_TYPE_DTYPE
+        )
+        return pl.DataFrame(rows).with_columns(column)
+
+    known = pl.DataFrame({"app": ["a"], "event_type": ["scroll"], "property": ["value"], "json_type": ["number"]})
+    frame = typed([[("value", "number")], [("value", "string"), ("unit", "string")], [("unit", "number")], []])
+    flags, new = type_conflicts(frame, known)
+    assert flags.to_list() == [None, "value: number, got string", "unit: string, got number", None]
+    assert new.select("property", "json_type").rows() == [("unit", "string")]  # first seen in the batch
