@@ -1,37 +1,72 @@
-"""Silver and gold processing cost per stage, for micro-batches of growing size, side by side.
+"""Bronze → silver throughput and per-stage cost, with validation and scrubbing each switched off.
 
-Writes N synthetic bronze events (realistic mix: 2,000 users, 300 distinct user agents, 5% bots,
-1% content-invalid, URLs with query strings) to a temporary lake, then times each stage of the
-silver step and the gold refresh. Prints one row per N with µs per event, so the scaling is
-visible as a ratio. Usage: .venv/bin/python bench/bench_silver.py [--sizes 20000 100000 300000]
+Writes N synthetic bronze events (2,000 users, 300 distinct user agents, 5% bots, 1% invalid,
+URLs with query strings, nested properties: a product object with a tag list, a cart array of
+objects, error events with stack traces) to a temporary lake, then runs the silver step of
+``pipelines/silver.py`` stage by stage three times on the same bronze, each into a fresh silver:
+
+* ``full``: what the pipeline runs (consistency columns, Great Expectations split, scrub +
+  pseudonymize + enrich, silver suite, dedup + append);
+* ``no_validation``: every row taken as valid (no consistency columns, no GE, no silver suite);
+* ``no_scrub``: scrub rules empty and no pseudonymization.
+
+Prints µs per event per stage, events/s per variant and each variant's time as a ratio of
+``full``; gold (DAU + MAU refresh) is timed once, separately. Usage:
+``.venv/bin/python bench/bench_silver.py [--events 1000000]``
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import re
 import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipelines import transform  # noqa: E402
 from pipelines.gold import refresh_mart  # noqa: E402
-from pipelines.validation import load_suite, split_by_suite  # noqa: E402
+from pipelines.pseudonyms import Pseudonymizer  # noqa: E402
+from pipelines.scrubbing import Scrubber, ScrubRules  # noqa: E402
+from pipelines.silver import known_types, prior_hashes  # noqa: E402
+from pipelines.validation import SplitResult, load_suite, split_by_suite, suite_columns  # noqa: E402
 from warehouse import gold  # noqa: E402
 from warehouse.contract import RequestContext, explode_payload  # noqa: E402
 from warehouse.lake import Lake  # noqa: E402
-from warehouse.tables import EVENTS, RAW_EVENTS  # noqa: E402
+from warehouse.tables import EVENTS, PROPERTY_TYPES, RAW_EVENTS, TableDef  # noqa: E402
 
 AGENTS = [
     f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/{100 + i}.0 Safari/537.36" for i in range(285)
 ] + [f"Googlebot/2.{i} (+http://www.google.com/bot.html)" for i in range(15)]
+VARIANTS = ("full", "no_validation", "no_scrub")
+NO_RULES = ScrubRules(re.compile(r"(?!)"), re.compile(r"(?!)"), ())
+
+
+def event_value(rng: random.Random, kind: str) -> Any:
+    if kind == "click":
+        return {
+            "component": f"c{rng.randrange(30)}",
+            "product": {
+                "id": f"SKU-{rng.randrange(5000)}",
+                "price": rng.randrange(100, 99999) / 100,
+                "tags": ["a", "b"],
+            },
+        }
+    if kind == "cart":
+        return {"items": [{"sku": f"SKU-{rng.randrange(5000)}", "qty": rng.randrange(1, 4)} for _ in range(3)]}
+    if kind == "errors":
+        return {"message": "TypeError: x is undefined", "stackTrace": f"at f (app.js:{rng.randrange(900)}:12)\n" * 4}
+    return rng.randrange(101)  # scroll: a bare depth in percent
 
 
 def bronze(n: int, seed: int = 7) -> pa.Table:
@@ -39,64 +74,105 @@ def bronze(n: int, seed: int = 7) -> pa.Table:
     ctx = RequestContext(received_at=datetime.now(UTC), ip="203.0.113.9")
     start = datetime(2024, 1, 1, tzinfo=UTC)
     rows = []
+    kinds = ["click"] * 6 + ["cart"] * 2 + ["scroll", "errors"]
     for i in range(n):
-        ts = start + timedelta(seconds=rng.randrange(90 * 86400))
+        kind = rng.choice(kinds) if rng.random() > 0.01 else "Bad Name"
         payload = {
             "uuid": f"e{i}",
-            "timestamp": ts.isoformat(),
+            "timestamp": (start + timedelta(seconds=rng.randrange(90 * 86400))).isoformat(),
             "app": "bench",
             "user": f"u{rng.randrange(2000)}",
+            "session": f"s{rng.randrange(20000)}",
             "page": f"https://shop.example/p/{rng.randrange(200)}?ref=mail&token=t{rng.randrange(10)}",
             "userAgent": rng.choice(AGENTS),
-            "events": {"click" if rng.random() > 0.01 else "Bad Name": {"component": f"c{rng.randrange(30)}"}},
+            "events": {"scroll" if kind == "scroll" else kind: event_value(rng, kind)},
         }
         rows.extend(explode_payload(payload, ctx))
     return pa.Table.from_pylist(rows, schema=RAW_EVENTS.schema)
 
 
-def run(n: int) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp:
-        lake = Lake(str(Path(tmp) / "lake"))
-        version = lake.append(RAW_EVENTS, bronze(n))
-        timings: dict[str, float] = {}
+def run(lake: Lake, version: int, variant: str) -> dict[str, float]:
+    timings: dict[str, float] = {}
 
-        def timed(name: str, fn):  # type: ignore[no-untyped-def]
-            started = time.perf_counter()
-            value = fn()
-            timings[name] = time.perf_counter() - started
-            return value
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        value = fn()
+        timings[name] = time.perf_counter() - started
+        return value
 
-        changes = timed("read_cdf", lambda: lake.changes(RAW_EVENTS, -1, version))
-        decoded = timed("decode", lambda: transform.decode(changes))
-        suite = load_suite("raw_events")
-        split = timed("validate_ge", lambda: split_by_suite(transform.validation_frame(decoded), suite))
-        valid = transform.dedup_first_received(decoded.filter(pl.Series(split.valid)))
-        silver = timed("scrub_enrich", lambda: transform.build_silver(valid, "bench"))
-        timed("dedup_insert", lambda: lake.insert_new(EVENTS, silver))
-        con = gold.connect(Path(tmp) / "w.duckdb")
-        timed("gold_dau", lambda: refresh_mart(con, lake, "daily_active_users"))
-        timed("gold_mau", lambda: refresh_mart(con, lake, "monthly_active_users"))
-        con.close()
+    suite, silver_suite = load_suite("raw_events"), load_suite("events")
+    scrubber = Scrubber(NO_RULES) if variant == "no_scrub" else Scrubber()
+    pseudonymizer = None if variant == "no_scrub" else Pseudonymizer(b"bench-key", scrubber)
+    changes = timed("read_cdf", lambda: lake.changes(RAW_EVENTS, -1, version))
+    decoded = timed("decode", lambda: transform.decode(changes))
+    if variant == "no_validation":
+        timings["consistency"] = timings["validate_ge"] = timings["silver_suite"] = 0.0
+        split = SplitResult(np.ones(decoded.height, dtype=bool), {}, [])
+        checked = decoded.with_columns(
+            pl.lit(False).alias("duplicate_conflict"), pl.lit(None, pl.String).alias("type_conflict")
+        )
+    else:
+
+        def consistency() -> pl.DataFrame:
+            prior = prior_hashes(lake, decoded["event_id"])
+            return transform.with_consistency(decoded, prior, known_types(lake))[0]
+
+        checked = timed("consistency", consistency)
+        split = timed("validate_ge", lambda: split_by_suite(transform.validation_frame(checked), suite))
+    valid, _, _ = transform.apply_split(checked, split)
+    silver = timed("scrub_enrich", lambda: transform.build_silver(valid, "bench", scrubber, pseudonymizer))
+    if variant != "no_validation":
+        written = pl.from_arrow(silver.select(suite_columns(silver_suite)))
+        timed("silver_suite", lambda: split_by_suite(written.to_pandas(), silver_suite))  # type: ignore[union-attr]
+    timed("dedup_insert", lambda: lake.insert_new(EVENTS, silver))
     return timings
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 100_000, 300_000])
+    parser.add_argument("--events", type=int, default=1_000_000)
     args = parser.parse_args()
-    results = [(n, run(n)) for n in args.sizes]
-    stages = list(results[0][1])
-    print("µs per event by stage (lower is better); 'x first' = total per-event cost vs the smallest batch")
-    print(f"{'events':>8} " + " ".join(f"{s:>12}" for s in stages) + f" {'total s':>8} {'x first':>8}")
-    first = sum(results[0][1].values()) / results[0][0]
-    for n, t in results:
-        per_event = sum(t.values()) / n
+    n = args.events
+    with tempfile.TemporaryDirectory() as tmp:
+        lake = Lake(str(Path(tmp) / "lake"))
+        started = time.perf_counter()
+        version = lake.append(RAW_EVENTS, bronze(n))
+        print(f"generated and appended {n:,} bronze events in {time.perf_counter() - started:.0f} s")
+        results = {variant: run(_VariantLake(lake.root, variant), version, variant) for variant in VARIANTS}
+        con = gold.connect(Path(tmp) / "w.duckdb")
+        gold_s = {}
+        for mart in ("daily_active_users", "monthly_active_users"):
+            started = time.perf_counter()
+            refresh_mart(con, _VariantLake(lake.root, "full"), mart)
+            gold_s[mart] = time.perf_counter() - started
+        con.close()
+
+    stages = list(results["full"])
+    full_total = sum(results["full"].values())
+    print(f"bronze → silver, {n:,} events, µs per event by stage (lower is better)")
+    print(f"{'variant':<14} " + " ".join(f"{s:>12}" for s in stages) + f" {'total s':>8} {'events/s':>9} {'x full':>7}")
+    for variant, t in results.items():
+        total = sum(t.values())
         print(
-            f"{n:>8} "
+            f"{variant:<14} "
             + " ".join(f"{t[s] / n * 1e6:>12.1f}" for s in stages)
-            + f" {sum(t.values()):>8.2f} {per_event / first:>8.2f}"
+            + f" {total:>8.1f} {n / total:>9,.0f} {total / full_total:>7.2f}"
         )
+    print("gold refresh after the full variant: " + ", ".join(f"{m} {s:.1f} s" for m, s in gold_s.items()))
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+class _VariantLake(Lake):
+    """The bench lake, with silver and the type registry kept apart per variant."""
+
+    def __init__(self, root: str, variant: str) -> None:
+        super().__init__(root)
+        self.variant = variant
+
+    def uri(self, table: TableDef) -> str:
+        if table.name in (EVENTS.name, PROPERTY_TYPES.name):
+            return f"{super().uri(table)}_{self.variant}"
+        return super().uri(table)
 
 
 if __name__ == "__main__":

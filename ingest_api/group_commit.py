@@ -92,8 +92,15 @@ class GroupCommitWriter:
         return self._held_rows < self._max_buffer_rows and self._held_bytes < self._max_buffer_bytes
 
     async def start(self) -> None:
-        """Create the bronze table if needed and start the background flusher."""
-        await asyncio.to_thread(self.lake.ensure, RAW_EVENTS)
+        """Create the bronze table if needed and start the background flusher.
+
+        A bronze table with foreign columns does not stop the start: ``/readyz`` reports it and
+        every commit fails with 503 until storage is fixed (the API recovers without a restart).
+        """
+        try:
+            await asyncio.to_thread(self.lake.ensure, RAW_EVENTS)
+        except ValueError:
+            log.exception("bronze %s cannot be appended to", RAW_EVENTS.name)
         self._task = asyncio.create_task(self._run(), name="group-commit")
 
     async def stop(self) -> None:

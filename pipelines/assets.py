@@ -6,6 +6,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 from pydantic import Field
 
 from pipelines import silver
@@ -13,13 +14,14 @@ from pipelines.gold import pipeline_freshness, refresh_data_quality, refresh_mar
 from pipelines.pseudonyms import Pseudonymizer, load_key
 from pipelines.resources import LakeResource, WarehouseResource
 from pipelines.scrubbing import DEFAULT_RULES_PATH, Scrubber, load_rules
-from pipelines.validation import check_names, load_suite
+from pipelines.validation import CheckOutcome, check_names, load_suite, split_by_suite, suite_columns
 from warehouse.serving import publish_snapshot
 from warehouse.settings import get_settings
 from warehouse.tables import (
     DAILY_ACTIVE_USERS,
     DAILY_EVENT_COUNTS,
     DAILY_PAGE_VIEWS,
+    DATA_QUALITY_DAILY,
     EVENTS,
     MONTHLY_ACTIVE_USERS,
     RAW_EVENTS,
@@ -90,7 +92,7 @@ BATCH_CHECKS = [
     ],
     check_specs=[
         dg.AssetCheckSpec(name, asset=EVENTS.name, description=description)
-        for name, description in [*check_names(SUITE_NAME), *BATCH_CHECKS]
+        for name, description in [*check_names(SUITE_NAME), *BATCH_CHECKS, *check_names(EVENTS.name)]
     ],
     retry_policy=dg.RetryPolicy(max_retries=2, delay=2),
 )
@@ -104,7 +106,10 @@ def silver_events(context: dg.AssetExecutionContext, config: SilverConfig, lake:
     store = lake.lake()
     scrubber = Scrubber(load_rules(settings.scrub_rules_path or DEFAULT_RULES_PATH))
     rules = silver.Rules(
-        load_suite(SUITE_NAME), scrubber, Pseudonymizer(load_key(settings), scrubber, settings.pseudonymize_all_ids)
+        load_suite(SUITE_NAME),
+        scrubber,
+        Pseudonymizer(load_key(settings), scrubber, settings.pseudonymize_all_ids),
+        load_suite(EVENTS.name),
     )
     run_id = context.run.run_id
     if config.mode == "ingest":
@@ -166,6 +171,25 @@ def silver_events(context: dg.AssetExecutionContext, config: SilverConfig, lake:
             },
         )
     yield from batch_checks(stats, settings.quarantine_warn_rate, settings.quarantine_error_rate)
+    # Invariants of what was written (expectations/events.json): a failure is a pipeline bug.
+    yield from invariant_checks(EVENTS.name, stats.silver_checks)
+
+
+def invariant_checks(asset: str, outcomes: list[CheckOutcome]) -> Iterator[dg.AssetCheckResult]:
+    """Asset check results (severity ERROR) of a silver or gold invariants suite."""
+    for outcome in outcomes:
+        yield dg.AssetCheckResult(
+            asset_key=asset,
+            check_name=outcome.check,
+            passed=outcome.success,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "expectation": outcome.expectation,
+                "column": outcome.column or "",
+                "element_count": outcome.element_count,
+                "unexpected_count": outcome.unexpected_count,
+            },
+        )
 
 
 def _day_range(config: SilverConfig) -> tuple[date, date]:
@@ -212,6 +236,17 @@ def batch_checks(stats: silver.BatchStats, warn_rate: float, error_rate: float) 
     )
 
 
+def _gold_checks(mart: str) -> list[dg.AssetCheckSpec]:
+    return [dg.AssetCheckSpec(name, asset=mart, description=text) for name, text in check_names(mart)]
+
+
+def validate_mart(con: duckdb.DuckDBPyConnection, mart: str) -> list[CheckOutcome]:
+    """Validate the whole mart table against ``expectations/<mart>.json`` (its invariants)."""
+    suite = load_suite(mart)
+    frame = con.table(mart).select(*suite_columns(suite)).df()
+    return split_by_suite(frame, suite).checks
+
+
 def _gold_asset(mart: str, description: str) -> dg.AssetsDefinition:
     @dg.asset(
         name=mart,
@@ -220,15 +255,17 @@ def _gold_asset(mart: str, description: str) -> dg.AssetsDefinition:
         kinds={"duckdb"},
         description=description,
         freshness_policy=FRESHNESS,
+        check_specs=_gold_checks(mart),
     )
     def _refresh(
         context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
-    ) -> dg.MaterializeResult:
+    ) -> Iterator[object]:
         with warehouse.connect() as con:
             stats = refresh_mart(con, lake.lake(), mart)
             rows = con.table(mart).aggregate("count(*)").fetchall()[0][0]
+            outcomes = validate_mart(con, mart)
         context.log.info("%s refreshed: %s", mart, stats)
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
             metadata={
                 "silver_from_version": stats.silver_from,
                 "silver_to_version": stats.silver_to,
@@ -238,6 +275,7 @@ def _gold_asset(mart: str, description: str) -> dg.AssetsDefinition:
                 "row_count": int(rows),
             }
         )
+        yield from invariant_checks(mart, outcomes)
 
     return _refresh
 
@@ -258,14 +296,17 @@ GOLD_ASSETS = [
     group_name="gold",
     kinds={"duckdb"},
     freshness_policy=FRESHNESS,
+    check_specs=_gold_checks(DATA_QUALITY_DAILY),
 )
 def data_quality_daily(
     context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
-    """Gold: received vs valid vs quarantined (by reason) vs duplicate events per app and day received."""
+) -> Iterator[object]:
+    """Gold: valid vs bot vs quarantined (by reason) vs duplicate events per app and day received."""
     with warehouse.connect() as con:
         rows = refresh_data_quality(con, lake.lake())
-    return dg.MaterializeResult(metadata={"row_count": rows})
+        outcomes = validate_mart(con, DATA_QUALITY_DAILY)
+    yield dg.MaterializeResult(metadata={"row_count": rows})
+    yield from invariant_checks(DATA_QUALITY_DAILY, outcomes)
 
 
 @dg.asset(deps=[*GOLD_ASSETS, data_quality_daily], group_name="serving", kinds={"duckdb"}, freshness_policy=FRESHNESS)

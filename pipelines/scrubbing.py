@@ -26,7 +26,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -95,6 +95,9 @@ def is_iban(text: str) -> bool:
 VALIDATORS: dict[str, Callable[[str], bool]] = {"card_number": is_card_number, "iban": is_iban}
 
 
+_KEY_CACHE_SIZE = 100_000
+
+
 @dataclass(frozen=True)
 class ValuePattern:
     """One value rule: matches of ``regex`` that pass ``validator`` (if any) become ``mask``."""
@@ -112,6 +115,13 @@ class ScrubRules:
     sensitive_key: re.Pattern[str]
     sensitive_pair: re.Pattern[str]
     value_patterns: tuple[ValuePattern, ...]
+
+    @cached_property
+    def any_rule(self) -> re.Pattern[str]:
+        """One alternation of the pair rule and every value pattern: a text it does not match
+        anywhere is left as is after a single scan instead of one per rule (the pre-filter)."""
+        parts = [self.sensitive_pair, *(rule.regex for rule in self.value_patterns)]
+        return re.compile("|".join(_scoped(part) for part in parts))
 
     @classmethod
     def from_file(cls, path: Path) -> ScrubRules:
@@ -147,6 +157,15 @@ class ScrubRules:
             raise ValueError(f"invalid scrub rules in {path}: {exc!r}") from exc
 
 
+def _scoped(pattern: re.Pattern[str]) -> str:
+    """``pattern`` as a group that keeps its own flags inside an alternation (``(?i:…)``)."""
+    text = pattern.pattern
+    ignore_case = bool(pattern.flags & re.IGNORECASE)
+    if text.startswith("(?i)"):
+        text, ignore_case = text[4:], True
+    return f"(?i:{text})" if ignore_case else f"(?:{text})"
+
+
 @lru_cache(maxsize=4)
 def load_rules(path: Path = DEFAULT_RULES_PATH) -> ScrubRules:
     """The compiled rules of ``path``, cached per path."""
@@ -163,6 +182,7 @@ class Scrubber:
 
     rules: ScrubRules = field(default_factory=load_rules)
     counts: Counter[str] = field(default_factory=Counter)
+    _keys: dict[str, bool] = field(default_factory=dict, repr=False)
 
     def is_sensitive_key(self, key: str) -> bool:
         """Whether a property or query-string key names a secret (``X-Api-Key``, ``userPassword``…).
@@ -171,14 +191,23 @@ class Scrubber:
         then the Unicode TR39 confusables skeleton (``pаssword`` with a Cyrillic ``а``), via the
         ``confusables`` package.
         """
-        if not key.isascii():
-            key = confusables.normalize(unicodedata.normalize("NFKC", key), prioritize_alpha=True)[0]
-        return self.rules.sensitive_key.search(re.sub(r"[-. ]", "_", key)) is not None
+        known = self._keys.get(key)
+        if known is not None:
+            return known
+        folded = key
+        if not folded.isascii():
+            folded = confusables.normalize(unicodedata.normalize("NFKC", folded), prioritize_alpha=True)[0]
+        sensitive = self.rules.sensitive_key.search(re.sub(r"[-. ]", "_", folded)) is not None
+        if len(self._keys) < _KEY_CACHE_SIZE:  # keys repeat across events: decide each once
+            self._keys[key] = sensitive
+        return sensitive
 
     def text(self, text: str) -> str:
         """Mask secret ``key=value`` pairs and every value pattern inside free text."""
         if not text.isascii():
             text = unicodedata.normalize("NFKC", text)
+        if self.rules.any_rule.search(text) is None:
+            return text
 
         def pair(match: re.Match[str]) -> str:
             self.counts[SENSITIVE_PAIR_RULE] += 1

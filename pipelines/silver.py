@@ -29,7 +29,7 @@ from pipelines import transform
 from pipelines.consistency import registry_rows
 from pipelines.pseudonyms import Pseudonymizer
 from pipelines.scrubbing import Scrubber
-from pipelines.validation import CheckOutcome, split_by_suite
+from pipelines.validation import CheckOutcome, split_by_suite, suite_columns
 from warehouse.lake import Lake
 from warehouse.tables import EVENTS, PROPERTY_TYPES, QUARANTINE_REPLAYS, RAW_EVENTS, REJECTED_EVENTS
 
@@ -54,16 +54,19 @@ class BatchStats:
     reason_types: Counter[str] = field(default_factory=Counter)
     bots: int = 0
     checks: list[CheckOutcome] = field(default_factory=list)
+    silver_checks: list[CheckOutcome] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Rules:
-    """What the silver step applies: the bronze suite (a GE ``ExpectationSuite``), scrub rules and
-    pseudonymization (its ``Scrubber`` and ``Pseudonymizer`` also count what they changed)."""
+    """What the silver step applies: the bronze suite (a GE ``ExpectationSuite``) that splits rows,
+    scrub rules and pseudonymization (its ``Scrubber`` and ``Pseudonymizer`` also count what they
+    changed), and the silver suite checked on the rows written."""
 
     suite: Any
     scrubber: Scrubber
     pseudonymizer: Pseudonymizer
+    silver_suite: Any
 
 
 @dataclass(frozen=True)
@@ -74,14 +77,16 @@ class _Split:
     checks: list[CheckOutcome]
 
 
-def _known_types(store: Lake) -> pl.DataFrame:
+def known_types(store: Lake) -> pl.DataFrame:
+    """The property type registry: ``(app, event_type, property, json_type)`` rows."""
     table = store.dataset(PROPERTY_TYPES).to_table(columns=["app", "event_type", "property", "json_type"])
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     return frame
 
 
-def _prior_hashes(store: Lake, event_ids: pl.Series, exclude: pads.Expression | None = None) -> pl.DataFrame:
+def prior_hashes(store: Lake, event_ids: pl.Series, exclude: pads.Expression | None = None) -> pl.DataFrame:
+    """``(event_id, content_hash)`` of the silver rows with these ids (minus ``exclude``'s rows)."""
     ids = pa.array(event_ids.unique().to_list(), pa.string())
     flt = pads.field("event_id").isin(ids)
     if exclude is not None:
@@ -92,7 +97,7 @@ def _prior_hashes(store: Lake, event_ids: pl.Series, exclude: pads.Expression | 
 
 
 def _validate(store: Lake, decoded: pl.DataFrame, suite: Any, prior: pl.DataFrame, run_id: str) -> _Split:
-    checked, new_types = transform.with_consistency(decoded, prior, _known_types(store))
+    checked, new_types = transform.with_consistency(decoded, prior, known_types(store))
     split = split_by_suite(transform.validation_frame(checked), suite)
     valid, invalid, reasons = transform.apply_split(checked, split)
     if new_types.height:
@@ -101,13 +106,16 @@ def _validate(store: Lake, decoded: pl.DataFrame, suite: Any, prior: pl.DataFram
     return _Split(valid, invalid, reasons, split.checks)
 
 
-def _count(stats: BatchStats, split: _Split, silver: pa.Table) -> None:
+def _count(stats: BatchStats, split: _Split, silver: pa.Table, silver_suite: Any) -> None:
     stats.valid += split.valid.height
     stats.quarantined += split.invalid.height
     stats.reasons.update(r[0]["check"] for r in split.reasons)
     stats.reason_types.update(r[0]["reason"] for r in split.reasons)
     stats.bots += int(pc.sum(silver["is_bot"]).as_py() or 0)
     stats.checks = split.checks
+    written = pl.from_arrow(silver.select(suite_columns(silver_suite)))
+    assert isinstance(written, pl.DataFrame)
+    stats.silver_checks = split_by_suite(written.to_pandas(), silver_suite).checks
 
 
 def ingest(store: Lake, rules: Rules, run_id: str) -> BatchStats:
@@ -121,14 +129,14 @@ def ingest(store: Lake, rules: Rules, run_id: str) -> BatchStats:
     until = after if bronze_version is None else bronze_version
     decoded = transform.decode(store.changes(RAW_EVENTS, after, until))
     stats = BatchStats("ingest", rows=decoded.height, bronze_from=after, bronze_to=until)
-    split = _validate(store, decoded, rules.suite, _prior_hashes(store, decoded["event_id"]), run_id)
+    split = _validate(store, decoded, rules.suite, prior_hashes(store, decoded["event_id"]), run_id)
     stats.quarantine_inserted = store.insert_new(
         REJECTED_EVENTS,
         transform.build_quarantine(split.invalid, split.reasons, rules.suite.name, run_id, datetime.now(UTC)),
     )
     silver = transform.build_silver(split.valid, run_id, rules.scrubber, rules.pseudonymizer)
     stats.inserted = store.insert_new(EVENTS, silver)
-    _count(stats, split, silver)
+    _count(stats, split, silver, rules.silver_suite)
     if until > after:
         store.advance_watermark(EVENTS.name, RAW_EVENTS.name, until, run_id)
     return stats
@@ -149,10 +157,10 @@ def replay_quarantine(store: Lake, rules: Rules, run_id: str) -> BatchStats:
     bronze_rows = pending.select(*RAW_EVENTS.schema.names, pl.col("bronze_version").alias("_commit_version"))
     decoded = transform.decode(bronze_rows.to_arrow().cast(_with_commit_version(RAW_EVENTS.schema)))
     stats = BatchStats("replay", rows=decoded.height)
-    split = _validate(store, decoded, rules.suite, _prior_hashes(store, decoded["event_id"]), run_id)
+    split = _validate(store, decoded, rules.suite, prior_hashes(store, decoded["event_id"]), run_id)
     silver = transform.build_silver(split.valid, run_id, rules.scrubber, rules.pseudonymizer)
     stats.inserted = store.insert_new(EVENTS, silver)
-    _count(stats, split, silver)
+    _count(stats, split, silver, rules.silver_suite)
     if split.valid.height:
         record = split.valid.select(
             "event_id",
@@ -204,9 +212,7 @@ def reprocess(store: Lake, rules: Rules, run_id: str, first: date, last: date) -
     range_expr = (pads.field("event_date") >= pa.scalar(first, pa.date32())) & (
         pads.field("event_date") <= pa.scalar(last, pa.date32())
     )
-    split = _validate(
-        store, decoded, rules.suite, _prior_hashes(store, decoded["event_id"], exclude=range_expr), run_id
-    )
+    split = _validate(store, decoded, rules.suite, prior_hashes(store, decoded["event_id"], exclude=range_expr), run_id)
     stats.quarantine_inserted = store.insert_new(
         REJECTED_EVENTS,
         transform.build_quarantine(split.invalid, split.reasons, rules.suite.name, run_id, datetime.now(UTC)),
@@ -226,6 +232,6 @@ def reprocess(store: Lake, rules: Rules, run_id: str, first: date, last: date) -
     store.replace_where(EVENTS, silver, in_range)
     stats.inserted = silver.num_rows
     stats.replaced_days = (last - first).days + 1
-    _count(stats, split, silver)
+    _count(stats, split, silver, rules.silver_suite)
     log.info("reprocessed silver %s..%s: %d rows from %d bronze rows", first, last, silver.num_rows, decoded.height)
     return stats

@@ -19,7 +19,6 @@ import polars as pl
 import pyarrow as pa
 
 from pipelines.consistency import (
-    PROPERTY_TYPE_DTYPE,
     content_hash,
     duplicate_conflicts,
     json_type,
@@ -62,7 +61,7 @@ def decode(changes: pa.Table) -> pl.DataFrame:
 
     Adds ``user_id``, ``anonymous_id``, ``session_id``, ``page_url``, ``referrer``, ``location``,
     ``context`` and ``properties`` (JSON text, keys sorted), ``property_types`` (top-level JSON types,
-    :data:`pipelines.consistency.PROPERTY_TYPE_DTYPE`), ``scroll_pct``/``scroll_depth``/``scroll_type``
+    encoded by :func:`pipelines.consistency.property_types`), ``scroll_pct``/``scroll_depth``/``scroll_type``
     (scroll events only), ``payload_bytes`` (UTF-8 size of the payload), ``content_hash`` and
     ``bronze_version`` (the commit that holds the row), read according to each row's ``source_format``.
     """
@@ -86,7 +85,7 @@ def decode(changes: pa.Table) -> pl.DataFrame:
             [orjson.dumps(f.properties, option=orjson.OPT_SORT_KEYS).decode() for f in fields],
             dtype=pl.String,
         ),
-        pl.Series("property_types", [property_types(f.properties) for f in fields], dtype=PROPERTY_TYPE_DTYPE),
+        pl.Series("property_types", [property_types(f.properties) for f in fields], dtype=pl.String),
         pl.Series("scroll_pct", [s[0] for s in scrolls], dtype=pl.Float64),
         pl.Series("scroll_depth", [s[1] for s in scrolls], dtype=pl.Float64),
         pl.Series("scroll_type", [s[2] for s in scrolls], dtype=pl.String),

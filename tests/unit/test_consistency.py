@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from pipelines.consistency import PROPERTY_TYPE_DTYPE, content_hash, duplicate_conflicts, json_type, type_conflicts
+from pipelines.consistency import content_hash, duplicate_conflicts, json_type, property_types, type_conflicts
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 CONTENT = ["event_type", "original_timestamp", "user_id", "anonymous_id", "session_id", "page_url", "referrer"]
@@ -60,15 +60,19 @@ def test_copies_that_differ_from_the_winner_conflict_and_the_kept_silver_copy_wi
     assert duplicate_conflicts(frame, prior).to_list() == [False, False, True, True, False]
 
 
+def test_property_types_encode_top_level_json_types_and_skip_nulls() -> None:
+    assert property_types({"a": 1, "b": "x", "c": None, "d": [1], "e\x1ef": {}}) == (
+        "a\x1fnumber\x1eb\x1fstring\x1ed\x1farray\x1ee\ufffdf\x1fobject"
+    )
+
+
 def test_a_property_changing_type_conflicts_with_the_first_type_seen() -> None:
     def typed(pairs: list[list[tuple[str, str]]], event_type: str = "scroll") -> pl.DataFrame:
         rows = [
             {"app": "a", "event_type": event_type, "received_at": T0 + timedelta(seconds=i), "bronze_version": 1}
             for i in range(len(pairs))
         ]
-        column = pl.Series(
-            "property_types", [[{"property": k, "json_type": t} for k, t in p] for p in pairs], PROPERTY_TYPE_DTYPE
-        )
+        column = pl.Series("property_types", ["\x1e".join(f"{k}\x1f{t}" for k, t in p) for p in pairs])
         return pl.DataFrame(rows).with_columns(column)
 
     known = pl.DataFrame({"app": ["a"], "event_type": ["scroll"], "property": ["value"], "json_type": ["number"]})

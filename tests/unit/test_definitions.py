@@ -24,7 +24,15 @@ def test_definitions_asset_keys_snapshot() -> None:
     checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
     suite = {("events", name) for name, _ in check_names("raw_events")}
     assert len(suite) == 24
-    assert checks == suite | {("events", "batch_has_people_events"), ("events", "quarantine_rate")}
+    invariants = {
+        (table, name)
+        for table in ("events", "daily_active_users", "monthly_active_users", "daily_event_counts")
+        + ("daily_page_views", "data_quality_daily")
+        for name, _ in check_names(table)
+    }
+    assert len(invariants) == 10 + 5 + 6 + 8 + 7 + 8
+    batch = {("events", "batch_has_people_events"), ("events", "quarantine_rate")}
+    assert checks == suite | batch | invariants
 
 
 def test_jobs_share_the_assets_and_set_the_silver_mode() -> None:

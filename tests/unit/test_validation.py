@@ -117,6 +117,25 @@ def test_empty_batch_reports_every_check_without_failures() -> None:
 def test_every_expectation_names_a_typed_reason(tmp_path: Path) -> None:
     document = json.loads((EXPECTATIONS_DIR / "raw_events.json").read_text())
     document["expectations"][0]["meta"]["reason"] = "bad_vibes"
-    (tmp_path / "untyped.json").write_text(json.dumps(document))
+    (tmp_path / "raw_events.json").write_text(json.dumps(document))
     with pytest.raises(ValueError, match="meta.reason"):
-        load_suite("untyped", tmp_path)
+        load_suite("raw_events", tmp_path)
+
+
+def test_gold_invariants_catch_a_broken_mart(tmp_path: Path) -> None:
+    import duckdb
+
+    from pipelines.assets import validate_mart
+    from warehouse.gold import load_sql
+
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute(load_sql("create_gold_tables"))
+    con.execute(
+        "insert into daily_event_counts values "
+        "('a', 's', date '2024-05-01', 'click', false, 3, 2), "
+        "('a', 's', date '2024-05-02', 'click', false, 1, 2)"  # more people than events: a bug
+    )
+    outcomes = {c.check: (c.success, c.unexpected_count) for c in validate_mart(con, "daily_event_counts")}
+    assert outcomes["daily_event_counts_people_at_most_events"] == (False, 1)
+    assert outcomes["daily_event_counts_grain_unique"] == (True, 0)
+    assert all(ok for check, (ok, _) in outcomes.items() if check != "daily_event_counts_people_at_most_events")
