@@ -96,6 +96,8 @@ VALIDATORS: dict[str, Callable[[str], bool]] = {"card_number": is_card_number, "
 
 
 _KEY_CACHE_SIZE = 100_000
+_TEXT_CACHE_SIZE = 200_000
+_TEXT_CACHE_LENGTH = 256
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,7 @@ class Scrubber:
     rules: ScrubRules = field(default_factory=load_rules)
     counts: Counter[str] = field(default_factory=Counter)
     _keys: dict[str, bool] = field(default_factory=dict, repr=False)
+    _texts: dict[str, tuple[str, Counter[str]]] = field(default_factory=dict, repr=False)
 
     def is_sensitive_key(self, key: str) -> bool:
         """Whether a property or query-string key names a secret (``X-Api-Key``, ``userPassword``…).
@@ -203,7 +206,23 @@ class Scrubber:
         return sensitive
 
     def text(self, text: str) -> str:
-        """Mask secret ``key=value`` pairs and every value pattern inside free text."""
+        """Mask secret ``key=value`` pairs and every value pattern inside free text.
+
+        Short texts are scrubbed once per distinct value (component names, SKUs and tags repeat
+        across events); a repeat adds the same counts to the report as the first time.
+        """
+        cached = self._texts.get(text)
+        if cached is not None:
+            result, masked = cached
+            self.counts.update(masked)
+            return result
+        before = self.counts.copy()
+        result = self._scrub_text(text)
+        if len(text) <= _TEXT_CACHE_LENGTH and len(self._texts) < _TEXT_CACHE_SIZE:
+            self._texts[text] = (result, self.counts - before)
+        return result
+
+    def _scrub_text(self, text: str) -> str:
         if not text.isascii():
             text = unicodedata.normalize("NFKC", text)
         if self.rules.any_rule.search(text) is None:

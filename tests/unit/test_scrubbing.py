@@ -139,3 +139,27 @@ def test_quoted_json_style_pairs_in_text_are_masked() -> None:
     assert Scrubber().text('Error: config {"password": "hunter2", "user": "bob"}') == (
         f'Error: config {{"password": "{REDACTED}", "user": "bob"}}'
     )
+
+
+def test_repeated_texts_are_scrubbed_once_but_counted_every_time() -> None:
+    scrubber = Scrubber()
+    assert [scrubber.text("mail jane@example.com") for _ in range(3)] == ["mail [EMAIL]"] * 3
+    assert [scrubber.text("plain") for _ in range(2)] == ["plain"] * 2
+    assert scrubber.counts == {"email": 3}
+    assert len(scrubber._texts) == 2
+
+
+def test_the_pre_filter_lets_every_rule_through() -> None:
+    # Each rule alone, in a text the combined pre-filter must not wave through.
+    scrubber = Scrubber()
+    for text in [
+        "password=hunter2",
+        "Authorization: Bearer abcdefgh12345678",
+        "eyJhbGciOi.eyJzdWIiOi.sig",
+        "key sk_live_abcdefghijkl",
+        "jane%40example.com",
+        "card 4111 1111 1111 1111",
+        "iban DE89370400440532013000",
+    ]:
+        assert scrubber.rules.any_rule.search(text) is not None, text
+        assert scrubber.text(text) != text, text
