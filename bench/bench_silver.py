@@ -37,8 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipelines import transform  # noqa: E402
 from pipelines.gold import refresh_mart  # noqa: E402
 from pipelines.pseudonyms import Pseudonymizer  # noqa: E402
+from pipelines.registry import known_types  # noqa: E402
 from pipelines.scrubbing import Scrubber, ScrubRules  # noqa: E402
-from pipelines.silver import known_types, prior_hashes  # noqa: E402
+from pipelines.silver import prior_hashes  # noqa: E402
 from pipelines.validation import SplitResult, load_suite, split_by_suite, suite_columns  # noqa: E402
 from warehouse import gold  # noqa: E402
 from warehouse.contract import RequestContext, explode_payload  # noqa: E402

@@ -25,10 +25,11 @@ import pyarrow as pa
 from warehouse.tables import PROPERTY_TYPES
 
 #: The client-sent fields that make up an event's content (``sentAt``, ``received_at``, IP and the
-#: request's User-Agent header are receipt metadata and may differ between retries).
+#: request's User-Agent header are receipt metadata and may differ between retries; so is the
+#: receive time that stands in for a timestamp the client did not send).
 CONTENT_COLUMNS = (
     "event_type",
-    "original_timestamp",
+    "client_timestamp",
     "user_id",
     "anonymous_id",
     "session_id",
@@ -43,7 +44,7 @@ CONTENT_COLUMNS = (
 #: record separators): built in the per-row decode loop, split apart vectorized (a Polars list of
 #: structs built from Python objects costs ~40 µs per row).
 _UNIT, _RECORD = "\x1f", "\x1e"
-_SEPARATORS = str.maketrans({_UNIT: "\ufffd", _RECORD: "\ufffd"})
+_ESCAPES = str.maketrans({"%": "%25", _UNIT: "%1F", _RECORD: "%1E"})
 
 
 def json_type(value: Any) -> str | None:
@@ -67,24 +68,42 @@ def json_type(value: Any) -> str | None:
 def property_types(properties: dict[str, Any]) -> str:
     """An event's top-level properties and their JSON types, encoded for :func:`type_conflicts`.
 
-    ``{"a": 1, "b": "x", "c": None}`` → ``"a\x1fnumber\x1eb\x1fstring"`` (nulls skipped; separator
-    characters inside keys become U+FFFD).
+    ``{"a": 1, "b": "x", "c": None}`` → ``"a\x1fnumber\x1eb\x1fstring"`` (nulls skipped; ``%`` and
+    the separator characters inside keys are percent-escaped, so distinct keys stay distinct).
     """
     return _RECORD.join(
-        f"{str(key).translate(_SEPARATORS)}{_UNIT}{kind}"
+        f"{str(key).translate(_ESCAPES)}{_UNIT}{kind}"
         for key, value in properties.items()
         if (kind := json_type(value)) is not None
     )
 
 
+class _IntegralDecimal:
+    """``10.0`` → ``10`` in JSON text (numbers only: a digit run then ``.0…`` before a delimiter)."""
+
+    pattern = r"(^|[\[:,\s])(-?\d+)\.0+([,}\]\s]|$)"
+
+    def sub(self, column: pl.Expr) -> pl.Expr:
+        # Twice: adjacent numbers share a delimiter, which one pass consumes.
+        once = column.str.replace_all(self.pattern, "${1}${2}${3}")
+        return once.str.replace_all(self.pattern, "${1}${2}${3}")
+
+
+_INTEGRAL_DECIMAL = _IntegralDecimal()
+
+
 def content_hash(decoded: pl.DataFrame) -> pl.Series:
     """BLAKE2b-128 hex digest of each row's :data:`CONTENT_COLUMNS` (stable across versions).
 
-    ``decoded`` must hold the content columns, ``properties`` as JSON text with sorted keys.
+    ``decoded`` must hold the content columns, JSON ones as text with sorted keys. Integral
+    decimals in JSON are read as integers (``10.0`` and ``10`` are one value, as in JSON Schema).
     """
-    joined = decoded.select(
-        pl.concat_str([pl.col(c).fill_null("\x00") for c in CONTENT_COLUMNS], separator="\x1f")
-    ).to_series()
+    json_columns = {"location", "context", "properties"}
+    parts = [
+        (_INTEGRAL_DECIMAL.sub(pl.col(c)) if c in json_columns else pl.col(c)).fill_null("\x00")
+        for c in CONTENT_COLUMNS
+    ]
+    joined = decoded.select(pl.concat_str(parts, separator="\x1f")).to_series()
     return pl.Series(
         "content_hash",
         [hashlib.blake2b(text.encode(), digest_size=16).hexdigest() for text in joined],
@@ -123,7 +142,10 @@ def duplicate_conflicts(decoded: pl.DataFrame, prior: pl.DataFrame) -> pl.Series
 
 
 def type_conflicts(decoded: pl.DataFrame, known: pl.DataFrame) -> tuple[pl.Series, pl.DataFrame]:
-    """Per row, the first property whose JSON type differs from its registered one; new types.
+    """Per row, the first property whose JSON type no registry row accepts; new types.
+
+    A property may have several accepted types (one registry row each: the first seen, plus any
+    an operator accepted with ``eventlake-types accept``).
 
     Args:
         decoded: batch rows with ``app``, ``event_type``, ``received_at``, ``bronze_version`` and
@@ -131,7 +153,8 @@ def type_conflicts(decoded: pl.DataFrame, known: pl.DataFrame) -> tuple[pl.Serie
         known: the registry, ``(app, event_type, property, json_type)``.
 
     Returns:
-        ``type_conflict``: text such as ``"value: number, got string"`` or null, in row order;
+        ``type_conflict``: text such as ``"value: number, got string"`` (accepted types joined by
+        ``|``) or null, in row order;
         and the first-seen ``(app, event_type, property, json_type, first_seen_at, bronze_version)``
         of the properties the registry lacks, to register.
     """
@@ -153,13 +176,14 @@ def type_conflicts(decoded: pl.DataFrame, known: pl.DataFrame) -> tuple[pl.Serie
         .unique(keys, keep="first", maintain_order=True)
         .select(*keys, "json_type", pl.col("received_at").alias("first_seen_at"), "bronze_version")
     )
-    registered = pl.concat([known.select(*keys, "json_type"), new.select(*keys, "json_type")])
+    registered = pl.concat([known.select(*keys, "json_type"), new.select(*keys, "json_type")]).unique()
+    accepted = registered.group_by(keys).agg(pl.col("json_type").sort().str.join("|").alias("_accepted"))
     conflicts = (
-        seen.join(registered.rename({"json_type": "_expected"}), on=keys, how="inner")
-        .filter(pl.col("json_type") != pl.col("_expected"))
+        seen.join(registered, on=[*keys, "json_type"], how="anti")  # a type no registry row accepts
+        .join(accepted, on=keys, how="inner")
         .sort("_row", "property")
         .group_by("_row", maintain_order=True)
-        .agg(pl.format("{}: {}, got {}", "property", "_expected", "json_type").first().alias("type_conflict"))
+        .agg(pl.format("{}: {}, got {}", "property", "_accepted", "json_type").first().alias("type_conflict"))
     )
     flagged = (
         pl.DataFrame({"_row": pl.arange(0, decoded.height, eager=True, dtype=pl.UInt32)})
@@ -170,6 +194,6 @@ def type_conflicts(decoded: pl.DataFrame, known: pl.DataFrame) -> tuple[pl.Serie
 
 
 def registry_rows(new: pl.DataFrame, run_id: str, now: datetime) -> pa.Table:
-    """New registry entries from :func:`type_conflicts` as ``property_types`` rows."""
+    """New registry entries (``type_conflicts``' second result) as ``property_types`` rows."""
     rows = new.with_columns(pl.lit(run_id).alias("run_id"), pl.lit(now).alias("registered_at"))
     return rows.select(PROPERTY_TYPES.schema.names).to_arrow().cast(PROPERTY_TYPES.schema)

@@ -119,11 +119,20 @@ class ScrubRules:
     value_patterns: tuple[ValuePattern, ...]
 
     @cached_property
-    def any_rule(self) -> re.Pattern[str]:
+    def any_rule(self) -> re.Pattern[str] | None:
         """One alternation of the pair rule and every value pattern: a text it does not match
-        anywhere is left as is after a single scan instead of one per rule (the pre-filter)."""
+        anywhere is left as is after a single scan instead of one per rule (the pre-filter).
+
+        ``None`` (no pre-filter, every rule scans) when a pattern uses backreferences, which
+        would point at other groups once joined, or the alternation does not compile.
+        """
         parts = [self.sensitive_pair, *(rule.regex for rule in self.value_patterns)]
-        return re.compile("|".join(_scoped(part) for part in parts))
+        if any(_BACKREFERENCE.search(part.pattern) for part in parts):
+            return None
+        try:
+            return re.compile("|".join(_scoped(part) for part in parts))
+        except re.error:
+            return None
 
     @classmethod
     def from_file(cls, path: Path) -> ScrubRules:
@@ -159,13 +168,25 @@ class ScrubRules:
             raise ValueError(f"invalid scrub rules in {path}: {exc!r}") from exc
 
 
+_GLOBAL_FLAGS = re.compile(r"^\(\?[aiLmsux]+\)")
+_BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P=")
+_SCOPED_FLAGS = {re.IGNORECASE: "i", re.MULTILINE: "m", re.DOTALL: "s", re.VERBOSE: "x", re.ASCII: "a"}
+
+
 def _scoped(pattern: re.Pattern[str]) -> str:
-    """``pattern`` as a group that keeps its own flags inside an alternation (``(?i:…)``)."""
-    text = pattern.pattern
-    ignore_case = bool(pattern.flags & re.IGNORECASE)
-    if text.startswith("(?i)"):
-        text, ignore_case = text[4:], True
-    return f"(?i:{text})" if ignore_case else f"(?:{text})"
+    """``pattern`` as a group that keeps its own flags inside an alternation (``(?is:…)``).
+
+    Leading global flags (``(?i)``, ``(?sm)``…) are already in ``pattern.flags``; they move into
+    the group, where Python accepts them.
+    """
+    flags = "".join(letter for flag, letter in _SCOPED_FLAGS.items() if pattern.flags & flag)
+    return f"(?{flags}:{_GLOBAL_FLAGS.sub('', pattern.pattern)})" if flags else f"(?:{pattern.pattern})"
+
+
+def fold_text(text: str) -> str:
+    """What the rules match against: Unicode NFKC (full-width and compatibility forms folded) and
+    no format characters (category Cf: soft hyphens, zero-width spaces), which hide an ``@``."""
+    return "".join(ch for ch in unicodedata.normalize("NFKC", text) if unicodedata.category(ch) != "Cf")
 
 
 @lru_cache(maxsize=4)
@@ -222,11 +243,10 @@ class Scrubber:
             self._texts[text] = (result, self.counts - before)
         return result
 
-    def _scrub_text(self, text: str) -> str:
-        if not text.isascii():
-            text = unicodedata.normalize("NFKC", text)
-        if self.rules.any_rule.search(text) is None:
-            return text
+    def _scrub_text(self, original: str) -> str:
+        text = original if original.isascii() else fold_text(original)
+        if self.rules.any_rule is not None and self.rules.any_rule.search(text) is None:
+            return original  # nothing to mask: the client's text exactly as sent
 
         def pair(match: re.Match[str]) -> str:
             self.counts[SENSITIVE_PAIR_RULE] += 1
@@ -244,7 +264,7 @@ class Scrubber:
         Counts nothing.
         """
         if not text.isascii():
-            text = unicodedata.normalize("NFKC", text)
+            text = fold_text(text)
         return any(
             rule.validator is None or rule.validator(match.group(0))
             for rule in self.rules.value_patterns

@@ -26,12 +26,13 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from pipelines import transform
-from pipelines.consistency import registry_rows
+from pipelines.consistency import type_conflicts
 from pipelines.pseudonyms import Pseudonymizer
+from pipelines.registry import known_types, register
 from pipelines.scrubbing import Scrubber
 from pipelines.validation import CheckOutcome, split_by_suite, suite_columns
 from warehouse.lake import Lake
-from warehouse.tables import EVENTS, PROPERTY_TYPES, QUARANTINE_REPLAYS, RAW_EVENTS, REJECTED_EVENTS
+from warehouse.tables import EVENTS, QUARANTINE_REPLAYS, RAW_EVENTS, REJECTED_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +78,6 @@ class _Split:
     checks: list[CheckOutcome]
 
 
-def known_types(store: Lake) -> pl.DataFrame:
-    """The property type registry: ``(app, event_type, property, json_type)`` rows."""
-    table = store.dataset(PROPERTY_TYPES).to_table(columns=["app", "event_type", "property", "json_type"])
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    return frame
-
-
 def prior_hashes(store: Lake, event_ids: pl.Series, exclude: pads.Expression | None = None) -> pl.DataFrame:
     """``(event_id, content_hash)`` of the silver rows with these ids (minus ``exclude``'s rows)."""
     ids = pa.array(event_ids.unique().to_list(), pa.string())
@@ -97,12 +90,13 @@ def prior_hashes(store: Lake, event_ids: pl.Series, exclude: pads.Expression | N
 
 
 def _validate(store: Lake, decoded: pl.DataFrame, suite: Any, prior: pl.DataFrame, run_id: str) -> _Split:
-    checked, new_types = transform.with_consistency(decoded, prior, known_types(store))
+    known = known_types(store)
+    checked, _ = transform.with_consistency(decoded, prior, known)
     split = split_by_suite(transform.validation_frame(checked), suite)
     valid, invalid, reasons = transform.apply_split(checked, split)
-    if new_types.height:
-        # Registered before silver is written: a rerun after a crash sees the same registry.
-        store.append(PROPERTY_TYPES, registry_rows(new_types, run_id, datetime.now(UTC)))
+    # Only rows that passed register a property's first type: a quarantined row never decides it.
+    # Registered before silver is written, so a rerun after a crash sees the same registry.
+    register(store, type_conflicts(valid, known)[1], run_id)
     return _Split(valid, invalid, reasons, split.checks)
 
 
@@ -161,16 +155,26 @@ def replay_quarantine(store: Lake, rules: Rules, run_id: str) -> BatchStats:
     silver = transform.build_silver(split.valid, run_id, rules.scrubber, rules.pseudonymizer)
     stats.inserted = store.insert_new(EVENTS, silver)
     _count(stats, split, silver, rules.silver_suite)
-    if split.valid.height:
-        record = split.valid.select(
-            "event_id",
-            "bronze_version",
-            pl.lit(run_id).alias("run_id"),
-            pl.lit(datetime.now(UTC)).alias("replayed_at"),
-        )
-        store.append(QUARANTINE_REPLAYS, record.to_arrow().cast(QUARANTINE_REPLAYS.schema))
-    stats.replayed = split.valid.height
+    stats.replayed = _record_replays(store, split.valid, run_id)
     return stats
+
+
+def _record_replays(store: Lake, kept: pl.DataFrame, run_id: str) -> int:
+    """Record which rows of ``kept`` (now in silver) came out of quarantine; returns how many.
+
+    Keyed by (event_id, bronze_version), the quarantine row's key; rows recorded before are skipped.
+    """
+    store.ensure(QUARANTINE_REPLAYS)
+    keys = ["event_id", "bronze_version"]
+    ids = pads.field("event_id").isin(pa.array(kept["event_id"].unique().to_list(), pa.string()))
+    quarantined = pl.from_arrow(store.dataset(REJECTED_EVENTS).to_table(columns=keys, filter=ids))
+    recorded = pl.from_arrow(store.dataset(QUARANTINE_REPLAYS).to_table(columns=keys, filter=ids))
+    assert isinstance(quarantined, pl.DataFrame) and isinstance(recorded, pl.DataFrame)
+    moved = kept.select(keys).join(quarantined, on=keys, how="semi").join(recorded, on=keys, how="anti")
+    if moved.height:
+        record = moved.with_columns(pl.lit(run_id).alias("run_id"), pl.lit(datetime.now(UTC)).alias("replayed_at"))
+        store.append(QUARANTINE_REPLAYS, record.to_arrow().cast(QUARANTINE_REPLAYS.schema))
+    return moved.height
 
 
 def _with_commit_version(schema: pa.Schema) -> pa.Schema:
@@ -188,7 +192,8 @@ def reprocess(store: Lake, rules: Rules, run_id: str, first: date, last: date) -
     Reads the bronze partitions that can hold such events (``received_date >= first - 1 day``:
     the suite rejects timestamps more than 24 h after receipt) plus every copy of their event ids,
     re-runs validation, dedup, scrubbing and enrichment, and replaces the range in one commit.
-    Rows that now fail are quarantined (once per event_id). Idempotent.
+    Rows that now fail are quarantined (once per event_id); quarantined rows that now pass are
+    recorded as replayed, as :func:`replay_quarantine` would. Idempotent.
 
     Raises:
         ValueError: ``last`` before ``first``.
@@ -230,6 +235,9 @@ def reprocess(store: Lake, rules: Rules, run_id: str, first: date, last: date) -
     )
     silver = silver.filter(keep)
     store.replace_where(EVENTS, silver, in_range)
+    kept = pl.from_arrow(silver.select(["event_id", "bronze_version"]))
+    assert isinstance(kept, pl.DataFrame)
+    stats.replayed = _record_replays(store, kept, run_id)  # rows that left quarantine on the way
     stats.inserted = silver.num_rows
     stats.replaced_days = (last - first).days + 1
     _count(stats, split, silver, rules.silver_suite)

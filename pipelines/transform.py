@@ -80,6 +80,7 @@ def decode(changes: pa.Table) -> pl.DataFrame:
         pl.Series("page_url", [f.page_url for f in fields], dtype=pl.String),
         pl.Series("referrer", [f.referrer for f in fields], dtype=pl.String),
         pl.Series("location", [f.location for f in fields], dtype=pl.String),
+        pl.Series("client_timestamp", [f.client_timestamp for f in fields], dtype=pl.String),
         pl.Series(
             "properties",
             [orjson.dumps(f.properties, option=orjson.OPT_SORT_KEYS).decode() for f in fields],

@@ -365,6 +365,7 @@ class EventFields:
     location: str | None
     context: str | None
     properties: dict[str, Any]
+    client_timestamp: str | None = None
 
 
 def str_or_none(value: Any) -> str | None:
@@ -377,10 +378,11 @@ def str_or_none(value: Any) -> str | None:
 
 
 def json_text_or_none(value: Any) -> str | None:
-    """A string as is, ``None`` as ``None``, anything else as its JSON text."""
+    """A string as is, ``None`` as ``None``, anything else as its JSON text (keys sorted, so the
+    same object always reads the same)."""
     if value is None or isinstance(value, str):
         return value
-    return orjson.dumps(value).decode()
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def read_native_fields(payload: dict[str, Any], event_type: str) -> EventFields:
@@ -396,4 +398,5 @@ def read_native_fields(payload: dict[str, Any], event_type: str) -> EventFields:
         location=json_text_or_none(payload.get("location")),
         context=None,
         properties=value if isinstance(value, dict) else {"value": value},
+        client_timestamp=str_or_none(payload.get("timestamp")),
     )

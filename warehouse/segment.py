@@ -209,4 +209,7 @@ def read_segment_fields(message: dict[str, Any], event_type: str) -> EventFields
         location=json_text_or_none(context.get("location")),
         context=json_text_or_none(rest) if rest else None,
         properties=properties,
+        client_timestamp=str_or_none(
+            message["timestamp"] if message.get("timestamp") is not None else message.get("originalTimestamp")
+        ),
     )

@@ -5,15 +5,18 @@ Events go through the real API into a real lake; every run is a real Dagster mat
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
-import deltalake
 import duckdb
 import orjson
 import polars as pl
 import pytest
 
+from pipelines import registry
 from pipelines.pseudonyms import Pseudonymizer
 from pipelines.scrubbing import DEFAULT_RULES_PATH, Scrubber
 from tests.conftest import ApiServer, Env, materialize_all
@@ -107,18 +110,16 @@ def test_replay_leaves_rows_that_still_fail_in_quarantine(api: ApiServer, env: E
     result = materialize_all(env, mode="replay")
     assert result.asset_materializations_for_node("silver_events")[0].metadata["replayed_rows"].value == 0
 
-    # Dropping scroll's registered types lifts the type conflict, but "30%" still breaks the
+    # Accepting strings for scroll.value lifts the type conflict, but "30%" still breaks the
     # scroll-depth rule (a depth is a number): the row stays quarantined, nothing moves.
-    deltalake.DeltaTable(env.lake.uri(PROPERTY_TYPES)).delete("event_type = 'scroll'")
+    assert registry.accept(env.lake, "q", "scroll", "value", "string")
     result = materialize_all(env, mode="replay")
     metadata = result.asset_materializations_for_node("silver_events")[0].metadata
     assert (metadata["replayed_rows"].value, metadata["inserted_rows"].value) == (0, 0)
     assert quarantine(env).height == 1 and silver(env).height == 1
 
 
-def test_replay_after_a_registry_change_moves_the_row_once_and_gold_and_quality_follow(
-    api: ApiServer, env: Env
-) -> None:
+def test_replay_after_accepting_a_type_moves_the_row_once_and_reprocess_keeps_both(api: ApiServer, env: Env) -> None:
     batch = [event("t1", "u1", {"plan": {"tier": 1}}), event("t2", "u2", {"plan": {"tier": "pro"}})]
     send(api, batch[:1])
     materialize_all(env)
@@ -126,13 +127,23 @@ def test_replay_after_a_registry_change_moves_the_row_once_and_gold_and_quality_
     materialize_all(env)
     assert quarantine(env)["reason_type"].to_list() == ["type_conflict"]
 
-    deltalake.DeltaTable(env.lake.uri(PROPERTY_TYPES)).delete("property = 'tier'")
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "eventlake-types"), "accept", "q", "plan", "tier", "string"],
+        env={**os.environ, "EVENTLAKE_LAKE_URI": env.lake_root},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "accepted: q/plan.tier as string" in out
     for _ in range(2):  # the second replay finds nothing left to move
         result = materialize_all(env, mode="replay")
     assert sorted(silver(env)["user_id"].to_list()) == ["u1", "u2"]
-    replays = pl.read_delta(env.lake.uri(QUARANTINE_REPLAYS))
-    assert replays.height == 1
+    assert pl.read_delta(env.lake.uri(QUARANTINE_REPLAYS)).height == 1
     assert result.asset_materializations_for_node("silver_events")[0].metadata["replayed_rows"].value == 0
+
+    # Regression: replay re-registered the type, and a later reprocess pushed t1 out of silver.
+    materialize_all(env, mode="reprocess", first_day="2024-05-01", last_day="2024-05-01")
+    assert sorted(silver(env)["user_id"].to_list()) == ["u1", "u2"]
 
     con = duckdb.connect(str(env.warehouse), read_only=True)
     assert con.execute("select dau from daily_active_users where app = 'q'").fetchall() == [(2,)]
@@ -141,6 +152,49 @@ def test_replay_after_a_registry_change_moves_the_row_once_and_gold_and_quality_
     )
     con.close()
     assert outcomes == {"valid": 2}  # the replayed row counts once, as valid
+
+
+def test_reprocess_moves_rows_that_now_pass_out_of_quarantine_and_counts_them_once(api: ApiServer, env: Env) -> None:
+    # Regression: reprocess put a formerly quarantined row in silver without recording it, so
+    # data_quality_daily counted it as both valid and quarantined.
+    send(api, [event("v1", "u1", {"plan": {"tier": 1}})])
+    materialize_all(env)
+    send(api, [event("v2", "u2", {"plan": {"tier": "pro"}})])
+    materialize_all(env)
+    registry.accept(env.lake, "q", "plan", "tier", "string")
+    result = materialize_all(env, mode="reprocess", first_day="2024-05-01", last_day="2024-05-01")
+    assert result.asset_materializations_for_node("silver_events")[0].metadata["replayed_rows"].value == 1
+    assert silver(env).height == 2
+    con = duckdb.connect(str(env.warehouse), read_only=True)
+    outcomes = dict(con.execute("select outcome, sum(events) from data_quality_daily group by all").fetchall())
+    con.close()
+    assert outcomes == {"valid": 2}
+
+
+def test_a_quarantined_row_never_decides_a_property_type(api: ApiServer, env: Env) -> None:
+    # Regression: a row quarantined for its timestamp registered price as a string, and every
+    # valid event with a numeric price was quarantined after it.
+    send(api, [event("bad", "u1", {"click": {"price": "10"}}, ts="1999-01-01T00:00:00Z")])
+    materialize_all(env)
+    send(api, [event("good", "u2", {"click": {"price": 10}})])
+    materialize_all(env)
+    assert silver(env)["user_id"].to_list() == ["u2"]
+    assert quarantine(env)["reason"].to_list() == ["timestamp_after_2000"]
+    registered = pl.read_delta(env.lake.uri(PROPERTY_TYPES)).select("property", "json_type").rows()
+    assert registered == [("price", "number")]
+
+
+def test_segment_retries_without_a_timestamp_or_with_reordered_context_are_duplicates(api: ApiServer, env: Env) -> None:
+    # Regression: the receive time that stands in for a missing timestamp, and context key order,
+    # made every such retry a duplicate_conflict.
+    message = {"type": "track", "messageId": "m-1", "anonymousId": "a1", "event": "Clicked", "properties": {"x": 1}}
+    ordered = {**message, "messageId": "m-2", "context": {"locale": "en", "library": {"name": "x", "version": "1"}}}
+    reordered = {**ordered, "context": {"library": {"version": "1", "name": "x"}, "locale": "en"}}
+    for body in ([message, ordered], [message, reordered]):
+        assert api.post("/v1/batch", json={"batch": body}, headers=BROWSER).status_code == 200
+        materialize_all(env)
+    assert silver(env).height == 2  # one row per messageId
+    assert quarantine(env).height == 0
 
 
 def test_batch_checks_rate_the_batch_with_severity(api: ApiServer, env: Env) -> None:

@@ -9,7 +9,7 @@ import polars as pl
 from pipelines.consistency import content_hash, duplicate_conflicts, json_type, property_types, type_conflicts
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
-CONTENT = ["event_type", "original_timestamp", "user_id", "anonymous_id", "session_id", "page_url", "referrer"]
+CONTENT = ["event_type", "client_timestamp", "user_id", "anonymous_id", "session_id", "page_url", "referrer"]
 
 
 def batch(rows: list[dict]) -> pl.DataFrame:
@@ -61,9 +61,30 @@ def test_copies_that_differ_from_the_winner_conflict_and_the_kept_silver_copy_wi
 
 
 def test_property_types_encode_top_level_json_types_and_skip_nulls() -> None:
-    assert property_types({"a": 1, "b": "x", "c": None, "d": [1], "e\x1ef": {}}) == (
-        "a\x1fnumber\x1eb\x1fstring\x1ed\x1farray\x1ee\ufffdf\x1fobject"
+    assert property_types({"a": 1, "b": "x", "c": None, "d": [1], "e\x1ef": {}, "e\x1ff": 1, "%": True}) == (
+        "a\x1fnumber\x1eb\x1fstring\x1ed\x1farray\x1ee%1Ef\x1fobject\x1ee%1Ff\x1fnumber\x1e%25\x1fboolean"
     )
+
+
+def test_separator_characters_in_keys_are_distinct_keys_not_a_type_conflict() -> None:
+    # Regression: both separators became U+FFFD, so "a\x1fb" and "a\x1eb" collapsed into one key.
+    encoded = property_types({"a\x1fb": 1, "a\x1eb": "x"})
+    frame = pl.DataFrame(
+        {"app": ["a"], "event_type": ["click"], "received_at": [T0], "bronze_version": [1], "property_types": [encoded]}
+    )
+    flags, new = type_conflicts(
+        frame, pl.DataFrame(schema=dict.fromkeys(["app", "event_type", "property", "json_type"], pl.String))
+    )
+    assert flags.to_list() == [None]
+    assert sorted(new["property"].to_list()) == ["a%1Eb", "a%1Fb"]
+
+
+def test_integral_decimals_and_key_order_do_not_change_the_content() -> None:
+    # Regression: {"price": 10} then {"price": 10.0} under one id was a duplicate_conflict.
+    frame = batch([{"event_id": "e", "properties": '{"price":10}'}, {"event_id": "e", "properties": '{"price":10.0}'}])
+    assert frame["content_hash"][0] == frame["content_hash"][1]
+    other = batch([{"event_id": "e", "properties": '{"price":10.5}'}])
+    assert other["content_hash"][0] != frame["content_hash"][0]
 
 
 def test_a_property_changing_type_conflicts_with_the_first_type_seen() -> None:

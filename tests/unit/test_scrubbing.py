@@ -163,3 +163,40 @@ def test_the_pre_filter_lets_every_rule_through() -> None:
     ]:
         assert scrubber.rules.any_rule.search(text) is not None, text
         assert scrubber.text(text) != text, text
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["jane@exämple.com", "jane@例え.jp", "jane\u00ad@example.com", '"jane doe"@example.com', "Jane.Doe@Example.COM"],
+)
+def test_emails_with_unicode_domains_hidden_characters_or_quotes_are_masked(address: str) -> None:
+    # Regression: these reached silver unmasked (ASCII-only domains, soft hyphen, quoted local part).
+    scrubber = Scrubber()
+    assert scrubber.text(f"contact {address} now") == "contact [EMAIL] now"
+    assert scrubber.holds_personal_data(address)
+
+
+def test_text_without_a_match_is_kept_exactly_as_sent() -> None:
+    # Regression: non-ASCII text came back NFKC-folded ("ｈｅｌｌｏ ﬁle ①" → "hello file 1").
+    assert Scrubber().text("ｈｅｌｌｏ ﬁle ① café") == "ｈｅｌｌｏ ﬁle ① café"
+
+
+def test_custom_rules_with_inline_flags_or_backreferences_keep_working(tmp_path: Path) -> None:
+    # Regression: a leading (?s) made the pre-filter alternation fail to compile mid-run.
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "sensitive_keys: [password]\n"
+        "value_patterns:\n"
+        "  - {name: block, pattern: '(?s)BEGIN.*?END', mask: '[BLOCK]'}\n"
+        "  - {name: twice, pattern: '(?im)\\b(\\w{4})-\\1\\b', mask: '[TWICE]'}\n"
+    )
+    flagged = ScrubRules.from_file(tmp_path / "rules.yaml")
+    assert flagged.any_rule is None  # a backreference: every rule scans, no pre-filter
+    scrubber = Scrubber(flagged)
+    assert scrubber.text("x BEGIN\nsecret\nEND y abcd-ABCD") == "x [BLOCK] y [TWICE]"
+    rules.write_text(
+        "sensitive_keys: [password]\nvalue_patterns:\n  - {name: block, pattern: '(?s)BEGIN.*?END', mask: '[BLOCK]'}\n"
+    )
+    flags_only = ScrubRules.from_file(rules)
+    assert flags_only.any_rule is not None
+    assert Scrubber(flags_only).text("x BEGIN\nsecret\nEND y") == "x [BLOCK] y"
