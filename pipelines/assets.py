@@ -203,9 +203,14 @@ def _day_range(config: SilverConfig) -> tuple[date, date]:
 
 
 def batch_checks(stats: silver.BatchStats, warn_rate: float, error_rate: float) -> Iterator[dg.AssetCheckResult]:
-    """The batch-level checks of one silver run (:data:`BATCH_CHECKS`), with their severity."""
+    """The batch-level checks of one silver run (:data:`BATCH_CHECKS`), with their severity.
+
+    They rate new bronze (ingest runs); replay and reprocess runs pass them, marked as not rated.
+    """
     people = stats.valid - stats.bots
-    if stats.rows == 0:
+    if stats.mode != "ingest":  # replay/reprocess re-read rows already rated when they arrived
+        passed, severity, verdict = True, dg.AssetCheckSeverity.WARN, f"not rated: {stats.mode} run"
+    elif stats.rows == 0:
         passed, severity, verdict = True, dg.AssetCheckSeverity.WARN, "empty: no new rows to validate"
     elif stats.valid == 0:
         passed, severity, verdict = False, dg.AssetCheckSeverity.ERROR, "every row was quarantined"
@@ -220,7 +225,7 @@ def batch_checks(stats: silver.BatchStats, warn_rate: float, error_rate: float) 
         severity=severity,
         metadata={"batch": verdict, "rows": stats.rows, "valid_rows": stats.valid, "bot_rows": stats.bots},
     )
-    rate = stats.quarantined / stats.rows if stats.rows else 0.0
+    rate = stats.quarantined / stats.rows if stats.rows and stats.mode == "ingest" else 0.0
     yield dg.AssetCheckResult(
         asset_key=EVENTS.name,
         check_name="quarantine_rate",

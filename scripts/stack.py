@@ -35,7 +35,6 @@ SAMPLES = [
     ROOT / "samples" / name for name in ("web_access_2015.log", "onlineshop_2019.csv", "ecom_scenarios_2024.csv.gz")
 ]
 BIN = Path(sys.executable).parent
-DAGSTER_PORT = 3000
 
 DAGSTER_YAML = """\
 # Written by scripts/stack.py on every start.
@@ -197,7 +196,7 @@ def main() -> int:
         "DAGSTER_DISABLE_TELEMETRY": "1",
         "PYTHONUNBUFFERED": "1",
     }
-    ports = (settings.ingest_port, DAGSTER_PORT) + ((settings.superset_port,) if settings.superset else ())
+    ports = (settings.ingest_port, settings.dagster_port) + ((settings.superset_port,) if settings.superset else ())
     for port in ports:
         if not port_free(port):
             say(f"port {port} on 127.0.0.1 is in use: stop whatever holds it (an earlier `make up`?)")
@@ -248,15 +247,15 @@ def main() -> int:
                 "-h",
                 "127.0.0.1",
                 "-p",
-                str(DAGSTER_PORT),
+                str(settings.dagster_port),
             ],
             env,
         )
         api_url = f"http://{settings.ingest_host}:{settings.ingest_port}"
         wait_http(f"{api_url}/healthz", 60, api, "ingest API", api_log)
-        wait_http(f"http://127.0.0.1:{DAGSTER_PORT}/server_info", 180, dagster, "Dagster", dagster_log)
+        wait_http(f"http://127.0.0.1:{settings.dagster_port}/server_info", 180, dagster, "Dagster", dagster_log)
         stack.start("dagster_daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], env)
-        say(f"ingest API at {api_url}, Dagster UI at http://127.0.0.1:{DAGSTER_PORT}")
+        say(f"ingest API at {api_url}, Dagster UI at http://127.0.0.1:{settings.dagster_port}")
         say(
             f"source {LOCAL_SOURCE!r} write key: {write_key} (kept in {settings.local_key_path}); "
             f"send it as X-Write-Key or Basic auth"

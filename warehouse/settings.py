@@ -148,6 +148,9 @@ class Settings(BaseSettings):
         description="Replace every user_id and anonymous_id by its pseudonym (email-like ids always are).",
     )
 
+    # orchestration
+    dagster_port: int = Field(default=3000, description="Dagster UI port on 127.0.0.1 under `make up`.")
+
     # dashboards
     superset: bool = Field(default=True, description="Start and provision Superset with `make up` (0 to skip).")
     superset_port: int = 8088
