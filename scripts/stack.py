@@ -125,6 +125,9 @@ class Stack:
                 raise ProcessDiedError(f"{name} exited with code {proc.returncode}; see {self.logs / (name + '.log')}")
 
     def stop(self) -> None:
+        # A second Ctrl-C (or a supervisor forwarding the first one again) must not abort the
+        # cleanup half-way and leave servers running: ignore it from here on.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         # Dagster's code servers run in their own sessions; they also exit when their parent
         # stops heartbeating (~20 s), but we wait for them here so nothing outlives the stack.
         leftovers = [pid for _, proc in self.procs for pid in descendants(proc.pid)]
