@@ -16,9 +16,11 @@ frame so the expectation suite (not a parallel filter) quarantines them:
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import datetime
 from typing import Any
 
+import orjson
 import polars as pl
 import pyarrow as pa
 
@@ -65,6 +67,11 @@ def json_type(value: Any) -> str | None:
     return "object"
 
 
+def escape_key(key: str) -> str:
+    """A property name as the registry stores it: ``%``, U+001E and U+001F percent-escaped."""
+    return key.translate(_ESCAPES)
+
+
 def property_types(properties: dict[str, Any]) -> str:
     """An event's top-level properties and their JSON types, encoded for :func:`type_conflicts`.
 
@@ -72,37 +79,45 @@ def property_types(properties: dict[str, Any]) -> str:
     the separator characters inside keys are percent-escaped, so distinct keys stay distinct).
     """
     return _RECORD.join(
-        f"{str(key).translate(_ESCAPES)}{_UNIT}{kind}"
+        f"{escape_key(str(key))}{_UNIT}{kind}"
         for key, value in properties.items()
         if (kind := json_type(value)) is not None
     )
 
 
-class _IntegralDecimal:
-    """``10.0`` → ``10`` in JSON text (numbers only: a digit run then ``.0…`` before a delimiter)."""
-
-    pattern = r"(^|[\[:,\s])(-?\d+)\.0+([,}\]\s]|$)"
-
-    def sub(self, column: pl.Expr) -> pl.Expr:
-        # Twice: adjacent numbers share a delimiter, which one pass consumes.
-        once = column.str.replace_all(self.pattern, "${1}${2}${3}")
-        return once.str.replace_all(self.pattern, "${1}${2}${3}")
+_NUMBER_SPELLINGS = re.compile(r"[0-9]\.[0-9]|[0-9][eE]|-0[^.0-9]")
 
 
-_INTEGRAL_DECIMAL = _IntegralDecimal()
+def canonical_numbers(value: Any, text: str) -> str:
+    """``text`` (the sorted-keys JSON of ``value``) with each number in one spelling.
+
+    JSON numbers are values, not spellings (RFC 8259 §6): ``10.0``, ``1e1`` and ``10`` are one
+    number, ``-0.0`` is ``0``. Integral floats up to 2**53 become integers, so a retry that
+    re-encodes a number is not a conflict, and strings are never touched. Only texts that contain
+    a decimal point, an exponent or a negative zero are walked.
+    """
+    if _NUMBER_SPELLINGS.search(text) is None:
+        return text
+    return orjson.dumps(_canonical(value), option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _canonical(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_canonical(item) for item in value]
+    return value
 
 
 def content_hash(decoded: pl.DataFrame) -> pl.Series:
     """BLAKE2b-128 hex digest of each row's :data:`CONTENT_COLUMNS` (stable across versions).
 
-    ``decoded`` must hold the content columns, JSON ones as text with sorted keys. Integral
-    decimals in JSON are read as integers (``10.0`` and ``10`` are one value, as in JSON Schema).
+    ``decoded`` must hold the content columns, JSON ones as text with sorted keys and
+    ``properties`` with :func:`canonical_numbers`.
     """
-    json_columns = {"location", "context", "properties"}
-    parts = [
-        (_INTEGRAL_DECIMAL.sub(pl.col(c)) if c in json_columns else pl.col(c)).fill_null("\x00")
-        for c in CONTENT_COLUMNS
-    ]
+    parts = [pl.col(c).fill_null("\x00") for c in CONTENT_COLUMNS]
     joined = decoded.select(pl.concat_str(parts, separator="\x1f")).to_series()
     return pl.Series(
         "content_hash",

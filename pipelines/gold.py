@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from warehouse.gold import MARTS, gold_watermark, load_sql
 from warehouse.lake import Lake
-from warehouse.tables import EVENTS, QUARANTINE_REPLAYS, RAW_EVENTS, REJECTED_EVENTS
+from warehouse.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def _rewrite(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str, silver_
 
 
 def refresh_data_quality(con: duckdb.DuckDBPyConnection, lake: Lake) -> int:
-    """Recompute ``data_quality_daily`` from bronze, silver, quarantine and replays; returns its row count.
+    """Recompute ``data_quality_daily`` from bronze, silver and quarantine; returns its row count.
 
     A full recompute: one group-by over the key columns of three tables, cheap next to the
     incremental marts, and always consistent with what the three tables hold right now.
@@ -122,7 +122,6 @@ def refresh_data_quality(con: duckdb.DuckDBPyConnection, lake: Lake) -> int:
         "bronze_events": RAW_EVENTS,
         "silver_events": EVENTS,
         "quarantine_events": REJECTED_EVENTS,
-        "quarantine_replays": QUARANTINE_REPLAYS,
     }
     for view, table in views.items():
         con.register(view, lake.dataset(table))

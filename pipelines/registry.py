@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from pipelines.consistency import registry_rows
+from pipelines.consistency import escape_key, registry_rows
 from warehouse.lake import Lake
 from warehouse.settings import get_settings
 from warehouse.tables import PROPERTY_TYPES
@@ -41,12 +41,16 @@ def register(store: Lake, new: pl.DataFrame, run_id: str) -> int:
 def accept(store: Lake, app: str, event_type: str, prop: str, json_type: str) -> bool:
     """Accept ``json_type`` for a property (idempotent); returns ``False`` if it already was.
 
+    ``prop`` is the property name as clients send it (escaped here as the registry stores it).
+
     Raises:
-        ValueError: ``json_type`` is not a JSON type name.
+        ValueError: ``json_type`` is not a JSON type name, or a name is empty.
     """
     if json_type not in JSON_TYPES:
         raise ValueError(f"json_type must be one of {', '.join(JSON_TYPES)}, not {json_type!r}")
-    row = {"app": app, "event_type": event_type, "property": prop, "json_type": json_type}
+    if not (app and event_type and prop):
+        raise ValueError("app, event_type and property must not be empty")
+    row = {"app": app, "event_type": event_type, "property": escape_key(prop), "json_type": json_type}
     if known_types(store).filter(**row).height:
         return False
     now = datetime.now(UTC)
@@ -66,11 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     accepting.add_argument("json_type", choices=JSON_TYPES)
     args = parser.parse_args(argv)
     store = Lake(get_settings().lake_root)
-    if args.command == "list":
+    if args.command == "list":  # tab-separated; names shown as stored (% escapes)
         for row in known_types(store).sort("app", "event_type", "property", "json_type").iter_rows():
             sys.stdout.write("\t".join(row) + "\n")
         return 0
-    added = accept(store, args.app, args.event_type, args.property, args.json_type)
+    try:
+        added = accept(store, args.app, args.event_type, args.property, args.json_type)
+    except ValueError as exc:
+        parser.error(str(exc))
     sys.stdout.write(
         ("accepted" if added else "already accepted")
         + f": {args.app}/{args.event_type}.{args.property} as {args.json_type}; "

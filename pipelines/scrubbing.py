@@ -158,7 +158,9 @@ class ScrubRules:
             return cls(
                 sensitive_key=re.compile(keys, re.IGNORECASE),
                 sensitive_pair=re.compile(
-                    rf"(?P<key>\b[\w.-]*(?:{keys})[\w.-]*[\"']?)(?P<sep>\s*[=:]\s*)(?P<quote>[\"']?)"
+                    # The key starts where a token starts (not at every character of a long one)
+                    # and its tail is possessive: linear time on long texts, no ReDoS.
+                    rf"(?P<key>(?<![\w.-])[\w.-]*?(?:{keys})[\w.-]*+[\"']?)(?P<sep>\s*[=:]\s*)(?P<quote>[\"']?)"
                     r"(?P<value>(?:(?:bearer|basic|token|digest)\s+)?[^\s\"'&,;()\[\]{}<>]+)",
                     re.IGNORECASE,
                 ),
@@ -244,9 +246,21 @@ class Scrubber:
         return result
 
     def _scrub_text(self, original: str) -> str:
-        text = original if original.isascii() else fold_text(original)
+        # First on the text as sent, so characters outside masked spans stay as they are; then on
+        # its folded form (fold_text), for secrets only look-alike characters hid. Only when that
+        # second pass masks something is the folded text kept.
+        masked = self._mask(original)
+        if masked.isascii():
+            return masked
+        folded = fold_text(masked)
+        if folded == masked:
+            return masked
+        refolded = self._mask(folded)
+        return refolded if refolded != folded else masked
+
+    def _mask(self, text: str) -> str:
         if self.rules.any_rule is not None and self.rules.any_rule.search(text) is None:
-            return original  # nothing to mask: the client's text exactly as sent
+            return text  # the pre-filter: no rule can match anywhere
 
         def pair(match: re.Match[str]) -> str:
             self.counts[SENSITIVE_PAIR_RULE] += 1
@@ -263,12 +277,12 @@ class Scrubber:
         Used on identifiers, which are never masked: a matching one is pseudonymized instead.
         Counts nothing.
         """
-        if not text.isascii():
-            text = fold_text(text)
+        forms = [text] if text.isascii() else [text, fold_text(text)]
         return any(
             rule.validator is None or rule.validator(match.group(0))
+            for form in forms
             for rule in self.rules.value_patterns
-            for match in rule.regex.finditer(text)
+            for match in rule.regex.finditer(form)
         )
 
     def _masker(self, rule: ValuePattern) -> Callable[[re.Match[str]], str]:

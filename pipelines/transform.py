@@ -19,6 +19,7 @@ import polars as pl
 import pyarrow as pa
 
 from pipelines.consistency import (
+    canonical_numbers,
     content_hash,
     duplicate_conflicts,
     json_type,
@@ -60,8 +61,9 @@ def decode(changes: pa.Table) -> pl.DataFrame:
     """Bronze rows (plus ``_commit_version``) → frame with the payload's typed fields.
 
     Adds ``user_id``, ``anonymous_id``, ``session_id``, ``page_url``, ``referrer``, ``location``,
-    ``context`` and ``properties`` (JSON text, keys sorted), ``property_types`` (top-level JSON types,
-    encoded by :func:`pipelines.consistency.property_types`), ``scroll_pct``/``scroll_depth``/``scroll_type``
+    ``context`` and ``properties`` (JSON text, keys sorted, numbers in one spelling),
+    ``property_types`` (top-level JSON types, encoded by :func:`pipelines.consistency.property_types`),
+    ``scroll_pct``/``scroll_depth``/``scroll_type``
     (scroll events only), ``payload_bytes`` (UTF-8 size of the payload), ``content_hash`` and
     ``bronze_version`` (the commit that holds the row), read according to each row's ``source_format``.
     """
@@ -83,7 +85,10 @@ def decode(changes: pa.Table) -> pl.DataFrame:
         pl.Series("client_timestamp", [f.client_timestamp for f in fields], dtype=pl.String),
         pl.Series(
             "properties",
-            [orjson.dumps(f.properties, option=orjson.OPT_SORT_KEYS).decode() for f in fields],
+            [
+                canonical_numbers(f.properties, orjson.dumps(f.properties, option=orjson.OPT_SORT_KEYS).decode())
+                for f in fields
+            ],
             dtype=pl.String,
         ),
         pl.Series("property_types", [property_types(f.properties) for f in fields], dtype=pl.String),

@@ -281,3 +281,34 @@ def test_email_user_ids_become_consistent_pseudonyms_and_people_counts_stay_righ
     con = duckdb.connect(str(env.warehouse), read_only=True)
     assert con.execute("select dau from daily_active_users where app = 'q'").fetchall() == [(2,)]
     con.close()
+
+
+def test_a_retry_that_passes_later_turns_its_quarantined_copy_into_a_duplicate(api: ApiServer, env: Env) -> None:
+    # Regression: received 3, counted valid 2 + quarantined 1 + nothing: the quarantined copy of
+    # an event a later retry put in silver was still counted as an open failure.
+    send(api, [event("k1", "u1", {"plan": {"tier": 1}})])
+    materialize_all(env)
+    retry = event("k2", "u2", {"plan": {"tier": "pro"}})
+    send(api, [retry])
+    materialize_all(env)
+    registry.accept(env.lake, "q", "plan", "tier", "string")
+    send(api, [retry])  # the client retries; now it passes
+    materialize_all(env)
+    con = duckdb.connect(str(env.warehouse), read_only=True)
+    outcomes = dict(con.execute("select outcome, sum(events) from data_quality_daily group by all").fetchall())
+    con.close()
+    assert outcomes == {"valid": 2, "duplicate": 1}
+
+
+def test_accepting_a_type_for_a_property_name_with_a_percent_sign(api: ApiServer, env: Env) -> None:
+    # Regression: the registry stored "discount%25" and accept() the raw name, which never matched.
+    send(api, [event("pc1", "u1", {"click": {"discount%": 5}})])
+    materialize_all(env)
+    send(api, [event("pc2", "u2", {"click": {"discount%": "5%"}})])
+    materialize_all(env)
+    assert quarantine(env)["reason_type"].to_list() == ["type_conflict"]
+    assert registry.accept(env.lake, "q", "click", "discount%", "string")
+    with pytest.raises(ValueError, match="empty"):
+        registry.accept(env.lake, "q", "", "discount%", "string")
+    result = materialize_all(env, mode="replay")
+    assert result.asset_materializations_for_node("silver_events")[0].metadata["replayed_rows"].value == 1

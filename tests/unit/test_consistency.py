@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import polars as pl
 
-from pipelines.consistency import content_hash, duplicate_conflicts, json_type, property_types, type_conflicts
+from pipelines.consistency import (
+    canonical_numbers,
+    content_hash,
+    duplicate_conflicts,
+    json_type,
+    property_types,
+    type_conflicts,
+)
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 CONTENT = ["event_type", "client_timestamp", "user_id", "anonymous_id", "session_id", "page_url", "referrer"]
@@ -79,25 +87,17 @@ def test_separator_characters_in_keys_are_distinct_keys_not_a_type_conflict() ->
     assert sorted(new["property"].to_list()) == ["a%1Eb", "a%1Fb"]
 
 
-def test_integral_decimals_and_key_order_do_not_change_the_content() -> None:
-    # Regression: {"price": 10} then {"price": 10.0} under one id was a duplicate_conflict.
-    frame = batch([{"event_id": "e", "properties": '{"price":10}'}, {"event_id": "e", "properties": '{"price":10.0}'}])
-    assert frame["content_hash"][0] == frame["content_hash"][1]
-    other = batch([{"event_id": "e", "properties": '{"price":10.5}'}])
-    assert other["content_hash"][0] != frame["content_hash"][0]
+def test_numbers_have_one_spelling_and_strings_are_never_touched() -> None:
+    # Regression: {"price": 10} then {"price": 10.0} under one id was a duplicate_conflict; and a
+    # text rewrite of the JSON also changed strings ("price 1.0 EUR" == "price 1 EUR"), silently
+    # dropping a changed event as a duplicate.
+    def canon(value: object) -> str:
+        return canonical_numbers(value, orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode())
 
-
-def test_a_property_changing_type_conflicts_with_the_first_type_seen() -> None:
-    def typed(pairs: list[list[tuple[str, str]]], event_type: str = "scroll") -> pl.DataFrame:
-        rows = [
-            {"app": "a", "event_type": event_type, "received_at": T0 + timedelta(seconds=i), "bronze_version": 1}
-            for i in range(len(pairs))
-        ]
-        column = pl.Series("property_types", ["\x1e".join(f"{k}\x1f{t}" for k, t in p) for p in pairs])
-        return pl.DataFrame(rows).with_columns(column)
-
-    known = pl.DataFrame({"app": ["a"], "event_type": ["scroll"], "property": ["value"], "json_type": ["number"]})
-    frame = typed([[("value", "number")], [("value", "string"), ("unit", "string")], [("unit", "number")], []])
-    flags, new = type_conflicts(frame, known)
-    assert flags.to_list() == [None, "value: number, got string", "unit: string, got number", None]
-    assert new.select("property", "json_type").rows() == [("unit", "string")]  # first seen in the batch
+    assert canon({"price": 10.0}) == canon({"price": 10}) == '{"price":10}'
+    assert canon({"n": 1e15}) == canon({"n": 1000000000000000})  # integral floats up to 2**53
+    assert canon({"z": -0.0}) == canon({"z": 0})
+    assert canon({"p": 10.5}) == '{"p":10.5}'
+    assert canon({"label": "price 1.0 EUR"}) != canon({"label": "price 1 EUR"})
+    assert canon({"label": "[2.00]"}) == '{"label":"[2.00]"}'
+    assert canon({"a": [1.0, {"b": 2.0}], "s": "1.0"}) == '{"a":[1,{"b":2}],"s":"1.0"}'

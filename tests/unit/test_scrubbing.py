@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,35 @@ def test_custom_rules_with_inline_flags_or_backreferences_keep_working(tmp_path:
     flags_only = ScrubRules.from_file(rules)
     assert flags_only.any_rule is not None
     assert Scrubber(flags_only).text("x BEGIN\nsecret\nEND y") == "x [BLOCK] y"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ﬁle order 1234567890123", "ﬁle order 1234567890123"),  # fails Luhn: nothing masked, nothing folded
+        ("ｶﾀｶﾅ ref 4111 1111 1111 1112", "ｶﾀｶﾅ ref 4111 1111 1111 1112"),
+        ("👨\u200d👩\u200d👧 ping a@b.com", "👨\u200d👩\u200d👧 ping [EMAIL]"),  # joiners outside the mask kept
+        ("مي\u200cخواهم a@b.com", "مي\u200cخواهم [EMAIL]"),
+        ("½ ﬁle jane\u00ad@example.com", "1⁄2 file [EMAIL]"),  # only a look-alike hid it: folded text kept
+    ],
+)
+def test_characters_outside_masked_spans_stay_as_sent(text: str, expected: str) -> None:
+    # Regression: a pre-filter hit or any mask returned the whole text NFKC-folded.
+    assert Scrubber().text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a." * 16000, "a@" + "a." * 16000, "._" * 16000, "a@" + "a-" * 16000 + "!", "a@" + "b.b" * 10000 + ".1"],
+)
+def test_long_crafted_texts_scrub_in_linear_time(text: str) -> None:
+    # Regression (ReDoS): "a." * 20000 took 233 s (the pair rule started at every character of a
+    # long token and backtracked). The bound is generous: linear scans take ~0.05 s here.
+    started = time.perf_counter()
+    Scrubber().text(text)
+    assert time.perf_counter() - started < 5
+
+
+@pytest.mark.parametrize("text", ["logo@2x.png", "/static/retina@2x.jpeg", "react-dom@18.2.0.min", "pkg@1.2.3-beta.js"])
+def test_file_names_with_an_at_sign_are_not_emails(text: str) -> None:
+    assert Scrubber().text(text) == text

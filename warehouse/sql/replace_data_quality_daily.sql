@@ -3,13 +3,14 @@
 --   'valid'       in silver and counted in people metrics;
 --   'bot'         in silver but flagged as a bot or crawler (kept, excluded from people metrics);
 --   'quarantined' still in quarantine: reason = the first failed check, reason_type its typed reason
---                 (rows a replay moved to silver count as valid/bot, not here);
+--                 (a copy whose event reached silver later, by replay, reprocess or a retry,
+--                 counts as valid/bot or duplicate instead);
 --   'duplicate'   received again after an earlier copy was kept (received minus the copies kept).
 -- received = the sum over outcomes. Snowplow's "good vs bad" model
 -- (https://docs.snowplow.io/docs/fundamentals/failed-events/). It is the analysts' view of the
 -- quarantine: reasons and counts, never payloads.
--- Recomputed whole (one group-by over key columns of four tables) inside the caller's transaction.
--- Inputs: bronze_events, silver_events, quarantine_events, quarantine_replays (registered Delta datasets).
+-- Recomputed whole (one group-by over key columns of three tables) inside the caller's transaction.
+-- Inputs: bronze_events, silver_events, quarantine_events (registered Delta datasets).
 delete from data_quality_daily;
 
 insert into data_quality_daily (app, source, day, outcome, reason, reason_type, events)
@@ -35,10 +36,11 @@ valid as (
 quarantined as (
     select app, source, received_date as day, 'quarantined' as outcome, reason, reason_type, count(*) as events
     from quarantine_events as q
-    where not exists (
-        select 1 from quarantine_replays as r
-        where r.event_id = q.event_id and r.bronze_version = q.bronze_version
-    )
+    -- A quarantined copy whose event is in silver by now (replayed, reprocessed, or a later retry
+    -- that passed) is no longer an open failure: it counts as a duplicate of the copy kept.
+    -- Conflicting copies stay quarantined: their event is in silver by definition.
+    where q.reason_type = 'duplicate_conflict'
+        or not exists (select 1 from silver_events as s where s.event_id = q.event_id)
     group by all
 ),
 
