@@ -85,7 +85,9 @@ def property_types(properties: dict[str, Any]) -> str:
     )
 
 
-_NUMBER_SPELLINGS = re.compile(r"[0-9]\.[0-9]|[0-9][eE]|-0[^.0-9]")
+#: How orjson spells a float that is integral (``10.0``, ``-0.0``, ``1e+16``): only texts with one
+#: of these (or a string that looks like it) are walked.
+_NUMBER_SPELLINGS = re.compile(r"[0-9]\.0(?![0-9])|[0-9]e")
 
 
 def canonical_numbers(value: Any, text: str) -> str:
@@ -93,8 +95,8 @@ def canonical_numbers(value: Any, text: str) -> str:
 
     JSON numbers are values, not spellings (RFC 8259 §6): ``10.0``, ``1e1`` and ``10`` are one
     number, ``-0.0`` is ``0``. Integral floats up to 2**53 become integers, so a retry that
-    re-encodes a number is not a conflict, and strings are never touched. Only texts that contain
-    a decimal point, an exponent or a negative zero are walked.
+    re-encodes a number is not a conflict, and strings are never touched. Only texts where orjson
+    spelled an integral float (``.0`` then no digit, or an exponent) are walked.
     """
     if _NUMBER_SPELLINGS.search(text) is None:
         return text
