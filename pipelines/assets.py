@@ -156,33 +156,23 @@ def silver_events(context: dg.AssetExecutionContext, config: SilverConfig, lake:
             "reason_types": dg.MetadataValue.json(dict(stats.reason_types)),
         },
     )
-    for outcome in stats.checks:
-        yield dg.AssetCheckResult(
-            asset_key=EVENTS.name,
-            check_name=outcome.check,
-            passed=outcome.success,
-            # Failing rows are quarantined, not lost: a warning; the batch checks below rate the batch.
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "expectation": outcome.expectation,
-                "column": outcome.column or "",
-                "element_count": outcome.element_count,
-                "unexpected_count": outcome.unexpected_count,
-            },
-        )
+    # Failing rows are quarantined, not lost: a warning; the batch checks below rate the batch.
+    yield from suite_checks(EVENTS.name, stats.checks, dg.AssetCheckSeverity.WARN)
     yield from batch_checks(stats, settings.quarantine_warn_rate, settings.quarantine_error_rate)
     # Invariants of what was written (expectations/events.json): a failure is a pipeline bug.
-    yield from invariant_checks(EVENTS.name, stats.silver_checks)
+    yield from suite_checks(EVENTS.name, stats.silver_checks, dg.AssetCheckSeverity.ERROR)
 
 
-def invariant_checks(asset: str, outcomes: list[CheckOutcome]) -> Iterator[dg.AssetCheckResult]:
-    """Asset check results (severity ERROR) of a silver or gold invariants suite."""
+def suite_checks(
+    asset: str, outcomes: list[CheckOutcome], severity: dg.AssetCheckSeverity
+) -> Iterator[dg.AssetCheckResult]:
+    """One asset check result per expectation of a suite's validation, at ``severity``."""
     for outcome in outcomes:
         yield dg.AssetCheckResult(
             asset_key=asset,
             check_name=outcome.check,
             passed=outcome.success,
-            severity=dg.AssetCheckSeverity.ERROR,
+            severity=severity,
             metadata={
                 "expectation": outcome.expectation,
                 "column": outcome.column or "",
@@ -280,7 +270,7 @@ def _gold_asset(mart: str, description: str) -> dg.AssetsDefinition:
                 "row_count": int(rows),
             }
         )
-        yield from invariant_checks(mart, outcomes)
+        yield from suite_checks(mart, outcomes, dg.AssetCheckSeverity.ERROR)
 
     return _refresh
 
@@ -311,7 +301,7 @@ def data_quality_daily(
         rows = refresh_data_quality(con, lake.lake())
         outcomes = validate_mart(con, DATA_QUALITY_DAILY)
     yield dg.MaterializeResult(metadata={"row_count": rows})
-    yield from invariant_checks(DATA_QUALITY_DAILY, outcomes)
+    yield from suite_checks(DATA_QUALITY_DAILY, outcomes, dg.AssetCheckSeverity.ERROR)
 
 
 @dg.asset(deps=[*GOLD_ASSETS, data_quality_daily], group_name="serving", kinds={"duckdb"}, freshness_policy=FRESHNESS)

@@ -239,10 +239,15 @@ class Scrubber:
             result, masked = cached
             self.counts.update(masked)
             return result
-        before = self.counts.copy()
-        result = self._scrub_text(text)
+        # Count this text's masks apart (for the cache), then add them to the report.
+        report, self.counts = self.counts, Counter()
+        try:
+            result = self._scrub_text(text)
+        finally:
+            masked, self.counts = self.counts, report
+        report.update(masked)
         if len(text) <= _TEXT_CACHE_LENGTH and len(self._texts) < _TEXT_CACHE_SIZE:
-            self._texts[text] = (result, self.counts - before)
+            self._texts[text] = (result, masked)
         return result
 
     def _scrub_text(self, original: str) -> str:

@@ -123,13 +123,15 @@ def ingest(store: Lake, rules: Rules, run_id: str) -> BatchStats:
     until = after if bronze_version is None else bronze_version
     decoded = transform.decode(store.changes(RAW_EVENTS, after, until))
     stats = BatchStats("ingest", rows=decoded.height, bronze_from=after, bronze_to=until)
-    split = _validate(store, decoded, rules.suite, prior_hashes(store, decoded["event_id"]), run_id)
+    prior = prior_hashes(store, decoded["event_id"])
+    split = _validate(store, decoded, rules.suite, prior, run_id)
     stats.quarantine_inserted = store.insert_new(
         REJECTED_EVENTS,
         transform.build_quarantine(split.invalid, split.reasons, rules.suite.name, run_id, datetime.now(UTC)),
     )
     silver = transform.build_silver(split.valid, run_id, rules.scrubber, rules.pseudonymizer)
-    stats.inserted = store.insert_new(EVENTS, silver)
+    # The ids already in silver were read for the conflict check: the anti-join reuses them.
+    stats.inserted = store.insert_new(EVENTS, silver, existing=prior["event_id"].to_arrow().cast(pa.string()))
     _count(stats, split, silver, rules.silver_suite)
     if until > after:
         store.advance_watermark(EVENTS.name, RAW_EVENTS.name, until, run_id)

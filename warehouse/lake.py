@@ -138,11 +138,14 @@ class Lake:
         )
         return dt.version()  # the DeltaTable object is advanced to this write's own commit
 
-    def insert_new(self, table: TableDef, rows: pa.Table, key: str = "event_id") -> int:
+    def insert_new(
+        self, table: TableDef, rows: pa.Table, key: str = "event_id", existing: pa.Array | None = None
+    ) -> int:
         """Append the rows whose ``key`` is not in the table yet (global, all partitions).
 
-        ``rows`` must already be unique by ``key``. Returns how many rows were appended (no
-        commit when none). An anti-join plus append rather than a Delta MERGE: delta-rs's merge
+        ``rows`` must already be unique by ``key``. ``existing``: the keys of ``rows`` already in
+        the table, when the caller just read them (saves a second scan). Returns how many rows
+        were appended (no commit when none). An anti-join plus append rather than a Delta MERGE: delta-rs's merge
         writes string columns as Arrow string_view, which pyarrow's filter kernels cannot compare,
         so readers' string predicates would fail on those files. Callers are serialized (one
         pipeline run at a time); that is what makes check-then-append safe.
@@ -150,8 +153,9 @@ class Lake:
         self.ensure(table)
         if rows.num_rows == 0:
             return 0
-        existing = self.dataset(table).to_table(columns=[key], filter=pads.field(key).isin(rows[key]))
-        new = rows.filter(pc.invert(pc.is_in(rows[key], existing[key])))
+        if existing is None:
+            existing = self.dataset(table).to_table(columns=[key], filter=pads.field(key).isin(rows[key]))[key]
+        new = rows.filter(pc.invert(pc.is_in(rows[key], existing)))
         if new.num_rows:
             self.append(table, new)
         return new.num_rows
