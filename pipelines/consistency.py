@@ -78,11 +78,18 @@ def property_types(properties: dict[str, Any]) -> str:
     ``{"a": 1, "b": "x", "c": None}`` → ``"a\x1fnumber\x1eb\x1fstring"`` (nulls skipped; ``%`` and
     the separator characters inside keys are percent-escaped, so distinct keys stay distinct).
     """
-    return _RECORD.join(
-        f"{escape_key(str(key))}{_UNIT}{kind}"
-        for key, value in properties.items()
-        if (kind := json_type(value)) is not None
-    )
+    # Per bronze row in silver's decode loop: exact-type lookup first, escaping only when needed.
+    parts = []
+    for key, value in properties.items():
+        kind = _EXACT_TYPES.get(type(value)) or json_type(value)
+        if kind is not None:
+            name = key if type(key) is str and not _NEEDS_ESCAPE.search(key) else escape_key(str(key))
+            parts.append(f"{name}{_UNIT}{kind}")
+    return _RECORD.join(parts)
+
+
+_EXACT_TYPES = {str: "string", int: "number", float: "number", bool: "boolean", list: "array", dict: "object"}
+_NEEDS_ESCAPE = re.compile(f"[%{_UNIT}{_RECORD}]")
 
 
 #: How orjson spells a float that is integral (``10.0``, ``-0.0``, ``1e+16``): only texts with one

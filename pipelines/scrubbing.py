@@ -237,7 +237,8 @@ class Scrubber:
         cached = self._texts.get(text)
         if cached is not None:
             result, masked = cached
-            self.counts.update(masked)
+            if masked:
+                self.counts.update(masked)
             return result
         # Count this text's masks apart (for the cache), then add them to the report.
         report, self.counts = self.counts, Counter()
@@ -318,20 +319,19 @@ class Scrubber:
 
     def value(self, value: Any) -> Any:
         """Scrub a decoded JSON value recursively: sensitive keys masked, strings scrubbed, numbers kept."""
-        if isinstance(value, dict):
-            scrubbed = {}
-            for key, item in value.items():
-                if self.is_sensitive_key(str(key)):
-                    self.counts[SENSITIVE_KEY_RULE] += 1
-                    scrubbed[key] = REDACTED
-                else:
-                    scrubbed[key] = self.value(item)
-            return scrubbed
-        if isinstance(value, list):
-            return [self.value(item) for item in value]
         if isinstance(value, str):
             return self.url(value) if value.startswith(("http://", "https://")) else self.text(value)
+        if isinstance(value, dict):
+            return {key: self._item(str(key), item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.value(item) for item in value]
         return value
+
+    def _item(self, key: str, item: Any) -> Any:
+        if self.is_sensitive_key(key):
+            self.counts[SENSITIVE_KEY_RULE] += 1
+            return REDACTED
+        return self.value(item)
 
 
 def truncate_ip(address: str | None) -> str | None:

@@ -57,6 +57,45 @@ def _scroll(event_type: str, properties: dict[str, Any]) -> tuple[float | None, 
     return _number(properties.get("depth_pct")), _number(properties.get("value")) if depth is None else depth, kind
 
 
+#: The columns :func:`decode` reads out of each payload, in :func:`_decode_row`'s order.
+_DECODED_COLUMNS: tuple[tuple[str, pl.DataType], ...] = (
+    ("user_id", pl.String()),
+    ("anonymous_id", pl.String()),
+    ("context", pl.String()),
+    ("session_id", pl.String()),
+    ("page_url", pl.String()),
+    ("referrer", pl.String()),
+    ("location", pl.String()),
+    ("client_timestamp", pl.String()),
+    ("properties", pl.String()),
+    ("property_types", pl.String()),
+    ("scroll_pct", pl.Float64()),
+    ("scroll_depth", pl.Float64()),
+    ("scroll_type", pl.String()),
+)
+
+
+def _decode_row(payload: str, event_type: str, source_format: str) -> tuple[Any, ...]:
+    # Only strings and floats leave this function: a parsed payload kept alive per row would make
+    # Python's cyclic GC rescan every earlier row (measured 4x slower on 100k rows).
+    f = read_event_fields(payload, event_type, source_format)
+    props = f.properties
+    properties = canonical_numbers(props, orjson.dumps(props, option=orjson.OPT_SORT_KEYS).decode())
+    return (
+        f.user_id,
+        f.anonymous_id,
+        f.context,
+        f.session_id,
+        f.page_url,
+        f.referrer,
+        f.location,
+        f.client_timestamp,
+        properties,
+        property_types(props),
+        *_scroll(event_type, props),
+    )
+
+
 def decode(changes: pa.Table) -> pl.DataFrame:
     """Bronze rows (plus ``_commit_version``) → frame with the payload's typed fields.
 
@@ -69,34 +108,14 @@ def decode(changes: pa.Table) -> pl.DataFrame:
     """
     frame = pl.from_arrow(changes)
     assert isinstance(frame, pl.DataFrame)
-    fields = [
-        read_event_fields(p, t, f)
+    rows = [
+        _decode_row(p, t, f)
         for p, t, f in zip(frame["payload"], frame["event_type"], frame["source_format"], strict=True)
     ]
-    scrolls = [_scroll(t, f.properties) for t, f in zip(frame["event_type"], fields, strict=True)]
-    decoded = frame.rename({"_commit_version": "bronze_version"}).with_columns(
-        pl.Series("user_id", [f.user_id for f in fields], dtype=pl.String),
-        pl.Series("anonymous_id", [f.anonymous_id for f in fields], dtype=pl.String),
-        pl.Series("context", [f.context for f in fields], dtype=pl.String),
-        pl.Series("session_id", [f.session_id for f in fields], dtype=pl.String),
-        pl.Series("page_url", [f.page_url for f in fields], dtype=pl.String),
-        pl.Series("referrer", [f.referrer for f in fields], dtype=pl.String),
-        pl.Series("location", [f.location for f in fields], dtype=pl.String),
-        pl.Series("client_timestamp", [f.client_timestamp for f in fields], dtype=pl.String),
-        pl.Series(
-            "properties",
-            [
-                canonical_numbers(f.properties, orjson.dumps(f.properties, option=orjson.OPT_SORT_KEYS).decode())
-                for f in fields
-            ],
-            dtype=pl.String,
-        ),
-        pl.Series("property_types", [property_types(f.properties) for f in fields], dtype=pl.String),
-        pl.Series("scroll_pct", [s[0] for s in scrolls], dtype=pl.Float64),
-        pl.Series("scroll_depth", [s[1] for s in scrolls], dtype=pl.Float64),
-        pl.Series("scroll_type", [s[2] for s in scrolls], dtype=pl.String),
-        pl.col("payload").str.len_bytes().cast(pl.Int64).alias("payload_bytes"),
-    )
+    fields = pl.DataFrame(rows, schema=dict(_DECODED_COLUMNS), orient="row")
+    decoded = pl.concat(
+        [frame.rename({"_commit_version": "bronze_version"}), fields], how="horizontal"
+    ).with_columns(pl.col("payload").str.len_bytes().cast(pl.Int64).alias("payload_bytes"))
     return decoded.with_columns(content_hash(decoded))
 
 

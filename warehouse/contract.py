@@ -49,7 +49,7 @@ import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -346,9 +346,11 @@ def explode_payload(payload: Any, ctx: RequestContext, max_bytes: int | None = N
     return [row(event_type, dumps({**payload, "events": {event_type: value}})) for event_type, value in events.items()]
 
 
-@dataclass(frozen=True)
-class EventFields:
+class EventFields(NamedTuple):
     """The typed fields silver reads back out of a bronze row's ``payload`` (any format).
+
+    A named tuple, not a frozen dataclass: it is built once per bronze row in silver's decode
+    loop, where a frozen dataclass's ``__init__`` cost 1.4 µs against 0.6 µs.
 
     ``properties`` is the event's value as an object (native: a scalar ``x`` becomes
     ``{"value": x}``; ``page_view`` without a value has ``{}``; Segment: ``properties``, or
