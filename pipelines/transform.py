@@ -113,9 +113,9 @@ def decode(changes: pa.Table) -> pl.DataFrame:
         for p, t, f in zip(frame["payload"], frame["event_type"], frame["source_format"], strict=True)
     ]
     fields = pl.DataFrame(rows, schema=dict(_DECODED_COLUMNS), orient="row")
-    decoded = pl.concat(
-        [frame.rename({"_commit_version": "bronze_version"}), fields], how="horizontal"
-    ).with_columns(pl.col("payload").str.len_bytes().cast(pl.Int64).alias("payload_bytes"))
+    decoded = pl.concat([frame.rename({"_commit_version": "bronze_version"}), fields], how="horizontal").with_columns(
+        pl.col("payload").str.len_bytes().cast(pl.Int64).alias("payload_bytes")
+    )
     return decoded.with_columns(content_hash(decoded))
 
 
