@@ -15,124 +15,13 @@ frame so the expectation suite (not a parallel filter) quarantines them:
 
 from __future__ import annotations
 
-import hashlib
-import re
 from datetime import datetime
-from typing import Any
 
-import orjson
 import polars as pl
 import pyarrow as pa
 
+from pipelines.decoding import RECORD, UNIT
 from warehouse.tables import PROPERTY_TYPES
-
-#: The client-sent fields that make up an event's content (``sentAt``, ``received_at``, IP and the
-#: request's User-Agent header are receipt metadata and may differ between retries; so is the
-#: receive time that stands in for a timestamp the client did not send).
-CONTENT_COLUMNS = (
-    "event_type",
-    "client_timestamp",
-    "user_id",
-    "anonymous_id",
-    "session_id",
-    "page_url",
-    "referrer",
-    "location",
-    "context",
-    "properties",
-)
-
-#: ``property_types`` is one string per row, ``key\x1ftype`` pairs joined by ``\x1e`` (ASCII unit and
-#: record separators): built in the per-row decode loop, split apart vectorized (a Polars list of
-#: structs built from Python objects costs ~40 µs per row).
-_UNIT, _RECORD = "\x1f", "\x1e"
-_ESCAPES = str.maketrans({"%": "%25", _UNIT: "%1F", _RECORD: "%1E"})
-
-
-def json_type(value: Any) -> str | None:
-    """JSON Schema type name of a parsed JSON value (RFC 8259 kinds; ``None`` for null).
-
-    Integers and floats are both ``"number"``: 3 then 3.5 is not a conflict.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-def escape_key(key: str) -> str:
-    """A property name as the registry stores it: ``%``, U+001E and U+001F percent-escaped."""
-    return key.translate(_ESCAPES)
-
-
-def property_types(properties: dict[str, Any]) -> str:
-    """An event's top-level properties and their JSON types, encoded for :func:`type_conflicts`.
-
-    ``{"a": 1, "b": "x", "c": None}`` → ``"a\x1fnumber\x1eb\x1fstring"`` (nulls skipped; ``%`` and
-    the separator characters inside keys are percent-escaped, so distinct keys stay distinct).
-    """
-    # Per bronze row in silver's decode loop: exact-type lookup first, escaping only when needed.
-    parts = []
-    for key, value in properties.items():
-        kind = _EXACT_TYPES.get(type(value)) or json_type(value)
-        if kind is not None:
-            name = key if type(key) is str and not _NEEDS_ESCAPE.search(key) else escape_key(str(key))
-            parts.append(f"{name}{_UNIT}{kind}")
-    return _RECORD.join(parts)
-
-
-_EXACT_TYPES = {str: "string", int: "number", float: "number", bool: "boolean", list: "array", dict: "object"}
-_NEEDS_ESCAPE = re.compile(f"[%{_UNIT}{_RECORD}]")
-
-
-#: How orjson spells a float that is integral (``10.0``, ``-0.0``, ``1e+16``): only texts with one
-#: of these (or a string that looks like it) are walked.
-_NUMBER_SPELLINGS = re.compile(r"[0-9]\.0(?![0-9])|[0-9]e")
-
-
-def canonical_numbers(value: Any, text: str) -> str:
-    """``text`` (the sorted-keys JSON of ``value``) with each number in one spelling.
-
-    JSON numbers are values, not spellings (RFC 8259 §6): ``10.0``, ``1e1`` and ``10`` are one
-    number, ``-0.0`` is ``0``. Integral floats up to 2**53 become integers, so a retry that
-    re-encodes a number is not a conflict, and strings are never touched. Only texts where orjson
-    spelled an integral float (``.0`` then no digit, or an exponent) are walked.
-    """
-    if _NUMBER_SPELLINGS.search(text) is None:
-        return text
-    return orjson.dumps(_canonical(value), option=orjson.OPT_SORT_KEYS).decode()
-
-
-def _canonical(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _canonical(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_canonical(item) for item in value]
-    return value
-
-
-def content_hash(decoded: pl.DataFrame) -> pl.Series:
-    """BLAKE2b-128 hex digest of each row's :data:`CONTENT_COLUMNS` (stable across versions).
-
-    ``decoded`` must hold the content columns, JSON ones as text with sorted keys and
-    ``properties`` with :func:`canonical_numbers`.
-    """
-    parts = [pl.col(c).fill_null("\x00") for c in CONTENT_COLUMNS]
-    joined = decoded.select(pl.concat_str(parts, separator="\x1f")).to_series()
-    return pl.Series(
-        "content_hash",
-        [hashlib.blake2b(text.encode(), digest_size=16).hexdigest() for text in joined],
-        dtype=pl.String,
-    )
 
 
 def duplicate_conflicts(decoded: pl.DataFrame, prior: pl.DataFrame) -> pl.Series:
@@ -187,11 +76,9 @@ def type_conflicts(decoded: pl.DataFrame, known: pl.DataFrame) -> tuple[pl.Serie
         decoded.select("app", "event_type", "received_at", "bronze_version", "property_types")
         .with_row_index("_row")
         .filter(pl.col("property_types") != "")
-        .with_columns(pl.col("property_types").str.split(_RECORD))
+        .with_columns(pl.col("property_types").str.split(RECORD))
         .explode("property_types")
-        .with_columns(
-            pl.col("property_types").str.split_exact(_UNIT, 1).struct.rename_fields(["property", "json_type"])
-        )
+        .with_columns(pl.col("property_types").str.split_exact(UNIT, 1).struct.rename_fields(["property", "json_type"]))
         .unnest("property_types")
     )
     new = (

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from pipelines.consistency import escape_key, registry_rows
+from pipelines.consistency import registry_rows
+from pipelines.decoding import escape_key
 from warehouse.lake import Lake
 from warehouse.settings import get_settings
 from warehouse.tables import PROPERTY_TYPES

@@ -18,105 +18,30 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 
-from pipelines.consistency import (
-    canonical_numbers,
-    content_hash,
-    duplicate_conflicts,
-    json_type,
-    property_types,
-    type_conflicts,
-)
+from pipelines.consistency import duplicate_conflicts, type_conflicts
+from pipelines.decoding import decode_fields
 from pipelines.enrichment import Device, device_from_user_agent
 from pipelines.pseudonyms import PERSONAL_ID_COLUMNS, Pseudonymizer
 from pipelines.scrubbing import Scrubber, truncate_ip
 from pipelines.validation import SplitResult
-from warehouse.formats import read_event_fields
 from warehouse.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
 
 _DEVICE_SCHEMA = pl.Struct({f.name: pl.Boolean if f.type == "bool" else pl.String for f in fields(Device)})
 
 
-#: Scroll depth conventions (documented in docs/ingest.md): ``{"depth_pct": 0..100}`` is percent of
-#: the page, ``{"depth_px": n}`` pixels, and a bare number (``"scroll": 80``, read as ``value``) a
-#: depth in either unit; all must be numbers, percent at most 100, none negative.
-SCROLL_EVENT = "scroll"
-_SCROLL_FIELDS = ("value", "depth_pct", "depth_px")
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if json_type(value) == "number" else None
-
-
-def _scroll(event_type: str, properties: dict[str, Any]) -> tuple[float | None, float | None, str | None]:
-    """``(depth_pct, depth in px or bare value, JSON type of the depth fields)`` of a scroll event."""
-    if event_type != SCROLL_EVENT:
-        return None, None, None
-    kinds = [json_type(properties[f]) for f in _SCROLL_FIELDS if properties.get(f) is not None]
-    kind = next((k for k in kinds if k != "number"), "number" if kinds else None)
-    depth = _number(properties.get("depth_px"))
-    return _number(properties.get("depth_pct")), _number(properties.get("value")) if depth is None else depth, kind
-
-
-#: The columns :func:`decode` reads out of each payload, in :func:`_decode_row`'s order.
-_DECODED_COLUMNS: tuple[tuple[str, pl.DataType], ...] = (
-    ("user_id", pl.String()),
-    ("anonymous_id", pl.String()),
-    ("context", pl.String()),
-    ("session_id", pl.String()),
-    ("page_url", pl.String()),
-    ("referrer", pl.String()),
-    ("location", pl.String()),
-    ("client_timestamp", pl.String()),
-    ("properties", pl.String()),
-    ("property_types", pl.String()),
-    ("scroll_pct", pl.Float64()),
-    ("scroll_depth", pl.Float64()),
-    ("scroll_type", pl.String()),
-)
-
-
-def _decode_row(payload: str, event_type: str, source_format: str) -> tuple[Any, ...]:
-    # Only strings and floats leave this function: a parsed payload kept alive per row would make
-    # Python's cyclic GC rescan every earlier row (measured 4x slower on 100k rows).
-    f = read_event_fields(payload, event_type, source_format)
-    props = f.properties
-    properties = canonical_numbers(props, orjson.dumps(props, option=orjson.OPT_SORT_KEYS).decode())
-    return (
-        f.user_id,
-        f.anonymous_id,
-        f.context,
-        f.session_id,
-        f.page_url,
-        f.referrer,
-        f.location,
-        f.client_timestamp,
-        properties,
-        property_types(props),
-        *_scroll(event_type, props),
-    )
-
-
 def decode(changes: pa.Table) -> pl.DataFrame:
     """Bronze rows (plus ``_commit_version``) → frame with the payload's typed fields.
 
-    Adds ``user_id``, ``anonymous_id``, ``session_id``, ``page_url``, ``referrer``, ``location``,
-    ``context`` and ``properties`` (JSON text, keys sorted, numbers in one spelling),
-    ``property_types`` (top-level JSON types, encoded by :func:`pipelines.consistency.property_types`),
-    ``scroll_pct``/``scroll_depth``/``scroll_type``
-    (scroll events only), ``payload_bytes`` (UTF-8 size of the payload), ``content_hash`` and
-    ``bronze_version`` (the commit that holds the row), read according to each row's ``source_format``.
+    Adds :data:`pipelines.decoding.DECODED_SCHEMA`'s columns (see
+    :func:`pipelines.decoding.decode_fields`), ``payload_bytes`` (UTF-8 size of the payload) and
+    ``bronze_version`` (the commit that holds the row).
     """
     frame = pl.from_arrow(changes)
     assert isinstance(frame, pl.DataFrame)
-    rows = [
-        _decode_row(p, t, f)
-        for p, t, f in zip(frame["payload"], frame["event_type"], frame["source_format"], strict=True)
-    ]
-    fields = pl.DataFrame(rows, schema=dict(_DECODED_COLUMNS), orient="row")
-    decoded = pl.concat([frame.rename({"_commit_version": "bronze_version"}), fields], how="horizontal").with_columns(
+    fields = decode_fields(frame.select("payload", "event_type", "source_format"))
+    return pl.concat([frame.rename({"_commit_version": "bronze_version"}), fields], how="horizontal").with_columns(
         pl.col("payload").str.len_bytes().cast(pl.Int64).alias("payload_bytes")
     )
-    return decoded.with_columns(content_hash(decoded))
 
 
 def validation_frame(decoded: pl.DataFrame) -> pd.DataFrame:
@@ -206,14 +131,15 @@ def build_silver(
     (without one, such identifiers are kept: only tests and benchmarks pass none).
     """
     scrubber = scrubber or Scrubber()
+
+    def scrub_json(text: str | None) -> str | None:
+        return None if text is None else orjson.dumps(scrubber.value(orjson.loads(text))).decode()
+
     ids = [
         _map_distinct(valid[column], partial(pseudonymizer.identifier, column)).alias(column)
         for column in PERSONAL_ID_COLUMNS
         if pseudonymizer is not None
     ]
-
-    def scrub_json(text: str) -> str:
-        return orjson.dumps(scrubber.value(orjson.loads(text))).decode()
 
     devices = (
         valid.select("user_agent")
@@ -236,7 +162,7 @@ def build_silver(
         _map_distinct(valid["location"], scrubber.text).alias("location"),
         _map_distinct(valid["context"], scrub_json).alias("context"),
         _map_distinct(valid["ip"], truncate_ip).alias("ip"),
-        pl.col("properties").map_elements(scrub_json, return_dtype=pl.String),
+        pl.Series("properties", [scrub_json(text) for text in valid["properties"]], dtype=pl.String),
         pl.lit(run_id).alias("run_id"),
         *ids,
     )

@@ -7,14 +7,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import polars as pl
 
-from pipelines.consistency import (
-    canonical_numbers,
-    content_hash,
-    duplicate_conflicts,
-    json_type,
-    property_types,
-    type_conflicts,
-)
+from pipelines.consistency import duplicate_conflicts, type_conflicts
+from pipelines.decoding import CONTENT_COLUMNS, canonical_numbers, content_hash, json_type, property_types
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 CONTENT = ["event_type", "client_timestamp", "user_id", "anonymous_id", "session_id", "page_url", "referrer"]
@@ -26,7 +20,8 @@ def batch(rows: list[dict]) -> pl.DataFrame:
         [base | {"received_at": T0 + timedelta(seconds=i), "bronze_version": 1} | r for i, r in enumerate(rows)],
         schema_overrides={c: pl.String for c in [*CONTENT, "location", "context"]},
     )
-    return frame.with_columns(content_hash(frame))
+    hashes = [content_hash(row) for row in frame.select(CONTENT_COLUMNS).rows()]
+    return frame.with_columns(pl.Series("content_hash", hashes, dtype=pl.String))
 
 
 def test_json_types_follow_rfc_8259_kinds() -> None:
