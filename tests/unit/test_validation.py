@@ -74,6 +74,13 @@ def test_split_follows_unexpected_rows_of_each_expectation() -> None:
         ({"page_url": "not a url"}, "page_url_parses", "schema_violation"),
         ({"page_url": "https://"}, "page_url_parses", "schema_violation"),
         ({"referrer": "javascript alert(1)"}, "referrer_parses", "schema_violation"),
+        # whitespace and control characters spelled out (RE2-compatible, see the suite): the same
+        # set Python's \s matched, plus every C0 control
+        ({"page_url": "https://a.example/p\u00a0q"}, "page_url_parses", "schema_violation"),
+        ({"page_url": "https://a.example/p\u3000"}, "page_url_parses", "schema_violation"),
+        ({"page_url": "https://a.example/\x01"}, "page_url_parses", "schema_violation"),
+        ({"referrer": "/p\tq"}, "referrer_parses", "schema_violation"),
+        ({"session_id": "s\x7f"}, "session_id_encoding", "bad_encoding"),
         ({"page_url": "https://a.example/" + "x" * 8200}, "page_url_length", "size_violation"),
         ({"user_id": "u" * 257}, "user_id_length", "schema_violation"),
         ({"session_id": ""}, "session_id_length", "schema_violation"),
@@ -139,3 +146,8 @@ def test_gold_invariants_catch_a_broken_mart(tmp_path: Path) -> None:
     assert outcomes["daily_event_counts_people_at_most_events"] == (False, 1)
     assert outcomes["daily_event_counts_grain_unique"] == (True, 0)
     assert all(ok for check, (ok, _) in outcomes.items() if check != "daily_event_counts_people_at_most_events")
+
+
+def test_urls_with_non_ascii_letters_parse() -> None:
+    rows = [{"page_url": "https://例え.jp/パス?q=café"}, {"referrer": "/größe"}, {"page_url": "app://x/y"}]
+    assert split_by_suite(frame(rows), load_suite("raw_events")).valid.tolist() == [True, True, True]
