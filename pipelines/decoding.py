@@ -8,9 +8,9 @@ earlier rows (measured 4x slower on 100k rows).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable
+from hashlib import blake2b
 from typing import Any
 
 import orjson
@@ -139,8 +139,8 @@ def content_hash(content: Iterable[str | None]) -> str:
     """BLAKE2b-128 hex digest of one row's :data:`CONTENT_COLUMNS` values, in that order (stable
     across versions: nulls as U+0000, values joined by U+001F). JSON values must be text with
     sorted keys, ``properties`` with :func:`canonical_numbers`."""
-    joined = UNIT.join("\x00" if value is None else value for value in content)
-    return hashlib.blake2b(joined.encode(), digest_size=16).hexdigest()
+    joined = UNIT.join(["\x00" if value is None else value for value in content])  # a list: faster per row
+    return blake2b(joined.encode(), digest_size=16).hexdigest()
 
 
 def _number(value: Any) -> float | None:

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 import pyarrow as pa
@@ -35,6 +37,8 @@ from warehouse.lake import Lake
 from warehouse.tables import EVENTS, QUARANTINE_REPLAYS, RAW_EVENTS, REJECTED_EVENTS
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -100,16 +104,28 @@ def _validate(store: Lake, decoded: pl.DataFrame, suite: Any, prior: pl.DataFram
     return _Split(valid, invalid, reasons, split.checks)
 
 
-def _count(stats: BatchStats, split: _Split, silver: pa.Table, silver_suite: Any) -> None:
+def _count(stats: BatchStats, split: _Split, silver: pa.Table, silver_checks: list[CheckOutcome]) -> None:
     stats.valid += split.valid.height
     stats.quarantined += split.invalid.height
     stats.reasons.update(r[0]["check"] for r in split.reasons)
     stats.reason_types.update(r[0]["reason"] for r in split.reasons)
     stats.bots += int(pc.sum(silver["is_bot"]).as_py() or 0)
     stats.checks = split.checks
-    written = pl.from_arrow(silver.select(suite_columns(silver_suite)))
-    assert isinstance(written, pl.DataFrame)
-    stats.silver_checks = split_by_suite(written.to_pandas(), silver_suite).checks
+    stats.silver_checks = silver_checks
+
+
+def write_checked(write: Callable[[], T], silver: pa.Table, silver_suite: Any) -> tuple[T, list[CheckOutcome]]:
+    """Run ``write`` (the Delta commit of ``silver``) while the silver suite checks ``silver``.
+
+    The Delta write runs in Rust and releases the GIL, so the two overlap on two cores. Returns
+    ``write``'s result and the suite's outcomes; raises what either raises, after both ended.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="silver-write") as pool:
+        written = pool.submit(write)
+        frame = pl.from_arrow(silver.select(suite_columns(silver_suite)))
+        assert isinstance(frame, pl.DataFrame)
+        checks = split_by_suite(frame.to_pandas(), silver_suite).checks
+        return written.result(), checks
 
 
 def ingest(store: Lake, rules: Rules, run_id: str) -> BatchStats:
@@ -131,8 +147,11 @@ def ingest(store: Lake, rules: Rules, run_id: str) -> BatchStats:
     )
     silver = transform.build_silver(split.valid, run_id, rules.scrubber, rules.pseudonymizer)
     # The ids already in silver were read for the conflict check: the anti-join reuses them.
-    stats.inserted = store.insert_new(EVENTS, silver, existing=prior["event_id"].to_arrow().cast(pa.string()))
-    _count(stats, split, silver, rules.silver_suite)
+    existing = prior["event_id"].to_arrow().cast(pa.string())
+    stats.inserted, checks = write_checked(
+        lambda: store.insert_new(EVENTS, silver, existing=existing), silver, rules.silver_suite
+    )
+    _count(stats, split, silver, checks)
     if until > after:
         store.advance_watermark(EVENTS.name, RAW_EVENTS.name, until, run_id)
     return stats
@@ -155,8 +174,8 @@ def replay_quarantine(store: Lake, rules: Rules, run_id: str) -> BatchStats:
     stats = BatchStats("replay", rows=decoded.height)
     split = _validate(store, decoded, rules.suite, prior_hashes(store, decoded["event_id"]), run_id)
     silver = transform.build_silver(split.valid, run_id, rules.scrubber, rules.pseudonymizer)
-    stats.inserted = store.insert_new(EVENTS, silver)
-    _count(stats, split, silver, rules.silver_suite)
+    stats.inserted, checks = write_checked(lambda: store.insert_new(EVENTS, silver), silver, rules.silver_suite)
+    _count(stats, split, silver, checks)
     stats.replayed = _record_replays(store, split.valid, run_id)
     return stats
 
@@ -236,12 +255,12 @@ def reprocess(store: Lake, rules: Rules, run_id: str, first: date, last: date) -
         ),
     )
     silver = silver.filter(keep)
-    store.replace_where(EVENTS, silver, in_range)
+    _, checks = write_checked(lambda: store.replace_where(EVENTS, silver, in_range), silver, rules.silver_suite)
     kept = pl.from_arrow(silver.select(["event_id", "bronze_version"]))
     assert isinstance(kept, pl.DataFrame)
     stats.replayed = _record_replays(store, kept, run_id)  # rows that left quarantine on the way
     stats.inserted = silver.num_rows
     stats.replaced_days = (last - first).days + 1
-    _count(stats, split, silver, rules.silver_suite)
+    _count(stats, split, silver, checks)
     log.info("reprocessed silver %s..%s: %d rows from %d bronze rows", first, last, silver.num_rows, decoded.height)
     return stats

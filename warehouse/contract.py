@@ -372,9 +372,9 @@ class EventFields(NamedTuple):
 
 def str_or_none(value: Any) -> str | None:
     """A string as is, a number as its text, anything else ``None``."""
-    if isinstance(value, str):
+    if value is None or isinstance(value, str):  # the common cases first: once per field per row
         return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     return None
 
