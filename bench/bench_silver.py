@@ -5,8 +5,11 @@ URLs with query strings, nested properties: a product object with a tag list, a 
 objects, error events with stack traces) to a temporary lake, then runs the silver step of
 ``pipelines/silver.py`` stage by stage three times on the same bronze, each into a fresh silver:
 
-* ``full``: what the pipeline runs (consistency columns, Great Expectations split, scrub +
-  pseudonymize + enrich, then dedup + append while the silver suite checks the rows);
+* ``full``: what the pipeline runs with its defaults (consistency columns, Great Expectations
+  split, scrub + pseudonymize + enrich, then dedup + append while the silver suite checks the
+  rows; decode and the property scrub shared with one worker process per extra core, as for
+  any batch of 50k rows or more);
+* ``single_process``: the same in one process (``EVENTLAKE_SILVER_WORKERS=1``);
 * ``no_validation``: every row taken as valid (no consistency columns, no GE, no silver suite;
   the dedup anti-join scans silver for the ids the conflict check would have read);
 * ``no_scrub``: scrub rules empty and no pseudonymization.
@@ -16,172 +19,14 @@ Prints µs per event per stage, events/s per variant and each variant's time as 
 ``.venv/bin/python bench/bench_silver.py [--events 1000000]``
 """
 
-from __future__ import annotations
-
-import argparse
-import random
-import re
-import resource
 import sys
-import tempfile
-import time
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import polars as pl
-import pyarrow as pa
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipelines import transform  # noqa: E402
-from pipelines.gold import refresh_mart  # noqa: E402
-from pipelines.pseudonyms import Pseudonymizer  # noqa: E402
-from pipelines.registry import known_types  # noqa: E402
-from pipelines.scrubbing import Scrubber, ScrubRules  # noqa: E402
-from pipelines.silver import prior_hashes, write_checked  # noqa: E402
-from pipelines.validation import SplitResult, load_suite, split_by_suite  # noqa: E402
-from warehouse import gold  # noqa: E402
-from warehouse.contract import RequestContext, explode_payload  # noqa: E402
-from warehouse.lake import Lake  # noqa: E402
-from warehouse.tables import EVENTS, PROPERTY_TYPES, RAW_EVENTS, TableDef  # noqa: E402
-
-AGENTS = [
-    f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/{100 + i}.0 Safari/537.36" for i in range(285)
-] + [f"Googlebot/2.{i} (+http://www.google.com/bot.html)" for i in range(15)]
-VARIANTS = ("full", "no_validation", "no_scrub")
-NO_RULES = ScrubRules(re.compile(r"(?!)"), re.compile(r"(?!)"), ())
-
-
-def event_value(rng: random.Random, kind: str) -> Any:
-    if kind == "click":
-        return {
-            "component": f"c{rng.randrange(30)}",
-            "product": {
-                "id": f"SKU-{rng.randrange(5000)}",
-                "price": rng.randrange(100, 99999) / 100,
-                "tags": ["a", "b"],
-            },
-        }
-    if kind == "cart":
-        return {"items": [{"sku": f"SKU-{rng.randrange(5000)}", "qty": rng.randrange(1, 4)} for _ in range(3)]}
-    if kind == "errors":
-        return {"message": "TypeError: x is undefined", "stackTrace": f"at f (app.js:{rng.randrange(900)}:12)\n" * 4}
-    return rng.randrange(101)  # scroll: a bare depth in percent
-
-
-def bronze(n: int, seed: int = 7) -> pa.Table:
-    rng = random.Random(seed)
-    ctx = RequestContext(received_at=datetime.now(UTC), ip="203.0.113.9")
-    start = datetime(2024, 1, 1, tzinfo=UTC)
-    rows = []
-    kinds = ["click"] * 6 + ["cart"] * 2 + ["scroll", "errors"]
-    for i in range(n):
-        kind = rng.choice(kinds) if rng.random() > 0.01 else "Bad Name"
-        payload = {
-            "uuid": f"e{i}",
-            "timestamp": (start + timedelta(seconds=rng.randrange(90 * 86400))).isoformat(),
-            "app": "bench",
-            "user": f"u{rng.randrange(2000)}",
-            "session": f"s{rng.randrange(20000)}",
-            "page": f"https://shop.example/p/{rng.randrange(200)}?ref=mail&token=t{rng.randrange(10)}",
-            "userAgent": rng.choice(AGENTS),
-            "events": {"scroll" if kind == "scroll" else kind: event_value(rng, kind)},
-        }
-        rows.extend(explode_payload(payload, ctx))
-    return pa.Table.from_pylist(rows, schema=RAW_EVENTS.schema)
-
-
-def run(lake: Lake, version: int, variant: str) -> dict[str, float]:
-    timings: dict[str, float] = {}
-
-    def timed(name: str, fn: Callable[[], Any]) -> Any:
-        started = time.perf_counter()
-        value = fn()
-        timings[name] = time.perf_counter() - started
-        return value
-
-    suite, silver_suite = load_suite("raw_events"), load_suite("events")
-    scrubber = Scrubber(NO_RULES) if variant == "no_scrub" else Scrubber()
-    pseudonymizer = None if variant == "no_scrub" else Pseudonymizer(b"bench-key", scrubber)
-    changes = timed("read_cdf", lambda: lake.changes(RAW_EVENTS, -1, version))
-    decoded = timed("decode", lambda: transform.decode(changes))
-    if variant == "no_validation":
-        timings["consistency"] = timings["validate_ge"] = 0.0
-        split = SplitResult(np.ones(decoded.height, dtype=bool), {}, [])
-        checked = decoded.with_columns(
-            pl.lit(False).alias("duplicate_conflict"), pl.lit(None, pl.String).alias("type_conflict")
-        )
-        prior = None
-    else:
-
-        def consistency() -> tuple[pl.DataFrame, pl.DataFrame]:
-            prior = prior_hashes(lake, decoded["event_id"])
-            return prior, transform.with_consistency(decoded, prior, known_types(lake))[0]
-
-        prior, checked = timed("consistency", consistency)
-        split = timed("validate_ge", lambda: split_by_suite(transform.validation_frame(checked), suite))
-    valid, _, _ = transform.apply_split(checked, split)
-    silver = timed("scrub_enrich", lambda: transform.build_silver(valid, "bench", scrubber, pseudonymizer))
-    if prior is None:  # no conflict check read silver's ids: the anti-join scans for them
-        timed("suite_insert", lambda: lake.insert_new(EVENTS, silver))
-    else:  # as pipelines/silver.py: dedup + append with the silver suite checked meanwhile
-        existing = prior["event_id"].to_arrow().cast(pa.string())
-        timed(
-            "suite_insert",
-            lambda: write_checked(lambda: lake.insert_new(EVENTS, silver, existing=existing), silver, silver_suite),
-        )
-    return timings
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=1_000_000)
-    args = parser.parse_args()
-    n = args.events
-    with tempfile.TemporaryDirectory() as tmp:
-        lake = Lake(str(Path(tmp) / "lake"))
-        started = time.perf_counter()
-        version = lake.append(RAW_EVENTS, bronze(n))
-        print(f"generated and appended {n:,} bronze events in {time.perf_counter() - started:.0f} s")
-        lake.changes(RAW_EVENTS, -1, version)  # warm-up: every variant then reads from the page cache
-        results = {variant: run(_VariantLake(lake.root, variant), version, variant) for variant in VARIANTS}
-        con = gold.connect(Path(tmp) / "w.duckdb")
-        gold_s = {}
-        for mart in ("daily_active_users", "monthly_active_users"):
-            started = time.perf_counter()
-            refresh_mart(con, _VariantLake(lake.root, "full"), mart)
-            gold_s[mart] = time.perf_counter() - started
-        con.close()
-
-    stages = list(results["full"])
-    full_total = sum(results["full"].values())
-    print(f"bronze → silver, {n:,} events, µs per event by stage (lower is better)")
-    print(f"{'variant':<14} " + " ".join(f"{s:>12}" for s in stages) + f" {'total s':>8} {'events/s':>9} {'x full':>7}")
-    for variant, t in results.items():
-        total = sum(t.values())
-        print(
-            f"{variant:<14} "
-            + " ".join(f"{t[s] / n * 1e6:>12.1f}" for s in stages)
-            + f" {total:>8.1f} {n / total:>9,.0f} {total / full_total:>7.2f}"
-        )
-    print("gold refresh after the full variant: " + ", ".join(f"{m} {s:.1f} s" for m, s in gold_s.items()))
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
-
-
-class _VariantLake(Lake):
-    """The bench lake, with silver and the type registry kept apart per variant."""
-
-    def __init__(self, root: str, variant: str) -> None:
-        super().__init__(root)
-        self.variant = variant
-
-    def uri(self, table: TableDef) -> str:
-        if table.name in (EVENTS.name, PROPERTY_TYPES.name):
-            return f"{super().uri(table)}_{self.variant}"
-        return super().uri(table)
-
-
+# The benchmark lives in bench/silver_step.py: the silver step's worker processes are spawned and
+# re-import this script, which therefore imports nothing heavy outside this guard.
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from silver_step import main
+
     main()

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from pipelines import silver
 from pipelines.gold import pipeline_freshness, refresh_data_quality, refresh_mart
+from pipelines.parallel import Parallelism
 from pipelines.pseudonyms import Pseudonymizer, load_key
 from pipelines.resources import LakeResource, WarehouseResource
 from pipelines.scrubbing import DEFAULT_RULES_PATH, Scrubber, load_rules
@@ -110,6 +111,7 @@ def silver_events(context: dg.AssetExecutionContext, config: SilverConfig, lake:
         scrubber,
         Pseudonymizer(load_key(settings), scrubber, settings.pseudonymize_all_ids),
         load_suite(EVENTS.name),
+        Parallelism(settings.silver_workers, settings.silver_parallel_min_rows),
     )
     run_id = context.run.run_id
     if config.mode == "ingest":
@@ -142,6 +144,7 @@ def silver_events(context: dg.AssetExecutionContext, config: SilverConfig, lake:
             "bot_rows": stats.bots,
             "replayed_rows": stats.replayed,
             "replaced_days": stats.replaced_days,
+            "processes": stats.processes,  # the calling one plus workers for the per-row stages
             "pseudonymized_ids": rules.pseudonymizer.count,
             # distinct URLs/locations are scrubbed once, so those count distinct values, not rows
             "scrub_report": dg.MetadataValue.json(dict(sorted(scrubber.counts.items()))),

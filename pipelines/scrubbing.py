@@ -32,6 +32,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import confusables
+import orjson
+import polars as pl
 import yaml
 
 REDACTED = "[REDACTED]"
@@ -332,6 +334,23 @@ class Scrubber:
             self.counts[SENSITIVE_KEY_RULE] += 1
             return REDACTED
         return self.value(item)
+
+
+def scrub_json_texts(texts: pl.DataFrame, rules: ScrubRules) -> tuple[pl.Series, Counter[str]]:
+    """Scrub the JSON texts of ``texts``' first column with ``rules`` (:meth:`Scrubber.value`).
+
+    Returns the scrubbed texts (nulls stay null) and what each rule masked in them. A module-level
+    function of plain arguments, so :class:`pipelines.parallel.RowPool` can run it on slices.
+
+    Raises:
+        orjson.JSONDecodeError: a text is not JSON.
+    """
+    scrubber = Scrubber(rules)
+    scrubbed = [
+        None if text is None else orjson.dumps(scrubber.value(orjson.loads(text))).decode()
+        for text in texts.to_series(0)
+    ]
+    return pl.Series(texts.columns[0], scrubbed, dtype=pl.String), scrubber.counts
 
 
 def truncate_ip(address: str | None) -> str | None:

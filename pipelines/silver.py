@@ -29,6 +29,7 @@ import pyarrow.dataset as pads
 
 from pipelines import transform
 from pipelines.consistency import type_conflicts
+from pipelines.parallel import Parallelism, RowPool
 from pipelines.pseudonyms import Pseudonymizer
 from pipelines.registry import known_types, register
 from pipelines.scrubbing import Scrubber
@@ -53,6 +54,7 @@ class BatchStats:
     quarantine_inserted: int = 0
     replayed: int = 0
     replaced_days: int = 0
+    processes: int = 1
     bronze_from: int = -1
     bronze_to: int = -1
     reasons: Counter[str] = field(default_factory=Counter)
@@ -66,12 +68,14 @@ class BatchStats:
 class Rules:
     """What the silver step applies: the bronze suite (a GE ``ExpectationSuite``) that splits rows,
     scrub rules and pseudonymization (its ``Scrubber`` and ``Pseudonymizer`` also count what they
-    changed), and the silver suite checked on the rows written."""
+    changed), and the silver suite checked on the rows written; ``parallel``: how many processes
+    run the per-row stages."""
 
     suite: Any
     scrubber: Scrubber
     pseudonymizer: Pseudonymizer
     silver_suite: Any
+    parallel: Parallelism = Parallelism()
 
 
 @dataclass(frozen=True)
@@ -137,15 +141,17 @@ def ingest(store: Lake, rules: Rules, run_id: str) -> BatchStats:
     bronze_version = store.version(RAW_EVENTS)
     after = store.watermark(EVENTS.name, RAW_EVENTS.name)
     until = after if bronze_version is None else bronze_version
-    decoded = transform.decode(store.changes(RAW_EVENTS, after, until))
-    stats = BatchStats("ingest", rows=decoded.height, bronze_from=after, bronze_to=until)
-    prior = prior_hashes(store, decoded["event_id"])
-    split = _validate(store, decoded, rules.suite, prior, run_id)
-    stats.quarantine_inserted = store.insert_new(
-        REJECTED_EVENTS,
-        transform.build_quarantine(split.invalid, split.reasons, rules.suite.name, run_id, datetime.now(UTC)),
-    )
-    silver = transform.build_silver(split.valid, run_id, rules.scrubber, rules.pseudonymizer)
+    changes = store.changes(RAW_EVENTS, after, until)
+    with RowPool(rules.parallel, changes.num_rows) as pool:
+        decoded = transform.decode(changes, pool)
+        stats = BatchStats("ingest", rows=decoded.height, bronze_from=after, bronze_to=until, processes=pool.processes)
+        prior = prior_hashes(store, decoded["event_id"])
+        split = _validate(store, decoded, rules.suite, prior, run_id)
+        stats.quarantine_inserted = store.insert_new(
+            REJECTED_EVENTS,
+            transform.build_quarantine(split.invalid, split.reasons, rules.suite.name, run_id, datetime.now(UTC)),
+        )
+        silver = transform.build_silver(split.valid, run_id, rules.scrubber, rules.pseudonymizer, pool)
     # The ids already in silver were read for the conflict check: the anti-join reuses them.
     existing = prior["event_id"].to_arrow().cast(pa.string())
     stats.inserted, checks = write_checked(
@@ -170,10 +176,11 @@ def replay_quarantine(store: Lake, rules: Rules, run_id: str) -> BatchStats:
     assert isinstance(quarantine, pl.DataFrame) and isinstance(replayed, pl.DataFrame)
     pending = quarantine.join(replayed, on=["event_id", "bronze_version"], how="anti")
     bronze_rows = pending.select(*RAW_EVENTS.schema.names, pl.col("bronze_version").alias("_commit_version"))
-    decoded = transform.decode(bronze_rows.to_arrow().cast(_with_commit_version(RAW_EVENTS.schema)))
-    stats = BatchStats("replay", rows=decoded.height)
-    split = _validate(store, decoded, rules.suite, prior_hashes(store, decoded["event_id"]), run_id)
-    silver = transform.build_silver(split.valid, run_id, rules.scrubber, rules.pseudonymizer)
+    with RowPool(rules.parallel, bronze_rows.height) as pool:
+        decoded = transform.decode(bronze_rows.to_arrow().cast(_with_commit_version(RAW_EVENTS.schema)), pool)
+        stats = BatchStats("replay", rows=decoded.height, processes=pool.processes)
+        split = _validate(store, decoded, rules.suite, prior_hashes(store, decoded["event_id"]), run_id)
+        silver = transform.build_silver(split.valid, run_id, rules.scrubber, rules.pseudonymizer, pool)
     stats.inserted, checks = write_checked(lambda: store.insert_new(EVENTS, silver), silver, rules.silver_suite)
     _count(stats, split, silver, checks)
     stats.replayed = _record_replays(store, split.valid, run_id)
@@ -230,20 +237,22 @@ def reprocess(store: Lake, rules: Rules, run_id: str, first: date, last: date) -
         watermark,
         predicate=day_range_predicate("received_date", first - timedelta(days=1), date(9999, 12, 31)),
     )
-    decoded = transform.decode(scan)
-    event_day = pl.col("timestamp").dt.date()
-    ids = decoded.filter(event_day.is_between(first, last))["event_id"].unique()
-    decoded = decoded.filter(pl.col("event_id").is_in(ids.implode()))
-    stats.rows = decoded.height
-    range_expr = (pads.field("event_date") >= pa.scalar(first, pa.date32())) & (
-        pads.field("event_date") <= pa.scalar(last, pa.date32())
-    )
-    split = _validate(store, decoded, rules.suite, prior_hashes(store, decoded["event_id"], exclude=range_expr), run_id)
-    stats.quarantine_inserted = store.insert_new(
-        REJECTED_EVENTS,
-        transform.build_quarantine(split.invalid, split.reasons, rules.suite.name, run_id, datetime.now(UTC)),
-    )
-    silver = transform.build_silver(split.valid, run_id, rules.scrubber, rules.pseudonymizer)
+    with RowPool(rules.parallel, scan.num_rows) as pool:
+        decoded = transform.decode(scan, pool)
+        event_day = pl.col("timestamp").dt.date()
+        ids = decoded.filter(event_day.is_between(first, last))["event_id"].unique()
+        decoded = decoded.filter(pl.col("event_id").is_in(ids.implode()))
+        stats.rows, stats.processes = decoded.height, pool.processes
+        range_expr = (pads.field("event_date") >= pa.scalar(first, pa.date32())) & (
+            pads.field("event_date") <= pa.scalar(last, pa.date32())
+        )
+        prior = prior_hashes(store, decoded["event_id"], exclude=range_expr)
+        split = _validate(store, decoded, rules.suite, prior, run_id)
+        stats.quarantine_inserted = store.insert_new(
+            REJECTED_EVENTS,
+            transform.build_quarantine(split.invalid, split.reasons, rules.suite.name, run_id, datetime.now(UTC)),
+        )
+        silver = transform.build_silver(split.valid, run_id, rules.scrubber, rules.pseudonymizer, pool)
     outside = store.dataset(EVENTS).to_table(
         columns=["event_id"], filter=pads.field("event_id").isin(silver["event_id"]) & ~range_expr
     )

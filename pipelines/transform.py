@@ -21,24 +21,27 @@ import pyarrow as pa
 from pipelines.consistency import duplicate_conflicts, type_conflicts
 from pipelines.decoding import decode_fields
 from pipelines.enrichment import Device, device_from_user_agent
+from pipelines.parallel import RowPool
 from pipelines.pseudonyms import PERSONAL_ID_COLUMNS, Pseudonymizer
-from pipelines.scrubbing import Scrubber, truncate_ip
+from pipelines.scrubbing import Scrubber, scrub_json_texts, truncate_ip
 from pipelines.validation import SplitResult
 from warehouse.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
 
 _DEVICE_SCHEMA = pl.Struct({f.name: pl.Boolean if f.type == "bool" else pl.String for f in fields(Device)})
 
 
-def decode(changes: pa.Table) -> pl.DataFrame:
+def decode(changes: pa.Table, pool: RowPool | None = None) -> pl.DataFrame:
     """Bronze rows (plus ``_commit_version``) → frame with the payload's typed fields.
 
     Adds :data:`pipelines.decoding.DECODED_SCHEMA`'s columns (see
     :func:`pipelines.decoding.decode_fields`), ``payload_bytes`` (UTF-8 size of the payload) and
-    ``bronze_version`` (the commit that holds the row).
+    ``bronze_version`` (the commit that holds the row). ``pool`` spreads the per-row decode over
+    worker processes (the same rows, in the same order).
     """
     frame = pl.from_arrow(changes)
     assert isinstance(frame, pl.DataFrame)
-    fields = decode_fields(frame.select("payload", "event_type", "source_format"))
+    rows = frame.select("payload", "event_type", "source_format")
+    fields = pl.concat(pool.map(decode_fields, rows) if pool is not None else [decode_fields(rows)])
     return pl.concat([frame.rename({"_commit_version": "bronze_version"}), fields], how="horizontal").with_columns(
         pl.col("payload").str.len_bytes().cast(pl.Int64).alias("payload_bytes")
     )
@@ -121,7 +124,11 @@ def _map_distinct(column: pl.Series, fn: Callable[[Any], str | None]) -> pl.Seri
 
 
 def build_silver(
-    valid: pl.DataFrame, run_id: str, scrubber: Scrubber | None = None, pseudonymizer: Pseudonymizer | None = None
+    valid: pl.DataFrame,
+    run_id: str,
+    scrubber: Scrubber | None = None,
+    pseudonymizer: Pseudonymizer | None = None,
+    pool: RowPool | None = None,
 ) -> pa.Table:
     """Scrub and enrich validated, deduplicated rows into the silver ``events`` schema.
 
@@ -129,8 +136,17 @@ def build_silver(
     masked; distinct URLs, IPs, locations and SDK contexts are scrubbed once each.
     ``pseudonymizer`` replaces identifiers holding personal data by their HMAC pseudonym
     (without one, such identifiers are kept: only tests and benchmarks pass none).
+    ``pool`` spreads the per-row property scrub over worker processes (the same result).
     """
     scrubber = scrubber or Scrubber()
+    texts = valid.select("properties")
+    parts = (
+        pool.map(scrub_json_texts, texts, scrubber.rules)
+        if pool is not None
+        else [scrub_json_texts(texts, scrubber.rules)]
+    )
+    for _, masked in parts:
+        scrubber.counts.update(masked)
 
     def scrub_json(text: str | None) -> str | None:
         return None if text is None else orjson.dumps(scrubber.value(orjson.loads(text))).decode()
@@ -162,7 +178,7 @@ def build_silver(
         _map_distinct(valid["location"], scrubber.text).alias("location"),
         _map_distinct(valid["context"], scrub_json).alias("context"),
         _map_distinct(valid["ip"], truncate_ip).alias("ip"),
-        pl.Series("properties", [scrub_json(text) for text in valid["properties"]], dtype=pl.String),
+        pl.concat([scrubbed for scrubbed, _ in parts]),
         pl.lit(run_id).alias("run_id"),
         *ids,
     )

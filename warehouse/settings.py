@@ -120,6 +120,16 @@ class Settings(BaseSettings):
         default=None, description="Scrub rules YAML; default pipelines/scrub_rules.yaml in the repository."
     )
 
+    # pipelines: silver step
+    silver_workers: int = Field(
+        default=0,
+        ge=0,
+        description="Processes for silver's per-row stages (decode, property scrub); 0 = one per CPU core.",
+    )
+    silver_parallel_min_rows: int = Field(
+        default=50_000, ge=1, description="Smallest bronze batch (rows) for which silver starts worker processes."
+    )
+
     # pipelines: data quality
     quarantine_warn_rate: float = Field(
         default=0.05, ge=0, le=1, description="Quarantined share of a batch above which its check warns."

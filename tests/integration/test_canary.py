@@ -10,6 +10,7 @@ API's request log; ordinary values (prices, product ids, timestamps, UUIDs) must
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 
 import duckdb
 import orjson
@@ -17,6 +18,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import ApiServer, Env, materialize_all
+from warehouse.settings import get_settings
 from warehouse.tables import EVENTS
 
 pytestmark = pytest.mark.integration
@@ -129,7 +131,18 @@ def all_text(frame: pl.DataFrame) -> str:
     return "\n".join("\t".join(row) for row in strings.iter_rows())
 
 
-def test_no_canary_secret_reaches_silver_gold_serving_or_logs(api: ApiServer, env: Env) -> None:
+@pytest.fixture(params=["one process", "worker processes"])
+def silver_processes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run the silver step in one process, or with its per-row stages in worker processes."""
+    if request.param == "worker processes":
+        monkeypatch.setenv("EVENTLAKE_SILVER_WORKERS", "2")
+        monkeypatch.setenv("EVENTLAKE_SILVER_PARALLEL_MIN_ROWS", "1")
+    get_settings.cache_clear()
+    yield request.param
+    get_settings.cache_clear()
+
+
+def test_no_canary_secret_reaches_silver_gold_serving_or_logs(api: ApiServer, env: Env, silver_processes: str) -> None:
     assert len(CANARIES) >= 50
     assert api.post("/v1/events", json=payloads()).json()["rejected"] == []
     assert api.post("/v1/batch", json=segment_batch()).json()["rejected"] == []
@@ -148,6 +161,8 @@ def test_no_canary_secret_reaches_silver_gold_serving_or_logs(api: ApiServer, en
         finally:
             con.close()
     events = result.get_asset_materialization_events()
+    silver_metadata = next(e.materialization.metadata for e in events if e.asset_key.path == [EVENTS.name])
+    assert silver_metadata["processes"].value == (2 if silver_processes == "worker processes" else 1)
     places["dagster metadata"] = "\n".join(str(e.materialization.metadata) for e in events)
 
     for column in silver.select(pl.col(pl.String)).columns:
