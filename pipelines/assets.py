@@ -24,6 +24,7 @@ from warehouse.tables import (
     DAILY_PAGE_VIEWS,
     DATA_QUALITY_DAILY,
     EVENTS,
+    FUNNEL_STEPS,
     MONTHLY_ACTIVE_USERS,
     RAW_EVENTS,
     REJECTED_EVENTS,
@@ -283,6 +284,7 @@ _MART_DESCRIPTIONS = {
     MONTHLY_ACTIVE_USERS: "Gold: MAU per app and UTC day, rolling 30-day and calendar month.",
     DAILY_EVENT_COUNTS: "Gold: events and people per app, day, event type and bot flag.",
     DAILY_PAGE_VIEWS: "Gold: page views and people per app, day and page URL (bots excluded).",
+    FUNNEL_STEPS: "Gold: ordered funnels (warehouse/funnels.yaml) per app, day or week entered and step.",
 }
 GOLD_ASSETS = [
     _gold_asset(mart, description + " Incremental by changed day.") for mart, description in _MART_DESCRIPTIONS.items()

@@ -16,7 +16,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from warehouse.gold import MARTS, gold_watermark, load_sql
+from warehouse.gold import MARTS, Mart, MartInputs, gold_watermark, load_sql
 from warehouse.lake import Lake
 from warehouse.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
 
@@ -43,12 +43,14 @@ def refresh_mart(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str) -> 
         duckdb.Error: when the SQL fails (the transaction is rolled back, watermark unchanged).
     """
     mart = MARTS[mart_name]
+    inputs = mart.inputs()
     # Read silver's bronze watermark before silver's version: gold then never claims to cover
     # more bronze than the silver it read.
     bronze_version = lake.watermark(EVENTS.name, RAW_EVENTS.name)
     silver_version = lake.version(EVENTS)
     previous = gold_watermark(con, mart.table)
-    silver_from = previous.silver_version if previous else -1
+    # Built with other definitions (a funnel was edited): recompute from the start of silver.
+    silver_from = previous.silver_version if previous and previous.definition == inputs.definition else -1
     if silver_version is None:
         silver_version = -1
 
@@ -64,10 +66,15 @@ def refresh_mart(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str) -> 
     con.begin()
     try:
         if changed.num_rows:
-            rewritten = _rewrite(con, lake, mart_name, silver_version, changed)
+            rewritten = _rewrite(con, lake, mart, inputs, silver_version, changed)
         con.execute(
             load_sql("upsert_gold_watermark"),
-            {"mart": mart.table, "silver_version": silver_version, "bronze_version": bronze_version},
+            {
+                "mart": mart.table,
+                "silver_version": silver_version,
+                "bronze_version": bronze_version,
+                "definition": inputs.definition,
+            },
         )
         con.commit()
     except BaseException:
@@ -84,15 +91,23 @@ def refresh_mart(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str) -> 
     return RefreshStats(mart.table, silver_from, silver_version, bronze_version, changed.num_rows, rewritten)
 
 
-def _rewrite(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str, silver_version: int, changed: pa.Table) -> int:
-    mart = MARTS[mart_name]
-    con.register("silver_events", lake.dataset(EVENTS, silver_version))
-    con.register("changed_days", changed)
+def _rewrite(
+    con: duckdb.DuckDBPyConnection, lake: Lake, mart: Mart, inputs: MartInputs, silver_version: int, changed: pa.Table
+) -> int:
+    views = {"silver_events": lake.dataset(EVENTS, silver_version), "changed_days": changed, **inputs.tables}
+    for name, view in views.items():
+        con.register(name, view)
     con.execute(load_sql("create_people_events"))
     try:
         refresh_days = con.sql(
             load_sql("select_refresh_days", mart.table),
-            params={"window_days": mart.window_days, "whole_month": mart.whole_month, "fill_spine": mart.fill_spine},
+            params={
+                "window_days": mart.window_days,
+                "lookback_days": inputs.lookback_days,
+                "whole_month": mart.whole_month,
+                "whole_week": mart.whole_week,
+                "fill_spine": mart.fill_spine,
+            },
         ).to_arrow_table()
         if refresh_days.num_rows == 0:
             return 0
@@ -102,12 +117,12 @@ def _rewrite(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str, silver_
         # Scan only the partitions the refreshed windows can read (pushed down to the dataset).
         scan_from = min(first_day - timedelta(days=mart.window_days - 1), first_day.replace(day=1))
         con.execute(load_sql("delete_refresh_days", mart.table))
-        con.execute(load_sql(mart.insert_sql), {"first_day": scan_from, "last_day": last_day})
+        con.execute(load_sql(mart.insert_sql), {"first_day": scan_from, "last_day": last_day, **inputs.params})
         return refresh_days.num_rows
     finally:
         con.execute("drop view if exists people_events")
-        for view in ("silver_events", "changed_days", "refresh_days"):
-            con.unregister(view)
+        for name in (*views, "refresh_days"):
+            con.unregister(name)
 
 
 def refresh_data_quality(con: duckdb.DuckDBPyConnection, lake: Lake) -> int:
@@ -136,6 +151,7 @@ def refresh_data_quality(con: duckdb.DuckDBPyConnection, lake: Lake) -> int:
                 "mart": "data_quality_daily",
                 "silver_version": -1 if silver_version is None else silver_version,
                 "bronze_version": bronze_version,
+                "definition": "",
             },
         )
         con.commit()

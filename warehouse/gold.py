@@ -7,14 +7,24 @@ identifiers formatted in are mart table names from :data:`MARTS`.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_random
 
-from warehouse.tables import DAILY_ACTIVE_USERS, DAILY_EVENT_COUNTS, DAILY_PAGE_VIEWS, MONTHLY_ACTIVE_USERS
+from warehouse.funnels import DEFAULT_FUNNELS_PATH, definition_tables, fingerprint, load_funnels
+from warehouse.settings import get_settings
+from warehouse.tables import (
+    DAILY_ACTIVE_USERS,
+    DAILY_EVENT_COUNTS,
+    DAILY_PAGE_VIEWS,
+    FUNNEL_STEPS,
+    MONTHLY_ACTIVE_USERS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -22,19 +32,53 @@ SQL_DIR = Path(__file__).parent / "sql"
 
 
 @dataclass(frozen=True)
+class MartInputs:
+    """What a mart's SQL needs beyond silver, read when it refreshes.
+
+    ``tables``: Arrow tables registered under their names (e.g. funnel definitions); ``params``:
+    extra bound parameters of its insert SQL; ``lookback_days``: a changed day D also refreshes
+    D - lookback_days .. D; ``definition``: a fingerprint of the definitions, kept with the
+    watermark — when it changes, the mart's whole history is recomputed.
+    """
+
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+    params: dict[str, object] = field(default_factory=dict)
+    lookback_days: int = 0
+    definition: str = ""
+
+
+@dataclass(frozen=True)
 class Mart:
     """An incrementally refreshed gold mart keyed by (app, source, day, …).
 
     ``window_days``: a changed day D refreshes D .. D + window_days - 1 (the days whose
-    trailing window contains D). ``whole_month``: a changed day also refreshes its month.
-    ``fill_spine``: the mart has a row for every day between an (app, source)'s first and last event day.
+    trailing window contains D). ``whole_month`` / ``whole_week``: a changed day also refreshes
+    its calendar month / ISO week. ``fill_spine``: the mart has a row for every day between an
+    (app, source)'s first and last event day. ``inputs``: what else its SQL reads (:class:`MartInputs`).
     """
 
     table: str
     insert_sql: str
     window_days: int = 1
     whole_month: bool = False
+    whole_week: bool = False
     fill_spine: bool = False
+    inputs: Callable[[], MartInputs] = MartInputs
+
+
+def funnel_inputs() -> MartInputs:
+    """The funnel definitions (``EVENTLAKE_FUNNELS_PATH``, default ``warehouse/funnels.yaml``).
+
+    Raises:
+        OSError, ValueError: the funnels file cannot be read or is malformed.
+    """
+    funnels = load_funnels(get_settings().funnels_path or DEFAULT_FUNNELS_PATH)
+    return MartInputs(
+        tables=definition_tables(funnels),
+        params={"lookahead_days": funnels.lookback_days},
+        lookback_days=funnels.lookback_days,
+        definition=fingerprint(funnels),
+    )
 
 
 MARTS: dict[str, Mart] = {
@@ -44,6 +88,7 @@ MARTS: dict[str, Mart] = {
     ),
     DAILY_EVENT_COUNTS: Mart(DAILY_EVENT_COUNTS, "insert_daily_event_counts"),
     DAILY_PAGE_VIEWS: Mart(DAILY_PAGE_VIEWS, "insert_daily_page_views"),
+    FUNNEL_STEPS: Mart(FUNNEL_STEPS, "insert_funnel_steps", whole_week=True, inputs=funnel_inputs),
 }
 
 
@@ -88,9 +133,10 @@ class GoldWatermark:
 
     silver_version: int
     bronze_version: int
+    definition: str = ""
 
 
 def gold_watermark(con: duckdb.DuckDBPyConnection, mart: str) -> GoldWatermark | None:
     """The mart's watermark, or ``None`` when it has never run."""
     row = con.execute(load_sql("select_gold_watermark"), {"mart": mart}).fetchone()
-    return None if row is None else GoldWatermark(int(row[0]), int(row[1]))
+    return None if row is None else GoldWatermark(int(row[0]), int(row[1]), row[2] or "")

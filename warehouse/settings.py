@@ -130,6 +130,11 @@ class Settings(BaseSettings):
         default=50_000, ge=1, description="Smallest bronze batch (rows) for which silver starts worker processes."
     )
 
+    # gold: funnels
+    funnels_path: Path | None = Field(
+        default=None, description="Funnel definitions YAML; default warehouse/funnels.yaml in the repository."
+    )
+
     # pipelines: data quality
     quarantine_warn_rate: float = Field(
         default=0.05, ge=0, le=1, description="Quarantined share of a batch above which its check warns."

@@ -14,6 +14,7 @@ DERIVED = {
     "monthly_active_users",
     "daily_event_counts",
     "daily_page_views",
+    "funnel_steps",
     "data_quality_daily",
     "serving_snapshot",
 }
@@ -28,10 +29,10 @@ def test_definitions_asset_keys_snapshot() -> None:
     invariants = {
         (table, name)
         for table in ("events", "daily_active_users", "monthly_active_users", "daily_event_counts")
-        + ("daily_page_views", "data_quality_daily")
+        + ("daily_page_views", "funnel_steps", "data_quality_daily")
         for name, _ in check_names(table)
     }
-    assert len(invariants) == 10 + 5 + 6 + 8 + 7 + 8
+    assert len(invariants) == 10 + 5 + 6 + 8 + 7 + 14 + 8
     batch = {("events", "batch_has_people_events"), ("events", "quarantine_rate")}
     assert checks == suite | batch | invariants
 

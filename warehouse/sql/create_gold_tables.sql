@@ -51,9 +51,28 @@ create table if not exists data_quality_daily (
 -- Warehouse files created before reason_type existed.
 alter table data_quality_daily add column if not exists reason_type varchar default '';
 
+create table if not exists funnel_steps (
+    app varchar not null,
+    source varchar not null,
+    funnel varchar not null,
+    period varchar not null,
+    day date not null,
+    step integer not null,
+    step_name varchar not null,
+    people bigint not null,
+    conversion_rate double not null,
+    step_conversion_rate double not null,
+    dropped_off bigint not null,
+    median_s_from_previous double,
+    primary key (app, source, funnel, period, day, step)
+);
+
 create table if not exists gold_watermarks (
     mart varchar primary key,
     silver_version bigint not null,
     bronze_version bigint not null,
-    updated_at timestamptz not null
+    updated_at timestamptz not null,
+    definition varchar not null default ''
 );
+-- Warehouse files created before marts recorded the definition (e.g. funnels) they were built with.
+alter table gold_watermarks add column if not exists definition varchar default '';

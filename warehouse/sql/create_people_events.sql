@@ -2,6 +2,7 @@
 -- Person key: user_id, else session_id (an anonymous visitor); bot/crawler traffic is excluded
 -- (it stays in silver). Input: view silver_events. Filters on `day` push down to the partitions.
 create or replace temp view people_events as
-select app, source, event_date as day, coalesce(user_id, anonymous_id, session_id) as person_id
+select
+    app, source, event_date as day, coalesce(user_id, anonymous_id, session_id) as person_id, event_type, "timestamp"
 from silver_events
 where not is_bot and coalesce(user_id, anonymous_id, session_id) is not null

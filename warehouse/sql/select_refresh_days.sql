@@ -2,9 +2,12 @@
 -- Grain: one row per (app, source, day). Inputs: view silver_events, temp table changed_days(app, source, day)
 -- holding the (app, source, event_date) triples that received new silver rows.
 -- A day is refreshed when a changed day falls in its trailing window of $window_days days
--- (1 for DAU, 30 for rolling MAU), when it shares a calendar month with a changed day and
--- $whole_month is true, or — for dense marts ($fill_spine: one row per day, idle days included) —
--- when the mart has no row for it yet (the day spine grew).
+-- (1 for DAU, 30 for rolling MAU) or up to $lookback_days after it (funnels: a day's events can
+-- complete attempts entered that many days before), when it shares a calendar month with a
+-- changed day and $whole_month is true, or an ISO week with one of those days and $whole_week is
+-- true (weekly rows are keyed by the week's Monday, so the spine starts on a Monday then), or —
+-- for dense marts ($fill_spine: one row per day, idle days included) — when the mart has no row
+-- for it yet (the day spine grew).
 -- {gold_table} is a whitelisted identifier formatted in by warehouse.gold.
 with bounds as (
     select app, source, min(event_date) as first_day, max(event_date) as last_day
@@ -14,7 +17,11 @@ with bounds as (
 
 spine as (
     select bounds.app, bounds.source, cast(series.ts as date) as day
-    from bounds, range(bounds.first_day, bounds.last_day + 1, interval 1 day) as series (ts)
+    from bounds, range(
+        case when $whole_week then cast(date_trunc('week', bounds.first_day) as date) else bounds.first_day end,
+        bounds.last_day + 1,
+        interval 1 day
+    ) as series (ts)
 ),
 
 touched as (
@@ -24,8 +31,13 @@ touched as (
         on changed.app = spine.app
         and changed.source = spine.source
         and (
-            spine.day between changed.day and changed.day + ($window_days - 1)
+            spine.day between changed.day - $lookback_days and changed.day + ($window_days - 1)
             or ($whole_month and date_trunc('month', spine.day) = date_trunc('month', changed.day))
+            or (
+                $whole_week
+                and date_trunc('week', spine.day)
+                between date_trunc('week', changed.day - $lookback_days) and date_trunc('week', changed.day)
+            )
         )
 ),
 
