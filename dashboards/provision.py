@@ -76,11 +76,14 @@ def query_context(chart: dict[str, Any]) -> dict[str, Any]:
         for f in params.get("adhoc_filters", [])
         if f["operator"] != "TEMPORAL_RANGE"
     ]
+    metrics: list[Any]
     if params.get("query_mode") == "raw":
         columns, metrics = params["all_columns"], []
     else:
         columns = ([params["x_axis"]] if params.get("x_axis") else []) + params.get("groupby", [])
-        metrics = params.get("metrics", [])
+        # Most viz types list "metrics"; single-metric ones (funnel, big number) name one "metric".
+        metrics = params.get("metrics") or ([params["metric"]] if params.get("metric") else [])
+    sorted_by_metric = params.get("order_desc") or params.get("sort_by_metric")
     query: dict[str, Any] = {
         "columns": columns,
         "metrics": metrics,
@@ -88,7 +91,7 @@ def query_context(chart: dict[str, Any]) -> dict[str, Any]:
         "extras": {"where": "", "having": ""},
         "row_limit": params.get("row_limit", 10000),
         "time_range": "No filter",
-        "orderby": [[metrics[0], False]] if metrics and params.get("order_desc") else [],
+        "orderby": [[metrics[0], False]] if metrics and sorted_by_metric else [],
     }
     return {
         "datasource": {"id": chart["datasource_id"], "type": "table"},

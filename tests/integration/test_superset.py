@@ -115,14 +115,14 @@ def gold(env: Env, sql: str) -> set[tuple]:
 
 
 def test_provisioning_is_idempotent(superset: Superset) -> None:
-    for kind, expected in (("database", 1), ("dataset", 6), ("chart", 9), ("dashboard", 2)):
+    for kind, expected in (("database", 1), ("dataset", 7), ("chart", 11), ("dashboard", 3)):
         assert superset.session.get(f"/api/v1/{kind}/").json()["count"] == expected, kind
 
 
 def test_every_chart_returns_the_gold_numbers(superset: Superset) -> None:
     rows = chart_rows(superset)
     env = superset.env
-    assert len(rows) == 9
+    assert len(rows) == 11
 
     assert {(day(r["day"]), r["app"], r["DAU"]) for r in rows["DAU per app"]} == gold(
         env, "select day, app, dau from daily_active_users"
@@ -167,6 +167,30 @@ def test_every_chart_returns_the_gold_numbers(superset: Superset) -> None:
     }
     outcomes = {r["outcome"] for r in rows["Received events per day by outcome"]}
     assert {"valid", "bot", "quarantined"} <= outcomes  # the access log has crawlers
+    checkout = {r["step_name"]: r["people"] for r in rows["Shop checkout funnel (people per step, all days)"]}
+    assert set(checkout.items()) == gold(
+        env,
+        "select step_name, sum(people) from funnel_steps where funnel = 'shop_checkout' and period = 'day' group by 1",
+    )
+    assert len(checkout) == 6 and checkout["catalog"] > checkout["paid"] > 0
+
+    def rounded(row: tuple) -> tuple:
+        return tuple(round(v, 6) if isinstance(v, float) else v for v in row)
+
+    weekly = {
+        rounded((r["funnel"], r["app"], day(r["day"]), r["step"], r["step_name"], r["people"], r["conversion_rate"]))
+        + rounded((r["step_conversion_rate"], r["dropped_off"], r["median_s_from_previous"]))
+        for r in rows["Funnel steps per week (where people drop off)"]
+    }
+    assert weekly == {
+        rounded(row)
+        for row in gold(
+            env,
+            """select funnel, app, day, step, step_name, people, conversion_rate, step_conversion_rate, dropped_off,
+                      median_s_from_previous
+               from funnel_steps where period = 'week'""",
+        )
+    }
     assert {(r["layer"], r["table_name"], r["version"]) for r in rows["Last update per layer"]} >= {
         ("gold", m, v) for m, v in gold(env, "select mart, silver_version from gold_watermarks")
     }
