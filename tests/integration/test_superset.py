@@ -217,7 +217,7 @@ containers => containers.map(container => {
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is installed by .ci/run (apt-get)")
-def test_overview_dashboard_renders_every_chart_in_chromium(superset: Superset, tmp_path: Path) -> None:
+def test_overview_and_funnels_dashboards_render_every_chart_in_chromium(superset: Superset, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     account = service.admin(superset.env.data_dir)
@@ -253,13 +253,21 @@ def test_overview_dashboard_renders_every_chart_in_chromium(superset: Superset, 
         page.wait_for_timeout(2_000)  # let ECharts finish its draw animation
         charts = page.eval_on_selector_all(".chart-container", _DRAWN)
         page.screenshot(path=str(screenshot), full_page=True)
+        page.goto(f"{superset.url}/superset/dashboard/eventlake-funnels/")
+        page.wait_for_function(
+            "() => document.querySelectorAll('.chart-container').length === 2 &&"
+            " document.querySelectorAll('.chart-container .loading').length === 0",
+            timeout=90_000,
+        )
+        page.wait_for_timeout(2_000)
+        funnel_charts = page.eval_on_selector_all(".chart-container", _DRAWN)
         browser.close()
 
     readme_copy = os.environ.get("EVENTLAKE_README_SCREENSHOT")
     if readme_copy:
         shutil.copyfile(screenshot, readme_copy)
     assert screenshot.stat().st_size > 10_000
-    assert len(charts) == 6
-    for chart in charts:
+    assert len(charts) == 6 and len(funnel_charts) == 2
+    for chart in charts + funnel_charts:
         assert chart["errors"] == 0 and chart["loading"] == 0, chart
         assert chart["pixels"] > 1_000 or chart["rows"] > 0, chart
