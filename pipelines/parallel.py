@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import io
 import multiprocessing
+import multiprocessing.connection
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -36,9 +38,14 @@ class Parallelism:
     min_rows: int = 50_000
 
     def processes(self, rows: int) -> int:
-        """Processes to use for a batch of ``rows`` rows, the calling one included (1: no workers)."""
-        wanted = self.workers or os.cpu_count() or 1
-        return wanted if rows >= self.min_rows else 1
+        """Processes to use for a batch of ``rows`` rows, the calling one included (1: no workers).
+
+        At most one per CPU core (the stages are CPU-bound: more would only add start-up time and
+        memory) and one per row.
+        """
+        cores = os.cpu_count() or 1
+        wanted = min(self.workers or cores, cores, rows)
+        return max(wanted, 1) if rows >= self.min_rows else 1
 
 
 class RowPool:
@@ -54,7 +61,9 @@ class RowPool:
 
     def __enter__(self) -> RowPool:
         if self.processes > 1:
-            self._executor = ProcessPoolExecutor(self.processes - 1, mp_context=multiprocessing.get_context("spawn"))
+            self._executor = ProcessPoolExecutor(
+                self.processes - 1, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent
+            )
             for _ in range(self.processes - 1):  # start the workers now: they import meanwhile
                 self._executor.submit(_warm_up)
         return self
@@ -78,6 +87,19 @@ class RowPool:
         futures: list[Future[R]] = [self._executor.submit(_run, fn, _to_ipc(part), args) for part in slices[1:]]
         own = fn(slices[0], *args)
         return [own, *(future.result() for future in futures)]
+
+
+def _exit_with_parent() -> None:
+    # A worker blocks on its task queue, which never closes when the parent is killed (SIGKILL,
+    # or SIGTERM without unwinding): watch the parent's sentinel and leave with it.
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_when_gone, args=(parent.sentinel,), daemon=True).start()
+
+
+def _exit_when_gone(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)
 
 
 def _warm_up() -> None:

@@ -22,12 +22,12 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 import pyarrow as pa
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 DEFAULT_FUNNELS_PATH = Path(__file__).with_name("funnels.yaml")
 #: Longest conversion window accepted: a changed day recomputes the funnels entered up to this
@@ -38,37 +38,43 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _NAME = r"^[a-z][a-z0-9_]{0,63}$"
 
 
-class FunnelStep(BaseModel, frozen=True):
+_STRICT = ConfigDict(frozen=True, extra="forbid")  # a misspelt key is an error, not a silent default
+NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+
+
+class FunnelStep(BaseModel):
     """One step: any event whose ``event_type`` is in ``event_types``."""
 
+    model_config = _STRICT
     name: str = Field(pattern=_NAME)
-    event_types: tuple[str, ...] = Field(min_length=1)
+    event_types: tuple[NonEmpty, ...] = Field(min_length=1)
 
 
-class Funnel(BaseModel, frozen=True):
-    """An ordered funnel (PostHog's "sequential" funnel): step k+1 counts only at or after step k,
-    and within ``conversion_window_s`` seconds of entering step 1."""
+class Funnel(BaseModel):
+    """An ordered funnel (PostHog's "sequential" funnel): step k+1 counts only at or after step k
+    (strictly after when the two steps share an event type, so one event never counts twice), and
+    within ``conversion_window_s`` seconds of entering step 1."""
 
+    model_config = _STRICT
     name: str = Field(pattern=_NAME)
-    apps: tuple[str, ...] = ()
+    apps: tuple[NonEmpty, ...] = ()
     conversion_window_s: int = Field(alias="conversion_window", gt=0, le=MAX_WINDOW_DAYS * 86400)
     steps: tuple[FunnelStep, ...] = Field(min_length=2)
 
     @field_validator("conversion_window_s", mode="before")
     @classmethod
-    def _duration(cls, value: object) -> object:
-        if isinstance(value, str):
-            match = _DURATION.match(value.strip())
-            if match is None:
-                raise ValueError(f"conversion_window {value!r}: expected a number and a unit (s, m, h, d), e.g. 24h")
-            return int(match[1]) * _UNIT_SECONDS[match[2]]
-        return value
+    def _duration(cls, value: object) -> int:
+        match = _DURATION.match(value.strip()) if isinstance(value, str) else None
+        if match is None:
+            raise ValueError(f"conversion_window {value!r}: expected a number and a unit (s, m, h, d), e.g. 24h")
+        return int(match[1]) * _UNIT_SECONDS[match[2]]
 
 
-class Funnels(BaseModel, frozen=True):
-    """The funnels file: funnel names are unique."""
+class Funnels(BaseModel):
+    """The funnels file: a ``funnels`` list (``funnels: []`` for none), names unique."""
 
-    funnels: tuple[Funnel, ...] = ()
+    model_config = _STRICT
+    funnels: tuple[Funnel, ...]
 
     @field_validator("funnels")
     @classmethod
@@ -85,18 +91,18 @@ class Funnels(BaseModel, frozen=True):
         return max((math.ceil(f.conversion_window_s / 86400) for f in self.funnels), default=0)
 
 
-@lru_cache(maxsize=4)
 def load_funnels(path: Path = DEFAULT_FUNNELS_PATH) -> Funnels:
-    """The funnels of ``path``.
+    """The funnels of ``path``, read afresh on every call (each refresh sees the file as it is).
 
     Raises:
         OSError: the file cannot be read.
-        ValueError: a funnel is malformed (names, fewer than two steps, a bad window…).
+        ValueError: the file is not YAML, or a funnel is malformed (unknown keys, names, fewer
+            than two steps, a window without a unit…).
     """
-    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
         return Funnels.model_validate(document)
-    except ValidationError as exc:
+    except (yaml.YAMLError, ValidationError) as exc:
         raise ValueError(f"invalid funnels in {path}: {exc}") from exc
 
 

@@ -124,7 +124,7 @@ class Settings(BaseSettings):
     silver_workers: int = Field(
         default=0,
         ge=0,
-        description="Processes for silver's per-row stages (decode, property scrub); 0 = one per CPU core.",
+        description="Processes for silver's per-row stages (decode, property scrub); 0 = one per CPU core (the cap).",
     )
     silver_parallel_min_rows: int = Field(
         default=50_000, ge=1, description="Smallest bronze batch (rows) for which silver starts worker processes."

@@ -60,7 +60,16 @@ def expected_funnel(
                 reached[(period, key, 1)].append(None)
                 for number, step in enumerate(steps[1:], start=2):
                     previous = at
-                    hit = next((ts for ts, t in timeline if t in step and previous <= ts <= start + window), None)
+                    # strictly later when this step shares an event type with the one before
+                    strict = bool(step & steps[number - 2])
+                    hit = next(
+                        (
+                            ts
+                            for ts, t in timeline
+                            if t in step and (previous < ts if strict else previous <= ts) and ts <= start + window
+                        ),
+                        None,
+                    )
                     if hit is None:
                         break
                     at = hit
@@ -128,6 +137,10 @@ def silver_rows(events: list[tuple[str, str, str, datetime]]) -> pa.Table:
 
 
 T0 = datetime(2024, 5, 1, 10, tzinfo=UTC)  # a Wednesday
+FUNNEL = (
+    "funnels:\n  - name: twice\n    conversion_window: {window}\n{extra}"
+    "    steps:\n      - {{name: first, event_types: {types}}}\n      - {{name: again, event_types: [a]}}\n"
+)
 CHECKOUT = ["catalog", "product2", "cart", "delivery_choice", "payment_choice", "payment_done"]
 
 
@@ -205,13 +218,53 @@ def test_editing_the_funnels_file_recomputes_history(tmp_path: Path, monkeypatch
         query = "select funnel, step, people from funnel_steps where period = 'day' order by step"
         rows = con.execute(query).fetchall()
         assert rows == [("browse_to_cart", 1, 1), ("browse_to_cart", 2, 1)]
+        # edited again in place (the hostile review found a per-path cache hiding this): seen too
+        funnels.write_text(funnels.read_text().replace("browse_to_cart", "browse_then_cart"))
+        assert refresh_mart(con, lake, FUNNEL_STEPS).silver_from == -1
+        assert {r[0] for r in con.execute(query).fetchall()} == {"browse_then_cart"}
     finally:
         get_settings.cache_clear()
     con.close()
 
 
-def test_a_malformed_funnels_file_is_refused_with_the_reason(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("funnels:\n  - name: x\n    conversion_window: soon\n    steps: [{name: a, event_types: [a]}]\n", "soon"),
+        ("funnels:\n  - name: x\n    conversion_window: 1h\n    steps: [{name: a, event_types: [a]}]\n", "at least 2"),
+        # from the hostile review: these loaded silently (or raised a YAML error instead of ValueError)
+        ("", "funnels"),
+        ("# nothing yet\n", "funnels"),
+        ("funnel: []\n", "funnel"),
+        ("funnels: [\n", "expected"),
+        (FUNNEL.format(window="yes", extra="", types="[a]"), "True"),
+        (FUNNEL.format(window="3600", extra="", types="[a]"), "3600"),
+        (FUNNEL.format(window="1h", extra="    app: [shop]\n", types="[a]"), "app"),
+        (FUNNEL.format(window="1h", extra="", types="['']"), "at least 1 character"),
+    ],
+)
+def test_a_malformed_funnels_file_is_refused_with_the_reason(tmp_path: Path, text: str, reason: str) -> None:
     bad = tmp_path / "funnels.yaml"
-    bad.write_text("funnels:\n  - name: x\n    conversion_window: soon\n    steps: [{name: a, event_types: [a]}]\n")
-    with pytest.raises(ValueError, match="conversion_window|at least 2"):
+    bad.write_text(text)
+    with pytest.raises(ValueError, match=reason):
         load_funnels(bad)
+
+
+def test_one_event_never_counts_for_two_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # From the hostile review: [catalog] → [catalog] showed every visitor as "viewed twice".
+    funnels = tmp_path / "funnels.yaml"
+    funnels.write_text(FUNNEL.format(window="1h", extra="", types="[catalog]").replace("[a]", "[catalog]"))
+    monkeypatch.setenv("EVENTLAKE_FUNNELS_PATH", str(funnels))
+    get_settings.cache_clear()
+    lake = Lake(str(tmp_path / "lake"))
+    second = T0 + timedelta(minutes=5)
+    views = [("a0", "a", "catalog", T0), ("b0", "b", "catalog", T0), ("b1", "b", "catalog", second)]
+    lake.append(EVENTS, silver_rows(views))
+    con = gold.connect(tmp_path / "w.duckdb")
+    try:
+        refresh_mart(con, lake, FUNNEL_STEPS)
+        query = "select step, people from funnel_steps where period = 'day' order by step"
+        assert con.execute(query).fetchall() == [(1, 2), (2, 1)]  # only b viewed twice
+    finally:
+        con.close()
+        get_settings.cache_clear()

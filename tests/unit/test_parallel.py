@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 import polars as pl
@@ -49,10 +55,15 @@ def test_pooled_decode_and_scrub_equal_one_process_row_for_row() -> None:
 
 
 def test_small_batches_and_one_worker_stay_in_process() -> None:
+    cores = os.cpu_count() or 1
     assert Parallelism(workers=2, min_rows=50_000).processes(49_999) == 1
-    assert Parallelism(workers=2, min_rows=50_000).processes(50_000) == 2
+    assert Parallelism(workers=2, min_rows=50_000).processes(50_000) == min(2, cores)
     assert Parallelism(workers=1, min_rows=1).processes(10**6) == 1
-    assert Parallelism(workers=0, min_rows=1).processes(10**6) >= 1  # one per core
+    assert Parallelism(workers=0, min_rows=1).processes(10**6) == cores  # one per core
+    # from the hostile review: 64 workers on 2 cores took 152 s and 9.8 GB for 1,040 rows, and a
+    # 1-row batch started a worker it could not use
+    assert Parallelism(workers=64, min_rows=1).processes(10**6) == cores
+    assert Parallelism(workers=2, min_rows=1).processes(1) == 1
     with RowPool(Parallelism(workers=2, min_rows=100), 99) as pool:
         empty = pl.DataFrame(schema=dict.fromkeys(COLUMNS, pl.String))
         assert pool.processes == 1 and len(pool.map(decode_fields, empty)) == 1
@@ -65,3 +76,44 @@ def test_an_error_in_a_worker_reaches_the_caller() -> None:
     corrupted = changes.set_column(changes.schema.get_field_index("payload"), "payload", pa.array(payload))
     with RowPool(POOLED, corrupted.num_rows) as pool, pytest.raises(orjson.JSONDecodeError):
         transform.decode(corrupted, pool)
+
+
+HOLDER = """
+import multiprocessing, sys, time
+sys.path.insert(0, {root!r})
+import polars as pl
+from pipelines.parallel import Parallelism, RowPool
+from pipelines.decoding import decode_fields
+
+if __name__ == "__main__":
+    with RowPool(Parallelism(workers=2, min_rows=1), 10) as pool:
+        pool.map(decode_fields, pl.DataFrame(schema=dict.fromkeys({columns!r}, pl.String)))
+        print(*[p.pid for p in multiprocessing.active_children()], flush=True)
+        time.sleep(120)
+"""
+
+
+def alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "State:\tZ" not in status.read_text()  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_exit_when_the_silver_process_is_killed(tmp_path: Path) -> None:
+    # From the hostile review: after SIGKILL of the parent the workers lived on under PID 1.
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER.format(root=str(Path(__file__).resolve().parents[2]), columns=COLUMNS))
+    holder = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None
+    workers = [int(pid) for pid in holder.stdout.readline().split()]
+    if os.cpu_count() == 1:
+        pytest.skip("one core: no worker processes")
+    assert workers and all(alive(pid) for pid in workers)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=10)
+    deadline = time.monotonic() + 15
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in workers)

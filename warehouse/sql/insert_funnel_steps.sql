@@ -2,7 +2,8 @@
 -- Definition (PostHog's sequential funnels, https://posthog.com/docs/product-analytics/funnels):
 --   an attempt starts at a person's first step-1 event in the period (UTC day, or ISO week from Monday);
 --   step k+1 is reached at the person's first step-(k+1) event at or after the moment step k was
---   reached, and no later than conversion_window_s after the attempt started. Per step:
+--   reached (strictly after when steps k and k+1 share an event type, so one event never counts for
+--   two steps, as PostHog does), and no later than conversion_window_s after the attempt started. Per step:
 --   people                  distinct people whose attempt reached the step;
 --   conversion_rate         people / people at step 1;
 --   step_conversion_rate    people / people at the step before (1 at step 1, 0 when nobody reached that one);
@@ -17,12 +18,31 @@ insert into funnel_steps (
     app, source, funnel, period, day, step, step_name, people, conversion_rate, step_conversion_rate,
     dropped_off, median_s_from_previous
 )
-with recursive events as (
-    select people.app, people.source, people.person_id, people.day, people."timestamp" as ts, matcher.funnel, matcher.step
+with recursive repeats as (
+    -- steps sharing an event type with the step before: reached only strictly after it
+    select distinct current_step.funnel, current_step.step
+    from funnel_step_matchers as current_step
+    inner join funnel_step_matchers as previous_step
+        on previous_step.funnel = current_step.funnel
+        and previous_step.step = current_step.step - 1
+        and previous_step.event_type = current_step.event_type
+),
+
+events as (
+    select
+        people.app,
+        people.source,
+        people.person_id,
+        people.day,
+        people."timestamp" as ts,
+        matcher.funnel,
+        matcher.step,
+        repeats.step is not null as strictly_after
     from people_events as people
     inner join funnel_step_matchers as matcher on matcher.event_type = people.event_type
     inner join funnel_definitions as funnel
         on funnel.funnel = matcher.funnel and (funnel.app is null or funnel.app = people.app)
+    left join repeats on repeats.funnel = matcher.funnel and repeats.step = matcher.step
     where people.day between $first_day and $last_day + $lookahead_days
 ),
 
@@ -90,6 +110,7 @@ reached (app, source, period, period_start, funnel, person_id, step, deadline, r
         and events.person_id = attempt.person_id
         and events.step = attempt.step + 1
         and events.ts >= attempt.reached_at
+        and (events.ts > attempt.reached_at or not events.strictly_after)
         and events.ts <= attempt.deadline
     group by
         attempt.app,
