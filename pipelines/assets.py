@@ -28,6 +28,7 @@ from warehouse.tables import (
     MONTHLY_ACTIVE_USERS,
     RAW_EVENTS,
     REJECTED_EVENTS,
+    WEEKLY_ACTIVE_USERS,
 )
 
 SUITE_NAME = RAW_EVENTS.name
@@ -281,6 +282,7 @@ def _gold_asset(mart: str, description: str) -> dg.AssetsDefinition:
 
 _MART_DESCRIPTIONS = {
     DAILY_ACTIVE_USERS: "Gold: DAU per app and UTC day (people, bots excluded).",
+    WEEKLY_ACTIVE_USERS: "Gold: WAU per app and UTC day, rolling 7-day and ISO calendar week.",
     MONTHLY_ACTIVE_USERS: "Gold: MAU per app and UTC day, rolling 30-day and calendar month.",
     DAILY_EVENT_COUNTS: "Gold: events and people per app, day, event type and bot flag.",
     DAILY_PAGE_VIEWS: "Gold: page views and people per app, day and page URL (bots excluded).",

@@ -24,6 +24,7 @@ from warehouse.tables import (
     DAILY_PAGE_VIEWS,
     FUNNEL_STEPS,
     MONTHLY_ACTIVE_USERS,
+    WEEKLY_ACTIVE_USERS,
 )
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,12 @@ class Mart:
     inputs: Callable[[], MartInputs] = MartInputs
 
 
+def calendar_week_inputs() -> MartInputs:
+    """Weekly active users: a changed day also refreshes the 6 days before it, so with the 7-day
+    window every day of its ISO week (whose calendar-week count it changes) is rewritten."""
+    return MartInputs(lookback_days=6)
+
+
 def funnel_inputs() -> MartInputs:
     """The funnel definitions (``EVENTLAKE_FUNNELS_PATH``, default ``warehouse/funnels.yaml``).
 
@@ -83,6 +90,9 @@ def funnel_inputs() -> MartInputs:
 
 MARTS: dict[str, Mart] = {
     DAILY_ACTIVE_USERS: Mart(DAILY_ACTIVE_USERS, "insert_daily_active_users", fill_spine=True),
+    WEEKLY_ACTIVE_USERS: Mart(
+        WEEKLY_ACTIVE_USERS, "insert_weekly_active_users", window_days=7, fill_spine=True, inputs=calendar_week_inputs
+    ),
     MONTHLY_ACTIVE_USERS: Mart(
         MONTHLY_ACTIVE_USERS, "insert_monthly_active_users", window_days=30, whole_month=True, fill_spine=True
     ),

@@ -156,6 +156,7 @@ PROPERTY_TYPES = TableDef(
 
 #: Gold marts in the DuckDB warehouse file (created by sql/create_gold_tables.sql).
 DAILY_ACTIVE_USERS = "daily_active_users"
+WEEKLY_ACTIVE_USERS = "weekly_active_users"
 MONTHLY_ACTIVE_USERS = "monthly_active_users"
 DAILY_EVENT_COUNTS = "daily_event_counts"
 DAILY_PAGE_VIEWS = "daily_page_views"

@@ -39,8 +39,9 @@ def replay_cli(api: ApiServer, *files: str) -> str:
     return done.stdout + done.stderr
 
 
-def expected_from_csv(path: Path) -> tuple[dict[date, int], dict[date, tuple[int, int]]]:
-    """DAU and (rolling 30-day, calendar-month) MAU straight from the raw CSV, own parsing.
+def expected_from_csv(path: Path) -> tuple[dict[date, int], dict[date, tuple[int, int]], dict[date, tuple[int, int]]]:
+    """DAU, (rolling 7-day, ISO-week) WAU and (rolling 30-day, calendar-month) MAU straight from
+    the raw CSV, own parsing.
 
     Every user in these files is a person (no bots); the day is the first 10 characters of the
     naive timestamp, which the files record in UTC.
@@ -56,18 +57,29 @@ def expected_from_csv(path: Path) -> tuple[dict[date, int], dict[date, tuple[int
     per_month: dict[tuple[int, int], set[str]] = {}
     for day, users in per_day.items():
         per_month.setdefault((day.year, day.month), set()).update(users)
+    per_week: dict[tuple[int, int], set[str]] = {}
+    for day, users in per_day.items():
+        per_week.setdefault(day.isocalendar()[:2], set()).update(users)
     dau = {d: len(per_day[d]) for d in days}
-    mau = {}
+    mau, wau = {}, {}
     for i, d in enumerate(days):
         window = set().union(*(per_day[w] for w in days[max(0, i - 29) : i + 1]))
         mau[d] = (len(window), len(per_month[(d.year, d.month)]))
-    return dau, mau
+        week = set().union(*(per_day[w] for w in days[max(0, i - 6) : i + 1]))
+        wau[d] = (len(week), len(per_week[d.isocalendar()[:2]]))
+    return dau, wau, mau
 
 
-def gold(env: Env, app: str) -> tuple[dict[date, int], dict[date, tuple[int, int]]]:
+def gold(env: Env, app: str) -> tuple[dict[date, int], dict[date, tuple[int, int]], dict[date, tuple[int, int]]]:
     con = duckdb.connect(str(env.warehouse), read_only=True)
     try:
         dau = dict(con.execute("select day, dau from daily_active_users where app = ?", [app]).fetchall())
+        wau = {
+            day: (rolling, calendar)
+            for day, rolling, calendar in con.execute(
+                "select day, wau_rolling_7d, wau_calendar_week from weekly_active_users where app = ?", [app]
+            ).fetchall()
+        }
         mau = {
             day: (rolling, calendar)
             for day, rolling, calendar in con.execute(
@@ -76,7 +88,7 @@ def gold(env: Env, app: str) -> tuple[dict[date, int], dict[date, tuple[int, int
         }
     finally:
         con.close()
-    return dau, mau
+    return dau, wau, mau
 
 
 def gold_tables(env: Env) -> dict[str, list[tuple]]:
@@ -84,7 +96,7 @@ def gold_tables(env: Env) -> dict[str, list[tuple]]:
     try:
         return {
             t: con.execute(f"select * from {t} order by all").fetchall()
-            for t in ("daily_active_users", "monthly_active_users")
+            for t in ("daily_active_users", "weekly_active_users", "monthly_active_users")
         }
     finally:
         con.close()
@@ -104,9 +116,10 @@ def test_samples_flow_to_dau_mau_that_match_the_raw_csv_and_replays_are_idempote
         ("onlineshop_2019", "onlineshop_2019.csv"),
         ("ecom_scenarios_2024", "ecom_scenarios_2024.csv.gz"),
     ):
-        expected_dau, expected_mau = expected_from_csv(SAMPLES / file)
-        actual_dau, actual_mau = gold(env, app)
+        expected_dau, expected_wau, expected_mau = expected_from_csv(SAMPLES / file)
+        actual_dau, actual_wau, actual_mau = gold(env, app)
         assert actual_dau == expected_dau, app
+        assert actual_wau == expected_wau, app
         assert actual_mau == expected_mau, app
 
     events = silver(env)

@@ -37,8 +37,12 @@ READER = textwrap.dedent(
 
 
 def write_version(con: duckdb.DuckDBPyConnection, version: int) -> None:
-    con.execute("delete from daily_active_users; delete from monthly_active_users")
+    con.execute("delete from daily_active_users; delete from weekly_active_users; delete from monthly_active_users")
     con.execute("insert into daily_active_users values ('a', 'web', ?, ?)", [date(2024, 1, 1), version])
+    con.execute(
+        "insert into weekly_active_users values ('a', 'web', ?, ?, ?, ?)",
+        [date(2024, 1, 1), date(2024, 1, 1), version, version],
+    )
     con.execute(
         "insert into monthly_active_users values ('a', 'web', ?, ?, ?, ?)",
         [date(2024, 1, 1), date(2024, 1, 1), version * 2, version * 2],

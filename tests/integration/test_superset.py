@@ -115,14 +115,14 @@ def gold(env: Env, sql: str) -> set[tuple]:
 
 
 def test_provisioning_is_idempotent(superset: Superset) -> None:
-    for kind, expected in (("database", 1), ("dataset", 7), ("chart", 11), ("dashboard", 3)):
+    for kind, expected in (("database", 1), ("dataset", 7), ("chart", 12), ("dashboard", 3)):
         assert superset.session.get(f"/api/v1/{kind}/").json()["count"] == expected, kind
 
 
 def test_every_chart_returns_the_gold_numbers(superset: Superset) -> None:
     rows = chart_rows(superset)
     env = superset.env
-    assert len(rows) == 11
+    assert len(rows) == 12
 
     assert {(day(r["day"]), r["app"], r["DAU"]) for r in rows["DAU per app"]} == gold(
         env, "select day, app, dau from daily_active_users"
@@ -131,6 +131,10 @@ def test_every_chart_returns_the_gold_numbers(superset: Superset) -> None:
         (day(r["day"]), r["app"], r["MAU rolling 30d"], r["MAU calendar month"])
         for r in rows["MAU per app (rolling 30 days and calendar month)"]
     } == gold(env, "select day, app, mau_rolling_30d, mau_calendar_month from monthly_active_users")
+    assert {
+        (day(r["day"]), r["app"], r["WAU rolling 7d"], r["WAU calendar week"])
+        for r in rows["WAU per app (rolling 7 days and calendar week)"]
+    } == gold(env, "select day, app, wau_rolling_7d, wau_calendar_week from weekly_active_users")
     assert {(day(r["day"]), r["app"], r["DAU/MAU"]) for r in rows["Stickiness (DAU / MAU)"]} == gold(
         env,
         """
@@ -246,7 +250,7 @@ def test_overview_and_funnels_dashboards_render_every_chart_in_chromium(superset
         page.wait_for_url(lambda url: "/login" not in url, timeout=30_000)
         page.goto(f"{superset.url}/superset/dashboard/eventlake-overview/")
         page.wait_for_function(
-            "() => document.querySelectorAll('.chart-container').length === 6 &&"
+            "() => document.querySelectorAll('.chart-container').length === 7 &&"
             " document.querySelectorAll('.chart-container .loading').length === 0",
             timeout=90_000,
         )
@@ -267,7 +271,7 @@ def test_overview_and_funnels_dashboards_render_every_chart_in_chromium(superset
     if readme_copy:
         shutil.copyfile(screenshot, readme_copy)
     assert screenshot.stat().st_size > 10_000
-    assert len(charts) == 6 and len(funnel_charts) == 2
+    assert len(charts) == 7 and len(funnel_charts) == 2
     for chart in charts + funnel_charts:
         assert chart["errors"] == 0 and chart["loading"] == 0, chart
         assert chart["pixels"] > 1_000 or chart["rows"] > 0, chart

@@ -11,6 +11,7 @@ from pipelines.validation import check_names
 DERIVED = {
     "events",
     "daily_active_users",
+    "weekly_active_users",
     "monthly_active_users",
     "daily_event_counts",
     "daily_page_views",
@@ -28,11 +29,11 @@ def test_definitions_asset_keys_snapshot() -> None:
     assert len(suite) == 24
     invariants = {
         (table, name)
-        for table in ("events", "daily_active_users", "monthly_active_users", "daily_event_counts")
-        + ("daily_page_views", "funnel_steps", "data_quality_daily")
+        for table in ("events", "daily_active_users", "weekly_active_users", "monthly_active_users")
+        + ("daily_event_counts", "daily_page_views", "funnel_steps", "data_quality_daily")
         for name, _ in check_names(table)
     }
-    assert len(invariants) == 10 + 5 + 6 + 8 + 7 + 14 + 8
+    assert len(invariants) == 10 + 5 + 7 + 6 + 8 + 7 + 14 + 8
     batch = {("events", "batch_has_people_events"), ("events", "quarantine_rate")}
     assert checks == suite | batch | invariants
 

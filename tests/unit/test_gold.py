@@ -103,3 +103,44 @@ def test_marts_match_hand_derived_values_and_refresh_only_affected_days(tmp_path
     daily = dau(con)
     assert [daily[date(2024, 2, d)] for d in (2, 3, 4)] == [0, 0, 1]
     assert mau(con)[date(2024, 2, 4)] == (2, 2)  # window 01-06..02-04: u3, u1; February: u3, u1
+
+
+def wau(con: duckdb.DuckDBPyConnection) -> dict[date, tuple[date, int, int]]:
+    rows = con.execute(
+        "select day, calendar_week, wau_rolling_7d, wau_calendar_week from weekly_active_users where app = 'a'"
+    ).fetchall()
+    return {day: (week, rolling, calendar) for day, week, rolling, calendar in rows}
+
+
+def test_weekly_active_users_rolling_and_iso_week_by_hand(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    lake.ensure(RAW_EVENTS)
+    con = gold.connect(tmp_path / "warehouse.duckdb")
+    # 2024-01-01 is a Monday; 2024-01-07 a Sunday
+    lake.insert_new(
+        EVENTS,
+        silver_rows(
+            [
+                ("2024-01-01", "u1", None, False),
+                ("2024-01-03", "u2", None, False),
+                ("2024-01-03", "bot", None, True),
+                ("2024-01-08", "u3", None, False),
+                ("2024-01-09", "u1", None, False),
+            ]
+        ),
+    )
+    assert refresh_mart(con, lake, "weekly_active_users").rewritten_rows == 9  # 01-01 .. 01-09
+    weekly = wau(con)
+    monday, next_monday = date(2024, 1, 1), date(2024, 1, 8)
+    assert weekly[date(2024, 1, 1)] == (monday, 1, 2)  # rolling: u1; the week: u1, u2
+    assert weekly[date(2024, 1, 7)] == (monday, 2, 2)  # 01-01..01-07: u1, u2
+    assert weekly[date(2024, 1, 8)] == (next_monday, 2, 2)  # 01-02..01-08: u2, u3; week 2: u3, u1
+    assert weekly[date(2024, 1, 9)] == (next_monday, 3, 2)  # 01-03..01-09: u2, u3, u1
+
+    # A late event on Thursday 01-04 changes that week's count on every day of the week, and the
+    # rolling count of 01-04..01-09: exactly the days 01-01..01-09 are rewritten.
+    lake.insert_new(EVENTS, silver_rows([("2024-01-04", "u4", None, False)]))
+    assert refresh_mart(con, lake, "weekly_active_users").rewritten_rows == 9
+    weekly = wau(con)
+    assert weekly[date(2024, 1, 1)] == (monday, 1, 3)
+    assert weekly[date(2024, 1, 9)] == (next_monday, 4, 2)

@@ -17,6 +17,16 @@ create table if not exists monthly_active_users (
     primary key (app, source, day)
 );
 
+create table if not exists weekly_active_users (
+    app varchar not null,
+    source varchar not null,
+    day date not null,
+    calendar_week date not null,
+    wau_rolling_7d bigint not null,
+    wau_calendar_week bigint not null,
+    primary key (app, source, day)
+);
+
 create table if not exists daily_event_counts (
     app varchar not null,
     source varchar not null,

@@ -1,7 +1,7 @@
 -- Curated views of the serving snapshot: what analysts build charts on (Superset datasets).
 -- They read only the snapshot's own tables, so the file stands alone.
 
--- overview_daily: DAU next to rolling and calendar MAU per app, source and day, with stickiness
+-- overview_daily: DAU next to rolling and calendar WAU and MAU per app, source and day, with stickiness
 -- DAU/MAU (PostHog/Amplitude "stickiness" ratio: DAU divided by rolling 30-day MAU).
 create or replace view overview_daily as
 select
@@ -9,10 +9,13 @@ select
     dau.source,
     dau.day,
     dau.dau,
+    wau.wau_rolling_7d,
+    wau.wau_calendar_week,
     mau.mau_rolling_30d,
     mau.mau_calendar_month,
     round(dau.dau / nullif(mau.mau_rolling_30d, 0), 4) as dau_mau_ratio
 from daily_active_users as dau
+inner join weekly_active_users as wau on wau.app = dau.app and wau.source = dau.source and wau.day = dau.day
 inner join monthly_active_users as mau on mau.app = dau.app and mau.source = dau.source and mau.day = dau.day;
 
 -- events_by_type_daily: people's events per app, source, day and event type (bots excluded).
