@@ -20,7 +20,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -71,6 +74,47 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes], name: s
 
 class ProcessDiedError(RuntimeError):
     """A process of the stack exited while it should be serving."""
+
+
+class RunFailedError(RuntimeError):
+    """A pipeline run failed while gold was awaited: the sensor does not retry the same bronze
+    version, so waiting longer would only hit the timeout."""
+
+
+def failed_run_check(dagster_home: Path, since: datetime) -> Callable[[], None]:
+    """A ``wait_for_gold`` check raising :class:`RunFailedError` once a run created after
+    ``since`` (UTC) has failed, with each failed step's error message (e.g. a malformed funnels file).
+    """
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+
+    def check() -> None:
+        records = instance.get_run_records(
+            dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], created_after=since), limit=1
+        )
+        if not records:
+            return
+        run_id = records[0].dagster_run.run_id
+        failures = [
+            f"{event.step_key}: {_step_error(event.dagster_event.step_failure_data.error)}"
+            for event in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+            if event.dagster_event and event.dagster_event.step_failure_data.error
+        ]
+        raise RunFailedError(
+            f"pipeline run {run_id} failed: {'; '.join(failures) or 'see its logs'}. Fix the cause and "
+            "run again (or re-execute the run from the Dagster UI's Runs page)"
+        )
+
+    return check
+
+
+def _step_error(error: Any) -> str:
+    # Dagster wraps the step's own exception ("Error occurred while executing op …"): report the
+    # first exception below its wrappers, which says what is wrong.
+    while str(error.cls_name).startswith("Dagster") and error.cause is not None:
+        error = error.cause
+    return str(error.message).strip()
 
 
 def descendants(pid: int) -> list[int]:
@@ -266,6 +310,7 @@ def main() -> int:
         if settings.superset:
             start_superset(stack, data_dir, settings.superset_port, settings.serving_file)
 
+        replay_started = datetime.now(UTC)
         say("replaying the bundled samples through POST /v1/events …")
         result = replay(SAMPLES, api_url, write_key, progress=sys.stderr.isatty())
         say(
@@ -275,11 +320,15 @@ def main() -> int:
 
         timeout_s = settings.gold_timeout_s
         say(f"waiting for gold to cover bronze version {result.bronze_version} (limit {timeout_s:.0f} s) …")
+        runs_ok = failed_run_check(data_dir / "dagster", replay_started)
+
+        def healthy() -> None:
+            stack.check_alive()
+            runs_ok()
+
         try:
-            waited = wait_for_gold(
-                settings.serving_file, result.bronze_version or 0, timeout_s, check=stack.check_alive
-            )
-        except GoldNotReadyError as exc:
+            waited = wait_for_gold(settings.serving_file, result.bronze_version or 0, timeout_s, check=healthy)
+        except (GoldNotReadyError, RunFailedError) as exc:
             say(f"ERROR: {exc}")
             return 1
         say(f"gold is up to date ({waited:.0f} s after the replay, {time.monotonic() - started_at:.0f} s in all)")
