@@ -171,7 +171,8 @@ def test_every_chart_returns_the_gold_numbers(superset: Superset) -> None:
     }
     outcomes = {r["outcome"] for r in rows["Received events per day by outcome"]}
     assert {"valid", "bot", "quarantined"} <= outcomes  # the access log has crawlers
-    checkout = {r["step_name"]: r["people"] for r in rows["Shop checkout funnel (daily attempts per step, summed over days)"]}
+    funnel_chart = rows["Shop checkout funnel (daily attempts per step, summed over days)"]
+    checkout = {r["step_name"]: r["people"] for r in funnel_chart}
     assert set(checkout.items()) == gold(
         env,
         "select step_name, sum(people) from funnel_steps where funnel = 'shop_checkout' and period = 'day' group by 1",
