@@ -74,8 +74,9 @@ def json_type(value: Any) -> str | None:
 
     Integers and floats are both ``"number"``: 3 then 3.5 is not a conflict.
     """
-    if value is None:
-        return None
+    exact = _EXACT_TYPES.get(type(value))  # what orjson returns: one lookup per value
+    if exact is not None or value is None:
+        return exact
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int | float):
@@ -100,7 +101,7 @@ def property_types(properties: dict[str, Any]) -> str:
     """
     parts = []
     for key, value in properties.items():
-        kind = _EXACT_TYPES.get(type(value)) or json_type(value)  # exact types first: per row
+        kind = json_type(value)
         if kind is not None:
             name = key if type(key) is str and not _NEEDS_ESCAPE.search(key) else escape_key(str(key))
             parts.append(f"{name}{UNIT}{kind}")

@@ -117,7 +117,8 @@ def _rewrite(
         # Scan only the partitions the refreshed windows can read (pushed down to the dataset).
         scan_from = min(first_day - timedelta(days=mart.window_days - 1), first_day.replace(day=1))
         con.execute(load_sql("delete_refresh_days", mart.table))
-        con.execute(load_sql(mart.insert_sql), {"first_day": scan_from, "last_day": last_day, **inputs.params})
+        scan_to = last_day + timedelta(days=inputs.lookback_days)
+        con.execute(load_sql(mart.insert_sql), {"first_day": scan_from, "last_day": scan_to})
         return refresh_days.num_rows
     finally:
         con.execute("drop view if exists people_events")

@@ -319,6 +319,10 @@ class Scrubber:
             parts = parts._replace(query=urlencode(masked, safe="[]@"))
         return self.text(urlunsplit(parts))
 
+    def json_text(self, text: str) -> str:
+        """Scrub a JSON text (:meth:`value` on its parsed form); raises ``orjson.JSONDecodeError``."""
+        return orjson.dumps(self.value(orjson.loads(text))).decode()
+
     def value(self, value: Any) -> Any:
         """Scrub a decoded JSON value recursively: sensitive keys masked, strings scrubbed, numbers kept."""
         if isinstance(value, str):
@@ -346,10 +350,7 @@ def scrub_json_texts(texts: pl.DataFrame, rules: ScrubRules) -> tuple[pl.Series,
         orjson.JSONDecodeError: a text is not JSON.
     """
     scrubber = Scrubber(rules)
-    scrubbed = [
-        None if text is None else orjson.dumps(scrubber.value(orjson.loads(text))).decode()
-        for text in texts.to_series(0)
-    ]
+    scrubbed = [None if text is None else scrubber.json_text(text) for text in texts.to_series(0)]
     return pl.Series(texts.columns[0], scrubbed, dtype=pl.String), scrubber.counts
 
 

@@ -148,9 +148,6 @@ def build_silver(
     for _, masked in parts:
         scrubber.counts.update(masked)
 
-    def scrub_json(text: str | None) -> str | None:
-        return None if text is None else orjson.dumps(scrubber.value(orjson.loads(text))).decode()
-
     ids = [
         _map_distinct(valid[column], partial(pseudonymizer.identifier, column)).alias(column)
         for column in PERSONAL_ID_COLUMNS
@@ -176,7 +173,7 @@ def build_silver(
         _map_distinct(valid["page_url"], scrubber.url).alias("page_url"),
         _map_distinct(valid["referrer"], scrubber.url).alias("referrer"),
         _map_distinct(valid["location"], scrubber.text).alias("location"),
-        _map_distinct(valid["context"], scrub_json).alias("context"),
+        _map_distinct(valid["context"], scrubber.json_text).alias("context"),
         _map_distinct(valid["ip"], truncate_ip).alias("ip"),
         pl.concat([scrubbed for scrubbed, _ in parts]),
         pl.lit(run_id).alias("run_id"),

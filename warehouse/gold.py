@@ -36,14 +36,14 @@ SQL_DIR = Path(__file__).parent / "sql"
 class MartInputs:
     """What a mart's SQL needs beyond silver, read when it refreshes.
 
-    ``tables``: Arrow tables registered under their names (e.g. funnel definitions); ``params``:
-    extra bound parameters of its insert SQL; ``lookback_days``: a changed day D also refreshes
-    D - lookback_days .. D; ``definition``: a fingerprint of the definitions, kept with the
+    ``tables``: Arrow tables registered under their names (e.g. funnel definitions);
+    ``lookback_days``: a changed day D also refreshes D - lookback_days .. D (their values read
+    events up to that many days later, so the scan reaches as far past the last refreshed day);
+    ``definition``: a fingerprint of the definitions, kept with the
     watermark — when it changes, the mart's whole history is recomputed.
     """
 
     tables: dict[str, pa.Table] = field(default_factory=dict)
-    params: dict[str, object] = field(default_factory=dict)
     lookback_days: int = 0
     definition: str = ""
 
@@ -82,7 +82,6 @@ def funnel_inputs() -> MartInputs:
     funnels = load_funnels(get_settings().funnels_path or DEFAULT_FUNNELS_PATH)
     return MartInputs(
         tables=definition_tables(funnels),
-        params={"lookahead_days": funnels.lookback_days},
         lookback_days=funnels.lookback_days,
         definition=fingerprint(funnels),
     )

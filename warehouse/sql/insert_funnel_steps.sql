@@ -13,7 +13,7 @@
 -- every step of the funnel listed for them. People as in people_events (create_people_events.sql): bots excluded.
 -- Funnels: tables funnel_definitions and funnel_step_matchers (warehouse/funnels.py, warehouse/funnels.yaml).
 -- Inputs: refresh_days(app, source, day) — whole ISO weeks, see select_refresh_days.sql; events are read from
--- $first_day to $last_day + $lookahead_days (the longest conversion window, in whole days).
+-- $first_day to $last_day (the caller adds the longest conversion window, in whole days, past the last refreshed day).
 insert into funnel_steps (
     app, source, funnel, period, day, step, step_name, people, conversion_rate, step_conversion_rate,
     dropped_off, median_s_from_previous
@@ -43,7 +43,7 @@ events as (
     inner join funnel_definitions as funnel
         on funnel.funnel = matcher.funnel and (funnel.app is null or funnel.app = people.app)
     left join repeats on repeats.funnel = matcher.funnel and repeats.step = matcher.step
-    where people.day between $first_day and $last_day + $lookahead_days
+    where people.day between $first_day and $last_day
 ),
 
 periods as (
