@@ -10,6 +10,9 @@ native payloads (see ``warehouse.contract``) POSTed in batches over HTTP:
 * CSV (``*.csv`` or ``*.csv.gz``) with ``user_id,event,timestamp`` columns and optionally
   ``session_id``: one event per row named by ``event``; other columns become its properties.
   Naive timestamps are sent as UTC.
+* Newline-delimited JSON (``*.ndjson``, ``*.jsonl``): one native payload per line, sent as
+  it is (a captured client stream; the payload's own ``uuid`` keeps the replay idempotent).
+  Its ``app`` defaults to the file name like the others.
 
 Payload uuids are ``uuid5(REPLAY_NAMESPACE, f"{file name}:{line number}")``: replaying a
 file is idempotent while genuinely repeated lines stay distinct events.
@@ -21,6 +24,7 @@ import argparse
 import csv
 import gzip
 import hashlib
+import json
 import logging
 import re
 import sys
@@ -136,8 +140,30 @@ def csv_payloads(path: Path) -> Iterator[dict[str, Any]]:
             yield payload
 
 
+def ndjson_payloads(path: Path) -> Iterator[dict[str, Any]]:
+    """Native payloads, one JSON object per line; blank lines are skipped.
+
+    Raises:
+        ValueError: a line that is not a JSON object (with its line number).
+    """
+    app = app_name(path)
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                payload = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path.name}:{number}: not JSON ({exc.msg})") from exc
+            if not isinstance(payload, dict):
+                raise ValueError(f"{path.name}:{number}: expected a JSON object (a native payload)")
+            payload.setdefault("app", app)
+            yield payload
+
+
 def payloads_for(path: Path, base_url: str) -> Iterator[dict[str, Any]]:
-    """Pick the mapping by file type: ``.log`` → access log, ``.csv``/``.csv.gz`` → event CSV.
+    """Pick the mapping by file type: ``.log`` → access log, ``.csv``/``.csv.gz`` → event CSV,
+    ``.ndjson``/``.jsonl`` → native payloads.
 
     Raises:
         ValueError: for any other file type.
@@ -146,7 +172,9 @@ def payloads_for(path: Path, base_url: str) -> Iterator[dict[str, Any]]:
         return access_log_payloads(path, base_url)
     if path.name.endswith((".csv", ".csv.gz")):
         return csv_payloads(path)
-    raise ValueError(f"{path.name}: unsupported sample file (expected .log, .csv or .csv.gz)")
+    if path.name.endswith((".ndjson", ".jsonl")):
+        return ndjson_payloads(path)
+    raise ValueError(f"{path.name}: unsupported sample file (expected .log, .csv, .csv.gz, .ndjson or .jsonl)")
 
 
 @dataclass
@@ -221,7 +249,7 @@ def replay(
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; prints ``accepted=N rejected=N bronze_version=V`` on success."""
     parser = argparse.ArgumentParser(prog="eventlake-replay", description=__doc__.split("\n\n")[0])
-    parser.add_argument("paths", nargs="+", type=Path, help="sample files (.log, .csv, .csv.gz)")
+    parser.add_argument("paths", nargs="+", type=Path, help="sample files (.log, .csv, .csv.gz, .ndjson, .jsonl)")
     parser.add_argument("--api-url", default="http://127.0.0.1:8000", help="ingest API base URL")
     parser.add_argument(
         "--write-key",

@@ -19,11 +19,14 @@ from pipelines.validation import CheckOutcome, check_names, load_suite, split_by
 from warehouse.serving import publish_snapshot
 from warehouse.settings import get_settings
 from warehouse.tables import (
+    COMPONENT_INTERACTIONS,
     DAILY_ACTIVE_USERS,
     DAILY_EVENT_COUNTS,
     DAILY_PAGE_VIEWS,
     DATA_QUALITY_DAILY,
+    ERROR_SUMMARY,
     EVENTS,
+    FORM_PROGRESS,
     FUNNEL_STEPS,
     MONTHLY_ACTIVE_USERS,
     RAW_EVENTS,
@@ -287,6 +290,9 @@ _MART_DESCRIPTIONS = {
     DAILY_EVENT_COUNTS: "Gold: events and people per app, day, event type and bot flag.",
     DAILY_PAGE_VIEWS: "Gold: page views and people per app, day and page URL (bots excluded).",
     FUNNEL_STEPS: "Gold: ordered funnels (warehouse/funnels.yaml) per app, day or week entered and step.",
+    FORM_PROGRESS: "Gold: how far people get in each form (furthest field, abandonment) per app, day and step.",
+    COMPONENT_INTERACTIONS: "Gold: events and people per UI component, page and interaction per app and day.",
+    ERROR_SUMMARY: "Gold: error events by normalized stack fingerprint, with people and first/last seen per day.",
 }
 GOLD_ASSETS = [
     _gold_asset(mart, description + " Incremental by changed day.") for mart, description in _MART_DESCRIPTIONS.items()

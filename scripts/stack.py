@@ -35,7 +35,8 @@ from warehouse.status import GoldNotReadyError, active_users_summary, format_sum
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = [
-    ROOT / "samples" / name for name in ("web_access_2015.log", "onlineshop_2019.csv", "ecom_scenarios_2024.csv.gz")
+    ROOT / "samples" / name
+    for name in ("web_access_2015.log", "onlineshop_2019.csv", "ecom_scenarios_2024.csv.gz", "ui_demo.ndjson")
 ]
 BIN = Path(sys.executable).parent
 

@@ -19,9 +19,12 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_rand
 from warehouse.funnels import DEFAULT_FUNNELS_PATH, definition_tables, fingerprint, load_funnels
 from warehouse.settings import get_settings
 from warehouse.tables import (
+    COMPONENT_INTERACTIONS,
     DAILY_ACTIVE_USERS,
     DAILY_EVENT_COUNTS,
     DAILY_PAGE_VIEWS,
+    ERROR_SUMMARY,
+    FORM_PROGRESS,
     FUNNEL_STEPS,
     MONTHLY_ACTIVE_USERS,
     WEEKLY_ACTIVE_USERS,
@@ -98,6 +101,9 @@ MARTS: dict[str, Mart] = {
     DAILY_EVENT_COUNTS: Mart(DAILY_EVENT_COUNTS, "insert_daily_event_counts"),
     DAILY_PAGE_VIEWS: Mart(DAILY_PAGE_VIEWS, "insert_daily_page_views"),
     FUNNEL_STEPS: Mart(FUNNEL_STEPS, "insert_funnel_steps", whole_week=True, inputs=funnel_inputs),
+    FORM_PROGRESS: Mart(FORM_PROGRESS, "insert_form_progress"),
+    COMPONENT_INTERACTIONS: Mart(COMPONENT_INTERACTIONS, "insert_component_interactions"),
+    ERROR_SUMMARY: Mart(ERROR_SUMMARY, "insert_error_summary"),
 }
 
 

@@ -77,6 +77,48 @@ create table if not exists funnel_steps (
     primary key (app, source, funnel, period, day, step)
 );
 
+create table if not exists component_interactions (
+    app varchar not null,
+    source varchar not null,
+    day date not null,
+    page_url varchar not null,
+    component varchar not null,
+    interaction varchar not null,
+    events bigint not null,
+    people bigint not null,
+    primary key (app, source, day, page_url, component, interaction)
+);
+
+create table if not exists form_progress (
+    app varchar not null,
+    source varchar not null,
+    day date not null,
+    form varchar not null,
+    step integer not null,
+    field varchar,
+    people_started bigint not null,
+    people_reached bigint not null,
+    people_furthest bigint not null,
+    people_abandoned bigint not null,
+    people_submitted bigint not null,
+    reach_rate double not null,
+    primary key (app, source, day, form, step)
+);
+
+create table if not exists error_summary (
+    app varchar not null,
+    source varchar not null,
+    day date not null,
+    fingerprint varchar not null,
+    error_type varchar not null,
+    title varchar not null,
+    events bigint not null,
+    people bigint not null,
+    first_seen_at timestamptz not null,
+    last_seen_at timestamptz not null,
+    primary key (app, source, day, fingerprint)
+);
+
 create table if not exists gold_watermarks (
     mart varchar primary key,
     silver_version bigint not null,
