@@ -10,7 +10,7 @@ import duckdb
 from pydantic import Field
 
 from pipelines import silver
-from pipelines.gold import pipeline_freshness, refresh_data_quality, refresh_mart
+from pipelines.gold import pipeline_freshness, refresh_data_quality, refresh_mart, refresh_retention
 from pipelines.parallel import Parallelism
 from pipelines.pseudonyms import Pseudonymizer, load_key
 from pipelines.resources import LakeResource, WarehouseResource
@@ -19,6 +19,7 @@ from pipelines.validation import CheckOutcome, check_names, load_suite, split_by
 from warehouse.serving import publish_snapshot
 from warehouse.settings import get_settings
 from warehouse.tables import (
+    ACTIVE_PERSON_WEEKS,
     COMPONENT_INTERACTIONS,
     DAILY_ACTIVE_USERS,
     DAILY_EVENT_COUNTS,
@@ -31,6 +32,7 @@ from warehouse.tables import (
     MONTHLY_ACTIVE_USERS,
     RAW_EVENTS,
     REJECTED_EVENTS,
+    RETENTION_COHORTS,
     WEEKLY_ACTIVE_USERS,
 )
 
@@ -293,6 +295,7 @@ _MART_DESCRIPTIONS = {
     FORM_PROGRESS: "Gold: how far people get in each form (furthest field, abandonment) per app, day and step.",
     COMPONENT_INTERACTIONS: "Gold: events and people per UI component, page and interaction per app and day.",
     ERROR_SUMMARY: "Gold: error events by normalized stack fingerprint, with people and first/last seen per day.",
+    ACTIVE_PERSON_WEEKS: "Gold state (person-level, not served): people active per app and ISO week.",
 }
 GOLD_ASSETS = [
     _gold_asset(mart, description + " Incremental by changed day.") for mart, description in _MART_DESCRIPTIONS.items()
@@ -317,7 +320,28 @@ def data_quality_daily(
     yield from suite_checks(DATA_QUALITY_DAILY, outcomes, dg.AssetCheckSeverity.ERROR)
 
 
-@dg.asset(deps=[*GOLD_ASSETS, data_quality_daily], group_name="serving", kinds={"duckdb"}, freshness_policy=FRESHNESS)
+@dg.asset(
+    deps=[ACTIVE_PERSON_WEEKS],
+    group_name="gold",
+    kinds={"duckdb"},
+    freshness_policy=FRESHNESS,
+    check_specs=_gold_checks(RETENTION_COHORTS),
+)
+def retention_cohorts(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> Iterator[object]:
+    """Gold: weekly first-seen cohorts and N-week retention per app, rebuilt from active_person_weeks."""
+    with warehouse.connect() as con:
+        rows = refresh_retention(con)
+        outcomes = validate_mart(con, RETENTION_COHORTS)
+    yield dg.MaterializeResult(metadata={"row_count": rows})
+    yield from suite_checks(RETENTION_COHORTS, outcomes, dg.AssetCheckSeverity.ERROR)
+
+
+@dg.asset(
+    deps=[*GOLD_ASSETS, data_quality_daily, retention_cohorts],
+    group_name="serving",
+    kinds={"duckdb"},
+    freshness_policy=FRESHNESS,
+)
 def serving_snapshot(
     context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:

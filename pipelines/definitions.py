@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.assets import GOLD_ASSETS, data_quality_daily, raw_events, serving_snapshot, silver_events
+from pipelines.assets import (
+    GOLD_ASSETS,
+    data_quality_daily,
+    raw_events,
+    retention_cohorts,
+    serving_snapshot,
+    silver_events,
+)
 from pipelines.jobs import ingest_to_gold, replay_quarantine, reprocess_silver
 from pipelines.resources import LakeResource, WarehouseResource
 from pipelines.sensors import bronze_sensor
@@ -13,7 +20,7 @@ from warehouse.settings import get_settings
 _settings = get_settings()
 
 defs = dg.Definitions(
-    assets=[raw_events, silver_events, *GOLD_ASSETS, data_quality_daily, serving_snapshot],
+    assets=[raw_events, silver_events, *GOLD_ASSETS, data_quality_daily, retention_cohorts, serving_snapshot],
     jobs=[ingest_to_gold, replay_quarantine, reprocess_silver],
     sensors=[bronze_sensor],
     resources={

@@ -18,7 +18,14 @@ import pyarrow.compute as pc
 
 from warehouse.gold import MARTS, Mart, MartInputs, gold_watermark, load_sql
 from warehouse.lake import Lake
-from warehouse.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
+from warehouse.tables import (
+    ACTIVE_PERSON_WEEKS,
+    DATA_QUALITY_DAILY,
+    EVENTS,
+    RAW_EVENTS,
+    REJECTED_EVENTS,
+    RETENTION_COHORTS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -141,27 +148,43 @@ def refresh_data_quality(con: duckdb.DuckDBPyConnection, lake: Lake) -> int:
     }
     for view, table in views.items():
         con.register(view, lake.dataset(table))
+    try:
+        return _replace(con, DATA_QUALITY_DAILY, -1 if silver_version is None else silver_version, bronze_version)
+    finally:
+        for view in views:
+            con.unregister(view)
+
+
+def refresh_retention(con: duckdb.DuckDBPyConnection) -> int:
+    """Rebuild ``retention_cohorts`` from ``active_person_weeks``; returns its row count.
+
+    Reads only the warehouse: refresh ``active_person_weeks`` first. The watermark copies that
+    mart's, so freshness shows which silver version the cohorts cover.
+
+    Raises:
+        LookupError: ``active_person_weeks`` has never been refreshed.
+    """
+    source = gold_watermark(con, ACTIVE_PERSON_WEEKS)
+    if source is None:
+        raise LookupError(f"{ACTIVE_PERSON_WEEKS} has never been refreshed: refresh it before {RETENTION_COHORTS}")
+    return _replace(con, RETENTION_COHORTS, source.silver_version, source.bronze_version)
+
+
+def _replace(con: duckdb.DuckDBPyConnection, table: str, silver_version: int, bronze_version: int) -> int:
+    """Run ``replace_<table>.sql`` and record the watermark in one transaction; returns the row count."""
     con.begin()
     try:
-        con.execute(load_sql("replace_data_quality_daily"))
-        rows = con.table("data_quality_daily").aggregate("count(*)").fetchall()[0][0]
+        con.execute(load_sql(f"replace_{table}"))
+        rows = con.table(table).aggregate("count(*)").fetchall()[0][0]
         # Recorded like the incremental marts' watermarks, so freshness reports it too.
         con.execute(
             load_sql("upsert_gold_watermark"),
-            {
-                "mart": "data_quality_daily",
-                "silver_version": -1 if silver_version is None else silver_version,
-                "bronze_version": bronze_version,
-                "definition": "",
-            },
+            {"mart": table, "silver_version": silver_version, "bronze_version": bronze_version, "definition": ""},
         )
         con.commit()
     except BaseException:
         con.rollback()
         raise
-    finally:
-        for view in views:
-            con.unregister(view)
     return int(rows)
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.assets import GOLD_ASSETS, data_quality_daily, serving_snapshot, silver_events
+from pipelines.assets import GOLD_ASSETS, data_quality_daily, retention_cohorts, serving_snapshot, silver_events
 
-_SELECTION = dg.AssetSelection.assets(silver_events, *GOLD_ASSETS, data_quality_daily, serving_snapshot)
+_SELECTION = dg.AssetSelection.assets(
+    silver_events, *GOLD_ASSETS, data_quality_daily, retention_cohorts, serving_snapshot
+)
 
 
 def _silver_config(**config: str) -> dict[str, object]:

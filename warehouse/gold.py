@@ -19,6 +19,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_rand
 from warehouse.funnels import DEFAULT_FUNNELS_PATH, definition_tables, fingerprint, load_funnels
 from warehouse.settings import get_settings
 from warehouse.tables import (
+    ACTIVE_PERSON_WEEKS,
     COMPONENT_INTERACTIONS,
     DAILY_ACTIVE_USERS,
     DAILY_EVENT_COUNTS,
@@ -59,6 +60,7 @@ class Mart:
     trailing window contains D). ``whole_month`` / ``whole_week``: a changed day also refreshes
     its calendar month / ISO week. ``fill_spine``: the mart has a row for every day between an
     (app, source)'s first and last event day. ``inputs``: what else its SQL reads (:class:`MartInputs`).
+    ``person_level``: its rows name people (state for other marts): kept out of the serving snapshot.
     """
 
     table: str
@@ -68,6 +70,7 @@ class Mart:
     whole_week: bool = False
     fill_spine: bool = False
     inputs: Callable[[], MartInputs] = MartInputs
+    person_level: bool = False
 
 
 def calendar_week_inputs() -> MartInputs:
@@ -104,6 +107,7 @@ MARTS: dict[str, Mart] = {
     FORM_PROGRESS: Mart(FORM_PROGRESS, "insert_form_progress"),
     COMPONENT_INTERACTIONS: Mart(COMPONENT_INTERACTIONS, "insert_component_interactions"),
     ERROR_SUMMARY: Mart(ERROR_SUMMARY, "insert_error_summary"),
+    ACTIVE_PERSON_WEEKS: Mart(ACTIVE_PERSON_WEEKS, "insert_active_person_weeks", whole_week=True, person_level=True),
 }
 
 

@@ -18,13 +18,19 @@ import duckdb
 import pyarrow as pa
 
 from warehouse.gold import MARTS, load_sql
-from warehouse.tables import DATA_QUALITY_DAILY, GOLD_WATERMARKS
+from warehouse.tables import DATA_QUALITY_DAILY, GOLD_WATERMARKS, RETENTION_COHORTS
 
 log = logging.getLogger(__name__)
 
-#: Gold tables copied into every snapshot, besides the extra tables passed in. The watermarks
-#: travel along so readers can tell which bronze version the served numbers cover.
-SNAPSHOT_TABLES = (*MARTS, DATA_QUALITY_DAILY, GOLD_WATERMARKS)
+#: Gold tables copied into every snapshot, besides the extra tables passed in: the aggregate marts
+#: (person-level state stays in the warehouse). The watermarks travel along so readers can tell
+#: which bronze version the served numbers cover.
+SNAPSHOT_TABLES = (
+    *(name for name, mart in MARTS.items() if not mart.person_level),
+    RETENTION_COHORTS,
+    DATA_QUALITY_DAILY,
+    GOLD_WATERMARKS,
+)
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ def superset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Superset]:
                 "--no-progress",
                 str(SAMPLES / "web_access_2015.log"),
                 str(SAMPLES / "onlineshop_2019.csv"),
+                str(SAMPLES / "ui_demo.ndjson"),
             ],
             check=True,
             capture_output=True,
@@ -115,14 +116,14 @@ def gold(env: Env, sql: str) -> set[tuple]:
 
 
 def test_provisioning_is_idempotent(superset: Superset) -> None:
-    for kind, expected in (("database", 1), ("dataset", 7), ("chart", 12), ("dashboard", 3)):
+    for kind, expected in (("database", 1), ("dataset", 11), ("chart", 18), ("dashboard", 6)):
         assert superset.session.get(f"/api/v1/{kind}/").json()["count"] == expected, kind
 
 
 def test_every_chart_returns_the_gold_numbers(superset: Superset) -> None:
     rows = chart_rows(superset)
     env = superset.env
-    assert len(rows) == 12
+    assert len(rows) == 18
 
     assert {(day(r["day"]), r["app"], r["DAU"]) for r in rows["DAU per app"]} == gold(
         env, "select day, app, dau from daily_active_users"
@@ -196,6 +197,46 @@ def test_every_chart_returns_the_gold_numbers(superset: Superset) -> None:
                from funnel_steps where period = 'week'""",
         )
     }
+    assert {
+        (r["step"], r["form"], r["people reached"])
+        for r in rows["People reaching each form field (summed over days)"]
+    } == gold(env, "select step, form, sum(people_reached) from form_progress group by all")
+    assert {
+        (r["form"], r["step"], r["field"], r["furthest here"], r["abandoned here"], r["submitted"])
+        for r in rows["Where people abandon each form (furthest field reached)"]
+    } == gold(
+        env,
+        """select form, step, field, sum(people_furthest), sum(people_abandoned), sum(people_submitted)
+           from form_progress group by all""",
+    )
+    top_components = [
+        (r["app"], r["page_url"], r["component"], r["interaction"], r["events"], r["people-days"])
+        for r in rows["Top components (events, people summed over days)"]
+    ]
+    assert set(top_components) == gold(
+        env, "select app, page_url, component, interaction, sum(events), sum(people) from component_interactions group by all"
+    )
+    assert [row[4] for row in top_components] == sorted((row[4] for row in top_components), reverse=True)
+    assert {
+        (day(r["day"]), r["component"], r["events"]) for r in rows["Component interactions per day"]
+    } == gold(env, "select day, component, sum(events) from component_interactions group by all")
+    groups = {
+        (r["app"], r["fingerprint"], r["error_type"], r["title"], r["events"], r["days_seen"], r["max_daily_people"])
+        for r in rows["Error groups (first and last seen)"]
+    }
+    serving = duckdb.connect(str(env.serving), read_only=True)
+    try:
+        expected_groups = set(
+            serving.execute(
+                "select app, fingerprint, error_type, title, events, days_seen, max_daily_people from error_groups"
+            ).fetchall()
+        )
+    finally:
+        serving.close()
+    assert groups == expected_groups and len(groups) == 3  # the sample's three error groups
+    assert {(day(r["day"]), r["error_type"], r["errors"]) for r in rows["Errors per day by type"]} == gold(
+        env, "select day, error_type, sum(events) from error_summary group by all"
+    )
     assert {(r["layer"], r["table_name"], r["version"]) for r in rows["Last update per layer"]} >= {
         ("gold", m, v) for m, v in gold(env, "select mart, silver_version from gold_watermarks")
     }
@@ -221,12 +262,17 @@ containers => containers.map(container => {
 """
 
 
+#: Every dashboard of the bundle, by slug, with its number of charts.
+DASHBOARDS = {"overview": 7, "funnels": 2, "forms": 2, "components": 2, "errors": 2, "data-quality": 3}
+
+
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is installed by .ci/run (apt-get)")
-def test_overview_and_funnels_dashboards_render_every_chart_in_chromium(superset: Superset, tmp_path: Path) -> None:
+def test_every_dashboard_renders_every_chart_in_chromium(superset: Superset, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     account = service.admin(superset.env.data_dir)
     screenshot = tmp_path / "overview.png"
+    drawn: dict[str, list[dict[str, Any]]] = {}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM),
@@ -249,30 +295,25 @@ def test_overview_and_funnels_dashboards_render_every_chart_in_chromium(superset
         page.fill("#password, input[name=password]", account.password)
         page.keyboard.press("Enter")
         page.wait_for_url(lambda url: "/login" not in url, timeout=30_000)
-        page.goto(f"{superset.url}/superset/dashboard/eventlake-overview/")
-        page.wait_for_function(
-            "() => document.querySelectorAll('.chart-container').length === 7 &&"
-            " document.querySelectorAll('.chart-container .loading').length === 0",
-            timeout=90_000,
-        )
-        page.wait_for_timeout(2_000)  # let ECharts finish its draw animation
-        charts = page.eval_on_selector_all(".chart-container", _DRAWN)
-        page.screenshot(path=str(screenshot), full_page=True)
-        page.goto(f"{superset.url}/superset/dashboard/eventlake-funnels/")
-        page.wait_for_function(
-            "() => document.querySelectorAll('.chart-container').length === 2 &&"
-            " document.querySelectorAll('.chart-container .loading').length === 0",
-            timeout=90_000,
-        )
-        page.wait_for_timeout(2_000)
-        funnel_charts = page.eval_on_selector_all(".chart-container", _DRAWN)
+        for slug, count in DASHBOARDS.items():
+            page.goto(f"{superset.url}/superset/dashboard/eventlake-{slug}/")
+            page.wait_for_function(
+                f"() => document.querySelectorAll('.chart-container').length === {count} &&"
+                " document.querySelectorAll('.chart-container .loading').length === 0",
+                timeout=90_000,
+            )
+            page.wait_for_timeout(2_000)  # let ECharts finish its draw animation
+            drawn[slug] = page.eval_on_selector_all(".chart-container", _DRAWN)
+            if slug == "overview":
+                page.screenshot(path=str(screenshot), full_page=True)
         browser.close()
 
     readme_copy = os.environ.get("EVENTLAKE_README_SCREENSHOT")
     if readme_copy:
         shutil.copyfile(screenshot, readme_copy)
     assert screenshot.stat().st_size > 10_000
-    assert len(charts) == 7 and len(funnel_charts) == 2
-    for chart in charts + funnel_charts:
-        assert chart["errors"] == 0 and chart["loading"] == 0, chart
-        assert chart["pixels"] > 1_000 or chart["rows"] > 0, chart
+    assert {slug: len(charts) for slug, charts in drawn.items()} == DASHBOARDS
+    for slug, charts in drawn.items():
+        for chart in charts:
+            assert chart["errors"] == 0 and chart["loading"] == 0, (slug, chart)
+            assert chart["pixels"] > 1_000 or chart["rows"] > 0, (slug, chart)

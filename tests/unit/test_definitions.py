@@ -19,6 +19,8 @@ DERIVED = {
     "form_progress",
     "component_interactions",
     "error_summary",
+    "active_person_weeks",
+    "retention_cohorts",
     "data_quality_daily",
     "serving_snapshot",
 }
@@ -34,7 +36,7 @@ def test_definitions_asset_keys_snapshot() -> None:
         (table, name)
         for table in ("events", "daily_active_users", "weekly_active_users", "monthly_active_users")
         + ("daily_event_counts", "daily_page_views", "funnel_steps", "data_quality_daily")
-        + ("form_progress", "component_interactions", "error_summary")
+        + ("form_progress", "component_interactions", "error_summary", "active_person_weeks", "retention_cohorts")
         for name, _ in check_names(table)
     }
     assert len(invariants) == 10 + 5 + 7 + 6 + 8 + 7 + 14 + 8 + 12 + 9 + 11

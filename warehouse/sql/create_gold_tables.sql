@@ -119,6 +119,25 @@ create table if not exists error_summary (
     primary key (app, source, day, fingerprint)
 );
 
+create table if not exists active_person_weeks (
+    app varchar not null,
+    source varchar not null,
+    day date not null,
+    person_id varchar not null,
+    primary key (app, source, day, person_id)
+);
+
+create table if not exists retention_cohorts (
+    app varchar not null,
+    source varchar not null,
+    cohort_week date not null,
+    week_number integer not null,
+    cohort_people bigint not null,
+    retained_people bigint not null,
+    retention_rate double not null,
+    primary key (app, source, cohort_week, week_number)
+);
+
 create table if not exists gold_watermarks (
     mart varchar primary key,
     silver_version bigint not null,

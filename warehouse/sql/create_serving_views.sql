@@ -45,7 +45,7 @@ select
     fingerprint,
     min(error_type) as error_type,
     min(title) as title,
-    sum(events) as events,
+    cast(sum(events) as bigint) as events,
     count(*) as days_seen,
     max(people) as max_daily_people,
     min(first_seen_at) as first_seen_at,
