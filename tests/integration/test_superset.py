@@ -116,14 +116,14 @@ def gold(env: Env, sql: str) -> set[tuple]:
 
 
 def test_provisioning_is_idempotent(superset: Superset) -> None:
-    for kind, expected in (("database", 1), ("dataset", 11), ("chart", 18), ("dashboard", 6)):
+    for kind, expected in (("database", 1), ("dataset", 12), ("chart", 20), ("dashboard", 7)):
         assert superset.session.get(f"/api/v1/{kind}/").json()["count"] == expected, kind
 
 
 def test_every_chart_returns_the_gold_numbers(superset: Superset) -> None:
     rows = chart_rows(superset)
     env = superset.env
-    assert len(rows) == 18
+    assert len(rows) == 20
 
     assert {(day(r["day"]), r["app"], r["DAU"]) for r in rows["DAU per app"]} == gold(
         env, "select day, app, dau from daily_active_users"
@@ -198,8 +198,7 @@ def test_every_chart_returns_the_gold_numbers(superset: Superset) -> None:
         )
     }
     assert {
-        (r["step"], r["form"], r["people reached"])
-        for r in rows["People reaching each form field (summed over days)"]
+        (r["step"], r["form"], r["people reached"]) for r in rows["People reaching each form field (summed over days)"]
     } == gold(env, "select step, form, sum(people_reached) from form_progress group by all")
     assert {
         (r["form"], r["step"], r["field"], r["furthest here"], r["abandoned here"], r["submitted"])
@@ -214,12 +213,14 @@ def test_every_chart_returns_the_gold_numbers(superset: Superset) -> None:
         for r in rows["Top components (events, people summed over days)"]
     ]
     assert set(top_components) == gold(
-        env, "select app, page_url, component, interaction, sum(events), sum(people) from component_interactions group by all"
+        env,
+        """select app, page_url, component, interaction, sum(events), sum(people)
+           from component_interactions group by all""",
     )
     assert [row[4] for row in top_components] == sorted((row[4] for row in top_components), reverse=True)
-    assert {
-        (day(r["day"]), r["component"], r["events"]) for r in rows["Component interactions per day"]
-    } == gold(env, "select day, component, sum(events) from component_interactions group by all")
+    assert {(day(r["day"]), r["component"], r["events"]) for r in rows["Component interactions per day"]} == gold(
+        env, "select day, component, sum(events) from component_interactions group by all"
+    )
     groups = {
         (r["app"], r["fingerprint"], r["error_type"], r["title"], r["events"], r["days_seen"], r["max_daily_people"])
         for r in rows["Error groups (first and last seen)"]
@@ -237,6 +238,19 @@ def test_every_chart_returns_the_gold_numbers(superset: Superset) -> None:
     assert {(day(r["day"]), r["error_type"], r["errors"]) for r in rows["Errors per day by type"]} == gold(
         env, "select day, error_type, sum(events) from error_summary group by all"
     )
+    heatmap = rows["Weekly retention by first-seen cohort (share of the cohort active N weeks later)"]
+    assert {(day(r["cohort_week"]), r["week_number"], round(r["retention"], 9)) for r in heatmap} == {
+        (week, n, round(rate, 9))
+        for week, n, rate in gold(
+            env,
+            """select cohort_week, week_number, sum(retained_people) * 1.0 / sum(cohort_people)
+               from retention_cohorts where week_number <= 12 group by all""",
+        )
+    }
+    assert {
+        (r["app"], day(r["cohort_week"]), r["week_number"], r["cohort_people"], r["retained_people"])
+        for r in rows["Retention cohorts (people)"]
+    } == gold(env, "select app, cohort_week, week_number, cohort_people, retained_people from retention_cohorts")
     assert {(r["layer"], r["table_name"], r["version"]) for r in rows["Last update per layer"]} >= {
         ("gold", m, v) for m, v in gold(env, "select mart, silver_version from gold_watermarks")
     }
@@ -263,7 +277,7 @@ containers => containers.map(container => {
 
 
 #: Every dashboard of the bundle, by slug, with its number of charts.
-DASHBOARDS = {"overview": 7, "funnels": 2, "forms": 2, "components": 2, "errors": 2, "data-quality": 3}
+DASHBOARDS = {"overview": 7, "funnels": 2, "forms": 2, "components": 2, "errors": 2, "retention": 2, "data-quality": 3}
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is installed by .ci/run (apt-get)")

@@ -184,7 +184,10 @@ def test_form_fields_that_cannot_be_placed_are_not_counted(tmp_path: Path) -> No
 
 def test_error_fingerprints_ignore_what_changes_between_builds(tmp_path: Path) -> None:
     firefox = "renderRow@{h}/static/app.{b}.js:{l}:15\n@{h}/static/vendor.js?v={b}:1:{l}"
-    java = "java.lang.NullPointerException: null\n\tat com.shop.Cart.total(Cart.java:{l})\n\tat com.shop.Api.get(Api.java:9)"
+    java = (
+        "java.lang.NullPointerException: null\n\tat com.shop.Cart.total(Cart.java:{l})"
+        "\n\tat com.shop.Api.get(Api.java:9)"
+    )
     native = "Segfault at 0x{a} in worker {l}"
     events = []
     for i, (build, line, address) in enumerate([("0a1b2c3d4e", 10, "7ffee4b1"), ("99aa88bb77", 999, "1000")]):
@@ -197,11 +200,16 @@ def test_error_fingerprints_ignore_what_changes_between_builds(tmp_path: Path) -
     lake.append(EVENTS, silver(events))
     con = gold.connect(tmp_path / "w.duckdb")
     refresh_mart(con, lake, ERROR_SUMMARY)
-    got = con.execute("select fingerprint, error_type, title, events, people from error_summary order by title").fetchall()
+    got = con.execute(
+        "select fingerprint, error_type, title, events, people from error_summary order by title"
+    ).fetchall()
     assert got == sorted(
         [
             (
-                fingerprint("java.lang.NullPointerException", ["at com.shop.Cart.total(Cart.java)", "at com.shop.Api.get(Api.java)"]),
+                fingerprint(
+                    "java.lang.NullPointerException",
+                    ["at com.shop.Cart.total(Cart.java)", "at com.shop.Api.get(Api.java)"],
+                ),
                 "java.lang.NullPointerException",
                 "java.lang.NullPointerException: null",
                 2,
@@ -214,7 +222,13 @@ def test_error_fingerprints_ignore_what_changes_between_builds(tmp_path: Path) -
                 2,
                 2,
             ),
-            (fingerprint("Error", ["Segfault at <hex> in worker <n>"]), "Error", "Segfault at <hex> in worker <n>", 2, 2),
+            (
+                fingerprint("Error", ["Segfault at <hex> in worker <n>"]),
+                "Error",
+                "Segfault at <hex> in worker <n>",
+                2,
+                2,
+            ),
         ],
         key=lambda row: row[2],
     )
@@ -244,7 +258,9 @@ def test_components_need_a_name_or_selector_and_strip_query_and_fragment(tmp_pat
     lake.append(EVENTS, silver([("e", "e", "click", {"selector": "#buy"}, T0)], page=""))
     con = gold.connect(tmp_path / "w.duckdb")
     refresh_mart(con, lake, COMPONENT_INTERACTIONS)
-    assert con.execute("select page_url, component, events, people from component_interactions order by all").fetchall() == [
+    assert con.execute(
+        "select page_url, component, events, people from component_interactions order by all"
+    ).fetchall() == [
         ("(no page)", "#buy", 1, 1),
         (f"{HOST}/item", "#buy", 1, 1),
         (f"{HOST}/item", "buy", 1, 1),

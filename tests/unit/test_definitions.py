@@ -39,7 +39,7 @@ def test_definitions_asset_keys_snapshot() -> None:
         + ("form_progress", "component_interactions", "error_summary", "active_person_weeks", "retention_cohorts")
         for name, _ in check_names(table)
     }
-    assert len(invariants) == 10 + 5 + 7 + 6 + 8 + 7 + 14 + 8 + 12 + 9 + 11
+    assert len(invariants) == 10 + 5 + 7 + 6 + 8 + 7 + 14 + 8 + 12 + 9 + 11 + 5 + 9
     batch = {("events", "batch_has_people_events"), ("events", "quarantine_rate")}
     assert checks == suite | batch | invariants
 
