@@ -16,6 +16,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.identity import merged_days, refresh_identity
 from warehouse.gold import MARTS, Mart, MartInputs, gold_watermark, load_sql
 from warehouse.lake import Lake
 from warehouse.tables import (
@@ -28,6 +29,8 @@ from warehouse.tables import (
 )
 
 log = logging.getLogger(__name__)
+
+_CHANGED_DAYS = pa.schema([("app", pa.string()), ("source", pa.string()), ("day", pa.date32())])
 
 
 @dataclass(frozen=True)
@@ -61,13 +64,21 @@ def refresh_mart(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str) -> 
     if silver_version is None:
         silver_version = -1
 
+    # The links people_events reads must cover the silver this refresh reads.
+    refresh_identity(con, lake, silver_version)
+
     # Deletes too: a reprocessed range (pipelines.silver.reprocess) may lose rows on some days.
     changes = lake.changes(EVENTS, silver_from, silver_version, change_types=("insert", "delete"))
     changed = (
-        changes.select(["app", "source", "event_date"])
-        .group_by(["app", "source", "event_date"])
+        pa.concat_tables(
+            [
+                changes.select(["app", "source", "event_date"]).rename_columns(["app", "source", "day"]),
+                # identity merges: the days the newly linked aliases were active now count another person
+                merged_days(con, silver_from, silver_version).cast(_CHANGED_DAYS),
+            ]
+        )
+        .group_by(["app", "source", "day"])
         .aggregate([])
-        .rename_columns(["app", "source", "day"])
     )
     rewritten = 0
     con.begin()
@@ -126,9 +137,12 @@ def _rewrite(
         con.execute(load_sql("delete_refresh_days", mart.table))
         scan_to = last_day + timedelta(days=inputs.lookback_days)
         con.execute(load_sql(mart.insert_sql), {"first_day": scan_from, "last_day": scan_to})
+        # Row-level lineage: the silver version each rewritten row was computed from.
+        con.execute(load_sql("mark_refreshed_rows", mart.table), {"silver_version": silver_version})
         return refresh_days.num_rows
     finally:
         con.execute("drop view if exists people_events")
+        con.execute("drop view if exists resolved_events")
         for name in (*views, "refresh_days"):
             con.unregister(name)
 

@@ -157,5 +157,6 @@ class GoldWatermark:
 
 def gold_watermark(con: duckdb.DuckDBPyConnection, mart: str) -> GoldWatermark | None:
     """The mart's watermark, or ``None`` when it has never run."""
-    row = con.execute(load_sql("select_gold_watermark"), {"mart": mart}).fetchone()
-    return None if row is None else GoldWatermark(int(row[0]), int(row[1]), row[2] or "")
+    # fetchall: a result left unfinished would block the caller's next statement on this connection
+    rows = con.execute(load_sql("select_gold_watermark"), {"mart": mart}).fetchall()
+    return GoldWatermark(int(rows[0][0]), int(rows[0][1]), rows[0][2] or "") if rows else None

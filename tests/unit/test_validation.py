@@ -138,7 +138,7 @@ def test_gold_invariants_catch_a_broken_mart(tmp_path: Path) -> None:
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     con.execute(load_sql("create_gold_tables"))
     con.execute(
-        "insert into daily_event_counts values "
+        "insert into daily_event_counts (app, source, day, event_type, is_bot, events, people) values "
         "('a', 's', date '2024-05-01', 'click', false, 3, 2), "
         "('a', 's', date '2024-05-02', 'click', false, 1, 2)"  # more people than events: a bug
     )

@@ -138,6 +138,25 @@ create table if not exists retention_cohorts (
     primary key (app, source, cohort_week, week_number)
 );
 
+-- Identity stitching state (pipelines/identity.py; person-level, kept out of the serving snapshot).
+create table if not exists identity_links (
+    app varchar not null,
+    alias_id varchar not null,
+    person_id varchar not null,
+    linked_by varchar not null,
+    linked_at timestamptz not null,
+    silver_version bigint not null,
+    primary key (app, alias_id)
+);
+
+create table if not exists anonymous_days (
+    app varchar not null,
+    source varchar not null,
+    alias_id varchar not null,
+    day date not null,
+    primary key (app, source, alias_id, day)
+);
+
 create table if not exists gold_watermarks (
     mart varchar primary key,
     silver_version bigint not null,
@@ -147,3 +166,16 @@ create table if not exists gold_watermarks (
 );
 -- Warehouse files created before marts recorded the definition (e.g. funnels) they were built with.
 alter table gold_watermarks add column if not exists definition varchar default '';
+
+-- Row-level lineage of the incremental marts: the silver version each row was computed from
+-- (stamped by mark_refreshed_rows.sql; null on rows written before the column existed).
+alter table daily_active_users add column if not exists silver_version bigint;
+alter table weekly_active_users add column if not exists silver_version bigint;
+alter table monthly_active_users add column if not exists silver_version bigint;
+alter table daily_event_counts add column if not exists silver_version bigint;
+alter table daily_page_views add column if not exists silver_version bigint;
+alter table funnel_steps add column if not exists silver_version bigint;
+alter table form_progress add column if not exists silver_version bigint;
+alter table component_interactions add column if not exists silver_version bigint;
+alter table error_summary add column if not exists silver_version bigint;
+alter table active_person_weeks add column if not exists silver_version bigint;

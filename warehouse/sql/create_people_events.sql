@@ -1,15 +1,29 @@
--- people_events: the activity that people metrics count, defined once for every mart.
--- Person key: user_id, else anonymous_id, else session_id (an anonymous visitor); bot/crawler traffic is excluded
--- (it stays in silver). Input: view silver_events. Filters on `day` push down to the partitions.
-create or replace temp view people_events as
+-- resolved_events: silver rows with their person (identity stitching, pipelines/identity.py):
+-- person_id = user_id, else the person the anonymous id is linked to, else the person the session
+-- id is linked to, else the anonymous id, else the session id (an anonymous visitor).
+-- people_events: the activity that people metrics count, defined once for every mart: resolved
+-- events with a person, bot/crawler traffic excluded (it stays in silver).
+-- Inputs: view silver_events, table identity_links. Filters on `day` push down to the partitions.
+create or replace temp view resolved_events as
 select
-    app,
-    source,
-    event_date as day,
-    coalesce(user_id, anonymous_id, session_id) as person_id,
-    event_type,
-    "timestamp",
-    page_url,
-    properties
-from silver_events
-where not is_bot and coalesce(user_id, anonymous_id, session_id) is not null
+    silver.app,
+    silver.source,
+    silver.event_date as day,
+    coalesce(
+        silver.user_id, by_anonymous_id.person_id, by_session_id.person_id, silver.anonymous_id, silver.session_id
+    ) as person_id,
+    silver.event_type,
+    silver."timestamp",
+    silver.page_url,
+    silver.properties,
+    silver.is_bot
+from silver_events as silver
+left join identity_links as by_anonymous_id
+    on by_anonymous_id.app = silver.app and by_anonymous_id.alias_id = silver.anonymous_id
+left join identity_links as by_session_id
+    on by_session_id.app = silver.app and by_session_id.alias_id = silver.session_id;
+
+create or replace temp view people_events as
+select app, source, day, person_id, event_type, "timestamp", page_url, properties
+from resolved_events
+where not is_bot and person_id is not null;

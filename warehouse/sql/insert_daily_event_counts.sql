@@ -1,15 +1,13 @@
 -- daily_event_counts: events and distinct people per app, UTC day, event type and bot flag.
 -- Grain: (app, source, day, event_type, is_bot); only combinations that occurred have a row.
 -- Feeds "events by type per day" (is_bot = false) and "share of bot traffic" (events by is_bot).
--- People: user id else session id (as people_events), counted within the group.
--- Inputs: silver_events, refresh_days(app, source, day); $first_day/$last_day bound the scanned partitions.
+-- People: person_id of resolved_events (identity-stitched, as people_events), counted within the group.
+-- Inputs: resolved_events, refresh_days(app, source, day); $first_day/$last_day bound the scanned partitions.
 insert into daily_event_counts (app, source, day, event_type, is_bot, events, people)
 with scoped as (
-    select
-        app, source, event_date as day, event_type, is_bot,
-        coalesce(user_id, anonymous_id, session_id) as person_id
-    from silver_events
-    where event_date between $first_day and $last_day
+    select app, source, day, event_type, is_bot, person_id
+    from resolved_events
+    where day between $first_day and $last_day
 ),
 
 final as (

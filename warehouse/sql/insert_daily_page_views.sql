@@ -1,12 +1,12 @@
 -- daily_page_views: page views and distinct people per app, UTC day and page URL (people only).
 -- Grain: (app, source, day, page_url). page_view events of people_events' population (bots excluded),
 -- URLs as scrubbed in silver. Feeds "top pages".
--- Inputs: silver_events, refresh_days(app, source, day); $first_day/$last_day bound the scanned partitions.
+-- Inputs: resolved_events, refresh_days(app, source, day); $first_day/$last_day bound the scanned partitions.
 insert into daily_page_views (app, source, day, page_url, views, people)
 with page_views as (
-    select app, source, event_date as day, page_url, coalesce(user_id, anonymous_id, session_id) as person_id
-    from silver_events
-    where event_date between $first_day and $last_day
+    select app, source, day, page_url, person_id
+    from resolved_events
+    where day between $first_day and $last_day
         and event_type = 'page_view'
         and not is_bot
         and page_url is not null

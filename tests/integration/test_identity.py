@@ -1,0 +1,202 @@
+"""Identity stitching and incremental rewrites, proven by what the marts' rows say about themselves.
+
+Each rewritten gold row carries the silver version it was computed from (``silver_version``);
+the tests read which rows changed from the tables, not from a refresh counter.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from pipelines.gold import refresh_mart
+from tests.conftest import ApiServer, Env, materialize_all
+from warehouse import gold
+from warehouse.lake import Lake
+from warehouse.tables import (
+    DAILY_ACTIVE_USERS,
+    DAILY_EVENT_COUNTS,
+    EVENTS,
+    MONTHLY_ACTIVE_USERS,
+    WEEKLY_ACTIVE_USERS,
+)
+
+pytestmark = pytest.mark.integration
+
+_ids = iter(range(1_000_000))
+
+
+def silver(
+    rows: list[tuple[date, str | None, str | None, str | None]],
+    event_type: str = "page_view",
+    properties: object = None,
+) -> pa.Table:
+    """(day, user_id, anonymous_id, session_id) → silver rows of app 'a' at noon UTC."""
+    return pa.Table.from_pylist(
+        [
+            {
+                "event_id": f"e{next(_ids)}",
+                "event_type": event_type,
+                "app": "a",
+                "source": "web",
+                "source_format": "native",
+                "timestamp": datetime(day.year, day.month, day.day, 12, tzinfo=UTC),
+                "event_date": day,
+                "received_at": datetime(day.year, day.month, day.day, 12, tzinfo=UTC),
+                "user_id": user,
+                "anonymous_id": anonymous,
+                "session_id": session,
+                "properties": json.dumps(properties or {}),
+                "is_bot": False,
+            }
+            for day, user, anonymous, session in rows
+        ],
+        schema=EVENTS.schema,
+    )
+
+
+D1, D2, D3, D4 = (date(2024, 3, d) for d in (4, 5, 6, 7))
+
+
+def stamped(con: duckdb.DuckDBPyConnection, mart: str, version: int) -> set[date]:
+    """Days whose rows of ``mart`` were computed at silver ``version`` (rewritten by that refresh)."""
+    return {
+        day for (day,) in con.execute(f"select distinct day from {mart} where silver_version = ?", [version]).fetchall()
+    }
+
+
+def test_identify_merges_the_anonymous_past_and_rewrites_exactly_those_days(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    lake.append(
+        EVENTS,
+        silver(
+            [
+                (D1, None, "anon-1", None),  # anon-1 browses before signing up…
+                (D1, "u1", None, None),  # …while u1 is signed in elsewhere (another device)
+                (D2, "u2", None, None),
+                (D3, None, None, "s-9"),  # a session without a user yet
+                (D3, None, "anon-2", None),
+            ]
+        ),
+    )
+    con = gold.connect(tmp_path / "w.duckdb")
+    for mart in (DAILY_ACTIVE_USERS, DAILY_EVENT_COUNTS):
+        refresh_mart(con, lake, mart)
+    dau = "select day, dau from daily_active_users order by day"
+    assert con.execute(dau).fetchall() == [(D1, 2), (D2, 1), (D3, 2)]
+
+    # D4: anon-1 identifies as u1; u2 logs in within session s-9; anon-2 is claimed by u3 and then,
+    # later the same day, by u4 (first link wins: a shared device does not merge two users)
+    version = lake.append(
+        EVENTS,
+        pa.concat_tables(
+            [
+                silver([(D4, "u1", "anon-1", None)], event_type="identify"),
+                silver([(D4, "u2", None, "s-9")]),
+                silver([(D4, "u3", "anon-2", None)]),
+            ]
+        ),
+    )
+    late_claim = lake.append(
+        EVENTS, silver([(D4, "u4", None, None)], event_type="alias", properties={"previousId": "anon-2"})
+    )
+    for mart in (DAILY_ACTIVE_USERS, DAILY_EVENT_COUNTS):
+        refresh_mart(con, lake, mart)
+    # D1 now counts u1 once; D3's session and anon-2 are u2 and u3
+    assert con.execute(dau).fetchall() == [(D1, 1), (D2, 1), (D3, 2), (D4, 4)]
+    links = con.execute(
+        "select alias_id, person_id, linked_by, silver_version from identity_links order by 1"
+    ).fetchall()
+    assert links == [
+        ("anon-1", "u1", "anonymous_id", version),
+        ("anon-2", "u3", "anonymous_id", version),
+        ("s-9", "u2", "session_id", version),
+    ]
+    # rewritten: D4 (new events) and the days the linked aliases were anonymous, D1 and D3; D2 untouched
+    assert stamped(con, DAILY_ACTIVE_USERS, late_claim) == {D1, D3, D4}
+    assert stamped(con, DAILY_EVENT_COUNTS, late_claim) == {D1, D3, D4}
+    assert con.execute("select day from daily_active_users where silver_version < ?", [version]).fetchall() == [(D2,)]
+    people = con.execute("select day, event_type, people from daily_event_counts order by all").fetchall()
+    assert people == [
+        (D1, "page_view", 1),
+        (D2, "page_view", 1),
+        (D3, "page_view", 2),
+        (D4, "alias", 1),
+        (D4, "identify", 1),
+        (D4, "page_view", 2),
+    ]
+    con.close()
+
+
+def test_a_late_event_rewrites_its_day_and_the_windows_that_contain_it(tmp_path: Path) -> None:
+    start = date(2024, 1, 1)
+    lake = Lake(str(tmp_path / "lake"))
+    lake.append(EVENTS, silver([(start + timedelta(days=i), f"u{i % 7}", None, None) for i in range(0, 91, 2)]))
+    con = gold.connect(tmp_path / "w.duckdb")
+    marts = (DAILY_ACTIVE_USERS, WEEKLY_ACTIVE_USERS, MONTHLY_ACTIVE_USERS)
+    for mart in marts:
+        refresh_mart(con, lake, mart)
+    before = {
+        mart: con.execute(f"select * exclude (silver_version) from {mart} order by all").fetchall() for mart in marts
+    }
+
+    late = date(2024, 2, 14)  # a Wednesday; day 44, odd, so nobody was active on it yet
+    version = lake.append(EVENTS, silver([(late, "u-late", None, None)]))
+    for mart in marts:
+        refresh_mart(con, lake, mart)
+    last = start + timedelta(days=90)
+
+    def span(first: date, final: date) -> set[date]:
+        return {first + timedelta(days=i) for i in range((min(final, last) - first).days + 1)}
+
+    # DAU: the day itself. WAU: the 7 rolling windows that hold it and, for the calendar-week value,
+    # the 6 days before it (which cover its ISO week wherever the day falls). MAU: the 30 rolling
+    # windows, and the whole calendar month.
+    assert stamped(con, DAILY_ACTIVE_USERS, version) == {late}
+    assert stamped(con, WEEKLY_ACTIVE_USERS, version) == span(late - timedelta(days=6), late + timedelta(days=6))
+    assert stamped(con, MONTHLY_ACTIVE_USERS, version) == span(date(2024, 2, 1), late + timedelta(days=29))
+    # the other rows are the very rows written before
+    for mart in marts:
+        kept = con.execute(
+            f"select * exclude (silver_version) from {mart} where silver_version < ? order by all", [version]
+        )
+        assert set(kept.fetchall()) <= set(before[mart])
+    con.close()
+
+
+def test_segment_identify_through_the_api_stitches_the_anonymous_visit(api: ApiServer, env: Env) -> None:
+    visit = {"type": "page", "anonymousId": "anon-7", "timestamp": "2024-05-01T09:00:00Z", "messageId": "m1"}
+    visit["context"] = {"app": {"name": "seg"}, "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/126.0"}
+    assert api.post("/v1/batch", json={"batch": [visit]}).status_code == 200
+    materialize_all(env)
+    assert rows(env, "select day, dau from daily_active_users where app = 'seg'") == [(date(2024, 5, 1), 1)]
+    people = "select person_id, count(*) from active_person_weeks where app = 'seg' group by all"
+    assert rows(env, people) == [("anon-7", 1)]
+
+    # two days later the visitor signs up: identify links anon-7 to the user; a track as the user
+    later = {"context": visit["context"], "timestamp": "2024-05-03T10:00:00Z"}
+    batch = [
+        {"type": "identify", "userId": "user-7", "anonymousId": "anon-7", "messageId": "m2", **later},
+        {"type": "track", "event": "Signed Up", "userId": "user-7", "messageId": "m3", **later},
+    ]
+    assert api.post("/v1/batch", json={"batch": batch}).status_code == 200
+    materialize_all(env)
+    # the first visit is now the user's: one person over the week, not two
+    assert rows(env, people) == [("user-7", 1)]
+    assert rows(env, "select wau_calendar_week from weekly_active_users where app = 'seg' and day = '2024-05-03'") == [
+        (1,)
+    ]
+    assert rows(env, "select cohort_people from retention_cohorts where app = 'seg' and week_number = 0") == [(1,)]
+
+
+def rows(env: Env, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(env.warehouse), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
