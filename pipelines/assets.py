@@ -33,6 +33,7 @@ from warehouse.tables import (
     RAW_EVENTS,
     REJECTED_EVENTS,
     RETENTION_COHORTS,
+    SESSIONS,
     WEEKLY_ACTIVE_USERS,
 )
 
@@ -295,6 +296,7 @@ _MART_DESCRIPTIONS = {
     FORM_PROGRESS: "Gold: how far people get in each form (furthest field, abandonment) per app, day and step.",
     COMPONENT_INTERACTIONS: "Gold: events and people per UI component, page and interaction per app and day.",
     ERROR_SUMMARY: "Gold: error events by normalized stack fingerprint, with people and first/last seen per day.",
+    SESSIONS: "Gold: one row per session (client session id, else 30 min of inactivity) per app and start day.",
     ACTIVE_PERSON_WEEKS: "Gold state (person-level, not served): people active per app and ISO week.",
 }
 GOLD_ASSETS = [

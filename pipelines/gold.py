@@ -136,7 +136,7 @@ def _rewrite(
         scan_from = min(first_day - timedelta(days=mart.window_days - 1), first_day.replace(day=1))
         con.execute(load_sql("delete_refresh_days", mart.table))
         scan_to = last_day + timedelta(days=inputs.lookback_days)
-        con.execute(load_sql(mart.insert_sql), {"first_day": scan_from, "last_day": scan_to})
+        con.execute(load_sql(mart.insert_sql), {"first_day": scan_from, "last_day": scan_to, **inputs.params})
         # Row-level lineage: the silver version each rewritten row was computed from.
         con.execute(load_sql("mark_refreshed_rows", mart.table), {"silver_version": silver_version})
         return refresh_days.num_rows

@@ -207,8 +207,8 @@ def start_superset(stack: Stack, data_dir: Path, port: int, serving_file: Path) 
     service.wait_healthy(url, 180, proc)
     service.provision(env, account, url, serving_file, setup_log)
     say(
-        f"Superset at {url}: dashboards 'eventlake Overview', 'eventlake Data quality' and 'eventlake Funnels' "
-        f"({url}/superset/dashboard/eventlake-overview/)"
+        f"Superset at {url}: dashboards Overview, Funnels, Forms, Components, Errors, Retention and Data quality "
+        f"({url}/dashboard/list/; start at {url}/superset/dashboard/eventlake-overview/)"
     )
     if account.generated:
         say(

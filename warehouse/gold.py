@@ -28,6 +28,7 @@ from warehouse.tables import (
     FORM_PROGRESS,
     FUNNEL_STEPS,
     MONTHLY_ACTIVE_USERS,
+    SESSIONS,
     WEEKLY_ACTIVE_USERS,
 )
 
@@ -44,12 +45,14 @@ class MartInputs:
     ``lookback_days``: a changed day D also refreshes D - lookback_days .. D (their values read
     events up to that many days later, so the scan reaches as far past the last refreshed day);
     ``definition``: a fingerprint of the definitions, kept with the
-    watermark — when it changes, the mart's whole history is recomputed.
+    watermark — when it changes, the mart's whole history is recomputed;
+    ``params``: extra bound parameters of its insert SQL (e.g. the session timeout).
     """
 
     tables: dict[str, pa.Table] = field(default_factory=dict)
     lookback_days: int = 0
     definition: str = ""
+    params: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,14 @@ def funnel_inputs() -> MartInputs:
     )
 
 
+def session_inputs() -> MartInputs:
+    """Sessions: the inactivity timeout (``EVENTLAKE_SESSION_TIMEOUT_MINUTES``) as ``$timeout_s``;
+    a changed day also refreshes the day before (a session crossing midnight), and a new timeout
+    recomputes every session."""
+    timeout_s = get_settings().session_timeout_minutes * 60
+    return MartInputs(lookback_days=1, definition=f"session_timeout_s={timeout_s}", params={"timeout_s": timeout_s})
+
+
 MARTS: dict[str, Mart] = {
     DAILY_ACTIVE_USERS: Mart(DAILY_ACTIVE_USERS, "insert_daily_active_users", fill_spine=True),
     WEEKLY_ACTIVE_USERS: Mart(
@@ -107,6 +118,7 @@ MARTS: dict[str, Mart] = {
     FORM_PROGRESS: Mart(FORM_PROGRESS, "insert_form_progress"),
     COMPONENT_INTERACTIONS: Mart(COMPONENT_INTERACTIONS, "insert_component_interactions"),
     ERROR_SUMMARY: Mart(ERROR_SUMMARY, "insert_error_summary"),
+    SESSIONS: Mart(SESSIONS, "insert_sessions", window_days=2, inputs=session_inputs),
     ACTIVE_PERSON_WEEKS: Mart(ACTIVE_PERSON_WEEKS, "insert_active_person_weeks", whole_week=True, person_level=True),
 }
 

@@ -130,9 +130,15 @@ class Settings(BaseSettings):
         default=50_000, ge=1, description="Smallest bronze batch (rows) for which silver starts worker processes."
     )
 
-    # gold: funnels
+    # gold: funnels and sessions
     funnels_path: Path | None = Field(
         default=None, description="Funnel definitions YAML; default warehouse/funnels.yaml in the repository."
+    )
+    session_timeout_minutes: int = Field(
+        default=30,
+        ge=1,
+        le=720,
+        description="Inactivity (minutes) that ends a session of events without a client session id.",
     )
 
     # pipelines: data quality

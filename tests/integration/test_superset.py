@@ -116,14 +116,14 @@ def gold(env: Env, sql: str) -> set[tuple]:
 
 
 def test_provisioning_is_idempotent(superset: Superset) -> None:
-    for kind, expected in (("database", 1), ("dataset", 12), ("chart", 20), ("dashboard", 7)):
+    for kind, expected in (("database", 1), ("dataset", 13), ("chart", 21), ("dashboard", 7)):
         assert superset.session.get(f"/api/v1/{kind}/").json()["count"] == expected, kind
 
 
 def test_every_chart_returns_the_gold_numbers(superset: Superset) -> None:
     rows = chart_rows(superset)
     env = superset.env
-    assert len(rows) == 20
+    assert len(rows) == 21
 
     assert {(day(r["day"]), r["app"], r["DAU"]) for r in rows["DAU per app"]} == gold(
         env, "select day, app, dau from daily_active_users"
@@ -238,6 +238,9 @@ def test_every_chart_returns_the_gold_numbers(superset: Superset) -> None:
     assert {(day(r["day"]), r["error_type"], r["errors"]) for r in rows["Errors per day by type"]} == gold(
         env, "select day, error_type, sum(events) from error_summary group by all"
     )
+    assert {(day(r["day"]), r["app"], r["sessions"]) for r in rows["Sessions per app"]} == gold(
+        env, "select day, app, count(*) from sessions group by all"
+    )
     heatmap = rows["Weekly retention by first-seen cohort (share of the cohort active N weeks later)"]
     assert {(day(r["cohort_week"]), r["week_number"], round(r["retention"], 9)) for r in heatmap} == {
         (week, n, round(rate, 9))
@@ -277,7 +280,7 @@ containers => containers.map(container => {
 
 
 #: Every dashboard of the bundle, by slug, with its number of charts.
-DASHBOARDS = {"overview": 7, "funnels": 2, "forms": 2, "components": 2, "errors": 2, "retention": 2, "data-quality": 3}
+DASHBOARDS = {"overview": 8, "funnels": 2, "forms": 2, "components": 2, "errors": 2, "retention": 2, "data-quality": 3}
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is installed by .ci/run (apt-get)")

@@ -138,6 +138,23 @@ create table if not exists retention_cohorts (
     primary key (app, source, cohort_week, week_number)
 );
 
+create table if not exists sessions (
+    app varchar not null,
+    source varchar not null,
+    day date not null,
+    session_key varchar not null,
+    client_session_id varchar,
+    started_at timestamptz not null,
+    ended_at timestamptz not null,
+    duration_s double not null,
+    events bigint not null,
+    page_views bigint not null,
+    entry_page varchar,
+    exit_page varchar,
+    silver_version bigint,
+    primary key (app, source, day, session_key)
+);
+
 -- Identity stitching state (pipelines/identity.py; person-level, kept out of the serving snapshot).
 create table if not exists identity_links (
     app varchar not null,

@@ -16,6 +16,8 @@ select
     silver."timestamp",
     silver.page_url,
     silver.properties,
+    silver.session_id,
+    silver.event_id,
     silver.is_bot
 from silver_events as silver
 left join identity_links as by_anonymous_id
@@ -24,6 +26,6 @@ left join identity_links as by_session_id
     on by_session_id.app = silver.app and by_session_id.alias_id = silver.session_id;
 
 create or replace temp view people_events as
-select app, source, day, person_id, event_type, "timestamp", page_url, properties
+select app, source, day, person_id, event_type, "timestamp", page_url, properties, session_id, event_id
 from resolved_events
 where not is_bot and person_id is not null;

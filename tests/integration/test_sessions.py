@@ -1,0 +1,146 @@
+"""sessions against independent computations: the samples' CSVs (Polars) and hand-made cases."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from pipelines.gold import refresh_mart
+from tests.conftest import SAMPLES, ApiServer, Env, materialize_all
+from tests.integration.test_end_to_end import replay_cli
+from warehouse import gold
+from warehouse.lake import Lake
+from warehouse.settings import get_settings
+from warehouse.tables import EVENTS, SESSIONS
+
+pytestmark = pytest.mark.integration
+
+
+def csv_events(name: str) -> pl.DataFrame:
+    """user, optional client session id and UTC time of every row of a sample CSV."""
+    raw = pl.read_csv(SAMPLES / name, infer_schema=False)
+    return raw.select(
+        pl.col("user_id"),
+        (pl.col("session_id") if "session_id" in raw.columns else pl.lit(None, pl.String)).alias("session_id"),
+        pl.col("timestamp").str.to_datetime(time_unit="us").dt.replace_time_zone("UTC").alias("ts"),
+    )
+
+
+def inactivity_sessions(events: pl.DataFrame, timeout: timedelta) -> set[tuple[datetime, datetime, int]]:
+    """(start, end, events) per session: a gap above ``timeout`` per user starts a new one."""
+    ordered = events.sort("user_id", "ts").with_columns(
+        (pl.col("ts").diff().over("user_id") > timeout).fill_null(True).cum_sum().over("user_id").alias("n")
+    )
+    sessions = ordered.group_by("user_id", "n").agg(
+        pl.col("ts").min().alias("start"), pl.col("ts").max().alias("end"), pl.len().alias("events")
+    )
+    return set(sessions.select("start", "end", "events").iter_rows())
+
+
+def mart(env: Env, app: str) -> set[tuple[datetime, datetime, int]]:
+    con = duckdb.connect(str(env.warehouse), read_only=True)
+    try:
+        rows = con.execute(
+            "select started_at, ended_at, events, duration_s, day from sessions where app = ?", [app]
+        ).fetchall()
+    finally:
+        con.close()
+    for started, ended, _, duration, day in rows:
+        assert duration == (ended - started).total_seconds() and day == started.astimezone(UTC).date()
+    return {(s.astimezone(UTC), e.astimezone(UTC), n) for s, e, n, _, _ in rows}
+
+
+def test_sample_sessions_match_polars_over_the_csvs(api: ApiServer, env: Env) -> None:
+    replay_cli(api, "onlineshop_2019.csv", "ecom_scenarios_2024.csv.gz")
+    materialize_all(env)
+    # no session ids in the shop file: 30 minutes of inactivity
+    shop = inactivity_sessions(csv_events("onlineshop_2019.csv"), timedelta(minutes=30))
+    assert mart(env, "onlineshop_2019") == shop and len(shop) > 5_000
+    # the ecom file sends its own session ids: one session per (user, id)
+    ecom = csv_events("ecom_scenarios_2024.csv.gz")
+    by_id = ecom.group_by("user_id", "session_id").agg(
+        pl.col("ts").min().alias("start"), pl.col("ts").max().alias("end"), pl.len().alias("events")
+    )
+    expected = set(by_id.select("start", "end", "events").iter_rows())
+    assert mart(env, "ecom_scenarios_2024") == expected and len(expected) > 1_000
+
+
+T0 = datetime(2024, 5, 1, 23, 40, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+
+
+def silver(events: list[tuple[str, str, str | None, datetime, str | None]]) -> pa.Table:
+    """(event id, person, client session id, time, page) page views of app 'a'."""
+    return pa.Table.from_pylist(
+        [
+            {
+                "event_id": event_id,
+                "event_type": "page_view",
+                "app": "a",
+                "source": "web",
+                "source_format": "native",
+                "timestamp": ts,
+                "event_date": ts.date(),
+                "received_at": ts,
+                "user_id": person,
+                "session_id": session,
+                "page_url": page,
+                "is_bot": person.startswith("bot"),
+            }
+            for event_id, person, session, ts, page in events
+        ],
+        schema=EVENTS.schema,
+    )
+
+
+def test_hand_made_sessions_midnight_late_merge_and_timeout_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    lake.append(
+        EVENTS,
+        silver(
+            [
+                # p: 23:40, 23:55, 00:20 (crosses midnight, one session), then 01:00 (35 min gap: new)
+                ("p1", "p", None, T0, "/home"),
+                ("p2", "p", None, T0 + 15 * MINUTE, "/cart"),
+                ("p3", "p", None, T0 + 40 * MINUTE, "/pay"),
+                ("p4", "p", None, T0 + 80 * MINUTE, "/done"),
+                # q: a client session id holds across a 2 h gap
+                ("q1", "q", "s-1", T0, "/a"),
+                ("q2", "q", "s-1", T0 + 120 * MINUTE, None),
+                ("bot", "bot1", None, T0, "/"),
+            ]
+        ),
+    )
+    con = gold.connect(tmp_path / "w.duckdb")
+    refresh_mart(con, lake, SESSIONS)
+    query = """select day, client_session_id, started_at, duration_s, events, page_views, entry_page, exit_page
+               from sessions order by started_at, client_session_id nulls first"""
+    day1, day2 = T0.date(), (T0 + 80 * MINUTE).date()
+    assert con.execute(query).fetchall() == [
+        (day1, None, T0, 40 * 60.0, 3, 3, "/home", "/pay"),
+        (day1, "s-1", T0, 120 * 60.0, 2, 2, "/a", "/a"),
+        (day2, None, T0 + 80 * MINUTE, 0.0, 1, 1, "/done", "/done"),
+    ]
+    # a late event at 00:45 closes the gap: the next-day session merges into the one from day 1
+    lake.append(EVENTS, silver([("late", "p", None, T0 + 65 * MINUTE, "/help")]))
+    refresh_mart(con, lake, SESSIONS)
+    assert con.execute(query).fetchall() == [
+        (day1, None, T0, 80 * 60.0, 5, 5, "/home", "/done"),
+        (day1, "s-1", T0, 120 * 60.0, 2, 2, "/a", "/a"),
+    ]
+    # a shorter timeout is a new definition: every session is recomputed
+    monkeypatch.setenv("EVENTLAKE_SESSION_TIMEOUT_MINUTES", "10")
+    get_settings.cache_clear()
+    try:
+        assert refresh_mart(con, lake, SESSIONS).silver_from == -1
+        assert con.execute("select count(*) from sessions where client_session_id is null").fetchone() == (5,)
+    finally:
+        get_settings.cache_clear()
+    con.close()

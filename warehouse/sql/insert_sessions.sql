@@ -1,0 +1,95 @@
+-- sessions: one row per visit, per app and source, keyed by the UTC day it started (Snowplow's
+-- sessions model; Google Analytics' session definition).
+-- Definition: a person's events that carry a client session id form one session per id. Events
+-- without one are split by inactivity: a gap of more than $timeout_s seconds between a person's
+-- consecutive such events starts a new session (Google Analytics / Snowplow: 30 minutes, the
+-- setting EVENTLAKE_SESSION_TIMEOUT_MINUTES). People are identity-stitched (people_events), bots excluded.
+--   session_key        md5 of app, source, person and the client session id, else the start time (µs);
+--   started_at/ended_at  first and last event (UTC); duration_s the difference (0 for one event);
+--   events, page_views  counts; entry_page/exit_page  page_url of the first/last event with a page.
+-- Grain: (app, source, day, session_key), day = UTC day of started_at. No person id (served to dashboards).
+-- Incremental: a changed day D refreshes D - 1 .. D + 1 (a session may cross midnight into D, and a
+-- new event on D can merge D's last session with one starting after midnight); the scan reaches one
+-- day further each way. A session running more than 24 h past the scanned days is cut there.
+-- Inputs: people_events, refresh_days(app, source, day); $first_day/$last_day bound the scan.
+insert into sessions (
+    app, source, day, session_key, client_session_id, started_at, ended_at, duration_s, events, page_views,
+    entry_page, exit_page
+)
+with scoped as (
+    select app, source, person_id, session_id, event_id, event_type, "timestamp", page_url
+    from people_events
+    where day between $first_day and $last_day
+),
+
+gaps as (
+    select
+        *,
+        session_id is null
+        and (
+            lag("timestamp") over person_timeline is null
+            or epoch("timestamp" - lag("timestamp") over person_timeline) > $timeout_s
+        ) as starts_visit
+    from scoped
+    window person_timeline as (
+        partition by app, source, person_id, session_id is null order by "timestamp", event_id
+    )
+),
+
+numbered as (
+    select
+        *,
+        sum(cast(starts_visit as integer)) over (
+            partition by app, source, person_id, session_id is null
+            order by "timestamp", event_id
+            rows between unbounded preceding and current row
+        ) as visit
+    from gaps
+),
+
+visits as (
+    select
+        app,
+        source,
+        person_id,
+        session_id as client_session_id,
+        min("timestamp") as started_at,
+        max("timestamp") as ended_at,
+        count(*) as events,
+        count(*) filter (where event_type = 'page_view') as page_views,
+        arg_min(page_url, ("timestamp", event_id)) filter (where page_url is not null) as entry_page,
+        arg_max(page_url, ("timestamp", event_id)) filter (where page_url is not null) as exit_page
+    from numbered
+    group by app, source, person_id, session_id, case when session_id is null then visit end
+),
+
+final as (
+    select
+        visits.app,
+        visits.source,
+        cast(visits.started_at at time zone 'UTC' as date) as day,
+        md5(
+            concat_ws(
+                chr(31), visits.app, visits.source, visits.person_id,
+                coalesce('client:' || visits.client_session_id, 'start:' || cast(epoch_us(visits.started_at) as varchar))
+            )
+        ) as session_key,
+        visits.client_session_id,
+        visits.started_at,
+        visits.ended_at,
+        epoch(visits.ended_at - visits.started_at) as duration_s,
+        visits.events,
+        visits.page_views,
+        visits.entry_page,
+        visits.exit_page
+    from visits
+    inner join refresh_days as refresh
+        on refresh.app = visits.app
+        and refresh.source = visits.source
+        and refresh.day = cast(visits.started_at at time zone 'UTC' as date)
+)
+
+select
+    app, source, day, session_key, client_session_id, started_at, ended_at, duration_s, events, page_views,
+    entry_page, exit_page
+from final
