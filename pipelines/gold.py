@@ -15,10 +15,12 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 
 from pipelines.identity import merged_days, refresh_identity
 from warehouse.gold import MARTS, Mart, MartInputs, gold_watermark, load_sql
 from warehouse.lake import Lake
+from warehouse.settings import get_settings
 from warehouse.tables import (
     ACTIVE_PERSON_WEEKS,
     DATA_QUALITY_DAILY,
@@ -29,8 +31,6 @@ from warehouse.tables import (
 )
 
 log = logging.getLogger(__name__)
-
-_CHANGED_DAYS = pa.schema([("app", pa.string()), ("source", pa.string()), ("day", pa.date32())])
 
 
 @dataclass(frozen=True)
@@ -54,13 +54,17 @@ def refresh_mart(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str) -> 
     """
     mart = MARTS[mart_name]
     inputs = mart.inputs()
+    timezone = get_settings().reporting_timezone
+    # Days in another reporting zone are other days: a new zone recomputes the mart (UTC, the
+    # default, keeps the fingerprints of warehouses built before the setting existed).
+    definition = inputs.definition if timezone == "UTC" else f"{inputs.definition}|reporting_timezone={timezone}"
     # Read silver's bronze watermark before silver's version: gold then never claims to cover
     # more bronze than the silver it read.
     bronze_version = lake.watermark(EVENTS.name, RAW_EVENTS.name)
     silver_version = lake.version(EVENTS)
     previous = gold_watermark(con, mart.table)
     # Built with other definitions (a funnel was edited): recompute from the start of silver.
-    silver_from = previous.silver_version if previous and previous.definition == inputs.definition else -1
+    silver_from = previous.silver_version if previous and previous.definition == definition else -1
     if silver_version is None:
         silver_version = -1
 
@@ -69,17 +73,7 @@ def refresh_mart(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str) -> 
 
     # Deletes too: a reprocessed range (pipelines.silver.reprocess) may lose rows on some days.
     changes = lake.changes(EVENTS, silver_from, silver_version, change_types=("insert", "delete"))
-    changed = (
-        pa.concat_tables(
-            [
-                changes.select(["app", "source", "event_date"]).rename_columns(["app", "source", "day"]),
-                # identity merges: the days the newly linked aliases were active now count another person
-                merged_days(con, silver_from, silver_version).cast(_CHANGED_DAYS),
-            ]
-        )
-        .group_by(["app", "source", "day"])
-        .aggregate([])
-    )
+    changed = _changed_days(con, changes, merged_days(con, silver_from, silver_version), timezone)
     rewritten = 0
     con.begin()
     try:
@@ -91,7 +85,7 @@ def refresh_mart(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str) -> 
                 "mart": mart.table,
                 "silver_version": silver_version,
                 "bronze_version": bronze_version,
-                "definition": inputs.definition,
+                "definition": definition,
             },
         )
         con.commit()
@@ -109,10 +103,29 @@ def refresh_mart(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str) -> 
     return RefreshStats(mart.table, silver_from, silver_version, bronze_version, changed.num_rows, rewritten)
 
 
+def _changed_days(con: duckdb.DuckDBPyConnection, changes: pa.Table, merged: pa.Table, timezone: str) -> pa.Table:
+    """The reporting days (app, source, day) that changed silver rows and identity merges touch."""
+    views = {"changed_rows": changes.select(["app", "source", "timestamp"]), "merged_days": merged}
+    for name, view in views.items():
+        con.register(name, view)
+    try:
+        return con.sql(load_sql("select_changed_days"), params={"timezone": timezone}).to_arrow_table()
+    finally:
+        for name in views:
+            con.unregister(name)
+
+
 def _rewrite(
     con: duckdb.DuckDBPyConnection, lake: Lake, mart: Mart, inputs: MartInputs, silver_version: int, changed: pa.Table
 ) -> int:
-    views = {"silver_events": lake.dataset(EVENTS, silver_version), "changed_days": changed, **inputs.tables}
+    timezone = get_settings().reporting_timezone
+    silver = lake.dataset(EVENTS, silver_version)
+    views = {
+        "silver_events": silver,
+        "changed_days": changed,
+        "reporting_settings": pa.table({"timezone": [timezone]}),
+        **inputs.tables,
+    }
     for name, view in views.items():
         con.register(name, view)
     con.execute(load_sql("create_people_events"))
@@ -132,10 +145,14 @@ def _rewrite(
         con.register("refresh_days", refresh_days)
         first_day = pc.min(refresh_days["day"]).as_py()
         last_day = pc.max(refresh_days["day"]).as_py()
-        # Scan only the partitions the refreshed windows can read (pushed down to the dataset).
+        # Scan only the partitions the refreshed windows can read: reporting days map to the UTC
+        # partitions (event_date) of the same day, and the next and previous one in other zones.
         scan_from = min(first_day - timedelta(days=mart.window_days - 1), first_day.replace(day=1))
-        con.execute(load_sql("delete_refresh_days", mart.table))
         scan_to = last_day + timedelta(days=inputs.lookback_days)
+        pad = timedelta(days=0 if timezone == "UTC" else 1)
+        partitions = (pads.field("event_date") >= scan_from - pad) & (pads.field("event_date") <= scan_to + pad)
+        con.register("silver_events", silver.filter(partitions))
+        con.execute(load_sql("delete_refresh_days", mart.table))
         con.execute(load_sql(mart.insert_sql), {"first_day": scan_from, "last_day": scan_to, **inputs.params})
         # Row-level lineage: the silver version each rewritten row was computed from.
         con.execute(load_sql("mark_refreshed_rows", mart.table), {"silver_version": silver_version})

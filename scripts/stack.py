@@ -333,7 +333,8 @@ def main() -> int:
             say(f"ERROR: {exc}")
             return 1
         say(f"gold is up to date ({waited:.0f} s after the replay, {time.monotonic() - started_at:.0f} s in all)")
-        print("\nDAU / MAU per app (UTC days; people, bots excluded):\n")
+        days = get_settings().reporting_timezone
+        print(f"\nDAU / MAU per app ({days} days; people, bots excluded):\n")
         print(format_summary(active_users_summary(settings.serving_file)), end="\n\n", flush=True)
 
         if args.mode == "demo":

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -130,7 +131,12 @@ class Settings(BaseSettings):
         default=50_000, ge=1, description="Smallest bronze batch (rows) for which silver starts worker processes."
     )
 
-    # gold: funnels and sessions
+    # gold: reporting days, funnels and sessions
+    reporting_timezone: str = Field(
+        default="UTC",
+        description="IANA time zone whose calendar days the gold marts count in (e.g. 'Europe/Berlin'); "
+        "DST-correct. Changing it recomputes every mart.",
+    )
     funnels_path: Path | None = Field(
         default=None, description="Funnel definitions YAML; default warehouse/funnels.yaml in the repository."
     )
@@ -181,6 +187,16 @@ class Settings(BaseSettings):
     gold_timeout_s: float = Field(
         default=900, gt=0, description="How long `make up` waits for gold to cover the replayed bronze (s)."
     )
+
+    @field_validator("reporting_timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        """Only IANA names the tz database knows (``zoneinfo``), e.g. ``America/New_York``."""
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {name!r} (e.g. 'UTC', 'Europe/Berlin')") from exc
+        return name
 
     @property
     def lake_root(self) -> str:

@@ -27,7 +27,7 @@ class GoldNotReadyError(TimeoutError):
 
 @dataclass(frozen=True)
 class AppSummary:
-    """DAU/MAU of one (app, source) on its last day with data (UTC)."""
+    """DAU/MAU of one (app, source) on its last day with data (a day of the reporting time zone)."""
 
     app: str
     source: str
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0],
         epilog="Columns: days = calendar days from the (app, source)'s first to its last day with events, idle "
         "days included (DAU 0); avg DAU = mean over those days; MAU 30d = people in the 30 days up to the last day; "
-        "MAU month = people in that calendar month. Days are UTC.",
+        "MAU month = people in that calendar month. Days are those of EVENTLAKE_REPORTING_TIMEZONE (default UTC).",
     )
     parser.add_argument("--bronze-version", type=int, help="wait until gold covers this bronze version")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait (default 900)")

@@ -1,4 +1,4 @@
--- Gold marts and their watermarks (idempotent DDL). Day columns are DATE (UTC calendar days).
+-- Gold marts and their watermarks (idempotent DDL). Day columns are DATE: calendar days of the reporting time zone (EVENTLAKE_REPORTING_TIMEZONE, default UTC).
 create table if not exists daily_active_users (
     app varchar not null,
     source varchar not null,

@@ -1,14 +1,17 @@
--- resolved_events: silver rows with their person (identity stitching, pipelines/identity.py):
+-- resolved_events: silver rows with their reporting day and person. `day` is the calendar day of the
+-- event in the reporting time zone (reporting_settings.timezone, an IANA name; DST-correct through
+-- DuckDB's ICU time zones), a DATE. Person (identity stitching, pipelines/identity.py):
 -- person_id = user_id, else the person the anonymous id is linked to, else the person the session
 -- id is linked to, else the anonymous id, else the session id (an anonymous visitor).
 -- people_events: the activity that people metrics count, defined once for every mart: resolved
 -- events with a person, bot/crawler traffic excluded (it stays in silver).
--- Inputs: view silver_events, table identity_links. Filters on `day` push down to the partitions.
+-- Inputs: view silver_events (pipelines.gold registers only the partitions a refresh reads), tables
+-- identity_links and reporting_settings(timezone).
 create or replace temp view resolved_events as
 select
     silver.app,
     silver.source,
-    silver.event_date as day,
+    cast(timezone((select timezone from reporting_settings), silver."timestamp") as date) as day,
     coalesce(
         silver.user_id, by_anonymous_id.person_id, by_session_id.person_id, silver.anonymous_id, silver.session_id
     ) as person_id,

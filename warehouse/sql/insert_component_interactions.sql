@@ -1,4 +1,4 @@
--- component_interactions: how people use each UI component, per app, UTC day, page and interaction.
+-- component_interactions: how people use each UI component, per app, reporting day, page and interaction.
 -- Definition: an interaction is any people_events row whose properties name a component —
 -- `component` (a stable component name) or else `selector` (a CSS selector), see the event
 -- conventions in docs/analytics.md; `interaction` is its event type (click, component_view, …).

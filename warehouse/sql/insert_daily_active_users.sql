@@ -1,4 +1,4 @@
--- daily_active_users: DAU, the number of distinct people active per app per UTC day.
+-- daily_active_users: DAU, the number of distinct people active per app per reporting day.
 -- Grain: (app, source, day); every day between an (app, source)'s first and last event day has a row (0 when idle).
 -- People: view people_events (create_people_events.sql): user id else session id, bots excluded.
 -- Definition as in PostHog "unique users" trends / Mixpanel DAU: count(distinct person) per day.

@@ -1,4 +1,4 @@
--- daily_event_counts: events and distinct people per app, UTC day, event type and bot flag.
+-- daily_event_counts: events and distinct people per app, reporting day, event type and bot flag.
 -- Grain: (app, source, day, event_type, is_bot); only combinations that occurred have a row.
 -- Feeds "events by type per day" (is_bot = false) and "share of bot traffic" (events by is_bot).
 -- People: person_id of resolved_events (identity-stitched, as people_events), counted within the group.

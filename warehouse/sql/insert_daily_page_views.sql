@@ -1,4 +1,4 @@
--- daily_page_views: page views and distinct people per app, UTC day and page URL (people only).
+-- daily_page_views: page views and distinct people per app, reporting day and page URL (people only).
 -- Grain: (app, source, day, page_url). page_view events of people_events' population (bots excluded),
 -- URLs as scrubbed in silver. Feeds "top pages".
 -- Inputs: resolved_events, refresh_days(app, source, day); $first_day/$last_day bound the scanned partitions.

@@ -1,4 +1,4 @@
--- error_summary: error events grouped by a normalized stack fingerprint, per app, UTC day and group.
+-- error_summary: error events grouped by a normalized stack fingerprint, per app, reporting day and group.
 -- Definition (event conventions in docs/analytics.md): an `errors` (or `error`) event whose properties
 -- carry `stackTrace` (or `stack`), `message` and optionally `type`.
 --   fingerprint  first 16 hex digits of md5(error_type || frames); frames are the stack's frame lines

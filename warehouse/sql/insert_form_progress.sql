@@ -1,4 +1,4 @@
--- form_progress: how far people get in each form, per app, UTC day, form and step (field position).
+-- form_progress: how far people get in each form, per app, reporting day, form and step (field position).
 -- Definition (event conventions in docs/analytics.md): a `form_field` event says a person reached
 -- field `field` at position `step` (an integer from 1) of form `form`; a `form_submit` event with the
 -- same `form` says they submitted it. Per person, form and day, the furthest step is the highest step

@@ -1,6 +1,6 @@
 -- funnel_steps: ordered funnels per app, source, funnel, period and step.
 -- Definition (PostHog's sequential funnels, https://posthog.com/docs/product-analytics/funnels):
---   an attempt starts at a person's first step-1 event in the period (UTC day, or ISO week from Monday);
+--   an attempt starts at a person's first step-1 event in the period (reporting day, or ISO week from Monday);
 --   step k+1 is reached at the person's first step-(k+1) event at or after the moment step k was
 --   reached (strictly after when steps k and k+1 share an event type, so one event never counts for
 --   two steps, as PostHog does), and no later than conversion_window_s after the attempt started. Per step:

@@ -1,4 +1,4 @@
--- monthly_active_users: MAU per app and UTC day, two standard definitions side by side:
+-- monthly_active_users: MAU per app and reporting day, two standard definitions side by side:
 --   mau_rolling_30d    distinct people active in the 30 days ending on `day` (day-29 .. day),
 --                      the rolling definition of PostHog/Amplitude "monthly active";
 --   mau_calendar_month distinct people active in the calendar month containing `day`

@@ -1,4 +1,4 @@
--- sessions: one row per visit, per app and source, keyed by the UTC day it started (Snowplow's
+-- sessions: one row per visit, per app and source, keyed by the reporting day it started (Snowplow's
 -- sessions model; Google Analytics' session definition).
 -- Definition: a person's events that carry a client session id form one session per id. Events
 -- without one are split by inactivity: a gap of more than $timeout_s seconds between a person's
@@ -7,7 +7,7 @@
 --   session_key        md5 of app, source, person and the client session id, else the start time (µs);
 --   started_at/ended_at  first and last event (UTC); duration_s the difference (0 for one event);
 --   events, page_views  counts; entry_page/exit_page  page_url of the first/last event with a page.
--- Grain: (app, source, day, session_key), day = UTC day of started_at. No person id (served to dashboards).
+-- Grain: (app, source, day, session_key), day = reporting day of started_at. No person id (served to dashboards).
 -- Incremental: a changed day D refreshes D - 1 .. D + 1 (a session may cross midnight into D, and a
 -- new event on D can merge D's last session with one starting after midnight); the scan reaches one
 -- day further each way. A session running more than 24 h past the scanned days is cut there.
@@ -17,7 +17,7 @@ insert into sessions (
     entry_page, exit_page
 )
 with scoped as (
-    select app, source, person_id, session_id, event_id, event_type, "timestamp", page_url
+    select app, source, day, person_id, session_id, event_id, event_type, "timestamp", page_url
     from people_events
     where day between $first_day and $last_day
 ),
@@ -53,6 +53,7 @@ visits as (
         source,
         person_id,
         session_id as client_session_id,
+        arg_min(day, ("timestamp", event_id)) as day,
         min("timestamp") as started_at,
         max("timestamp") as ended_at,
         count(*) as events,
@@ -67,7 +68,7 @@ final as (
     select
         visits.app,
         visits.source,
-        cast(visits.started_at at time zone 'UTC' as date) as day,
+        visits.day,
         md5(
             concat_ws(
                 chr(31), visits.app, visits.source, visits.person_id,
@@ -86,7 +87,7 @@ final as (
     inner join refresh_days as refresh
         on refresh.app = visits.app
         and refresh.source = visits.source
-        and refresh.day = cast(visits.started_at at time zone 'UTC' as date)
+        and refresh.day = visits.day
 )
 
 select

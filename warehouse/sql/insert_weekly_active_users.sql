@@ -1,4 +1,4 @@
--- weekly_active_users: WAU per app and UTC day, two standard definitions side by side:
+-- weekly_active_users: WAU per app and reporting day, two standard definitions side by side:
 --   wau_rolling_7d     distinct people active in the 7 days ending on `day` (day-6 .. day), the
 --                      rolling definition of PostHog/Amplitude "weekly active";
 --   wau_calendar_week  distinct people active in the ISO week (Monday to Sunday) containing `day`

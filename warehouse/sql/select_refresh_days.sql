@@ -1,6 +1,7 @@
 -- Days of a gold mart to recompute after silver changed.
--- Grain: one row per (app, source, day). Inputs: view silver_events, temp table changed_days(app, source, day)
--- holding the (app, source, event_date) triples that received new silver rows.
+-- Grain: one row per (app, source, day), days of the reporting time zone. Inputs: view silver_events,
+-- reporting_settings(timezone), changed_days(app, source, day): the reporting days of new silver rows
+-- and identity merges (select_changed_days.sql).
 -- A day is refreshed when a changed day falls in its trailing window of $window_days days
 -- (1 for DAU, 30 for rolling MAU) or up to $lookback_days after it (funnels: a day's events can
 -- complete attempts entered that many days before), when it shares a calendar month with a
@@ -10,7 +11,11 @@
 -- for it yet (the day spine grew).
 -- {gold_table} is a whitelisted identifier formatted in by warehouse.gold.
 with bounds as (
-    select app, source, min(event_date) as first_day, max(event_date) as last_day
+    select
+        app,
+        source,
+        cast(timezone((select timezone from reporting_settings), min("timestamp")) as date) as first_day,
+        cast(timezone((select timezone from reporting_settings), max("timestamp")) as date) as last_day
     from silver_events
     group by app, source
 ),

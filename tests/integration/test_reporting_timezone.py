@@ -1,0 +1,129 @@
+"""Reporting days in an IANA time zone: DST-correct day boundaries, stored as DATE, incremental."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+import pytest
+
+from pipelines.gold import refresh_mart
+from warehouse import gold
+from warehouse.lake import Lake
+from warehouse.settings import get_settings
+from warehouse.tables import DAILY_ACTIVE_USERS, EVENTS, SESSIONS, WEEKLY_ACTIVE_USERS
+
+pytestmark = pytest.mark.integration
+
+_ids = iter(range(1_000_000))
+
+
+def silver(events: list[tuple[str, str]]) -> pa.Table:
+    """(person, UTC time as RFC 3339) page views of app 'a'."""
+    rows = []
+    for person, when in events:
+        ts = datetime.fromisoformat(when)
+        rows.append(
+            {
+                "event_id": f"e{next(_ids)}",
+                "event_type": "page_view",
+                "app": "a",
+                "source": "web",
+                "source_format": "native",
+                "timestamp": ts,
+                "event_date": ts.astimezone(UTC).date(),
+                "received_at": ts,
+                "user_id": person,
+                "is_bot": False,
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=EVENTS.schema)
+
+
+@pytest.fixture
+def zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("EVENTLAKE_REPORTING_TIMEZONE", "America/New_York")
+    get_settings.cache_clear()
+    yield "America/New_York"
+    get_settings.cache_clear()
+
+
+def by_hand(events: list[tuple[str, str]], zone: str) -> dict[date, int]:
+    """DAU with Python's zoneinfo: each event's local calendar day."""
+    people: dict[date, set[str]] = defaultdict(set)
+    for person, when in events:
+        people[datetime.fromisoformat(when).astimezone(ZoneInfo(zone)).date()].add(person)
+    return {day: len(who) for day, who in people.items()}
+
+
+# Around both 2024 DST changes in New York (clocks forward on 10 March, back on 3 November).
+EVENTS_NY = [
+    ("a", "2024-03-10T04:30:00+00:00"),  # 9 March 23:30 EST
+    ("b", "2024-03-10T05:30:00+00:00"),  # 10 March 00:30 EST
+    ("c", "2024-03-11T03:30:00+00:00"),  # 10 March 23:30 EDT (a 23-hour day)
+    ("d", "2024-03-11T04:30:00+00:00"),  # 11 March 00:30 EDT
+    ("e", "2024-11-03T05:30:00+00:00"),  # 3 November 01:30 EDT
+    ("f", "2024-11-03T06:30:00+00:00"),  # 3 November 01:30 EST (the hour repeats)
+    ("g", "2024-11-04T04:30:00+00:00"),  # 3 November 23:30 EST (a 25-hour day)
+    ("h", "2024-11-04T05:30:00+00:00"),  # 4 November 00:30 EST
+]
+
+
+def test_days_follow_the_reporting_zone_across_dst(tmp_path: Path, zone: str) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    lake.append(EVENTS, silver(EVENTS_NY))
+    con = gold.connect(tmp_path / "w.duckdb")
+    refresh_mart(con, lake, DAILY_ACTIVE_USERS)
+    dau = dict(con.execute("select day, dau from daily_active_users where dau > 0").fetchall())
+    assert dau == by_hand(EVENTS_NY, zone)
+    assert dau == {
+        date(2024, 3, 9): 1,
+        date(2024, 3, 10): 2,
+        date(2024, 3, 11): 1,
+        date(2024, 11, 3): 3,
+        date(2024, 11, 4): 1,
+    }
+    assert con.execute("select typeof(day) from daily_active_users limit 1").fetchone() == ("DATE",)
+
+    # a late event on the evening of 9 March (local) is 10 March in UTC: only 9 March is rewritten
+    version = lake.append(EVENTS, silver([("z", "2024-03-10T03:00:00+00:00")]))
+    refresh_mart(con, lake, DAILY_ACTIVE_USERS)
+    stamped = con.execute("select day from daily_active_users where silver_version = ?", [version]).fetchall()
+    assert stamped == [(date(2024, 3, 9),)]
+    assert con.execute("select dau from daily_active_users where day = '2024-03-09'").fetchone() == (2,)
+
+    # calendar weeks are local too: Sunday 10 March 23:30 EDT belongs to the week of Monday 4 March
+    refresh_mart(con, lake, WEEKLY_ACTIVE_USERS)
+    week = "select wau_calendar_week from weekly_active_users where day = ?"
+    assert con.execute(week, [date(2024, 3, 10)]).fetchone() == (4,)  # a, b, c, z
+    assert con.execute(week, [date(2024, 3, 11)]).fetchone() == (1,)  # d
+    con.close()
+
+
+def test_sessions_take_the_local_day_they_started_and_a_new_zone_recomputes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    # 23:50 and 00:10 local in Kathmandu (+05:45): one session, started on 1 May there
+    lake.append(EVENTS, silver([("k", "2024-05-01T18:05:00+00:00"), ("k", "2024-05-01T18:25:00+00:00")]))
+    con = gold.connect(tmp_path / "w.duckdb")
+    refresh_mart(con, lake, SESSIONS)
+    assert con.execute("select day, events from sessions").fetchall() == [(date(2024, 5, 1), 2)]
+    monkeypatch.setenv("EVENTLAKE_REPORTING_TIMEZONE", "Asia/Kathmandu")
+    get_settings.cache_clear()
+    try:
+        assert refresh_mart(con, lake, SESSIONS).silver_from == -1  # another zone: everything again
+        assert con.execute("select day, events from sessions").fetchall() == [(date(2024, 5, 1), 2)]
+        refresh_mart(con, lake, DAILY_ACTIVE_USERS)
+        # the second event is 2 May in Kathmandu: both days have the person
+        assert con.execute("select day, dau from daily_active_users order by day").fetchall() == [
+            (date(2024, 5, 1), 1),
+            (date(2024, 5, 2), 1),
+        ]
+    finally:
+        get_settings.cache_clear()
+    con.close()
