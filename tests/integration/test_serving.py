@@ -38,13 +38,17 @@ READER = textwrap.dedent(
 
 def write_version(con: duckdb.DuckDBPyConnection, version: int) -> None:
     con.execute("delete from daily_active_users; delete from weekly_active_users; delete from monthly_active_users")
-    con.execute("insert into daily_active_users values ('a', 'web', ?, ?)", [date(2024, 1, 1), version])
     con.execute(
-        "insert into weekly_active_users values ('a', 'web', ?, ?, ?, ?)",
+        "insert into daily_active_users (app, source, day, dau) values ('a', 'web', ?, ?)", [date(2024, 1, 1), version]
+    )
+    con.execute(
+        "insert into weekly_active_users (app, source, day, calendar_week, wau_rolling_7d, wau_calendar_week)"
+        " values ('a', 'web', ?, ?, ?, ?)",
         [date(2024, 1, 1), date(2024, 1, 1), version, version],
     )
     con.execute(
-        "insert into monthly_active_users values ('a', 'web', ?, ?, ?, ?)",
+        "insert into monthly_active_users (app, source, day, calendar_month, mau_rolling_30d, mau_calendar_month)"
+        " values ('a', 'web', ?, ?, ?, ?)",
         [date(2024, 1, 1), date(2024, 1, 1), version * 2, version * 2],
     )
 
