@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from warehouse.tables import (
     DAILY_ACTIVE_USERS,
     DAILY_EVENT_COUNTS,
     DAILY_PAGE_VIEWS,
+    DAILY_SESSIONS,
     ERROR_SUMMARY,
     FORM_PROGRESS,
     FUNNEL_STEPS,
@@ -63,7 +64,8 @@ class Mart:
     trailing window contains D). ``whole_month`` / ``whole_week``: a changed day also refreshes
     its calendar month / ISO week. ``fill_spine``: the mart has a row for every day between an
     (app, source)'s first and last event day. ``inputs``: what else its SQL reads (:class:`MartInputs`).
-    ``person_level``: its rows name people (state for other marts): kept out of the serving snapshot.
+    ``served``: copied into the serving snapshot; false for state other marts read (person-level rows,
+    one row per session). ``reads``: gold marts its SQL reads, refreshed before it.
     """
 
     table: str
@@ -73,7 +75,8 @@ class Mart:
     whole_week: bool = False
     fill_spine: bool = False
     inputs: Callable[[], MartInputs] = MartInputs
-    person_level: bool = False
+    served: bool = True
+    reads: tuple[str, ...] = ()
 
 
 def calendar_week_inputs() -> MartInputs:
@@ -104,6 +107,11 @@ def session_inputs() -> MartInputs:
     return MartInputs(lookback_days=1, definition=f"session_timeout_s={timeout_s}", params={"timeout_s": timeout_s})
 
 
+def daily_session_inputs() -> MartInputs:
+    """Daily sessions: the same days and definition as :func:`session_inputs`, read from ``sessions``."""
+    return replace(session_inputs(), params={})
+
+
 MARTS: dict[str, Mart] = {
     DAILY_ACTIVE_USERS: Mart(DAILY_ACTIVE_USERS, "insert_daily_active_users", fill_spine=True),
     WEEKLY_ACTIVE_USERS: Mart(
@@ -118,8 +126,11 @@ MARTS: dict[str, Mart] = {
     FORM_PROGRESS: Mart(FORM_PROGRESS, "insert_form_progress"),
     COMPONENT_INTERACTIONS: Mart(COMPONENT_INTERACTIONS, "insert_component_interactions"),
     ERROR_SUMMARY: Mart(ERROR_SUMMARY, "insert_error_summary"),
-    SESSIONS: Mart(SESSIONS, "insert_sessions", window_days=2, inputs=session_inputs),
-    ACTIVE_PERSON_WEEKS: Mart(ACTIVE_PERSON_WEEKS, "insert_active_person_weeks", whole_week=True, person_level=True),
+    SESSIONS: Mart(SESSIONS, "insert_sessions", window_days=2, inputs=session_inputs, served=False),
+    DAILY_SESSIONS: Mart(
+        DAILY_SESSIONS, "insert_daily_sessions", window_days=2, inputs=daily_session_inputs, reads=(SESSIONS,)
+    ),
+    ACTIVE_PERSON_WEEKS: Mart(ACTIVE_PERSON_WEEKS, "insert_active_person_weeks", whole_week=True, served=False),
 }
 
 

@@ -23,10 +23,11 @@ from warehouse.tables import DATA_QUALITY_DAILY, GOLD_WATERMARKS, RETENTION_COHO
 log = logging.getLogger(__name__)
 
 #: Gold tables copied into every snapshot, besides the extra tables passed in: the aggregate marts
-#: (person-level state stays in the warehouse). The watermarks travel along so readers can tell
-#: which bronze version the served numbers cover.
+#: (person-level and per-session state stays in the warehouse, so the snapshot stays small and holds
+#: no person ids). The watermarks travel along so readers can tell which bronze version the served
+#: numbers cover.
 SNAPSHOT_TABLES = (
-    *(name for name, mart in MARTS.items() if not mart.person_level),
+    *(name for name, mart in MARTS.items() if mart.served),
     RETENTION_COHORTS,
     DATA_QUALITY_DAILY,
     GOLD_WATERMARKS,

@@ -52,18 +52,3 @@ select
     max(last_seen_at) as last_seen_at
 from error_summary
 group by app, source, fingerprint;
-
--- daily_sessions: sessions per app, source and day they started, with the bounce rate (share of
--- sessions with at most one page view, Google Analytics' classic definition), the median session
--- length in seconds and the mean events per session.
-create or replace view daily_sessions as
-select
-    app,
-    source,
-    day,
-    count(*) as sessions,
-    round(count(*) filter (where page_views <= 1) / count(*), 4) as bounce_rate,
-    median(duration_s) as median_duration_s,
-    round(avg(events), 2) as events_per_session
-from sessions
-group by app, source, day;

@@ -1,0 +1,179 @@
+"""Gold update cost against history size: one new day of events on a small and a large history.
+
+For each history size (default 1M and 50M events) the benchmark writes a synthetic silver table
+straight to a temporary lake (bronze and the silver step are not what is measured here): 180 days
+of events of one app, people drawn from a pool of history/100 users, 60% page views, 25% component
+clicks, 10% form field events, 4% errors with stack traces, 1% bots. It builds gold once from that
+history (timed, not the target), then appends one new day of ``--update`` events (default 1M) and
+times what one pipeline run does with it, as the Dagster assets do:
+
+* ``marts``: ``refresh_mart`` of every incremental mart (identity refresh included), each reading
+  the change data feed of the new version;
+* ``checks``: each mart's GE invariants on the rows that refresh rewrote;
+* ``retention``: the ``retention_cohorts`` rebuild from ``active_person_weeks``;
+* ``data_quality``: ``data_quality_daily``, a full recompute over bronze, silver and quarantine;
+* ``snapshot``: publishing the serving snapshot.
+
+The fixed part of a run is reported on its own line (``no-op run``: the same calls when nothing
+is new: opening the tables, reading watermarks and bounds). Prints seconds per part and history
+size, and the ratio large/small; the target is update compute within 1.5x. Usage:
+``.venv/bin/python bench/bench_gold.py [--histories 1000000 50000000] [--update 1000000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipelines.assets import validate_mart  # noqa: E402
+from pipelines.gold import refresh_data_quality, refresh_mart, refresh_retention  # noqa: E402
+from warehouse import gold  # noqa: E402
+from warehouse.gold import MARTS  # noqa: E402
+from warehouse.lake import Lake  # noqa: E402
+from warehouse.serving import publish_snapshot  # noqa: E402
+from warehouse.tables import EVENTS, RETENTION_COHORTS  # noqa: E402
+
+FIRST_DAY = date(2024, 1, 1)
+DAYS = 180
+CHUNK = 5_000_000
+PAGES = [f"https://app.example.com/p/{i}" for i in range(200)]
+PROPERTIES = {
+    "page_view": ["{}"],
+    "click": [f'{{"component": "button-{i}"}}' for i in range(50)],
+    "form_field": [f'{{"form": "signup", "field": "f{i}", "step": {i}}}' for i in range(1, 13)],
+    "errors": [
+        f'{{"message": "Cannot read id of undefined", "stackTrace": "TypeError: x\\n    at f{i} (https://a/app.js:{i}:7)"}}'
+        for i in range(20)
+    ],
+}
+TYPES = list(PROPERTIES)
+TYPE_SHARES = [0.60, 0.25, 0.10, 0.05]
+
+
+def synthetic_silver(rng: np.random.Generator, start: int, n: int, users: int, first: date, days: int) -> pa.Table:
+    """``n`` silver rows (ids from ``start``) spread uniformly over ``days`` days from ``first``."""
+    day_index = rng.integers(0, days, n)
+    epoch_us = (
+        np.datetime64(first, "us").astype(np.int64)
+        + day_index * 86_400_000_000
+        + rng.integers(0, 86_400_000_000, n)
+    )
+    kinds = rng.choice(len(TYPES), n, p=TYPE_SHARES)
+    properties = np.empty(n, dtype=object)
+    for k, kind in enumerate(TYPES):
+        where = np.flatnonzero(kinds == k)
+        options = np.array(PROPERTIES[kind], dtype=object)
+        properties[where] = options[rng.integers(0, len(options), where.size)]
+    ids = pc.cast(pa.array(np.arange(start, start + n)), pa.string())
+    user_numbers = pc.cast(pa.array(rng.integers(0, users, n)), pa.string())
+    timestamps = pa.array(epoch_us, pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC"))
+    columns = {
+        "event_id": pc.binary_join_element_wise("e", ids, ""),
+        "event_type": pa.array(np.array(TYPES, dtype=object)[kinds], pa.string()),
+        "app": pa.array(np.full(n, "bench", dtype=object), pa.string()),
+        "source": pa.array(np.full(n, "local", dtype=object), pa.string()),
+        "source_format": pa.array(np.full(n, "native", dtype=object), pa.string()),
+        "timestamp": timestamps,
+        "event_date": pc.cast(timestamps, pa.date32()),
+        "received_at": timestamps,
+        "user_id": pc.binary_join_element_wise("u", user_numbers, ""),
+        "page_url": pa.array(np.array(PAGES, dtype=object)[rng.integers(0, len(PAGES), n)], pa.string()),
+        "properties": pa.array(properties, pa.string()),
+        "is_bot": pa.array(rng.random(n) < 0.01),
+    }
+    length = len(columns["event_id"])
+    full = {name: columns.get(name, pa.nulls(length, EVENTS.schema.field(name).type)) for name in EVENTS.schema.names}
+    return pa.table(full, schema=EVENTS.schema)
+
+
+def timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def run_pipeline(con: object, lake: Lake, serving: Path) -> dict[str, float]:
+    """One run's gold work, timed by part (the Dagster assets' calls, in their order)."""
+    parts = dict.fromkeys(("marts", "checks", "retention", "data_quality", "snapshot"), 0.0)
+    for name in MARTS:
+        started = time.perf_counter()
+        stats = refresh_mart(con, lake, name)  # type: ignore[arg-type]
+        parts["marts"] += time.perf_counter() - started
+        parts["checks"] += timed(lambda n=name, v=stats.silver_to: validate_mart(con, n, v))  # type: ignore[misc]
+    parts["retention"] = timed(lambda: refresh_retention(con))  # type: ignore[arg-type]
+    parts["checks"] += timed(lambda: validate_mart(con, RETENTION_COHORTS))  # type: ignore[arg-type]
+    parts["data_quality"] = timed(lambda: refresh_data_quality(con, lake))  # type: ignore[arg-type]
+    parts["snapshot"] = timed(lambda: publish_snapshot(con, serving))  # type: ignore[arg-type]
+    return parts
+
+
+def measure(history: int, update: int, root: Path) -> dict[str, float]:
+    rng = np.random.default_rng(7)
+    lake = Lake(str(root / "lake"))
+    users = max(10_000, history // 100)
+    started = time.perf_counter()
+    for start in range(0, history, CHUNK):
+        lake.append(EVENTS, synthetic_silver(rng, start, min(CHUNK, history - start), users, FIRST_DAY, DAYS))
+    write_s = time.perf_counter() - started
+    con = gold.connect(root / "warehouse.duckdb")
+    build = run_pipeline(con, lake, root / "serving.duckdb")
+    noop = run_pipeline(con, lake, root / "serving.duckdb")
+    new_day = FIRST_DAY + timedelta(days=DAYS)
+    lake.append(EVENTS, synthetic_silver(rng, history, update, users, new_day, 1))
+    result = run_pipeline(con, lake, root / "serving.duckdb")
+    con.close()
+    result["update compute"] = sum(result.values())
+    result["no-op run"] = sum(noop.values())
+    result["initial build"] = sum(build.values())
+    result["write history"] = write_s
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--histories", type=int, nargs="+", default=[1_000_000, 50_000_000])
+    parser.add_argument("--update", type=int, default=1_000_000, help="events of the new day")
+    parser.add_argument("--workdir", type=Path, default=None, help="where the lakes go (default: a temp dir)")
+    args = parser.parse_args()
+    base = args.workdir or Path(tempfile.mkdtemp(prefix="bench_gold_"))
+    results = {}
+    for history in args.histories:
+        root = base / f"h{history}"
+        shutil.rmtree(root, ignore_errors=True)
+        results[history] = measure(history, args.update, root)
+        shutil.rmtree(root, ignore_errors=True)
+        print(f"{datetime.now(UTC):%H:%M:%S} history {history:,}: done", file=sys.stderr, flush=True)
+    small, large = args.histories[0], args.histories[-1]
+    rows = [
+        "update compute",
+        "marts",
+        "checks",
+        "retention",
+        "data_quality",
+        "snapshot",
+        "no-op run",
+        "initial build",
+        "write history",
+    ]
+    print(f"\nOne new day of {args.update:,} events; seconds (2 cores)\n")
+    print(f"| part | {small:,} history | {large:,} history | ratio |")
+    print("|---|---|---|---|")
+    for row in rows:
+        a, b = results[small][row], results[large][row]
+        print(f"| {row} | {a:.2f} | {b:.2f} | {b / a:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
