@@ -66,9 +66,7 @@ def synthetic_silver(rng: np.random.Generator, start: int, n: int, users: int, f
     """``n`` silver rows (ids from ``start``) spread uniformly over ``days`` days from ``first``."""
     day_index = rng.integers(0, days, n)
     epoch_us = (
-        np.datetime64(first, "us").astype(np.int64)
-        + day_index * 86_400_000_000
-        + rng.integers(0, 86_400_000_000, n)
+        np.datetime64(first, "us").astype(np.int64) + day_index * 86_400_000_000 + rng.integers(0, 86_400_000_000, n)
     )
     kinds = rng.choice(len(TYPES), n, p=TYPE_SHARES)
     properties = np.empty(n, dtype=object)
