@@ -3,6 +3,12 @@
 All three run the same assets (silver step → gold marts → serving snapshot); the silver asset's
 ``mode`` config picks which rows it processes (:class:`pipelines.assets.SilverConfig`). Runs are
 serialized by the instance's run queue (``max_concurrent_runs: 1``), so they never overlap.
+
+They run in-process: every step of a run in the run's one process, one after the other. The gold
+steps share one DuckDB writer and would wait for each other anyway, the silver step has its own
+worker processes, and a process per step (Dagster's default multiprocess executor) paid a Python
+and Dagster import for each of the ~20 steps, which dominated a run on new events (the event-to-gold
+latency, bench/bench_freshness.py).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ def _silver_config(**config: str) -> dict[str, object]:
 ingest_to_gold = dg.define_asset_job(
     "ingest_to_gold",
     selection=_SELECTION,
+    executor_def=dg.in_process_executor,
     config=_silver_config(mode="ingest"),
     description="Bronze versions after silver's watermark → silver/quarantine → gold marts → serving snapshot.",
 )
@@ -30,6 +37,7 @@ ingest_to_gold = dg.define_asset_job(
 replay_quarantine = dg.define_asset_job(
     "replay_quarantine",
     selection=_SELECTION,
+    executor_def=dg.in_process_executor,
     config=_silver_config(mode="replay"),
     description="After a rule change: re-validate quarantined rows not replayed yet; those that now pass "
     "move to silver exactly once (recorded in quarantine/replays), then gold and serving follow.",
@@ -38,6 +46,7 @@ replay_quarantine = dg.define_asset_job(
 reprocess_silver = dg.define_asset_job(
     "reprocess_silver",
     selection=_SELECTION,
+    executor_def=dg.in_process_executor,
     config=_silver_config(mode="reprocess", first_day="YYYY-MM-DD", last_day="YYYY-MM-DD"),
     description="Rebuild silver for an event_date range from bronze (set first_day/last_day in the "
     "launchpad), e.g. after a scrub rule was added; idempotent. Gold recomputes the affected days.",

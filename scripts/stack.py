@@ -8,6 +8,9 @@
 3. waits until gold covers the last acknowledged bronze version (exit 1 after 15 minutes,
    ``EVENTLAKE_GOLD_TIMEOUT_S``), prints DAU/MAU per app;
 4. ``up``: serves until Ctrl-C; ``demo``: stops. Every process started is stopped on exit.
+
+``serve`` skips steps 2 and 3: the stack starts empty and serves (``bench/bench_freshness.py``
+drives it with its own load).
 """
 
 from __future__ import annotations
@@ -221,7 +224,7 @@ def start_superset(stack: Stack, data_dir: Path, port: int, serving_file: Path) 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=["up", "demo"])
+    parser.add_argument("mode", choices=["up", "demo", "serve"])
     args = parser.parse_args()
     started_at = time.monotonic()
 
@@ -310,6 +313,12 @@ def main() -> int:
         )
         if settings.superset:
             start_superset(stack, data_dir, settings.superset_port, settings.serving_file)
+
+        if args.mode == "serve":
+            say("serving an empty stack (no sample replay); press Ctrl-C to stop")
+            while True:
+                stack.check_alive()
+                time.sleep(1)
 
         replay_started = datetime.now(UTC)
         say("replaying the bundled samples through POST /v1/events …")

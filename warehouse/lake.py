@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -210,9 +211,18 @@ class Lake:
     def dataset(self, table: TableDef, version: int | None = None) -> pads.Dataset:
         """The table as a pyarrow dataset (frozen at ``version``, default latest).
 
-        An empty dataset of the right schema when the table does not exist yet.
+        An empty dataset of the right schema when the table does not exist yet. A given version
+        never changes, so its dataset is built once per process (:func:`_frozen_dataset`): every
+        gold mart of a run reads the same silver version, and listing its files costs time in
+        proportion to the table's history.
         """
-        dt = self.open(table, version)
+        if version is not None:
+            options = tuple(sorted((self.storage_options or {}).items()))
+            try:
+                return _frozen_dataset(self.uri(table), version, options)
+            except TableNotFoundError:
+                return pads.dataset(table.schema.empty_table())
+        dt = self.open(table)
         if dt is None:
             return pads.dataset(table.schema.empty_table())
         return dt.to_pyarrow_dataset()
@@ -242,3 +252,13 @@ class Lake:
         )
         self.append(WATERMARKS, row)
         log.info("watermark %s <- %s advanced to version %d", consumer, upstream, version)
+
+
+@lru_cache(maxsize=8)
+def _frozen_dataset(uri: str, version: int, storage_options: tuple[tuple[str, str], ...]) -> pads.Dataset:
+    """The pyarrow dataset of the Delta table at ``uri`` as of ``version`` (immutable, so cached).
+
+    Raises:
+        TableNotFoundError: there is no table at ``uri``.
+    """
+    return DeltaTable(uri, version=version, storage_options=dict(storage_options) or None).to_pyarrow_dataset()

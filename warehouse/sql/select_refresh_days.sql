@@ -1,7 +1,9 @@
 -- Days of a gold mart to recompute after silver changed.
--- Grain: one row per (app, source, day), days of the reporting time zone. Inputs: view silver_events,
--- reporting_settings(timezone), changed_days(app, source, day): the reporting days of new silver rows
--- and identity merges (select_changed_days.sql).
+-- Grain: one row per (app, source, day), days of the reporting time zone. Inputs: changed_days(app,
+-- source, day): the reporting days of new silver rows and identity merges (select_changed_days.sql),
+-- and the mart itself. An (app, source)'s days run from the first to the last day of the mart's rows
+-- and the changed days (all of silver's days on a first build, when every day is changed), so the
+-- cost follows the new data and the mart, never a scan of silver's history.
 -- A day is refreshed when a changed day falls in its trailing window of $window_days days
 -- (1 for DAU, 30 for rolling MAU) or up to $lookback_days after it (funnels: a day's events can
 -- complete attempts entered that many days before), when it shares a calendar month with a
@@ -10,13 +12,15 @@
 -- for dense marts ($fill_spine: one row per day, idle days included) — when the mart has no row
 -- for it yet (the day spine grew).
 -- {gold_table} is a whitelisted identifier formatted in by warehouse.gold.
-with bounds as (
-    select
-        app,
-        source,
-        cast(timezone((select timezone from reporting_settings), min("timestamp")) as date) as first_day,
-        cast(timezone((select timezone from reporting_settings), max("timestamp")) as date) as last_day
-    from silver_events
+with known_days as (
+    select app, source, day from changed_days
+    union all
+    select app, source, day from {gold_table}
+),
+
+bounds as (
+    select app, source, min(day) as first_day, max(day) as last_day
+    from known_days
     group by app, source
 ),
 
