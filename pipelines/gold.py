@@ -72,7 +72,9 @@ def refresh_mart(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str) -> 
     refresh_identity(con, lake, silver_version)
 
     # Deletes too: a reprocessed range (pipelines.silver.reprocess) may lose rows on some days.
-    changes = lake.changes(EVENTS, silver_from, silver_version, change_types=("insert", "delete"))
+    changes = lake.changes(
+        EVENTS, silver_from, silver_version, change_types=("insert", "delete"), columns=["app", "source", "timestamp"]
+    )
     changed = _changed_days(con, changes, merged_days(con, silver_from, silver_version), timezone)
     rewritten = 0
     con.begin()
@@ -105,7 +107,7 @@ def refresh_mart(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str) -> 
 
 def _changed_days(con: duckdb.DuckDBPyConnection, changes: pa.Table, merged: pa.Table, timezone: str) -> pa.Table:
     """The reporting days (app, source, day) that changed silver rows and identity merges touch."""
-    views = {"changed_rows": changes.select(["app", "source", "timestamp"]), "merged_days": merged}
+    views = {"changed_rows": changes, "merged_days": merged}
     for name, view in views.items():
         con.register(name, view)
     try:

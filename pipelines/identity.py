@@ -51,9 +51,13 @@ def refresh_identity(con: duckdb.DuckDBPyConnection, lake: Lake, silver_version:
     silver_from = previous.silver_version if previous else -1
     if silver_version <= silver_from:
         return IdentityStats(silver_from, silver_from, 0)
-    inserted = lake.changes(EVENTS, silver_from, silver_version)
-    new_silver = inserted.select([*_COLUMNS, "properties", "_commit_version"])
+    # Only the columns links need; properties (previousId) only of alias events.
+    new_silver = lake.changes(EVENTS, silver_from, silver_version, columns=_COLUMNS)
+    new_aliases = lake.changes(
+        EVENTS, silver_from, silver_version, predicate="event_type = 'alias'", columns=[*_COLUMNS, "properties"]
+    )
     con.register("new_silver", new_silver)
+    con.register("new_aliases", new_aliases)
     con.begin()
     try:
         before = con.table(IDENTITY_LINKS).aggregate("count(*)").fetchall()[0][0]
@@ -75,6 +79,7 @@ def refresh_identity(con: duckdb.DuckDBPyConnection, lake: Lake, silver_version:
         raise
     finally:
         con.unregister("new_silver")
+        con.unregister("new_aliases")
     log.info("identity: silver (%d, %d] added %d links", silver_from, silver_version, after - before)
     return IdentityStats(silver_from, silver_version, int(after - before))
 

@@ -168,26 +168,34 @@ class Lake:
         until_version: int,
         change_types: tuple[str, ...] = ("insert",),
         predicate: str | None = None,
+        columns: list[str] | None = None,
     ) -> pa.Table:
         """Rows changed in versions ``(after_version, until_version]`` from the change data feed.
 
         ``change_types``: which of ``insert``/``delete`` to keep (a predicate overwrite reports the
         rows it replaced as ``delete``). ``predicate``: a delta-rs SQL filter, e.g. on the partition
-        column. Adds ``_commit_version`` (int64) and, when more than one change type is asked for,
-        ``_change_type``; the other CDF bookkeeping columns are dropped.
+        column. ``columns``: read only these (default all). Adds ``_commit_version`` (int64) and,
+        when more than one change type is asked for, ``_change_type``; the other CDF bookkeeping
+        columns are dropped.
         """
         dt = self.open(table)
+        schema = pa.schema([table.schema.field(name) for name in columns or table.schema.names])
         extra = [pa.field("_commit_version", pa.int64())] + (
             [pa.field("_change_type", pa.string())] if len(change_types) > 1 else []
         )
         if dt is None or until_version <= after_version:
-            return pa.schema([*table.schema, *extra]).empty_table()
-        reader = dt.load_cdf(starting_version=after_version + 1, ending_version=until_version, predicate=predicate)
+            return pa.schema([*schema, *extra]).empty_table()
+        reader = dt.load_cdf(
+            starting_version=after_version + 1,
+            ending_version=until_version,
+            predicate=predicate,
+            columns=[*columns, "_change_type", "_commit_version"] if columns else None,
+        )
         changes = pa.table(reader.read_all())
         # delta-rs returns string_view columns, which pyarrow's filter kernels lack: cast first.
         change_type = changes["_change_type"].cast(pa.string())
         keep = pc.is_in(change_type, pa.array(change_types))
-        rows = changes.select(table.schema.names).cast(table.schema)
+        rows = changes.select(schema.names).cast(schema)
         rows = rows.append_column("_commit_version", changes["_commit_version"].cast(pa.int64()))
         if len(change_types) > 1:
             rows = rows.append_column("_change_type", change_type)

@@ -5,7 +5,8 @@
 -- First link wins, as PostHog's person merging: an alias already linked keeps its person (a shared
 -- device does not merge two users); among new candidates the earliest event (then the smallest
 -- user id) decides. A user id is always its own person (no user-to-user merge, PostHog's default).
--- Input: new_silver (silver rows inserted since the last identity refresh, with _commit_version).
+-- Inputs: new_silver (silver rows inserted since the last identity refresh, with _commit_version) and
+-- new_aliases (its alias events, with their properties).
 -- silver_version: the silver version whose rows created the link (marts use it to find merges to apply).
 insert into identity_links (app, alias_id, person_id, linked_by, linked_at, silver_version)
 with candidates as (
@@ -18,7 +19,7 @@ with candidates as (
     where user_id is not null and session_id is not null
     union all
     select app, properties ->> '$.previousId', user_id, 'alias', "timestamp", _commit_version
-    from new_silver
+    from new_aliases
     where event_type = 'alias' and user_id is not null and json_type(properties) = 'OBJECT'
 ),
 
