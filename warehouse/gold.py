@@ -158,12 +158,16 @@ def load_sql(name: str, gold_table: str | None = None) -> str:
 def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open the warehouse file; waits up to 60 s while another process holds its lock.
 
+    Memory is capped by ``EVENTLAKE_WAREHOUSE_MEMORY_LIMIT`` (a first build over a long history
+    spills to disk instead of exhausting the machine).
+
     Raises:
         duckdb.IOException: when the file stays locked (or cannot be opened) for 60 s.
+        duckdb.InvalidInputException: the memory limit setting is not a DuckDB size.
     """
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only)
+    con = duckdb.connect(str(path), read_only=read_only, config={"memory_limit": get_settings().warehouse_memory_limit})
     if not read_only:
         con.execute(load_sql("create_gold_tables"))
     return con

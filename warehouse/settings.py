@@ -131,6 +131,13 @@ class Settings(BaseSettings):
         default=50_000, ge=1, description="Smallest bronze batch (rows) for which silver starts worker processes."
     )
 
+    # gold: the DuckDB warehouse
+    warehouse_memory_limit: str = Field(
+        default="40%",
+        description="DuckDB memory_limit of the warehouse (e.g. '40%' of RAM or '4GB'); past it DuckDB spills "
+        "to disk. The rest is left to the Arrow reads of the lake and to Python.",
+    )
+
     # gold: reporting days, funnels and sessions
     reporting_timezone: str = Field(
         default="UTC",
