@@ -9,11 +9,14 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import httpx
+import orjson
+import pyarrow as pa
 import pytest
 
 # In-process runs read settings from the environment: never let them write a key under ./data.
@@ -22,9 +25,40 @@ os.environ.setdefault("EVENTLAKE_PSEUDONYM_KEY", "tests-only-pseudonym-key")
 from pipelines.assets import GOLD_ASSETS, data_quality_daily, retention_cohorts, serving_snapshot, silver_events
 from pipelines.resources import LakeResource, WarehouseResource
 from warehouse.lake import Lake
+from warehouse.tables import EVENTS
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
+
+_silver_ids = iter(range(10**9))
+
+
+def silver_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Silver rows for gold tests: each dict gives some columns, the rest take test defaults.
+
+    Defaults: a fresh ``event_id``, ``event_type`` page_view, app ``a``, source ``web``, native
+    format, ``event_date`` the UTC day of ``timestamp``, ``received_at`` = ``timestamp``, not a
+    bot; ``properties`` may be a dict (dumped to JSON) or JSON text. Other columns are null.
+    """
+    full = []
+    for row in rows:
+        ts = row["timestamp"]
+        properties = row.get("properties")
+        full.append(
+            {
+                "event_id": f"s{next(_silver_ids)}",
+                "event_type": "page_view",
+                "app": "a",
+                "source": "web",
+                "source_format": "native",
+                "event_date": ts.astimezone(UTC).date(),
+                "received_at": ts,
+                "is_bot": False,
+                **row,
+                "properties": orjson.dumps(properties).decode() if isinstance(properties, dict) else properties,
+            }
+        )
+    return pa.Table.from_pylist(full, schema=EVENTS.schema)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ the tests read which rows changed from the tables, not from a refresh counter.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines.gold import refresh_mart
-from tests.conftest import ApiServer, Env, materialize_all
+from tests.conftest import ApiServer, Env, materialize_all, silver_table
 from warehouse import gold
 from warehouse.lake import Lake
 from warehouse.tables import (
@@ -37,26 +36,12 @@ def silver(
     properties: object = None,
 ) -> pa.Table:
     """(day, user_id, anonymous_id, session_id) → silver rows of app 'a' at noon UTC."""
-    return pa.Table.from_pylist(
+    return silver_table(
         [
-            {
-                "event_id": f"e{next(_ids)}",
-                "event_type": event_type,
-                "app": "a",
-                "source": "web",
-                "source_format": "native",
-                "timestamp": datetime(day.year, day.month, day.day, 12, tzinfo=UTC),
-                "event_date": day,
-                "received_at": datetime(day.year, day.month, day.day, 12, tzinfo=UTC),
-                "user_id": user,
-                "anonymous_id": anonymous,
-                "session_id": session,
-                "properties": json.dumps(properties or {}),
-                "is_bot": False,
-            }
+            {"timestamp": datetime(day.year, day.month, day.day, 12, tzinfo=UTC), "event_type": event_type}
+            | {"user_id": user, "anonymous_id": anonymous, "session_id": session, "properties": properties or {}}
             for day, user, anonymous, session in rows
-        ],
-        schema=EVENTS.schema,
+        ]
     )
 
 

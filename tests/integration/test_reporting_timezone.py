@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines.gold import refresh_mart
+from tests.conftest import silver_table
 from warehouse import gold
 from warehouse.lake import Lake
 from warehouse.settings import get_settings
@@ -24,24 +25,7 @@ _ids = iter(range(1_000_000))
 
 def silver(events: list[tuple[str, str]]) -> pa.Table:
     """(person, UTC time as RFC 3339) page views of app 'a'."""
-    rows = []
-    for person, when in events:
-        ts = datetime.fromisoformat(when)
-        rows.append(
-            {
-                "event_id": f"e{next(_ids)}",
-                "event_type": "page_view",
-                "app": "a",
-                "source": "web",
-                "source_format": "native",
-                "timestamp": ts,
-                "event_date": ts.astimezone(UTC).date(),
-                "received_at": ts,
-                "user_id": person,
-                "is_bot": False,
-            }
-        )
-    return pa.Table.from_pylist(rows, schema=EVENTS.schema)
+    return silver_table([{"user_id": person, "timestamp": datetime.fromisoformat(when)} for person, when in events])
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines.gold import refresh_mart, refresh_retention
-from tests.conftest import SAMPLES, ApiServer, Env, materialize_all
+from tests.conftest import SAMPLES, ApiServer, Env, materialize_all, silver_table
 from tests.integration.test_end_to_end import replay_cli
 from warehouse import gold
 from warehouse.lake import Lake
@@ -73,23 +73,9 @@ WEEK = timedelta(weeks=1)
 
 
 def silver(events: list[tuple[str, str, datetime]]) -> pa.Table:
-    return pa.Table.from_pylist(
-        [
-            {
-                "event_id": event_id,
-                "event_type": "page_view",
-                "app": "app",
-                "source": "local",
-                "source_format": "native",
-                "timestamp": ts,
-                "event_date": ts.date(),
-                "received_at": ts,
-                "user_id": person,
-                "is_bot": person.startswith("bot"),
-            }
-            for event_id, person, ts in events
-        ],
-        schema=EVENTS.schema,
+    """(event id, person, time) page views; people named bot… are bots."""
+    return silver_table(
+        [{"event_id": e, "user_id": p, "timestamp": ts, "is_bot": p.startswith("bot")} for e, p, ts in events]
     )
 
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines.gold import refresh_mart
-from tests.conftest import SAMPLES, ApiServer, Env, materialize_all
+from tests.conftest import SAMPLES, ApiServer, Env, materialize_all, silver_table
 from tests.integration.test_end_to_end import replay_cli
 from warehouse import gold
 from warehouse.lake import Lake
@@ -75,26 +75,13 @@ MINUTE = timedelta(minutes=1)
 
 
 def silver(events: list[tuple[str, str, str | None, datetime, str | None]]) -> pa.Table:
-    """(event id, person, client session id, time, page) page views of app 'a'."""
-    return pa.Table.from_pylist(
+    """(event id, person, client session id, time, page) page views of app 'a'; bot… are bots."""
+    return silver_table(
         [
-            {
-                "event_id": event_id,
-                "event_type": "page_view",
-                "app": "a",
-                "source": "web",
-                "source_format": "native",
-                "timestamp": ts,
-                "event_date": ts.date(),
-                "received_at": ts,
-                "user_id": person,
-                "session_id": session,
-                "page_url": page,
-                "is_bot": person.startswith("bot"),
-            }
-            for event_id, person, session, ts, page in events
-        ],
-        schema=EVENTS.schema,
+            {"event_id": e, "user_id": p, "session_id": s, "timestamp": ts, "page_url": page}
+            | {"is_bot": p.startswith("bot")}
+            for e, p, s, ts, page in events
+        ]
     )
 
 

@@ -7,7 +7,6 @@ were worked out by hand from it, person by person, and are commented with how.
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines.gold import refresh_mart
-from tests.conftest import ApiServer, Env, materialize_all
+from tests.conftest import ApiServer, Env, materialize_all, silver_table
 from tests.integration.test_end_to_end import replay_cli
 from warehouse import gold
 from warehouse.lake import Lake
@@ -128,26 +127,13 @@ T0 = datetime(2024, 5, 1, 10, tzinfo=UTC)
 
 
 def silver(events: list[tuple[str, str, str, object, datetime]], page: str = f"{HOST}/p") -> pa.Table:
-    """Silver rows: (event id, person, event type, properties object or JSON text, time)."""
-    return pa.Table.from_pylist(
+    """Silver rows: (event id, person, event type, properties object or JSON text, time) of app 'app'."""
+    return silver_table(
         [
-            {
-                "event_id": event_id,
-                "event_type": event_type,
-                "app": "app",
-                "source": "local",
-                "source_format": "native",
-                "timestamp": ts,
-                "event_date": ts.date(),
-                "received_at": ts,
-                "user_id": person,
-                "page_url": page,
-                "properties": properties if isinstance(properties, str) else json.dumps(properties),
-                "is_bot": False,
-            }
-            for event_id, person, event_type, properties, ts in events
-        ],
-        schema=EVENTS.schema,
+            {"event_id": e, "user_id": p, "event_type": t, "properties": props, "timestamp": ts, "app": "app"}
+            | {"page_url": page, "source": "local"}
+            for e, p, t, props, ts in events
+        ]
     )
 
 
