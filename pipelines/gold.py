@@ -79,6 +79,10 @@ def refresh_mart(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str) -> 
     rewritten = 0
     con.begin()
     try:
+        if silver_from == -1:
+            # A first build or new definitions (funnels, time zone, session timeout): rows of days
+            # the new definition no longer produces must go too, not only the days rewritten.
+            con.execute(load_sql("delete_all_rows", mart.table))
         if changed.num_rows:
             rewritten = _rewrite(con, lake, mart, inputs, silver_version, changed)
         con.execute(

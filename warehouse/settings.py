@@ -6,6 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import duckdb
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -203,6 +204,10 @@ class Settings(BaseSettings):
             ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown IANA time zone {name!r} (e.g. 'UTC', 'Europe/Berlin')") from exc
+        # zoneinfo also reads file names DuckDB's ICU does not know (posixrules, right/UTC…).
+        known = duckdb.execute("select count(*) from pg_timezone_names() where name = $name", {"name": name}).fetchall()
+        if known[0][0] == 0:
+            raise ValueError(f"time zone {name!r} is not one DuckDB knows (use an IANA name such as 'Europe/Berlin')")
         return name
 
     @property

@@ -185,3 +185,19 @@ def rows(env: Env, sql: str) -> list[tuple]:
         return con.execute(sql).fetchall()
     finally:
         con.close()
+
+
+def test_blank_ids_are_no_ids(tmp_path: Path) -> None:
+    # Regression (hostile review): a client sending session "" made strangers one person.
+    lake = Lake(str(tmp_path / "lake"))
+    lake.append(
+        EVENTS,
+        pa.concat_tables(
+            [silver([(D1, "alice", "devA", "")]), silver([(D1, None, "devB", " ")]), silver([(D2, None, "devC", "")])]
+        ),
+    )
+    con = gold.connect(tmp_path / "w.duckdb")
+    refresh_mart(con, lake, DAILY_ACTIVE_USERS)
+    assert con.execute("select day, dau from daily_active_users order by day").fetchall() == [(D1, 2), (D2, 1)]
+    assert con.execute("select alias_id, person_id from identity_links").fetchall() == [("devA", "alice")]
+    con.close()

@@ -15,7 +15,7 @@ from pipelines.gold import refresh_mart
 from tests.conftest import silver_table
 from warehouse import gold
 from warehouse.lake import Lake
-from warehouse.settings import get_settings
+from warehouse.settings import Settings, get_settings
 from warehouse.tables import DAILY_ACTIVE_USERS, EVENTS, SESSIONS, WEEKLY_ACTIVE_USERS
 
 pytestmark = pytest.mark.integration
@@ -111,3 +111,27 @@ def test_sessions_take_the_local_day_they_started_and_a_new_zone_recomputes(
     finally:
         get_settings.cache_clear()
     con.close()
+
+
+def test_a_new_zone_leaves_no_row_of_the_old_days(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Regression (hostile review): rows of days only the old zone produced stayed, counting twice.
+    lake = Lake(str(tmp_path / "lake"))
+    lake.append(EVENTS, silver([("u1", "2026-01-05T11:00:00+00:00")]))
+    con = gold.connect(tmp_path / "w.duckdb")
+    refresh_mart(con, lake, DAILY_ACTIVE_USERS)
+    assert con.execute("select day, dau from daily_active_users").fetchall() == [(date(2026, 1, 5), 1)]
+    monkeypatch.setenv("EVENTLAKE_REPORTING_TIMEZONE", "Pacific/Kiritimati")  # +14: 01:00 on 6 January
+    get_settings.cache_clear()
+    try:
+        refresh_mart(con, lake, DAILY_ACTIVE_USERS)
+        assert con.execute("select day, dau from daily_active_users").fetchall() == [(date(2026, 1, 6), 1)]
+    finally:
+        get_settings.cache_clear()
+    con.close()
+
+
+@pytest.mark.parametrize("name", ["posixrules", "right/UTC", "Mars/Olympus", ""])
+def test_zones_duckdb_cannot_use_are_refused_at_start_up(name: str) -> None:
+    # Regression (hostile review): zoneinfo accepted posixrules, then every refresh failed in DuckDB.
+    with pytest.raises(ValueError, match="time zone"):
+        Settings(reporting_timezone=name)

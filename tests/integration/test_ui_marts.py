@@ -252,3 +252,30 @@ def test_components_need_a_name_or_selector_and_strip_query_and_fragment(tmp_pat
         (f"{HOST}/item", "buy", 1, 1),
     ]
     con.close()
+
+
+def test_the_stack_not_the_message_decides_type_and_group(tmp_path: Path) -> None:
+    # Regression (hostile review): a word ending in Error in the message, a frame named handleError
+    # or an empty stackTrace next to `stack` split one crash into several groups.
+    stack = "TypeError: x is undefined\n    at handleError (https://a/app.js:1:2)"
+    lake = Lake(str(tmp_path / "lake"))
+    lake.append(
+        EVENTS,
+        silver(
+            [
+                (
+                    "a",
+                    "p1",
+                    "errors",
+                    {"message": "request failed: NetworkError when fetching", "stackTrace": stack},
+                    T0,
+                ),
+                ("b", "p2", "errors", {"message": "request failed: timeout", "stackTrace": stack}, T0),
+                ("c", "p3", "errors", {"stackTrace": "", "stack": stack}, T0),
+            ]
+        ),
+    )
+    con = gold.connect(tmp_path / "w.duckdb")
+    refresh_mart(con, lake, ERROR_SUMMARY)
+    assert con.execute("select error_type, events from error_summary").fetchall() == [("TypeError", 3)]
+    con.close()

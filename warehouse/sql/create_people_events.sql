@@ -2,7 +2,8 @@
 -- event in the reporting time zone (reporting_settings.timezone, an IANA name; DST-correct through
 -- DuckDB's ICU time zones), a DATE. Person (identity stitching, pipelines/identity.py):
 -- person_id = user_id, else the person the anonymous id is linked to, else the person the session
--- id is linked to, else the anonymous id, else the session id (an anonymous visitor).
+-- id is linked to, else the anonymous id, else the session id (an anonymous visitor). A blank or
+-- whitespace-only id is no id (a client sending "" must not make strangers one person).
 -- people_events: the activity that people metrics count, defined once for every mart: resolved
 -- events with a person, bot/crawler traffic excluded (it stays in silver).
 -- Inputs: view silver_events (pipelines.gold registers only the partitions a refresh reads), tables
@@ -13,13 +14,17 @@ select
     silver.source,
     cast(timezone((select timezone from reporting_settings), silver."timestamp") as date) as day,
     coalesce(
-        silver.user_id, by_anonymous_id.person_id, by_session_id.person_id, silver.anonymous_id, silver.session_id
+        nullif(trim(silver.user_id), ''),
+        by_anonymous_id.person_id,
+        by_session_id.person_id,
+        nullif(trim(silver.anonymous_id), ''),
+        nullif(trim(silver.session_id), '')
     ) as person_id,
     silver.event_type,
     silver."timestamp",
     silver.page_url,
     silver.properties,
-    silver.session_id,
+    nullif(trim(silver.session_id), '') as session_id,
     silver.event_id,
     silver.is_bot
 from silver_events as silver

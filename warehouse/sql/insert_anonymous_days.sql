@@ -5,8 +5,8 @@
 insert or ignore into anonymous_days (app, source, alias_id, day)
 select distinct app, source, anonymous_id, event_date
 from new_silver
-where user_id is null and anonymous_id is not null
+where nullif(trim(user_id), '') is null and nullif(trim(anonymous_id), '') is not null
 union
 select distinct app, source, session_id, event_date
 from new_silver
-where user_id is null and session_id is not null
+where nullif(trim(user_id), '') is null and nullif(trim(session_id), '') is not null

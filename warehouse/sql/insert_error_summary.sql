@@ -8,7 +8,8 @@
 --                and hex addresses. Without frame lines the title (below) is grouped instead. As in
 --                Sentry's grouping: by stack when there is one (message ignored), else by message
 --                with its variable parts removed.
---   error_type   properties.type, else the first `…Error`/`…Exception` name in message or stack, else 'Error'.
+--   error_type   properties.type, else the `…Error`/`…Exception` name that starts a line of the stack
+--                (its header, or a Python traceback's last line), else of the message, else 'Error'.
 --   title        the message's first line (else a Python traceback's last line, else the stack's first),
 --                with quoted literals → '…', hex addresses and 8+ hex-digit runs → <hex>, numbers → <n>;
 --                at most 200 characters. A stack group shows its alphabetically first title.
@@ -24,7 +25,7 @@ with raw_errors as (
         day,
         person_id,
         "timestamp",
-        coalesce(properties ->> '$.stackTrace', properties ->> '$.stack', '') as stack,
+        coalesce(nullif(properties ->> '$.stackTrace', ''), properties ->> '$.stack', '') as stack,
         coalesce(properties ->> '$.message', '') as message,
         nullif(trim(properties ->> '$.type'), '') as declared_type
     from people_events
@@ -47,7 +48,9 @@ parsed as (
         *,
         coalesce(
             declared_type,
-            nullif(regexp_extract(message || chr(10) || stack, '([A-Za-z_$][A-Za-z0-9_$.]*(Error|Exception))', 1), ''),
+            -- a line that starts with `SomeError:` (a stack's header, a traceback's last line), stack first
+            nullif(regexp_extract(stack, '(?m)^\s*([A-Za-z_$][A-Za-z0-9_$.]*(?:Error|Exception))\s*(?::|$)', 1), ''),
+            nullif(regexp_extract(message, '(?m)^\s*([A-Za-z_$][A-Za-z0-9_$.]*(?:Error|Exception))\s*(?::|$)', 1), ''),
             'Error'
         ) as error_type,
         list_transform(

@@ -27,7 +27,9 @@ fresh as (
     select candidates.*
     from candidates
     anti join identity_links as known on known.app = candidates.app and known.alias_id = candidates.alias_id
-    where candidates.alias_id is not null and candidates.alias_id <> candidates.person_id
+    where nullif(trim(candidates.alias_id), '') is not null
+        and nullif(trim(candidates.person_id), '') is not null
+        and candidates.alias_id <> candidates.person_id
 ),
 
 final as (
