@@ -1,28 +1,87 @@
-"""Device and bot enrichment from the user agent (ua-parser with its Rust core, crawlerdetect).
+"""Device, platform, bot and country enrichment of silver rows.
 
-Both libraries are slow per distinct string, so results are cached by user agent.
+* User agent: browser, OS and device family from ua-parser (uap-core rules, Rust core); device
+  type and client type from device-detector (Matomo's rules); crawlers from crawlerdetect and
+  ua-parser's ``Spider`` device.
+* Platform (``web``, ``ios``, ``android``, ``desktop``, ``server``): the SDK context first (the
+  library that sent the event, its device type and OS, per Segment's context spec,
+  https://segment.com/docs/connections/spec/common/#context), else what the user agent says.
+* Country: ISO 3166-1 alpha-2 code of the client-sent location (pycountry's ISO tables).
+
+The parsers are slow per distinct string (device-detector ~10 ms per user agent), so results are
+cached per value here and silver calls them once per distinct value of a micro-batch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
+import orjson
+import pycountry
 from crawlerdetect import CrawlerDetect
+from device_detector import DeviceDetector
 from ua_parser import parse
 
 _crawlers = CrawlerDetect()
 
+PLATFORMS = ("web", "ios", "android", "desktop", "server")
+
+#: Official SDK names (``context.library.name``) → the platform they run on: Segment
+#: (https://segment.com/docs/connections/sources/catalog/), PostHog (``$lib``) and RudderStack.
+#: Cross-platform SDKs (React Native, Flutter) are absent on purpose: their OS decides.
+_LIBRARY_PLATFORMS = {
+    "analytics.js": "web",
+    "analytics-next": "web",
+    "@segment/analytics-next": "web",
+    "posthog-js": "web",
+    "web": "web",
+    "rudderlabs javascript sdk": "web",
+    "analytics-ios": "ios",
+    "analytics-swift": "ios",
+    "posthog-ios": "ios",
+    "rudder-ios-library": "ios",
+    "analytics-android": "android",
+    "analytics-kotlin": "android",
+    "posthog-android": "android",
+    "com.rudderstack.android.sdk.core": "android",
+    "analytics-node": "server",
+    "@segment/analytics-node": "server",
+    "analytics-python": "server",
+    "analytics-ruby": "server",
+    "analytics-go": "server",
+    "analytics-java": "server",
+    "analytics-php": "server",
+    "analytics.net": "server",
+    "analytics-csharp": "server",
+    "posthog-node": "server",
+    "posthog-python": "server",
+    "posthog-ruby": "server",
+    "posthog-go": "server",
+    "posthog-java": "server",
+    "posthog-php": "server",
+}
+_MOBILE_OS = {"ios": "ios", "ipados": "ios", "watchos": "ios", "tvos": "ios", "android": "android"}
+_DESKTOP_OS = {"windows", "mac", "mac os x", "macos", "linux", "ubuntu", "chrome os", "chromeos", "fedora", "debian"}
+
 
 @dataclass(frozen=True)
 class Device:
-    """What a user agent says about the client. Unknown parts are ``None``."""
+    """What a user agent says about the client. Unknown parts are ``None``.
+
+    ``device_type`` is device-detector's (``desktop``, ``smartphone``, ``tablet``, ``phablet``,
+    ``tv``, ``console``, ``wearable``, …); ``platform`` one of :data:`PLATFORMS`, or ``None``
+    when the agent does not say (a generic HTTP client).
+    """
 
     browser_family: str | None
     browser_version: str | None
     os_family: str | None
     os_version: str | None
     device_family: str | None
+    device_type: str | None
+    platform: str | None
     is_bot: bool
 
 
@@ -32,22 +91,117 @@ def _version(major: str | None, minor: str | None) -> str | None:
     return f"{major}.{minor}" if minor else major
 
 
+def _os_platform(os_name: str | None, desktop: bool) -> str | None:
+    name = (os_name or "").strip().lower()
+    if name in _MOBILE_OS:
+        return _MOBILE_OS[name]
+    return "desktop" if desktop and name in _DESKTOP_OS else None
+
+
+def _agent_platform(client_type: str, os_name: str | None) -> str | None:
+    """Platform from device-detector's client type and OS: a browser is ``web`` on any OS; a
+    native app is its OS's platform (``desktop`` for desktop OSes, e.g. Electron apps); an HTTP
+    library is ``server`` unless it runs on a mobile OS (okhttp inside an Android app)."""
+    if client_type == "browser":
+        return "web"
+    if client_type == "library":
+        return _os_platform(os_name, desktop=False) or "server"
+    if client_type in ("mobile app", "pim", "mediaplayer", "feed reader"):
+        return _os_platform(os_name, desktop=True)
+    return _os_platform(os_name, desktop=False)
+
+
 @lru_cache(maxsize=65_536)
 def device_from_user_agent(user_agent: str | None) -> Device:
-    """Parse a user agent (ua-parser's uap-core rules) and flag crawlers (crawlerdetect).
+    """Parse a user agent and flag crawlers.
 
     A missing user agent is not a bot by itself: server-side events often carry none.
     """
     if not user_agent:
-        return Device(None, None, None, None, None, False)
+        return Device(None, None, None, None, None, None, None, False)
     result = parse(user_agent)
     agent, os, device = result.user_agent, result.os, result.device
     is_bot = (device is not None and device.family == "Spider") or _crawlers.isCrawler(user_agent)
+    detected = DeviceDetector(user_agent, skip_bot_detection=True).parse()
     return Device(
         browser_family=agent.family if agent else None,
         browser_version=_version(agent.major, agent.minor) if agent else None,
         os_family=os.family if os else None,
         os_version=_version(os.major, os.minor) if os else None,
         device_family=device.family if device else None,
+        device_type=str(getattr(kind, "value", kind)) if (kind := detected.device_type()) else None,
+        platform=_agent_platform(detected.client_type(), detected.os_name() or None),
         is_bot=bool(is_bot),
     )
+
+
+def _member(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    value = obj.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _text(obj: dict[str, Any], key: str) -> str:
+    value = obj.get(key)
+    return value.strip().lower() if isinstance(value, str) else ""
+
+
+@lru_cache(maxsize=65_536)
+def platform_from_context(context: str | None) -> str | None:
+    """The platform an SDK context (JSON text) names, or ``None`` when it names none.
+
+    In order: a known SDK (``library.name``, see ``_LIBRARY_PLATFORMS``); ``device.type``
+    ``ios``/``android`` (Segment's mobile libraries set it); the OS (``os.name``: iOS/iPadOS →
+    ``ios``, Android → ``android``, a desktop OS with an ``app`` object → ``desktop``). Text that
+    is not a JSON object names none.
+    """
+    if not context:
+        return None
+    try:
+        parsed = orjson.loads(context)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(parsed, dict):
+        return None
+    library = _text(_member(parsed, "library"), "name")
+    if library in _LIBRARY_PLATFORMS:
+        return _LIBRARY_PLATFORMS[library]
+    device_type = _text(_member(parsed, "device"), "type")
+    if device_type in ("ios", "android"):
+        return device_type
+    return _os_platform(_text(_member(parsed, "os"), "name"), desktop=bool(_member(parsed, "app")))
+
+
+_COUNTRY_KEYS = ("countryCode", "country_code", "country")
+
+
+@lru_cache(maxsize=65_536)
+def country_from_location(location: str | None) -> str | None:
+    """ISO 3166-1 alpha-2 code of a client-sent location, or ``None`` when it names no country.
+
+    ``location`` is what silver's ``location`` column holds: JSON text of an object (Segment's
+    ``context.location``) whose ``countryCode``, ``country_code`` or ``country`` is read, or
+    free text whose last comma-separated part is read (``"Berlin, DE"``, ``"Lyon, France"``).
+    A part is an alpha-2 or alpha-3 code or an English country name (ISO 3166-1, via pycountry);
+    anything else (a city alone, a typo) is no country rather than a guess.
+    """
+    if not location:
+        return None
+    candidates: list[str] = []
+    if location.lstrip().startswith("{"):
+        try:
+            parsed = orjson.loads(location)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            candidates = [v for k in _COUNTRY_KEYS if isinstance(v := parsed.get(k), str)]
+    else:
+        candidates = [location.rsplit(",", 1)[-1]]
+    for candidate in candidates:
+        name = candidate.strip()
+        if not name:
+            continue
+        try:
+            return str(pycountry.countries.lookup(name).alpha_2)
+        except LookupError:
+            continue
+    return None

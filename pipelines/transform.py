@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from pipelines.consistency import duplicate_conflicts, type_conflicts
 from pipelines.decoding import decode_fields
-from pipelines.enrichment import Device, device_from_user_agent
+from pipelines.enrichment import Device, country_from_location, device_from_user_agent, platform_from_context
 from pipelines.parallel import RowPool
 from pipelines.pseudonyms import PERSONAL_ID_COLUMNS, Pseudonymizer
 from pipelines.scrubbing import Scrubber, scrub_json_texts, truncate_ip
@@ -137,6 +137,8 @@ def build_silver(
     ``pseudonymizer`` replaces identifiers holding personal data by their HMAC pseudonym
     (without one, such identifiers are kept: only tests and benchmarks pass none).
     ``pool`` spreads the per-row property scrub over worker processes (the same result).
+    Device, platform and country come from :mod:`pipelines.enrichment`, once per distinct user
+    agent, context and location (read before scrubbing: none of the three is stored from there).
     """
     scrubber = scrubber or Scrubber()
     texts = valid.select("properties")
@@ -168,16 +170,24 @@ def build_silver(
         )
         .unnest("device")
     )
-    silver = valid.join(devices, on="user_agent", how="left", nulls_equal=True).with_columns(
-        pl.col("timestamp").dt.date().alias("event_date"),
-        _map_distinct(valid["page_url"], scrubber.url).alias("page_url"),
-        _map_distinct(valid["referrer"], scrubber.url).alias("referrer"),
-        _map_distinct(valid["location"], scrubber.text).alias("location"),
-        _map_distinct(valid["context"], scrubber.json_text).alias("context"),
-        _map_distinct(valid["ip"], truncate_ip).alias("ip"),
-        pl.concat([scrubbed for scrubbed, _ in parts]),
-        pl.lit(run_id).alias("run_id"),
-        *ids,
+    silver = (
+        valid.join(devices, on="user_agent", how="left", nulls_equal=True)
+        .with_columns(
+            pl.col("timestamp").dt.date().alias("event_date"),
+            _map_distinct(valid["page_url"], scrubber.url).alias("page_url"),
+            _map_distinct(valid["referrer"], scrubber.url).alias("referrer"),
+            _map_distinct(valid["location"], scrubber.text).alias("location"),
+            _map_distinct(valid["context"], scrubber.json_text).alias("context"),
+            _map_distinct(valid["ip"], truncate_ip).alias("ip"),
+            pl.concat([scrubbed for scrubbed, _ in parts]),
+            pl.lit(run_id).alias("run_id"),
+            *ids,
+        )
+        .with_columns(
+            # The SDK's own word on its platform beats what its user agent suggests.
+            pl.coalesce(_map_distinct(valid["context"], platform_from_context), pl.col("platform")).alias("platform"),
+            _map_distinct(valid["location"], country_from_location).alias("country"),
+        )
     )
     return silver.select(EVENTS.schema.names).to_arrow().cast(EVENTS.schema)
 

@@ -17,7 +17,8 @@ Native payload (``POST /v1/events``): one JSON object, or an array of them::
       "referrer": "https://example.com/",     # optional URL
       "user": "u-42",                         # optional user id
       "session": "s-7",                       # optional session id
-      "location": "Berlin, DE" | {…},         # optional
+      "location": "Berlin, DE" | {…},         # optional: silver reads its country (ISO 3166-1)
+      "context": {"library": {…}, "os": {…}}, # optional SDK context, Segment's keys (platform, device…)
       "userAgent": "Mozilla/5.0 …",           # optional, falls back to the User-Agent header
       "ip": "203.0.113.9",                    # optional, falls back to the peer address
       "events": {"click": {…}, "scroll": 80, "errors": {"stackTrace": "…"}, "<custom>": …}
@@ -398,7 +399,7 @@ def read_native_fields(payload: dict[str, Any], event_type: str) -> EventFields:
         page_url=str_or_none(payload.get("page")),
         referrer=str_or_none(payload.get("referrer")),
         location=json_text_or_none(payload.get("location")),
-        context=None,
+        context=json_text_or_none(context) if isinstance(context := payload.get("context"), dict) else None,
         properties=value if isinstance(value, dict) else {"value": value},
         client_timestamp=str_or_none(payload.get("timestamp")),
     )

@@ -92,6 +92,9 @@ EVENTS = TableDef(
         "run_id": (pa.string(), "Dagster run that wrote the row"),
         # Added after the first release: Lake.ensure adds it to older tables, whose rows read NULL.
         "content_hash": (pa.string(), "BLAKE2b-128 of the client-sent content (pipelines.consistency)"),
+        "device_type": (pa.string(), "device-detector's device type: desktop, smartphone, tablet, tv, …"),
+        "platform": (pa.string(), "web, ios, android, desktop or server: SDK context, else user agent"),
+        "country": (pa.string(), "ISO 3166-1 alpha-2 code of the client-sent location, if it names one"),
     },
     partition_by=("event_date",),
     change_data_feed=True,

@@ -1,0 +1,130 @@
+"""Device, platform and country enrichment: the rules one by one, then through build_silver."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from pipelines import transform
+from pipelines.enrichment import country_from_location, device_from_user_agent, platform_from_context
+from pipelines.validation import load_suite, split_by_suite
+from tests.unit.test_transform import NO_PRIOR, NO_TYPES, bronze
+
+IPHONE_SAFARI = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.2 Mobile/15E148 Safari/604.1"
+)
+IPAD_SAFARI = (
+    "Mozilla/5.0 (iPad; CPU OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.2 Mobile/15E148 Safari/604.1"
+)
+ANDROID_CHROME = (
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36"
+)
+WINDOWS_CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
+)
+ELECTRON_MAC = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Notion/3.1.0 Chrome/120.0.6099.56 Electron/28.0.0 Safari/537.36"
+)
+IOS_APP = "Shop/5.2 (iPhone; iOS 17.2; Scale/3.00)"
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "device_type", "platform"),
+    [
+        (IPHONE_SAFARI, "smartphone", "web"),  # a phone's browser is the web platform
+        (IPAD_SAFARI, "tablet", "web"),
+        (ANDROID_CHROME, "smartphone", "web"),
+        (WINDOWS_CHROME, "desktop", "web"),
+        (ELECTRON_MAC, "desktop", "desktop"),  # a native (Electron) app on a desktop OS
+        (IOS_APP, "smartphone", "ios"),  # a native iOS app's own agent
+        ("python-requests/2.31", None, "server"),  # an HTTP library off mobile
+        ("okhttp/4.12.0", None, "android"),  # Android apps' HTTP library
+        ("eventlake-replay/0.1", None, None),  # says nothing about where it runs
+    ],
+)
+def test_device_type_and_platform_from_user_agent(user_agent: str, device_type: str | None, platform: str) -> None:
+    device = device_from_user_agent(user_agent)
+    assert (device.device_type, device.platform) == (device_type, platform)
+
+
+def test_no_user_agent_says_nothing() -> None:
+    device = device_from_user_agent(None)
+    assert device.device_type is None and device.platform is None and device.is_bot is False
+
+
+@pytest.mark.parametrize(
+    ("context", "platform"),
+    [
+        ('{"library": {"name": "analytics-ios", "version": "4.1"}}', "ios"),
+        ('{"library": {"name": "analytics-kotlin"}}', "android"),
+        ('{"library": {"name": "analytics.js"}, "os": {"name": "iOS"}}', "web"),  # the library decides first
+        ('{"library": {"name": "analytics-python"}}', "server"),
+        ('{"library": {"name": "posthog-node"}}', "server"),
+        ('{"library": {"name": "analytics-react-native"}, "os": {"name": "Android"}}', "android"),  # by its OS
+        ('{"device": {"type": "ios"}}', "ios"),
+        ('{"os": {"name": "iPadOS"}}', "ios"),
+        ('{"os": {"name": "Windows"}, "app": {"name": "Studio"}}', "desktop"),
+        ('{"os": {"name": "Windows"}}', None),  # a desktop OS without an app: could be a browser
+        ('{"library": {"name": 7}, "device": "ios"}', None),  # wrong types name nothing
+        ('{"locale": "de-DE"}', None),
+        ("[1, 2]", None),
+        ("not json", None),
+        (None, None),
+    ],
+)
+def test_platform_from_context(context: str | None, platform: str | None) -> None:
+    assert platform_from_context(context) == platform
+
+
+@pytest.mark.parametrize(
+    ("location", "country"),
+    [
+        ("Berlin, DE", "DE"),
+        ("Lyon, France", "FR"),
+        ("Osaka, Japan", "JP"),
+        ("Springfield, IL, USA", "US"),  # alpha-3, last part
+        ('{"city": "San Francisco", "country": "United States"}', "US"),  # Segment's context.location
+        ('{"countryCode": "nz"}', "NZ"),
+        ('{"country": "Atlantis", "country_code": "CA"}', "CA"),  # the first key that names a country
+        ("Berlin", None),  # a city alone is not guessed
+        ("Paris, Texas, 75460", None),
+        ('{"country": 49}', None),
+        ("{broken", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_country_from_location(location: str | None, country: str | None) -> None:
+    assert country_from_location(location) == country
+
+
+def test_silver_rows_carry_platform_device_type_and_country() -> None:
+    t0 = datetime(2024, 5, 1, 12, tzinfo=UTC)
+    base = {"timestamp": "2024-05-01T10:00:00Z", "user": "u1"}
+    payloads = [
+        # an iOS app that sends a browser's agent (a web view): the SDK context wins
+        {**base, "uuid": "a", "userAgent": IPHONE_SAFARI, "context": {"library": {"name": "analytics-swift"}}},
+        {**base, "uuid": "b", "userAgent": ANDROID_CHROME, "location": "Lyon, France"},
+        {**base, "uuid": "c", "userAgent": WINDOWS_CHROME, "location": {"countryCode": "DE", "city": "Berlin"}},
+        {**base, "uuid": "d", "location": "jane@example.com, Berlin"},  # no country; the email is scrubbed
+    ]
+    decoded = transform.decode(bronze([(payload, t0, 1) for payload in payloads]))
+    decoded, _ = transform.with_consistency(decoded, NO_PRIOR, NO_TYPES)
+    split = split_by_suite(transform.validation_frame(decoded), load_suite("raw_events"))
+    valid, _, _ = transform.apply_split(decoded, split)
+
+    silver = transform.build_silver(valid, "run-1")
+    uuid_of = {row["event_id"]: orjson.loads(row["payload"])["uuid"] for row in decoded.to_dicts()}
+    rows = {uuid_of[r["event_id"]]: r for r in silver.to_pylist()}
+    assert {k: (r["platform"], r["device_type"], r["country"]) for k, r in rows.items()} == {
+        "a": ("ios", "smartphone", None),
+        "b": ("web", "smartphone", "FR"),
+        "c": ("web", "desktop", "DE"),
+        "d": (None, None, None),  # the bronze helper's request agent, a bare "Mozilla/5.0", says nothing
+    }
+    assert "jane@example.com" not in rows["d"]["location"]
