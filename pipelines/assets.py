@@ -15,12 +15,14 @@ from pipelines.parallel import Parallelism
 from pipelines.pseudonyms import Pseudonymizer, load_key
 from pipelines.resources import LakeResource, WarehouseResource
 from pipelines.scrubbing import DEFAULT_RULES_PATH, Scrubber, load_rules
+from pipelines.user_attributes import load_user_attributes
 from pipelines.validation import CheckOutcome, check_names, load_suite, split_by_suite, suite_columns
 from warehouse.gold import MARTS
 from warehouse.serving import publish_snapshot
 from warehouse.settings import get_settings
 from warehouse.tables import (
     ACTIVE_PERSON_WEEKS,
+    ACTIVE_USERS_BREAKDOWN,
     COMPONENT_INTERACTIONS,
     DAILY_ACTIVE_USERS,
     DAILY_EVENT_COUNTS,
@@ -36,6 +38,7 @@ from warehouse.tables import (
     REJECTED_EVENTS,
     RETENTION_COHORTS,
     SESSIONS,
+    USER_ATTRIBUTES,
     WEEKLY_ACTIVE_USERS,
 )
 
@@ -244,6 +247,28 @@ def batch_checks(stats: silver.BatchStats, warn_rate: float, error_rate: float) 
     )
 
 
+@dg.asset(
+    name=USER_ATTRIBUTES.name,
+    group_name="silver",
+    kinds={"deltalake"},
+    freshness_policy=FRESHNESS,
+    description="Silver: the users source (EVENTLAKE_USERS_PATH, CSV or Delta) as a slowly changing "
+    "dimension, one row per user, attribute and version; rewritten only when its content changed.",
+)
+def user_attributes(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    """Load the users source (:func:`pipelines.user_attributes.load_user_attributes`)."""
+    loaded = load_user_attributes(lake.lake(), get_settings(), context.run.run_id)
+    return dg.MaterializeResult(
+        metadata={
+            "delta_version": loaded.version,
+            "rows": loaded.rows,
+            "users": loaded.users,
+            "changed": loaded.changed,
+            "source": str(get_settings().users_path or "(none)"),
+        }
+    )
+
+
 def _gold_checks(mart: str) -> list[dg.AssetCheckSpec]:
     return [dg.AssetCheckSpec(name, asset=mart, description=text) for name, text in check_names(mart)]
 
@@ -307,6 +332,8 @@ _MART_DESCRIPTIONS = {
     SESSIONS: "Gold state (not served): one row per session (client session id, else inactivity) per start day.",
     DAILY_SESSIONS: "Gold: sessions per app and day started, bounce rate, median length, events per session.",
     ACTIVE_PERSON_WEEKS: "Gold state (person-level, not served): people active per app and ISO week.",
+    ACTIVE_USERS_BREAKDOWN: "Gold: DAU per app and day by platform, device type, country, browser, OS and "
+    "user attribute (valid at event time).",
 }
 GOLD_ASSETS = [
     _gold_asset(mart, description + " Incremental by changed day.") for mart, description in _MART_DESCRIPTIONS.items()

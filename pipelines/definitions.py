@@ -11,6 +11,7 @@ from pipelines.assets import (
     retention_cohorts,
     serving_snapshot,
     silver_events,
+    user_attributes,
 )
 from pipelines.jobs import ingest_to_gold, replay_quarantine, reprocess_silver
 from pipelines.resources import LakeResource, WarehouseResource
@@ -20,7 +21,15 @@ from warehouse.settings import get_settings
 _settings = get_settings()
 
 defs = dg.Definitions(
-    assets=[raw_events, silver_events, *GOLD_ASSETS, data_quality_daily, retention_cohorts, serving_snapshot],
+    assets=[
+        raw_events,
+        silver_events,
+        user_attributes,
+        *GOLD_ASSETS,
+        data_quality_daily,
+        retention_cohorts,
+        serving_snapshot,
+    ],
     jobs=[ingest_to_gold, replay_quarantine, reprocess_silver],
     sensors=[bronze_sensor],
     resources={

@@ -53,7 +53,7 @@ def refresh_mart(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str) -> 
         duckdb.Error: when the SQL fails (the transaction is rolled back, watermark unchanged).
     """
     mart = MARTS[mart_name]
-    inputs = mart.inputs()
+    inputs = mart.inputs(lake)
     timezone = get_settings().reporting_timezone
     # Days in another reporting zone are other days: a new zone recomputes the mart (UTC, the
     # default, keeps the fingerprints of warehouses built before the setting existed).

@@ -15,10 +15,17 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.assets import GOLD_ASSETS, data_quality_daily, retention_cohorts, serving_snapshot, silver_events
+from pipelines.assets import (
+    GOLD_ASSETS,
+    data_quality_daily,
+    retention_cohorts,
+    serving_snapshot,
+    silver_events,
+    user_attributes,
+)
 
 _SELECTION = dg.AssetSelection.assets(
-    silver_events, *GOLD_ASSETS, data_quality_daily, retention_cohorts, serving_snapshot
+    silver_events, user_attributes, *GOLD_ASSETS, data_quality_daily, retention_cohorts, serving_snapshot
 )
 
 

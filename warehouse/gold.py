@@ -6,6 +6,7 @@ identifiers formatted in are mart table names from :data:`MARTS`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -17,9 +18,11 @@ import pyarrow as pa
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_random
 
 from warehouse.funnels import DEFAULT_FUNNELS_PATH, definition_tables, fingerprint, load_funnels
+from warehouse.lake import Lake
 from warehouse.settings import get_settings
 from warehouse.tables import (
     ACTIVE_PERSON_WEEKS,
+    ACTIVE_USERS_BREAKDOWN,
     COMPONENT_INTERACTIONS,
     DAILY_ACTIVE_USERS,
     DAILY_EVENT_COUNTS,
@@ -30,6 +33,7 @@ from warehouse.tables import (
     FUNNEL_STEPS,
     MONTHLY_ACTIVE_USERS,
     SESSIONS,
+    USER_ATTRIBUTES,
     WEEKLY_ACTIVE_USERS,
 )
 
@@ -56,16 +60,22 @@ class MartInputs:
     params: dict[str, object] = field(default_factory=dict)
 
 
+def no_inputs(lake: Lake) -> MartInputs:
+    """A mart that reads silver only."""
+    return MartInputs()
+
+
 @dataclass(frozen=True)
 class Mart:
     """An incrementally refreshed gold mart keyed by (app, source, day, …).
 
-    ``window_days``: a changed day D refreshes D .. D + window_days - 1 (the days whose
-    trailing window contains D). ``whole_month`` / ``whole_week``: a changed day also refreshes
-    its calendar month / ISO week. ``fill_spine``: the mart has a row for every day between an
-    (app, source)'s first and last event day. ``inputs``: what else its SQL reads (:class:`MartInputs`).
-    ``served``: copied into the serving snapshot; false for state other marts read (person-level rows,
-    one row per session). ``reads``: gold marts its SQL reads, refreshed before it.
+        ``window_days``: a changed day D refreshes D .. D + window_days - 1 (the days whose
+        trailing window contains D). ``whole_month`` / ``whole_week``: a changed day also refreshes
+        its calendar month / ISO week. ``fill_spine``: the mart has a row for every day between an
+        (app, source)'s first and last event day. ``inputs``: what else its SQL reads, from the lake it refreshes from (:class:`MartInputs`).
+        ``served``: copied into the serving snapshot; false for state other marts read (person-level rows,
+        one row per session). ``reads``: other assets its SQL reads (gold marts, the silver user attributes),
+    materialized before it.
     """
 
     table: str
@@ -74,18 +84,35 @@ class Mart:
     whole_month: bool = False
     whole_week: bool = False
     fill_spine: bool = False
-    inputs: Callable[[], MartInputs] = MartInputs
+    inputs: Callable[[Lake], MartInputs] = no_inputs
     served: bool = True
     reads: tuple[str, ...] = ()
 
 
-def calendar_week_inputs() -> MartInputs:
+def user_attribute_inputs(lake: Lake) -> MartInputs:
+    """The user attributes (silver ``user_attributes``, loaded from ``EVENTLAKE_USERS_PATH``) as the
+    ``user_attributes`` table; their content's SHA-256 is the definition, so an edited users source
+    recomputes the mart (which version was valid when can change for any past day)."""
+    names = [name for name in USER_ATTRIBUTES.schema.names if name != "run_id"]
+    order = [(name, "ascending") for name in names]
+    schema = pa.schema([USER_ATTRIBUTES.schema.field(name) for name in names])
+    table = lake.dataset(USER_ATTRIBUTES).to_table(columns=names).cast(schema).sort_by(order)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return MartInputs(
+        tables={"user_attributes": table},
+        definition=f"user_attributes_sha256={hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()}",
+    )
+
+
+def calendar_week_inputs(lake: Lake) -> MartInputs:
     """Weekly active users: a changed day also refreshes the 6 days before it, so with the 7-day
     window every day of its ISO week (whose calendar-week count it changes) is rewritten."""
     return MartInputs(lookback_days=6)
 
 
-def funnel_inputs() -> MartInputs:
+def funnel_inputs(lake: Lake) -> MartInputs:
     """The funnel definitions (``EVENTLAKE_FUNNELS_PATH``, default ``warehouse/funnels.yaml``).
 
     Raises:
@@ -99,7 +126,7 @@ def funnel_inputs() -> MartInputs:
     )
 
 
-def session_inputs() -> MartInputs:
+def session_inputs(lake: Lake) -> MartInputs:
     """Sessions: the inactivity timeout (``EVENTLAKE_SESSION_TIMEOUT_MINUTES``) as ``$timeout_s``;
     a changed day also refreshes the day before (a session crossing midnight), and a new timeout
     recomputes every session."""
@@ -107,9 +134,9 @@ def session_inputs() -> MartInputs:
     return MartInputs(lookback_days=1, definition=f"session_timeout_s={timeout_s}", params={"timeout_s": timeout_s})
 
 
-def daily_session_inputs() -> MartInputs:
+def daily_session_inputs(lake: Lake) -> MartInputs:
     """Daily sessions: the same days and definition as :func:`session_inputs`, read from ``sessions``."""
-    return replace(session_inputs(), params={})
+    return replace(session_inputs(lake), params={})
 
 
 MARTS: dict[str, Mart] = {
@@ -131,6 +158,12 @@ MARTS: dict[str, Mart] = {
         DAILY_SESSIONS, "insert_daily_sessions", window_days=2, inputs=daily_session_inputs, reads=(SESSIONS,)
     ),
     ACTIVE_PERSON_WEEKS: Mart(ACTIVE_PERSON_WEEKS, "insert_active_person_weeks", whole_week=True, served=False),
+    ACTIVE_USERS_BREAKDOWN: Mart(
+        ACTIVE_USERS_BREAKDOWN,
+        "insert_active_users_breakdown",
+        inputs=user_attribute_inputs,
+        reads=(USER_ATTRIBUTES.name,),
+    ),
 }
 
 

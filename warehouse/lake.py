@@ -216,6 +216,24 @@ class Lake:
         write_deltalake(dt, rows.select(table.schema.names).cast(table.schema), mode="overwrite", predicate=predicate)
         return dt.version()
 
+    @_retry_commit
+    def overwrite(self, table: TableDef, rows: pa.Table, metadata: dict[str, str] | None = None) -> int:
+        """Replace the whole table with ``rows`` in one commit (readers of older versions keep
+        theirs); returns the new version.
+
+        Raises:
+            pyarrow.ArrowInvalid: when ``rows`` cannot be cast to the table schema.
+            deltalake.exceptions.DeltaError: when the commit fails (after retries on conflicts).
+        """
+        dt = self.ensure(table)
+        write_deltalake(
+            dt,
+            rows.select(table.schema.names).cast(table.schema),
+            mode="overwrite",
+            commit_properties=CommitProperties(custom_metadata=metadata) if metadata else None,
+        )
+        return dt.version()
+
     def dataset(self, table: TableDef, version: int | None = None) -> pads.Dataset:
         """The table as a pyarrow dataset (frozen at ``version``, default latest).
 

@@ -148,6 +148,11 @@ class Settings(BaseSettings):
     funnels_path: Path | None = Field(
         default=None, description="Funnel definitions YAML; default warehouse/funnels.yaml in the repository."
     )
+    users_path: Path | None = Field(
+        default=None,
+        description="Users source: a CSV file or Delta table of user attributes with optional valid_from "
+        "(a slowly changing dimension, see warehouse/users.py); none: no user attributes.",
+    )
     session_timeout_minutes: int = Field(
         default=30,
         ge=1,

@@ -157,8 +157,23 @@ PROPERTY_TYPES = TableDef(
     },
 )
 
+USER_ATTRIBUTES = TableDef(
+    name="user_attributes",
+    path="silver/user_attributes",
+    columns={
+        "app": (pa.string(), "app the row belongs to; null: every app"),
+        "user_id": (pa.string(), "user id as in silver (pseudonymized by the same rule)"),
+        "attribute": (pa.string(), "attribute name: a column of the users source (plan, country, …)"),
+        "value": (pa.string(), "the attribute's value in this version, as text"),
+        "valid_from": (UTC_TS, "when this version became true (UTC); null: since always"),
+        "valid_to": (UTC_TS, "the next version's valid_from (UTC, exclusive); null: still valid"),
+        "run_id": (pa.string(), "Dagster run that loaded the users source"),
+    },
+)
+
 #: Gold marts in the DuckDB warehouse file (created by sql/create_gold_tables.sql).
 DAILY_ACTIVE_USERS = "daily_active_users"
+ACTIVE_USERS_BREAKDOWN = "active_users_breakdown"
 WEEKLY_ACTIVE_USERS = "weekly_active_users"
 MONTHLY_ACTIVE_USERS = "monthly_active_users"
 DAILY_EVENT_COUNTS = "daily_event_counts"

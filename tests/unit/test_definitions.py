@@ -10,7 +10,9 @@ from pipelines.validation import check_names
 #: Assets the pipeline derives (everything but bronze and quarantine).
 DERIVED = {
     "events",
+    "user_attributes",
     "daily_active_users",
+    "active_users_breakdown",
     "weekly_active_users",
     "monthly_active_users",
     "daily_event_counts",
@@ -39,10 +41,10 @@ def test_definitions_asset_keys_snapshot() -> None:
         for table in ("events", "daily_active_users", "weekly_active_users", "monthly_active_users")
         + ("daily_event_counts", "daily_page_views", "funnel_steps", "data_quality_daily")
         + ("form_progress", "component_interactions", "error_summary", "active_person_weeks", "retention_cohorts")
-        + ("sessions", "daily_sessions")
+        + ("sessions", "daily_sessions", "active_users_breakdown")
         for name, _ in check_names(table)
     }
-    assert len(invariants) == 10 + 5 + 7 + 6 + 8 + 7 + 14 + 8 + 12 + 9 + 11 + 5 + 9 + 11 + 8
+    assert len(invariants) == 10 + 5 + 7 + 6 + 8 + 7 + 14 + 8 + 12 + 9 + 11 + 5 + 9 + 11 + 8 + 8
     batch = {("events", "batch_has_people_events"), ("events", "quarantine_rate")}
     assert checks == suite | batch | invariants
 

@@ -26,6 +26,11 @@ select
     silver.properties,
     nullif(trim(silver.session_id), '') as session_id,
     silver.event_id,
+    silver.platform,
+    silver.device_type,
+    silver.country,
+    silver.browser_family,
+    silver.os_family,
     silver.is_bot
 from silver_events as silver
 left join identity_links as by_anonymous_id
@@ -34,6 +39,21 @@ left join identity_links as by_session_id
     on by_session_id.app = silver.app and by_session_id.alias_id = silver.session_id;
 
 create or replace temp view people_events as
-select app, source, day, person_id, event_type, "timestamp", page_url, properties, session_id, event_id
+select
+    app,
+    source,
+    day,
+    person_id,
+    event_type,
+    "timestamp",
+    page_url,
+    properties,
+    session_id,
+    event_id,
+    platform,
+    device_type,
+    country,
+    browser_family,
+    os_family
 from resolved_events
 where not is_bot and person_id is not null;

@@ -1,0 +1,64 @@
+"""Load the users source (:mod:`warehouse.users`) into silver's ``user_attributes`` table."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from pipelines.pseudonyms import Pseudonymizer, load_key
+from pipelines.scrubbing import DEFAULT_RULES_PATH, Scrubber, load_rules
+from warehouse.lake import Lake
+from warehouse.settings import Settings
+from warehouse.tables import USER_ATTRIBUTES
+from warehouse.users import read_users
+
+log = logging.getLogger(__name__)
+
+_ORDER = [(name, "ascending") for name in ("app", "user_id", "attribute", "valid_from")]
+
+
+@dataclass(frozen=True)
+class UsersLoad:
+    """What a load did: rows (one per user, attribute and version), users, and the table version.
+
+    ``changed`` is false when the source held what the table already held (no commit).
+    """
+
+    rows: int
+    users: int
+    version: int
+    changed: bool
+
+
+def load_user_attributes(store: Lake, settings: Settings, run_id: str) -> UsersLoad:
+    """Read ``settings.users_path`` and replace ``user_attributes`` with it when its content changed.
+
+    User ids are pseudonymized by silver's rule (same key, same scrub rules), so they match
+    silver's ``user_id``. Without a users source the table is emptied (an unset source means no
+    attributes). The table is overwritten whole in one commit: gold marts that read it recompute
+    when its content changes (their definition fingerprint includes it).
+
+    Raises:
+        FileNotFoundError, ValueError: from :func:`warehouse.users.read_users` — the table keeps its
+            last good content.
+        OSError: the pseudonym key cannot be read.
+    """
+    if settings.users_path is None:
+        rows = USER_ATTRIBUTES.schema.empty_table()
+    else:
+        scrubber = Scrubber(load_rules(settings.scrub_rules_path or DEFAULT_RULES_PATH))
+        pseudonymizer = Pseudonymizer(load_key(settings), scrubber, settings.pseudonymize_all_ids)
+        source = read_users(settings.users_path, lambda user_id: pseudonymizer.identifier("user_id", user_id))
+        rows = source.append_column("run_id", pa.array([run_id] * source.num_rows, pa.string()))
+    rows = rows.select(USER_ATTRIBUTES.schema.names).cast(USER_ATTRIBUTES.schema).sort_by(_ORDER)
+    current = store.dataset(USER_ATTRIBUTES).to_table().cast(USER_ATTRIBUTES.schema).sort_by(_ORDER)
+    users = len(rows["user_id"].unique())
+    content = [name for name in USER_ATTRIBUTES.schema.names if name != "run_id"]
+    version = store.version(USER_ATTRIBUTES)
+    if version is not None and current.select(content).equals(rows.select(content)):
+        return UsersLoad(rows.num_rows, users, version, changed=False)
+    version = store.overwrite(USER_ATTRIBUTES, rows, metadata={"eventlake.users_path": str(settings.users_path)})
+    log.info("user_attributes: %d rows for %d users from %s (v%d)", rows.num_rows, users, settings.users_path, version)
+    return UsersLoad(rows.num_rows, users, version, changed=True)
