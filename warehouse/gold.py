@@ -69,13 +69,13 @@ def no_inputs(lake: Lake) -> MartInputs:
 class Mart:
     """An incrementally refreshed gold mart keyed by (app, source, day, …).
 
-        ``window_days``: a changed day D refreshes D .. D + window_days - 1 (the days whose
-        trailing window contains D). ``whole_month`` / ``whole_week``: a changed day also refreshes
-        its calendar month / ISO week. ``fill_spine``: the mart has a row for every day between an
-        (app, source)'s first and last event day. ``inputs``: what else its SQL reads, from the lake it refreshes from (:class:`MartInputs`).
-        ``served``: copied into the serving snapshot; false for state other marts read (person-level rows,
-        one row per session). ``reads``: other assets its SQL reads (gold marts, the silver user attributes),
-    materialized before it.
+    ``window_days``: a changed day D refreshes D .. D + window_days - 1 (the days whose
+    trailing window contains D). ``whole_month`` / ``whole_week``: a changed day also refreshes
+    its calendar month / ISO week. ``fill_spine``: the mart has a row for every day between an
+    (app, source)'s first and last event day. ``inputs``: what else its SQL reads, from the lake
+    it refreshes from (:class:`MartInputs`). ``served``: copied into the serving snapshot; false
+    for state other marts read (person-level rows, one row per session). ``reads``: other assets
+    its SQL reads (gold marts, the silver user attributes), materialized before it.
     """
 
     table: str

@@ -38,7 +38,8 @@ def breakdown(env: Env, app: str, prefix: str = "") -> dict[tuple[date, str, str
     con = duckdb.connect(str(env.warehouse), read_only=True)
     try:
         rows = con.execute(
-            "select day, breakdown, value, active_users from active_users_breakdown where app = ? and starts_with(breakdown, ?)",
+            "select day, breakdown, value, active_users from active_users_breakdown"
+            " where app = ? and starts_with(breakdown, ?)",
             [app, prefix],
         ).fetchall()
     finally:
