@@ -18,6 +18,7 @@ import pytest
 
 from dashboards import service
 from tests.conftest import SAMPLES, ApiServer, Env, free_port, materialize_all, start_api
+from warehouse.settings import get_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.superset]
 
@@ -74,7 +75,18 @@ def superset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Superset]:
     finally:
         api.proc.terminate()
         api.proc.wait(timeout=30)
-    materialize_all(env)
+    # a users source for the attribute chart: two shop users on plans, one upgraded during their visit
+    users = env.data_dir / "users.csv"
+    users.write_text(
+        "app,user_id,valid_from,plan\nonlineshop_2019,219483890,,free\nonlineshop_2019,964964743,2019-11-01T21:38:30Z,pro\n"
+    )
+    os.environ["EVENTLAKE_USERS_PATH"] = str(users)
+    get_settings.cache_clear()
+    try:
+        materialize_all(env)
+    finally:
+        del os.environ["EVENTLAKE_USERS_PATH"]
+        get_settings.cache_clear()
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -116,14 +128,14 @@ def gold(env: Env, sql: str) -> set[tuple]:
 
 
 def test_provisioning_is_idempotent(superset: Superset) -> None:
-    for kind, expected in (("database", 1), ("dataset", 13), ("chart", 21), ("dashboard", 7)):
+    for kind, expected in (("database", 1), ("dataset", 14), ("chart", 24), ("dashboard", 8)):
         assert superset.session.get(f"/api/v1/{kind}/").json()["count"] == expected, kind
 
 
 def test_every_chart_returns_the_gold_numbers(superset: Superset) -> None:
     rows = chart_rows(superset)
     env = superset.env
-    assert len(rows) == 21
+    assert len(rows) == 24
 
     assert {(day(r["day"]), r["app"], r["DAU"]) for r in rows["DAU per app"]} == gold(
         env, "select day, app, dau from daily_active_users"
@@ -221,6 +233,25 @@ def test_every_chart_returns_the_gold_numbers(superset: Superset) -> None:
     assert {(day(r["day"]), r["component"], r["events"]) for r in rows["Component interactions per day"]} == gold(
         env, "select day, component, sum(events) from component_interactions group by all"
     )
+    for dimension in ("platform", "device_type"):
+        title = f"Active people by {dimension.replace('_', ' ')}"
+        assert {(day(r["day"]), r["value"], r["people"]) for r in rows[title]} == gold(
+            env,
+            "select day, value, sum(active_users) from active_users_breakdown"
+            f" where breakdown = '{dimension}' group by all",
+        )
+    audience = {
+        (r["app"], r["breakdown"], r["value"], r["people-days"])
+        for r in rows["People by country and user attribute (summed over days)"]
+    }
+    assert audience == gold(
+        env,
+        """select app, breakdown, value, sum(active_users) from active_users_breakdown
+           where breakdown not in ('platform', 'device_type', 'browser_family', 'os_family') group by all""",
+    )
+    assert {r[:3] for r in audience if r[1] == "user.plan"} >= {
+        ("onlineshop_2019", "user.plan", v) for v in ("free", "pro", "(none)")
+    }
     groups = {
         (r["app"], r["fingerprint"], r["error_type"], r["title"], r["events"], r["days_seen"], r["max_daily_people"])
         for r in rows["Error groups (first and last seen)"]
@@ -282,7 +313,16 @@ containers => containers.map(container => {
 
 
 #: Every dashboard of the bundle, by slug, with its number of charts.
-DASHBOARDS = {"overview": 8, "funnels": 2, "forms": 2, "components": 2, "errors": 2, "retention": 2, "data-quality": 3}
+DASHBOARDS = {
+    "overview": 8,
+    "audience": 3,
+    "funnels": 2,
+    "forms": 2,
+    "components": 2,
+    "errors": 2,
+    "retention": 2,
+    "data-quality": 3,
+}
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is installed by .ci/run (apt-get)")
