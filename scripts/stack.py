@@ -4,7 +4,8 @@
    127.0.0.1:3000) with everything they write under the data folder (``EVENTLAKE_DATA_DIR``,
    default ``./data``), Dagster telemetry off and runs serialized;
 2. replays the bundled samples through the HTTP API as the ``local`` source (its write key is
-   generated under the data folder on first start and printed);
+   generated under the data folder on first start and printed), with the ecom sample's users as
+   the users source unless ``EVENTLAKE_USERS_PATH`` is set;
 3. waits until gold covers the last acknowledged bronze version (exit 1 after 15 minutes,
    ``EVENTLAKE_GOLD_TIMEOUT_S``), prints DAU/MAU per app;
 4. ``up``: serves until Ctrl-C; ``demo``: stops. Every process started is stopped on exit.
@@ -41,6 +42,9 @@ SAMPLES = [
     ROOT / "samples" / name
     for name in ("web_access_2015.log", "onlineshop_2019.csv", "ecom_scenarios_2024.csv.gz", "ui_demo.ndjson")
 ]
+#: The ecom sample's users (a slowly changing dimension), used by ``up``/``demo`` unless
+#: ``EVENTLAKE_USERS_PATH`` names another source.
+USERS_SAMPLE = ROOT / "samples" / "ecom_scenarios_2024_users.csv"
 BIN = Path(sys.executable).parent
 
 DAGSTER_YAML = """\
@@ -247,6 +251,8 @@ def main() -> int:
         "DAGSTER_DISABLE_TELEMETRY": "1",
         "PYTHONUNBUFFERED": "1",
     }
+    if args.mode != "serve" and settings.users_path is None:
+        env["EVENTLAKE_USERS_PATH"] = str(USERS_SAMPLE)
     ports = (settings.ingest_port, settings.dagster_port) + ((settings.superset_port,) if settings.superset else ())
     for port in ports:
         if not port_free(port):
