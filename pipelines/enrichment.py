@@ -111,13 +111,19 @@ def _agent_platform(client_type: str, os_name: str | None) -> str | None:
     return _os_platform(os_name, desktop=False)
 
 
+#: Longer user agents are not parsed: no real client sends one, and the parsers' regexes take
+#: seconds on a hostile 30 KB string (device-detector and crawlerdetect grow quadratically).
+MAX_USER_AGENT_CHARS = 1024
+
+
 @lru_cache(maxsize=65_536)
 def device_from_user_agent(user_agent: str | None) -> Device:
     """Parse a user agent and flag crawlers.
 
-    A missing user agent is not a bot by itself: server-side events often carry none.
+    A missing user agent is not a bot by itself: server-side events often carry none. One over
+    :data:`MAX_USER_AGENT_CHARS` is unknown (every field ``None``, not a bot).
     """
-    if not user_agent:
+    if not user_agent or len(user_agent) > MAX_USER_AGENT_CHARS:
         return Device(None, None, None, None, None, None, None, False)
     result = parse(user_agent)
     agent, os, device = result.user_agent, result.os, result.device
@@ -145,14 +151,15 @@ def _text(obj: dict[str, Any], key: str) -> str:
     return value.strip().lower() if isinstance(value, str) else ""
 
 
-@lru_cache(maxsize=65_536)
+@lru_cache(maxsize=4_096)
 def platform_from_context(context: str | None) -> str | None:
     """The platform an SDK context (JSON text) names, or ``None`` when it names none.
 
-    In order: a known SDK (``library.name``, see ``_LIBRARY_PLATFORMS``); ``device.type``
-    ``ios``/``android`` (Segment's mobile libraries set it); the OS (``os.name``: iOS/iPadOS →
-    ``ios``, Android → ``android``, a desktop OS with an ``app`` object → ``desktop``). Text that
-    is not a JSON object names none.
+    In order: a known web or server SDK (``library.name``, see ``_LIBRARY_PLATFORMS``); a known
+    mobile SDK, unless the OS says otherwise (Swift on macOS); ``device.type`` ``ios``/``android``
+    (Segment's mobile libraries set it); the OS (``os.name``: iOS/iPadOS → ``ios``, Android →
+    ``android``, a desktop OS with an ``app`` object → ``desktop``). Text that is not a JSON
+    object names none.
     """
     if not context:
         return None
@@ -162,16 +169,121 @@ def platform_from_context(context: str | None) -> str | None:
         return None
     if not isinstance(parsed, dict):
         return None
-    library = _text(_member(parsed, "library"), "name")
-    if library in _LIBRARY_PLATFORMS:
-        return _LIBRARY_PLATFORMS[library]
+    by_os = _os_platform(_text(_member(parsed, "os"), "name"), desktop=bool(_member(parsed, "app")))
+    library = _LIBRARY_PLATFORMS.get(_text(_member(parsed, "library"), "name"))
+    if library in ("web", "server"):
+        return library
+    if library is not None:  # Swift and Kotlin SDKs also run on macOS / the JVM: their OS decides
+        return by_os or library
     device_type = _text(_member(parsed, "device"), "type")
     if device_type in ("ios", "android"):
         return device_type
-    return _os_platform(_text(_member(parsed, "os"), "name"), desktop=bool(_member(parsed, "app")))
+    return by_os
 
 
 _COUNTRY_KEYS = ("countryCode", "country_code", "country")
+#: Everyday names pycountry's ISO names lack (ISO: "United Kingdom of Great Britain…", "Türkiye",
+#: "Russian Federation", "Korea, Republic of").
+_COUNTRY_ALIASES = {
+    "uk": "GB",
+    "england": "GB",
+    "scotland": "GB",
+    "wales": "GB",
+    "great britain": "GB",
+    "britain": "GB",
+    "russia": "RU",
+    "turkey": "TR",
+    "korea": "KR",
+    "south korea": "KR",
+    "north korea": "KP",
+    "iran": "IR",
+    "vietnam": "VN",
+    "syria": "SY",
+    "laos": "LA",
+    "bolivia": "BO",
+    "venezuela": "VE",
+    "tanzania": "TZ",
+    "moldova": "MD",
+    "czech republic": "CZ",
+    "holland": "NL",
+}
+#: USPS state abbreviations (https://pe.usps.com/text/pub28/28apb.htm): in free text "Dover, DE"
+#: is Delaware as likely as Germany, so a two-letter part that is one of these names no country.
+_US_STATES = frozenset(
+    [
+        "AL",
+        "AK",
+        "AZ",
+        "AR",
+        "CA",
+        "CO",
+        "CT",
+        "DE",
+        "DC",
+        "FL",
+        "GA",
+        "HI",
+        "ID",
+        "IL",
+        "IN",
+        "IA",
+        "KS",
+        "KY",
+        "LA",
+        "ME",
+        "MD",
+        "MA",
+        "MI",
+        "MN",
+        "MS",
+        "MO",
+        "MT",
+        "NE",
+        "NV",
+        "NH",
+        "NJ",
+        "NM",
+        "NY",
+        "NC",
+        "ND",
+        "OH",
+        "OK",
+        "OR",
+        "PA",
+        "RI",
+        "SC",
+        "SD",
+        "TN",
+        "TX",
+        "UT",
+        "VT",
+        "VA",
+        "WA",
+        "WV",
+        "WI",
+        "WY",
+        "AS",
+        "GU",
+        "MP",
+        "PR",
+        "VI",
+    ]
+)
+
+
+def _country(name: str, free_text: bool) -> str | None:
+    """Alpha-2 code of a code or name; numeric codes never, US state abbreviations not in free text."""
+    name = name.strip()
+    if not name or name.isdigit():
+        return None
+    if name.lower() in _COUNTRY_ALIASES:
+        return _COUNTRY_ALIASES[name.lower()]
+    if free_text and len(name) == 2 and name.upper() in _US_STATES:
+        return None
+    try:
+        return str(pycountry.countries.lookup(name).alpha_2)
+    except LookupError:
+        return None
 
 
 @lru_cache(maxsize=65_536)
@@ -180,14 +292,18 @@ def country_from_location(location: str | None) -> str | None:
 
     ``location`` is what silver's ``location`` column holds: JSON text of an object (Segment's
     ``context.location``) whose ``countryCode``, ``country_code`` or ``country`` is read, or
-    free text whose last comma-separated part is read (``"Berlin, DE"``, ``"Lyon, France"``).
-    A part is an alpha-2 or alpha-3 code or an English country name (ISO 3166-1, via pycountry);
-    anything else (a city alone, a typo) is no country rather than a guess.
+    free text whose last comma-separated part is read (``"Lyon, France"``, ``"London, UK"``).
+    A part is an alpha-2 or alpha-3 code or an English country name (ISO 3166-1, via pycountry,
+    plus everyday names such as UK, Russia, South Korea); anything else (a city alone, a typo, a
+    numeric code) is no country rather than a guess. In free text a two-letter part that is a US
+    state abbreviation is ambiguous ("Atlanta, GA", "Dover, DE") and names none; write the
+    country's name ("Berlin, Germany") or send an object.
     """
     if not location:
         return None
     candidates: list[str] = []
-    if location.lstrip().startswith("{"):
+    free_text = not location.lstrip().startswith("{")
+    if not free_text:
         try:
             parsed = orjson.loads(location)
         except orjson.JSONDecodeError:
@@ -196,12 +312,4 @@ def country_from_location(location: str | None) -> str | None:
             candidates = [v for k in _COUNTRY_KEYS if isinstance(v := parsed.get(k), str)]
     else:
         candidates = [location.rsplit(",", 1)[-1]]
-    for candidate in candidates:
-        name = candidate.strip()
-        if not name:
-            continue
-        try:
-            return str(pycountry.countries.lookup(name).alpha_2)
-        except LookupError:
-            continue
-    return None
+    return next((code for name in candidates if (code := _country(name, free_text))), None)

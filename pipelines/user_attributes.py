@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import polars as pl
 import pyarrow as pa
 
 from pipelines.pseudonyms import Pseudonymizer, load_key
@@ -36,7 +37,8 @@ def load_user_attributes(store: Lake, settings: Settings, run_id: str) -> UsersL
     """Read ``settings.users_path`` and replace ``user_attributes`` with it when its content changed.
 
     User ids are pseudonymized by silver's rule (same key, same scrub rules), so they match
-    silver's ``user_id``. Without a users source the table is emptied (an unset source means no
+    silver's ``user_id``; attribute values are scrubbed by silver's text rules (they reach a served
+    mart). Without a users source the table is emptied (an unset source means no
     attributes). The table is overwritten whole in one commit: gold marts that read it recompute
     when its content changes (their definition fingerprint includes it).
 
@@ -51,6 +53,12 @@ def load_user_attributes(store: Lake, settings: Settings, run_id: str) -> UsersL
         scrubber = Scrubber(load_rules(settings.scrub_rules_path or DEFAULT_RULES_PATH))
         pseudonymizer = Pseudonymizer(load_key(settings), scrubber, settings.pseudonymize_all_ids)
         source = read_users(settings.users_path, lambda user_id: pseudonymizer.identifier("user_id", user_id))
+        # Values reach a served mart: an email, card number or token in a CRM column is masked.
+        values = pl.Series(source["value"]).unique()
+        masked = dict(zip(values.to_list(), (scrubber.text(v) for v in values.to_list()), strict=True))
+        source = source.set_column(
+            source.schema.get_field_index("value"), "value", pa.array([masked[v] for v in source["value"].to_pylist()])
+        )
         rows = source.append_column("run_id", pa.array([run_id] * source.num_rows, pa.string()))
     rows = rows.select(USER_ATTRIBUTES.schema.names).cast(USER_ATTRIBUTES.schema).sort_by(_ORDER)
     current = store.dataset(USER_ATTRIBUTES).to_table().cast(USER_ATTRIBUTES.schema).sort_by(_ORDER)

@@ -17,7 +17,7 @@ Native payload (``POST /v1/events``): one JSON object, or an array of them::
       "referrer": "https://example.com/",     # optional URL
       "user": "u-42",                         # optional user id
       "session": "s-7",                       # optional session id
-      "location": "Berlin, DE" | {…},         # optional: silver reads its country (ISO 3166-1)
+      "location": "Lyon, France" | {…},       # optional: silver reads its country (ISO 3166-1)
       "context": {"library": {…}, "os": {…}}, # optional SDK context, Segment's keys (platform, device…)
       "userAgent": "Mozilla/5.0 …",           # optional, falls back to the User-Agent header
       "ip": "203.0.113.9",                    # optional, falls back to the peer address

@@ -29,6 +29,7 @@ from deltalake import DeltaTable
 #: At most this many bad rows are named in an error (all of them are counted).
 _SHOWN = 5
 _KEY_COLUMNS = ("app", "user_id", "valid_from")
+_RESERVED = ("valid_to", "attribute", "value")
 
 
 def _read(path: Path) -> pl.DataFrame:
@@ -45,7 +46,10 @@ def _parse_time(text: str) -> datetime | None:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    try:
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError:  # year 1 with a positive offset, 9999 with a negative one
+        return None
 
 
 def _problems(frame: pl.DataFrame, mask: pl.Expr, what: str) -> list[str]:
@@ -78,11 +82,21 @@ def read_users(path: Path, identifier: Callable[[str], str] = str) -> pa.Table:
     frame = _read(path)
     if "user_id" not in frame.columns:
         raise ValueError(f"{path}: no user_id column (columns: {', '.join(frame.columns)})")
+    odd = [c for c in frame.columns if not c.strip() or c != c.strip() or c.startswith("_") or c in _RESERVED]
+    if odd:
+        raise ValueError(
+            f"{path}: column names {odd} are empty, padded, start with '_' or are reserved "
+            f"({', '.join(_RESERVED)}: valid_to is each version's next valid_from)"
+        )
     attributes = [c for c in frame.columns if c not in _KEY_COLUMNS]
     if not attributes:
         raise ValueError(f"{path}: no attribute columns besides {', '.join(_KEY_COLUMNS)}")
     has_app = "app" in frame.columns
-    frame = frame.with_row_index("_line", offset=2).with_columns(
+    # Blank lines (a trailing newline too many) are no rows; line numbers count them all the same.
+    frame = frame.with_row_index("_line", offset=2).filter(
+        ~pl.all_horizontal(pl.exclude("_line").fill_null("").str.strip_chars() == "")
+    )
+    frame = frame.with_columns(
         pl.col("user_id").str.strip_chars(),
         pl.col("app").str.strip_chars() if has_app else pl.lit(None, pl.String).alias("app"),
         pl.col("valid_from").str.strip_chars()

@@ -77,11 +77,12 @@ def _post(api: ApiServer, payloads: list[dict[str, object]]) -> None:
 
 def test_hand_made_devices_locations_and_attribute_versions(api: ApiServer, env: Env, users_path: Path) -> None:
     users_path.write_text(
-        "user_id,valid_from,plan,company\n"
-        "u1,2024-05-01T00:00:00Z,free,Acme\n"
-        "u1,2024-05-01T11:00:00Z,pro,Acme\n"  # u1 upgrades between their two events of the day
-        "u3,2024-05-02,pro,\n"  # valid only from the next day; no company
-        "jane@example.com,,enterprise,Initech\n"  # an email id: joined through its pseudonym
+        "user_id,valid_from,plan,company,email\n"
+        "u1,2024-05-01T00:00:00Z,free,Acme,\n"
+        "u1,2024-05-01T11:00:00Z,pro,Acme,\n"  # u1 upgrades between their two events of the day
+        "u3,2024-05-02,pro,,\n"  # valid only from the next day; no company
+        "jane@example.com,,enterprise,Initech,jane@example.com\n"  # an email id: joined through its pseudonym
+        "\n"  # a trailing blank line is no row
     )
     _post(
         api,
@@ -141,11 +142,13 @@ def test_hand_made_devices_locations_and_attribute_versions(api: ApiServer, env:
         ("user.company", "Acme"): 1,
         ("user.company", "Initech"): 1,
         ("user.company", "(none)"): 2,
+        ("user.email", "[EMAIL]"): 1,  # scrubbed like silver's text: the mart is served
+        ("user.email", "(none)"): 3,
     }
     assert {k[0] for k in rows} == {d}
 
     # An edited users source recomputes the mart without new events: u2 has been on "team" all along.
-    users_path.write_text(users_path.read_text() + "u2,,team,Globex\n")
+    users_path.write_text(users_path.read_text() + "u2,,team,Globex,\n")
     materialize_all(env)
     plans = {k[2]: n for k, n in breakdown(env, "devices", "user.plan").items()}
     assert plans == {"free": 1, "pro": 1, "enterprise": 1, "team": 1, "(none)": 1}
@@ -173,3 +176,6 @@ def test_a_bad_users_source_fails_with_its_lines_and_keeps_the_loaded_versions(e
     users_path.write_text("id,plan\nu1,free\n")
     with pytest.raises(ValueError, match="no user_id column"):
         load_user_attributes(env.lake, get_settings(), "run-4")
+    users_path.write_text("user_id,valid_to, plan\nu1,2024-01-01,free\n")  # valid_to is computed; padded name
+    with pytest.raises(ValueError, match=r"column names \['valid_to', ' plan'\]"):
+        load_user_attributes(env.lake, get_settings(), "run-5")

@@ -52,9 +52,10 @@ def test_device_type_and_platform_from_user_agent(user_agent: str, device_type: 
     assert (device.device_type, device.platform) == (device_type, platform)
 
 
-def test_no_user_agent_says_nothing() -> None:
-    device = device_from_user_agent(None)
-    assert device.device_type is None and device.platform is None and device.is_bot is False
+def test_no_user_agent_or_a_hostile_one_says_nothing() -> None:
+    for agent in (None, "Mozilla/5.0 (Linux; Android 13; " + "1" * 30_000 + ") Chrome/1"):  # took 75 s to parse
+        device = device_from_user_agent(agent)
+        assert device.device_type is None and device.platform is None and device.is_bot is False
 
 
 @pytest.mark.parametrize(
@@ -68,6 +69,7 @@ def test_no_user_agent_says_nothing() -> None:
         ('{"library": {"name": "analytics-react-native"}, "os": {"name": "Android"}}', "android"),  # by its OS
         ('{"device": {"type": "ios"}}', "ios"),
         ('{"os": {"name": "iPadOS"}}', "ios"),
+        ('{"library": {"name": "analytics-swift"}, "os": {"name": "macOS"}, "app": {"name": "Notes"}}', "desktop"),
         ('{"os": {"name": "Windows"}, "app": {"name": "Studio"}}', "desktop"),
         ('{"os": {"name": "Windows"}}', None),  # a desktop OS without an app: could be a browser
         ('{"library": {"name": 7}, "device": "ios"}', None),  # wrong types name nothing
@@ -84,12 +86,18 @@ def test_platform_from_context(context: str | None, platform: str | None) -> Non
 @pytest.mark.parametrize(
     ("location", "country"),
     [
-        ("Berlin, DE", "DE"),
+        ("Berlin, Germany", "DE"),
+        ("Berlin, DE", None),  # DE is Delaware too: a two-letter US state code in free text names none
+        ("San Francisco, CA", None),
+        ("London, UK", "GB"),  # everyday names ISO lacks
+        ("Seoul, South Korea", "KR"),
+        ("Main St 5, 250", None),  # numeric ISO codes are never read from text
         ("Lyon, France", "FR"),
         ("Osaka, Japan", "JP"),
         ("Springfield, IL, USA", "US"),  # alpha-3, last part
         ('{"city": "San Francisco", "country": "United States"}', "US"),  # Segment's context.location
         ('{"countryCode": "nz"}', "NZ"),
+        ('{"country_code": "DE"}', "DE"),  # a structured code is a country code
         ('{"country": "Atlantis", "country_code": "CA"}', "CA"),  # the first key that names a country
         ("Berlin", None),  # a city alone is not guessed
         ("Paris, Texas, 75460", None),
