@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
+from pipelines.first_seen import first_seen_moves, refresh_first_seen
 from pipelines.identity import merged_days, refresh_identity
 from warehouse.gold import MARTS, Mart, MartInputs, gold_watermark, load_sql
 from warehouse.lake import Lake
@@ -68,12 +69,21 @@ def refresh_mart(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str) -> 
     if silver_version is None:
         silver_version = -1
 
-    # The links people_events reads must cover the silver this refresh reads.
+    # The links and first-seen times people_events and the marts read must cover the silver read here.
     refresh_identity(con, lake, silver_version)
+    refresh_first_seen(con, lake, silver_version)
 
-    # Deletes too: a reprocessed range (pipelines.silver.reprocess) may lose rows on some days.
-    changes = lake.changes(
-        EVENTS, silver_from, silver_version, change_types=("insert", "delete"), columns=["app", "source", "timestamp"]
+    # Deletes too: a reprocessed range (pipelines.silver.reprocess) may lose rows on some days. Plus
+    # the days whose new people changed without an event of theirs changing (first_seen moved).
+    columns = ["app", "source", "timestamp"]
+    schema = pa.schema([EVENTS.schema.field(name) for name in columns])
+    changes = pa.concat_tables(
+        [
+            lake.changes(EVENTS, silver_from, silver_version, change_types=("insert", "delete"), columns=columns)
+            .select(columns)
+            .cast(schema),
+            first_seen_moves(con, silver_from, silver_version).cast(schema),
+        ]
     )
     changed = _changed_days(con, changes, merged_days(con, silver_from, silver_version), timezone)
     rewritten = 0

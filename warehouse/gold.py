@@ -106,6 +106,12 @@ def user_attribute_inputs(lake: Lake) -> MartInputs:
     )
 
 
+def new_people_inputs(lake: Lake) -> MartInputs:
+    """Daily active users with new vs returning people: a definition of its own, so a warehouse built
+    before the split recomputes DAU once (its rows had no new/returning counts)."""
+    return MartInputs(definition="new_people=person_first_seen")
+
+
 def calendar_week_inputs(lake: Lake) -> MartInputs:
     """Weekly active users: a changed day also refreshes the 6 days before it, so with the 7-day
     window every day of its ISO week (whose calendar-week count it changes) is rewritten."""
@@ -140,7 +146,9 @@ def daily_session_inputs(lake: Lake) -> MartInputs:
 
 
 MARTS: dict[str, Mart] = {
-    DAILY_ACTIVE_USERS: Mart(DAILY_ACTIVE_USERS, "insert_daily_active_users", fill_spine=True),
+    DAILY_ACTIVE_USERS: Mart(
+        DAILY_ACTIVE_USERS, "insert_daily_active_users", fill_spine=True, inputs=new_people_inputs
+    ),
     WEEKLY_ACTIVE_USERS: Mart(
         WEEKLY_ACTIVE_USERS, "insert_weekly_active_users", window_days=7, fill_spine=True, inputs=calendar_week_inputs
     ),

@@ -102,6 +102,35 @@ def gold_tables(env: Env) -> dict[str, list[tuple]]:
         con.close()
 
 
+def expected_new_people(path: Path) -> dict[date, tuple[int, int]]:
+    """(new, returning) people per day straight from the raw CSV: new on the day of their first row."""
+    raw = pl.read_csv(path, columns=["user_id", "timestamp"], schema_overrides={"user_id": pl.String})
+    days = raw.select("user_id", pl.col("timestamp").str.slice(0, 10).str.to_date("%Y-%m-%d").alias("day")).unique()
+    first = days.group_by("user_id").agg(pl.col("day").min().alias("first_day"))
+    per_day = (
+        days.join(first, on="user_id")
+        .group_by("day")
+        .agg(
+            (pl.col("day") == pl.col("first_day")).sum().alias("new"),
+            (pl.col("day") != pl.col("first_day")).sum().alias("returning"),
+        )
+    )
+    counted = {d: (n, r) for d, n, r in per_day.iter_rows()}
+    spine = pl.date_range(days["day"].min(), days["day"].max(), eager=True).to_list()
+    return {d: counted.get(d, (0, 0)) for d in spine}
+
+
+def new_people(env: Env, app: str) -> dict[date, tuple[int, int]]:
+    con = duckdb.connect(str(env.warehouse), read_only=True)
+    try:
+        rows = con.execute(
+            "select day, new_people, returning_people from daily_active_users where app = ?", [app]
+        ).fetchall()
+    finally:
+        con.close()
+    return {d: (n, r) for d, n, r in rows}
+
+
 def silver(env: Env) -> pl.DataFrame:
     return pl.read_delta(env.lake.uri(EVENTS)).sort("event_id")
 
@@ -121,6 +150,7 @@ def test_samples_flow_to_dau_mau_that_match_the_raw_csv_and_replays_are_idempote
         assert actual_dau == expected_dau, app
         assert actual_wau == expected_wau, app
         assert actual_mau == expected_mau, app
+        assert new_people(env, app) == expected_new_people(SAMPLES / file), app
 
     events = silver(env)
     assert events.height == 73389

@@ -44,7 +44,7 @@ def test_definitions_asset_keys_snapshot() -> None:
         + ("sessions", "daily_sessions", "active_users_breakdown")
         for name, _ in check_names(table)
     }
-    assert len(invariants) == 10 + 5 + 7 + 6 + 8 + 7 + 14 + 8 + 12 + 9 + 11 + 5 + 9 + 11 + 8 + 8
+    assert len(invariants) == 10 + 8 + 7 + 6 + 8 + 7 + 14 + 8 + 12 + 9 + 11 + 5 + 9 + 11 + 8 + 8
     batch = {("events", "batch_has_people_events"), ("events", "quarantine_rate")}
     assert checks == suite | batch | invariants
 

@@ -189,6 +189,26 @@ create table if not exists identity_links (
     primary key (app, alias_id)
 );
 
+-- person_first_seen: when each person (per app and source) was first active, UTC; new vs returning
+-- people read it (pipelines/first_seen.py). first_seen_moves: the earlier first_seen a late event or an
+-- identity merge replaced, and the silver version that replaced it (that day's new people change).
+create table if not exists person_first_seen (
+    app varchar not null,
+    source varchar not null,
+    person_id varchar not null,
+    first_seen timestamptz not null,
+    silver_version bigint not null,
+    primary key (app, source, person_id)
+);
+
+create table if not exists first_seen_moves (
+    app varchar not null,
+    source varchar not null,
+    person_id varchar not null,
+    previous_first_seen timestamptz not null,
+    silver_version bigint not null
+);
+
 create table if not exists anonymous_days (
     app varchar not null,
     source varchar not null,
@@ -210,6 +230,9 @@ alter table gold_watermarks add column if not exists definition varchar default 
 -- Row-level lineage of the incremental marts: the silver version each row was computed from
 -- (stamped by mark_refreshed_rows.sql; null on rows written before the column existed).
 alter table daily_active_users add column if not exists silver_version bigint;
+-- New vs returning people (added later: older rows read NULL until the mart's new definition rebuilds it).
+alter table daily_active_users add column if not exists new_people bigint;
+alter table daily_active_users add column if not exists returning_people bigint;
 alter table weekly_active_users add column if not exists silver_version bigint;
 alter table monthly_active_users add column if not exists silver_version bigint;
 alter table daily_event_counts add column if not exists silver_version bigint;

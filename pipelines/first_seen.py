@@ -1,0 +1,107 @@
+"""When each person was first active: the state behind new vs returning people.
+
+``person_first_seen`` holds, per app, source and person (``people_events``'s ``person_id``: identity
+stitched, bots excluded), the earliest event time seen (UTC). It is advanced once per silver version
+for every mart, like identity links: the new silver rows give each of their people a candidate, and a
+link made in those versions gives its person the alias's first_seen (the anonymous history the person
+inherits). Only an earlier candidate replaces the stored value; the value it replaced is recorded in
+``first_seen_moves``, because that day loses a new person: :func:`first_seen_moves` returns those
+times so every mart rewrites their days (a late event or an identity merge changes a past day's new
+people without touching that day's events).
+
+A first_seen never moves later: silver reprocessing that removes a person's earliest events leaves
+it (the people still existed then).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import duckdb
+import pyarrow as pa
+
+from warehouse.gold import gold_watermark, load_sql
+from warehouse.lake import Lake
+from warehouse.settings import get_settings
+from warehouse.tables import EVENTS, PERSON_FIRST_SEEN, RAW_EVENTS
+
+log = logging.getLogger(__name__)
+
+#: The columns person resolution reads; the people views' other columns are filled with nulls.
+_COLUMNS = ["app", "source", "timestamp", "user_id", "anonymous_id", "session_id", "is_bot"]
+
+
+def _people_rows(changes: pa.Table) -> pa.Table:
+    """Silver-shaped rows (every column of ``events``) from a change feed read of :data:`_COLUMNS`."""
+    return pa.table(
+        {
+            field.name: changes[field.name] if field.name in _COLUMNS else pa.nulls(changes.num_rows, field.type)
+            for field in EVENTS.schema
+        }
+    )
+
+
+def refresh_first_seen(con: duckdb.DuckDBPyConnection, lake: Lake, silver_version: int) -> int:
+    """Bring ``person_first_seen`` up to ``silver_version``; returns how many first_seen moved earlier.
+
+    Reads identity links: call :func:`pipelines.identity.refresh_identity` first. Commits its own
+    transaction (shared state; idempotent, a no-op when already at ``silver_version``).
+
+    Raises:
+        duckdb.Error: when the SQL fails (rolled back, watermark unchanged).
+    """
+    previous = gold_watermark(con, PERSON_FIRST_SEEN)
+    silver_from = previous.silver_version if previous else -1
+    if silver_version <= silver_from:
+        return 0
+    views = {
+        "silver_events": _people_rows(lake.changes(EVENTS, silver_from, silver_version, columns=_COLUMNS)),
+        "reporting_settings": pa.table({"timezone": [get_settings().reporting_timezone]}),
+    }
+    for name, view in views.items():
+        con.register(name, view)
+    con.execute(load_sql("create_people_events"))
+    con.begin()
+    try:
+        candidates = con.sql(
+            load_sql("select_first_seen_candidates"),
+            params={"after_version": silver_from, "until_version": silver_version},
+        ).to_arrow_table()
+        con.register("first_seen_candidates", candidates)
+        moves = con.execute(load_sql("insert_first_seen_moves"), {"silver_version": silver_version}).fetchall()
+        con.execute(load_sql("upsert_person_first_seen"), {"silver_version": silver_version})
+        con.execute(
+            load_sql("upsert_gold_watermark"),
+            {
+                "mart": PERSON_FIRST_SEEN,
+                "silver_version": silver_version,
+                "bronze_version": lake.watermark(EVENTS.name, RAW_EVENTS.name),
+                "definition": "",
+            },
+        )
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    finally:
+        con.execute("drop view if exists people_events")
+        con.execute("drop view if exists resolved_events")
+        for name in (*views, "first_seen_candidates"):
+            con.unregister(name)
+    moved = int(moves[0][0]) if moves else 0
+    log.info(
+        "first seen: silver (%d, %d], %d people, %d moved earlier",
+        silver_from,
+        silver_version,
+        candidates.num_rows,
+        moved,
+    )
+    return moved
+
+
+def first_seen_moves(con: duckdb.DuckDBPyConnection, after_version: int, until_version: int) -> pa.Table:
+    """``(app, source, timestamp)``: first_seen values replaced in silver versions
+    ``(after_version, until_version]`` (UTC), whose days lost a new person."""
+    return con.sql(
+        load_sql("select_first_seen_moves"), params={"after_version": after_version, "until_version": until_version}
+    ).to_arrow_table()
