@@ -6,7 +6,7 @@ for every mart, like identity links: the new silver rows give each of their peop
 link made in those versions gives its person the alias's first_seen (the anonymous history the person
 inherits). Only an earlier candidate replaces the stored value; the value it replaced is recorded in
 ``first_seen_moves``, because that day loses a new person: :func:`first_seen_moves` returns those
-times so every mart rewrites their days (a late event or an identity merge changes a past day's new
+times so the marts that count new people rewrite their days (a late event or an identity merge changes a past day's new
 people without touching that day's events).
 
 A first_seen never moves later: silver reprocessing that removes a person's earliest events leaves

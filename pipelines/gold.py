@@ -73,18 +73,14 @@ def refresh_mart(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str) -> 
     refresh_identity(con, lake, silver_version)
     refresh_first_seen(con, lake, silver_version)
 
-    # Deletes too: a reprocessed range (pipelines.silver.reprocess) may lose rows on some days. Plus
-    # the days whose new people changed without an event of theirs changing (first_seen moved).
+    # Deletes too: a reprocessed range (pipelines.silver.reprocess) may lose rows on some days. Plus,
+    # for marts that count new people, the days a first visit moved away from (none of their events changed).
     columns = ["app", "source", "timestamp"]
     schema = pa.schema([EVENTS.schema.field(name) for name in columns])
-    changes = pa.concat_tables(
-        [
-            lake.changes(EVENTS, silver_from, silver_version, change_types=("insert", "delete"), columns=columns)
-            .select(columns)
-            .cast(schema),
-            first_seen_moves(con, silver_from, silver_version).cast(schema),
-        ]
-    )
+    changes = lake.changes(EVENTS, silver_from, silver_version, change_types=("insert", "delete"), columns=columns)
+    changes = changes.select(columns).cast(schema)
+    if mart.first_seen:
+        changes = pa.concat_tables([changes, first_seen_moves(con, silver_from, silver_version).cast(schema)])
     changed = _changed_days(con, changes, merged_days(con, silver_from, silver_version), timezone)
     rewritten = 0
     con.begin()
@@ -135,16 +131,13 @@ def _rewrite(
     con: duckdb.DuckDBPyConnection, lake: Lake, mart: Mart, inputs: MartInputs, silver_version: int, changed: pa.Table
 ) -> int:
     timezone = get_settings().reporting_timezone
-    silver = lake.dataset(EVENTS, silver_version)
     views = {
-        "silver_events": silver,
         "changed_days": changed,
         "reporting_settings": pa.table({"timezone": [timezone]}),
         **inputs.tables,
     }
     for name, view in views.items():
         con.register(name, view)
-    con.execute(load_sql("create_people_events"))
     try:
         refresh_days = con.sql(
             load_sql("select_refresh_days", mart.table),
@@ -167,7 +160,8 @@ def _rewrite(
         scan_to = last_day + timedelta(days=inputs.lookback_days)
         pad = timedelta(days=0 if timezone == "UTC" else 1)
         partitions = (pads.field("event_date") >= scan_from - pad) & (pads.field("event_date") <= scan_to + pad)
-        con.register("silver_events", silver.filter(partitions))
+        con.register("silver_events", lake.dataset(EVENTS, silver_version).filter(partitions))
+        con.execute(load_sql("create_people_events"))
         con.execute(load_sql("delete_refresh_days", mart.table))
         con.execute(load_sql(mart.insert_sql), {"first_day": scan_from, "last_day": scan_to, **inputs.params})
         # Row-level lineage: the silver version each rewritten row was computed from.
@@ -176,7 +170,7 @@ def _rewrite(
     finally:
         con.execute("drop view if exists people_events")
         con.execute("drop view if exists resolved_events")
-        for name in (*views, "refresh_days"):
+        for name in (*views, "refresh_days", "silver_events"):
             con.unregister(name)
 
 

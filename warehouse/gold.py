@@ -76,6 +76,8 @@ class Mart:
     it refreshes from (:class:`MartInputs`). ``served``: copied into the serving snapshot; false
     for state other marts read (person-level rows, one row per session). ``reads``: other assets
     its SQL reads (gold marts, the silver user attributes), materialized before it.
+    ``first_seen``: its rows depend on when people were first active (``person_first_seen``), so the
+    days a first visit moved away from are rewritten too.
     """
 
     table: str
@@ -87,6 +89,7 @@ class Mart:
     inputs: Callable[[Lake], MartInputs] = no_inputs
     served: bool = True
     reads: tuple[str, ...] = ()
+    first_seen: bool = False
 
 
 def user_attribute_inputs(lake: Lake) -> MartInputs:
@@ -147,7 +150,7 @@ def daily_session_inputs(lake: Lake) -> MartInputs:
 
 MARTS: dict[str, Mart] = {
     DAILY_ACTIVE_USERS: Mart(
-        DAILY_ACTIVE_USERS, "insert_daily_active_users", fill_spine=True, inputs=new_people_inputs
+        DAILY_ACTIVE_USERS, "insert_daily_active_users", fill_spine=True, inputs=new_people_inputs, first_seen=True
     ),
     WEEKLY_ACTIVE_USERS: Mart(
         WEEKLY_ACTIVE_USERS, "insert_weekly_active_users", window_days=7, fill_spine=True, inputs=calendar_week_inputs

@@ -128,14 +128,14 @@ def gold(env: Env, sql: str) -> set[tuple]:
 
 
 def test_provisioning_is_idempotent(superset: Superset) -> None:
-    for kind, expected in (("database", 1), ("dataset", 14), ("chart", 24), ("dashboard", 8)):
+    for kind, expected in (("database", 1), ("dataset", 14), ("chart", 25), ("dashboard", 8)):
         assert superset.session.get(f"/api/v1/{kind}/").json()["count"] == expected, kind
 
 
 def test_every_chart_returns_the_gold_numbers(superset: Superset) -> None:
     rows = chart_rows(superset)
     env = superset.env
-    assert len(rows) == 24
+    assert len(rows) == 25
 
     assert {(day(r["day"]), r["app"], r["DAU"]) for r in rows["DAU per app"]} == gold(
         env, "select day, app, dau from daily_active_users"
@@ -233,6 +233,9 @@ def test_every_chart_returns_the_gold_numbers(superset: Superset) -> None:
     assert {(day(r["day"]), r["component"], r["events"]) for r in rows["Component interactions per day"]} == gold(
         env, "select day, component, sum(events) from component_interactions group by all"
     )
+    assert {(day(r["day"]), r["new"], r["returning"]) for r in rows["New vs returning people"]} == gold(
+        env, "select day, sum(new_people), sum(returning_people) from daily_active_users group by all"
+    )
     for dimension in ("platform", "device_type"):
         title = f"Active people by {dimension.replace('_', ' ')}"
         assert {(day(r["day"]), r["value"], r["people"]) for r in rows[title]} == gold(
@@ -314,7 +317,7 @@ containers => containers.map(container => {
 
 #: Every dashboard of the bundle, by slug, with its number of charts.
 DASHBOARDS = {
-    "overview": 8,
+    "overview": 9,
     "audience": 3,
     "funnels": 2,
     "forms": 2,

@@ -1,14 +1,17 @@
 -- Curated views of the serving snapshot: what analysts build charts on (Superset datasets).
 -- They read only the snapshot's own tables, so the file stands alone.
 
--- overview_daily: DAU next to rolling and calendar WAU and MAU per app, source and day, with stickiness
--- DAU/MAU (PostHog/Amplitude "stickiness" ratio: DAU divided by rolling 30-day MAU).
+-- overview_daily: DAU (with its new and returning people) next to rolling and calendar WAU and MAU per
+-- app, source and day, with stickiness DAU/MAU (PostHog/Amplitude "stickiness" ratio: DAU divided by
+-- rolling 30-day MAU).
 create or replace view overview_daily as
 select
     dau.app,
     dau.source,
     dau.day,
     dau.dau,
+    dau.new_people,
+    dau.returning_people,
     wau.wau_rolling_7d,
     wau.wau_calendar_week,
     mau.mau_rolling_30d,
