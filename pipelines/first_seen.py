@@ -20,7 +20,7 @@ import logging
 import duckdb
 import pyarrow as pa
 
-from warehouse.gold import gold_watermark, load_sql
+from warehouse.gold import GoldWatermark, gold_watermark, load_sql, set_gold_watermark
 from warehouse.lake import Lake
 from warehouse.settings import get_settings
 from warehouse.tables import EVENTS, PERSON_FIRST_SEEN, RAW_EVENTS
@@ -70,14 +70,8 @@ def refresh_first_seen(con: duckdb.DuckDBPyConnection, lake: Lake, silver_versio
         con.register("first_seen_candidates", candidates)
         moves = con.execute(load_sql("insert_first_seen_moves"), {"silver_version": silver_version}).fetchall()
         con.execute(load_sql("upsert_person_first_seen"), {"silver_version": silver_version})
-        con.execute(
-            load_sql("upsert_gold_watermark"),
-            {
-                "mart": PERSON_FIRST_SEEN,
-                "silver_version": silver_version,
-                "bronze_version": lake.watermark(EVENTS.name, RAW_EVENTS.name),
-                "definition": "",
-            },
+        set_gold_watermark(
+            con, PERSON_FIRST_SEEN, GoldWatermark(silver_version, lake.watermark(EVENTS.name, RAW_EVENTS.name))
         )
         con.commit()
     except BaseException:

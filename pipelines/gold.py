@@ -19,7 +19,7 @@ import pyarrow.dataset as pads
 
 from pipelines.first_seen import first_seen_moves, refresh_first_seen
 from pipelines.identity import merged_days, refresh_identity
-from warehouse.gold import MARTS, Mart, MartInputs, gold_watermark, load_sql
+from warehouse.gold import MARTS, GoldWatermark, Mart, MartInputs, gold_watermark, load_sql, set_gold_watermark
 from warehouse.lake import Lake
 from warehouse.settings import get_settings
 from warehouse.tables import (
@@ -91,15 +91,7 @@ def refresh_mart(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str) -> 
             con.execute(load_sql("delete_all_rows", mart.table))
         if changed.num_rows:
             rewritten = _rewrite(con, lake, mart, inputs, silver_version, changed)
-        con.execute(
-            load_sql("upsert_gold_watermark"),
-            {
-                "mart": mart.table,
-                "silver_version": silver_version,
-                "bronze_version": bronze_version,
-                "definition": definition,
-            },
-        )
+        set_gold_watermark(con, mart.table, GoldWatermark(silver_version, bronze_version, definition))
         con.commit()
     except BaseException:
         con.rollback()
@@ -218,10 +210,7 @@ def _replace(con: duckdb.DuckDBPyConnection, table: str, silver_version: int, br
         con.execute(load_sql(f"replace_{table}"))
         rows = con.table(table).aggregate("count(*)").fetchall()[0][0]
         # Recorded like the incremental marts' watermarks, so freshness reports it too.
-        con.execute(
-            load_sql("upsert_gold_watermark"),
-            {"mart": table, "silver_version": silver_version, "bronze_version": bronze_version, "definition": ""},
-        )
+        set_gold_watermark(con, table, GoldWatermark(silver_version, bronze_version))
         con.commit()
     except BaseException:
         con.rollback()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
-from warehouse.gold import gold_watermark, load_sql
+from warehouse.gold import GoldWatermark, gold_watermark, load_sql, set_gold_watermark
 from warehouse.lake import Lake
 from warehouse.tables import EVENTS, IDENTITY_LINKS, RAW_EVENTS
 
@@ -64,14 +64,8 @@ def refresh_identity(con: duckdb.DuckDBPyConnection, lake: Lake, silver_version:
         con.execute(load_sql("insert_anonymous_days"))
         con.execute(load_sql("insert_identity_links"))
         after = con.table(IDENTITY_LINKS).aggregate("count(*)").fetchall()[0][0]
-        con.execute(
-            load_sql("upsert_gold_watermark"),
-            {
-                "mart": IDENTITY_LINKS,
-                "silver_version": silver_version,
-                "bronze_version": lake.watermark(EVENTS.name, RAW_EVENTS.name),
-                "definition": "",
-            },
+        set_gold_watermark(
+            con, IDENTITY_LINKS, GoldWatermark(silver_version, lake.watermark(EVENTS.name, RAW_EVENTS.name))
         )
         con.commit()
     except BaseException:

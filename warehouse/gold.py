@@ -231,3 +231,19 @@ def gold_watermark(con: duckdb.DuckDBPyConnection, mart: str) -> GoldWatermark |
     # fetchall: a result left unfinished would block the caller's next statement on this connection
     rows = con.execute(load_sql("select_gold_watermark"), {"mart": mart}).fetchall()
     return GoldWatermark(int(rows[0][0]), int(rows[0][1]), rows[0][2] or "") if rows else None
+
+
+def set_gold_watermark(con: duckdb.DuckDBPyConnection, mart: str, watermark: GoldWatermark) -> None:
+    """Record how far ``mart`` (a mart, or shared state such as identity links) has consumed silver.
+
+    Call it inside the transaction that wrote what the watermark covers.
+    """
+    con.execute(
+        load_sql("upsert_gold_watermark"),
+        {
+            "mart": mart,
+            "silver_version": watermark.silver_version,
+            "bronze_version": watermark.bronze_version,
+            "definition": watermark.definition,
+        },
+    )
