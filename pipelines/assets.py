@@ -7,6 +7,8 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import polars as pl
+from deltalake.exceptions import DeltaError
 from pydantic import Field
 
 from pipelines import silver
@@ -247,6 +249,14 @@ def batch_checks(stats: silver.BatchStats, warn_rate: float, error_rate: float) 
     )
 
 
+def _version_or_none(version: int | None) -> int:
+    return -1 if version is None else version
+
+
+#: Asset check of ``user_attributes``: the users source could be read (else the last good load stays).
+USERS_SOURCE_CHECK = "users_source_valid"
+
+
 @dg.asset(
     name=USER_ATTRIBUTES.name,
     group_name="silver",
@@ -254,19 +264,51 @@ def batch_checks(stats: silver.BatchStats, warn_rate: float, error_rate: float) 
     freshness_policy=FRESHNESS,
     description="Silver: the users source (EVENTLAKE_USERS_PATH, CSV or Delta) as a slowly changing "
     "dimension, one row per user, attribute and version; rewritten only when its content changed.",
+    check_specs=[
+        dg.AssetCheckSpec(
+            USERS_SOURCE_CHECK,
+            asset=USER_ATTRIBUTES.name,
+            description="The users source could be read and validated; when not, the last good load "
+            "stays in use and the check says which lines are wrong.",
+        )
+    ],
 )
-def user_attributes(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    """Load the users source (:func:`pipelines.user_attributes.load_user_attributes`)."""
-    loaded = load_user_attributes(lake.lake(), get_settings(), context.run.run_id)
-    return dg.MaterializeResult(
+def user_attributes(context: dg.AssetExecutionContext, lake: LakeResource) -> Iterator[object]:
+    """Load the users source (:func:`pipelines.user_attributes.load_user_attributes`).
+
+    A source that cannot be read or validated does not stop the run: the table keeps its last good
+    content (the breakdown mart and the dashboards go on with it) and the ERROR check reports why.
+    """
+    store = lake.lake()
+    source = str(get_settings().users_path or "(none)")
+    try:
+        loaded = load_user_attributes(store, get_settings(), context.run.run_id)
+    except (OSError, ValueError, pl.exceptions.PolarsError, DeltaError) as error:
+        context.log.error("users source %s not loaded, the last good load stays: %s", source, error)
+        yield dg.MaterializeResult(
+            metadata={
+                "delta_version": _version_or_none(store.version(USER_ATTRIBUTES)),
+                "changed": False,
+                "source": source,
+            }
+        )
+        yield dg.AssetCheckResult(
+            check_name=USERS_SOURCE_CHECK,
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"error": f"{type(error).__name__}: {error}"},
+        )
+        return
+    yield dg.MaterializeResult(
         metadata={
             "delta_version": loaded.version,
             "rows": loaded.rows,
             "users": loaded.users,
             "changed": loaded.changed,
-            "source": str(get_settings().users_path or "(none)"),
+            "source": source,
         }
     )
+    yield dg.AssetCheckResult(check_name=USERS_SOURCE_CHECK, passed=True, severity=dg.AssetCheckSeverity.ERROR)
 
 
 def _gold_checks(mart: str) -> list[dg.AssetCheckSpec]:

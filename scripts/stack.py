@@ -214,7 +214,8 @@ def start_superset(stack: Stack, data_dir: Path, port: int, serving_file: Path) 
     service.wait_healthy(url, 180, proc)
     service.provision(env, account, url, serving_file, setup_log)
     say(
-        f"Superset at {url}: dashboards Overview, Funnels, Forms, Components, Errors, Retention and Data quality "
+        f"Superset at {url}: dashboards Overview, Audience, Funnels, Forms, Components, Errors, Retention and "
+        "Data quality "
         f"({url}/dashboard/list/; start at {url}/superset/dashboard/eventlake-overview/)"
     )
     if account.generated:

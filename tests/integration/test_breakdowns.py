@@ -153,6 +153,24 @@ def test_hand_made_devices_locations_and_attribute_versions(api: ApiServer, env:
     plans = {k[2]: n for k, n in breakdown(env, "devices", "user.plan").items()}
     assert plans == {"free": 1, "pro": 1, "enterprise": 1, "team": 1, "(none)": 1}
 
+    # A bad row does not stop the run: the last good load stays, the check says which line, and the
+    # dashboards' snapshot still gets the new events.
+    users_path.write_text(users_path.read_text() + ",,gold,\n")
+    _post(api, [{"uuid": "7", "timestamp": "2024-05-02T10:00:00Z", "user": "u3", "userAgent": GENERIC}])
+    result = materialize_all(env)
+    (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "users_source_valid"]
+    assert not check.passed and "1 row(s) without a user_id (line 8)" in check.metadata["error"].value
+    assert {k[2]: n for k, n in breakdown(env, "devices", "user.plan").items() if k[0] == d} == plans
+    assert breakdown(env, "devices", "user.plan")[(date(2024, 5, 2), "user.plan", "pro")] == 1  # u3's version
+    served = duckdb.connect(str(env.serving), read_only=True)
+    try:
+        assert served.execute("select dau from daily_active_users where app = 'devices' order by day").fetchall() == [
+            (4,),
+            (1,),
+        ]
+    finally:
+        served.close()
+
 
 def test_a_bad_users_source_fails_with_its_lines_and_keeps_the_loaded_versions(env: Env, users_path: Path) -> None:
     users_path.write_text("user_id,plan\nu1,free\n")

@@ -277,7 +277,7 @@ def test_email_user_ids_become_consistent_pseudonyms_and_people_counts_stay_righ
     assert expected.startswith("hmac:") and len(expected) == 37
     assert result.asset_materializations_for_node("silver_events")[0].metadata["pseudonymized_ids"].value == 1
     invariants = {name: ok for name, (ok, severity) in checks(result).items() if severity == "ERROR"}
-    assert len(invariants) == 141 and all(invariants.values())  # the silver and gold suites
+    assert len(invariants) == 142 and all(invariants.values())  # the silver and gold suites, the users source
     con = duckdb.connect(str(env.warehouse), read_only=True)
     assert con.execute("select dau from daily_active_users where app = 'q'").fetchall() == [(2,)]
     con.close()

@@ -46,7 +46,8 @@ def test_definitions_asset_keys_snapshot() -> None:
     }
     assert len(invariants) == 10 + 8 + 7 + 6 + 8 + 7 + 14 + 8 + 12 + 9 + 11 + 5 + 9 + 11 + 8 + 8
     batch = {("events", "batch_has_people_events"), ("events", "quarantine_rate")}
-    assert checks == suite | batch | invariants
+    users = {("user_attributes", "users_source_valid")}
+    assert checks == suite | batch | invariants | users
 
 
 def test_jobs_share_the_assets_and_set_the_silver_mode() -> None:
