@@ -196,7 +196,7 @@ class Settings(BaseSettings):
     superset_port: int = 8088
 
     # pipelines
-    sensor_interval_s: int = Field(default=5, ge=1, le=5, description="Bronze sensor tick (s).")
+    sensor_interval_s: int = Field(default=2, ge=1, le=5, description="Bronze sensor tick (s).")
     gold_timeout_s: float = Field(
         default=900, gt=0, description="How long `make up` waits for gold to cover the replayed bronze (s)."
     )
