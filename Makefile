@@ -6,8 +6,8 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum
 
 SUPERSET_VENV := .venv-superset
 SUPERSET_STAMP := $(SUPERSET_VENV)/.installed-$(shell cat dashboards/requirements.txt dashboards/constraints.txt | cksum | cut -d' ' -f1)
-# `make up SUPERSET=0` runs the pipeline without Superset.
-SUPERSET ?= 1
+# `make up SUPERSET=0` (or EVENTLAKE_SUPERSET=0 in the environment) runs the pipeline without Superset.
+SUPERSET ?= $(or $(EVENTLAKE_SUPERSET),1)
 ifeq ($(SUPERSET),0)
 STACK_DEPS := install
 else
