@@ -191,3 +191,17 @@ def materialize_all(env: Env, **silver_config: str) -> dg.ExecuteInProcessResult
     )
     assert result.success
     return result
+
+
+def expectation_results(result: dg.ExecuteInProcessResult, asset: str, check: str) -> dict[str, bool]:
+    """Expectation name → success, from the ``results`` metadata of suite check ``check`` on ``asset``."""
+    (evaluation,) = [
+        c
+        for c in result.get_asset_check_evaluations()
+        if (c.asset_key.to_user_string(), c.check_name) == (asset, check)
+    ]
+    results = evaluation.metadata["results"].value
+    failed = evaluation.metadata["failed_expectations"].value
+    assert failed == ", ".join(name for name, outcome in results.items() if not outcome["success"])  # type: ignore[union-attr]
+    assert evaluation.passed == (not failed)
+    return {name: outcome["success"] for name, outcome in results.items()}  # type: ignore[union-attr]

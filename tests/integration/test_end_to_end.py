@@ -12,7 +12,7 @@ import orjson
 import polars as pl
 import pytest
 
-from tests.conftest import SAMPLES, ApiServer, Env, materialize_all
+from tests.conftest import SAMPLES, ApiServer, Env, expectation_results, materialize_all
 from warehouse.tables import EVENTS, REJECTED_EVENTS
 
 pytestmark = pytest.mark.integration
@@ -203,9 +203,9 @@ def test_content_bad_event_goes_to_quarantine_with_reason_and_secrets_are_scrubb
     assert [(r["index"], r["field"]) for r in body["rejected"]] == [(1, "uuid")]
 
     result = materialize_all(env)
-    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    checks = expectation_results(result, "events", "raw_events_expectations")
     assert checks["timestamp_after_2000"] is False and checks["event_type_name"] is False
-    assert checks["event_id_present"] is True
+    assert checks["event_id_present"] is True and len(checks) == 24
 
     quarantine = pl.read_delta(env.lake.uri(REJECTED_EVENTS)).sort("reason")
     assert quarantine["reason"].to_list() == ["event_type_name", "timestamp_after_2000"]

@@ -34,20 +34,35 @@ def test_definitions_asset_keys_snapshot() -> None:
     graph = defs.resolve_asset_graph()
     assert {key.to_user_string() for key in graph.get_all_asset_keys()} == DERIVED | {"raw_events", "rejected_events"}
     checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
-    suite = {("events", name) for name, _ in check_names("raw_events")}
-    assert len(suite) == 24
+    # One check per suite (its expectations are in the check's metadata), not one per expectation.
+    suites = {("events", "raw_events_expectations")}
     invariants = {
-        (table, name)
+        (table, "invariants")
         for table in ("events", "daily_active_users", "weekly_active_users", "monthly_active_users")
         + ("daily_event_counts", "daily_page_views", "funnel_steps", "data_quality_daily")
         + ("form_progress", "component_interactions", "error_summary", "active_person_weeks", "retention_cohorts")
         + ("sessions", "daily_sessions", "active_users_breakdown")
-        for name, _ in check_names(table)
     }
-    assert len(invariants) == 10 + 8 + 7 + 6 + 8 + 7 + 14 + 8 + 12 + 9 + 11 + 5 + 9 + 11 + 8 + 8
     batch = {("events", "batch_has_people_events"), ("events", "quarantine_rate")}
     users = {("user_attributes", "users_source_valid")}
-    assert checks == suite | batch | invariants | users
+    assert checks == suites | batch | invariants | users
+
+
+def test_suite_checks_name_every_expectation_of_their_suite() -> None:
+    graph = defs.resolve_asset_graph()
+    descriptions = {
+        (key.asset_key.to_user_string(), key.name): graph.get_check_spec(key).description
+        for key in graph.asset_check_keys
+    }
+    suites = {("events", "raw_events_expectations"): "raw_events"} | {
+        key: key[0] for key in descriptions if key[1] == "invariants"
+    }
+    covered = 0
+    for key, suite in suites.items():
+        names = [name for name, _ in check_names(suite)]
+        assert descriptions[key] == f"expectations/{suite}.json: {', '.join(names)}."
+        covered += len(names)
+    assert covered == 24 + 10 + 8 + 7 + 6 + 8 + 7 + 14 + 8 + 12 + 9 + 11 + 5 + 9 + 11 + 8 + 8
 
 
 def test_jobs_share_the_assets_and_set_the_silver_mode() -> None:
