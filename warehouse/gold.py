@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_random
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_random
 
 from warehouse.funnels import DEFAULT_FUNNELS_PATH, definition_tables, fingerprint, load_funnels
 from warehouse.lake import Lake
@@ -192,9 +192,15 @@ def load_sql(name: str, gold_table: str | None = None) -> str:
     return text
 
 
+def _locked(error: BaseException) -> bool:
+    """Whether ``error`` is DuckDB's lock conflict (``Could not set lock on file …``), not another I/O error."""
+    return isinstance(error, duckdb.IOException) and "Could not set lock" in str(error)
+
+
 @retry(
-    # DuckDB allows one writer process per file: wait out a concurrent writer/reader.
-    retry=retry_if_exception_type(duckdb.IOException),
+    # DuckDB allows one writer process per file: wait out a concurrent writer/reader. Any other I/O
+    # error (not a DuckDB file, a directory, no permission) fails at once.
+    retry=retry_if_exception(_locked),
     stop=stop_after_delay(60),
     wait=wait_random(0.05, 0.5),
     reraise=True,
@@ -206,7 +212,7 @@ def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     spills to disk instead of exhausting the machine).
 
     Raises:
-        duckdb.IOException: when the file stays locked (or cannot be opened) for 60 s.
+        duckdb.IOException: when the file stays locked for 60 s, or at once when it cannot be opened.
         duckdb.InvalidInputException: the memory limit setting is not a DuckDB size.
     """
     if not read_only:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pytest
 
 from pipelines.gold import refresh_mart
 from warehouse import gold
@@ -144,3 +147,28 @@ def test_weekly_active_users_rolling_and_iso_week_by_hand(tmp_path: Path) -> Non
     weekly = wau(con)
     assert weekly[date(2024, 1, 1)] == (monday, 1, 3)
     assert weekly[date(2024, 1, 9)] == (next_monday, 4, 2)
+
+
+def test_connect_waits_out_a_lock_but_fails_at_once_on_other_io_errors(tmp_path: Path) -> None:
+    # Regression: every IOException was retried for 60 s, so a warehouse path that can never open
+    # (here a directory) cost each gold step a minute before it failed.
+    directory = tmp_path / "a_directory"
+    directory.mkdir()
+    with pytest.raises(duckdb.IOException, match="Is a directory"):
+        gold.connect(directory)
+    assert gold.connect.statistics["attempt_number"] == 1  # type: ignore[attr-defined]
+
+    path = tmp_path / "w.duckdb"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, sys, time; c = duckdb.connect({str(path)!r}); print(1, flush=True); time.sleep(1.5)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == b"1"  # it holds the lock now
+    con = gold.connect(path)
+    holder.wait()
+    assert gold.connect.statistics["attempt_number"] > 1  # type: ignore[attr-defined]
+    con.close()
