@@ -1,4 +1,4 @@
-"""Jobs: new bronze to gold (the sensor's), quarantine replay and silver reprocessing.
+"""Jobs: new bronze to gold (what the hot path runs per micro-batch), quarantine replay and silver reprocessing.
 
 All three run the same assets (silver step → gold marts → serving snapshot); the silver asset's
 ``mode`` config picks which rows it processes (:class:`pipelines.assets.SilverConfig`). Runs are
@@ -18,15 +18,26 @@ import dagster as dg
 from pipelines.assets import (
     GOLD_ASSETS,
     data_quality_daily,
+    raw_events,
     retention_cohorts,
     serving_snapshot,
     silver_events,
     user_attributes,
 )
 
-_SELECTION = dg.AssetSelection.assets(
-    silver_events, user_attributes, *GOLD_ASSETS, data_quality_daily, retention_cohorts, serving_snapshot
-)
+#: What the jobs materialize: silver (with quarantine), user attributes, gold and the serving snapshot.
+DERIVED_ASSETS: list[dg.AssetsDefinition] = [
+    silver_events,
+    user_attributes,
+    *GOLD_ASSETS,
+    data_quality_daily,
+    retention_cohorts,
+    serving_snapshot,
+]
+#: Every asset of the code location: bronze (observed, not materialized) and the derived ones.
+PIPELINE_ASSETS: list[dg.AssetsDefinition | dg.AssetSpec] = [raw_events, *DERIVED_ASSETS]
+
+_SELECTION = dg.AssetSelection.assets(*DERIVED_ASSETS)
 
 
 def _silver_config(**config: str) -> dict[str, object]:

@@ -1,7 +1,8 @@
-"""The bronze sensor: observe new bronze versions and start one run at a time."""
+"""The bronze sensor: observe new bronze versions and start the hot path when none is running."""
 
 import dagster as dg
 
+from pipelines.hot_path import BRONZE_VERSION_TAG, hot_path
 from pipelines.jobs import ingest_to_gold
 from pipelines.resources import LakeResource
 from warehouse.settings import get_settings
@@ -15,12 +16,17 @@ _ACTIVE = [
 ]
 
 
+#: Runs that carry new bronze to gold: while one is queued or running, it (or the hot path's next
+#: micro-batch) picks up what arrived.
+_CARRIERS = (hot_path.name, ingest_to_gold.name)
+
+
 @dg.sensor(
-    job=ingest_to_gold,
+    job=hot_path,
     minimum_interval_seconds=get_settings().sensor_interval_s,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Starts ingest_to_gold when bronze has versions silver has not processed; "
-    "skips while a run is in flight, so runs (and DuckDB writers) never overlap.",
+    description="Starts the hot_path run when bronze has versions silver has not processed; "
+    "skips while a hot path or ingest_to_gold run is in flight (it picks the new versions up).",
 )
 def bronze_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult | dg.SkipReason:
     """Observe ``raw_events``'s Delta version and request a run when silver is behind."""
@@ -35,14 +41,15 @@ def bronze_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg
         return dg.SensorResult(
             skip_reason=f"silver is up to date with bronze v{version}", asset_events=observations, cursor=str(version)
         )
-    if context.instance.get_run_records(dg.RunsFilter(job_name=ingest_to_gold.name, statuses=_ACTIVE), limit=1):
+    in_flight = (dg.RunsFilter(job_name=job, statuses=_ACTIVE) for job in _CARRIERS)
+    if any(context.instance.get_run_records(runs, limit=1) for runs in in_flight):
         return dg.SensorResult(
             skip_reason="a run is in flight; it or the next one picks this up",
             asset_events=observations,
             cursor=str(version),
         )
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=f"raw_events@{version}", tags={"eventlake/bronze_version": str(version)})],
+        run_requests=[dg.RunRequest(run_key=f"raw_events@{version}", tags={BRONZE_VERSION_TAG: str(version)})],
         asset_events=observations,
         cursor=str(version),
     )

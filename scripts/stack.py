@@ -121,6 +121,49 @@ def failed_run_check(dagster_home: Path, since: datetime) -> Callable[[], None]:
     return check
 
 
+def fail_orphaned_runs(dagster_home: Path) -> list[str]:
+    """Mark runs an earlier stack left starting or running as failed; return their ids.
+
+    At start-up no run worker of this data folder can be alive (the ports were free), so such a
+    run was cut off by a stack that was killed. Left as STARTED, a ``hot_path`` run would make the
+    bronze sensor wait for it forever. Their micro-batches are not lost: silver's watermark only
+    moves when a batch commits, and the next run picks the rest up.
+    """
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    in_progress = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+    orphaned = [record.dagster_run for record in instance.get_run_records(dg.RunsFilter(statuses=in_progress))]
+    for run in orphaned:
+        instance.report_run_failed(run, "the stack that ran it stopped before the run ended (scripts/stack.py)")
+    return [run.run_id for run in orphaned]
+
+
+def terminate_runs(dagster_home: Path, timeout_s: float = 30) -> None:
+    """Terminate runs in progress (the long-lived ``hot_path`` above all) and wait until they end.
+
+    Dagster's own termination (the UI's Terminate button): the run worker is interrupted, ends the
+    step it is in (a micro-batch's commits are atomic and its watermark moves only after them) and
+    records the run as canceled, so the next start does not find it running. Best effort: stopping
+    the stack goes on whatever happens here.
+    """
+    import dagster as dg
+
+    in_progress = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+    try:
+        instance = dg.DagsterInstance.from_config(str(dagster_home))
+        runs = [record.dagster_run.run_id for record in instance.get_run_records(dg.RunsFilter(statuses=in_progress))]
+        for run_id in runs:
+            instance.run_launcher.terminate(run_id)
+        deadline = time.monotonic() + timeout_s
+        while runs and time.monotonic() < deadline:
+            time.sleep(0.5)
+            left = instance.get_run_records(dg.RunsFilter(run_ids=runs, statuses=in_progress))
+            runs = [record.dagster_run.run_id for record in left]
+    except Exception as exc:  # noqa: BLE001 - stopping must go on (e.g. Dagster never started)
+        say(f"could not terminate Dagster runs ({exc}); they are marked failed on the next start")
+
+
 def _step_error(error: Any) -> str:
     # Dagster wraps the step's own exception ("Error occurred while executing op …"): report the
     # first exception below its wrappers, which says what is wrong.
@@ -186,6 +229,7 @@ class Stack:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         # Dagster's code servers run in their own sessions; they also exit when their parent
         # stops heartbeating (~20 s), but we wait for them here so nothing outlives the stack.
+        terminate_runs(self.data_dir / "dagster")
         leftovers = [pid for _, proc in self.procs for pid in descendants(proc.pid)]
         for _, proc in reversed(self.procs):
             if proc.poll() is None:
@@ -300,6 +344,8 @@ def main() -> int:
                 stdout=migrate_log,
                 stderr=subprocess.STDOUT,
             )
+        for run_id in fail_orphaned_runs(dagster_home):
+            say(f"marked run {run_id}, left running by an earlier stack, as failed")
         dagster, dagster_log = stack.start(
             "dagster_webserver",
             [

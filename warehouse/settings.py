@@ -197,6 +197,17 @@ class Settings(BaseSettings):
 
     # pipelines
     sensor_interval_s: int = Field(default=2, ge=1, le=5, description="Bronze sensor tick (s).")
+    hot_path_poll_s: float = Field(
+        default=0.5, gt=0, le=10, description="Hot path: pause between bronze checks while idle (s)."
+    )
+    hot_path_idle_s: float = Field(
+        default=300, ge=0, description="Hot path: end the long-lived run after bronze stayed idle this long (s)."
+    )
+    hot_path_max_s: float = Field(
+        default=3600,
+        gt=0,
+        description="Hot path: end the long-lived run after this long; the sensor starts the next (s).",
+    )
     gold_timeout_s: float = Field(
         default=900, gt=0, description="How long `make up` waits for gold to cover the replayed bronze (s)."
     )

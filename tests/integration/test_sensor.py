@@ -52,11 +52,18 @@ def test_sensor_requests_a_run_per_new_bronze_version_and_then_skips(env: Env) -
     assert not caught_up.asset_events  # this version was already observed
 
 
-def test_sensor_waits_while_a_run_is_in_flight(env: Env) -> None:
+@pytest.mark.parametrize("job_name", ["hot_path", "ingest_to_gold"])
+def test_sensor_waits_while_a_run_that_carries_bronze_to_gold_is_in_flight(env: Env, job_name: str) -> None:
     instance = dg.DagsterInstance.ephemeral()
-    append_bronze(env, 1)
-    instance.add_run(dg.DagsterRun(job_name="ingest_to_gold", run_id="r1", status=dg.DagsterRunStatus.STARTED))
+    version = append_bronze(env, 1)
+    instance.add_run(dg.DagsterRun(job_name=job_name, run_id="r1", status=dg.DagsterRunStatus.STARTED))
     result = evaluate(env, instance)
     assert isinstance(result, dg.SensorResult)
     assert not result.run_requests
     assert "in flight" in str(result.skip_reason)
+
+    # Once it ended, the next tick starts the hot path for what is still behind.
+    instance.handle_run_event("r1", dg.DagsterEvent(dg.DagsterEventType.RUN_SUCCESS.value, job_name=job_name))
+    result = evaluate(env, instance, cursor=str(version))
+    assert isinstance(result, dg.SensorResult)
+    assert [r.run_key for r in result.run_requests or []] == [f"raw_events@{version}"]

@@ -83,3 +83,4 @@ def test_sensor_is_running_by_default_and_ticks_within_5_s() -> None:
     sensor = defs.resolve_sensor_def("bronze_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert sensor.minimum_interval_seconds is not None and sensor.minimum_interval_seconds <= 5
+    assert sensor.job_name == "hot_path"

@@ -1,0 +1,141 @@
+"""The long-lived hot path against a real lake, DuckDB files and Dagster instance."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pytest
+from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+
+from pipelines.hot_path import HOT_PATH_TAG, hot_path
+from pipelines.resources import LakeResource, WarehouseResource
+from tests.conftest import Env
+from warehouse.contract import RequestContext, explode_payload
+from warehouse.status import covered_bronze_version
+from warehouse.tables import EVENTS, RAW_EVENTS
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+import stack  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+
+def append_bronze(env: Env, prefix: str, n: int) -> int:
+    ctx = RequestContext(received_at=datetime.now(UTC), user_agent="Mozilla/5.0", ip="192.0.2.1")
+    rows = [
+        r
+        for i in range(n)
+        for r in explode_payload(
+            {"uuid": f"{prefix}{i}", "event": "page_view", "timestamp": "2024-01-01T00:00:00Z", "user": f"u{i}"}, ctx
+        )
+    ]
+    return env.lake.append(RAW_EVENTS, pa.Table.from_pylist(rows, schema=RAW_EVENTS.schema))
+
+
+def run_hot_path(
+    env: Env, instance: dg.DagsterInstance, warehouse: Path | None = None, **config: float
+) -> dg.ExecuteInProcessResult:
+    return hot_path.execute_in_process(
+        instance=instance,
+        resources={
+            "lake": LakeResource(root=env.lake_root),
+            "warehouse": WarehouseResource(path=str(warehouse or env.warehouse), serving_path=str(env.serving)),
+        },
+        run_config={"ops": {"stream_to_gold": {"config": {"poll_interval_s": 0.2, **config}}}},
+        raise_on_error=False,
+    )
+
+
+def micro_batches(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    records = instance.get_run_records(dg.RunsFilter(job_name="ingest_to_gold"), ascending=True)
+    return [record.dagster_run for record in records]
+
+
+def queued_run(job_name: str) -> dg.DagsterRun:
+    """A run waiting in the queue, as the UI's Launch button leaves it (Dagster wants its code origin)."""
+    location = RegisteredCodeLocationOrigin(location_name="pipelines.definitions")
+    origin = RemoteJobOrigin(RemoteRepositoryOrigin(location, "__repository__"), job_name)
+    return dg.DagsterRun(
+        job_name=job_name, run_id="queued", status=dg.DagsterRunStatus.QUEUED, remote_job_origin=origin
+    )
+
+
+def stop_reason(result: dg.ExecuteInProcessResult) -> str:
+    [output] = [event for event in result.all_events if event.event_type == dg.DagsterEventType.STEP_OUTPUT]
+    return str(output.step_output_data.metadata["stop_reason"].value)
+
+
+def test_one_run_carries_each_new_micro_batch_to_gold_then_stops_when_bronze_is_idle(env: Env) -> None:
+    instance = dg.DagsterInstance.ephemeral()
+    append_bronze(env, "a", 3)
+    late: list[int] = []
+
+    def post_after_first_batch() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if any(run.status == dg.DagsterRunStatus.SUCCESS for run in micro_batches(instance)):
+                late.append(append_bronze(env, "b", 2))
+                return
+            time.sleep(0.1)
+
+    poster = threading.Thread(target=post_after_first_batch)
+    poster.start()
+    result = run_hot_path(env, instance, idle_exit_s=3)
+    poster.join()
+
+    assert result.success
+    runs = micro_batches(instance)
+    # The event posted while the first micro-batch ran went through a second one in the same run.
+    assert [run.status for run in runs] == [dg.DagsterRunStatus.SUCCESS] * 2
+    assert {run.tags[HOT_PATH_TAG] for run in runs} == {result.run_id}
+    assert result.output_for_node("stream_to_gold") == 2
+    assert stop_reason(result) == "bronze idle for 3 s"
+    assert env.lake.watermark(EVENTS.name, RAW_EVENTS.name) == late[0]
+    assert covered_bronze_version(env.serving) == late[0]
+    assert env.lake.dataset(EVENTS).count_rows() == 5
+    materialized = instance.fetch_materializations(dg.AssetKey("daily_active_users"), limit=10).records
+    assert {record.run_id for record in materialized} == {run.run_id for run in runs}
+
+
+def test_it_yields_to_a_queued_run_without_processing(env: Env) -> None:
+    instance = dg.DagsterInstance.ephemeral()
+    append_bronze(env, "a", 3)
+    instance.add_run(queued_run("reprocess_silver"))
+
+    result = run_hot_path(env, instance, idle_exit_s=60)
+
+    assert result.success
+    assert result.output_for_node("stream_to_gold") == 0
+    assert stop_reason(result) == "another run is queued"
+    assert micro_batches(instance) == []
+    assert env.lake.watermark(EVENTS.name, RAW_EVENTS.name) == -1  # left for the next run, not lost
+
+
+def test_a_failed_micro_batch_fails_the_run_and_names_it(env: Env, tmp_path: Path) -> None:
+    home = tmp_path / "dagster"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(stack.DAGSTER_YAML)  # the stack's instance: SQLite storage
+    instance = dg.DagsterInstance.from_config(str(home))
+    check = stack.failed_run_check(home, datetime.now(UTC))
+    version = append_bronze(env, "a", 3)
+    not_a_file = tmp_path / "warehouse_dir"
+    not_a_file.mkdir()  # the gold steps cannot open a DuckDB file here
+
+    result = run_hot_path(env, instance, warehouse=not_a_file, idle_exit_s=60)
+
+    assert not result.success
+    [failed] = micro_batches(instance)
+    assert failed.status == dg.DagsterRunStatus.FAILURE
+    failure = result.get_step_failure_events()[0].step_failure_data
+    assert failure.user_failure_data is not None
+    assert failure.user_failure_data.metadata["failed_run_id"].value == failed.run_id
+    assert failure.user_failure_data.metadata["bronze_version"].value == version
+    # `make up` reports the micro-batch's own error, not only the hot path's pointer to it.
+    with pytest.raises(stack.RunFailedError, match=rf"pipeline run {failed.run_id} failed: .*Is a directory"):
+        check()
