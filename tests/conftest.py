@@ -22,14 +22,7 @@ import pytest
 # In-process runs read settings from the environment: never let them write a key under ./data.
 os.environ.setdefault("EVENTLAKE_PSEUDONYM_KEY", "tests-only-pseudonym-key")
 
-from pipelines.assets import (
-    GOLD_ASSETS,
-    data_quality_daily,
-    retention_cohorts,
-    serving_snapshot,
-    silver_events,
-    user_attributes,
-)
+from pipelines.jobs import DERIVED_ASSETS
 from pipelines.resources import LakeResource, WarehouseResource
 from warehouse.lake import Lake
 from warehouse.tables import EVENTS
@@ -180,7 +173,7 @@ def materialize_all(env: Env, **silver_config: str) -> dg.ExecuteInProcessResult
     ``silver_config``: the silver step's config (``mode="replay"``, ``mode="reprocess"`` with days…).
     """
     result = dg.materialize(
-        [silver_events, user_attributes, *GOLD_ASSETS, data_quality_daily, retention_cohorts, serving_snapshot],
+        DERIVED_ASSETS,
         resources={
             "lake": LakeResource(root=env.lake_root),
             "warehouse": WarehouseResource(path=str(env.warehouse), serving_path=str(env.serving)),
