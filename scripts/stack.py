@@ -121,6 +121,13 @@ def failed_run_check(dagster_home: Path, since: datetime) -> Callable[[], None]:
     return check
 
 
+def _in_progress() -> list[Any]:
+    """Run statuses of a run that has a worker (or had one, if its stack was killed)."""
+    import dagster as dg
+
+    return [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+
+
 def fail_orphaned_runs(dagster_home: Path) -> list[str]:
     """Mark runs an earlier stack left starting or running as failed; return their ids.
 
@@ -132,8 +139,7 @@ def fail_orphaned_runs(dagster_home: Path) -> list[str]:
     import dagster as dg
 
     instance = dg.DagsterInstance.from_config(str(dagster_home))
-    in_progress = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
-    orphaned = [record.dagster_run for record in instance.get_run_records(dg.RunsFilter(statuses=in_progress))]
+    orphaned = [record.dagster_run for record in instance.get_run_records(dg.RunsFilter(statuses=_in_progress()))]
     for run in orphaned:
         instance.report_run_failed(run, "the stack that ran it stopped before the run ended (scripts/stack.py)")
     return [run.run_id for run in orphaned]
@@ -149,16 +155,17 @@ def terminate_runs(dagster_home: Path, timeout_s: float = 30) -> None:
     """
     import dagster as dg
 
-    in_progress = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
     try:
         instance = dg.DagsterInstance.from_config(str(dagster_home))
-        runs = [record.dagster_run.run_id for record in instance.get_run_records(dg.RunsFilter(statuses=in_progress))]
+        runs = [
+            record.dagster_run.run_id for record in instance.get_run_records(dg.RunsFilter(statuses=_in_progress()))
+        ]
         for run_id in runs:
             instance.run_launcher.terminate(run_id)
         deadline = time.monotonic() + timeout_s
         while runs and time.monotonic() < deadline:
             time.sleep(0.5)
-            left = instance.get_run_records(dg.RunsFilter(run_ids=runs, statuses=in_progress))
+            left = instance.get_run_records(dg.RunsFilter(run_ids=runs, statuses=_in_progress()))
             runs = [record.dagster_run.run_id for record in left]
     except Exception as exc:  # noqa: BLE001 - stopping must go on (e.g. Dagster never started)
         say(f"could not terminate Dagster runs ({exc}); they are marked failed on the next start")
