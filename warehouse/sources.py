@@ -61,6 +61,19 @@ def _write_atomically(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
+WRITE_KEY_PREFIX = "elk_"
+
+
+def new_write_key() -> str:
+    """A new random write key: ``elk_`` + 32 URL-safe base64 characters (192 bits).
+
+    The fixed prefix makes keys recognisable to secret scanners and, unlike a bare
+    ``secrets.token_urlsafe`` (which starts with ``-`` one time in 64), never looks like a
+    command-line option (``eventlake-replay --write-key -abc`` fails in argparse).
+    """
+    return WRITE_KEY_PREFIX + secrets.token_urlsafe(24)
+
+
 def add_source(path: Path, name: str, rate_limit: str | None = None) -> str:
     """Create source ``name`` in the sources file and return its new write key (shown once).
 
@@ -71,7 +84,7 @@ def add_source(path: Path, name: str, rate_limit: str | None = None) -> str:
     sources = read_sources_file(path)
     if any(source.name == name for source in sources):
         raise ValueError(f"source {name!r} already exists in {path}")
-    write_key = secrets.token_urlsafe(24)
+    write_key = new_write_key()
     sources.append(SourceConfig(name=name, write_key_sha256=hash_key(write_key), rate_limit=rate_limit))
     document = {"sources": [source.model_dump(exclude_none=True) for source in sources]}
     _write_atomically(path, orjson.dumps(document, option=orjson.OPT_INDENT_2), 0o600)

@@ -159,6 +159,15 @@ def test_write_keys_are_stored_hashed_and_authenticate_their_source(tmp_path: Pa
         add_source(path, "web")
 
 
+def test_write_keys_never_look_like_a_command_line_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Regression: a bare token_urlsafe key starts with "-" one time in 64, and
+    # `eventlake-replay --write-key <key>` then failed in argparse (exit 2).
+    monkeypatch.setattr("warehouse.sources.secrets.token_urlsafe", lambda n: "-" + "A" * (4 * n // 3 - 1))
+    key = add_source(tmp_path / "sources.json", "web")
+    assert key == "elk_-" + "A" * 31
+    assert SourceRegistry([], tmp_path / "sources.json").authenticate(key) is not None
+
+
 def test_local_source_is_generated_once(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
     key = ensure_local_source(settings)
