@@ -23,6 +23,7 @@ from warehouse.gold import MARTS
 from warehouse.serving import publish_snapshot
 from warehouse.settings import get_settings
 from warehouse.tables import (
+    ACTIVE_PERSON_DAYS,
     ACTIVE_PERSON_WEEKS,
     ACTIVE_USERS_BREAKDOWN,
     COMPONENT_INTERACTIONS,
@@ -396,6 +397,8 @@ def _gold_asset(mart: str, description: str) -> dg.AssetsDefinition:
 
 
 _MART_DESCRIPTIONS = {
+    ACTIVE_PERSON_DAYS: "Gold state (person-level, not served): people active per app and day, the people "
+    "metrics' compact input (DAU, WAU, MAU and retention read it, not events).",
     DAILY_ACTIVE_USERS: "Gold: DAU per app and UTC day (people, bots excluded).",
     WEEKLY_ACTIVE_USERS: "Gold: WAU per app and UTC day, rolling 7-day and ISO calendar week.",
     MONTHLY_ACTIVE_USERS: "Gold: MAU per app and UTC day, rolling 30-day and calendar month.",
@@ -426,11 +429,14 @@ GOLD_ASSETS = [
 def data_quality_daily(
     context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
 ) -> Iterator[object]:
-    """Gold: valid vs bot vs quarantined (by reason) vs duplicate events per app and day received."""
+    """Gold: valid vs bot vs quarantined (by reason) vs duplicate events per app and day received.
+
+    Incremental by received day (``changed_days`` in the metadata)."""
     with warehouse.connect() as con:
-        rows = refresh_data_quality(con, lake.lake())
+        changed_days = refresh_data_quality(con, lake.lake())
+        rows = con.table(DATA_QUALITY_DAILY).aggregate("count(*)").fetchall()[0][0]
         outcomes = validate_mart(con, DATA_QUALITY_DAILY)
-    yield dg.MaterializeResult(metadata={"row_count": rows})
+    yield dg.MaterializeResult(metadata={"changed_days": changed_days, "row_count": int(rows)})
     yield suite_check(DATA_QUALITY_DAILY, INVARIANTS_CHECK, DATA_QUALITY_DAILY, outcomes, dg.AssetCheckSeverity.ERROR)
 
 

@@ -29,6 +29,7 @@ from warehouse.tables import (
     RAW_EVENTS,
     REJECTED_EVENTS,
     RETENTION_COHORTS,
+    TableDef,
 )
 
 log = logging.getLogger(__name__)
@@ -49,25 +50,34 @@ class RefreshStats:
 def refresh_mart(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str) -> RefreshStats:
     """Bring one mart up to date with silver; idempotent and safe to rerun after a failure.
 
+    The gold marts it reads (``Mart.reads``, e.g. ``active_person_days``) are brought up to the
+    same silver version first (a no-op when the run already refreshed them).
+
     Raises:
         KeyError: unknown mart name.
         duckdb.Error: when the SQL fails (the transaction is rolled back, watermark unchanged).
     """
-    mart = MARTS[mart_name]
+    # Read silver's bronze watermark before silver's version: gold then never claims to cover
+    # more bronze than the silver it read.
+    bronze_version = lake.watermark(EVENTS.name, RAW_EVENTS.name)
+    silver_version = lake.version(EVENTS)
+    return _refresh(con, lake, MARTS[mart_name], bronze_version, -1 if silver_version is None else silver_version)
+
+
+def _refresh(
+    con: duckdb.DuckDBPyConnection, lake: Lake, mart: Mart, bronze_version: int, silver_version: int
+) -> RefreshStats:
+    for upstream in mart.reads:
+        if upstream in MARTS:
+            _refresh(con, lake, MARTS[upstream], bronze_version, silver_version)
     inputs = mart.inputs(lake)
     timezone = get_settings().reporting_timezone
     # Days in another reporting zone are other days: a new zone recomputes the mart (UTC, the
     # default, keeps the fingerprints of warehouses built before the setting existed).
     definition = inputs.definition if timezone == "UTC" else f"{inputs.definition}|reporting_timezone={timezone}"
-    # Read silver's bronze watermark before silver's version: gold then never claims to cover
-    # more bronze than the silver it read.
-    bronze_version = lake.watermark(EVENTS.name, RAW_EVENTS.name)
-    silver_version = lake.version(EVENTS)
     previous = gold_watermark(con, mart.table)
     # Built with other definitions (a funnel was edited): recompute from the start of silver.
     silver_from = previous.silver_version if previous and previous.definition == definition else -1
-    if silver_version is None:
-        silver_version = -1
 
     # The links and first-seen times people_events and the marts read must cover the silver read here.
     refresh_identity(con, lake, silver_version)
@@ -148,18 +158,23 @@ def _rewrite(
         last_day = pc.max(refresh_days["day"]).as_py()
         # Scan only the partitions the refreshed windows can read: reporting days map to the UTC
         # partitions (event_date) of the same day, and the next and previous one in other zones.
-        scan_from = min(first_day - timedelta(days=mart.window_days - 1), first_day.replace(day=1))
+        scan_from = first_day - timedelta(days=mart.window_days - 1)
+        if mart.whole_month:
+            scan_from = min(scan_from, first_day.replace(day=1))
         scan_to = last_day + timedelta(days=inputs.lookback_days)
         pad = timedelta(days=0 if timezone == "UTC" else 1)
         partitions = (pads.field("event_date") >= scan_from - pad) & (pads.field("event_date") <= scan_to + pad)
         con.register("silver_events", lake.dataset(EVENTS, silver_version).filter(partitions))
         con.execute(load_sql("create_people_events"))
+        if mart.keeps_rows:
+            con.execute(load_sql("create_previous_rows", mart.table))
         con.execute(load_sql("delete_refresh_days", mart.table))
         con.execute(load_sql(mart.insert_sql), {"first_day": scan_from, "last_day": scan_to, **inputs.params})
         # Row-level lineage: the silver version each rewritten row was computed from.
         con.execute(load_sql("mark_refreshed_rows", mart.table), {"silver_version": silver_version})
         return refresh_days.num_rows
     finally:
+        con.execute("drop table if exists previous_rows")
         con.execute("drop view if exists people_events")
         con.execute("drop view if exists resolved_events")
         for name in (*views, "refresh_days", "silver_events"):
@@ -167,25 +182,112 @@ def _rewrite(
 
 
 def refresh_data_quality(con: duckdb.DuckDBPyConnection, lake: Lake) -> int:
-    """Recompute ``data_quality_daily`` from bronze, silver and quarantine; returns its row count.
+    """Bring ``data_quality_daily`` up to date with bronze, silver and quarantine.
 
-    A full recompute: one group-by over the key columns of three tables, cheap next to the
-    incremental marts, and always consistent with what the three tables hold right now.
+    Returns the number of (app, source, received day) triples recomputed.
+
+    Incremental by received day: the change data feeds of the three tables since the versions the
+    mart last read give the (app, source, received day) triples that changed — plus the days of
+    quarantined copies whose event has just reached silver (they become duplicates) — and only
+    those are recomputed, from the three tables filtered to them (bronze and quarantine by their
+    ``received_date`` partitions, silver by ``received_at`` file statistics). Bronze is read at the
+    version silver covers, so events silver has not processed yet are not counted as duplicates.
+    A warehouse whose watermark lacks the quarantine version (built before this was incremental),
+    or that never ran, is rebuilt from the start of the three feeds.
+
+    Raises:
+        duckdb.Error: the SQL fails (the transaction is rolled back, watermark unchanged).
     """
     bronze_version = lake.watermark(EVENTS.name, RAW_EVENTS.name)
-    silver_version = lake.version(EVENTS)
-    views = {
-        "bronze_events": RAW_EVENTS,
-        "silver_events": EVENTS,
-        "quarantine_events": REJECTED_EVENTS,
+    silver_version = _version(lake, EVENTS)
+    quarantine_version = _version(lake, REJECTED_EVENTS)
+    previous = gold_watermark(con, DATA_QUALITY_DAILY)
+    read_from = previous if previous is not None and previous.quarantine_version is not None else None
+    both = ("insert", "delete")
+    feeds = {
+        "bronze_changes": lake.changes(
+            RAW_EVENTS,
+            read_from.bronze_version if read_from else -1,
+            bronze_version,
+            both,
+            columns=["app", "source", "received_date"],
+        ),
+        "silver_changes": lake.changes(
+            EVENTS,
+            read_from.silver_version if read_from else -1,
+            silver_version,
+            both,
+            columns=["app", "source", "received_at", "event_id"],
+        ),
+        # The quarantine has no change data feed: the received days of the files it added since.
+        "quarantine_changed_days": pa.table(
+            {
+                "day": lake.changed_partitions(
+                    REJECTED_EVENTS,
+                    read_from.quarantine_version if read_from and read_from.quarantine_version is not None else -1,
+                    quarantine_version,
+                )
+            }
+        ),
+        "quarantine_ids": _dataset(lake, REJECTED_EVENTS, quarantine_version).to_table(
+            columns=["app", "source", "received_date", "event_id"]
+        ),
     }
-    for view, table in views.items():
-        con.register(view, lake.dataset(table))
+    for name, feed in feeds.items():
+        con.register(name, feed)
     try:
-        return _replace(con, DATA_QUALITY_DAILY, -1 if silver_version is None else silver_version, bronze_version)
+        days = con.sql(load_sql("select_quality_days")).to_arrow_table()
     finally:
-        for view in views:
-            con.unregister(view)
+        for name in feeds:
+            con.unregister(name)
+    inputs: dict[str, object] = {}
+    if days.num_rows:
+        first, last = pc.min(days["day"]).as_py(), pc.max(days["day"]).as_py()
+        received = pc.field("received_date").isin(pc.unique(days["day"]))
+        since = datetime.combine(first, datetime.min.time(), UTC)
+        until = datetime.combine(last + timedelta(days=1), datetime.min.time(), UTC)
+        inputs = {
+            "bronze_events": _dataset(lake, RAW_EVENTS, bronze_version).filter(received),
+            "quarantine_events": _dataset(lake, REJECTED_EVENTS, quarantine_version).filter(received),
+            # Row-group statistics on received_at skip the files of other days.
+            "silver_events": _dataset(lake, EVENTS, silver_version).filter(
+                (pc.field("received_at") >= since) & (pc.field("received_at") < until)
+            ),
+            # Whether a quarantined copy's event is in silver by now: the whole table, read only for
+            # the quarantined rows of the changed days (none on most runs).
+            "silver_event_ids": _dataset(lake, EVENTS, silver_version),
+        }
+    for name, view in inputs.items():
+        con.register(name, view)
+    con.begin()
+    try:
+        if days.num_rows or read_from is None:
+            con.register("quality_days", days)
+            con.execute(load_sql("delete_quality_days"), {"rebuild": read_from is None})
+        if days.num_rows:
+            con.execute(load_sql("insert_data_quality_daily"))
+        watermark = GoldWatermark(silver_version, bronze_version, quarantine_version=quarantine_version)
+        set_gold_watermark(con, DATA_QUALITY_DAILY, watermark)
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    finally:
+        for name in (*inputs, "quality_days"):
+            con.unregister(name)
+    log.info("%s: %d received days changed", DATA_QUALITY_DAILY, days.num_rows)
+    return days.num_rows
+
+
+def _version(lake: Lake, table: TableDef) -> int:
+    """The table's current Delta version, -1 when it does not exist yet."""
+    version = lake.version(table)
+    return -1 if version is None else version
+
+
+def _dataset(lake: Lake, table: TableDef, version: int) -> pads.Dataset:
+    """``table`` frozen at ``version``; empty (with its schema) for version -1, nothing read yet."""
+    return lake.dataset(table, version) if version >= 0 else pads.dataset(table.schema.empty_table())
 
 
 def refresh_retention(con: duckdb.DuckDBPyConnection) -> int:

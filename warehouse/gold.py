@@ -21,6 +21,7 @@ from warehouse.funnels import DEFAULT_FUNNELS_PATH, definition_tables, fingerpri
 from warehouse.lake import Lake
 from warehouse.settings import get_settings
 from warehouse.tables import (
+    ACTIVE_PERSON_DAYS,
     ACTIVE_PERSON_WEEKS,
     ACTIVE_USERS_BREAKDOWN,
     COMPONENT_INTERACTIONS,
@@ -77,7 +78,10 @@ class Mart:
     for state other marts read (person-level rows, one row per session). ``reads``: other assets
     its SQL reads (gold marts, the silver user attributes), materialized before it.
     ``first_seen``: its rows depend on when people were first active (``person_first_seen``), so the
-    days a first visit moved away from are rewritten too.
+    days a first visit moved away from are rewritten too. ``keeps_rows``: its SQL reads
+    ``previous_rows`` (its own rows of the refreshed days before the refresh) to keep the values
+    a changed day cannot move (WAU/MAU's rolling counts of days refreshed only for their calendar
+    week or month).
     """
 
     table: str
@@ -90,6 +94,7 @@ class Mart:
     served: bool = True
     reads: tuple[str, ...] = ()
     first_seen: bool = False
+    keeps_rows: bool = False
 
 
 def user_attribute_inputs(lake: Lake) -> MartInputs:
@@ -149,14 +154,32 @@ def daily_session_inputs(lake: Lake) -> MartInputs:
 
 
 MARTS: dict[str, Mart] = {
+    ACTIVE_PERSON_DAYS: Mart(ACTIVE_PERSON_DAYS, "insert_active_person_days", served=False),
     DAILY_ACTIVE_USERS: Mart(
-        DAILY_ACTIVE_USERS, "insert_daily_active_users", fill_spine=True, inputs=new_people_inputs, first_seen=True
+        DAILY_ACTIVE_USERS,
+        "insert_daily_active_users",
+        fill_spine=True,
+        inputs=new_people_inputs,
+        reads=(ACTIVE_PERSON_DAYS,),
+        first_seen=True,
     ),
     WEEKLY_ACTIVE_USERS: Mart(
-        WEEKLY_ACTIVE_USERS, "insert_weekly_active_users", window_days=7, fill_spine=True, inputs=calendar_week_inputs
+        WEEKLY_ACTIVE_USERS,
+        "insert_weekly_active_users",
+        window_days=7,
+        fill_spine=True,
+        inputs=calendar_week_inputs,
+        reads=(ACTIVE_PERSON_DAYS,),
+        keeps_rows=True,
     ),
     MONTHLY_ACTIVE_USERS: Mart(
-        MONTHLY_ACTIVE_USERS, "insert_monthly_active_users", window_days=30, whole_month=True, fill_spine=True
+        MONTHLY_ACTIVE_USERS,
+        "insert_monthly_active_users",
+        window_days=30,
+        whole_month=True,
+        fill_spine=True,
+        reads=(ACTIVE_PERSON_DAYS,),
+        keeps_rows=True,
     ),
     DAILY_EVENT_COUNTS: Mart(DAILY_EVENT_COUNTS, "insert_daily_event_counts"),
     DAILY_PAGE_VIEWS: Mart(DAILY_PAGE_VIEWS, "insert_daily_page_views"),
@@ -168,7 +191,9 @@ MARTS: dict[str, Mart] = {
     DAILY_SESSIONS: Mart(
         DAILY_SESSIONS, "insert_daily_sessions", window_days=2, inputs=daily_session_inputs, reads=(SESSIONS,)
     ),
-    ACTIVE_PERSON_WEEKS: Mart(ACTIVE_PERSON_WEEKS, "insert_active_person_weeks", whole_week=True, served=False),
+    ACTIVE_PERSON_WEEKS: Mart(
+        ACTIVE_PERSON_WEEKS, "insert_active_person_weeks", whole_week=True, served=False, reads=(ACTIVE_PERSON_DAYS,)
+    ),
     ACTIVE_USERS_BREAKDOWN: Mart(
         ACTIVE_USERS_BREAKDOWN,
         "insert_active_users_breakdown",
@@ -225,18 +250,30 @@ def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
 
 @dataclass(frozen=True)
 class GoldWatermark:
-    """How far a mart has consumed silver, and the bronze version that silver covered."""
+    """How far a mart has consumed silver, and the bronze version that silver covered.
+
+    ``quarantine_version``: the quarantine table's version read (``data_quality_daily`` only).
+    """
 
     silver_version: int
     bronze_version: int
     definition: str = ""
+    quarantine_version: int | None = None
 
 
 def gold_watermark(con: duckdb.DuckDBPyConnection, mart: str) -> GoldWatermark | None:
     """The mart's watermark, or ``None`` when it has never run."""
     # fetchall: a result left unfinished would block the caller's next statement on this connection
     rows = con.execute(load_sql("select_gold_watermark"), {"mart": mart}).fetchall()
-    return GoldWatermark(int(rows[0][0]), int(rows[0][1]), rows[0][2] or "") if rows else None
+    if not rows:
+        return None
+    silver_version, bronze_version, definition, quarantine_version = rows[0]
+    return GoldWatermark(
+        int(silver_version),
+        int(bronze_version),
+        definition or "",
+        None if quarantine_version is None else int(quarantine_version),
+    )
 
 
 def set_gold_watermark(con: duckdb.DuckDBPyConnection, mart: str, watermark: GoldWatermark) -> None:
@@ -251,5 +288,6 @@ def set_gold_watermark(con: duckdb.DuckDBPyConnection, mart: str, watermark: Gol
             "silver_version": watermark.silver_version,
             "bronze_version": watermark.bronze_version,
             "definition": watermark.definition,
+            "quarantine_version": watermark.quarantine_version,
         },
     )

@@ -234,6 +234,34 @@ class Lake:
         )
         return dt.version()
 
+    def changed_partitions(self, table: TableDef, after_version: int, until_version: int) -> pa.Array:
+        """Values of the first partition column of the files added or removed in ``(after_version, until_version]``.
+
+        For tables without a change data feed (the quarantine): the two snapshots' file lists
+        compared, so it works for any versions still in the log. ``after_version`` -1 means from
+        the start (every file of ``until_version``); an empty array when nothing changed or the
+        table does not exist.
+        """
+        column = f"partition.{table.partition_by[0]}"
+        empty = pa.array([], table.schema.field(table.partition_by[0]).type)
+        if until_version < 0 or until_version <= after_version:
+            return empty
+        files = [
+            pa.table(dt.get_add_actions(flatten=True)).select(["path", column])
+            for version in (after_version, until_version)
+            if version >= 0 and (dt := self.open(table, version)) is not None
+        ]
+        if not files:
+            return empty
+        if len(files) == 1:
+            changed = files[0]
+        else:
+            before, after = files
+            added = after.filter(pc.invert(pc.is_in(after["path"], before["path"])))
+            removed = before.filter(pc.invert(pc.is_in(before["path"], after["path"])))
+            changed = pa.concat_tables([added, removed])
+        return pc.unique(changed[column].cast(empty.type))
+
     def dataset(self, table: TableDef, version: int | None = None) -> pads.Dataset:
         """The table as a pyarrow dataset (frozen at ``version``, default latest).
 

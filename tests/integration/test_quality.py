@@ -281,14 +281,14 @@ def test_email_user_ids_become_consistent_pseudonyms_and_people_counts_stay_righ
     assert result.asset_materializations_for_node("silver_events")[0].metadata["pseudonymized_ids"].value == 1
     invariants = [
         c for c in result.get_asset_check_evaluations() if c.severity == dg.AssetCheckSeverity.ERROR
-    ]  # the silver and gold suites (141 expectations in 16 checks), the users source
-    assert len(invariants) == 17 and all(c.passed for c in invariants)
+    ]  # the silver and gold suites (146 expectations in 17 checks), the users source
+    assert len(invariants) == 18 and all(c.passed for c in invariants)
     expectations = sum(
         len(expectation_results(result, c.asset_key.to_user_string(), c.check_name))
         for c in invariants
         if c.check_name == "invariants"
     )
-    assert expectations == 141
+    assert expectations == 146
     con = duckdb.connect(str(env.warehouse), read_only=True)
     assert con.execute("select dau from daily_active_users where app = 'q'").fetchall() == [(2,)]
     con.close()
@@ -323,3 +323,36 @@ def test_accepting_a_type_for_a_property_name_with_a_percent_sign(api: ApiServer
         registry.accept(env.lake, "q", "", "discount%", "string")
     result = materialize_all(env, mode="replay")
     assert result.asset_materializations_for_node("silver_events")[0].metadata["replayed_rows"].value == 1
+
+
+def test_data_quality_daily_recomputes_only_changed_received_days_and_equals_a_rebuild(
+    api: ApiServer, env: Env
+) -> None:
+    def refresh_counts(result: dg.ExecuteInProcessResult) -> tuple[int, dict[str, int]]:
+        changed = result.asset_materializations_for_node("data_quality_daily")[0].metadata["changed_days"].value
+        con = duckdb.connect(str(env.warehouse), read_only=True)
+        outcomes = dict(con.execute("select outcome, sum(events) from data_quality_daily group by all").fetchall())
+        con.close()
+        return changed, outcomes  # type: ignore[return-value]
+
+    send(api, [event("v1", "u1", {"plan": {"tier": 1}})])
+    assert refresh_counts(materialize_all(env)) == (1, {"valid": 1})
+    send(api, [event("v2", "u2", {"plan": {"tier": "pro"}}), event("v1", "u1", {"plan": {"tier": 1}})])
+    assert refresh_counts(materialize_all(env)) == (1, {"valid": 1, "quarantined": 1, "duplicate": 1})
+    assert refresh_counts(materialize_all(env)) == (0, {"valid": 1, "quarantined": 1, "duplicate": 1})
+
+    # The quarantined copy reaches silver by replay: no new bronze row, its received day changes.
+    registry.accept(env.lake, "q", "plan", "tier", "string")
+    assert refresh_counts(materialize_all(env, mode="replay")) == (1, {"valid": 2, "duplicate": 1})
+
+    # What the incremental runs kept equals a rebuild from the start of the three tables.
+    from pipelines.gold import refresh_data_quality
+    from warehouse import gold
+
+    query = "select app, source, day, outcome, reason, reason_type, events from data_quality_daily order by all"
+    con = gold.connect(env.warehouse)
+    incremental = con.execute(query).fetchall()
+    con.execute("delete from gold_watermarks where mart = 'data_quality_daily'")
+    assert refresh_data_quality(con, env.lake) == 1
+    assert con.execute(query).fetchall() == incremental
+    con.close()

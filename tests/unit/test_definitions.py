@@ -23,6 +23,7 @@ DERIVED = {
     "error_summary",
     "sessions",
     "daily_sessions",
+    "active_person_days",
     "active_person_weeks",
     "retention_cohorts",
     "data_quality_daily",
@@ -41,6 +42,7 @@ def test_definitions_asset_keys_snapshot() -> None:
         for table in ("events", "daily_active_users", "weekly_active_users", "monthly_active_users")
         + ("daily_event_counts", "daily_page_views", "funnel_steps", "data_quality_daily")
         + ("form_progress", "component_interactions", "error_summary", "active_person_weeks", "retention_cohorts")
+        + ("active_person_days",)
         + ("sessions", "daily_sessions", "active_users_breakdown")
     }
     batch = {("events", "batch_has_people_events"), ("events", "quarantine_rate")}
@@ -62,7 +64,7 @@ def test_suite_checks_name_every_expectation_of_their_suite() -> None:
         names = [name for name, _ in check_names(suite)]
         assert descriptions[key] == f"expectations/{suite}.json: {', '.join(names)}."
         covered += len(names)
-    assert covered == 24 + 10 + 8 + 7 + 6 + 8 + 7 + 14 + 8 + 12 + 9 + 11 + 5 + 9 + 11 + 8 + 8
+    assert covered == 24 + 10 + 8 + 7 + 6 + 8 + 7 + 14 + 8 + 12 + 9 + 11 + 5 + 9 + 11 + 8 + 8 + 5
 
 
 def test_jobs_share_the_assets_and_set_the_silver_mode() -> None:

@@ -95,6 +95,7 @@ def test_marts_match_hand_derived_values_and_refresh_only_affected_days(tmp_path
     assert refresh_both(con, lake) == {"daily_active_users": 1, "monthly_active_users": 31}
     assert dau(con)[date(2024, 1, 2)] == 1
     monthly = mau(con)
+    assert monthly[date(2024, 1, 1)] == (2, 4)  # rewritten for its month only: the rolling count stays
     assert monthly[date(2024, 1, 30)] == (4, 4)
     assert monthly[date(2024, 1, 31)] == (3, 4)
     assert monthly[date(2024, 2, 1)] == (3, 1)  # 01-02 is outside 01-03..02-01

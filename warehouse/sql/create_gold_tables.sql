@@ -130,6 +130,15 @@ create table if not exists error_summary (
     primary key (app, source, day, fingerprint)
 );
 
+create table if not exists active_person_days (
+    app varchar not null,
+    source varchar not null,
+    day date not null,
+    person_id varchar not null,
+    silver_version bigint,
+    primary key (app, source, day, person_id)
+);
+
 create table if not exists active_person_weeks (
     app varchar not null,
     source varchar not null,
@@ -226,6 +235,8 @@ create table if not exists gold_watermarks (
 );
 -- Warehouse files created before marts recorded the definition (e.g. funnels) they were built with.
 alter table gold_watermarks add column if not exists definition varchar default '';
+-- The quarantine version data_quality_daily read (added when it became incremental; null before).
+alter table gold_watermarks add column if not exists quarantine_version bigint;
 
 -- Row-level lineage of the incremental marts: the silver version each row was computed from
 -- (stamped by mark_refreshed_rows.sql; null on rows written before the column existed).

@@ -1,18 +1,19 @@
 -- daily_active_users: DAU, the number of distinct people active per app per reporting day, split into
 -- new and returning people.
 -- Grain: (app, source, day); every day between an (app, source)'s first and last event day has a row (0 when idle).
--- People: view people_events (create_people_events.sql): user id else session id, bots excluded.
+-- People: view people_events (create_people_events.sql): identity stitched, bots excluded; read as their
+-- person-days (active_person_days).
 -- Definition as in PostHog "unique users" trends / Mixpanel DAU: count(distinct person) per day.
 -- New people: those whose first activity (person_first_seen, per app and source, identity stitched)
 -- falls on that reporting day; returning people: the others active that day (Google Analytics' new
 -- vs returning users; PostHog lifecycle's "new"). new_people + returning_people = dau.
--- Inputs: people_events, person_first_seen, refresh_days(app, source, day); $first_day/$last_day bound
+-- Inputs: active_person_days, person_first_seen, refresh_days(app, source, day); $first_day/$last_day bound
 -- the scanned partitions.
 insert into daily_active_users (app, source, day, dau, new_people, returning_people)
 with people as (
-    select distinct people_events.app, people_events.source, people_events.day, people_events.person_id
-    from people_events
-    where people_events.day between $first_day and $last_day
+    select app, source, day, person_id
+    from active_person_days
+    where day between $first_day and $last_day
 ),
 
 final as (

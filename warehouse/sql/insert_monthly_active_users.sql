@@ -3,24 +3,40 @@
 --                      the rolling definition of PostHog/Amplitude "monthly active";
 --   mau_calendar_month distinct people active in the calendar month containing `day`
 --                      (the same value on every day of a month; calendar_month is its 1st day).
--- Grain: (app, source, day), same day spine as daily_active_users. People as in people_events (create_people_events.sql).
--- Inputs: people_events, refresh_days(app, source, day); $first_day/$last_day bound the scanned partitions
--- ($first_day is already widened by the caller to the start of the window and of the month).
+-- Grain: (app, source, day), same day spine as daily_active_users. People as in people_events (create_people_events.sql),
+-- counted from their person-days (active_person_days), never from events: cost follows the window, not history.
+-- Inputs: active_person_days, refresh_days(app, source, day, window_changed) — every day of a changed day's month —
+-- and previous_rows (the mart's rows of those days before the refresh): a day whose 30-day window holds no
+-- changed day keeps its rolling count, only its calendar-month count is recomputed.
+-- $first_day/$last_day bound the person-days read (the caller widens them to the start of the window and month).
 insert into monthly_active_users (app, source, day, calendar_month, mau_rolling_30d, mau_calendar_month)
 with people as (
     select app, source, day, person_id
-    from people_events
+    from active_person_days
     where day between $first_day and $last_day
 ),
 
-rolling as (
-    select refresh.app, refresh.source, refresh.day, count(distinct people.person_id) as mau_rolling_30d
+recomputed_days as (
+    select refresh.app, refresh.source, refresh.day
     from refresh_days as refresh
+    left join previous_rows as previous
+        on previous.app = refresh.app and previous.source = refresh.source and previous.day = refresh.day
+    where refresh.window_changed or previous.day is null
+),
+
+rolling as (
+    select recomputed.app, recomputed.source, recomputed.day, count(distinct people.person_id) as mau_rolling_30d
+    from recomputed_days as recomputed
     left join people
-        on people.app = refresh.app
-        and people.source = refresh.source
-        and people.day between refresh.day - 29 and refresh.day
-    group by refresh.app, refresh.source, refresh.day
+        on people.app = recomputed.app
+        and people.source = recomputed.source
+        and people.day between recomputed.day - 29 and recomputed.day
+    group by recomputed.app, recomputed.source, recomputed.day
+    union all
+    select previous.app, previous.source, previous.day, previous.mau_rolling_30d
+    from previous_rows as previous
+    anti join recomputed_days as recomputed
+        on recomputed.app = previous.app and recomputed.source = previous.source and recomputed.day = previous.day
 ),
 
 months as (

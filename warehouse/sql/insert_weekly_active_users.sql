@@ -3,24 +3,40 @@
 --                      rolling definition of PostHog/Amplitude "weekly active";
 --   wau_calendar_week  distinct people active in the ISO week (Monday to Sunday) containing `day`
 --                      (the same value on every day of a week; calendar_week is its Monday).
--- Grain: (app, source, day), same day spine as daily_active_users. People as in people_events (create_people_events.sql).
--- Inputs: people_events, refresh_days(app, source, day), which hold whole ISO weeks around every changed day
--- (window 7 days, lookback 6); $first_day/$last_day bound the scanned partitions.
+-- Grain: (app, source, day), same day spine as daily_active_users. People as in people_events (create_people_events.sql),
+-- counted from their person-days (active_person_days), never from events: cost follows the window, not history.
+-- Inputs: active_person_days, refresh_days(app, source, day, window_changed), which hold whole ISO weeks around
+-- every changed day (window 7 days, lookback 6), and previous_rows (the mart's rows of those days before the
+-- refresh): a day whose 7-day window holds no changed day keeps its rolling count, only its calendar-week count
+-- is recomputed. $first_day/$last_day bound the person-days read.
 insert into weekly_active_users (app, source, day, calendar_week, wau_rolling_7d, wau_calendar_week)
 with people as (
     select app, source, day, person_id
-    from people_events
+    from active_person_days
     where day between $first_day and $last_day
 ),
 
-rolling as (
-    select refresh.app, refresh.source, refresh.day, count(distinct people.person_id) as wau_rolling_7d
+recomputed_days as (
+    select refresh.app, refresh.source, refresh.day
     from refresh_days as refresh
+    left join previous_rows as previous
+        on previous.app = refresh.app and previous.source = refresh.source and previous.day = refresh.day
+    where refresh.window_changed or previous.day is null
+),
+
+rolling as (
+    select recomputed.app, recomputed.source, recomputed.day, count(distinct people.person_id) as wau_rolling_7d
+    from recomputed_days as recomputed
     left join people
-        on people.app = refresh.app
-        and people.source = refresh.source
-        and people.day between refresh.day - 6 and refresh.day
-    group by refresh.app, refresh.source, refresh.day
+        on people.app = recomputed.app
+        and people.source = recomputed.source
+        and people.day between recomputed.day - 6 and recomputed.day
+    group by recomputed.app, recomputed.source, recomputed.day
+    union all
+    select previous.app, previous.source, previous.day, previous.wau_rolling_7d
+    from previous_rows as previous
+    anti join recomputed_days as recomputed
+        on recomputed.app = previous.app and recomputed.source = previous.source and recomputed.day = previous.day
 ),
 
 weeks as (

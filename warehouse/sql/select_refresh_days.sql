@@ -11,6 +11,9 @@
 -- true (weekly rows are keyed by the week's Monday, so the spine starts on a Monday then), or —
 -- for dense marts ($fill_spine: one row per day, idle days included) — when the mart has no row
 -- for it yet (the day spine grew).
+-- window_changed: a changed day falls in the day's own trailing window (or the day is new to the mart);
+-- false for days refreshed only for their calendar week or month, whose rolling values cannot have
+-- changed (the WAU/MAU SQL keeps those from the mart's previous rows).
 -- {gold_table} is a whitelisted identifier formatted in by warehouse.gold.
 with known_days as (
     select app, source, day from changed_days
@@ -34,7 +37,11 @@ spine as (
 ),
 
 touched as (
-    select spine.app, spine.source, spine.day
+    select
+        spine.app,
+        spine.source,
+        spine.day,
+        bool_or(spine.day between changed.day and changed.day + ($window_days - 1)) as window_changed
     from spine
     inner join changed_days as changed
         on changed.app = spine.app
@@ -48,10 +55,11 @@ touched as (
                 between date_trunc('week', changed.day - $lookback_days) and date_trunc('week', changed.day)
             )
         )
+    group by spine.app, spine.source, spine.day
 ),
 
 missing as (
-    select spine.app, spine.source, spine.day
+    select spine.app, spine.source, spine.day, true as window_changed
     from spine
     anti join {gold_table} as mart
         on mart.app = spine.app and mart.source = spine.source and mart.day = spine.day
@@ -59,9 +67,13 @@ missing as (
 ),
 
 final as (
-    select app, source, day from touched
-    union
-    select app, source, day from missing
+    select app, source, day, bool_or(window_changed) as window_changed
+    from (
+        select app, source, day, window_changed from touched
+        union all
+        select app, source, day, window_changed from missing
+    )
+    group by app, source, day
 )
 
-select app, source, day from final order by app, source, day
+select app, source, day, window_changed from final order by app, source, day

@@ -9,14 +9,20 @@
 -- received = the sum over outcomes. Snowplow's "good vs bad" model
 -- (https://docs.snowplow.io/docs/fundamentals/failed-events/). It is the analysts' view of the
 -- quarantine: reasons and counts, never payloads.
--- Recomputed whole (one group-by over key columns of three tables) inside the caller's transaction.
--- Inputs: bronze_events, silver_events, quarantine_events (registered Delta datasets).
-delete from data_quality_daily;
-
+-- Incremental by received day: the rows of the days in quality_days(app, source, day)
+-- (select_quality_days.sql), just deleted by delete_quality_days.sql, are recomputed in the caller's
+-- transaction.
+-- Inputs: bronze_events, silver_events, quarantine_events (Delta datasets the caller narrowed to those
+-- days' partitions and files; filtered exactly here), silver_event_ids (all of silver, probed only for
+-- the quarantined rows of those days) and quality_days.
 insert into data_quality_daily (app, source, day, outcome, reason, reason_type, events)
 with received as (
     select app, source, received_date as day, count(*) as events
     from bronze_events
+    semi join quality_days as changed
+        on changed.app = bronze_events.app
+        and changed.source = bronze_events.source
+        and changed.day = bronze_events.received_date
     group by all
 ),
 
@@ -30,17 +36,23 @@ valid as (
         '' as reason_type,
         count(*) as events
     from silver_events
+    semi join quality_days as changed
+        on changed.app = silver_events.app
+        and changed.source = silver_events.source
+        and changed.day = cast(silver_events.received_at as date)
     group by all
 ),
 
 quarantined as (
     select app, source, received_date as day, 'quarantined' as outcome, reason, reason_type, count(*) as events
     from quarantine_events as q
+    semi join quality_days as changed
+        on changed.app = q.app and changed.source = q.source and changed.day = q.received_date
     -- A quarantined copy whose event is in silver by now (replayed, reprocessed, or a later retry
     -- that passed) is no longer an open failure: it counts as a duplicate of the copy kept.
     -- Conflicting copies stay quarantined: their event is in silver by definition.
     where q.reason_type = 'duplicate_conflict'
-        or not exists (select 1 from silver_events as s where s.event_id = q.event_id)
+        or not exists (select 1 from silver_event_ids as s where s.event_id = q.event_id)
     group by all
 ),
 

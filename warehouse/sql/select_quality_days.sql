@@ -1,0 +1,23 @@
+-- The (app, source, received day) triples of data_quality_daily to recompute: the UTC received days of
+-- the rows that bronze, silver and quarantine inserted or deleted since the mart's watermark, plus the
+-- received days of quarantined copies whose event_id silver just inserted or deleted (a quarantined copy
+-- counts as a duplicate once its event is in silver, replace_data_quality_daily.sql).
+-- Inputs: bronze_changes(app, source, received_date), silver_changes(app, source, received_at, event_id)
+-- (change data feeds), quarantine_changed_days(day) (the received_date partitions the quarantine added
+-- or removed files in; it has no change data feed) and quarantine_ids(app, source, received_date,
+-- event_id) (the whole quarantine table, which holds only rejected rows).
+with days as (
+    select app, source, received_date as day from bronze_changes
+    union all
+    select app, source, cast(received_at as date) as day from silver_changes
+    union all
+    select app, source, received_date as day
+    from quarantine_ids
+    where received_date in (select day from quarantine_changed_days)
+    union all
+    select quarantined.app, quarantined.source, quarantined.received_date as day
+    from quarantine_ids as quarantined
+    semi join silver_changes as changed on changed.event_id = quarantined.event_id
+)
+
+select distinct app, source, day from days where day is not null order by app, source, day
