@@ -20,7 +20,7 @@ import pyarrow.dataset as pads
 from pipelines.first_seen import first_seen_moves, refresh_first_seen
 from pipelines.identity import merged_days, refresh_identity
 from warehouse.gold import MARTS, GoldWatermark, Mart, MartInputs, gold_watermark, load_sql, set_gold_watermark
-from warehouse.lake import Lake
+from warehouse.lake import FileFilter, Lake
 from warehouse.settings import get_settings
 from warehouse.tables import (
     ACTIVE_PERSON_WEEKS,
@@ -163,8 +163,8 @@ def _rewrite(
             scan_from = min(scan_from, first_day.replace(day=1))
         scan_to = last_day + timedelta(days=inputs.lookback_days)
         pad = timedelta(days=0 if timezone == "UTC" else 1)
-        partitions = (pads.field("event_date") >= scan_from - pad) & (pads.field("event_date") <= scan_to + pad)
-        con.register("silver_events", lake.dataset(EVENTS, silver_version).filter(partitions))
+        partitions = (("event_date", ">=", scan_from - pad), ("event_date", "<=", scan_to + pad))
+        con.register("silver_events", lake.dataset(EVENTS, silver_version, files=partitions))
         con.execute(load_sql("create_people_events"))
         if mart.keeps_rows:
             con.execute(load_sql("create_previous_rows", mart.table))
@@ -242,20 +242,21 @@ def refresh_data_quality(con: duckdb.DuckDBPyConnection, lake: Lake) -> int:
             con.unregister(name)
     inputs: dict[str, object] = {}
     if days.num_rows:
-        first, last = pc.min(days["day"]).as_py(), pc.max(days["day"]).as_py()
-        received = pc.field("received_date").isin(pc.unique(days["day"]))
-        since = datetime.combine(first, datetime.min.time(), UTC)
-        until = datetime.combine(last + timedelta(days=1), datetime.min.time(), UTC)
+        received_days = tuple(pc.unique(days["day"]).to_pylist())
+        received = (("received_date", "in", received_days),)
+        since = datetime.combine(min(received_days), datetime.min.time(), UTC)
+        until = datetime.combine(max(received_days) + timedelta(days=1), datetime.min.time(), UTC)
+        quarantined = pc.sum(pc.is_in(feeds["quarantine_ids"]["received_date"], pa.array(received_days))).as_py()
         inputs = {
-            "bronze_events": _dataset(lake, RAW_EVENTS, bronze_version).filter(received),
-            "quarantine_events": _dataset(lake, REJECTED_EVENTS, quarantine_version).filter(received),
-            # Row-group statistics on received_at skip the files of other days.
-            "silver_events": _dataset(lake, EVENTS, silver_version).filter(
-                (pc.field("received_at") >= since) & (pc.field("received_at") < until)
+            "bronze_events": _dataset(lake, RAW_EVENTS, bronze_version, received),
+            "quarantine_events": _dataset(lake, REJECTED_EVENTS, quarantine_version, received),
+            # Silver is partitioned by event time: file statistics on received_at skip the rest.
+            "silver_events": _dataset(
+                lake, EVENTS, silver_version, (("received_at", ">=", since), ("received_at", "<", until))
             ),
-            # Whether a quarantined copy's event is in silver by now: the whole table, read only for
-            # the quarantined rows of the changed days (none on most runs).
-            "silver_event_ids": _dataset(lake, EVENTS, silver_version),
+            # Whether a quarantined copy's event is in silver by now: the whole table, opened only
+            # when the changed days hold quarantined rows (none on most runs).
+            "silver_event_ids": _dataset(lake, EVENTS, silver_version if quarantined else -1),
         }
     for name, view in inputs.items():
         con.register(name, view)
@@ -285,9 +286,9 @@ def _version(lake: Lake, table: TableDef) -> int:
     return -1 if version is None else version
 
 
-def _dataset(lake: Lake, table: TableDef, version: int) -> pads.Dataset:
-    """``table`` frozen at ``version``; empty (with its schema) for version -1, nothing read yet."""
-    return lake.dataset(table, version) if version >= 0 else pads.dataset(table.schema.empty_table())
+def _dataset(lake: Lake, table: TableDef, version: int, files: FileFilter = ()) -> pads.Dataset:
+    """``table`` frozen at ``version`` (``files``: see :meth:`Lake.dataset`); empty for version -1."""
+    return lake.dataset(table, version, files) if version >= 0 else pads.dataset(table.schema.empty_table())
 
 
 def refresh_retention(con: duckdb.DuckDBPyConnection) -> int:
