@@ -173,3 +173,25 @@ def test_connect_waits_out_a_lock_but_fails_at_once_on_other_io_errors(tmp_path:
     holder.wait()
     assert gold.connect.statistics["attempt_number"] > 1  # type: ignore[attr-defined]
     con.close()
+
+
+def test_connect_drops_the_primary_key_of_person_level_state_and_keeps_its_rows(tmp_path: Path) -> None:
+    # Regression: the keys' indexes made every insert and checkpoint of these tables cost more as
+    # history grew. A warehouse created with them is migrated on connect, rows intact.
+    path = tmp_path / "warehouse.duckdb"
+    old = duckdb.connect(str(path))
+    old.execute(
+        "create table active_person_weeks (app varchar not null, source varchar not null, day date not null,"
+        " person_id varchar not null, primary key (app, source, day, person_id))"
+    )
+    old.execute("insert into active_person_weeks values ('a', 'web', date '2024-01-01', 'p1')")
+    old.close()
+    con = gold.connect(path)
+    keys = "select table_name from duckdb_constraints() where constraint_type = 'PRIMARY KEY' order by all"
+    keyed = {name for (name,) in con.execute(keys).fetchall()}
+    assert keyed.isdisjoint(gold.UNKEYED_TABLES) and "daily_active_users" in keyed
+    assert con.execute("select app, source, day, person_id, silver_version from active_person_weeks").fetchall() == [
+        ("a", "web", date(2024, 1, 1), "p1", None)
+    ]
+    con.close()
+    assert gold.connect(path).execute("select count(*) from active_person_weeks").fetchall() == [(1,)]  # idempotent

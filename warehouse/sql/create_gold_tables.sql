@@ -135,16 +135,14 @@ create table if not exists active_person_days (
     source varchar not null,
     day date not null,
     person_id varchar not null,
-    silver_version bigint,
-    primary key (app, source, day, person_id)
+    silver_version bigint
 );
 
 create table if not exists active_person_weeks (
     app varchar not null,
     source varchar not null,
     day date not null,
-    person_id varchar not null,
-    primary key (app, source, day, person_id)
+    person_id varchar not null
 );
 
 create table if not exists retention_cohorts (
@@ -171,8 +169,8 @@ create table if not exists sessions (
     page_views bigint not null,
     entry_page varchar,
     exit_page varchar,
-    silver_version bigint,
-    primary key (app, source, day, session_key)
+    silver_version bigint
+    -- no primary key (as active_person_days/weeks): see warehouse.gold.UNKEYED_TABLES
 );
 
 create table if not exists daily_sessions (
