@@ -60,21 +60,23 @@ def refresh_mart(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str) -> 
     # Read silver's bronze watermark before silver's version: gold then never claims to cover
     # more bronze than the silver it read.
     bronze_version = lake.watermark(EVENTS.name, RAW_EVENTS.name)
-    silver_version = lake.version(EVENTS)
-    return _refresh(con, lake, MARTS[mart_name], bronze_version, -1 if silver_version is None else silver_version)
+    return _refresh(con, lake, MARTS[mart_name], bronze_version, _version(lake, EVENTS))
 
 
 def _refresh(
     con: duckdb.DuckDBPyConnection, lake: Lake, mart: Mart, bronze_version: int, silver_version: int
 ) -> RefreshStats:
-    for upstream in mart.reads:
-        if upstream in MARTS:
-            _refresh(con, lake, MARTS[upstream], bronze_version, silver_version)
+    for upstream in (MARTS[name] for name in mart.reads if name in MARTS):
+        current = gold_watermark(con, upstream.table)
+        # Already refreshed by this run (the usual case: the assets run in dependency order).
+        if current is None or (current.silver_version, current.definition) != (
+            silver_version,
+            _definition(upstream.inputs(lake)),
+        ):
+            _refresh(con, lake, upstream, bronze_version, silver_version)
     inputs = mart.inputs(lake)
     timezone = get_settings().reporting_timezone
-    # Days in another reporting zone are other days: a new zone recomputes the mart (UTC, the
-    # default, keeps the fingerprints of warehouses built before the setting existed).
-    definition = inputs.definition if timezone == "UTC" else f"{inputs.definition}|reporting_timezone={timezone}"
+    definition = _definition(inputs)
     previous = gold_watermark(con, mart.table)
     # Built with other definitions (a funnel was edited): recompute from the start of silver.
     silver_from = previous.silver_version if previous and previous.definition == definition else -1
@@ -115,6 +117,16 @@ def _refresh(
         rewritten,
     )
     return RefreshStats(mart.table, silver_from, silver_version, bronze_version, changed.num_rows, rewritten)
+
+
+def _definition(inputs: MartInputs) -> str:
+    """The fingerprint kept with a mart's watermark: its inputs' definition and the reporting zone.
+
+    Days in another reporting zone are other days: a new zone recomputes the mart (UTC, the
+    default, keeps the fingerprints of warehouses built before the setting existed).
+    """
+    timezone = get_settings().reporting_timezone
+    return inputs.definition if timezone == "UTC" else f"{inputs.definition}|reporting_timezone={timezone}"
 
 
 def _changed_days(con: duckdb.DuckDBPyConnection, changes: pa.Table, merged: pa.Table, timezone: str) -> pa.Table:
@@ -203,6 +215,7 @@ def refresh_data_quality(con: duckdb.DuckDBPyConnection, lake: Lake) -> int:
     quarantine_version = _version(lake, REJECTED_EVENTS)
     previous = gold_watermark(con, DATA_QUALITY_DAILY)
     read_from = previous if previous is not None and previous.quarantine_version is not None else None
+    quarantine_from = -1 if read_from is None or read_from.quarantine_version is None else read_from.quarantine_version
     both = ("insert", "delete")
     feeds = {
         "bronze_changes": lake.changes(
@@ -224,7 +237,7 @@ def refresh_data_quality(con: duckdb.DuckDBPyConnection, lake: Lake) -> int:
             {
                 "day": lake.changed_partitions(
                     REJECTED_EVENTS,
-                    read_from.quarantine_version if read_from and read_from.quarantine_version is not None else -1,
+                    quarantine_from,
                     quarantine_version,
                 )
             }
