@@ -17,13 +17,15 @@ pipeline run does with it, as the Dagster assets do (and each mart's refresh on 
 
 The fixed part of a run is reported on its own line (``no-op run``: the same calls when nothing
 is new: opening the tables, reading watermarks and bounds). Prints seconds per part and history
-size, and the ratio large/small; the target is update compute within 1.5x. Usage:
+size, the process's peak resident memory, and the ratio large/small; the target is update compute
+within 1.5x. Usage:
 ``.venv/bin/python bench/bench_gold.py [--histories 1000000 50000000] [--update 1000000]``
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import sys
 import tempfile
@@ -139,6 +141,9 @@ def measure(history: int, update: int, users: int, root: Path) -> dict[str, floa
     result["no-op run"] = sum(value for part, value in noop.items() if not part.startswith("mart "))
     result["initial build"] = sum(value for part, value in build.items() if not part.startswith("mart "))
     result["write history"] = write_s
+    # Linux reports the process's peak resident set in KiB; histories run small to large, so this
+    # is the peak of the largest history run so far.
+    result["peak RSS (GB)"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return result
 
 
@@ -168,6 +173,7 @@ def main() -> None:
         "no-op run",
         "initial build",
         "write history",
+        "peak RSS (GB)",
         *(f"mart {name}" for name in MARTS),
     ]
     print(f"\nOne new day of {args.update:,} events; seconds (2 cores)\n")

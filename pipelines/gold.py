@@ -163,17 +163,51 @@ def _rewrite(
                 "fill_spine": mart.fill_spine,
             },
         ).to_arrow_table()
-        if refresh_days.num_rows == 0:
-            return 0
-        con.register("refresh_days", refresh_days)
+        for batch in _week_batches(refresh_days, get_settings().gold_batch_weeks):
+            _rewrite_batch(con, lake, mart, inputs, silver_version, batch, timezone)
+        return refresh_days.num_rows
+    finally:
+        for name in views:
+            con.unregister(name)
+
+
+def _week_batches(refresh_days: pa.Table, weeks: int) -> list[pa.Table]:
+    """``refresh_days`` split into runs of ``weeks`` whole ISO weeks (Monday to Sunday), in day order.
+
+    A batch never splits an ISO week: weekly rows (funnel weeks, ``active_person_weeks``, calendar
+    WAU) are computed from the refresh days of their week. Calendar months can span two batches;
+    :func:`_rewrite_batch` widens such a batch's scan to the whole month.
+    """
+    if refresh_days.num_rows == 0:
+        return []
+    epoch_days = pc.cast(refresh_days["day"], pa.int32()).to_numpy()
+    # 1970-01-01 was a Thursday: (epoch day + 3) // 7 numbers the ISO weeks, each from its Monday.
+    batch_of = (epoch_days + 3) // 7 // weeks
+    return [refresh_days.filter(pa.array(batch_of == batch)) for batch in sorted(set(batch_of.tolist()))]
+
+
+def _rewrite_batch(
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    mart: Mart,
+    inputs: MartInputs,
+    silver_version: int,
+    refresh_days: pa.Table,
+    timezone: str,
+) -> None:
+    con.register("refresh_days", refresh_days)
+    try:
         first_day = pc.min(refresh_days["day"]).as_py()
         last_day = pc.max(refresh_days["day"]).as_py()
         # Scan only the partitions the refreshed windows can read: reporting days map to the UTC
         # partitions (event_date) of the same day, and the next and previous one in other zones.
         scan_from = first_day - timedelta(days=mart.window_days - 1)
-        if mart.whole_month:
-            scan_from = min(scan_from, first_day.replace(day=1))
         scan_to = last_day + timedelta(days=inputs.lookback_days)
+        if mart.whole_month:
+            # A calendar month's count reads the whole month, also when this batch holds part of it.
+            next_month = (last_day.replace(day=1) + timedelta(days=31)).replace(day=1)
+            scan_from = min(scan_from, first_day.replace(day=1))
+            scan_to = max(scan_to, next_month - timedelta(days=1))
         pad = timedelta(days=0 if timezone == "UTC" else 1)
         partitions = (("event_date", ">=", scan_from - pad), ("event_date", "<=", scan_to + pad))
         con.register("silver_events", lake.dataset(EVENTS, silver_version, files=partitions))
@@ -184,12 +218,11 @@ def _rewrite(
         con.execute(load_sql(mart.insert_sql), {"first_day": scan_from, "last_day": scan_to, **inputs.params})
         # Row-level lineage: the silver version each rewritten row was computed from.
         con.execute(load_sql("mark_refreshed_rows", mart.table), {"silver_version": silver_version})
-        return refresh_days.num_rows
     finally:
         con.execute("drop table if exists previous_rows")
         con.execute("drop view if exists people_events")
         con.execute("drop view if exists resolved_events")
-        for name in (*views, "refresh_days", "silver_events"):
+        for name in ("refresh_days", "silver_events"):
             con.unregister(name)
 
 

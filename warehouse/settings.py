@@ -138,6 +138,12 @@ class Settings(BaseSettings):
         description="DuckDB memory_limit of the warehouse (e.g. '40%' of RAM or '4GB'); past it DuckDB spills "
         "to disk. The rest is left to the Arrow reads of the lake and to Python.",
     )
+    gold_batch_weeks: int = Field(
+        default=4,
+        ge=1,
+        description="A mart refresh rewrites its days in batches of this many ISO weeks (Monday-aligned), so "
+        "a first build or a large backfill reads one batch's events at a time and memory stays bounded.",
+    )
 
     # gold: reporting days, funnels and sessions
     reporting_timezone: str = Field(
