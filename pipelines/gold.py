@@ -50,6 +50,9 @@ class RefreshStats:
 def refresh_mart(con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str) -> RefreshStats:
     """Bring one mart up to date with silver; idempotent and safe to rerun after a failure.
 
+    The days to rewrite go in batches of ``gold_batch_weeks`` ISO weeks, one transaction each; the
+    watermark commits with the last one (a failure in between: the rerun rewrites those days again).
+
     The gold marts it reads (``Mart.reads``, e.g. ``active_person_days``) are brought up to the
     same silver version first (a no-op when the run already refreshed them).
 
@@ -85,15 +88,13 @@ def _refresh(
     refresh_identity(con, lake, silver_version)
     refresh_first_seen(con, lake, silver_version)
 
-    # Deletes too: a reprocessed range (pipelines.silver.reprocess) may lose rows on some days. Plus,
-    # for marts that count new people, the days a first visit moved away from (none of their events changed).
-    columns = ["app", "source", "timestamp"]
-    schema = pa.schema([EVENTS.schema.field(name) for name in columns])
-    changes = lake.changes(EVENTS, silver_from, silver_version, change_types=("insert", "delete"), columns=columns)
-    changes = changes.select(columns).cast(schema)
-    if mart.first_seen:
-        changes = pa.concat_tables([changes, first_seen_moves(con, silver_from, silver_version).cast(schema)])
-    changed = _changed_days(con, changes, merged_days(con, silver_from, silver_version), timezone)
+    # No local keeps the changed rows (a first build's are the whole history): only their days.
+    changed = _changed_days(
+        con,
+        _changed_rows(con, lake, mart, silver_from, silver_version),
+        merged_days(con, silver_from, silver_version),
+        timezone,
+    )
     rewritten = 0
     con.begin()
     try:
@@ -127,6 +128,23 @@ def _definition(inputs: MartInputs) -> str:
     """
     timezone = get_settings().reporting_timezone
     return inputs.definition if timezone == "UTC" else f"{inputs.definition}|reporting_timezone={timezone}"
+
+
+def _changed_rows(
+    con: duckdb.DuckDBPyConnection, lake: Lake, mart: Mart, silver_from: int, silver_version: int
+) -> pa.Table:
+    """(app, source, timestamp) of the silver rows inserted or deleted in (silver_from, silver_version].
+
+    Deletes too: a reprocessed range (pipelines.silver.reprocess) may lose rows on some days. Plus,
+    for marts that count new people, the days a first visit moved away from (none of their events changed).
+    """
+    columns = ["app", "source", "timestamp"]
+    schema = pa.schema([EVENTS.schema.field(name) for name in columns])
+    changes = lake.changes(EVENTS, silver_from, silver_version, change_types=("insert", "delete"), columns=columns)
+    changes = changes.select(columns).cast(schema)
+    if mart.first_seen:
+        changes = pa.concat_tables([changes, first_seen_moves(con, silver_from, silver_version).cast(schema)])
+    return changes
 
 
 def _changed_days(con: duckdb.DuckDBPyConnection, changes: pa.Table, merged: pa.Table, timezone: str) -> pa.Table:
@@ -163,7 +181,14 @@ def _rewrite(
                 "fill_spine": mart.fill_spine,
             },
         ).to_arrow_table()
-        for batch in _week_batches(refresh_days, get_settings().gold_batch_weeks):
+        batches = _week_batches(refresh_days, get_settings().gold_batch_weeks)
+        for index, batch in enumerate(batches):
+            if index:
+                # Commit each batch: a transaction holds its changes in memory until it commits.
+                # The watermark moves with the last batch, so a failure in between leaves it where
+                # it was and the rerun rewrites these days again.
+                con.commit()
+                con.begin()
             _rewrite_batch(con, lake, mart, inputs, silver_version, batch, timezone)
         return refresh_days.num_rows
     finally:
