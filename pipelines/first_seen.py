@@ -16,6 +16,7 @@ it (the people still existed then).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import duckdb
 import pyarrow as pa
@@ -31,14 +32,21 @@ log = logging.getLogger(__name__)
 _COLUMNS = ["app", "source", "timestamp", "user_id", "anonymous_id", "session_id", "is_bot"]
 
 
-def _people_rows(changes: pa.Table) -> pa.Table:
-    """Silver-shaped rows (every column of ``events``) from a change feed read of :data:`_COLUMNS`."""
-    return pa.table(
-        {
-            field.name: changes[field.name] if field.name in _COLUMNS else pa.nulls(changes.num_rows, field.type)
-            for field in EVENTS.schema
-        }
-    )
+def _people_rows(feed: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """Silver-shaped rows (every column of ``events``) from a change feed stream of :data:`_COLUMNS`,
+    batch by batch (the other columns null)."""
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in feed:
+            yield pa.RecordBatch.from_arrays(
+                [
+                    batch.column(field.name) if field.name in _COLUMNS else pa.nulls(batch.num_rows, field.type)
+                    for field in EVENTS.schema
+                ],
+                schema=EVENTS.schema,
+            )
+
+    return pa.RecordBatchReader.from_batches(EVENTS.schema, batches())
 
 
 def refresh_first_seen(con: duckdb.DuckDBPyConnection, lake: Lake, silver_version: int) -> int:
@@ -55,7 +63,7 @@ def refresh_first_seen(con: duckdb.DuckDBPyConnection, lake: Lake, silver_versio
     if silver_version <= silver_from:
         return 0
     views = {
-        "silver_events": _people_rows(lake.changes(EVENTS, silver_from, silver_version, columns=_COLUMNS)),
+        "silver_events": _people_rows(lake.change_stream(EVENTS, silver_from, silver_version, columns=_COLUMNS)),
         "reporting_settings": pa.table({"timezone": [get_settings().reporting_timezone]}),
     }
     for name, view in views.items():

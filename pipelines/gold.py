@@ -8,6 +8,7 @@ insert in one transaction, so a rerun gives the same table.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -88,7 +89,7 @@ def _refresh(
     refresh_identity(con, lake, silver_version)
     refresh_first_seen(con, lake, silver_version)
 
-    # No local keeps the changed rows (a first build's are the whole history): only their days.
+    # The changed rows stream through DuckDB (a first build's are the whole history): only their days stay.
     changed = _changed_days(
         con,
         _changed_rows(con, lake, mart, silver_from, silver_version),
@@ -132,22 +133,25 @@ def _definition(inputs: MartInputs) -> str:
 
 def _changed_rows(
     con: duckdb.DuckDBPyConnection, lake: Lake, mart: Mart, silver_from: int, silver_version: int
-) -> pa.Table:
-    """(app, source, timestamp) of the silver rows inserted or deleted in (silver_from, silver_version].
+) -> pa.RecordBatchReader:
+    """(app, source, timestamp) of the silver rows inserted or deleted in (silver_from, silver_version],
+    streamed (a first build's are the whole history).
 
     Deletes too: a reprocessed range (pipelines.silver.reprocess) may lose rows on some days. Plus,
     for marts that count new people, the days a first visit moved away from (none of their events changed).
     """
     columns = ["app", "source", "timestamp"]
     schema = pa.schema([EVENTS.schema.field(name) for name in columns])
-    changes = lake.changes(EVENTS, silver_from, silver_version, change_types=("insert", "delete"), columns=columns)
-    changes = changes.select(columns).cast(schema)
-    if mart.first_seen:
-        changes = pa.concat_tables([changes, first_seen_moves(con, silver_from, silver_version).cast(schema)])
-    return changes
+    feed = lake.change_stream(EVENTS, silver_from, silver_version, change_types=("insert", "delete"), columns=columns)
+    moves = first_seen_moves(con, silver_from, silver_version).cast(schema) if mart.first_seen else schema.empty_table()
+    return pa.RecordBatchReader.from_batches(
+        schema, itertools.chain((batch.select(columns) for batch in feed), moves.to_batches())
+    )
 
 
-def _changed_days(con: duckdb.DuckDBPyConnection, changes: pa.Table, merged: pa.Table, timezone: str) -> pa.Table:
+def _changed_days(
+    con: duckdb.DuckDBPyConnection, changes: pa.RecordBatchReader, merged: pa.Table, timezone: str
+) -> pa.Table:
     """The reporting days (app, source, day) that changed silver rows and identity merges touch."""
     views = {"changed_rows": changes, "merged_days": merged}
     for name, view in views.items():

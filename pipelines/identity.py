@@ -51,16 +51,19 @@ def refresh_identity(con: duckdb.DuckDBPyConnection, lake: Lake, silver_version:
     silver_from = previous.silver_version if previous else -1
     if silver_version <= silver_from:
         return IdentityStats(silver_from, silver_from, 0)
-    # Only the columns links need; properties (previousId) only of alias events.
-    new_silver = lake.changes(EVENTS, silver_from, silver_version, columns=_COLUMNS)
-    new_aliases = lake.changes(
-        EVENTS, silver_from, silver_version, predicate="event_type = 'alias'", columns=[*_COLUMNS, "properties"]
-    )
-    con.register("new_silver", new_silver)
-    con.register("new_aliases", new_aliases)
+    # Only the columns links need, streamed; properties (previousId) only of alias events (few rows).
+    views = {
+        "silver_feed": lake.change_stream(EVENTS, silver_from, silver_version, columns=_COLUMNS),
+        "new_aliases": lake.changes(
+            EVENTS, silver_from, silver_version, predicate="event_type = 'alias'", columns=[*_COLUMNS, "properties"]
+        ),
+    }
+    for name, view in views.items():
+        con.register(name, view)
     con.begin()
     try:
         before = con.table(IDENTITY_LINKS).aggregate("count(*)").fetchall()[0][0]
+        con.execute(load_sql("create_new_silver_identities"))
         con.execute(load_sql("insert_anonymous_days"))
         con.execute(load_sql("insert_identity_links"))
         after = con.table(IDENTITY_LINKS).aggregate("count(*)").fetchall()[0][0]
@@ -72,8 +75,9 @@ def refresh_identity(con: duckdb.DuckDBPyConnection, lake: Lake, silver_version:
         con.rollback()
         raise
     finally:
-        con.unregister("new_silver")
-        con.unregister("new_aliases")
+        con.execute("drop table if exists new_silver")
+        for name in views:
+            con.unregister(name)
     log.info("identity: silver (%d, %d] added %d links", silver_from, silver_version, after - before)
     return IdentityStats(silver_from, silver_version, int(after - before))
 

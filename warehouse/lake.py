@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
 
@@ -26,8 +27,6 @@ log = logging.getLogger(__name__)
 
 #: delta-rs file pruning filters, ANDed: ``(column, op, value)``, op one of ``=``, ``<``, ``<=``, ``>``, ``>=``…
 FileFilter = tuple[tuple[str, str, object], ...]
-
-_CDF_COLUMNS = ("_change_type", "_commit_version", "_commit_timestamp")
 
 #: Concurrent writers to one table may race on a commit; delta-rs raises CommitFailedError
 #: without corrupting anything, so a few jittered retries are the documented remedy.
@@ -173,36 +172,61 @@ class Lake:
         predicate: str | None = None,
         columns: list[str] | None = None,
     ) -> pa.Table:
-        """Rows changed in versions ``(after_version, until_version]`` from the change data feed.
+        """Rows changed in versions ``(after_version, until_version]`` from the change data feed, in
+        memory: :meth:`change_stream` read whole (for feeds bounded by a micro-batch, not a history)."""
+        return self.change_stream(table, after_version, until_version, change_types, predicate, columns).read_all()
+
+    def change_stream(
+        self,
+        table: TableDef,
+        after_version: int,
+        until_version: int,
+        change_types: tuple[str, ...] = ("insert",),
+        predicate: str | None = None,
+        columns: list[str] | None = None,
+    ) -> pa.RecordBatchReader:
+        """Rows changed in versions ``(after_version, until_version]`` from the change data feed,
+        streamed batch by batch (a first build's feed is the whole history: it never sits in memory).
 
         ``change_types``: which of ``insert``/``delete`` to keep (a predicate overwrite reports the
         rows it replaced as ``delete``). ``predicate``: a delta-rs SQL filter, e.g. on the partition
         column. ``columns``: read only these (default all). Adds ``_commit_version`` (int64) and,
         when more than one change type is asked for, ``_change_type``; the other CDF bookkeeping
-        columns are dropped.
+        columns are dropped. Columns have the table schema's types. The reader can be consumed once
+        (DuckDB scans a registered reader once: reference it once per query).
         """
         dt = self.open(table)
         schema = pa.schema([table.schema.field(name) for name in columns or table.schema.names])
-        extra = [pa.field("_commit_version", pa.int64())] + (
-            [pa.field("_change_type", pa.string())] if len(change_types) > 1 else []
+        out = pa.schema(
+            [
+                *schema,
+                pa.field("_commit_version", pa.int64()),
+                *([pa.field("_change_type", pa.string())] if len(change_types) > 1 else []),
+            ]
         )
         if dt is None or until_version <= after_version:
-            return pa.schema([*schema, *extra]).empty_table()
-        reader = dt.load_cdf(
-            starting_version=after_version + 1,
-            ending_version=until_version,
-            predicate=predicate,
-            columns=[*columns, "_change_type", "_commit_version"] if columns else None,
+            return pa.RecordBatchReader.from_batches(out, [])
+        feed = pa.RecordBatchReader.from_stream(
+            dt.load_cdf(
+                starting_version=after_version + 1,
+                ending_version=until_version,
+                predicate=predicate,
+                columns=[*columns, "_change_type", "_commit_version"] if columns else None,
+            )
         )
-        changes = pa.table(reader.read_all())
-        # delta-rs returns string_view columns, which pyarrow's filter kernels lack: cast first.
-        change_type = changes["_change_type"].cast(pa.string())
-        keep = pc.is_in(change_type, pa.array(change_types))
-        rows = changes.select(schema.names).cast(schema)
-        rows = rows.append_column("_commit_version", changes["_commit_version"].cast(pa.int64()))
-        if len(change_types) > 1:
-            rows = rows.append_column("_change_type", change_type)
-        return rows.filter(keep)
+        wanted = pa.array(change_types)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for batch in feed:
+                # delta-rs returns string_view columns, which pyarrow's filter kernels lack: cast first.
+                change_type = batch.column("_change_type").cast(pa.string())
+                arrays = [batch.column(field.name).cast(field.type) for field in schema]
+                arrays.append(batch.column("_commit_version").cast(pa.int64()))
+                if len(change_types) > 1:
+                    arrays.append(change_type)
+                yield pa.RecordBatch.from_arrays(arrays, schema=out).filter(pc.is_in(change_type, wanted))
+
+        return pa.RecordBatchReader.from_batches(out, batches())
 
     @_retry_commit
     def replace_where(self, table: TableDef, rows: pa.Table, predicate: str) -> int:

@@ -5,7 +5,8 @@
 -- First link wins, as PostHog's person merging: an alias already linked keeps its person (a shared
 -- device does not merge two users); among new candidates the earliest event (then the smallest
 -- user id) decides. A user id is always its own person (no user-to-user merge, PostHog's default).
--- Inputs: new_silver (silver rows inserted since the last identity refresh, with _commit_version) and
+-- Inputs: new_silver (create_new_silver_identities.sql: the identities of the silver rows inserted since
+-- the last identity refresh, with their earliest timestamp and _commit_version) and
 -- new_aliases (its alias events, with their properties).
 -- silver_version: the silver version whose rows created the link (marts use it to find merges to apply).
 insert into identity_links (app, alias_id, person_id, linked_by, linked_at, silver_version)
