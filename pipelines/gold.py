@@ -280,14 +280,14 @@ def refresh_data_quality(con: duckdb.DuckDBPyConnection, lake: Lake) -> int:
     quarantine_from = -1 if read_from is None or read_from.quarantine_version is None else read_from.quarantine_version
     both = ("insert", "delete")
     feeds = {
-        "bronze_changes": lake.changes(
+        "bronze_changes": lake.change_stream(
             RAW_EVENTS,
             read_from.bronze_version if read_from else -1,
             bronze_version,
             both,
             columns=["app", "source", "received_date"],
         ),
-        "silver_changes": lake.changes(
+        "silver_changes": lake.change_stream(
             EVENTS,
             read_from.silver_version if read_from else -1,
             silver_version,

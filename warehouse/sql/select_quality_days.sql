@@ -6,10 +6,21 @@
 -- (change data feeds), quarantine_changed_days(day) (the received_date partitions the quarantine added
 -- or removed files in; it has no change data feed) and quarantine_ids(app, source, received_date,
 -- event_id) (the whole quarantine table, which holds only rejected rows).
-with days as (
+with silver_changed as materialized (
+    -- One pass over silver's change feed (streamed, so read once: a rebuild's feed is the whole
+    -- history): its received days, and which changed events have a quarantined copy.
+    select distinct
+        app,
+        source,
+        cast(received_at as date) as day,
+        case when event_id in (select event_id from quarantine_ids) then event_id end as quarantined_event_id
+    from silver_changes
+),
+
+days as (
     select app, source, received_date as day from bronze_changes
     union all
-    select app, source, cast(received_at as date) as day from silver_changes
+    select app, source, day from silver_changed
     union all
     select app, source, received_date as day
     from quarantine_ids
@@ -17,7 +28,7 @@ with days as (
     union all
     select quarantined.app, quarantined.source, quarantined.received_date as day
     from quarantine_ids as quarantined
-    semi join silver_changes as changed on changed.event_id = quarantined.event_id
+    semi join silver_changed as changed on changed.quarantined_event_id = quarantined.event_id
 )
 
 select distinct app, source, day from days where day is not null order by app, source, day
