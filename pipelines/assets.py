@@ -146,7 +146,7 @@ def silver_events(context: dg.AssetExecutionContext, config: SilverConfig, lake:
     )
     run_id = context.run.run_id
     if config.mode == "ingest":
-        stats = silver.ingest(store, rules, run_id)
+        stats = silver.ingest(store, rules, run_id, settings.silver_max_batch_rows)
     elif config.mode == "replay":
         stats = silver.replay_quarantine(store, rules, run_id)
     elif config.mode == "reprocess":
@@ -168,6 +168,7 @@ def silver_events(context: dg.AssetExecutionContext, config: SilverConfig, lake:
             "mode": stats.mode,
             "bronze_from_version": stats.bronze_from,
             "bronze_to_version": stats.bronze_to,
+            "bronze_latest_version": stats.bronze_latest,
             "bronze_rows": stats.rows,
             "valid_rows": stats.valid,
             "inserted_rows": stats.inserted,

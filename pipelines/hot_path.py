@@ -101,7 +101,9 @@ def stream_to_gold(
                 description=f"micro-batch run {result.run_id} (bronze v{version}) failed; see that run's logs",
                 metadata={"failed_run_id": result.run_id, "bronze_version": version},
             )
-        context.log.info("micro-batch run %s brought gold to bronze v%d", result.run_id, version)
+        # A backlog larger than one silver micro-batch takes several turns of this loop.
+        done = store.watermark(EVENTS.name, RAW_EVENTS.name)
+        context.log.info("micro-batch run %s brought gold to bronze v%d of v%d", result.run_id, done, version)
         last_work = time.monotonic()
     context.log.info("hot path stops after %d micro-batches: %s", batches, reason)
     return dg.Output(batches, metadata={"micro_batches": batches, "stop_reason": reason})

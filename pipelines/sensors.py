@@ -49,7 +49,11 @@ def bronze_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg
             cursor=str(version),
         )
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=f"raw_events@{version}", tags={BRONZE_VERSION_TAG: str(version)})],
+        # The key names the versions left, (watermark, version]: Dagster drops a request whose key it
+        # has seen, and a hot path that stopped with a backlog left (its lifetime limit) must be followed.
+        run_requests=[
+            dg.RunRequest(run_key=f"raw_events@v{watermark + 1}-v{version}", tags={BRONZE_VERSION_TAG: str(version)})
+        ],
         asset_events=observations,
         cursor=str(version),
     )

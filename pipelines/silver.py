@@ -1,6 +1,8 @@
 """The bronze → silver step in its three modes, all through the same suite and rules.
 
-* :func:`ingest`: bronze versions after silver's watermark (the sensor's hot path).
+* :func:`ingest`: bronze versions after silver's watermark (the sensor's hot path), at most
+  ``max_rows`` bronze rows per run (whole commits), so a backlog is worked off in bounded
+  micro-batches instead of one that may not fit in memory.
 * :func:`replay_quarantine`: quarantined rows not replayed yet, re-validated with today's suite
   and rules; those that now pass move into silver exactly once (anti-join on ``event_id``) and
   are recorded in ``quarantine_replays``.
@@ -57,6 +59,7 @@ class BatchStats:
     processes: int = 1
     bronze_from: int = -1
     bronze_to: int = -1
+    bronze_latest: int = -1
     reasons: Counter[str] = field(default_factory=Counter)
     reason_types: Counter[str] = field(default_factory=Counter)
     bots: int = 0
@@ -132,19 +135,41 @@ def write_checked(write: Callable[[], T], silver: pa.Table, silver_suite: Any) -
         return written.result(), checks
 
 
-def ingest(store: Lake, rules: Rules, run_id: str) -> BatchStats:
-    """Process bronze versions after silver's watermark up to bronze's current version.
+def micro_batch_end(store: Lake, after: int, latest: int, max_rows: int) -> int:
+    """Last bronze version of the next silver micro-batch: the longest run of whole commits after
+    ``after`` (up to ``latest``) adding at most ``max_rows`` rows, and at least one commit however
+    large (a commit is never split: the watermark is a version). ``after`` when nothing is new;
+    ``latest`` when the log lists none of the commits (the change feed read then says why)."""
+    end, rows = after, 0
+    for version, added in store.commit_rows(RAW_EVENTS, after, latest):
+        if end > after and rows + added > max_rows:
+            break
+        end, rows = version, rows + added
+    return end if end > after else latest
+
+
+def ingest(store: Lake, rules: Rules, run_id: str, max_rows: int) -> BatchStats:
+    """Process bronze versions after silver's watermark, up to ``max_rows`` bronze rows (whole
+    commits, see :func:`micro_batch_end`); the next run takes the rest of a backlog.
 
     Quarantine and silver are appended with an ``event_id`` anti-join, then the watermark moves:
     a run that dies midway is simply run again.
     """
     bronze_version = store.version(RAW_EVENTS)
     after = store.watermark(EVENTS.name, RAW_EVENTS.name)
-    until = after if bronze_version is None else bronze_version
+    latest = after if bronze_version is None else bronze_version
+    until = micro_batch_end(store, after, latest, max_rows)
     changes = store.changes(RAW_EVENTS, after, until)
     with RowPool(rules.parallel, changes.num_rows) as pool:
         decoded = transform.decode(changes, pool)
-        stats = BatchStats("ingest", rows=decoded.height, bronze_from=after, bronze_to=until, processes=pool.processes)
+        stats = BatchStats(
+            "ingest",
+            rows=decoded.height,
+            bronze_from=after,
+            bronze_to=until,
+            bronze_latest=latest,
+            processes=pool.processes,
+        )
         prior = prior_hashes(store, decoded["event_id"])
         split = _validate(store, decoded, rules.suite, prior, run_id)
         stats.quarantine_inserted = store.insert_new(

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -25,6 +25,7 @@ os.environ.setdefault("EVENTLAKE_PSEUDONYM_KEY", "tests-only-pseudonym-key")
 from pipelines.jobs import DERIVED_ASSETS
 from pipelines.resources import LakeResource, WarehouseResource
 from warehouse.lake import Lake
+from warehouse.settings import get_settings
 from warehouse.tables import EVENTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +90,21 @@ def env(tmp_path: Path) -> Env:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     return Env(data_dir)
+
+
+@pytest.fixture
+def setting(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, str], None]]:
+    """``setting(name, value)`` sets an ``EVENTLAKE_*`` variable for this test and re-reads the
+    process-wide settings; after the test the variables are restored first, then re-read again (a
+    settings object cached by a call at the end of the test must not leak into the next ones)."""
+
+    def set_variable(name: str, value: str) -> None:
+        monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+
+    yield set_variable
+    monkeypatch.undo()
+    get_settings.cache_clear()
 
 
 def free_port() -> int:

@@ -228,6 +228,25 @@ class Lake:
 
         return pa.RecordBatchReader.from_batches(out, batches())
 
+    def commit_rows(self, table: TableDef, after_version: int, until_version: int) -> list[tuple[int, int]]:
+        """``(version, rows added)`` of each commit in ``(after_version, until_version]``, oldest first.
+
+        From the commit log's ``commitInfo.operationMetrics.num_added_rows`` (delta-rs writers record
+        it, see ``DeltaTable.history``); a commit without it (table creation, another writer) counts 0.
+        Reads the log entries from the latest version back to ``after_version + 1`` only: the cost
+        follows the versions not processed yet, not the table's age. Empty when the table does not exist.
+        """
+        dt = self.open(table)
+        if dt is None or until_version <= after_version:
+            return []
+        # History is read from the latest version: a time-travelled table's history(limit) is wrong in delta-rs 1.6.
+        commits = dt.history(limit=dt.version() - after_version)
+        return sorted(
+            (commit["version"], int((commit.get("operationMetrics") or {}).get("num_added_rows", 0)))
+            for commit in commits
+            if after_version < commit["version"] <= until_version
+        )
+
     @_retry_commit
     def replace_where(self, table: TableDef, rows: pa.Table, predicate: str) -> int:
         """Atomically replace the rows matching ``predicate`` with ``rows`` (one commit).

@@ -131,6 +131,13 @@ class Settings(BaseSettings):
     silver_parallel_min_rows: int = Field(
         default=50_000, ge=1, description="Smallest bronze batch (rows) for which silver starts worker processes."
     )
+    silver_max_batch_rows: int = Field(
+        default=250_000,
+        ge=1,
+        description="Most bronze rows one silver micro-batch takes (whole commits, at least one): a backlog, "
+        "e.g. after the pipeline was down, is worked off over several runs instead of one that may not fit "
+        "in memory (about 5 KB of peak memory per row).",
+    )
 
     # gold: the DuckDB warehouse
     warehouse_memory_limit: str = Field(

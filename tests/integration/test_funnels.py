@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +19,6 @@ from tests.integration.test_end_to_end import SAMPLES, replay_cli
 from warehouse import gold
 from warehouse.funnels import load_funnels
 from warehouse.lake import Lake
-from warehouse.settings import get_settings
 from warehouse.tables import EVENTS, FUNNEL_STEPS
 
 pytestmark = pytest.mark.integration
@@ -194,7 +194,7 @@ def test_hand_made_cases_order_window_weeks_bots_and_late_events(tmp_path: Path)
     con.close()
 
 
-def test_editing_the_funnels_file_recomputes_history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_editing_the_funnels_file_recomputes_history(tmp_path: Path, setting: Callable[[str, str], None]) -> None:
     lake = Lake(str(tmp_path / "lake"))
     lake.append(EVENTS, silver_rows([("a0", "a", "catalog", T0), ("a1", "a", "cart", T0 + timedelta(minutes=1))]))
     con = gold.connect(tmp_path / "w.duckdb")
@@ -210,20 +210,16 @@ def test_editing_the_funnels_file_recomputes_history(tmp_path: Path, monkeypatch
         "      - {name: catalog, event_types: [catalog]}\n"
         "      - {name: cart, event_types: [cart]}\n"
     )
-    monkeypatch.setenv("EVENTLAKE_FUNNELS_PATH", str(funnels))
-    get_settings.cache_clear()
-    try:
-        stats = refresh_mart(con, lake, FUNNEL_STEPS)  # no new silver rows, but new definitions
-        assert stats.silver_from == -1
-        query = "select funnel, step, people from funnel_steps where period = 'day' order by step"
-        rows = con.execute(query).fetchall()
-        assert rows == [("browse_to_cart", 1, 1), ("browse_to_cart", 2, 1)]
-        # edited again in place (the hostile review found a per-path cache hiding this): seen too
-        funnels.write_text(funnels.read_text().replace("browse_to_cart", "browse_then_cart"))
-        assert refresh_mart(con, lake, FUNNEL_STEPS).silver_from == -1
-        assert {r[0] for r in con.execute(query).fetchall()} == {"browse_then_cart"}
-    finally:
-        get_settings.cache_clear()
+    setting("EVENTLAKE_FUNNELS_PATH", str(funnels))
+    stats = refresh_mart(con, lake, FUNNEL_STEPS)  # no new silver rows, but new definitions
+    assert stats.silver_from == -1
+    query = "select funnel, step, people from funnel_steps where period = 'day' order by step"
+    rows = con.execute(query).fetchall()
+    assert rows == [("browse_to_cart", 1, 1), ("browse_to_cart", 2, 1)]
+    # edited again in place (the hostile review found a per-path cache hiding this): seen too
+    funnels.write_text(funnels.read_text().replace("browse_to_cart", "browse_then_cart"))
+    assert refresh_mart(con, lake, FUNNEL_STEPS).silver_from == -1
+    assert {r[0] for r in con.execute(query).fetchall()} == {"browse_then_cart"}
     con.close()
 
 
@@ -250,12 +246,11 @@ def test_a_malformed_funnels_file_is_refused_with_the_reason(tmp_path: Path, tex
         load_funnels(bad)
 
 
-def test_one_event_never_counts_for_two_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_event_never_counts_for_two_steps(tmp_path: Path, setting: Callable[[str, str], None]) -> None:
     # From the hostile review: [catalog] → [catalog] showed every visitor as "viewed twice".
     funnels = tmp_path / "funnels.yaml"
     funnels.write_text(FUNNEL.format(window="1h", extra="", types="[catalog]").replace("[a]", "[catalog]"))
-    monkeypatch.setenv("EVENTLAKE_FUNNELS_PATH", str(funnels))
-    get_settings.cache_clear()
+    setting("EVENTLAKE_FUNNELS_PATH", str(funnels))
     lake = Lake(str(tmp_path / "lake"))
     second = T0 + timedelta(minutes=5)
     views = [("a0", "a", "catalog", T0), ("b0", "b", "catalog", T0), ("b1", "b", "catalog", second)]
@@ -267,4 +262,3 @@ def test_one_event_never_counts_for_two_steps(tmp_path: Path, monkeypatch: pytes
         assert con.execute(query).fetchall() == [(1, 2), (2, 1)]  # only b viewed twice
     finally:
         con.close()
-        get_settings.cache_clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pyarrow as pa
 import pytest
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 
-from pipelines.hot_path import HOT_PATH_TAG, hot_path
+from pipelines.hot_path import BRONZE_VERSION_TAG, HOT_PATH_TAG, hot_path
 from pipelines.resources import LakeResource, WarehouseResource
 from tests.conftest import Env
 from warehouse.contract import RequestContext, explode_payload
@@ -101,6 +102,22 @@ def test_one_run_carries_each_new_micro_batch_to_gold_then_stops_when_bronze_is_
     assert env.lake.dataset(EVENTS).count_rows() == 5
     materialized = instance.fetch_materializations(dg.AssetKey("daily_active_users"), limit=10).records
     assert {record.run_id for record in materialized} == {run.run_id for run in runs}
+
+
+def test_a_backlog_larger_than_a_micro_batch_is_caught_up_in_one_run(
+    env: Env, setting: Callable[[str, str], None]
+) -> None:
+    instance = dg.DagsterInstance.ephemeral()
+    versions = [append_bronze(env, prefix, 3) for prefix in "abc"]  # e.g. left while the pipeline was down
+    setting("EVENTLAKE_SILVER_MAX_BATCH_ROWS", "4")
+    result = run_hot_path(env, instance, idle_exit_s=1)
+
+    assert result.success
+    # Silver takes one 3-row commit per micro-batch (two would pass 4 rows); the loop goes on.
+    assert result.output_for_node("stream_to_gold") == 3
+    assert [int(run.tags[BRONZE_VERSION_TAG]) for run in micro_batches(instance)] == [versions[-1]] * 3
+    assert env.lake.watermark(EVENTS.name, RAW_EVENTS.name) == covered_bronze_version(env.serving) == versions[-1]
+    assert env.lake.dataset(EVENTS).count_rows() == 9
 
 
 def test_it_yields_to_a_queued_run_without_processing(env: Env) -> None:

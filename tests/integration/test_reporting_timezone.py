@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -15,7 +15,7 @@ from pipelines.gold import refresh_mart
 from tests.conftest import silver_table
 from warehouse import gold
 from warehouse.lake import Lake
-from warehouse.settings import Settings, get_settings
+from warehouse.settings import Settings
 from warehouse.tables import DAILY_ACTIVE_USERS, EVENTS, SESSIONS, WEEKLY_ACTIVE_USERS
 
 pytestmark = pytest.mark.integration
@@ -29,11 +29,9 @@ def silver(events: list[tuple[str, str]]) -> pa.Table:
 
 
 @pytest.fixture
-def zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("EVENTLAKE_REPORTING_TIMEZONE", "America/New_York")
-    get_settings.cache_clear()
-    yield "America/New_York"
-    get_settings.cache_clear()
+def zone(setting: Callable[[str, str], None]) -> str:
+    setting("EVENTLAKE_REPORTING_TIMEZONE", "America/New_York")
+    return "America/New_York"
 
 
 def by_hand(events: list[tuple[str, str]], zone: str) -> dict[date, int]:
@@ -89,7 +87,7 @@ def test_days_follow_the_reporting_zone_across_dst(tmp_path: Path, zone: str) ->
 
 
 def test_sessions_take_the_local_day_they_started_and_a_new_zone_recomputes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, setting: Callable[[str, str], None]
 ) -> None:
     lake = Lake(str(tmp_path / "lake"))
     # 23:50 and 00:10 local in Kathmandu (+05:45): one session, started on 1 May there
@@ -97,36 +95,28 @@ def test_sessions_take_the_local_day_they_started_and_a_new_zone_recomputes(
     con = gold.connect(tmp_path / "w.duckdb")
     refresh_mart(con, lake, SESSIONS)
     assert con.execute("select day, events from sessions").fetchall() == [(date(2024, 5, 1), 2)]
-    monkeypatch.setenv("EVENTLAKE_REPORTING_TIMEZONE", "Asia/Kathmandu")
-    get_settings.cache_clear()
-    try:
-        assert refresh_mart(con, lake, SESSIONS).silver_from == -1  # another zone: everything again
-        assert con.execute("select day, events from sessions").fetchall() == [(date(2024, 5, 1), 2)]
-        refresh_mart(con, lake, DAILY_ACTIVE_USERS)
-        # the second event is 2 May in Kathmandu: both days have the person
-        assert con.execute("select day, dau from daily_active_users order by day").fetchall() == [
-            (date(2024, 5, 1), 1),
-            (date(2024, 5, 2), 1),
-        ]
-    finally:
-        get_settings.cache_clear()
+    setting("EVENTLAKE_REPORTING_TIMEZONE", "Asia/Kathmandu")
+    assert refresh_mart(con, lake, SESSIONS).silver_from == -1  # another zone: everything again
+    assert con.execute("select day, events from sessions").fetchall() == [(date(2024, 5, 1), 2)]
+    refresh_mart(con, lake, DAILY_ACTIVE_USERS)
+    # the second event is 2 May in Kathmandu: both days have the person
+    assert con.execute("select day, dau from daily_active_users order by day").fetchall() == [
+        (date(2024, 5, 1), 1),
+        (date(2024, 5, 2), 1),
+    ]
     con.close()
 
 
-def test_a_new_zone_leaves_no_row_of_the_old_days(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_new_zone_leaves_no_row_of_the_old_days(tmp_path: Path, setting: Callable[[str, str], None]) -> None:
     # Regression (hostile review): rows of days only the old zone produced stayed, counting twice.
     lake = Lake(str(tmp_path / "lake"))
     lake.append(EVENTS, silver([("u1", "2026-01-05T11:00:00+00:00")]))
     con = gold.connect(tmp_path / "w.duckdb")
     refresh_mart(con, lake, DAILY_ACTIVE_USERS)
     assert con.execute("select day, dau from daily_active_users").fetchall() == [(date(2026, 1, 5), 1)]
-    monkeypatch.setenv("EVENTLAKE_REPORTING_TIMEZONE", "Pacific/Kiritimati")  # +14: 01:00 on 6 January
-    get_settings.cache_clear()
-    try:
-        refresh_mart(con, lake, DAILY_ACTIVE_USERS)
-        assert con.execute("select day, dau from daily_active_users").fetchall() == [(date(2026, 1, 6), 1)]
-    finally:
-        get_settings.cache_clear()
+    setting("EVENTLAKE_REPORTING_TIMEZONE", "Pacific/Kiritimati")  # +14: 01:00 on 6 January
+    refresh_mart(con, lake, DAILY_ACTIVE_USERS)
+    assert con.execute("select day, dau from daily_active_users").fetchall() == [(date(2026, 1, 6), 1)]
     con.close()
 
 

@@ -12,7 +12,7 @@ from pipelines.resources import LakeResource
 from pipelines.sensors import bronze_sensor
 from tests.conftest import Env, materialize_all
 from warehouse.contract import RequestContext, explode_payload
-from warehouse.tables import RAW_EVENTS
+from warehouse.tables import EVENTS, RAW_EVENTS
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,7 @@ def test_sensor_requests_a_run_per_new_bronze_version_and_then_skips(env: Env) -
     version = append_bronze(env, 3)
     result = evaluate(env, instance)
     assert isinstance(result, dg.SensorResult)
-    assert [r.run_key for r in result.run_requests or []] == [f"raw_events@{version}"]
+    assert [r.run_key for r in result.run_requests or []] == [f"raw_events@v0-v{version}"]
     assert result.cursor == str(version)
     assert result.asset_events and result.asset_events[0].metadata["delta_version"].value == version
 
@@ -50,6 +50,21 @@ def test_sensor_requests_a_run_per_new_bronze_version_and_then_skips(env: Env) -
     assert isinstance(caught_up, dg.SensorResult)
     assert not caught_up.run_requests
     assert not caught_up.asset_events  # this version was already observed
+
+
+def test_a_backlog_left_behind_gets_a_run_request_of_its_own(env: Env) -> None:
+    """Regression: the run key named bronze's version only. Silver takes a backlog in bounded
+    micro-batches, so a hot path that stopped at its lifetime limit could leave part of one; the next
+    request had the same key, Dagster dropped it, and the rest waited for new events."""
+    instance = dg.DagsterInstance.ephemeral()
+    first = append_bronze(env, 2)
+    latest = append_bronze(env, 2)
+    before = evaluate(env, instance)
+    env.lake.advance_watermark(EVENTS.name, RAW_EVENTS.name, first, "a bounded micro-batch")
+    after = evaluate(env, instance, cursor=str(latest))
+    assert isinstance(before, dg.SensorResult) and isinstance(after, dg.SensorResult)
+    keys = [r.run_key for r in before.run_requests or []], [r.run_key for r in after.run_requests or []]
+    assert keys == ([f"raw_events@v0-v{latest}"], [f"raw_events@v{first + 1}-v{latest}"])
 
 
 @pytest.mark.parametrize("job_name", ["hot_path", "ingest_to_gold"])
@@ -66,4 +81,4 @@ def test_sensor_waits_while_a_run_that_carries_bronze_to_gold_is_in_flight(env: 
     instance.handle_run_event("r1", dg.DagsterEvent(dg.DagsterEventType.RUN_SUCCESS.value, job_name=job_name))
     result = evaluate(env, instance, cursor=str(version))
     assert isinstance(result, dg.SensorResult)
-    assert [r.run_key for r in result.run_requests or []] == [f"raw_events@{version}"]
+    assert [r.run_key for r in result.run_requests or []] == [f"raw_events@v0-v{version}"]
