@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -186,3 +187,35 @@ def split_by_suite(frame: pd.DataFrame, suite: gx.ExpectationSuite) -> SplitResu
             )
         )
     return SplitResult(valid, failures, checks)
+
+
+def checks_by_part(parts: Iterable[pd.DataFrame], suite: gx.ExpectationSuite) -> list[CheckOutcome]:
+    """The suite's outcomes over the union of ``parts``, validating one part at a time, so memory
+    follows the largest part instead of the whole table (pandas and GE hold several copies of it).
+
+    Per expectation: success if it held on every part; unexpected and element counts summed. Exact
+    for row-wise expectations; a uniqueness expectation is exact only when rows that could collide
+    are in the same part (the caller cuts by a column of every grain). No part: as an empty frame.
+
+    Raises:
+        ValidationError: as :func:`split_by_suite`.
+    """
+    merged: list[CheckOutcome] | None = None
+    for part in parts:
+        checks = split_by_suite(part, suite).checks
+        merged = (
+            checks
+            if merged is None
+            else [
+                replace(
+                    total,
+                    success=total.success and one.success,
+                    unexpected_count=total.unexpected_count + one.unexpected_count,
+                    element_count=total.element_count + one.element_count,
+                )
+                for total, one in zip(merged, checks, strict=True)
+            ]
+        )
+    if merged is None:
+        return split_by_suite(pd.DataFrame(columns=suite_columns(suite)), suite).checks
+    return merged

@@ -139,6 +139,13 @@ class Settings(BaseSettings):
         "in memory (about 5 KB of peak memory per row).",
     )
 
+    validation_part_rows: int = Field(
+        default=500_000,
+        ge=1,
+        description="A gold mart's invariants are checked in parts of whole days of at most this many rows "
+        "(a day with more is one part): memory follows the part, not a first build's whole rewrite.",
+    )
+
     # gold: the DuckDB warehouse
     warehouse_memory_limit: str = Field(
         default="40%",
