@@ -5,7 +5,8 @@ Writes ``--events`` synthetic bronze events (bench/silver_step.py's generator) i
 as a backlog left while the pipeline was down. Then, for each ``--max-batch-rows`` value, a fresh
 process runs ``pipelines.silver.ingest`` into its own silver table until silver's watermark
 reaches bronze's version, and reports the micro-batches it took, the seconds, and the peak
-resident memory of the process and of its largest worker process (``ru_maxrss``). Usage:
+resident memory of the process and of its largest worker process (``ru_maxrss``; the
+pipeline's worker settings, by default one process per core). Usage:
 ``.venv/bin/python bench/bench_silver_backlog.py [--events 1000000] [--max-batch-rows 1000000 250000]``
 """
 
@@ -26,6 +27,7 @@ def drain(lake_root: str, silver_suffix: str, max_rows: int) -> str:
     from pipelines.scrubbing import Scrubber
     from pipelines.validation import load_suite
     from warehouse.lake import Lake
+    from warehouse.settings import get_settings
     from warehouse.tables import EVENTS, PROPERTY_TYPES, RAW_EVENTS, WATERMARKS, TableDef
 
     class SeparateSilver(Lake):
@@ -37,8 +39,10 @@ def drain(lake_root: str, silver_suffix: str, max_rows: int) -> str:
 
     lake = SeparateSilver(lake_root)
     scrubber = Scrubber()
+    settings = get_settings()  # worker processes as the pipeline starts them (default: one per core)
+    parallel = Parallelism(settings.silver_workers, settings.silver_parallel_min_rows)
     rules = silver.Rules(
-        load_suite("raw_events"), scrubber, Pseudonymizer(b"bench-key", scrubber), load_suite("events"), Parallelism()
+        load_suite("raw_events"), scrubber, Pseudonymizer(b"bench-key", scrubber), load_suite("events"), parallel
     )
     target = lake.version(RAW_EVENTS)
     runs = rows = 0
@@ -78,10 +82,17 @@ def main() -> None:
         print("| max batch rows | micro-batches | rows | seconds | peak RSS MiB | largest worker MiB |")
         print("|---|---|---|---|---|---|")
         for n, max_rows in enumerate(args.max_batch_rows):
-            code = f"import bench_silver_backlog as b; print(b.drain({lake.root!r}, 'v{n}', {max_rows}))"
+            # os._exit once the row is out: a C++ runtime at interpreter teardown sometimes aborts
+            # ("terminate called without an active exception") after the work is done.
+            code = (
+                f"import os, bench_silver_backlog as b; print(b.drain({lake.root!r}, 'v{n}', {max_rows}), flush=True); "
+                "os._exit(0)"
+            )
             here = Path(__file__).resolve()
             env = {**os.environ, "PYTHONPATH": f"{here.parent}:{here.parents[1]}"}
-            out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+            out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+            if out.returncode:
+                raise SystemExit(f"max batch rows {max_rows}: exit {out.returncode}\n{out.stderr[-3000:]}")
             print(out.stdout.strip().splitlines()[-1], flush=True)
 
 
