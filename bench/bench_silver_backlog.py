@@ -1,7 +1,8 @@
 """Silver's memory on a bronze backlog: one micro-batch for all of it against bounded micro-batches.
 
 Writes ``--events`` synthetic bronze events (bench/silver_step.py's generator) in commits of
-``--commit-rows`` (the ingest API's group commit: ``EVENTLAKE_FLUSH_MAX_ROWS``, 20k by default),
+``--commit-rows`` (the ingest API's largest group commit, ``EVENTLAKE_FLUSH_MAX_ROWS``, 20k by default;
+at low rates commits are far smaller and a micro-batch spans more of them),
 as a backlog left while the pipeline was down. Then, for each ``--max-batch-rows`` value, a fresh
 process runs ``pipelines.silver.ingest`` into its own silver table until silver's watermark
 reaches bronze's version, and reports the micro-batches it took, the seconds, and the peak

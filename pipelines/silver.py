@@ -138,14 +138,18 @@ def write_checked(write: Callable[[], T], silver: pa.Table, silver_suite: Any) -
 def micro_batch_end(store: Lake, after: int, latest: int, max_rows: int) -> int:
     """Last bronze version of the next silver micro-batch: the longest run of whole commits after
     ``after`` (up to ``latest``) adding at most ``max_rows`` rows, and at least one commit however
-    large (a commit is never split: the watermark is a version). ``after`` when nothing is new;
-    ``latest`` when the log lists none of the commits (the change feed read then says why)."""
+    large (a commit is never split: the watermark is a version). ``after`` when nothing is new.
+    Reads the commit log only up to the first commit past the bound.
+
+    Raises:
+        FileNotFoundError: a commit file after ``after`` is gone (see :meth:`Lake.commit_rows`).
+    """
     end, rows = after, 0
     for version, added in store.commit_rows(RAW_EVENTS, after, latest):
         if end > after and rows + added > max_rows:
             break
         end, rows = version, rows + added
-    return end if end > after else latest
+    return end
 
 
 def ingest(store: Lake, rules: Rules, run_id: str, max_rows: int) -> BatchStats:

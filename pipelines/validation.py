@@ -198,11 +198,14 @@ def checks_by_part(parts: Iterable[pd.DataFrame], suite: gx.ExpectationSuite) ->
     are in the same part (the caller cuts by a column of every grain). No part: as an empty frame.
 
     Raises:
-        ValidationError: as :func:`split_by_suite`.
+        ValidationError: as :func:`split_by_suite`, or when two parts' results do not list the same
+            expectations in the same order (they are merged by position).
     """
     merged: list[CheckOutcome] | None = None
     for part in parts:
         checks = split_by_suite(part, suite).checks
+        if merged is not None and [c.check for c in checks] != [c.check for c in merged]:
+            raise ValidationError(f"suite {suite.name}: the parts' results came back in different orders")
         merged = (
             checks
             if merged is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -92,3 +93,19 @@ def test_a_table_with_unknown_columns_is_refused(env: Env) -> None:
     env.lake.ensure(other)
     with pytest.raises(ValueError, match="expected"):
         env.lake.ensure(EVENTS)
+
+
+def test_commit_rows_reads_the_log_forward_by_file_name_and_lazily(env: Env) -> None:
+    """Silver sizes its micro-batches from these counts (regression: they came from delta-rs
+    ``history()``, which numbers entries by counting and shifts them when commits land meanwhile)."""
+    versions = [env.lake.append(RAW_EVENTS, bronze(*(f"{n}-{i}" for i in range(n)))) for n in (3, 5, 1)]
+    assert list(env.lake.commit_rows(RAW_EVENTS, versions[0] - 1, versions[-1])) == list(
+        zip(versions, [3, 5, 1], strict=True)
+    )
+    assert list(env.lake.commit_rows(RAW_EVENTS, versions[-1], versions[-1])) == []
+
+    (Path(env.lake.uri(RAW_EVENTS)) / "_delta_log" / f"{versions[-1]:020d}.json").unlink()
+    commits = env.lake.commit_rows(RAW_EVENTS, versions[0] - 1, versions[-1])
+    assert next(commits) == (versions[0], 3)  # a caller that stops early never reads further
+    with pytest.raises(FileNotFoundError):
+        list(commits)
