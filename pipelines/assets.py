@@ -379,20 +379,17 @@ def validate_mart(con: duckdb.DuckDBPyConnection, mart: str, silver_version: int
     limit = get_settings().validation_part_rows
     day = duckdb.ColumnExpression("day")
     counts = rows.aggregate("day, count(*)", "day").order("day nulls first").fetchall()
-    parts: list[duckdb.Expression] = []
-    days: list[date] = []  # the current part's days
+    # A not-null expectation must see rows without a day: they are a part of their own.
+    parts = [day.isnull()] if counts and counts[0][0] is None else []
+    runs: list[list[date]] = []  # consecutive days, whole, up to the limit (a larger day alone)
     size = 0
-    for value, n in counts:
-        if value is None:  # a not-null expectation must see them: a part of their own
-            parts.append(day.isnull())
-            continue
-        if days and size + n > limit:
-            parts.append(day.between(duckdb.ConstantExpression(days[0]), duckdb.ConstantExpression(days[-1])))
-            days, size = [], 0
-        days.append(value)
+    for value, n in counts[len(parts) :]:
+        if not runs or size + n > limit:
+            runs.append([])
+            size = 0
+        runs[-1].append(value)
         size += n
-    if days:
-        parts.append(day.between(duckdb.ConstantExpression(days[0]), duckdb.ConstantExpression(days[-1])))
+    parts += [day.between(duckdb.ConstantExpression(run[0]), duckdb.ConstantExpression(run[-1])) for run in runs]
     return checks_by_part((rows.filter(part).select(*columns).df() for part in parts), suite)
 
 
