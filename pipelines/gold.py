@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import duckdb
 import pyarrow as pa
@@ -103,6 +103,8 @@ def _refresh(
             # A first build or new definitions (funnels, time zone, session timeout): rows of days
             # the new definition no longer produces must go too, not only the days rewritten.
             con.execute(load_sql("delete_all_rows", mart.table))
+            if mart.state:
+                con.execute(load_sql("delete_all_rows", mart.state))
         if changed.num_rows:
             rewritten = _rewrite(con, lake, mart, inputs, silver_version, changed)
         set_gold_watermark(con, mart.table, GoldWatermark(silver_version, bronze_version, definition))
@@ -226,17 +228,16 @@ def _rewrite_batch(
 ) -> None:
     con.register("refresh_days", refresh_days)
     try:
-        first_day = pc.min(refresh_days["day"]).as_py()
-        last_day = pc.max(refresh_days["day"]).as_py()
+        read_days = refresh_days
+        if mart.counts_from_state:
+            # The calendar period of its counts: MAU's month, else the ISO week (WAU, active_person_weeks).
+            period = "month" if mart.whole_month else "week"
+            refresh_days = con.sql(load_sql("select_state_days"), params={"period": period}).to_arrow_table()
+            con.register("refresh_days", refresh_days)
+            read_days = refresh_days.filter(refresh_days["reads_window"])
+        scan_from, scan_to = _scan_range(mart, inputs, read_days, pc.min(refresh_days["day"]).as_py())
         # Scan only the partitions the refreshed windows can read: reporting days map to the UTC
         # partitions (event_date) of the same day, and the next and previous one in other zones.
-        scan_from = first_day - timedelta(days=mart.window_days - 1)
-        scan_to = last_day + timedelta(days=inputs.lookback_days)
-        if mart.whole_month:
-            # A calendar month's count reads the whole month, also when this batch holds part of it.
-            next_month = (last_day.replace(day=1) + timedelta(days=31)).replace(day=1)
-            scan_from = min(scan_from, first_day.replace(day=1))
-            scan_to = max(scan_to, next_month - timedelta(days=1))
         pad = timedelta(days=0 if timezone == "UTC" else 1)
         partitions = (("event_date", ">=", scan_from - pad), ("event_date", "<=", scan_to + pad))
         con.register("silver_events", lake.dataset(EVENTS, silver_version, files=partitions))
@@ -245,6 +246,8 @@ def _rewrite_batch(
             con.execute(load_sql("create_previous_rows", mart.table))
         con.execute(load_sql("delete_refresh_days", mart.table))
         con.execute(load_sql(mart.insert_sql), {"first_day": scan_from, "last_day": scan_to, **inputs.params})
+        if mart.state:
+            con.execute(load_sql(f"maintain_{mart.state}"))
         # Row-level lineage: the silver version each rewritten row was computed from.
         con.execute(load_sql("mark_refreshed_rows", mart.table), {"silver_version": silver_version})
     finally:
@@ -253,6 +256,25 @@ def _rewrite_batch(
         con.execute("drop view if exists resolved_events")
         for name in ("refresh_days", "silver_events"):
             con.unregister(name)
+
+
+def _scan_range(mart: Mart, inputs: MartInputs, read_days: pa.Table, anchor: date) -> tuple[date, date]:
+    """The reporting days a batch's SQL reads (``$first_day``/``$last_day``, inclusive) to recompute
+    ``read_days``: their trailing windows, the lookback past the last one and, for calendar months,
+    the whole months. When no day reads its window (all counted from state): the empty range
+    ``anchor`` .. ``anchor`` - 1 day."""
+    if read_days.num_rows == 0:
+        return anchor, anchor - timedelta(days=1)
+    first_day = pc.min(read_days["day"]).as_py()
+    last_day = pc.max(read_days["day"]).as_py()
+    scan_from = first_day - timedelta(days=mart.window_days - 1)
+    scan_to = last_day + timedelta(days=inputs.lookback_days)
+    if mart.whole_month:
+        # A calendar month's count reads the whole month, also when this batch holds part of it.
+        next_month = (last_day.replace(day=1) + timedelta(days=31)).replace(day=1)
+        scan_from = min(scan_from, first_day.replace(day=1))
+        scan_to = max(scan_to, next_month - timedelta(days=1))
+    return scan_from, scan_to
 
 
 def refresh_data_quality(con: duckdb.DuckDBPyConnection, lake: Lake) -> int:

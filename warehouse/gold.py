@@ -33,6 +33,7 @@ from warehouse.tables import (
     FORM_PROGRESS,
     FUNNEL_STEPS,
     MONTHLY_ACTIVE_USERS,
+    PERSON_LAST_ACTIVE,
     SESSIONS,
     USER_ATTRIBUTES,
     WEEKLY_ACTIVE_USERS,
@@ -81,7 +82,11 @@ class Mart:
     days a first visit moved away from are rewritten too. ``keeps_rows``: its SQL reads
     ``previous_rows`` (its own rows of the refreshed days before the refresh) to keep the values
     a changed day cannot move (WAU/MAU's rolling counts of days refreshed only for their calendar
-    week or month).
+    week or month). ``state``: a gold state table kept with the mart's rows — ``maintain_<state>.sql``
+    runs after each batch's insert, in the same transaction, and a full rebuild empties it first.
+    ``counts_from_state``: its people counts over windows ending on or after the last day anyone was
+    active come from ``person_last_active`` (refresh_days gains ``from_state``, see
+    ``select_state_days.sql``), so only the other days' windows are read as person-days.
     """
 
     table: str
@@ -95,6 +100,8 @@ class Mart:
     reads: tuple[str, ...] = ()
     first_seen: bool = False
     keeps_rows: bool = False
+    state: str | None = None
+    counts_from_state: bool = False
 
 
 def user_attribute_inputs(lake: Lake) -> MartInputs:
@@ -118,6 +125,12 @@ def new_people_inputs(lake: Lake) -> MartInputs:
     """Daily active users with new vs returning people: a definition of its own, so a warehouse built
     before the split recomputes DAU once (its rows had no new/returning counts)."""
     return MartInputs(definition="new_people=person_first_seen")
+
+
+def person_day_inputs(lake: Lake) -> MartInputs:
+    """Active person-days, kept with ``person_last_active``: a definition of its own, so a warehouse built
+    before that state existed rebuilds both once (the state is derived from every person-day)."""
+    return MartInputs(definition="state=person_last_active")
 
 
 def calendar_week_inputs(lake: Lake) -> MartInputs:
@@ -161,7 +174,13 @@ def daily_session_inputs(lake: Lake) -> MartInputs:
 UNKEYED_TABLES = [SESSIONS, ACTIVE_PERSON_DAYS, ACTIVE_PERSON_WEEKS]
 
 MARTS: dict[str, Mart] = {
-    ACTIVE_PERSON_DAYS: Mart(ACTIVE_PERSON_DAYS, "insert_active_person_days", served=False),
+    ACTIVE_PERSON_DAYS: Mart(
+        ACTIVE_PERSON_DAYS,
+        "insert_active_person_days",
+        served=False,
+        inputs=person_day_inputs,
+        state=PERSON_LAST_ACTIVE,
+    ),
     DAILY_ACTIVE_USERS: Mart(
         DAILY_ACTIVE_USERS,
         "insert_daily_active_users",
@@ -178,6 +197,7 @@ MARTS: dict[str, Mart] = {
         inputs=calendar_week_inputs,
         reads=(ACTIVE_PERSON_DAYS,),
         keeps_rows=True,
+        counts_from_state=True,
     ),
     MONTHLY_ACTIVE_USERS: Mart(
         MONTHLY_ACTIVE_USERS,
@@ -187,6 +207,7 @@ MARTS: dict[str, Mart] = {
         fill_spine=True,
         reads=(ACTIVE_PERSON_DAYS,),
         keeps_rows=True,
+        counts_from_state=True,
     ),
     DAILY_EVENT_COUNTS: Mart(DAILY_EVENT_COUNTS, "insert_daily_event_counts"),
     DAILY_PAGE_VIEWS: Mart(DAILY_PAGE_VIEWS, "insert_daily_page_views"),
@@ -199,7 +220,12 @@ MARTS: dict[str, Mart] = {
         DAILY_SESSIONS, "insert_daily_sessions", window_days=2, inputs=daily_session_inputs, reads=(SESSIONS,)
     ),
     ACTIVE_PERSON_WEEKS: Mart(
-        ACTIVE_PERSON_WEEKS, "insert_active_person_weeks", whole_week=True, served=False, reads=(ACTIVE_PERSON_DAYS,)
+        ACTIVE_PERSON_WEEKS,
+        "insert_active_person_weeks",
+        whole_week=True,
+        served=False,
+        reads=(ACTIVE_PERSON_DAYS,),
+        counts_from_state=True,
     ),
     ACTIVE_USERS_BREAKDOWN: Mart(
         ACTIVE_USERS_BREAKDOWN,
@@ -212,15 +238,19 @@ MARTS: dict[str, Mart] = {
 
 @cache
 def load_sql(name: str, gold_table: str | None = None) -> str:
-    """The text of ``sql/<name>.sql``, with ``{gold_table}`` filled from the mart whitelist.
+    """The text of ``sql/<name>.sql``, with ``{gold_table}`` filled from the whitelist: the marts and
+    the state they keep (``Mart.state``).
 
     Raises:
-        KeyError: when ``gold_table`` is not a known mart.
+        KeyError: when ``gold_table`` is neither a known mart nor a mart's state.
         FileNotFoundError: when there is no such SQL file.
     """
     text = (SQL_DIR / f"{name}.sql").read_text()
     if gold_table is not None:
-        text = text.replace("{gold_table}", MARTS[gold_table].table)
+        tables = {mart.table for mart in MARTS.values()} | {mart.state for mart in MARTS.values() if mart.state}
+        if gold_table not in tables:
+            raise KeyError(gold_table)
+        text = text.replace("{gold_table}", gold_table)
     return text
 
 

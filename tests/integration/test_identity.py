@@ -18,6 +18,7 @@ from tests.conftest import ApiServer, Env, materialize_all, silver_table
 from warehouse import gold
 from warehouse.lake import Lake
 from warehouse.tables import (
+    ACTIVE_PERSON_WEEKS,
     DAILY_ACTIVE_USERS,
     DAILY_EVENT_COUNTS,
     EVENTS,
@@ -201,3 +202,62 @@ def test_blank_ids_are_no_ids(tmp_path: Path) -> None:
     assert con.execute("select day, dau from daily_active_users order by day").fetchall() == [(D1, 2), (D2, 1)]
     assert con.execute("select alias_id, person_id from identity_links").fetchall() == [("devA", "alice")]
     con.close()
+
+
+def test_counts_from_last_active_state_match_a_rebuild_through_merges_late_days_and_deletes(tmp_path: Path) -> None:
+    # WAU, MAU and active_person_weeks count the latest day's windows, week and month from
+    # person_last_active instead of their person-days. After each change the incremental warehouse
+    # must hold what a warehouse built from scratch on the same silver holds, and the state must be
+    # each person's last person-day.
+    start = date(2024, 1, 1)
+    lake = Lake(str(tmp_path / "lake"))
+    history = [(start + timedelta(days=i), f"u{i % 5}", None, None) for i in range(0, 24, 3)]
+    lake.append(EVENTS, silver([*history, (date(2024, 1, 25), None, "anon-1", None)]))
+    incremental = gold.connect(tmp_path / "incremental.duckdb")
+    marts = (WEEKLY_ACTIVE_USERS, MONTHLY_ACTIVE_USERS, ACTIVE_PERSON_WEEKS)
+
+    def refresh(con: duckdb.DuckDBPyConnection) -> None:
+        for mart in marts:
+            refresh_mart(con, lake, mart)
+
+    def contents(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[object, ...]]]:
+        tables = {
+            mart: con.execute(f"select * exclude (silver_version) from {mart} order by all").fetchall()
+            for mart in marts
+        }
+        tables["person_last_active"] = con.execute("select * from person_last_active order by all").fetchall()
+        tables["last person-days"] = con.execute(
+            "select app, source, person_id, max(day) from active_person_days group by all order by all"
+        ).fetchall()
+        return tables
+
+    def check(step: str) -> dict[str, list[tuple[object, ...]]]:
+        refresh(incremental)
+        rebuilt = gold.connect(tmp_path / f"rebuilt-{step}.duckdb")
+        refresh(rebuilt)
+        expected, got = contents(rebuilt), contents(incremental)
+        rebuilt.close()
+        assert got == expected, step
+        assert got["person_last_active"] == got["last person-days"], step
+        return got
+
+    first = check("first build")
+    assert ("a", "web", "anon-1", date(2024, 1, 25)) in first["person_last_active"]
+    # A new day (Sunday 28 January) on which anon-1 identifies as u9: anon-1's last day is rewritten
+    # and it has no person-day left; u9 inherits 25 January.
+    lake.append(EVENTS, silver([(date(2024, 1, 28), "u9", "anon-1", None), (date(2024, 1, 28), "u1", None, None)]))
+    merged = check("merge")
+    assert ("a", "web", "u9", date(2024, 1, 28)) in merged["person_last_active"]
+    assert not [row for row in merged["person_last_active"] if row[2] == "anon-1"]
+    mau_28 = incremental.execute(
+        "select mau_rolling_30d, mau_calendar_month from monthly_active_users where day = '2024-01-28'"
+    ).fetchall()
+    assert mau_28 == [(6, 6)]  # u0..u4 and u9 (anon-1 is u9 now)
+    # A late day inside history, read from its windows' person-days: u2 keeps 13 January as last day.
+    lake.append(EVENTS, silver([(date(2024, 1, 5), "u-late", None, None), (date(2024, 1, 5), "u2", None, None)]))
+    assert ("a", "web", "u2", date(2024, 1, 13)) in check("late day")["person_last_active"]
+    # A reprocess removes u1's event of 28 January: u1's last day moves back to 22 January.
+    lake.replace_where(EVENTS, silver([(date(2024, 1, 28), "u9", "anon-1", None)]), "event_date = '2024-01-28'")
+    deleted = check("delete")
+    assert ("a", "web", "u1", date(2024, 1, 22)) in deleted["person_last_active"]
+    incremental.close()

@@ -5,9 +5,11 @@
 --                      (the same value on every day of a month; calendar_month is its 1st day).
 -- Grain: (app, source, day), same day spine as daily_active_users. People as in people_events (create_people_events.sql),
 -- counted from their person-days (active_person_days), never from events: cost follows the window, not history.
--- Inputs: active_person_days, refresh_days(app, source, day, window_changed) — every day of a changed day's month —
--- and previous_rows (the mart's rows of those days before the refresh): a day whose 30-day window holds no
--- changed day keeps its rolling count, only its calendar-month count is recomputed.
+-- Inputs: active_person_days, person_last_active, refresh_days(app, source, day, window_changed, from_state) —
+-- every day of a changed day's month — and previous_rows (the mart's rows of those days before the refresh): a
+-- day whose 30-day window holds no changed day keeps its rolling count, only its calendar-month count is
+-- recomputed. Days from_state (select_state_days.sql: no later person-day exists) and the months holding one
+-- count people by their last active day; the others count their window's person-days.
 -- $first_day/$last_day bound the person-days read (the caller widens them to the start of the window and month).
 insert into monthly_active_users (app, source, day, calendar_month, mau_rolling_30d, mau_calendar_month)
 with people as (
@@ -17,7 +19,7 @@ with people as (
 ),
 
 recomputed_days as (
-    select refresh.app, refresh.source, refresh.day
+    select refresh.app, refresh.source, refresh.day, refresh.from_state
     from refresh_days as refresh
     left join previous_rows as previous
         on previous.app = refresh.app and previous.source = refresh.source and previous.day = refresh.day
@@ -31,6 +33,16 @@ rolling as (
         on people.app = recomputed.app
         and people.source = recomputed.source
         and people.day between recomputed.day - 29 and recomputed.day
+    where not recomputed.from_state
+    group by recomputed.app, recomputed.source, recomputed.day
+    union all
+    select recomputed.app, recomputed.source, recomputed.day, count(state.person_id) as mau_rolling_30d
+    from recomputed_days as recomputed
+    left join person_last_active as state
+        on state.app = recomputed.app
+        and state.source = recomputed.source
+        and state.last_day >= recomputed.day - 29
+    where recomputed.from_state
     group by recomputed.app, recomputed.source, recomputed.day
     union all
     select previous.app, previous.source, previous.day, previous.mau_rolling_30d
@@ -40,8 +52,9 @@ rolling as (
 ),
 
 months as (
-    select distinct app, source, cast(date_trunc('month', day) as date) as calendar_month
+    select app, source, cast(date_trunc('month', day) as date) as calendar_month, bool_or(from_state) as from_state
     from refresh_days
+    group by app, source, calendar_month
 ),
 
 calendar as (
@@ -51,6 +64,16 @@ calendar as (
         on people.app = months.app
         and people.source = months.source
         and cast(date_trunc('month', people.day) as date) = months.calendar_month
+    where not months.from_state
+    group by months.app, months.source, months.calendar_month
+    union all
+    select months.app, months.source, months.calendar_month, count(state.person_id) as mau_calendar_month
+    from months
+    left join person_last_active as state
+        on state.app = months.app
+        and state.source = months.source
+        and state.last_day >= months.calendar_month
+    where months.from_state
     group by months.app, months.source, months.calendar_month
 ),
 

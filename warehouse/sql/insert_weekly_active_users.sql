@@ -5,10 +5,12 @@
 --                      (the same value on every day of a week; calendar_week is its Monday).
 -- Grain: (app, source, day), same day spine as daily_active_users. People as in people_events (create_people_events.sql),
 -- counted from their person-days (active_person_days), never from events: cost follows the window, not history.
--- Inputs: active_person_days, refresh_days(app, source, day, window_changed), which hold whole ISO weeks around
--- every changed day (window 7 days, lookback 6), and previous_rows (the mart's rows of those days before the
--- refresh): a day whose 7-day window holds no changed day keeps its rolling count, only its calendar-week count
--- is recomputed. $first_day/$last_day bound the person-days read.
+-- Inputs: active_person_days, person_last_active, refresh_days(app, source, day, window_changed, from_state),
+-- which hold whole ISO weeks around every changed day (window 7 days, lookback 6), and previous_rows (the mart's
+-- rows of those days before the refresh): a day whose 7-day window holds no changed day keeps its rolling count,
+-- only its calendar-week count is recomputed. Days from_state (select_state_days.sql: no later person-day
+-- exists) and the weeks holding one count people by their last active day; the others count their window's
+-- person-days. $first_day/$last_day bound the person-days read.
 insert into weekly_active_users (app, source, day, calendar_week, wau_rolling_7d, wau_calendar_week)
 with people as (
     select app, source, day, person_id
@@ -17,7 +19,7 @@ with people as (
 ),
 
 recomputed_days as (
-    select refresh.app, refresh.source, refresh.day
+    select refresh.app, refresh.source, refresh.day, refresh.from_state
     from refresh_days as refresh
     left join previous_rows as previous
         on previous.app = refresh.app and previous.source = refresh.source and previous.day = refresh.day
@@ -31,6 +33,16 @@ rolling as (
         on people.app = recomputed.app
         and people.source = recomputed.source
         and people.day between recomputed.day - 6 and recomputed.day
+    where not recomputed.from_state
+    group by recomputed.app, recomputed.source, recomputed.day
+    union all
+    select recomputed.app, recomputed.source, recomputed.day, count(state.person_id) as wau_rolling_7d
+    from recomputed_days as recomputed
+    left join person_last_active as state
+        on state.app = recomputed.app
+        and state.source = recomputed.source
+        and state.last_day >= recomputed.day - 6
+    where recomputed.from_state
     group by recomputed.app, recomputed.source, recomputed.day
     union all
     select previous.app, previous.source, previous.day, previous.wau_rolling_7d
@@ -40,8 +52,9 @@ rolling as (
 ),
 
 weeks as (
-    select distinct app, source, cast(date_trunc('week', day) as date) as calendar_week
+    select app, source, cast(date_trunc('week', day) as date) as calendar_week, bool_or(from_state) as from_state
     from refresh_days
+    group by app, source, calendar_week
 ),
 
 calendar as (
@@ -51,6 +64,16 @@ calendar as (
         on people.app = weeks.app
         and people.source = weeks.source
         and cast(date_trunc('week', people.day) as date) = weeks.calendar_week
+    where not weeks.from_state
+    group by weeks.app, weeks.source, weeks.calendar_week
+    union all
+    select weeks.app, weeks.source, weeks.calendar_week, count(state.person_id) as wau_calendar_week
+    from weeks
+    left join person_last_active as state
+        on state.app = weeks.app
+        and state.source = weeks.source
+        and state.last_day >= weeks.calendar_week
+    where weeks.from_state
     group by weeks.app, weeks.source, weeks.calendar_week
 ),
 
