@@ -238,10 +238,11 @@ def _rewrite_batch(
         scan_from, scan_to = _scan_range(mart, inputs, read_days, pc.min(refresh_days["day"]).as_py())
         # Scan only the partitions the refreshed windows can read: reporting days map to the UTC
         # partitions (event_date) of the same day, and the next and previous one in other zones.
-        pad = timedelta(days=0 if timezone == "UTC" else 1)
-        partitions = (("event_date", ">=", scan_from - pad), ("event_date", "<=", scan_to + pad))
-        con.register("silver_events", lake.dataset(EVENTS, silver_version, files=partitions))
-        con.execute(load_sql("create_people_events"))
+        if mart.reads_events:
+            pad = timedelta(days=0 if timezone == "UTC" else 1)
+            partitions = (("event_date", ">=", scan_from - pad), ("event_date", "<=", scan_to + pad))
+            con.register("silver_events", lake.dataset(EVENTS, silver_version, files=partitions))
+            con.execute(load_sql("create_people_events"))
         if mart.keeps_rows:
             con.execute(load_sql("create_previous_rows", mart.table))
         con.execute(load_sql("delete_refresh_days", mart.table))

@@ -84,7 +84,8 @@ class Mart:
     a changed day cannot move (WAU/MAU's rolling counts of days refreshed only for their calendar
     week or month). ``state``: a gold state table kept with the mart's rows — ``maintain_<state>.sql``
     runs after each batch's insert, in the same transaction, and a full rebuild empties it first.
-    ``counts_from_state``: its people counts over windows ending on or after the last day anyone was
+    ``reads_events``: its SQL reads silver's events (``people_events``); false for marts computed
+    from other gold tables only, which then open none of silver's files. ``counts_from_state``: its people counts over windows ending on or after the last day anyone was
     active come from ``person_last_active`` (refresh_days gains ``from_state``, see
     ``select_state_days.sql``), so only the other days' windows are read as person-days.
     """
@@ -101,6 +102,7 @@ class Mart:
     first_seen: bool = False
     keeps_rows: bool = False
     state: str | None = None
+    reads_events: bool = True
     counts_from_state: bool = False
 
 
@@ -188,6 +190,7 @@ MARTS: dict[str, Mart] = {
         inputs=new_people_inputs,
         reads=(ACTIVE_PERSON_DAYS,),
         first_seen=True,
+        reads_events=False,
     ),
     WEEKLY_ACTIVE_USERS: Mart(
         WEEKLY_ACTIVE_USERS,
@@ -198,6 +201,7 @@ MARTS: dict[str, Mart] = {
         reads=(ACTIVE_PERSON_DAYS,),
         keeps_rows=True,
         counts_from_state=True,
+        reads_events=False,
     ),
     MONTHLY_ACTIVE_USERS: Mart(
         MONTHLY_ACTIVE_USERS,
@@ -208,6 +212,7 @@ MARTS: dict[str, Mart] = {
         reads=(ACTIVE_PERSON_DAYS,),
         keeps_rows=True,
         counts_from_state=True,
+        reads_events=False,
     ),
     DAILY_EVENT_COUNTS: Mart(DAILY_EVENT_COUNTS, "insert_daily_event_counts"),
     DAILY_PAGE_VIEWS: Mart(DAILY_PAGE_VIEWS, "insert_daily_page_views"),
@@ -217,7 +222,12 @@ MARTS: dict[str, Mart] = {
     ERROR_SUMMARY: Mart(ERROR_SUMMARY, "insert_error_summary"),
     SESSIONS: Mart(SESSIONS, "insert_sessions", window_days=2, inputs=session_inputs, served=False),
     DAILY_SESSIONS: Mart(
-        DAILY_SESSIONS, "insert_daily_sessions", window_days=2, inputs=daily_session_inputs, reads=(SESSIONS,)
+        DAILY_SESSIONS,
+        "insert_daily_sessions",
+        window_days=2,
+        inputs=daily_session_inputs,
+        reads=(SESSIONS,),
+        reads_events=False,
     ),
     ACTIVE_PERSON_WEEKS: Mart(
         ACTIVE_PERSON_WEEKS,
@@ -226,6 +236,7 @@ MARTS: dict[str, Mart] = {
         served=False,
         reads=(ACTIVE_PERSON_DAYS,),
         counts_from_state=True,
+        reads_events=False,
     ),
     ACTIVE_USERS_BREAKDOWN: Mart(
         ACTIVE_USERS_BREAKDOWN,
