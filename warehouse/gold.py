@@ -85,8 +85,9 @@ class Mart:
     week or month). ``state``: a gold state table kept with the mart's rows — ``maintain_<state>.sql``
     runs after each batch's insert, in the same transaction, and a full rebuild empties it first.
     ``reads_events``: its SQL reads silver's events (``people_events``); false for marts computed
-    from other gold tables only, which then open none of silver's files. ``counts_from_state``: its people counts over windows ending on or after the last day anyone was
-    active come from ``person_last_active`` (refresh_days gains ``from_state``, see
+    from other gold tables only, which then open none of silver's files. ``counts_from_state``:
+    its people counts over windows ending on or after the last day anyone was active come from
+    ``person_last_active`` (refresh_days gains ``from_state`` and ``reads_window``, see
     ``select_state_days.sql``), so only the other days' windows are read as person-days.
     """
 
