@@ -4,9 +4,11 @@ For each history size (default 1M and 50M events) the benchmark writes a synthet
 straight to a temporary lake (bronze and the silver step are not what is measured here): 180 days
 of events of one app, people drawn from one pool of ``--users`` (default 100k) for every history,
 60% page views, 25% component clicks, 10% form field events, 4% errors with stack traces, 1% bots.
-It builds gold once from that history (timed, not the target), then appends one new day of
-``--update`` events (default 1M; the same rows for every history: its own seed) and times what one
-pipeline run does with it, as the Dagster assets do (and each mart's refresh on its own line):
+It builds gold once from that history (timed, not the target). Then, in ``--rounds`` rounds
+(default 3) that alternate the histories, it copies the built lake and warehouse, appends one new
+day of ``--update`` events (default 1M; the same rows for every history: its own seed) and times
+what one pipeline run does with it, as the Dagster assets do: each step on a warehouse connection
+of its own, as every gold asset opens one (and each mart's refresh on its own line):
 
 * ``marts``: ``refresh_mart`` of every incremental mart (identity refresh included), each reading
   the change data feed of the new version;
@@ -16,10 +18,11 @@ pipeline run does with it, as the Dagster assets do (and each mart's refresh on 
 * ``snapshot``: publishing the serving snapshot.
 
 The fixed part of a run is reported on its own line (``no-op run``: the same calls when nothing
-is new: opening the tables, reading watermarks and bounds). Prints seconds per part and history
-size, the process's peak resident memory, and the ratio large/small; the target is update compute
-within 1.5x. Usage:
-``.venv/bin/python bench/bench_gold.py [--histories 1000000 50000000] [--update 1000000]``
+is new: opening the tables, reading watermarks and bounds), measured on the same copy just before
+the new day is appended. Prints the median seconds per part and history size over the rounds, the
+process's peak resident memory after each build, and the ratio large/small; the target is update
+compute within 1.5x. Usage:
+``.venv/bin/python bench/bench_gold.py [--histories 1000000 50000000] [--update 1000000] [--rounds 3]``
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -34,6 +38,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -105,45 +110,66 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def run_pipeline(con: object, lake: Lake, serving: Path) -> dict[str, float]:
-    """One run's gold work, timed by part (the Dagster assets' calls, in their order)."""
+def run_pipeline(warehouse: Path, lake: Lake, serving: Path) -> dict[str, float]:
+    """One run's gold work, timed by part: the Dagster assets' calls, in their order, each on a
+    connection of its own (as every gold asset opens the warehouse: ``pipelines.assets``), so no
+    step inherits another's DuckDB buffer cache. A part's time includes opening the warehouse."""
     parts = dict.fromkeys(("marts", "checks", "retention", "data_quality", "snapshot"), 0.0)
     for name in MARTS:
         started = time.perf_counter()
-        stats = refresh_mart(con, lake, name)  # type: ignore[arg-type]
-        parts[f"mart {name}"] = time.perf_counter() - started
-        parts["marts"] += parts[f"mart {name}"]
-        version = stats.silver_to if stats.rewritten_rows else -1  # as the gold assets do
-        parts["checks"] += timed(lambda n=name, v=version: validate_mart(con, n, v))  # type: ignore[misc]
-    parts["retention"] = timed(lambda: refresh_retention(con))  # type: ignore[arg-type]
-    parts["checks"] += timed(lambda: validate_mart(con, RETENTION_COHORTS))  # type: ignore[arg-type]
-    parts["data_quality"] = timed(lambda: refresh_data_quality(con, lake))  # type: ignore[arg-type]
-    parts["snapshot"] = timed(lambda: publish_snapshot(con, serving))  # type: ignore[arg-type]
+        with gold.connect(warehouse) as con:
+            stats = refresh_mart(con, lake, name)
+            parts[f"mart {name}"] = time.perf_counter() - started
+            parts["marts"] += parts[f"mart {name}"]
+            version = stats.silver_to if stats.rewritten_rows else -1  # as the gold assets do
+            parts["checks"] += timed(lambda c=con, n=name, v=version: validate_mart(c, n, v))  # type: ignore[misc]
+    with gold.connect(warehouse) as con:
+        parts["retention"] = timed(lambda: refresh_retention(con))
+        parts["checks"] += timed(lambda: validate_mart(con, RETENTION_COHORTS))
+    parts["data_quality"] = timed(lambda: _on_connection(warehouse, lambda con: refresh_data_quality(con, lake)))
+    parts["snapshot"] = timed(lambda: _on_connection(warehouse, lambda con: publish_snapshot(con, serving)))
     return parts
 
 
-def measure(history: int, update: int, users: int, root: Path) -> dict[str, float]:
+def _on_connection(warehouse: Path, step: Callable[[duckdb.DuckDBPyConnection], object]) -> None:
+    """Run ``step`` on a connection of its own, opened and closed around it."""
+    with gold.connect(warehouse) as con:
+        step(con)
+
+
+def build(history: int, users: int, root: Path) -> dict[str, float]:
+    """Write ``history`` synthetic silver rows under ``root`` and build gold from them (timed)."""
     rng = np.random.default_rng(7)
     lake = Lake(str(root / "lake"))
     started = time.perf_counter()
     for start in range(0, history, CHUNK):
         lake.append(EVENTS, synthetic_silver(rng, start, min(CHUNK, history - start), users, FIRST_DAY, DAYS))
     write_s = time.perf_counter() - started
-    con = gold.connect(root / "warehouse.duckdb")
-    build = run_pipeline(con, lake, root / "serving.duckdb")
-    noop = run_pipeline(con, lake, root / "serving.duckdb")
+    initial = run_pipeline(root / "warehouse.duckdb", lake, root / "serving.duckdb")
+    return {
+        "write history": write_s,
+        "initial build": sum(value for part, value in initial.items() if not part.startswith("mart ")),
+        # Linux reports the process's peak resident set in KiB; histories are built small to large,
+        # so this is the peak of the largest history built so far.
+        "peak RSS (GB)": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+
+
+def measure_update(history: int, update: int, users: int, built: Path, scratch: Path) -> dict[str, float]:
+    """One round on a copy of the built history: a no-op run, then the new day appended and the
+    update run, both timed by part."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.copytree(built, scratch)
+    lake = Lake(str(scratch / "lake"))
+    warehouse, serving = scratch / "warehouse.duckdb", scratch / "serving.duckdb"
+    noop = run_pipeline(warehouse, lake, serving)
     new_day = FIRST_DAY + timedelta(days=DAYS)
     # The same new day whatever the history: its own seed, the same user pool.
     lake.append(EVENTS, synthetic_silver(np.random.default_rng(11), history, update, users, new_day, 1))
-    result = run_pipeline(con, lake, root / "serving.duckdb")
-    con.close()
+    result = run_pipeline(warehouse, lake, serving)
+    shutil.rmtree(scratch, ignore_errors=True)
     result["update compute"] = sum(value for part, value in result.items() if not part.startswith("mart "))
     result["no-op run"] = sum(value for part, value in noop.items() if not part.startswith("mart "))
-    result["initial build"] = sum(value for part, value in build.items() if not part.startswith("mart "))
-    result["write history"] = write_s
-    # Linux reports the process's peak resident set in KiB; histories run small to large, so this
-    # is the peak of the largest history run so far.
-    result["peak RSS (GB)"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return result
 
 
@@ -153,15 +179,35 @@ def main() -> None:
     parser.add_argument("--update", type=int, default=1_000_000, help="events of the new day")
     parser.add_argument("--users", type=int, default=100_000, help="the user pool, the same for every history")
     parser.add_argument("--workdir", type=Path, default=None, help="where the lakes go (default: a temp dir)")
+    parser.add_argument("--rounds", type=int, default=3, help="update rounds per history (medians reported)")
     args = parser.parse_args()
     base = args.workdir or Path(tempfile.mkdtemp(prefix="bench_gold_"))
-    results = {}
+    results: dict[int, dict[str, float]] = {}
     for history in args.histories:
         root = base / f"h{history}"
         shutil.rmtree(root, ignore_errors=True)
-        results[history] = measure(history, args.update, args.users, root)
-        shutil.rmtree(root, ignore_errors=True)
-        print(f"{datetime.now(UTC):%H:%M:%S} history {history:,}: done", file=sys.stderr, flush=True)
+        results[history] = build(history, args.users, root)
+        print(f"{datetime.now(UTC):%H:%M:%S} history {history:,}: built", file=sys.stderr, flush=True)
+    # Rounds alternate the histories, so a slow spell of the machine hits both; medians are reported.
+    rounds: dict[int, list[dict[str, float]]] = {history: [] for history in args.histories}
+    for round_number in range(args.rounds):
+        for history in args.histories:
+            rounds[history].append(
+                # A fresh path per round: the lake caches a table's versions by URI for the process's life.
+                measure_update(
+                    history, args.update, args.users, base / f"h{history}", base / f"round{round_number}-h{history}"
+                )
+            )
+            print(
+                f"{datetime.now(UTC):%H:%M:%S} round {round_number + 1}, history {history:,}: "
+                f"update compute {rounds[history][-1]['update compute']:.2f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+    for history in args.histories:
+        runs = rounds[history]
+        results[history] |= {part: statistics.median(run[part] for run in runs) for part in runs[0]}
+        shutil.rmtree(base / f"h{history}", ignore_errors=True)
     small, large = args.histories[0], args.histories[-1]
     rows = [
         "update compute",
@@ -176,7 +222,7 @@ def main() -> None:
         "peak RSS (GB)",
         *(f"mart {name}" for name in MARTS),
     ]
-    print(f"\nOne new day of {args.update:,} events; seconds (2 cores)\n")
+    print(f"\nOne new day of {args.update:,} events; seconds (2 cores), medians of {args.rounds} rounds\n")
     print(f"| part | {small:,} history | {large:,} history | ratio |")
     print("|---|---|---|---|")
     for row in rows:

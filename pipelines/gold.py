@@ -235,6 +235,9 @@ def _rewrite_batch(
             refresh_days = con.sql(load_sql("select_state_days"), params={"period": period}).to_arrow_table()
             con.register("refresh_days", refresh_days)
             read_days = refresh_days.filter(refresh_days["reads_window"])
+        if mart.partial_days:
+            refresh_days = con.sql(load_sql("select_partial_days")).to_arrow_table()
+            con.register("refresh_days", refresh_days)
         scan_from, scan_to = _scan_range(mart, inputs, read_days, pc.min(refresh_days["day"]).as_py())
         # Scan only the partitions the refreshed windows can read: reporting days map to the UTC
         # partitions (event_date) of the same day, and the next and previous one in other zones.
@@ -245,7 +248,7 @@ def _rewrite_batch(
             con.execute(load_sql("create_people_events"))
         if mart.keeps_rows:
             con.execute(load_sql("create_previous_rows", mart.table))
-        con.execute(load_sql("delete_refresh_days", mart.table))
+        con.execute(load_sql(mart.delete_sql, mart.table), inputs.params if mart.partial_days else None)
         con.execute(load_sql(mart.insert_sql), {"first_day": scan_from, "last_day": scan_to, **inputs.params})
         if mart.state:
             con.execute(load_sql(f"maintain_{mart.state}"))

@@ -89,6 +89,10 @@ class Mart:
     its people counts over windows ending on or after the last day anyone was active come from
     ``person_last_active`` (refresh_days gains ``from_state`` and ``reads_window``, see
     ``select_state_days.sql``), so only the other days' windows are read as person-days.
+    ``partial_days``: a refresh day whose own events did not change (the day before or after a
+    changed one) keeps the rows a change next door cannot reach: refresh_days gains ``changed``,
+    ``before_changed`` and ``after_changed`` (``select_partial_days.sql``) and the mart's own
+    ``delete_sql`` (run with its inputs' params) removes only the rows its insert SQL writes back.
     """
 
     table: str
@@ -105,6 +109,8 @@ class Mart:
     state: str | None = None
     reads_events: bool = True
     counts_from_state: bool = False
+    partial_days: bool = False
+    delete_sql: str = "delete_refresh_days"
 
 
 def user_attribute_inputs(lake: Lake) -> MartInputs:
@@ -221,7 +227,15 @@ MARTS: dict[str, Mart] = {
     FORM_PROGRESS: Mart(FORM_PROGRESS, "insert_form_progress"),
     COMPONENT_INTERACTIONS: Mart(COMPONENT_INTERACTIONS, "insert_component_interactions"),
     ERROR_SUMMARY: Mart(ERROR_SUMMARY, "insert_error_summary"),
-    SESSIONS: Mart(SESSIONS, "insert_sessions", window_days=2, inputs=session_inputs, served=False),
+    SESSIONS: Mart(
+        SESSIONS,
+        "insert_sessions",
+        window_days=2,
+        inputs=session_inputs,
+        served=False,
+        partial_days=True,
+        delete_sql="delete_session_rows",
+    ),
     DAILY_SESSIONS: Mart(
         DAILY_SESSIONS,
         "insert_daily_sessions",

@@ -55,6 +55,10 @@ class Lake:
         """The table's URI: ``<root>/<table.path>``."""
         return f"{self.root}/{table.path}"
 
+    def _options(self) -> tuple[tuple[str, str], ...]:
+        """The storage options as a hashable key of the per-version caches."""
+        return tuple(sorted((self.storage_options or {}).items()))
+
     @_retry_commit
     def ensure(self, table: TableDef) -> DeltaTable:
         """Create the table if it does not exist yet (idempotent, safe across processes).
@@ -196,7 +200,6 @@ class Lake:
         columns are dropped. Columns have the table schema's types. The reader can be consumed once
         (DuckDB scans a registered reader once: reference it once per query).
         """
-        dt = self.open(table)
         schema = pa.schema([table.schema.field(name) for name in columns or table.schema.names])
         out = pa.schema(
             [
@@ -205,7 +208,11 @@ class Lake:
                 *([pa.field("_change_type", pa.string())] if len(change_types) > 1 else []),
             ]
         )
-        if dt is None or until_version <= after_version:
+        if until_version <= after_version:
+            return pa.RecordBatchReader.from_batches(out, [])
+        try:
+            dt = _snapshot(self.uri(table), until_version, self._options())
+        except TableNotFoundError:
             return pa.RecordBatchReader.from_batches(out, [])
         feed = pa.RecordBatchReader.from_stream(
             dt.load_cdf(
@@ -331,9 +338,8 @@ class Lake:
         here rather than filtering the whole table's dataset, whose cost grows with history.
         """
         if version is not None:
-            options = tuple(sorted((self.storage_options or {}).items()))
             try:
-                return _frozen_dataset(self.uri(table), version, options, files)
+                return _frozen_dataset(self.uri(table), version, self._options(), files)
             except TableNotFoundError:
                 return pads.dataset(table.schema.empty_table())
         dt = self.open(table)
@@ -368,6 +374,20 @@ class Lake:
         log.info("watermark %s <- %s advanced to version %d", consumer, upstream, version)
 
 
+@lru_cache(maxsize=8)
+def _snapshot(uri: str, version: int, storage_options: tuple[tuple[str, str], ...]) -> DeltaTable:
+    """The Delta table at ``uri`` as of ``version``: immutable, so loaded once per process and shared
+    by the datasets and change feeds read at that version. Loading replays the log (measured: 40 ms
+    for a table of 1,800 files against 9 ms for 180), which each gold mart of a run paid again.
+    A table deleted and created again at the same URI while the process runs is not noticed (its
+    versions are taken for the old table's).
+
+    Raises:
+        TableNotFoundError: there is no table at ``uri``.
+    """
+    return DeltaTable(uri, version=version, storage_options=dict(storage_options) or None)
+
+
 @lru_cache(maxsize=32)
 def _frozen_dataset(
     uri: str, version: int, storage_options: tuple[tuple[str, str], ...], files: FileFilter = ()
@@ -377,5 +397,4 @@ def _frozen_dataset(
     Raises:
         TableNotFoundError: there is no table at ``uri``.
     """
-    table = DeltaTable(uri, version=version, storage_options=dict(storage_options) or None)
-    return table.to_pyarrow_dataset(file_pruning_predicate=list(files) or None)
+    return _snapshot(uri, version, storage_options).to_pyarrow_dataset(file_pruning_predicate=list(files) or None)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import duckdb
 import polars as pl
@@ -16,7 +18,7 @@ from tests.integration.test_end_to_end import replay_cli
 from warehouse import gold
 from warehouse.lake import Lake
 from warehouse.settings import get_settings
-from warehouse.tables import EVENTS, SESSIONS
+from warehouse.tables import DAILY_SESSIONS, EVENTS, SESSIONS
 
 pytestmark = pytest.mark.integration
 
@@ -131,3 +133,86 @@ def test_hand_made_sessions_midnight_late_merge_and_timeout_setting(
     finally:
         get_settings.cache_clear()
     con.close()
+
+
+@pytest.mark.parametrize("timezone", ["UTC", "America/New_York"])
+def test_partial_days_rewrite_only_the_sessions_a_change_next_door_reaches(
+    tmp_path: Path, setting: Callable[[str, str], None], timezone: str
+) -> None:
+    # A day next to a changed day keeps every session the change cannot reach (their rows keep the
+    # silver version they were computed from); the others are recomputed. After each change the
+    # incremental warehouse must hold what a warehouse built from scratch holds. New York: the
+    # middle day is the DST switch (a 23-hour reporting day).
+    setting("EVENTLAKE_REPORTING_TIMEZONE", timezone)
+    zone = ZoneInfo(timezone)
+    d0, d1, d2 = (date(2024, 3, d) for d in (9, 10, 11))
+
+    def at(day: date, hour: int, minute: int) -> datetime:
+        return datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone).astimezone(UTC)
+
+    events = [
+        ("a1", "p", None, at(d1, 10, 0), "/a"),  # p's midday visit: nowhere near midnight
+        ("b1", "p", None, at(d1, 23, 50), "/b"),  # p's late visit: 10 minutes before midnight
+        ("c1", "q", None, at(d1, 12, 0), "/c"),
+        ("s1", "c", "s-1", at(d1, 15, 0), "/s"),  # a client session
+        ("e1", "r", None, at(d1, 0, 10), "/e"),  # r's visit 10 minutes after midnight
+        ("f1", "q", None, at(d2, 9, 0), "/f"),
+    ]
+    lake = Lake(str(tmp_path / "lake"))
+    v0 = lake.append(EVENTS, silver(events))
+    incremental = gold.connect(tmp_path / "incremental.duckdb")
+    marts = (SESSIONS, DAILY_SESSIONS)
+
+    def check(step: str) -> list[tuple[object, ...]]:
+        """Refresh; compare with a rebuild; (started_at local time, events, exit page, version) of d1 and d0."""
+        for con in (incremental, rebuilt := gold.connect(tmp_path / f"rebuilt-{step}.duckdb")):
+            for mart in marts:
+                refresh_mart(con, lake, mart)
+        for mart in marts:
+            query = f"select * exclude (silver_version) from {mart} order by all"
+            assert incremental.execute(query).fetchall() == rebuilt.execute(query).fetchall(), (step, mart)
+        rebuilt.close()
+        rows = incremental.execute(
+            "select day, started_at, events, exit_page, silver_version from sessions where day <= ? order by all", [d1]
+        ).fetchall()
+        return [(day, start.astimezone(zone).strftime("%H:%M"), n, page, v) for day, start, n, page, v in rows]
+
+    assert check("first") == [
+        (d1, "00:10", 1, "/e", v0),
+        (d1, "10:00", 1, "/a", v0),
+        (d1, "12:00", 1, "/c", v0),
+        (d1, "15:00", 1, "/s", v0),
+        (d1, "23:50", 1, "/b", v0),
+    ]
+    # d2 gains p at 00:15 (extends p's late visit) and more of client session s-1: on d1 only those
+    # two sessions are rewritten
+    extend = [("b2", "p", None, at(d2, 0, 15), "/b2"), ("s2", "c", "s-1", at(d2, 8, 0), None)]
+    v1 = lake.append(EVENTS, silver(extend))
+    assert check("extend") == [
+        (d1, "00:10", 1, "/e", v0),
+        (d1, "10:00", 1, "/a", v0),
+        (d1, "12:00", 1, "/c", v0),
+        (d1, "15:00", 2, "/s", v1),
+        (d1, "23:50", 2, "/b2", v1),
+    ]
+    # a late event of r at 23:55 on d0: d0's new visit absorbs r's visit of 00:10 on d1; p's late
+    # visit cannot be reached from d0 and keeps its version
+    v2 = lake.append(EVENTS, silver([("e0", "r", None, at(d0, 23, 55), "/e0")]))
+    assert check("absorb") == [
+        (d0, "23:55", 2, "/e", v2),
+        (d1, "10:00", 1, "/a", v0),
+        (d1, "12:00", 1, "/c", v0),
+        (d1, "15:00", 2, "/s", v2),
+        (d1, "23:50", 2, "/b2", v1),
+    ]
+    # a reprocess of d2's events drops p's 00:15 event and s-1's second event: p's late visit ends at
+    # 23:50 again
+    v3 = lake.replace_where(EVENTS, silver(events[-1:]), "event_id in ('b2', 's2', 'f1')")
+    assert check("reprocess") == [
+        (d0, "23:55", 2, "/e", v2),
+        (d1, "10:00", 1, "/a", v0),
+        (d1, "12:00", 1, "/c", v0),
+        (d1, "15:00", 1, "/s", v3),
+        (d1, "23:50", 1, "/b", v3),
+    ]
+    incremental.close()

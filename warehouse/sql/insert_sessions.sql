@@ -11,15 +11,60 @@
 -- Incremental: a changed day D refreshes D - 1 .. D + 1 (a session may cross midnight into D, and a
 -- new event on D can merge D's last session with one starting after midnight); the scan reaches one
 -- day further each way. A session running more than 24 h past the scanned days is cut there.
--- Inputs: people_events, refresh_days(app, source, day); $first_day/$last_day bound the scan.
+-- D - 1 and D + 1, when their own events did not change (partial days), keep every session a change
+-- on D cannot reach; only the others are recomputed (delete_session_rows.sql removes the same set):
+-- client-session sessions; sessions whose last event is within $timeout_s of the day's end when the
+-- next day changed; sessions starting within $timeout_s of the day's start when the day before
+-- changed. Whether a session is one of these depends only on its own day's events (its start and
+-- last event that day), which did not change, so the rows removed and written back are the same
+-- sessions. Events read: every event of changed days; on the other scanned days only client-session
+-- events and the people with an event there within $timeout_s of a changed day next door
+-- (edge_people): no one else's sessions can cross into or out of a changed day.
+-- Inputs: people_events, changed_days(app, source, day), refresh_days(app, source, day, changed,
+-- before_changed, after_changed) (select_partial_days.sql), reporting_settings(timezone);
+-- $first_day/$last_day bound the scan.
 insert into sessions (
     app, source, day, session_key, client_session_id, started_at, ended_at, duration_s, events, page_views,
     entry_page, exit_page
 )
-with scoped as (
+with scanned as (
     select app, source, day, person_id, session_id, event_id, event_type, "timestamp", page_url
     from people_events
     where day between $first_day and $last_day
+),
+
+edge_people as (
+    select distinct scanned.app, scanned.source, scanned.person_id
+    from scanned
+    inner join changed_days as changed
+        on changed.app = scanned.app
+        and changed.source = scanned.source
+        and changed.day in (scanned.day - 1, scanned.day + 1)
+    anti join changed_days as own
+        on own.app = scanned.app and own.source = scanned.source and own.day = scanned.day
+    where scanned.session_id is null
+        and (
+            (
+                changed.day = scanned.day + 1
+                and cast(timezone((select timezone from reporting_settings), scanned."timestamp" + to_seconds($timeout_s)) as date)
+                > scanned.day
+            )
+            or (
+                changed.day = scanned.day - 1
+                and cast(timezone((select timezone from reporting_settings), scanned."timestamp" - to_seconds($timeout_s)) as date)
+                < scanned.day
+            )
+        )
+),
+
+scoped as (
+    select scanned.*
+    from scanned
+    left join changed_days as changed
+        on changed.app = scanned.app and changed.source = scanned.source and changed.day = scanned.day
+    left join edge_people as edge
+        on edge.app = scanned.app and edge.source = scanned.source and edge.person_id = scanned.person_id
+    where changed.day is not null or scanned.session_id is not null or edge.person_id is not null
 ),
 
 gaps as (
@@ -88,6 +133,19 @@ final as (
         on refresh.app = visits.app
         and refresh.source = visits.source
         and refresh.day = visits.day
+    -- on a partial day, only the sessions delete_session_rows.sql removed
+    where refresh.changed
+        or visits.client_session_id is not null
+        or (
+            refresh.after_changed
+            and cast(timezone((select timezone from reporting_settings), visits.ended_at + to_seconds($timeout_s)) as date)
+            > visits.day
+        )
+        or (
+            refresh.before_changed
+            and cast(timezone((select timezone from reporting_settings), visits.started_at - to_seconds($timeout_s)) as date)
+            < visits.day
+        )
 )
 
 select
