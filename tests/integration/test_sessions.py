@@ -216,3 +216,25 @@ def test_partial_days_rewrite_only_the_sessions_a_change_next_door_reaches(
         (d1, "23:50", 1, "/b", v3),
     ]
     incremental.close()
+
+
+def test_a_delete_splitting_the_last_session_gives_the_next_day_its_own_row(tmp_path: Path) -> None:
+    # Regression (break-it fuzzing): p's session 23:50 → 00:10 was the mart's last row, on the first
+    # day. Deleting the 23:50 event leaves a session of its own on the second day, a day the mart had
+    # no row for: the refresh ended at the mart's last day and never wrote it.
+    lake = Lake(str(tmp_path / "lake"))
+    lake.append(
+        EVENTS,
+        silver([("e1", "p", None, T0 + 10 * MINUTE, "/a"), ("e2", "p", None, T0 + 30 * MINUTE, "/b")]),
+    )
+    con = gold.connect(tmp_path / "w.duckdb")
+    for mart in (SESSIONS, DAILY_SESSIONS):
+        refresh_mart(con, lake, mart)
+    assert con.execute("select day, started_at, events from sessions").fetchall() == [(T0.date(), T0 + 10 * MINUTE, 2)]
+    lake.replace_where(EVENTS, silver([]), "event_id in ('e1')")
+    for mart in (SESSIONS, DAILY_SESSIONS):
+        refresh_mart(con, lake, mart)
+    second_day = (T0 + 30 * MINUTE).date()
+    assert con.execute("select day, started_at, events from sessions").fetchall() == [(second_day, T0 + 30 * MINUTE, 1)]
+    assert con.execute("select day, sessions from daily_sessions order by day").fetchall() == [(second_day, 1)]
+    con.close()

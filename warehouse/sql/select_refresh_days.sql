@@ -2,7 +2,8 @@
 -- Grain: one row per (app, source, day), days of the reporting time zone. Inputs: changed_days(app,
 -- source, day): the reporting days of new silver rows and identity merges (select_changed_days.sql),
 -- and the mart itself. An (app, source)'s days run from the first to the last day of the mart's rows
--- and the changed days (all of silver's days on a first build, when every day is changed), so the
+-- and the changed days (all of silver's days on a first build, when every day is changed; for marts
+-- that are not dense, to the end of the changed days' trailing windows), so the
 -- cost follows the new data and the mart, never a scan of silver's history.
 -- A day is refreshed when a changed day falls in its trailing window of $window_days days
 -- (1 for DAU, 30 for rolling MAU) or up to $lookback_days after it (funnels: a day's events can
@@ -19,6 +20,11 @@ with known_days as (
     select app, source, day from changed_days
     union all
     select app, source, day from {gold_table}
+    union all
+    -- the days a changed day's trailing windows reach, also past the mart's last row (a deleted event
+    -- splits a session crossing midnight: its next day, which had no row yet, gains one); dense marts
+    -- ($fill_spine) stop at their data, or they would get rows for days to come
+    select app, source, day + ($window_days - 1) from changed_days where not $fill_spine
 ),
 
 bounds as (
