@@ -11,7 +11,7 @@ import polars as pl
 from deltalake.exceptions import DeltaError
 from pydantic import Field
 
-from pipelines import silver
+from pipelines import rescrub, silver
 from pipelines.gold import pipeline_freshness, refresh_data_quality, refresh_mart, refresh_retention
 from pipelines.parallel import Parallelism
 from pipelines.pseudonyms import Pseudonymizer, load_key
@@ -74,10 +74,12 @@ class SilverConfig(dg.Config):
     """Which rows a silver run processes (set per job; editable in the launchpad).
 
     ``mode``: ``ingest`` (bronze after the watermark), ``replay`` (quarantined rows not replayed
-    yet) or ``reprocess`` (rebuild ``event_date`` in ``[first_day, last_day]``, ISO dates, UTC).
+    yet), ``reprocess`` (rebuild ``event_date`` in ``[first_day, last_day]``, ISO dates, UTC) or
+    ``rescrub`` (today's scrub rules applied in place to silver and the quarantine, see
+    :mod:`pipelines.rescrub`).
     """
 
-    mode: str = Field(default="ingest", description="ingest | replay | reprocess")
+    mode: str = Field(default="ingest", description="ingest | replay | reprocess | rescrub")
     first_day: str | None = Field(default=None, description="reprocess: first event_date, YYYY-MM-DD")
     last_day: str | None = Field(default=None, description="reprocess: last event_date, YYYY-MM-DD (inclusive)")
 
@@ -159,8 +161,10 @@ def silver_events(context: dg.AssetExecutionContext, config: SilverConfig, lake:
     elif config.mode == "reprocess":
         first, last = _day_range(config)
         stats = silver.reprocess(store, rules, run_id, first, last)
+    elif config.mode == "rescrub":
+        stats = rescrub.rescrub(store, rules)
     else:
-        raise dg.Failure(f"unknown silver mode {config.mode!r}: use ingest, replay or reprocess")
+        raise dg.Failure(f"unknown silver mode {config.mode!r}: use ingest, replay, reprocess or rescrub")
     context.log.info(
         "%s: %d rows, %d valid, %d inserted, %d quarantined",
         stats.mode,
@@ -256,10 +260,10 @@ def _day_range(config: SilverConfig) -> tuple[date, date]:
 def batch_checks(stats: silver.BatchStats, warn_rate: float, error_rate: float) -> Iterator[dg.AssetCheckResult]:
     """The batch-level checks of one silver run (:data:`BATCH_CHECKS`), with their severity.
 
-    They rate new bronze (ingest runs); replay and reprocess runs pass them, marked as not rated.
+    They rate new bronze (ingest runs); replay, reprocess and rescrub runs pass them, marked as not rated.
     """
     people = stats.valid - stats.bots
-    if stats.mode != "ingest":  # replay/reprocess re-read rows already rated when they arrived
+    if stats.mode != "ingest":  # the other modes re-read rows already rated when they arrived
         passed, severity, verdict = True, dg.AssetCheckSeverity.WARN, f"not rated: {stats.mode} run"
     elif stats.rows == 0:
         passed, severity, verdict = True, dg.AssetCheckSeverity.WARN, "empty: no new rows to validate"
@@ -505,5 +509,39 @@ def serving_snapshot(
             "path": dg.MetadataValue.path(str(stats.path)),
             "bytes": stats.bytes,
             **{f"rows_{name}": count for name, count in stats.row_counts.items()},
+        }
+    )
+
+
+@dg.asset(
+    deps=[serving_snapshot],
+    group_name="maintenance",
+    kinds={"deltalake"},
+    description="Silver's and the quarantine's history after a rescrub: the file versions and log entries "
+    "from before it removed, and the scrub rules' fingerprint recorded (pipelines.rescrub).",
+)
+def purged_history(
+    context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """Purge silver's and the quarantine's old versions once gold has read the current ones.
+
+    Raises:
+        dagster.Failure: a gold mart has not read the tables' current versions (the purge would
+            remove what its next change feed reads); nothing was removed.
+    """
+    settings = get_settings()
+    store = lake.lake()
+    fingerprint = load_rules(settings.scrub_rules_path or DEFAULT_RULES_PATH).fingerprint
+    try:
+        with warehouse.connect() as con:
+            purged = rescrub.purge(store, con, fingerprint)
+    except rescrub.ConsumersBehindError as error:
+        raise dg.Failure(str(error)) from error
+    context.log.info("purged old versions: %s", purged)
+    return dg.MaterializeResult(
+        metadata={
+            "scrub_rules": fingerprint,
+            **{f"{table}_files_removed": files for table, (files, _) in purged.items()},
+            **{f"{table}_log_files_removed": logs for table, (_, logs) in purged.items()},
         }
     )

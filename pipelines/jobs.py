@@ -1,6 +1,8 @@
-"""Jobs: new bronze to gold (what the hot path runs per micro-batch), quarantine replay and silver reprocessing.
+"""Jobs: new bronze to gold (what the hot path runs per micro-batch), quarantine replay, silver
+reprocessing and the rescrub of stored rows after a scrub rules change.
 
-All three run the same assets (silver step → gold marts → serving snapshot); the silver asset's
+All four run the same assets (silver step → gold marts → serving snapshot; the rescrub then purges
+the old versions it left behind); the silver asset's
 ``mode`` config picks which rows it processes (:class:`pipelines.assets.SilverConfig`). Runs are
 serialized by the instance's run queue (``max_concurrent_runs: 1``), so they never overlap.
 
@@ -18,6 +20,7 @@ import dagster as dg
 from pipelines.assets import (
     GOLD_ASSETS,
     data_quality_daily,
+    purged_history,
     raw_events,
     retention_cohorts,
     serving_snapshot,
@@ -34,8 +37,9 @@ DERIVED_ASSETS: list[dg.AssetsDefinition] = [
     retention_cohorts,
     serving_snapshot,
 ]
-#: Every asset of the code location: bronze (observed, not materialized) and the derived ones.
-PIPELINE_ASSETS: list[dg.AssetsDefinition | dg.AssetSpec] = [raw_events, *DERIVED_ASSETS]
+#: Every asset of the code location: bronze (observed, not materialized), the derived ones and the
+#: history purge that follows a rescrub.
+PIPELINE_ASSETS: list[dg.AssetsDefinition | dg.AssetSpec] = [raw_events, *DERIVED_ASSETS, purged_history]
 
 _SELECTION = dg.AssetSelection.assets(*DERIVED_ASSETS)
 
@@ -68,4 +72,13 @@ reprocess_silver = dg.define_asset_job(
     config=_silver_config(mode="reprocess", first_day="YYYY-MM-DD", last_day="YYYY-MM-DD"),
     description="Rebuild silver for an event_date range from bronze (set first_day/last_day in the "
     "launchpad), e.g. after a scrub rule was added; idempotent. Gold recomputes the affected days.",
+)
+
+rescrub_lake = dg.define_asset_job(
+    "rescrub_lake",
+    selection=dg.AssetSelection.assets(*DERIVED_ASSETS, purged_history),
+    executor_def=dg.in_process_executor,
+    config=_silver_config(mode="rescrub"),
+    description="After the scrub rules changed (started by rescrub_sensor): apply them in place to silver and "
+    "the quarantine, let gold and serving follow, then remove the old file versions and log entries.",
 )

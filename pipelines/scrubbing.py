@@ -11,7 +11,11 @@ The rules are data, in ``pipelines/scrub_rules.yaml`` (or ``EVENTLAKE_SCRUB_RULE
   string value. A card number must pass the Luhn check and match an issuer's prefix and length
   (:func:`is_card_number`); an IBAN must pass ISO 13616's mod-97 check (:func:`is_iban`).
   Numbers (prices, timestamps in ms, numeric ids) are never scanned;
-* IP addresses are truncated to their network: IPv4 /24, IPv6 /48.
+* IP addresses (IPv4, IPv6, IPv4-mapped IPv6, with or without a port or brackets) are truncated to
+  their network wherever they appear, by the ``ip_address`` value pattern (:func:`truncate_ip_text`)
+  and, for the ``ip`` column, :func:`truncate_ip`: IPv4 /24, IPv6 /48, IPv4-mapped /120 (the /24 of
+  the IPv4 address it carries). Rules marked ``quarantine: true`` also apply to the quarantine's
+  raw rows (:meth:`Scrubber.quarantine_text`).
 
 Identifiers (event_id, user_id, anonymous_id, session_id) are not passed through these rules.
 Text is matched after Unicode NFKC normalization (full-width and compatibility look-alikes
@@ -20,6 +24,7 @@ fold to ASCII); the stored value keeps its characters outside the masked spans.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 import unicodedata
@@ -37,6 +42,9 @@ import polars as pl
 import yaml
 
 REDACTED = "[REDACTED]"
+#: Table property of silver and the quarantine: the fingerprint (:attr:`ScrubRules.fingerprint`) of
+#: the rules every row of the table was scrubbed with (:mod:`pipelines.rescrub`).
+RULES_PROPERTY = "eventlake.scrubRules"
 DEFAULT_RULES_PATH = Path(__file__).with_name("scrub_rules.yaml")
 SENSITIVE_KEY_RULE = "sensitive_key"
 SENSITIVE_PAIR_RULE = "sensitive_pair"
@@ -104,12 +112,28 @@ _TEXT_CACHE_LENGTH = 256
 
 @dataclass(frozen=True)
 class ValuePattern:
-    """One value rule: matches of ``regex`` that pass ``validator`` (if any) become ``mask``."""
+    """One value rule: matches of ``regex`` that pass ``validator`` (if any) become ``mask``; with
+    ``replace`` instead, a match becomes what ``replace`` returns for it (``None``: not a match, kept).
+
+    ``quarantine``: the rule also applies to the quarantine's raw rows.
+    """
 
     name: str
     regex: re.Pattern[str]
-    mask: str
+    mask: str = ""
     validator: Callable[[str], bool] | None = None
+    replace: Callable[[str], str | None] | None = None
+    quarantine: bool = False
+
+    def masked(self, text: str) -> str | None:
+        """What a match ``text`` becomes, or ``None`` when the rule does not apply to it after all
+        (its validator fails, or ``replace`` leaves it as is)."""
+        if self.replace is not None:
+            result = self.replace(text)
+            return None if result is None or result == text else result
+        if self.validator is not None and not self.validator(text):
+            return None
+        return self.mask
 
 
 @dataclass(frozen=True)
@@ -119,6 +143,13 @@ class ScrubRules:
     sensitive_key: re.Pattern[str]
     sensitive_pair: re.Pattern[str]
     value_patterns: tuple[ValuePattern, ...]
+    #: SHA-256 (hex, first 16 digits) of the rules file's text: which rules scrubbed a table.
+    fingerprint: str = ""
+
+    @cached_property
+    def quarantine_patterns(self) -> tuple[ValuePattern, ...]:
+        """The value patterns that also apply to the quarantine (``quarantine: true``)."""
+        return tuple(rule for rule in self.value_patterns if rule.quarantine)
 
     @cached_property
     def any_rule(self) -> re.Pattern[str] | None:
@@ -144,15 +175,18 @@ class ScrubRules:
             OSError: the file cannot be read.
             ValueError: a rule is malformed (unknown validator, missing fields, bad regex).
         """
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        document = yaml.safe_load(text)
         try:
             keys = "|".join(f"(?:{pattern})" for pattern in document["sensitive_keys"])
             patterns = tuple(
                 ValuePattern(
                     name=rule["name"],
                     regex=re.compile(rule["pattern"]),
-                    mask=rule["mask"],
+                    mask="" if "replace" in rule else rule["mask"],
                     validator=VALIDATORS[rule["validator"]] if rule.get("validator") else None,
+                    replace=REPLACERS[rule["replace"]] if "replace" in rule else None,
+                    quarantine=bool(rule.get("quarantine", False)),
                 )
                 for rule in document["value_patterns"]
                 if rule.get("enabled", True)
@@ -167,6 +201,7 @@ class ScrubRules:
                     re.IGNORECASE,
                 ),
                 value_patterns=patterns,
+                fingerprint=hashlib.sha256(text.encode()).hexdigest()[:16],
             )
         except (KeyError, TypeError, re.error) as exc:
             raise ValueError(f"invalid scrub rules in {path}: {exc!r}") from exc
@@ -287,7 +322,7 @@ class Scrubber:
         """
         forms = [text] if text.isascii() else [text, fold_text(text)]
         return any(
-            rule.validator is None or rule.validator(match.group(0))
+            rule.masked(match.group(0)) is not None
             for form in forms
             for rule in self.rules.value_patterns
             for match in rule.regex.finditer(form)
@@ -295,12 +330,23 @@ class Scrubber:
 
     def _masker(self, rule: ValuePattern) -> Callable[[re.Match[str]], str]:
         def mask(match: re.Match[str]) -> str:
-            if rule.validator is not None and not rule.validator(match.group(0)):
+            masked = rule.masked(match.group(0))
+            if masked is None:
                 return match.group(0)
             self.counts[rule.name] += 1
-            return rule.mask
+            return masked
 
         return mask
+
+    def quarantine_text(self, text: str) -> str:
+        """``text`` with only the rules marked ``quarantine: true`` applied (IP truncation by default).
+
+        The quarantine keeps rows as sent, for engineers who fix rules and replay them; what those
+        rules remove (full client IPs) it may not hold either.
+        """
+        for rule in self.rules.quarantine_patterns:
+            text = rule.regex.sub(self._masker(rule), text)
+        return text
 
     def url(self, url: str) -> str:
         """Mask sensitive query parameters and value patterns in a URL; other parts stay as they are."""
@@ -354,13 +400,51 @@ def scrub_json_texts(texts: pl.DataFrame, rules: ScrubRules) -> tuple[pl.Series,
     return pl.Series(texts.columns[0], scrubbed, dtype=pl.String), scrubber.counts
 
 
-def truncate_ip(address: str | None) -> str | None:
-    """The address's network with host bits zeroed (IPv4 /24, IPv6 /48); ``None`` if not an IP."""
-    if not address:
-        return None
+#: ``[v6]:port``, ``v4:port``, or a bare address (a zone id such as ``%eth0`` is dropped).
+_ADDRESS_PARTS = re.compile(r"^\[(?P<bracketed>[^\]]+)\](?P<bport>:\d{1,5})?$|^(?P<v4>[\d.]+)(?P<port>:\d{1,5})$")
+
+
+def _network(address: str) -> str | None:
+    """The network of a bare address: IPv4 /24, IPv6 /48, IPv4-mapped IPv6 ``::ffff:`` + the IPv4
+    /24 (its /120). ``None`` if not an IP. A zone id (``fe80::1%eth0``) is dropped."""
     try:
-        ip = ipaddress.ip_address(address.strip())
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return f"::ffff:{_network(str(ip.ipv4_mapped))}"
     prefix = 24 if ip.version == 4 else 48
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
+
+
+def truncate_ip(address: str | None) -> str | None:
+    """The ``ip`` column's value: the address's network with host bits zeroed, without brackets or
+    port (IPv4 /24, IPv6 /48, IPv4-mapped IPv6 ``::ffff:a.b.c.0``); ``None`` if not an IP.
+
+    /24 and /48 are the prefixes Google Analytics' IP anonymization zeroes (the last octet of
+    IPv4, the last 80 bits of IPv6); see ``docs/privacy.md``.
+    """
+    if not address:
+        return None
+    address = address.strip()
+    parts = _ADDRESS_PARTS.match(address)
+    if parts:
+        address = parts["bracketed"] or parts["v4"]
+    return _network(address)
+
+
+def truncate_ip_text(match: str) -> str | None:
+    """An address found in text, truncated as :func:`truncate_ip` does, its brackets and port kept
+    (``[2001:db8::1]:443`` → ``[2001:db8::]:443``); ``None`` when ``match`` is not an IP."""
+    parts = _ADDRESS_PARTS.match(match)
+    if not parts:
+        return _network(match)
+    if parts["bracketed"]:
+        network = _network(parts["bracketed"])
+        return None if network is None else f"[{network}]{parts['bport'] or ''}"
+    network = _network(parts["v4"])
+    return None if network is None else f"{network}{parts['port']}"
+
+
+#: Named replacements a value pattern may use (``replace:`` in the rules file).
+REPLACERS: dict[str, Callable[[str], str | None]] = {"truncate_ip": truncate_ip_text}

@@ -1,10 +1,12 @@
-"""The bronze sensor: observe new bronze versions and start the hot path when none is running."""
+"""Sensors: new bronze versions start the hot path; a scrub rules change starts the rescrub."""
 
 import dagster as dg
 
 from pipelines.hot_path import BRONZE_VERSION_TAG, hot_path
-from pipelines.jobs import ingest_to_gold
+from pipelines.jobs import ingest_to_gold, rescrub_lake
+from pipelines.rescrub import pending_tables
 from pipelines.resources import LakeResource
+from pipelines.scrubbing import DEFAULT_RULES_PATH, load_rules
 from warehouse.settings import get_settings
 from warehouse.tables import EVENTS, RAW_EVENTS
 
@@ -57,3 +59,29 @@ def bronze_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg
         asset_events=observations,
         cursor=str(version),
     )
+
+
+@dg.sensor(
+    job=rescrub_lake,
+    # A rules change is rare and its rescrub long: no need to read two tables' metadata every 2 s.
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Starts rescrub_lake when silver or the quarantine was scrubbed with other scrub rules than "
+    "the current ones (their eventlake.scrubRules property), e.g. a lake from before the ip_address rule.",
+)
+def rescrub_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.RunRequest | dg.SkipReason:
+    """Request one rescrub per rules fingerprint and silver version while a table lags the rules.
+
+    The key names silver's version too: a rescrub that failed is requested again once silver moved.
+    """
+    settings = get_settings()
+    fingerprint = load_rules(settings.scrub_rules_path or DEFAULT_RULES_PATH).fingerprint
+    store = lake.lake()
+    pending = pending_tables(store, fingerprint)
+    if not pending:
+        return dg.SkipReason(f"silver and the quarantine are scrubbed with rules {fingerprint}")
+    if context.instance.get_run_records(dg.RunsFilter(job_name=rescrub_lake.name, statuses=_ACTIVE), limit=1):
+        return dg.SkipReason("a rescrub_lake run is in flight")
+    names = ", ".join(table.name for table in pending)
+    context.log.info("%s not scrubbed with rules %s: requesting rescrub_lake", names, fingerprint)
+    return dg.RunRequest(run_key=f"rescrub@{fingerprint}@silver-v{store.version(EVENTS)}")

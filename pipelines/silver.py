@@ -34,7 +34,7 @@ from pipelines.consistency import type_conflicts
 from pipelines.parallel import Parallelism, RowPool
 from pipelines.pseudonyms import Pseudonymizer
 from pipelines.registry import known_types, register
-from pipelines.scrubbing import Scrubber
+from pipelines.scrubbing import RULES_PROPERTY, Scrubber
 from pipelines.validation import CheckOutcome, split_by_suite, suite_columns
 from warehouse.lake import Lake
 from warehouse.tables import EVENTS, QUARANTINE_REPLAYS, RAW_EVENTS, REJECTED_EVENTS
@@ -135,6 +135,13 @@ def write_checked(write: Callable[[], T], silver: pa.Table, silver_suite: Any) -
         return written.result(), checks
 
 
+def ensure_tables(store: Lake, rules: Rules) -> None:
+    """Create silver and the quarantine when missing, recording that their rows are scrubbed with
+    ``rules``' scrub rules (:data:`pipelines.scrubbing.RULES_PROPERTY`, set while a table is new)."""
+    for table in (EVENTS, REJECTED_EVENTS):
+        store.ensure(table, {RULES_PROPERTY: rules.scrubber.rules.fingerprint})
+
+
 def micro_batch_end(store: Lake, after: int, latest: int, max_rows: int) -> int:
     """Last bronze version of the next silver micro-batch: the longest run of whole commits after
     ``after`` (up to ``latest``) adding at most ``max_rows`` rows, and at least one commit however
@@ -159,6 +166,7 @@ def ingest(store: Lake, rules: Rules, run_id: str, max_rows: int) -> BatchStats:
     Quarantine and silver are appended with an ``event_id`` anti-join, then the watermark moves:
     a run that dies midway is simply run again.
     """
+    ensure_tables(store, rules)
     bronze_version = store.version(RAW_EVENTS)
     after = store.watermark(EVENTS.name, RAW_EVENTS.name)
     latest = after if bronze_version is None else bronze_version
@@ -178,7 +186,9 @@ def ingest(store: Lake, rules: Rules, run_id: str, max_rows: int) -> BatchStats:
         split = _validate(store, decoded, rules.suite, prior, run_id)
         stats.quarantine_inserted = store.insert_new(
             REJECTED_EVENTS,
-            transform.build_quarantine(split.invalid, split.reasons, rules.suite.name, run_id, datetime.now(UTC)),
+            transform.build_quarantine(
+                split.invalid, split.reasons, rules.suite.name, run_id, datetime.now(UTC), rules.scrubber
+            ),
         )
         silver = transform.build_silver(split.valid, run_id, rules.scrubber, rules.pseudonymizer, pool)
     # The ids already in silver were read for the conflict check: the anti-join reuses them.
@@ -199,6 +209,7 @@ def replay_quarantine(store: Lake, rules: Rules, run_id: str) -> BatchStats:
     written), so a crash in between only means the next run records it: silver's ``event_id``
     anti-join keeps it exactly once. Rows that still fail stay in quarantine untouched.
     """
+    ensure_tables(store, rules)
     store.ensure(QUARANTINE_REPLAYS)
     quarantine = pl.from_arrow(store.dataset(REJECTED_EVENTS).to_table())
     replayed = pl.from_arrow(store.dataset(QUARANTINE_REPLAYS).to_table(columns=["event_id", "bronze_version"]))
@@ -255,6 +266,7 @@ def reprocess(store: Lake, rules: Rules, run_id: str, first: date, last: date) -
     Raises:
         ValueError: ``last`` before ``first``.
     """
+    ensure_tables(store, rules)
     if last < first:
         raise ValueError(f"reprocess range is empty: {first} > {last}")
     watermark = store.watermark(EVENTS.name, RAW_EVENTS.name)
@@ -279,7 +291,9 @@ def reprocess(store: Lake, rules: Rules, run_id: str, first: date, last: date) -
         split = _validate(store, decoded, rules.suite, prior, run_id)
         stats.quarantine_inserted = store.insert_new(
             REJECTED_EVENTS,
-            transform.build_quarantine(split.invalid, split.reasons, rules.suite.name, run_id, datetime.now(UTC)),
+            transform.build_quarantine(
+                split.invalid, split.reasons, rules.suite.name, run_id, datetime.now(UTC), rules.scrubber
+            ),
         )
         silver = transform.build_silver(split.valid, run_id, rules.scrubber, rules.pseudonymizer, pool)
     outside = store.dataset(EVENTS).to_table(

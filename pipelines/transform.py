@@ -123,6 +123,65 @@ def _map_distinct(column: pl.Series, fn: Callable[[Any], str | None]) -> pl.Seri
     return column.replace_strict(mapping, default=None, return_dtype=pl.String)
 
 
+#: Silver's client-sent or client-derived text, by how the scrub rules apply to it. Identifiers
+#: (event_id, user_id, anonymous_id, session_id) are pseudonymized instead when a rule matches them;
+#: ``app`` and ``source`` are the operator's names for a product and a write key; the rest is lineage.
+URL_COLUMNS = ("page_url", "referrer")
+JSON_COLUMNS = ("context",)
+TEXT_COLUMNS = (
+    "event_type",
+    "location",
+    "user_agent",
+    "browser_family",
+    "browser_version",
+    "os_family",
+    "os_version",
+    "device_family",
+    "device_type",
+    "platform",
+    "country",
+)
+#: The quarantine's raw text the rules marked ``quarantine: true`` apply to (full IPs).
+QUARANTINE_TEXT_COLUMNS = ("ip", "user_agent", "payload")
+
+
+def scrub_silver_columns(frame: pl.DataFrame, scrubber: Scrubber, pool: RowPool | None = None) -> pl.DataFrame:
+    """``frame`` (silver columns) with the scrub rules applied to every free-text column.
+
+    URLs by :meth:`Scrubber.url`, JSON by :meth:`Scrubber.json_text` (``properties`` row by row,
+    spread over ``pool``'s worker processes when given), the other text columns by
+    :meth:`Scrubber.text`, each distinct value once; ``ip`` truncated to its network
+    (:func:`pipelines.scrubbing.truncate_ip`, ``None`` when it is not an address). Idempotent: the
+    rescrub (:mod:`pipelines.rescrub`) applies it again to rows already in silver.
+
+    Raises:
+        orjson.JSONDecodeError: a ``properties`` or ``context`` value is not JSON.
+    """
+    texts = frame.select("properties")
+    parts = (
+        pool.map(scrub_json_texts, texts, scrubber.rules)
+        if pool is not None
+        else [scrub_json_texts(texts, scrubber.rules)]
+    )
+    for _, masked in parts:
+        scrubber.counts.update(masked)
+    return frame.with_columns(
+        pl.concat([scrubbed for scrubbed, _ in parts]),
+        *(_map_distinct(frame[column], scrubber.url).alias(column) for column in URL_COLUMNS),
+        *(_map_distinct(frame[column], scrubber.json_text).alias(column) for column in JSON_COLUMNS),
+        *(_map_distinct(frame[column], scrubber.text).alias(column) for column in TEXT_COLUMNS),
+        _map_distinct(frame["ip"], truncate_ip).alias("ip"),
+    )
+
+
+def scrub_quarantine_columns(frame: pl.DataFrame, scrubber: Scrubber) -> pl.DataFrame:
+    """``frame`` (quarantine columns) with the rules marked ``quarantine: true`` applied to its raw
+    text (:data:`QUARANTINE_TEXT_COLUMNS`, :meth:`Scrubber.quarantine_text`); idempotent."""
+    return frame.with_columns(
+        _map_distinct(frame[column], scrubber.quarantine_text).alias(column) for column in QUARANTINE_TEXT_COLUMNS
+    )
+
+
 def build_silver(
     valid: pl.DataFrame,
     run_id: str,
@@ -132,30 +191,15 @@ def build_silver(
 ) -> pa.Table:
     """Scrub and enrich validated, deduplicated rows into the silver ``events`` schema.
 
-    ``scrubber`` (default: the repository's rules) applies the scrub rules and counts what each
-    masked; distinct URLs, IPs, locations and SDK contexts are scrubbed once each.
+    ``scrubber`` (default: the repository's rules) applies the scrub rules to every free-text
+    column (:func:`scrub_silver_columns`) and counts what each masked.
     ``pseudonymizer`` replaces identifiers holding personal data by their HMAC pseudonym
     (without one, such identifiers are kept: only tests and benchmarks pass none).
     ``pool`` spreads the per-row property scrub over worker processes (the same result).
     Device, platform and country come from :mod:`pipelines.enrichment`, once per distinct user
-    agent, context and location (read before scrubbing: none of the three is stored from there).
+    agent, context and location, read before scrubbing; the values they give are scrubbed too.
     """
     scrubber = scrubber or Scrubber()
-    texts = valid.select("properties")
-    parts = (
-        pool.map(scrub_json_texts, texts, scrubber.rules)
-        if pool is not None
-        else [scrub_json_texts(texts, scrubber.rules)]
-    )
-    for _, masked in parts:
-        scrubber.counts.update(masked)
-
-    ids = [
-        _map_distinct(valid[column], partial(pseudonymizer.identifier, column)).alias(column)
-        for column in PERSONAL_ID_COLUMNS
-        if pseudonymizer is not None
-    ]
-
     devices = (
         valid.select("user_agent")
         .unique()
@@ -170,36 +214,43 @@ def build_silver(
         )
         .unnest("device")
     )
-    silver = (
-        valid.join(devices, on="user_agent", how="left", nulls_equal=True)
-        .with_columns(
-            pl.col("timestamp").dt.date().alias("event_date"),
-            _map_distinct(valid["page_url"], scrubber.url).alias("page_url"),
-            _map_distinct(valid["referrer"], scrubber.url).alias("referrer"),
-            _map_distinct(valid["location"], scrubber.text).alias("location"),
-            _map_distinct(valid["context"], scrubber.json_text).alias("context"),
-            _map_distinct(valid["ip"], truncate_ip).alias("ip"),
-            pl.concat([scrubbed for scrubbed, _ in parts]),
-            pl.lit(run_id).alias("run_id"),
-            *ids,
-        )
-        .with_columns(
-            # The SDK's own word on its platform beats what its user agent suggests.
-            pl.coalesce(_map_distinct(valid["context"], platform_from_context), pl.col("platform")).alias("platform"),
-            _map_distinct(valid["location"], country_from_location).alias("country"),
-        )
+    enriched = valid.join(devices, on="user_agent", how="left", nulls_equal=True, maintain_order="left").with_columns(
+        pl.col("timestamp").dt.date().alias("event_date"),
+        pl.lit(run_id).alias("run_id"),
+        # The SDK's own word on its platform beats what its user agent suggests.
+        pl.coalesce(_map_distinct(valid["context"], platform_from_context), pl.col("platform")).alias("platform"),
+        _map_distinct(valid["location"], country_from_location).alias("country"),
     )
+    silver = scrub_silver_columns(enriched, scrubber, pool)
+    if pseudonymizer is not None:
+        silver = pseudonymize_columns(silver, pseudonymizer)
     return silver.select(EVENTS.schema.names).to_arrow().cast(EVENTS.schema)
 
 
+def pseudonymize_columns(frame: pl.DataFrame, pseudonymizer: Pseudonymizer) -> pl.DataFrame:
+    """``frame`` with each identifier that holds personal data replaced by its HMAC pseudonym
+    (:data:`pipelines.pseudonyms.PERSONAL_ID_COLUMNS`, each distinct value once); idempotent."""
+    return frame.with_columns(
+        _map_distinct(frame[column], partial(pseudonymizer.identifier, column)).alias(column)
+        for column in PERSONAL_ID_COLUMNS
+    )
+
+
 def build_quarantine(
-    invalid: pl.DataFrame, reasons: list[list[dict[str, Any]]], suite: str, run_id: str, now: datetime
+    invalid: pl.DataFrame,
+    reasons: list[list[dict[str, Any]]],
+    suite: str,
+    run_id: str,
+    now: datetime,
+    scrubber: Scrubber,
 ) -> pa.Table:
-    """Invalid rows as ``rejected_events``: the original bronze row plus why and by whom.
+    """Invalid rows as ``rejected_events``: the original bronze row plus why and by whom, with the
+    rules marked ``quarantine: true`` applied (:func:`scrub_quarantine_columns`).
 
     ``reasons[i]`` lists the failed checks of ``invalid``'s i-th row (at least one).
     """
-    quarantine = invalid.select(*RAW_EVENTS.schema.names, "bronze_version").with_columns(
+    rows = scrub_quarantine_columns(invalid, scrubber)
+    quarantine = rows.select(*RAW_EVENTS.schema.names, "bronze_version").with_columns(
         pl.lit(suite).alias("suite"),
         pl.Series("failed_expectations", [orjson.dumps(r).decode() for r in reasons], dtype=pl.String),
         pl.Series("reason", [r[0]["check"] for r in reasons], dtype=pl.String),

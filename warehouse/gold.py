@@ -352,6 +352,19 @@ def gold_watermark(con: duckdb.DuckDBPyConnection, mart: str) -> GoldWatermark |
     )
 
 
+def consumers_behind(
+    con: duckdb.DuckDBPyConnection, silver_version: int, quarantine_version: int
+) -> list[tuple[str, int, int | None]]:
+    """``(mart, silver_version, quarantine_version)`` of every mart or shared state whose watermark
+    is before these versions of silver or the quarantine (a mart that never ran reads the tables
+    whole and is not one)."""
+    params = {"silver_version": silver_version, "quarantine_version": quarantine_version}
+    return [
+        (mart, int(s), None if q is None else int(q))
+        for mart, s, q in con.execute(load_sql("select_consumers_behind"), params).fetchall()
+    ]
+
+
 def set_gold_watermark(con: duckdb.DuckDBPyConnection, mart: str, watermark: GoldWatermark) -> None:
     """Record how far ``mart`` (a mart, or shared state such as identity links) has consumed silver.
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, QueryBuilder, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.schema import Schema as DeltaSchema
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
@@ -60,22 +60,24 @@ class Lake:
         return tuple(sorted((self.storage_options or {}).items()))
 
     @_retry_commit
-    def ensure(self, table: TableDef) -> DeltaTable:
+    def ensure(self, table: TableDef, properties: dict[str, str] | None = None) -> DeltaTable:
         """Create the table if it does not exist yet (idempotent, safe across processes).
 
         A table created by an older release that lacks columns added at the end of ``table``'s
-        schema gets them added (nullable; its existing rows read NULL). No rewrite of data.
+        schema gets them added (nullable; its existing rows read NULL), and one that lacks
+        ``table.properties`` (e.g. its statistics columns) gets them set. No rewrite of data.
+        ``properties``: further table properties set only while the table has no commit but its
+        creation, so they hold for every row it will get (e.g. which scrub rules wrote them).
 
         Raises:
             ValueError: the table has columns ``table`` does not declare, or in another order.
         """
-        configuration = {"delta.enableChangeDataFeed": "true"} if table.change_data_feed else None
         dt = DeltaTable.create(
             self.uri(table),
             schema=table.schema,
             partition_by=list(table.partition_by) or None,
             mode="ignore",
-            configuration=configuration,
+            configuration=table.properties or None,
             storage_options=self.storage_options,
         )
         columns = [field.name for field in dt.schema().fields]
@@ -86,7 +88,25 @@ class Lake:
             added = pa.schema([table.schema.field(name) for name in expected[len(columns) :]])
             dt.alter.add_columns(DeltaSchema.from_arrow(added).fields)
             log.info("%s: added columns %s", table.name, added.names)
+        wanted = {**table.properties, **(properties or {})} if dt.version() == 0 else table.properties
+        configuration = dt.metadata().configuration
+        missing = {key: value for key, value in wanted.items() if configuration.get(key) != value}
+        if missing:
+            dt.alter.set_table_properties(missing, raise_if_not_exists=False)
+            log.info("%s: set table properties %s", table.name, missing)
         return dt
+
+    def properties(self, table: TableDef) -> dict[str, str]:
+        """The table's Delta table properties (its configuration); empty when it does not exist."""
+        dt = self.open(table)
+        return {} if dt is None else dict(dt.metadata().configuration)
+
+    @_retry_commit
+    def set_properties(self, table: TableDef, properties: dict[str, str]) -> int:
+        """Set table properties (custom keys allowed) in one metadata commit; returns its version."""
+        dt = self.ensure(table)
+        dt.alter.set_table_properties(properties, raise_if_not_exists=False)
+        return dt.version()
 
     def open(self, table: TableDef, version: int | None = None) -> DeltaTable | None:
         """Open the table (at ``version`` if given), or ``None`` when it does not exist."""
@@ -199,6 +219,11 @@ class Lake:
         when more than one change type is asked for, ``_change_type``; the other CDF bookkeeping
         columns are dropped. Columns have the table schema's types. The reader can be consumed once
         (DuckDB scans a registered reader once: reference it once per query).
+
+        A feed from the start (``after_version`` -1) of a table whose early log entries were
+        removed (:meth:`purge_history`) cannot be replayed: it is read from the table as of
+        ``until_version`` instead, every row an ``insert`` of ``until_version`` (the same rows a
+        first build would end with; only the commit each row came from is lost).
         """
         schema = pa.schema([table.schema.field(name) for name in columns or table.schema.names])
         out = pa.schema(
@@ -214,14 +239,21 @@ class Lake:
             dt = _snapshot(self.uri(table), until_version, self._options())
         except TableNotFoundError:
             return pa.RecordBatchReader.from_batches(out, [])
-        feed = pa.RecordBatchReader.from_stream(
-            dt.load_cdf(
-                starting_version=after_version + 1,
-                ending_version=until_version,
-                predicate=predicate,
-                columns=[*columns, "_change_type", "_commit_version"] if columns else None,
+        if after_version < 0 and not _has_version(self.uri(table), 0, self._options()):
+            names = ", ".join(f'"{name}"' for name in schema.names)
+            sql = f"select {names}, 'insert' as _change_type, cast({until_version} as bigint) as _commit_version from t"
+            feed = pa.RecordBatchReader.from_stream(
+                QueryBuilder().register("t", dt).execute(f"{sql} where {predicate}" if predicate else sql)
             )
-        )
+        else:
+            feed = pa.RecordBatchReader.from_stream(
+                dt.load_cdf(
+                    starting_version=after_version + 1,
+                    ending_version=until_version,
+                    predicate=predicate,
+                    columns=[*columns, "_change_type", "_commit_version"] if columns else None,
+                )
+            )
         wanted = pa.array(change_types)
 
         def batches() -> Iterator[pa.RecordBatch]:
@@ -265,18 +297,27 @@ class Lake:
             )
 
     @_retry_commit
-    def replace_where(self, table: TableDef, rows: pa.Table, predicate: str) -> int:
+    def replace_where(
+        self, table: TableDef, rows: pa.Table, predicate: str, metadata: dict[str, str] | None = None
+    ) -> int:
         """Atomically replace the rows matching ``predicate`` with ``rows`` (one commit).
 
         Delta's ``replaceWhere``: every row of ``rows`` must match ``predicate`` (a delta-rs SQL
         filter such as ``"event_date >= '2024-01-01' and event_date <= '2024-01-31'"``).
-        Returns the new version.
+        ``metadata``: the commit's custom metadata. Returns the new version. Callers are serialized
+        with the table's other writers (runs are): ``rows`` were computed from the table as it was.
 
         Raises:
             deltalake.exceptions.DeltaError: a row outside the predicate, or the commit failed.
         """
         dt = self.ensure(table)
-        write_deltalake(dt, rows.select(table.schema.names).cast(table.schema), mode="overwrite", predicate=predicate)
+        write_deltalake(
+            dt,
+            rows.select(table.schema.names).cast(table.schema),
+            mode="overwrite",
+            predicate=predicate,
+            commit_properties=CommitProperties(custom_metadata=metadata) if metadata else None,
+        )
         return dt.version()
 
     @_retry_commit
@@ -347,6 +388,50 @@ class Lake:
             return pads.dataset(table.schema.empty_table())
         return dt.to_pyarrow_dataset()
 
+    def purge_history(self, table: TableDef) -> tuple[int, int]:
+        """Remove every file and log entry that only versions before the current one need, so what
+        rows held before a rewrite (:mod:`pipelines.rescrub`) is gone from storage.
+
+        A checkpoint of the current version ``V``; a vacuum with zero retention that also sweeps
+        files no log entry names (``full``: the change-data files of deletes, leftovers of failed
+        writes); then the expiry of every log entry before ``V``: the log's retention
+        (``delta.logRetentionDuration``) is set to zero for the clean-up, then restored. The commits
+        this makes add no data and no other checkpoint, so a reader that has read up to ``V`` goes on
+        (its next change feed starts at ``V + 1``); readers of older versions fail, so callers make sure
+        every consumer has read ``V`` first. Change feeds from the start read the table instead
+        (:meth:`change_stream`). Returns ``(files removed, log files removed)``.
+
+        Raises:
+            deltalake.exceptions.DeltaError: a step failed; running it again finishes the job.
+        """
+        dt = self.open(table)
+        if dt is None:
+            return 0, 0
+        dt.create_checkpoint()
+        quiet = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
+        removed = dt.vacuum(
+            retention_hours=0,
+            enforce_retention_duration=False,
+            dry_run=False,
+            full=True,
+            post_commithook_properties=quiet,
+        )
+        before = set(self._log_files(table))
+        retention = dt.metadata().configuration.get(_LOG_RETENTION, _DEFAULT_LOG_RETENTION)
+        dt = self.ensure(table)  # after the vacuum's own commits
+        dt.alter.set_table_properties({_LOG_RETENTION: "interval 0 seconds"}, post_commithook_properties=quiet)
+        try:
+            self.ensure(table).cleanup_metadata()  # the entries before the checkpoint of V
+        finally:
+            dt.alter.set_table_properties({_LOG_RETENTION: retention}, post_commithook_properties=quiet)
+        expired = len(before - set(self._log_files(table)))
+        log.info("%s: purged %d files and %d log files of older versions", table.name, len(removed), expired)
+        return len(removed), expired
+
+    def _log_files(self, table: TableDef) -> list[str]:
+        fs, base = pafs.FileSystem.from_uri(self.uri(table))
+        return [info.path for info in fs.get_file_info(pafs.FileSelector(f"{base}/_delta_log"))]
+
     def watermark(self, consumer: str, upstream: str) -> int:
         """Last upstream version ``consumer`` fully processed, or -1 when it never ran."""
         dataset = self.dataset(WATERMARKS)
@@ -372,6 +457,19 @@ class Lake:
         )
         self.append(WATERMARKS, row)
         log.info("watermark %s <- %s advanced to version %d", consumer, upstream, version)
+
+
+_LOG_RETENTION = "delta.logRetentionDuration"
+_DEFAULT_LOG_RETENTION = "interval 30 days"  # the Delta protocol's default
+
+
+def _has_version(uri: str, version: int, storage_options: tuple[tuple[str, str], ...]) -> bool:
+    """Whether the log of the table at ``uri`` can still build ``version`` (its entries were not expired)."""
+    try:
+        _snapshot(uri, version, storage_options)
+    except TableNotFoundError:
+        return False
+    return True
 
 
 @lru_cache(maxsize=8)

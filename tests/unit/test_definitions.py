@@ -33,7 +33,11 @@ DERIVED = {
 
 def test_definitions_asset_keys_snapshot() -> None:
     graph = defs.resolve_asset_graph()
-    assert {key.to_user_string() for key in graph.get_all_asset_keys()} == DERIVED | {"raw_events", "rejected_events"}
+    assert {key.to_user_string() for key in graph.get_all_asset_keys()} == DERIVED | {
+        "raw_events",
+        "rejected_events",
+        "purged_history",  # maintenance after a rescrub: rare, so no freshness policy
+    }
     checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
     # One check per suite (its expectations are in the check's metadata), not one per expectation.
     suites = {("events", "raw_events_expectations")}
@@ -69,10 +73,18 @@ def test_suite_checks_name_every_expectation_of_their_suite() -> None:
 
 def test_jobs_share_the_assets_and_set_the_silver_mode() -> None:
     modes = {}
-    for name in ("ingest_to_gold", "replay_quarantine", "reprocess_silver"):
+    for name in ("ingest_to_gold", "replay_quarantine", "reprocess_silver", "rescrub_lake"):
         job = defs.resolve_job_def(name)
         modes[name] = job.run_config["ops"]["silver_events"]["config"]["mode"]  # type: ignore[index]
-    assert modes == {"ingest_to_gold": "ingest", "replay_quarantine": "replay", "reprocess_silver": "reprocess"}
+    assert modes == {
+        "ingest_to_gold": "ingest",
+        "replay_quarantine": "replay",
+        "reprocess_silver": "reprocess",
+        "rescrub_lake": "rescrub",
+    }
+    purge = dg.AssetKey("purged_history")
+    assert purge in defs.resolve_job_def("rescrub_lake").asset_layer.asset_graph.executable_asset_keys
+    assert purge not in defs.resolve_job_def("ingest_to_gold").asset_layer.asset_graph.executable_asset_keys
 
 
 def test_derived_assets_carry_a_freshness_policy() -> None:

@@ -9,6 +9,7 @@ import polars as pl
 import pyarrow as pa
 
 from pipelines import transform
+from pipelines.scrubbing import Scrubber
 from pipelines.validation import load_suite, split_by_suite
 from warehouse.contract import RequestContext, explode_payload
 from warehouse.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
@@ -53,6 +54,6 @@ def test_split_dedups_each_side_keeps_first_received_and_maps_reasons() -> None:
     silver = transform.build_silver(valid, "run-1")
     assert silver.schema == EVENTS.schema
     assert silver["event_date"].to_pylist() == [T0.date()]
-    quarantine = transform.build_quarantine(invalid, reasons, "raw_events", "run-1", T0)
+    quarantine = transform.build_quarantine(invalid, reasons, "raw_events", "run-1", T0, Scrubber())
     assert quarantine.schema == REJECTED_EVENTS.schema
     assert quarantine["reason"].to_pylist() == [r[0]["check"] for r in reasons]
