@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import duckdb
 import httpx
 import orjson
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 # In-process runs read settings from the environment: never let them write a key under ./data.
@@ -183,13 +185,16 @@ def api(env: Env) -> Iterator[ApiServer]:
     server.proc.wait(timeout=30)
 
 
-def materialize_all(env: Env, **silver_config: str) -> dg.ExecuteInProcessResult:
+def materialize_all(
+    env: Env, assets: list[dg.AssetsDefinition] = DERIVED_ASSETS, **silver_config: str
+) -> dg.ExecuteInProcessResult:
     """Materialize silver (with its GE checks), gold and the serving snapshot in-process, like one sensor run.
 
-    ``silver_config``: the silver step's config (``mode="replay"``, ``mode="reprocess"`` with days…).
+    ``silver_config``: the silver step's config (``mode="replay"``, ``mode="reprocess"`` with days…);
+    ``assets``: what to materialize (a job's selection, e.g. the rescrub's with its purge).
     """
     result = dg.materialize(
-        DERIVED_ASSETS,
+        assets,
         resources={
             "lake": LakeResource(root=env.lake_root),
             "warehouse": WarehouseResource(path=str(env.warehouse), serving_path=str(env.serving)),
@@ -200,6 +205,29 @@ def materialize_all(env: Env, **silver_config: str) -> dg.ExecuteInProcessResult
     )
     assert result.success
     return result
+
+
+def stored_text(root: Path) -> dict[str, str]:
+    """What every file under ``root`` holds, as text a search can look into, by relative path.
+
+    Parquet files (data, change data, checkpoints) are decoded, every column, nested ones too: their
+    pages are compressed, so a byte search would miss what they hold. DuckDB files add every table's
+    rows to their raw bytes. Other files (Delta log JSON, logs, anything else) are their bytes.
+    """
+    texts = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        text = path.read_bytes().decode("latin-1")
+        if path.suffix == ".parquet":
+            text += str(pq.read_table(path).to_pylist())
+        elif path.suffix == ".duckdb":
+            con = duckdb.connect(str(path), read_only=True)
+            try:
+                for (table,) in con.execute("select table_name from information_schema.tables").fetchall():
+                    text += str(con.sql(f'select * from "{table}"').fetchall())
+            finally:
+                con.close()
+        texts[str(path.relative_to(root))] = text
+    return texts
 
 
 def expectation_results(result: dg.ExecuteInProcessResult, asset: str, check: str) -> dict[str, bool]:

@@ -3,23 +3,27 @@
 Each canary is a secret placed where clients really leak them: URLs and referrers, nested
 properties, error stack traces, headers copied into context, base64-wrapped credentials,
 URL-encoded emails, mixed-case and look-alike keys. After ingest (native and Segment routes) and a
-full materialization, none of the secrets may appear in silver, gold, the serving snapshot or the
-API's request log; ordinary values (prices, product ids, timestamps, UUIDs) must be unchanged.
+full materialization, none of the secrets may appear in silver, gold, the serving snapshot, run
+metadata, the pipeline's or the API's log, nor in any file of the silver and quarantine tables (data,
+Delta log, checkpoints) or the DuckDB files; ordinary values (prices, product ids, timestamps, UUIDs)
+must be unchanged. Full client IPs are canaries too: only bronze, the raw zone, keeps them.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import duckdb
 import orjson
 import polars as pl
 import pytest
 
-from tests.conftest import ApiServer, Env, materialize_all
+from tests.conftest import ApiServer, Env, materialize_all, stored_text
 from warehouse.settings import get_settings
-from warehouse.tables import EVENTS
+from warehouse.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
 
 pytestmark = pytest.mark.integration
 
@@ -85,6 +89,17 @@ CANARIES: list[tuple[str, dict[str, object]]] = [
     ("canary-otp-49", {"events": {"login": {"otp": "canary-otp-49"}}}),
     ("canary-pin-50", {"events": {"login": {"pin_code": "canary-pin-50"}}}),
     ("canary-tok-51", {"page": "https://shop.example/a?state=1&refresh_token=canary-tok-51"}),
+    # Full client IPs: truncated to their network (IPv4 /24, IPv6 /48) wherever they are.
+    ("198.51.100.77", {"location": {"city": "Berlin", "ip": "198.51.100.77"}}),
+    ("198.51.100.178", {"ip": "198.51.100.178"}),
+    ("2001:db8:cafe:1234", {"ip": "2001:db8:cafe:1234::77"}),
+    ("2001:db8:beef:42", {"events": {"api_call": {"peer": "2001:db8:beef:42:5678::9"}}}),
+    ("203.0.113.201", {"events": {"login": {"client_addr": "203.0.113.201"}}}),
+    ("203.0.113.177", {"events": {"api_call": {"x_forwarded_for": "::ffff:203.0.113.177, 10.0.0.1"}}}),
+    ("192.0.2.155", {"events": {"errors": {"stackTrace": "ConnectionError: 192.0.2.155:5432 refused\n at db()"}}}),
+    ("198.51.100.123", {"page": "http://198.51.100.123:8080/admin?tab=1"}),
+    ("2001:db8:fe:99", {"referrer": "https://[2001:db8:fe:99::1]:8443/from"}),
+    ("198.51.100.211", {"userAgent": "probe/1.0 (via 198.51.100.211)"}),
 ]
 
 #: Ordinary values that must come through unchanged (numbers and ids are never scanned).
@@ -108,9 +123,13 @@ def segment_message(i: int, placement: dict[str, object]) -> dict[str, object]:
     events = placement.get("events")
     properties = next(iter(events.values())) if isinstance(events, dict) else {}
     page = {key: placement[key] for key in ("page", "referrer") if key in placement}
-    context: dict[str, object] = {"userAgent": UA, "page": {"url": page.get("page"), "referrer": page.get("referrer")}}
-    if "location" in placement:
-        context["location"] = placement["location"]
+    context: dict[str, object] = {
+        "userAgent": placement.get("userAgent", UA),
+        "page": {"url": page.get("page"), "referrer": page.get("referrer")},
+    }
+    for key in ("location", "ip"):
+        if key in placement:
+            context[key] = placement[key]
     return {
         "type": "track",
         "messageId": f"seg-canary-{i}",
@@ -124,6 +143,23 @@ def segment_message(i: int, placement: dict[str, object]) -> dict[str, object]:
 
 def segment_batch() -> dict[str, object]:
     return {"batch": [segment_message(i, placement) for i, (_, placement) in enumerate(CANARIES)]}
+
+
+#: A quarantined event (its timestamp is years ahead) carrying a full IP: the quarantine keeps the
+#: payload as sent except what the rules marked for it remove.
+QUARANTINED_IP = "198.51.100.199"
+
+
+def quarantined_payload() -> dict[str, object]:
+    return {
+        "uuid": "canary-quarantined",
+        "app": "canary",
+        "user": "uq",
+        "timestamp": "2099-01-01T00:00:00Z",
+        "ip": QUARANTINED_IP,
+        "location": {"ip": QUARANTINED_IP},
+        "events": {"view": {"note": f"from {QUARANTINED_IP}"}},
+    }
 
 
 def all_text(frame: pl.DataFrame) -> str:
@@ -142,11 +178,16 @@ def silver_processes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
     get_settings.cache_clear()
 
 
-def test_no_canary_secret_reaches_silver_gold_serving_or_logs(api: ApiServer, env: Env, silver_processes: str) -> None:
-    assert len(CANARIES) >= 50
+def test_no_canary_secret_reaches_silver_gold_serving_or_logs(
+    api: ApiServer, env: Env, silver_processes: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert len(CANARIES) >= 60
     assert api.post("/v1/events", json=payloads()).json()["rejected"] == []
     assert api.post("/v1/batch", json=segment_batch()).json()["rejected"] == []
+    assert api.post("/v1/events", json=quarantined_payload()).json()["rejected"] == []
+    caplog.set_level(logging.DEBUG)
     result = materialize_all(env)
+    assert pl.read_delta(env.lake.uri(REJECTED_EVENTS)).height == 1
 
     silver = pl.read_delta(env.lake.uri(EVENTS))
     assert silver.height == 2 * len(CANARIES) and silver["event_id"].n_unique() == silver.height
@@ -168,8 +209,26 @@ def test_no_canary_secret_reaches_silver_gold_serving_or_logs(api: ApiServer, en
     for column in silver.select(pl.col(pl.String)).columns:
         places[f"silver.{column}"] = "\n".join(silver[column].fill_null(""))
     del places["silver"]
-    leaks = [(secret, place) for secret, _ in CANARIES for place, text in places.items() if secret in text]
+    # Every file of silver and the quarantine (data, change data, Delta log JSON, checkpoints), the
+    # DuckDB files byte for byte, and everything the pipeline logged.
+    for table in (EVENTS, REJECTED_EVENTS):
+        for name, text in stored_text(Path(env.lake.uri(table))).items():
+            places[f"{table.path}/{name}"] = text
+    for path in (env.warehouse, env.serving):
+        places[f"{path.name} file"] = stored_text(path.parent)[path.name]
+    places["pipeline log"] = caplog.text
+    secrets = [secret for secret, _ in CANARIES] + [QUARANTINED_IP]
+    leaks = [(secret, place) for secret in secrets for place, text in places.items() if secret in text]
     assert leaks == []
+    # The quarantine keeps its row (only the address lost its host part); bronze, the raw zone, the whole of it.
+    (quarantined,) = pl.read_delta(env.lake.uri(REJECTED_EVENTS)).to_dicts()
+    assert quarantined["ip"] == "198.51.100.0" and '"ip":"198.51.100.0"' in quarantined["payload"].replace(" ", "")
+    bronze = all_text(pl.read_delta(env.lake.uri(RAW_EVENTS)))
+    assert all(address in bronze for address in ("198.51.100.77", QUARANTINED_IP, "2001:db8:cafe:1234::77"))
+    # Where an address was, its network is
+    locations = set(silver["location"].drop_nulls())
+    assert '{"city":"Berlin","ip":"198.51.100.0"}' in {text.replace(" ", "") for text in locations}
+    assert {"2001:db8:cafe::", "198.51.100.0"} <= set(silver["ip"].drop_nulls())
 
     # ordinary values are intact in every event that carried them
     for text in silver["properties"]:

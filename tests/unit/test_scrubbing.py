@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.scrubbing import REDACTED, Scrubber, ScrubRules, is_card_number, is_iban, luhn_valid, truncate_ip
+from pipelines.scrubbing import (
+    DEFAULT_RULES_PATH,
+    REDACTED,
+    Scrubber,
+    ScrubRules,
+    is_card_number,
+    is_iban,
+    luhn_valid,
+    truncate_ip,
+)
 
 EMAIL_MASK = "[EMAIL]"
 scrub = Scrubber()
@@ -54,12 +63,86 @@ def test_urls_lose_sensitive_query_values_and_emails() -> None:
     [
         ("203.0.113.77", "203.0.113.0"),
         ("2001:db8:abcd:12::1", "2001:db8:abcd::"),
+        (" 203.0.113.77 ", "203.0.113.0"),
+        ("203.0.113.77:8080", "203.0.113.0"),  # a peer address with its port
+        ("[2001:db8:abcd:12::1]:443", "2001:db8:abcd::"),
+        ("::ffff:198.51.100.77", "::ffff:198.51.100.0"),  # IPv4-mapped: the IPv4's /24, not "::"
+        ("fe80::1%eth0", "fe80::"),
         ("not-an-ip", None),
+        ("999.1.1.1", None),
         (None, None),
     ],
 )
 def test_ip_truncation(address: str | None, expected: str | None) -> None:
     assert truncate_ip(address) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("login from 198.51.100.77 failed", "login from 198.51.100.0 failed"),
+        ('{"location": {"ip": "198.51.100.77"}}', '{"location": {"ip": "198.51.100.0"}}'),
+        ("peer 198.51.100.77:5432 reset", "peer 198.51.100.0:5432 reset"),
+        ("client 2001:db8:abcd:12::1 denied", "client 2001:db8:abcd:: denied"),
+        ("dial [2001:db8:abcd:12::1]:443: timeout", "dial [2001:db8:abcd::]:443: timeout"),
+        ("x-forwarded-for: ::ffff:198.51.100.77,", "x-forwarded-for: ::ffff:198.51.100.0,"),
+        ("at connect (10.1.2.3)\n  at main", "at connect (10.1.2.0)\n  at main"),
+        ("ends with 203.0.113.250.", "ends with 203.0.113.0."),
+        ("cidr 198.51.100.77/24", "cidr 198.51.100.0/24"),
+    ],
+)
+def test_ip_addresses_in_text_are_truncated(text: str, expected: str) -> None:
+    assert Scrubber().text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "at 12:30:45 on 2024-01-02T12:30:45.123Z",  # times
+        "Chrome/120.0.6099.109 Safari/537.36",  # versions
+        "oid 1.2.3.4.5 and v1.2.3.4",
+        "mac 00:1a:2b:3c:4d:5e",
+        "Foo::Bar::baz() and std::vector<int>",  # no digit: not an IPv6 candidate
+        "999.1.1.1 and 1.2.3",
+        "price 1234567890123.45",
+        "198.51.100.0 is already a network",
+    ],
+)
+def test_text_that_is_no_full_address_is_unchanged(text: str) -> None:
+    scrubber = Scrubber()
+    assert scrubber.text(text) == text
+    assert scrubber.counts["ip_address"] == 0
+
+
+def test_ip_addresses_are_truncated_in_urls_and_nested_values() -> None:
+    scrubber = Scrubber()
+    assert scrubber.url("http://198.51.100.77:8080/admin?next=/a") == "http://198.51.100.0:8080/admin?next=%2Fa"
+    assert scrubber.url("https://[2001:db8:1:2::5]:8443/x") == "https://[2001:db8:1::]:8443/x"
+    value = {"geo": {"hops": [{"ip": "203.0.113.9"}, "2001:db8:abcd:12::1"]}, "n": 3}
+    assert scrubber.value(value) == {"geo": {"hops": [{"ip": "203.0.113.0"}, "2001:db8:abcd::"]}, "n": 3}
+    assert scrubber.counts["ip_address"] == 4
+
+
+def test_quarantine_rules_are_the_ones_marked_for_it() -> None:
+    scrubber = Scrubber()
+    assert [rule.name for rule in scrubber.rules.quarantine_patterns] == ["ip_address"]
+    raw = '{"ip": "198.51.100.7", "password": "kept in the raw zone", "mail": "a@example.com"}'
+    assert scrubber.quarantine_text(raw) == raw.replace("198.51.100.7", "198.51.100.0")
+
+
+def test_an_ip_used_as_identifier_is_personal_data() -> None:
+    scrubber = Scrubber()
+    assert scrubber.holds_personal_data("198.51.100.7")
+    assert not scrubber.holds_personal_data("198.51.100.0")  # a network, nobody's address
+    assert not scrubber.holds_personal_data("user-42")
+
+
+def test_rules_fingerprint_follows_the_file(tmp_path: Path) -> None:
+    copy = tmp_path / "rules.yaml"
+    copy.write_text(DEFAULT_RULES_PATH.read_text())
+    assert ScrubRules.from_file(copy).fingerprint == ScrubRules.from_file(DEFAULT_RULES_PATH).fingerprint
+    copy.write_text(DEFAULT_RULES_PATH.read_text() + "\n# a comment is a change too\n")
+    assert ScrubRules.from_file(copy).fingerprint != ScrubRules.from_file(DEFAULT_RULES_PATH).fingerprint
 
 
 def test_secret_pair_value_stops_at_a_closing_bracket() -> None:
