@@ -1,0 +1,206 @@
+"""Rescrub of an existing lake: rows written under older scrub rules (here: before the ip_address
+rule, in tables that kept statistics of every column) are scrubbed in place, and nothing of what
+they held is left in any file of the tables; gold stays right; a crash midway loses no row."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import orjson
+import polars as pl
+import pytest
+import yaml
+
+from pipelines import rescrub
+from pipelines.assets import purged_history
+from pipelines.jobs import DERIVED_ASSETS
+from pipelines.resources import LakeResource
+from pipelines.scrubbing import DEFAULT_RULES_PATH, RULES_PROPERTY, load_rules
+from pipelines.sensors import rescrub_sensor
+from tests.conftest import ApiServer, Env, materialize_all, stored_text
+from warehouse.lake import Lake
+from warehouse.tables import EVENTS, REJECTED_EVENTS, TableDef
+
+pytestmark = pytest.mark.integration
+
+FULL_IPS = ("198.51.100.77", "203.0.113.201", "2001:db8:cafe:1234", "192.0.2.155", "198.51.100.199")
+
+
+def events(day: str, offset: int) -> list[dict[str, object]]:
+    """Events over two days carrying full IPs where the old rules left them, plus ordinary ones."""
+    base = {"app": "shop", "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"}
+    return [
+        {
+            **base,
+            "uuid": f"a{offset}",
+            "user": "u1",
+            "timestamp": f"{day}T10:00:00Z",
+            "location": {"city": "Berlin", "ip": "198.51.100.77"},
+            "events": {"page_view": {}},
+        },
+        {
+            **base,
+            "uuid": f"b{offset}",
+            "user": "u2",
+            "timestamp": f"{day}T11:00:00Z",
+            "events": {"login": {"client_addr": "203.0.113.201", "peer": "2001:db8:cafe:1234::9"}},
+        },
+        {
+            **base,
+            "uuid": f"c{offset}",
+            "user": "u3",
+            "timestamp": f"{day}T12:00:00Z",
+            "events": {"errors": {"message": "db down", "stackTrace": "ConnectionError: 192.0.2.155:5432\n at db()"}},
+        },
+        {**base, "uuid": f"d{offset}", "user": "u4", "timestamp": f"{day}T13:00:00Z", "events": {"click": {"x": 1}}},
+    ]
+
+
+QUARANTINED = {
+    "uuid": "q",
+    "app": "shop",
+    "user": "uq",
+    "timestamp": "2099-01-01T00:00:00Z",
+    "ip": "198.51.100.199",
+    "events": {"view": {"note": "from 198.51.100.199"}},
+}
+
+
+@pytest.fixture
+def old_lake(
+    api: ApiServer, env: Env, tmp_path: Path, setting: Callable[[str, str], None], monkeypatch: pytest.MonkeyPatch
+) -> Env:
+    """A lake as an older release left it: rules without ip_address, statistics on every column."""
+    document = yaml.safe_load(DEFAULT_RULES_PATH.read_text())
+    document["value_patterns"] = [rule for rule in document["value_patterns"] if rule["name"] != "ip_address"]
+    old_rules = tmp_path / "old_rules.yaml"
+    old_rules.write_text(yaml.safe_dump(document))
+    setting("EVENTLAKE_SCRUB_RULES_PATH", str(old_rules))
+    with monkeypatch.context() as old:
+        old.setattr(
+            TableDef,
+            "properties",
+            property(lambda self: {"delta.enableChangeDataFeed": "true"} if self.change_data_feed else {}),
+        )
+        for day, offset in (("2024-05-01", 0), ("2024-05-02", 10)):
+            assert api.post("/v1/events", json=events(day, offset)).json()["rejected"] == []
+            materialize_all(env)
+        assert api.post("/v1/events", json=QUARANTINED).json()["rejected"] == []
+        materialize_all(env)
+    setting("EVENTLAKE_SCRUB_RULES_PATH", str(DEFAULT_RULES_PATH))
+    return env
+
+
+def leaks(env: Env) -> list[tuple[str, str]]:
+    found = []
+    for table in (EVENTS, REJECTED_EVENTS):
+        for name, text in stored_text(Path(env.lake.uri(table))).items():
+            found += [(address, f"{table.path}/{name}") for address in FULL_IPS if address in text]
+    return found
+
+
+def rescrub_all(env: Env) -> dg.ExecuteInProcessResult:
+    return materialize_all(env, assets=[*DERIVED_ASSETS, purged_history], mode="rescrub")
+
+
+def gold(env: Env) -> list[tuple[object, ...]]:
+    con = duckdb.connect(str(env.serving), read_only=True)
+    try:
+        return con.execute(
+            "select app, day, dau from daily_active_users union all "
+            "select app, cast(day as date), count(*) from error_summary group by all order by all"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def sensor(env: Env) -> dg.RunRequest | dg.SkipReason:
+    context = dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(), resources={"lake": LakeResource(root=env.lake_root)}
+    )
+    result = rescrub_sensor(context)
+    assert isinstance(result, dg.RunRequest | dg.SkipReason)
+    return result
+
+
+def test_rescrub_leaves_no_full_ip_in_any_file_and_gold_unchanged(old_lake: Env) -> None:
+    env = old_lake
+    before_ids = pl.read_delta(env.lake.uri(EVENTS))["event_id"].sort().to_list()
+    before_gold = gold(env)
+    assert {address for address, _ in leaks(env)} == set(FULL_IPS)  # data files and the log's statistics
+    assert any(place.startswith("silver/events/_delta_log") for _, place in leaks(env))
+    request = sensor(env)
+    assert isinstance(request, dg.RunRequest) and request.run_key.startswith("rescrub@")
+
+    result = rescrub_all(env)
+
+    assert leaks(env) == []
+    silver = pl.read_delta(env.lake.uri(EVENTS))
+    assert silver["event_id"].sort().to_list() == before_ids  # every row exactly once
+    assert pl.read_delta(env.lake.uri(REJECTED_EVENTS))["ip"].to_list() == ["198.51.100.0"]
+    locations = {orjson.loads(text)["ip"] for text in silver["location"].drop_nulls()}
+    assert locations == {"198.51.100.0"}
+    assert gold(env) == before_gold
+    metadata = {
+        e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()
+    }
+    assert metadata["events"]["replaced_days"].value == 2
+    assert metadata["purged_history"]["events_files_removed"].value > 0
+    # Statistics only for the columns readers prune by, from now on and in the checkpoint.
+    for table in (EVENTS, REJECTED_EVENTS):
+        actions = env.lake.open(table).get_add_actions(flatten=True)  # type: ignore[union-attr]
+        stats = {name.split(".", 1)[1] for name in actions.schema.names if name.startswith("min.")}
+        assert stats <= set(table.stats_columns)
+        assert env.lake.properties(table)[RULES_PROPERTY] == load_rules(DEFAULT_RULES_PATH).fingerprint
+    assert isinstance(sensor(env), dg.SkipReason)
+
+    # Idempotent: a second run rewrites nothing.
+    again = rescrub_all(env)
+    events_meta = next(
+        e.materialization.metadata
+        for e in again.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "events"
+    )
+    assert events_meta["replaced_days"].value == 0 and events_meta["inserted_rows"].value == 0
+
+
+def test_after_the_purge_new_events_flow_and_a_new_warehouse_rebuilds_the_same(old_lake: Env, api: ApiServer) -> None:
+    env = old_lake
+    rescrub_all(env)
+    assert api.post("/v1/events", json=events("2024-05-03", 20)).json()["rejected"] == []
+    materialize_all(env)
+    expected = gold(env)
+    assert ("shop", date(2024, 5, 3), 4) in expected
+    env.warehouse.unlink()  # silver's change feed no longer starts at version 0: a rebuild reads the table
+    materialize_all(env)
+    assert gold(env) == expected
+    assert leaks(env) == []
+
+
+def test_a_crash_midway_loses_no_row_and_the_next_run_finishes(old_lake: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = old_lake
+    before = pl.read_delta(env.lake.uri(EVENTS))["event_id"].sort().to_list()
+    real = Lake.replace_where
+    calls = []
+
+    def crash_after_first(self: Lake, *args: object, **kwargs: object) -> int:
+        calls.append(args)  # the step's retries crash too: the run fails after one partition
+        if len(calls) >= 2:
+            raise RuntimeError("killed between two partitions")
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Lake, "replace_where", crash_after_first)
+    with pytest.raises(Exception, match="killed between two partitions"):
+        rescrub_all(env)
+    monkeypatch.setattr(Lake, "replace_where", real)
+    assert pl.read_delta(env.lake.uri(EVENTS))["event_id"].sort().to_list() == before
+    assert rescrub.pending_tables(env.lake, load_rules(DEFAULT_RULES_PATH).fingerprint) == [EVENTS, REJECTED_EVENTS]
+
+    rescrub_all(env)
+    assert pl.read_delta(env.lake.uri(EVENTS))["event_id"].sort().to_list() == before
+    assert leaks(env) == []
+    assert rescrub.pending_tables(env.lake, load_rules(DEFAULT_RULES_PATH).fingerprint) == []
