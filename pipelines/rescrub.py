@@ -8,9 +8,10 @@ record in the table property :data:`RULES_PROPERTY`), the ``rescrub_sensor`` sta
 1. :func:`rescrub` (the silver asset in mode ``rescrub``): reads each partition of silver
    (``event_date``) and of the quarantine (``received_date``), applies the rules
    (:func:`pipelines.transform.scrub_silver_columns` and the identifiers' pseudonyms;
-   :func:`pipelines.transform.scrub_quarantine_columns`) and, when any value changed, replaces the
-   partition in one commit (replaceWhere) whose metadata says ``eventlake.operation: rescrub``. A
-   partition that comes out the same is not written, so a second run writes nothing;
+   :func:`pipelines.transform.scrub_quarantine_columns`) and, when any value changed or a file of
+   the partition still carries statistics of other columns than the table's ``stats_columns``,
+   replaces the partition in one commit (replaceWhere) whose metadata says
+   ``eventlake.operation: rescrub``. Other partitions are not written, so a second run writes nothing;
 2. the gold marts follow through silver's change data feed (the rewritten days), as after a
    reprocess, and the serving snapshot is published again;
 3. :func:`purge` (the ``scrubbed_history`` asset): once every gold consumer has read both tables up
@@ -60,18 +61,21 @@ def _rewritten(
     store: Lake, table: TableDef, scrub: Callable[[pl.DataFrame], pl.DataFrame], stats: BatchStats
 ) -> Iterator[pl.DataFrame]:
     """Rescrub ``table`` partition by partition; yields each rewritten partition's new rows after
-    its commit (one partition in memory at a time)."""
+    its commit (one partition in memory at a time). A partition is rewritten when a value changes,
+    or when one of its files carries statistics of a column outside ``table.stats_columns`` (written
+    before the table restricted them: the log would keep copying those values)."""
     version = store.version(table)
     if version is None:
         return
     column = table.partition_by[0]
+    stale = set(store.partitions_with_stats(table, version, exclude=table.stats_columns).to_pylist())
     for day in sorted(store.changed_partitions(table, -1, version).to_pylist()):
         frame = pl.from_arrow(store.dataset(table, version, files=((column, "=", day),)).to_table())
         assert isinstance(frame, pl.DataFrame)
         stats.rows += frame.height
         scrubbed = scrub(frame)
         changed = int((frame.hash_rows() != scrubbed.hash_rows()).sum())
-        if not changed:
+        if not changed and day not in stale:
             continue
         store.replace_where(table, scrubbed.to_arrow(), f"{column} = '{day.isoformat()}'", metadata=RESCRUB_COMMIT)
         if table is EVENTS:

@@ -6,6 +6,7 @@ goes through ``deltalake`` → Arrow (DuckDB cannot load its delta extension her
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Iterator
@@ -365,6 +366,25 @@ class Lake:
             removed = before.filter(pc.invert(pc.is_in(before["path"], after["path"])))
             changed = pa.concat_tables([added, removed])
         return pc.unique(changed[column].cast(empty.type))
+
+    def partitions_with_stats(self, table: TableDef, version: int, exclude: tuple[str, ...] = ()) -> pa.Array:
+        """Values of the first partition column of the files (as of ``version``) whose log entry
+        carries min/max statistics of a column not in ``exclude``; empty when the table does not exist."""
+        column = f"partition.{table.partition_by[0]}"
+        empty = pa.array([], table.schema.field(table.partition_by[0]).type)
+        dt = self.open(table, version)
+        if dt is None:
+            return empty
+        actions = pa.table(dt.get_add_actions(flatten=True))
+        stats = [
+            name
+            for name in actions.column_names
+            if name.startswith(("min.", "max.")) and name.split(".", 1)[1] not in exclude
+        ]
+        if not stats or actions.num_rows == 0:
+            return empty
+        carries = functools.reduce(pc.or_, (pc.is_valid(actions[name]) for name in stats))
+        return pc.unique(actions.filter(carries)[column].cast(empty.type))
 
     def dataset(self, table: TableDef, version: int | None = None, files: FileFilter = ()) -> pads.Dataset:
         """The table as a pyarrow dataset (frozen at ``version``, default latest).
