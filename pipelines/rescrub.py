@@ -14,7 +14,7 @@ record in the table property :data:`RULES_PROPERTY`), the ``rescrub_sensor`` sta
    ``eventlake.operation: rescrub``. Other partitions are not written, so a second run writes nothing;
 2. the gold marts follow through silver's change data feed (the rewritten days), as after a
    reprocess, and the serving snapshot is published again;
-3. :func:`purge` (the ``scrubbed_history`` asset): once every gold consumer has read both tables up
+3. :func:`purge` (the ``purged_history`` asset): once every gold consumer has read both tables up
    to their current versions, removes the file versions and log entries from before
    (:meth:`warehouse.lake.Lake.purge_history`), then records the rules' fingerprint on both tables.
 
@@ -26,6 +26,7 @@ recorded last. Runs are serialized with every other silver writer by the run que
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator
 
 import duckdb
@@ -53,7 +54,7 @@ def pending_tables(store: Lake, fingerprint: str) -> list[TableDef]:
     return [
         table
         for table in SCRUBBED_TABLES
-        if store.version(table) is not None and store.properties(table).get(RULES_PROPERTY) != fingerprint
+        if (properties := store.properties(table)) is not None and properties.get(RULES_PROPERTY) != fingerprint
     ]
 
 
@@ -114,8 +115,7 @@ def rescrub(store: Lake, rules: Rules) -> BatchStats:
     quarantine = _rewritten(
         store, REJECTED_EVENTS, lambda frame: transform.scrub_quarantine_columns(frame, rules.scrubber), stats
     )
-    for _ in quarantine:
-        pass
+    deque(quarantine, maxlen=0)  # each partition commits as the generator goes; nothing to check
     return stats
 
 

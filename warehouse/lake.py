@@ -97,10 +97,10 @@ class Lake:
             log.info("%s: set table properties %s", table.name, missing)
         return dt
 
-    def properties(self, table: TableDef) -> dict[str, str]:
-        """The table's Delta table properties (its configuration); empty when it does not exist."""
+    def properties(self, table: TableDef) -> dict[str, str] | None:
+        """The table's Delta table properties (its configuration); ``None`` when it does not exist."""
         dt = self.open(table)
-        return {} if dt is None else dict(dt.metadata().configuration)
+        return None if dt is None else dict(dt.metadata().configuration)
 
     @_retry_commit
     def set_properties(self, table: TableDef, properties: dict[str, str]) -> int:
