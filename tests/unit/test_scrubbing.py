@@ -89,6 +89,18 @@ def test_ip_truncation(address: str | None, expected: str | None) -> None:
         ("at connect (10.1.2.3)\n  at main", "at connect (10.1.2.0)\n  at main"),
         ("ends with 203.0.113.250.", "ends with 203.0.113.0."),
         ("cidr 198.51.100.77/24", "cidr 198.51.100.0/24"),
+        # Found by break-it testing: an address behind a percent-escape, a JSON escape or a label,
+        # an IPv4 with its port in brackets, a zone id followed by encoded text.
+        ("ping%20198.51.100.77", "ping%20198.51.100.0"),
+        ("a%2C198.51.100.77", "a%2C198.51.100.0"),
+        ("line1\\n198.51.100.77 - -", "line1\\n198.51.100.0 - -"),
+        ("\\u003c198.51.100.77\\u003e", "\\u003c198.51.100.0\\u003e"),
+        ("ip:2001:db8:abcd:12::1", "ip:2001:db8:abcd::"),
+        ("relay=[IPv6:2001:db8:abcd:12::1]", "relay=[IPv6:2001:db8:abcd::]"),
+        ("kafka broker [198.51.100.77:9092] down", "kafka broker [198.51.100.0:9092] down"),
+        ("12:30:45:198.51.100.77", "12:30:45:198.51.100.0"),
+        ("q=2001:db8:abcd:12::1%20and%20more", "q=2001:db8:abcd::%20and%20more"),
+        ("fe80::1%eth0 up", "fe80::%eth0 up"),
     ],
 )
 def test_ip_addresses_in_text_are_truncated(text: str, expected: str) -> None:
@@ -106,6 +118,10 @@ def test_ip_addresses_in_text_are_truncated(text: str, expected: str) -> None:
         "999.1.1.1 and 1.2.3",
         "price 1234567890123.45",
         "198.51.100.0 is already a network",
+        "data[::2] and arr[1::2] and a[:, ::3]",  # Python slices: ::/48 holds nobody's address
+        "Db::Add1() and 10::1",  # a short word and two groups: not taken for an address
+        "loopback ::1 and http://[::1]:8080/",
+        "token\n0:0:0:0:0:0:0:1 - -",
     ],
 )
 def test_text_that_is_no_full_address_is_unchanged(text: str) -> None:
@@ -121,6 +137,47 @@ def test_ip_addresses_are_truncated_in_urls_and_nested_values() -> None:
     value = {"geo": {"hops": [{"ip": "203.0.113.9"}, "2001:db8:abcd:12::1"]}, "n": 3}
     assert scrubber.value(value) == {"geo": {"hops": [{"ip": "203.0.113.0"}, "2001:db8:abcd::"]}, "n": 3}
     assert scrubber.counts["ip_address"] == 4
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        # Regression: the query was re-encoded before the patterns ran (":" became %3A), so an
+        # IPv6 address or the second address of a list hid from them.
+        ("http://x/?ip=2001:db8:abcd:12::1", "http://x/?ip=2001%3Adb8%3Aabcd%3A%3A"),
+        ("http://x/?xff=203.0.113.1,198.51.100.77", "http://x/?xff=203.0.113.0%2C198.51.100.0"),
+        (
+            "https://g.example/url?q=http://198.51.100.77/admin",
+            "https://g.example/url?q=http%3A%2F%2F198.51.100.0%2Fadmin",
+        ),
+    ],
+)
+def test_ip_addresses_in_query_strings_are_truncated_before_encoding(url: str, expected: str) -> None:
+    scrubber = Scrubber()
+    assert scrubber.url(url) == expected
+    assert scrubber.url(expected) == expected  # idempotent: the rescrub applies it again
+
+
+def test_object_keys_holding_an_address_are_truncated() -> None:
+    assert Scrubber().value({"peers": {"198.51.100.77": 3, "2001:db8:abcd:12::1": 1}}) == {
+        "peers": {"198.51.100.0": 3, "2001:db8:abcd::": 1}
+    }
+
+
+def test_a_card_number_followed_by_another_number_is_masked() -> None:
+    # Regression: "a digit, maybe a separator" repeated swallowed " 12" and the span failed Luhn.
+    assert Scrubber().text("card 4111111111111111 12/25") == "card [CARD] 12/25"
+    assert Scrubber().text("4111 1111 1111 1111 exp 12/25") == "[CARD] exp 12/25"
+
+
+def test_a_long_run_of_key_words_is_scrubbed_in_linear_time() -> None:
+    # Regression: each "pwd" of a 100 kB token made the pair rule rescan the rest (4.7 s).
+    scrubber = Scrubber()
+    for size in (30_000, 300_000):
+        started = time.perf_counter()
+        scrubber._scrub_text("pwd" * (size // 3))
+        elapsed = time.perf_counter() - started
+        assert elapsed < 2.0, (size, elapsed)
 
 
 def test_quarantine_rules_are_the_ones_marked_for_it() -> None:
