@@ -202,7 +202,7 @@ class ScrubRules:
                     re.IGNORECASE,
                 ),
                 value_patterns=patterns,
-                fingerprint=hashlib.sha256(text.encode()).hexdigest()[:16],
+                fingerprint=_fingerprint(text),
             )
         except (KeyError, TypeError, re.error) as exc:
             raise ValueError(f"invalid scrub rules in {path}: {exc!r}") from exc
@@ -227,6 +227,20 @@ def fold_text(text: str) -> str:
     """What the rules match against: Unicode NFKC (full-width and compatibility forms folded) and
     no format characters (category Cf: soft hyphens, zero-width spaces), which hide an ``@``."""
     return "".join(ch for ch in unicodedata.normalize("NFKC", text) if unicodedata.category(ch) != "Cf")
+
+
+def _fingerprint(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def rules_fingerprint(path: Path = DEFAULT_RULES_PATH) -> str:
+    """:attr:`ScrubRules.fingerprint` of the rules file as it is now (read each call, not cached:
+    what the rescrub sensor compares with the tables').
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    return _fingerprint(path.read_text(encoding="utf-8"))
 
 
 @lru_cache(maxsize=4)

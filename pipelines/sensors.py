@@ -6,7 +6,7 @@ from pipelines.hot_path import BRONZE_VERSION_TAG, hot_path
 from pipelines.jobs import ingest_to_gold, rescrub_lake
 from pipelines.rescrub import pending_tables
 from pipelines.resources import LakeResource
-from pipelines.scrubbing import DEFAULT_RULES_PATH, load_rules
+from pipelines.scrubbing import DEFAULT_RULES_PATH, rules_fingerprint
 from warehouse.settings import get_settings
 from warehouse.tables import EVENTS, RAW_EVENTS
 
@@ -72,10 +72,11 @@ def bronze_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg
 def rescrub_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.RunRequest | dg.SkipReason:
     """Request one rescrub per rules fingerprint and silver version while a table lags the rules.
 
-    The key names silver's version too: a rescrub that failed is requested again once silver moved.
+    The rules file is read on every tick, so editing it in place needs no restart. The key names
+    silver's version too: a rescrub that failed is requested again once silver moved.
     """
     settings = get_settings()
-    fingerprint = load_rules(settings.scrub_rules_path or DEFAULT_RULES_PATH).fingerprint
+    fingerprint = rules_fingerprint(settings.scrub_rules_path or DEFAULT_RULES_PATH)
     store = lake.lake()
     pending = pending_tables(store, fingerprint)
     if not pending:

@@ -19,7 +19,7 @@ from pipelines import rescrub
 from pipelines.assets import purged_history
 from pipelines.jobs import DERIVED_ASSETS
 from pipelines.resources import LakeResource
-from pipelines.scrubbing import DEFAULT_RULES_PATH, RULES_PROPERTY, load_rules
+from pipelines.scrubbing import DEFAULT_RULES_PATH, RULES_PROPERTY, load_rules, rules_fingerprint
 from pipelines.sensors import rescrub_sensor
 from tests.conftest import ApiServer, Env, materialize_all, stored_text
 from warehouse.lake import Lake
@@ -207,3 +207,19 @@ def test_a_crash_midway_loses_no_row_and_the_next_run_finishes(old_lake: Env, mo
     assert pl.read_delta(env.lake.uri(EVENTS))["event_id"].sort().to_list() == before
     assert leaks(env) == []
     assert rescrub.pending_tables(env.lake, load_rules(DEFAULT_RULES_PATH).fingerprint) == []
+
+
+def test_the_sensor_sees_a_rules_file_edited_in_place(
+    env: Env, tmp_path: Path, setting: Callable[[str, str], None]
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(DEFAULT_RULES_PATH.read_text())
+    setting("EVENTLAKE_SCRUB_RULES_PATH", str(rules))
+    assert isinstance(sensor(env), dg.SkipReason)  # no table yet
+    for table in (EVENTS, REJECTED_EVENTS):  # created under these rules, as the silver step does
+        env.lake.ensure(table, {RULES_PROPERTY: rules_fingerprint(rules)})
+    assert isinstance(sensor(env), dg.SkipReason)
+    rules.write_text(rules.read_text().replace('  - "pwd"\n', '  - "pwd"\n  - "memo"\n'))
+    request = sensor(env)  # the same process: the file is read again, not a cached copy
+    assert isinstance(request, dg.RunRequest)
+    assert request.run_key == f"rescrub@{rules_fingerprint(rules)}@silver-v{env.lake.version(EVENTS)}"
