@@ -39,7 +39,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from warehouse.gold import MARTS  # noqa: E402
+from warehouse.marts import catalog  # noqa: E402
 
 RUN_JOB = "ingest_to_gold"
 
@@ -67,7 +67,7 @@ def covered_version(serving: Path) -> int:
     except duckdb.Error:
         return -1
     try:
-        marts = list(MARTS)
+        marts = [name for name, mart in catalog().items() if mart.spec.kind == "incremental"]
         row = con.execute(
             "select count(*), min(bronze_version) from gold_watermarks where list_contains(?, mart)", [marts]
         ).fetchone()

@@ -28,7 +28,7 @@ from pipelines.pseudonyms import Pseudonymizer
 from pipelines.rescrub import rescrub
 from pipelines.scrubbing import Scrubber
 from pipelines.silver import Rules
-from pipelines.validation import load_suite
+from pipelines.validation import load_suite, suite_path
 from warehouse.lake import Lake
 from warehouse.tables import EVENTS, RAW_EVENTS
 
@@ -62,7 +62,12 @@ def main() -> None:
                     ),
                 )
         scrubber = Scrubber()
-        rules = Rules(load_suite(RAW_EVENTS.name), scrubber, Pseudonymizer(b"bench", scrubber), load_suite(EVENTS.name))
+        rules = Rules(
+            load_suite(suite_path(RAW_EVENTS.name)),
+            scrubber,
+            Pseudonymizer(b"bench", scrubber),
+            load_suite(suite_path(EVENTS.name)),
+        )
         print(
             f"{args.days} days x {args.commits} commits x {args.rows} rows = {total} silver rows, "
             "every location a full IP"

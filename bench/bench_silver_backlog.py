@@ -26,7 +26,7 @@ def drain(lake_root: str, silver_suffix: str, max_rows: int) -> str:
     from pipelines.parallel import Parallelism
     from pipelines.pseudonyms import Pseudonymizer
     from pipelines.scrubbing import Scrubber
-    from pipelines.validation import load_suite
+    from pipelines.validation import load_suite, suite_path
     from warehouse.lake import Lake
     from warehouse.settings import get_settings
     from warehouse.tables import EVENTS, PROPERTY_TYPES, RAW_EVENTS, WATERMARKS, TableDef
@@ -43,7 +43,11 @@ def drain(lake_root: str, silver_suffix: str, max_rows: int) -> str:
     settings = get_settings()  # worker processes as the pipeline starts them (default: one per core)
     parallel = Parallelism(settings.silver_workers, settings.silver_parallel_min_rows)
     rules = silver.Rules(
-        load_suite("raw_events"), scrubber, Pseudonymizer(b"bench-key", scrubber), load_suite("events"), parallel
+        load_suite(suite_path("raw_events")),
+        scrubber,
+        Pseudonymizer(b"bench-key", scrubber),
+        load_suite(suite_path("events")),
+        parallel,
     )
     target = lake.version(RAW_EVENTS)
     runs = rows = 0

@@ -26,13 +26,14 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dashboards import service  # noqa: E402
-from pipelines.gold import pipeline_freshness, refresh_data_quality, refresh_mart  # noqa: E402
+from pipelines.data_quality import refresh_data_quality  # noqa: E402
+from pipelines.gold import refresh_mart  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.integration.test_superset import login  # noqa: E402
 from warehouse import gold  # noqa: E402
-from warehouse.gold import MARTS  # noqa: E402
 from warehouse.lake import Lake  # noqa: E402
-from warehouse.serving import publish_snapshot  # noqa: E402
+from warehouse.marts import catalog  # noqa: E402
+from warehouse.serving import pipeline_freshness, publish_snapshot  # noqa: E402
 from warehouse.tables import EVENTS  # noqa: E402
 
 
@@ -73,11 +74,13 @@ def generated_snapshot(events: int, folder: Path, chunk: int = 1_000_000) -> Pat
         )
         lake.append(EVENTS, table)
     con = gold.connect(folder / "warehouse.duckdb")
-    for mart in MARTS:
-        refresh_mart(con, lake, mart)
-    refresh_data_quality(con, lake)
+    marts = catalog()
+    for name, mart in marts.items():
+        if mart.spec.kind == "incremental":
+            refresh_mart(con, lake, name)
+    refresh_data_quality(con, lake, marts["data_quality_daily"])
     target = folder / "serving" / "serving.duckdb"
-    publish_snapshot(con, target, {"pipeline_freshness": pipeline_freshness(con, lake)})
+    publish_snapshot(con, target, marts, {"pipeline_freshness": pipeline_freshness(con, lake)})
     con.close()
     return target
 

@@ -24,7 +24,7 @@ from pipelines.pseudonyms import Pseudonymizer
 from pipelines.registry import known_types
 from pipelines.scrubbing import Scrubber, ScrubRules
 from pipelines.silver import prior_hashes, write_checked
-from pipelines.validation import SplitResult, load_suite, split_by_suite
+from pipelines.validation import SplitResult, load_suite, split_by_suite, suite_path
 from warehouse import gold
 from warehouse.contract import RequestContext, explode_payload
 from warehouse.lake import Lake
@@ -85,7 +85,7 @@ def run(lake: Lake, version: int, variant: str) -> dict[str, float]:
         timings[name] = time.perf_counter() - started
         return value
 
-    suite, silver_suite = load_suite("raw_events"), load_suite("events")
+    suite, silver_suite = load_suite(suite_path("raw_events")), load_suite(suite_path("events"))
     scrubber = Scrubber(NO_RULES) if variant == "no_scrub" else Scrubber()
     pseudonymizer = None if variant == "no_scrub" else Pseudonymizer(b"bench-key", scrubber)
     changes = timed("read_cdf", lambda: lake.changes(RAW_EVENTS, -1, version))

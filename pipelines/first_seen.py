@@ -21,9 +21,8 @@ from collections.abc import Iterator
 import duckdb
 import pyarrow as pa
 
-from warehouse.gold import GoldWatermark, gold_watermark, load_sql, set_gold_watermark
+from warehouse.gold import GoldWatermark, gold_watermark, load_sql, registered, set_gold_watermark, transaction
 from warehouse.lake import Lake
-from warehouse.settings import get_settings
 from warehouse.tables import EVENTS, PERSON_FIRST_SEEN, RAW_EVENTS
 
 log = logging.getLogger(__name__)
@@ -49,8 +48,10 @@ def _people_rows(feed: pa.RecordBatchReader) -> pa.RecordBatchReader:
     return pa.RecordBatchReader.from_batches(EVENTS.schema, batches())
 
 
-def refresh_first_seen(con: duckdb.DuckDBPyConnection, lake: Lake, silver_version: int) -> int:
+def refresh_first_seen(con: duckdb.DuckDBPyConnection, lake: Lake, silver_version: int, timezone: str = "UTC") -> int:
     """Bring ``person_first_seen`` up to ``silver_version``; returns how many first_seen moved earlier.
+
+    ``timezone``: the reporting zone (IANA name) people's days are counted in.
 
     Reads identity links: call :func:`pipelines.identity.refresh_identity` first. Commits its own
     transaction (shared state; idempotent, a no-op when already at ``silver_version``).
@@ -64,32 +65,27 @@ def refresh_first_seen(con: duckdb.DuckDBPyConnection, lake: Lake, silver_versio
         return 0
     views = {
         "silver_events": _people_rows(lake.change_stream(EVENTS, silver_from, silver_version, columns=_COLUMNS)),
-        "reporting_settings": pa.table({"timezone": [get_settings().reporting_timezone]}),
+        "reporting_settings": pa.table({"timezone": [timezone]}),
     }
-    for name, view in views.items():
-        con.register(name, view)
-    con.execute(load_sql("create_people_events"))
-    con.begin()
     try:
-        candidates = con.sql(
-            load_sql("select_first_seen_candidates"),
-            params={"after_version": silver_from, "until_version": silver_version},
-        ).to_arrow_table()
-        con.register("first_seen_candidates", candidates)
-        moves = con.execute(load_sql("insert_first_seen_moves"), {"silver_version": silver_version}).fetchall()
-        con.execute(load_sql("upsert_person_first_seen"), {"silver_version": silver_version})
-        set_gold_watermark(
-            con, PERSON_FIRST_SEEN, GoldWatermark(silver_version, lake.watermark(EVENTS.name, RAW_EVENTS.name))
-        )
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
+        with registered(con, views):
+            con.execute(load_sql("create_people_events"))
+            with transaction(con):
+                candidates = con.sql(
+                    load_sql("select_first_seen_candidates"),
+                    params={"after_version": silver_from, "until_version": silver_version},
+                ).to_arrow_table()
+                with registered(con, {"first_seen_candidates": candidates}):
+                    moves = con.execute(
+                        load_sql("insert_first_seen_moves"), {"silver_version": silver_version}
+                    ).fetchall()
+                    con.execute(load_sql("upsert_person_first_seen"), {"silver_version": silver_version})
+                set_gold_watermark(
+                    con, PERSON_FIRST_SEEN, GoldWatermark(silver_version, lake.watermark(EVENTS.name, RAW_EVENTS.name))
+                )
     finally:
         con.execute("drop view if exists people_events")
         con.execute("drop view if exists resolved_events")
-        for name in (*views, "first_seen_candidates"):
-            con.unregister(name)
     moved = int(moves[0][0]) if moves else 0
     log.info(
         "first seen: silver (%d, %d], %d people, %d moved earlier",

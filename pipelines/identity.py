@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
-from warehouse.gold import GoldWatermark, gold_watermark, load_sql, set_gold_watermark
+from warehouse.gold import GoldWatermark, gold_watermark, load_sql, registered, set_gold_watermark, transaction
 from warehouse.lake import Lake
 from warehouse.tables import EVENTS, IDENTITY_LINKS, RAW_EVENTS
 
@@ -58,26 +58,18 @@ def refresh_identity(con: duckdb.DuckDBPyConnection, lake: Lake, silver_version:
             EVENTS, silver_from, silver_version, predicate="event_type = 'alias'", columns=[*_COLUMNS, "properties"]
         ),
     }
-    for name, view in views.items():
-        con.register(name, view)
-    con.begin()
     try:
-        before = con.table(IDENTITY_LINKS).aggregate("count(*)").fetchall()[0][0]
-        con.execute(load_sql("create_new_silver_identities"))
-        con.execute(load_sql("insert_anonymous_days"))
-        con.execute(load_sql("insert_identity_links"))
-        after = con.table(IDENTITY_LINKS).aggregate("count(*)").fetchall()[0][0]
-        set_gold_watermark(
-            con, IDENTITY_LINKS, GoldWatermark(silver_version, lake.watermark(EVENTS.name, RAW_EVENTS.name))
-        )
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
+        with registered(con, views), transaction(con):
+            before = con.table(IDENTITY_LINKS).aggregate("count(*)").fetchall()[0][0]
+            con.execute(load_sql("create_new_silver_identities"))
+            con.execute(load_sql("insert_anonymous_days"))
+            con.execute(load_sql("insert_identity_links"))
+            after = con.table(IDENTITY_LINKS).aggregate("count(*)").fetchall()[0][0]
+            set_gold_watermark(
+                con, IDENTITY_LINKS, GoldWatermark(silver_version, lake.watermark(EVENTS.name, RAW_EVENTS.name))
+            )
     finally:
         con.execute("drop table if exists new_silver")
-        for name in views:
-            con.unregister(name)
     log.info("identity: silver (%d, %d] added %d links", silver_from, silver_version, after - before)
     return IdentityStats(silver_from, silver_version, int(after - before))
 

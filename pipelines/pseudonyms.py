@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.scrubbing import Scrubber
-from warehouse.settings import Settings
 
 #: Prefix of every pseudonym, so analysts can tell a pseudonym from a client id.
 PREFIX = "hmac:"
@@ -33,15 +32,15 @@ PERSONAL_ID_COLUMNS = ("user_id", "anonymous_id", "session_id")
 ALWAYS_PSEUDONYMIZED = ("user_id", "anonymous_id")
 
 
-def load_key(settings: Settings) -> bytes:
-    """The HMAC key: ``settings.pseudonym_key``, else the key file, generated on first use.
+def load_key(key: str | None, path: Path) -> bytes:
+    """The HMAC key: ``key`` (``EVENTLAKE_PSEUDONYM_KEY``) when set, else the key file ``path``,
+    generated on first use (64 hex characters, mode 0600).
 
     Raises:
         OSError: the key file cannot be read or created.
     """
-    if settings.pseudonym_key is not None:
-        return settings.pseudonym_key.get_secret_value().encode()
-    path = settings.pseudonym_key_path
+    if key is not None:
+        return key.encode()
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         try:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 
-from pipelines.pseudonyms import Pseudonymizer, load_key
-from pipelines.scrubbing import DEFAULT_RULES_PATH, Scrubber, load_rules
+from pipelines.pseudonyms import Pseudonymizer
 from warehouse.lake import Lake
-from warehouse.settings import Settings
 from warehouse.tables import USER_ATTRIBUTES
 from warehouse.users import read_users
 
@@ -33,13 +32,13 @@ class UsersLoad:
     changed: bool
 
 
-def load_user_attributes(store: Lake, settings: Settings, run_id: str) -> UsersLoad:
-    """Read ``settings.users_path`` and replace ``user_attributes`` with it when its content changed.
+def load_user_attributes(store: Lake, users_path: Path | None, pseudonymizer: Pseudonymizer, run_id: str) -> UsersLoad:
+    """Read the users source ``users_path`` and replace ``user_attributes`` with it when its content changed.
 
     User ids are pseudonymized by silver's rule (same key, same scrub rules), so they match
-    silver's ``user_id``; attribute values are scrubbed by silver's text rules (they reach a served
-    mart). Without a users source the table is emptied (an unset source means no
-    attributes). The table is overwritten whole in one commit: gold marts that read it recompute
+    silver's ``user_id`` (``pseudonymizer``: silver's, with its scrubber); attribute values are
+    scrubbed by silver's text rules (they reach a served mart). Without a users source the table is
+    emptied (an unset source means no attributes). The table is overwritten whole in one commit: gold marts that read it recompute
     when its content changes (their definition fingerprint includes it).
 
     Raises:
@@ -47,12 +46,11 @@ def load_user_attributes(store: Lake, settings: Settings, run_id: str) -> UsersL
             last good content.
         OSError: the pseudonym key cannot be read.
     """
-    if settings.users_path is None:
+    if users_path is None:
         rows = USER_ATTRIBUTES.schema.empty_table()
     else:
-        scrubber = Scrubber(load_rules(settings.scrub_rules_path or DEFAULT_RULES_PATH))
-        pseudonymizer = Pseudonymizer(load_key(settings), scrubber, settings.pseudonymize_all_ids)
-        source = read_users(settings.users_path, lambda user_id: pseudonymizer.identifier("user_id", user_id))
+        scrubber = pseudonymizer.scrubber
+        source = read_users(users_path, lambda user_id: pseudonymizer.identifier("user_id", user_id))
         # Values reach a served mart: an email, card number or token in a CRM column is masked.
         values = pl.Series(source["value"]).unique()
         masked = dict(zip(values.to_list(), (scrubber.text(v) for v in values.to_list()), strict=True))
@@ -67,6 +65,6 @@ def load_user_attributes(store: Lake, settings: Settings, run_id: str) -> UsersL
     version = store.version(USER_ATTRIBUTES)
     if version is not None and current.select(content).equals(rows.select(content)):
         return UsersLoad(rows.num_rows, users, version, changed=False)
-    version = store.overwrite(USER_ATTRIBUTES, rows, metadata={"eventlake.users_path": str(settings.users_path)})
-    log.info("user_attributes: %d rows for %d users from %s (v%d)", rows.num_rows, users, settings.users_path, version)
+    version = store.overwrite(USER_ATTRIBUTES, rows, metadata={"eventlake.users_path": str(users_path)})
+    log.info("user_attributes: %d rows for %d users from %s (v%d)", rows.num_rows, users, users_path, version)
     return UsersLoad(rows.num_rows, users, version, changed=True)

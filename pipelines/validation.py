@@ -12,7 +12,8 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from functools import cache
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,7 +36,8 @@ REASON_TYPES = frozenset(
         "type_conflict",
     }
 )
-EXPECTATIONS_DIR = Path(__file__).resolve().parents[1] / "expectations"
+#: The lake tables' suites (package data of the ``expectations`` folder, read with importlib.resources).
+EXPECTATIONS_DIR = files("expectations")
 
 
 class ValidationError(RuntimeError):
@@ -73,8 +75,14 @@ class SplitResult:
 ROW_SPLIT_SUITES = frozenset({"raw_events"})
 
 
-def _read_suite(name: str, directory: Path) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads((directory / f"{name}.json").read_text())
+def suite_path(name: str) -> Traversable:
+    """The suite file of a lake table (``expectations/<name>.json``); a mart's is in its folder."""
+    return EXPECTATIONS_DIR.joinpath(f"{name}.json")
+
+
+def _read_suite(path: Traversable) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(path.read_text())
+    name = document["name"]
     for expectation in document["expectations"]:
         if not expectation.get("meta", {}).get("check"):
             raise ValueError(f"suite {name}: every expectation needs meta.check ({expectation['type']})")
@@ -85,8 +93,8 @@ def _read_suite(name: str, directory: Path) -> dict[str, Any]:
     return document
 
 
-def load_suite(name: str, directory: Path = EXPECTATIONS_DIR) -> gx.ExpectationSuite:
-    """Load ``<directory>/<name>.json`` as an expectation suite.
+def load_suite(path: Traversable) -> gx.ExpectationSuite:
+    """Load the suite file ``path`` (GE suite JSON, see :func:`suite_path`) as an expectation suite.
 
     Raises:
         FileNotFoundError: when the suite file is missing.
@@ -97,14 +105,12 @@ def load_suite(name: str, directory: Path = EXPECTATIONS_DIR) -> gx.ExpectationS
     # code location (webserver, daemon, sensor) must load without it.
     import great_expectations as gx
 
-    return gx.ExpectationSuite(**_read_suite(name, directory))
+    return gx.ExpectationSuite(**_read_suite(path))
 
 
-def check_names(name: str, directory: Path = EXPECTATIONS_DIR) -> list[tuple[str, str]]:
-    """``(check name, description)`` of every expectation of suite ``name``, in order (no GE import)."""
-    return [
-        (e["meta"]["check"], e["meta"].get("description", "")) for e in _read_suite(name, directory)["expectations"]
-    ]
+def check_names(path: Traversable) -> list[tuple[str, str]]:
+    """``(check name, description)`` of every expectation of the suite file ``path``, in order (no GE import)."""
+    return [(e["meta"]["check"], e["meta"].get("description", "")) for e in _read_suite(path)["expectations"]]
 
 
 def suite_columns(suite: gx.ExpectationSuite) -> list[str]:

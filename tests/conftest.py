@@ -24,10 +24,10 @@ import pytest
 # In-process runs read settings from the environment: never let them write a key under ./data.
 os.environ.setdefault("EVENTLAKE_PSEUDONYM_KEY", "tests-only-pseudonym-key")
 
-from pipelines.jobs import DERIVED_ASSETS
-from pipelines.resources import LakeResource, WarehouseResource
+from pipelines.defs import pipeline_assets, pipeline_resources
+from warehouse.gold import GoldOptions
 from warehouse.lake import Lake
-from warehouse.settings import get_settings
+from warehouse.settings import Settings, get_settings
 from warehouse.tables import EVENTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,6 +86,14 @@ class Env:
     def lake(self) -> Lake:
         return Lake(self.lake_root)
 
+    def settings(self) -> Settings:
+        """The settings of a process writing here: ``EVENTLAKE_*`` from the environment as it is now."""
+        return Settings(data_dir=self.data_dir)
+
+    def resources(self) -> dict[str, Any]:
+        """The Dagster resources of a code location writing here (:func:`pipelines.defs.pipeline_resources`)."""
+        return pipeline_resources(self.settings())
+
 
 @pytest.fixture
 def env(tmp_path: Path) -> Env:
@@ -107,6 +115,11 @@ def setting(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, str], No
     yield set_variable
     monkeypatch.undo()
     get_settings.cache_clear()
+
+
+def gold_options() -> GoldOptions:
+    """How gold is computed under the ``EVENTLAKE_*`` variables as they are now (``setting`` changes them)."""
+    return Settings().gold_options()
 
 
 def free_port() -> int:
@@ -185,20 +198,17 @@ def api(env: Env) -> Iterator[ApiServer]:
     server.proc.wait(timeout=30)
 
 
-def materialize_all(
-    env: Env, assets: list[dg.AssetsDefinition] = DERIVED_ASSETS, **silver_config: str
-) -> dg.ExecuteInProcessResult:
+def materialize_all(env: Env, with_purge: bool = False, **silver_config: str) -> dg.ExecuteInProcessResult:
     """Materialize silver (with its GE checks), gold and the serving snapshot in-process, like one sensor run.
 
-    ``silver_config``: the silver step's config (``mode="replay"``, ``mode="reprocess"`` with days…);
-    ``assets``: what to materialize (a job's selection, e.g. the rescrub's with its purge).
+    Settings come from the environment as it is at the call (``setting`` changes them), like a new
+    code location's. ``silver_config``: the silver step's config (``mode="replay"``, ``mode="reprocess"``
+    with days…); ``with_purge``: the rescrub job's selection, with ``purged_history``.
     """
+    assets = pipeline_assets(env.settings())
     result = dg.materialize(
-        assets,
-        resources={
-            "lake": LakeResource(root=env.lake_root),
-            "warehouse": WarehouseResource(path=str(env.warehouse), serving_path=str(env.serving)),
-        },
+        [*assets.derived, assets.purge] if with_purge else assets.derived,
+        resources=env.resources(),
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=True,
         run_config={"ops": {"silver_events": {"config": silver_config}}} if silver_config else None,

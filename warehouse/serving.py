@@ -1,7 +1,8 @@
 """The serving snapshot: a small read-only DuckDB file that dashboards query.
 
-The gold tables are copied into a fresh file next to the served path, the curated views
-(``sql/create_serving_views.sql``) are added, the file is checkpointed and closed, then
+The gold tables are copied into a fresh file next to the served path, the curated views (each
+mart folder's ``views.sql``: what analysts build charts on, reading only the snapshot's own
+tables, so the file stands alone) are added, the file is checkpointed and closed, then
 atomically renamed onto the served path (``os.replace``). A reader therefore opens either the
 old or the new file, never a half-written one, and never contends for the warehouse's write lock.
 """
@@ -11,27 +12,19 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
-from warehouse.gold import MARTS, load_sql
-from warehouse.tables import DATA_QUALITY_DAILY, GOLD_WATERMARKS, RETENTION_COHORTS
+from warehouse.lake import Lake
+from warehouse.marts import Mart
+from warehouse.tables import EVENTS, GOLD_WATERMARKS, RAW_EVENTS, REJECTED_EVENTS
 
 log = logging.getLogger(__name__)
-
-#: Gold tables copied into every snapshot, besides the extra tables passed in: the aggregate marts
-#: (person-level and per-session state stays in the warehouse, so the snapshot stays small and holds
-#: no person ids). The watermarks travel along so readers can tell which bronze version the served
-#: numbers cover.
-SNAPSHOT_TABLES = (
-    *(name for name, mart in MARTS.items() if mart.served),
-    RETENTION_COHORTS,
-    DATA_QUALITY_DAILY,
-    GOLD_WATERMARKS,
-)
 
 
 @dataclass(frozen=True)
@@ -44,26 +37,37 @@ class SnapshotStats:
 
 
 def publish_snapshot(
-    warehouse: duckdb.DuckDBPyConnection, target: Path, extra_tables: dict[str, pa.Table] | None = None
+    warehouse: duckdb.DuckDBPyConnection,
+    target: Path,
+    marts: Mapping[str, Mart],
+    extra_tables: dict[str, pa.Table] | None = None,
 ) -> SnapshotStats:
-    """Write the gold tables (+ ``extra_tables``) and curated views to ``target`` atomically.
+    """Write the served marts, the watermarks (+ ``extra_tables``) and the marts' serving views
+    (their ``views.sql``) to ``target`` atomically.
+
+    Person-level and per-session state (``served: false``) stays in the warehouse, so the snapshot
+    stays small and holds no person ids. The watermarks travel along so readers can tell which
+    bronze version the served numbers cover.
 
     Raises:
         duckdb.Error: when copying fails; the served file is then left as it was.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    tables = {name: warehouse.table(name).to_arrow_table() for name in SNAPSHOT_TABLES}
+    served = [name for name, mart in marts.items() if mart.spec.served]
+    tables = {name: warehouse.table(name).to_arrow_table() for name in (*served, GOLD_WATERMARKS)}
     tables.update(extra_tables or {})
     try:
         snapshot = duckdb.connect(str(staging))
         try:
             for name, rows in tables.items():
                 snapshot.register("source_rows", rows)
-                # `name` comes from SNAPSHOT_TABLES or the caller's constant keys, never from input.
+                # `name` is a mart's (a checked identifier) or the caller's constant keys, never from input.
                 snapshot.execute(f"create table {name} as select * from source_rows")
                 snapshot.unregister("source_rows")
-            snapshot.execute(load_sql("create_serving_views"))
+            for mart in marts.values():
+                if mart.has("views.sql"):
+                    snapshot.execute(mart.sql("views"))
             snapshot.execute("checkpoint")
         finally:
             snapshot.close()
@@ -73,3 +77,38 @@ def publish_snapshot(
     stats = SnapshotStats(target, target.stat().st_size, {name: rows.num_rows for name, rows in tables.items()})
     log.info("published serving snapshot %s (%d bytes)", target, stats.bytes)
     return stats
+
+
+def pipeline_freshness(con: duckdb.DuckDBPyConnection, lake: Lake) -> pa.Table:
+    """When each layer last changed: ``(layer, table_name, version, updated_at UTC)`` rows.
+
+    Lake tables report their latest Delta commit (version and commit time); gold marts report
+    the silver version they consumed and when their watermark last moved.
+    """
+    rows: list[dict[str, object]] = []
+    for layer, table in (("bronze", RAW_EVENTS), ("silver", EVENTS), ("quarantine", REJECTED_EVENTS)):
+        dt = lake.open(table)
+        if dt is None:
+            continue
+        last = dt.history(1)[0]
+        rows.append(
+            {
+                "layer": layer,
+                "table_name": table.name,
+                "version": dt.version(),
+                "updated_at": datetime.fromtimestamp(last["timestamp"] / 1000, tz=UTC),
+            }
+        )
+    for mart, silver_version, updated_at in (
+        con.table("gold_watermarks").select("mart, silver_version, updated_at").fetchall()
+    ):
+        rows.append({"layer": "gold", "table_name": mart, "version": silver_version, "updated_at": updated_at})
+    schema = pa.schema(
+        [
+            ("layer", pa.string()),
+            ("table_name", pa.string()),
+            ("version", pa.int64()),
+            ("updated_at", pa.timestamp("us", tz="UTC")),
+        ]
+    )
+    return pa.Table.from_pylist(rows, schema=schema)

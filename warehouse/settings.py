@@ -10,6 +10,8 @@ import duckdb
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from warehouse.gold import GoldOptions
+
 
 class SourceConfig(BaseModel):
     """One source: its name (recorded on every row it sends) and its write key's SHA-256 (hex).
@@ -168,6 +170,11 @@ class Settings(BaseSettings):
     funnels_path: Path | None = Field(
         default=None, description="Funnel definitions YAML; default warehouse/funnels.yaml in the repository."
     )
+    extra_marts_dir: Path | None = Field(
+        default=None,
+        description="A folder of more gold mart folders (warehouse/marts/README.md) besides the shipped ones; "
+        "each becomes an asset with its check, table and serving views.",
+    )
     users_path: Path | None = Field(
         default=None,
         description="Users source: a CSV file or Delta table of user attributes with optional valid_from "
@@ -277,6 +284,17 @@ class Settings(BaseSettings):
     def warehouse_file(self) -> Path:
         """Absolute path of the gold DuckDB file."""
         return (self.warehouse_path or self.data_dir / "warehouse.duckdb").resolve()
+
+    def gold_options(self) -> GoldOptions:
+        """How the gold refreshes compute gold (:class:`warehouse.gold.GoldOptions`)."""
+        return GoldOptions(
+            reporting_timezone=self.reporting_timezone,
+            batch_weeks=self.gold_batch_weeks,
+            session_timeout_minutes=self.session_timeout_minutes,
+            funnels_path=self.funnels_path,
+            validation_part_rows=self.validation_part_rows,
+            extra_marts_dir=self.extra_marts_dir,
+        )
 
 
 @lru_cache(maxsize=1)

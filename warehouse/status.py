@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 from warehouse import gold
 from warehouse.lake import Lake
+from warehouse.marts import Mart, catalog
 from warehouse.settings import get_settings
 from warehouse.tables import RAW_EVENTS
 
@@ -39,13 +40,15 @@ class AppSummary:
     mau_calendar_month: int
 
 
-def covered_bronze_version(path: Path) -> int | None:
-    """The bronze version every served gold mart covers, or ``None`` before the first snapshot."""
+def covered_bronze_version(path: Path, marts: Mapping[str, Mart] | None = None) -> int | None:
+    """The bronze version every incremental mart of ``marts`` (default: the shipped ones) covers in the
+    serving snapshot at ``path``, or ``None`` before the first snapshot."""
     if not path.exists():
         return None
+    incremental = [name for name, mart in (marts or catalog()).items() if mart.spec.kind == "incremental"]
     con = gold.connect(path, read_only=True)
     try:
-        marks = [gold.gold_watermark(con, mart) for mart in gold.MARTS]
+        marks = [gold.gold_watermark(con, mart) for mart in incremental]
     finally:
         con.close()
     if any(mark is None for mark in marks):

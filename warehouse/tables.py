@@ -188,26 +188,10 @@ USER_ATTRIBUTES = TableDef(
     },
 )
 
-#: Gold marts in the DuckDB warehouse file (created by sql/create_gold_tables.sql).
-DAILY_ACTIVE_USERS = "daily_active_users"
-ACTIVE_USERS_BREAKDOWN = "active_users_breakdown"
-WEEKLY_ACTIVE_USERS = "weekly_active_users"
-MONTHLY_ACTIVE_USERS = "monthly_active_users"
-DAILY_EVENT_COUNTS = "daily_event_counts"
-DAILY_PAGE_VIEWS = "daily_page_views"
-FUNNEL_STEPS = "funnel_steps"
-FORM_PROGRESS = "form_progress"
-COMPONENT_INTERACTIONS = "component_interactions"
-ERROR_SUMMARY = "error_summary"
-SESSIONS = "sessions"
-DAILY_SESSIONS = "daily_sessions"
-ACTIVE_PERSON_DAYS = "active_person_days"
-ACTIVE_PERSON_WEEKS = "active_person_weeks"
-PERSON_LAST_ACTIVE = "person_last_active"
-RETENTION_COHORTS = "retention_cohorts"
+#: Gold state in the DuckDB warehouse file shared by every mart (warehouse/sql/create_gold_state.sql);
+#: each mart's own table is named by its folder (warehouse/marts).
 IDENTITY_LINKS = "identity_links"
 PERSON_FIRST_SEEN = "person_first_seen"
 FIRST_SEEN_MOVES = "first_seen_moves"
 ANONYMOUS_DAYS = "anonymous_days"
-DATA_QUALITY_DAILY = "data_quality_daily"
 GOLD_WATERMARKS = "gold_watermarks"

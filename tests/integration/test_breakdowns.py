@@ -11,11 +11,10 @@ import duckdb
 import polars as pl
 import pytest
 
-from pipelines.user_attributes import load_user_attributes
+from pipelines.user_attributes import UsersLoad, load_user_attributes
 from tests.conftest import SAMPLES, ApiServer, Env, materialize_all
 from tests.integration.test_end_to_end import replay_cli
 from tests.unit.test_enrichment import ANDROID_CHROME, IPHONE_SAFARI, WINDOWS_CHROME
-from warehouse.settings import get_settings
 from warehouse.tables import USER_ATTRIBUTES
 
 pytestmark = pytest.mark.integration
@@ -29,9 +28,7 @@ def users_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path
     """Where the test writes its users source (EVENTLAKE_USERS_PATH), for in-process runs."""
     path = tmp_path / "users.csv"
     monkeypatch.setenv("EVENTLAKE_USERS_PATH", str(path))
-    get_settings.cache_clear()
     yield path
-    get_settings.cache_clear()
 
 
 def breakdown(env: Env, app: str, prefix: str = "") -> dict[tuple[date, str, str], int]:
@@ -174,15 +171,20 @@ def test_hand_made_devices_locations_and_attribute_versions(api: ApiServer, env:
 
 def test_a_bad_users_source_fails_with_its_lines_and_keeps_the_loaded_versions(env: Env, users_path: Path) -> None:
     users_path.write_text("user_id,plan\nu1,free\n")
-    first = load_user_attributes(env.lake, get_settings(), "run-1")
+    pseudonymizer = env.resources()["silver_step"].pseudonymizer()
+
+    def load(run_id: str) -> UsersLoad:
+        return load_user_attributes(env.lake, users_path, pseudonymizer, run_id)
+
+    first = load("run-1")
     assert (first.rows, first.users, first.changed) == (1, 1, True)
-    assert load_user_attributes(env.lake, get_settings(), "run-2").changed is False  # same content: no commit
+    assert load("run-2").changed is False  # same content: no commit
 
     users_path.write_text(
         "user_id,valid_from,plan\nu1,2024-01-01,pro\n,2024-01-02,free\nu2,last tuesday,pro\nu1,2024-01-01,team\n"
     )
     with pytest.raises(ValueError) as failure:
-        load_user_attributes(env.lake, get_settings(), "run-3")
+        load("run-3")
     assert str(failure.value).endswith(
         "1 row(s) without a user_id (line 3); "
         "1 row(s) with a valid_from that is not an ISO 8601 date or time (line 4); "
@@ -193,7 +195,7 @@ def test_a_bad_users_source_fails_with_its_lines_and_keeps_the_loaded_versions(e
 
     users_path.write_text("id,plan\nu1,free\n")
     with pytest.raises(ValueError, match="no user_id column"):
-        load_user_attributes(env.lake, get_settings(), "run-4")
+        load("run-4")
     users_path.write_text("user_id,valid_to, plan\nu1,2024-01-01,free\n")  # valid_to is computed; padded name
     with pytest.raises(ValueError, match=r"column names \['valid_to', ' plan'\]"):
-        load_user_attributes(env.lake, get_settings(), "run-5")
+        load("run-5")

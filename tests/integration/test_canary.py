@@ -22,7 +22,6 @@ import polars as pl
 import pytest
 
 from tests.conftest import ApiServer, Env, materialize_all, stored_text
-from warehouse.settings import get_settings
 from warehouse.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
 
 pytestmark = pytest.mark.integration
@@ -173,9 +172,7 @@ def silver_processes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
     if request.param == "worker processes":
         monkeypatch.setenv("EVENTLAKE_SILVER_WORKERS", "2")
         monkeypatch.setenv("EVENTLAKE_SILVER_PARALLEL_MIN_ROWS", "1")
-    get_settings.cache_clear()
     yield request.param
-    get_settings.cache_clear()
 
 
 def test_no_canary_secret_reaches_silver_gold_serving_or_logs(

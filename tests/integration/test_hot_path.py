@@ -14,8 +14,9 @@ import pyarrow as pa
 import pytest
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 
-from pipelines.hot_path import BRONZE_VERSION_TAG, HOT_PATH_TAG, hot_path
-from pipelines.resources import LakeResource, WarehouseResource
+from pipelines.defs import build_definitions
+from pipelines.defs.hot_path import HOT_PATH_TAG
+from pipelines.defs.ingest import BRONZE_VERSION_TAG
 from tests.conftest import Env
 from warehouse.contract import RequestContext, explode_payload
 from warehouse.status import covered_bronze_version
@@ -42,14 +43,15 @@ def append_bronze(env: Env, prefix: str, n: int) -> int:
 def run_hot_path(
     env: Env, instance: dg.DagsterInstance, warehouse: Path | None = None, **config: float
 ) -> dg.ExecuteInProcessResult:
-    return hot_path.execute_in_process(
-        instance=instance,
-        resources={
-            "lake": LakeResource(root=env.lake_root),
-            "warehouse": WarehouseResource(path=str(warehouse or env.warehouse), serving_path=str(env.serving)),
-        },
-        run_config={"ops": {"stream_to_gold": {"config": {"poll_interval_s": 0.2, **config}}}},
-        raise_on_error=False,
+    settings = env.settings().model_copy(update={"warehouse_path": warehouse or env.warehouse})
+    return (
+        build_definitions(settings)
+        .resolve_job_def("hot_path")
+        .execute_in_process(
+            instance=instance,
+            run_config={"ops": {"stream_to_gold": {"config": {"poll_interval_s": 0.2, **config}}}},
+            raise_on_error=False,
+        )
     )
 
 

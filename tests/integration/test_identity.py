@@ -14,17 +14,10 @@ import pyarrow as pa
 import pytest
 
 from pipelines.gold import refresh_mart
-from tests.conftest import ApiServer, Env, materialize_all, silver_table
+from tests.conftest import ApiServer, Env, gold_options, materialize_all, silver_table
 from warehouse import gold
 from warehouse.lake import Lake
-from warehouse.tables import (
-    ACTIVE_PERSON_WEEKS,
-    DAILY_ACTIVE_USERS,
-    DAILY_EVENT_COUNTS,
-    EVENTS,
-    MONTHLY_ACTIVE_USERS,
-    WEEKLY_ACTIVE_USERS,
-)
+from warehouse.tables import EVENTS
 
 pytestmark = pytest.mark.integration
 
@@ -71,8 +64,8 @@ def test_identify_merges_the_anonymous_past_and_rewrites_exactly_those_days(tmp_
         ),
     )
     con = gold.connect(tmp_path / "w.duckdb")
-    for mart in (DAILY_ACTIVE_USERS, DAILY_EVENT_COUNTS):
-        refresh_mart(con, lake, mart)
+    for mart in ("daily_active_users", "daily_event_counts"):
+        refresh_mart(con, lake, mart, gold_options())
     dau = "select day, dau from daily_active_users order by day"
     assert con.execute(dau).fetchall() == [(D1, 2), (D2, 1), (D3, 2)]
 
@@ -91,8 +84,8 @@ def test_identify_merges_the_anonymous_past_and_rewrites_exactly_those_days(tmp_
     late_claim = lake.append(
         EVENTS, silver([(D4, "u4", None, None)], event_type="alias", properties={"previousId": "anon-2"})
     )
-    for mart in (DAILY_ACTIVE_USERS, DAILY_EVENT_COUNTS):
-        refresh_mart(con, lake, mart)
+    for mart in ("daily_active_users", "daily_event_counts"):
+        refresh_mart(con, lake, mart, gold_options())
     # D1 now counts u1 once; D3's session and anon-2 are u2 and u3
     assert con.execute(dau).fetchall() == [(D1, 1), (D2, 1), (D3, 2), (D4, 4)]
     links = con.execute(
@@ -104,8 +97,8 @@ def test_identify_merges_the_anonymous_past_and_rewrites_exactly_those_days(tmp_
         ("s-9", "u2", "session_id", version),
     ]
     # rewritten: D4 (new events) and the days the linked aliases were anonymous, D1 and D3; D2 untouched
-    assert stamped(con, DAILY_ACTIVE_USERS, late_claim) == {D1, D3, D4}
-    assert stamped(con, DAILY_EVENT_COUNTS, late_claim) == {D1, D3, D4}
+    assert stamped(con, "daily_active_users", late_claim) == {D1, D3, D4}
+    assert stamped(con, "daily_event_counts", late_claim) == {D1, D3, D4}
     assert con.execute("select day from daily_active_users where silver_version < ?", [version]).fetchall() == [(D2,)]
     people = con.execute("select day, event_type, people from daily_event_counts order by all").fetchall()
     assert people == [
@@ -124,9 +117,9 @@ def test_a_late_event_rewrites_its_day_and_the_windows_that_contain_it(tmp_path:
     lake = Lake(str(tmp_path / "lake"))
     lake.append(EVENTS, silver([(start + timedelta(days=i), f"u{i % 7}", None, None) for i in range(0, 91, 2)]))
     con = gold.connect(tmp_path / "w.duckdb")
-    marts = (DAILY_ACTIVE_USERS, WEEKLY_ACTIVE_USERS, MONTHLY_ACTIVE_USERS)
+    marts = ("daily_active_users", "weekly_active_users", "monthly_active_users")
     for mart in marts:
-        refresh_mart(con, lake, mart)
+        refresh_mart(con, lake, mart, gold_options())
     before = {
         mart: con.execute(f"select * exclude (silver_version) from {mart} order by all").fetchall() for mart in marts
     }
@@ -134,7 +127,7 @@ def test_a_late_event_rewrites_its_day_and_the_windows_that_contain_it(tmp_path:
     late = date(2024, 2, 14)  # a Wednesday; day 44, odd, so nobody was active on it yet
     version = lake.append(EVENTS, silver([(late, "u-late", None, None)]))
     for mart in marts:
-        refresh_mart(con, lake, mart)
+        refresh_mart(con, lake, mart, gold_options())
     last = start + timedelta(days=90)
 
     def span(first: date, final: date) -> set[date]:
@@ -143,9 +136,9 @@ def test_a_late_event_rewrites_its_day_and_the_windows_that_contain_it(tmp_path:
     # DAU: the day itself. WAU: the 7 rolling windows that hold it and, for the calendar-week value,
     # the 6 days before it (which cover its ISO week wherever the day falls). MAU: the 30 rolling
     # windows, and the whole calendar month.
-    assert stamped(con, DAILY_ACTIVE_USERS, version) == {late}
-    assert stamped(con, WEEKLY_ACTIVE_USERS, version) == span(late - timedelta(days=6), late + timedelta(days=6))
-    assert stamped(con, MONTHLY_ACTIVE_USERS, version) == span(date(2024, 2, 1), late + timedelta(days=29))
+    assert stamped(con, "daily_active_users", version) == {late}
+    assert stamped(con, "weekly_active_users", version) == span(late - timedelta(days=6), late + timedelta(days=6))
+    assert stamped(con, "monthly_active_users", version) == span(date(2024, 2, 1), late + timedelta(days=29))
     # the other rows are the very rows written before
     for mart in marts:
         kept = con.execute(
@@ -198,7 +191,7 @@ def test_blank_ids_are_no_ids(tmp_path: Path) -> None:
         ),
     )
     con = gold.connect(tmp_path / "w.duckdb")
-    refresh_mart(con, lake, DAILY_ACTIVE_USERS)
+    refresh_mart(con, lake, "daily_active_users", gold_options())
     assert con.execute("select day, dau from daily_active_users order by day").fetchall() == [(D1, 2), (D2, 1)]
     assert con.execute("select alias_id, person_id from identity_links").fetchall() == [("devA", "alice")]
     con.close()
@@ -214,11 +207,11 @@ def test_counts_from_last_active_state_match_a_rebuild_through_merges_late_days_
     history = [(start + timedelta(days=i), f"u{i % 5}", None, None) for i in range(0, 24, 3)]
     lake.append(EVENTS, silver([*history, (date(2024, 1, 25), None, "anon-1", None)]))
     incremental = gold.connect(tmp_path / "incremental.duckdb")
-    marts = (WEEKLY_ACTIVE_USERS, MONTHLY_ACTIVE_USERS, ACTIVE_PERSON_WEEKS)
+    marts = ("weekly_active_users", "monthly_active_users", "active_person_weeks")
 
     def refresh(con: duckdb.DuckDBPyConnection) -> None:
         for mart in marts:
-            refresh_mart(con, lake, mart)
+            refresh_mart(con, lake, mart, gold_options())
 
     def contents(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[object, ...]]]:
         tables = {

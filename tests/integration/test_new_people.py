@@ -10,11 +10,11 @@ import pyarrow as pa
 import pytest
 
 from pipelines.gold import refresh_mart
-from tests.conftest import silver_table
+from tests.conftest import gold_options, silver_table
 from tests.integration.test_identity import stamped
 from warehouse import gold
 from warehouse.lake import Lake
-from warehouse.tables import DAILY_ACTIVE_USERS, EVENTS
+from warehouse.tables import EVENTS
 
 pytestmark = pytest.mark.integration
 
@@ -39,18 +39,18 @@ def test_late_first_visits_and_merges_move_new_people_and_rewrite_the_day_they_l
     )
     con = gold.connect(tmp_path / "w.duckdb")
     split = "select day, dau, new_people, returning_people from daily_active_users order by day"
-    refresh_mart(con, lake, DAILY_ACTIVE_USERS)
+    refresh_mart(con, lake, "daily_active_users", gold_options())
     assert con.execute(split).fetchall() == [(D1, 2, 2, 0), (D2, 1, 1, 0), (D3, 2, 0, 2)]
 
     # u1's late first visit on D1: D1 gains a new person and D2 loses one, though no D2 event came
     late = lake.append(EVENTS, rows([(D1, "u1", None)]))
-    refresh_mart(con, lake, DAILY_ACTIVE_USERS)
+    refresh_mart(con, lake, "daily_active_users", gold_options())
     assert con.execute(split).fetchall() == [(D1, 3, 3, 0), (D2, 1, 0, 1), (D3, 2, 0, 2)]
-    assert stamped(con, DAILY_ACTIVE_USERS, late) == {D1, D2}  # D3 untouched
+    assert stamped(con, "daily_active_users", late) == {D1, D2}  # D3 untouched
 
     # anon-9 (new on D1) identifies as u3 on D5: u3 inherits D1 as first visit, so returns on D5
     merge = lake.append(EVENTS, rows([(D5, "u3", "anon-9")], event_type="identify"))
-    refresh_mart(con, lake, DAILY_ACTIVE_USERS)
+    refresh_mart(con, lake, "daily_active_users", gold_options())
     assert con.execute(split).fetchall() == [
         (D1, 3, 3, 0),  # u2, u1, u3 (was anon-9)
         (D2, 1, 0, 1),
@@ -58,7 +58,7 @@ def test_late_first_visits_and_merges_move_new_people_and_rewrite_the_day_they_l
         (D4, 0, 0, 0),
         (D5, 1, 0, 1),
     ]
-    assert D1 in stamped(con, DAILY_ACTIVE_USERS, merge) and not stamped(con, DAILY_ACTIVE_USERS, merge) & {D2, D3}
+    assert D1 in stamped(con, "daily_active_users", merge) and not stamped(con, "daily_active_users", merge) & {D2, D3}
     first_seen = "select person_id, first_seen from person_first_seen where person_id in ('u1', 'u3') order by 1"
     noon = datetime(2024, 3, 4, 12, tzinfo=UTC)
     assert [(p, t.astimezone(UTC)) for p, t in con.execute(first_seen).fetchall()] == [("u1", noon), ("u3", noon)]
@@ -66,5 +66,5 @@ def test_late_first_visits_and_merges_move_new_people_and_rewrite_the_day_they_l
     # a rerun changes nothing; a later event never moves a first visit later
     before = con.execute(split).fetchall()
     lake.append(EVENTS, rows([(D5, "u2", None)]))
-    refresh_mart(con, lake, DAILY_ACTIVE_USERS)
+    refresh_mart(con, lake, "daily_active_users", gold_options())
     assert con.execute(split).fetchall() == [*before[:4], (D5, 2, 0, 2)]

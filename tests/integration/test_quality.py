@@ -21,7 +21,6 @@ from pipelines import registry
 from pipelines.pseudonyms import Pseudonymizer
 from pipelines.scrubbing import DEFAULT_RULES_PATH, Scrubber
 from tests.conftest import ApiServer, Env, expectation_results, materialize_all
-from warehouse.settings import get_settings
 from warehouse.tables import EVENTS, PROPERTY_TYPES, QUARANTINE_REPLAYS, REJECTED_EVENTS
 
 
@@ -244,7 +243,7 @@ def test_reprocess_rebuilds_a_day_range_idempotently_and_a_secret_caught_late_le
             1,
         )
     )
-    monkeypatch.setattr(get_settings(), "scrub_rules_path", rules)
+    monkeypatch.setenv("EVENTLAKE_SCRUB_RULES_PATH", str(rules))
     result = materialize_all(env, mode="reprocess", first_day="2024-05-01", last_day="2024-05-02")
     after = silver(env).sort("event_id")
     assert [orjson.loads(p)["note"] for p in after["properties"]] == [
@@ -273,7 +272,7 @@ def test_email_user_ids_become_consistent_pseudonyms_and_people_counts_stay_righ
     send(api, batch)
     result = materialize_all(env)
     users = silver(env).sort("event_id")["user_id"].to_list()
-    expected = Pseudonymizer(get_settings().pseudonym_key.get_secret_value().encode(), Scrubber()).pseudonym(  # type: ignore[union-attr]
+    expected = Pseudonymizer(env.settings().pseudonym_key.get_secret_value().encode(), Scrubber()).pseudonym(  # type: ignore[union-attr]
         "Jane.Doe@example.com"
     )
     assert users == [expected, expected, "u-42"]
@@ -346,13 +345,14 @@ def test_data_quality_daily_recomputes_only_changed_received_days_and_equals_a_r
     assert refresh_counts(materialize_all(env, mode="replay")) == (1, {"valid": 2, "duplicate": 1})
 
     # What the incremental runs kept equals a rebuild from the start of the three tables.
-    from pipelines.gold import refresh_data_quality
+    from pipelines.data_quality import refresh_data_quality
     from warehouse import gold
+    from warehouse.marts import catalog
 
     query = "select app, source, day, outcome, reason, reason_type, events from data_quality_daily order by all"
     con = gold.connect(env.warehouse)
     incremental = con.execute(query).fetchall()
     con.execute("delete from gold_watermarks where mart = 'data_quality_daily'")
-    assert refresh_data_quality(con, env.lake) == 1
+    assert refresh_data_quality(con, env.lake, catalog()["data_quality_daily"]) == 1
     assert con.execute(query).fetchall() == incremental
     con.close()

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pytest
 
 from pipelines.gold import refresh_mart
-from tests.conftest import silver_table
+from tests.conftest import gold_options, silver_table
 from warehouse import gold
 from warehouse.lake import Lake
 from warehouse.settings import Settings
-from warehouse.tables import DAILY_ACTIVE_USERS, EVENTS, SESSIONS, WEEKLY_ACTIVE_USERS
+from warehouse.tables import EVENTS
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +59,7 @@ def test_days_follow_the_reporting_zone_across_dst(tmp_path: Path, zone: str) ->
     lake = Lake(str(tmp_path / "lake"))
     lake.append(EVENTS, silver(EVENTS_NY))
     con = gold.connect(tmp_path / "w.duckdb")
-    refresh_mart(con, lake, DAILY_ACTIVE_USERS)
+    refresh_mart(con, lake, "daily_active_users", gold_options())
     dau = dict(con.execute("select day, dau from daily_active_users where dau > 0").fetchall())
     assert dau == by_hand(EVENTS_NY, zone)
     assert dau == {
@@ -73,13 +73,13 @@ def test_days_follow_the_reporting_zone_across_dst(tmp_path: Path, zone: str) ->
 
     # a late event on the evening of 9 March (local) is 10 March in UTC: only 9 March is rewritten
     version = lake.append(EVENTS, silver([("z", "2024-03-10T03:00:00+00:00")]))
-    refresh_mart(con, lake, DAILY_ACTIVE_USERS)
+    refresh_mart(con, lake, "daily_active_users", gold_options())
     stamped = con.execute("select day from daily_active_users where silver_version = ?", [version]).fetchall()
     assert stamped == [(date(2024, 3, 9),)]
     assert con.execute("select dau from daily_active_users where day = '2024-03-09'").fetchone() == (2,)
 
     # calendar weeks are local too: Sunday 10 March 23:30 EDT belongs to the week of Monday 4 March
-    refresh_mart(con, lake, WEEKLY_ACTIVE_USERS)
+    refresh_mart(con, lake, "weekly_active_users", gold_options())
     week = "select wau_calendar_week from weekly_active_users where day = ?"
     assert con.execute(week, [date(2024, 3, 10)]).fetchone() == (4,)  # a, b, c, z
     assert con.execute(week, [date(2024, 3, 11)]).fetchone() == (1,)  # d
@@ -93,12 +93,12 @@ def test_sessions_take_the_local_day_they_started_and_a_new_zone_recomputes(
     # 23:50 and 00:10 local in Kathmandu (+05:45): one session, started on 1 May there
     lake.append(EVENTS, silver([("k", "2024-05-01T18:05:00+00:00"), ("k", "2024-05-01T18:25:00+00:00")]))
     con = gold.connect(tmp_path / "w.duckdb")
-    refresh_mart(con, lake, SESSIONS)
+    refresh_mart(con, lake, "sessions", gold_options())
     assert con.execute("select day, events from sessions").fetchall() == [(date(2024, 5, 1), 2)]
     setting("EVENTLAKE_REPORTING_TIMEZONE", "Asia/Kathmandu")
-    assert refresh_mart(con, lake, SESSIONS).silver_from == -1  # another zone: everything again
+    assert refresh_mart(con, lake, "sessions", gold_options()).silver_from == -1  # another zone: everything again
     assert con.execute("select day, events from sessions").fetchall() == [(date(2024, 5, 1), 2)]
-    refresh_mart(con, lake, DAILY_ACTIVE_USERS)
+    refresh_mart(con, lake, "daily_active_users", gold_options())
     # the second event is 2 May in Kathmandu: both days have the person
     assert con.execute("select day, dau from daily_active_users order by day").fetchall() == [
         (date(2024, 5, 1), 1),
@@ -112,10 +112,10 @@ def test_a_new_zone_leaves_no_row_of_the_old_days(tmp_path: Path, setting: Calla
     lake = Lake(str(tmp_path / "lake"))
     lake.append(EVENTS, silver([("u1", "2026-01-05T11:00:00+00:00")]))
     con = gold.connect(tmp_path / "w.duckdb")
-    refresh_mart(con, lake, DAILY_ACTIVE_USERS)
+    refresh_mart(con, lake, "daily_active_users", gold_options())
     assert con.execute("select day, dau from daily_active_users").fetchall() == [(date(2026, 1, 5), 1)]
     setting("EVENTLAKE_REPORTING_TIMEZONE", "Pacific/Kiritimati")  # +14: 01:00 on 6 January
-    refresh_mart(con, lake, DAILY_ACTIVE_USERS)
+    refresh_mart(con, lake, "daily_active_users", gold_options())
     assert con.execute("select day, dau from daily_active_users").fetchall() == [(date(2026, 1, 6), 1)]
     con.close()
 

@@ -16,11 +16,8 @@ import pytest
 import yaml
 
 from pipelines import rescrub
-from pipelines.assets import purged_history
-from pipelines.jobs import DERIVED_ASSETS
-from pipelines.resources import LakeResource
+from pipelines.defs.lifecycle import rescrub_sensor
 from pipelines.scrubbing import DEFAULT_RULES_PATH, RULES_PROPERTY, load_rules, rules_fingerprint
-from pipelines.sensors import rescrub_sensor
 from tests.conftest import ApiServer, Env, materialize_all, stored_text
 from warehouse.lake import Lake
 from warehouse.tables import EVENTS, REJECTED_EVENTS, TableDef
@@ -107,7 +104,7 @@ def leaks(env: Env) -> list[tuple[str, str]]:
 
 
 def rescrub_all(env: Env) -> dg.ExecuteInProcessResult:
-    return materialize_all(env, assets=[*DERIVED_ASSETS, purged_history], mode="rescrub")
+    return materialize_all(env, with_purge=True, mode="rescrub")
 
 
 def gold(env: Env) -> list[tuple[object, ...]]:
@@ -122,9 +119,7 @@ def gold(env: Env) -> list[tuple[object, ...]]:
 
 
 def sensor(env: Env) -> dg.RunRequest | dg.SkipReason:
-    context = dg.build_sensor_context(
-        instance=dg.DagsterInstance.ephemeral(), resources={"lake": LakeResource(root=env.lake_root)}
-    )
+    context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=env.resources())
     result = rescrub_sensor(context)
     assert isinstance(result, dg.RunRequest | dg.SkipReason)
     return result

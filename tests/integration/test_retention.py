@@ -10,12 +10,14 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from pipelines.gold import refresh_mart, refresh_retention
-from tests.conftest import SAMPLES, ApiServer, Env, materialize_all, silver_table
+from pipelines.gold import refresh_mart
+from pipelines.gold_rebuild import refresh_rebuilt
+from tests.conftest import SAMPLES, ApiServer, Env, gold_options, materialize_all, silver_table
 from tests.integration.test_end_to_end import replay_cli
 from warehouse import gold
 from warehouse.lake import Lake
-from warehouse.tables import ACTIVE_PERSON_WEEKS, EVENTS
+from warehouse.marts import catalog
+from warehouse.tables import EVENTS
 
 pytestmark = pytest.mark.integration
 
@@ -99,8 +101,8 @@ def test_hand_made_cohorts_and_a_late_first_visit_moving_a_person(tmp_path: Path
         ),
     )
     con = gold.connect(tmp_path / "w.duckdb")
-    refresh_mart(con, lake, ACTIVE_PERSON_WEEKS)
-    refresh_retention(con)
+    refresh_mart(con, lake, "active_person_weeks", gold_options())
+    refresh_rebuilt(con, catalog()["retention_cohorts"])
     query = "select cohort_week, week_number, cohort_people, retained_people from retention_cohorts order by all"
     w0, w1 = MONDAY.date(), (MONDAY + WEEK).date()
     assert con.execute(query).fetchall() == [
@@ -114,9 +116,9 @@ def test_hand_made_cohorts_and_a_late_first_visit_moving_a_person(tmp_path: Path
     ]
     # a late event: c was already there in week 0, so c moves to the first cohort
     lake.append(EVENTS, silver([("c0", "c", MONDAY + timedelta(days=3))]))
-    stats = refresh_mart(con, lake, ACTIVE_PERSON_WEEKS)
+    stats = refresh_mart(con, lake, "active_person_weeks", gold_options())
     assert stats.rewritten_rows == 7  # the seven days of week 0 were refreshed, nothing else
-    refresh_retention(con)
+    refresh_rebuilt(con, catalog()["retention_cohorts"])
     assert con.execute(query).fetchall() == [
         (w0, 0, 3, 3),
         (w0, 1, 3, 2),  # a, c
@@ -129,5 +131,5 @@ def test_hand_made_cohorts_and_a_late_first_visit_moving_a_person(tmp_path: Path
 def test_retention_needs_its_state_first(tmp_path: Path) -> None:
     con = gold.connect(tmp_path / "w.duckdb")
     with pytest.raises(LookupError, match="active_person_weeks has never been refreshed"):
-        refresh_retention(con)
+        refresh_rebuilt(con, catalog()["retention_cohorts"])
     con.close()

@@ -8,8 +8,7 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from pipelines.resources import LakeResource
-from pipelines.sensors import bronze_sensor
+from pipelines.defs.ingest import bronze_sensor_definition
 from tests.conftest import Env, materialize_all
 from warehouse.contract import RequestContext, explode_payload
 from warehouse.tables import EVENTS, RAW_EVENTS
@@ -28,10 +27,8 @@ def append_bronze(env: Env, n: int) -> int:
 
 
 def evaluate(env: Env, instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorResult | dg.SkipReason:
-    context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"lake": LakeResource(root=env.lake_root)}
-    )
-    return bronze_sensor(context)
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=env.resources())
+    return bronze_sensor_definition(2)(context)
 
 
 def test_sensor_requests_a_run_per_new_bronze_version_and_then_skips(env: Env) -> None:

@@ -13,6 +13,7 @@ import duckdb
 import pytest
 
 from warehouse import gold
+from warehouse.marts import catalog
 from warehouse.serving import publish_snapshot
 
 pytestmark = pytest.mark.integration
@@ -57,12 +58,12 @@ def test_reader_never_sees_an_error_or_a_mix_while_republished_20_times(tmp_path
     con = gold.connect(tmp_path / "warehouse.duckdb")
     target = tmp_path / "serving" / "serving.duckdb"
     write_version(con, 1)
-    publish_snapshot(con, target)
+    publish_snapshot(con, target, catalog())
 
     reader = subprocess.Popen([sys.executable, "-c", READER, str(target), "8"], stdout=subprocess.PIPE, text=True)
     for version in range(2, 22):
         write_version(con, version)
-        stats = publish_snapshot(con, target)
+        stats = publish_snapshot(con, target, catalog())
         assert stats.row_counts["daily_active_users"] == 1
     out, _ = reader.communicate(timeout=60)
     con.close()

@@ -13,12 +13,12 @@ import pyarrow as pa
 import pytest
 
 from pipelines.gold import refresh_mart
-from tests.conftest import SAMPLES, ApiServer, Env, materialize_all, silver_table
+from tests.conftest import SAMPLES, ApiServer, Env, gold_options, materialize_all, silver_table
 from tests.integration.test_end_to_end import replay_cli
 from warehouse import gold
+from warehouse.gold import GoldOptions
 from warehouse.lake import Lake
-from warehouse.settings import get_settings
-from warehouse.tables import DAILY_SESSIONS, EVENTS, SESSIONS
+from warehouse.tables import EVENTS
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +108,7 @@ def test_hand_made_sessions_midnight_late_merge_and_timeout_setting(
         ),
     )
     con = gold.connect(tmp_path / "w.duckdb")
-    refresh_mart(con, lake, SESSIONS)
+    refresh_mart(con, lake, "sessions", gold_options())
     query = """select day, client_session_id, started_at, duration_s, events, page_views, entry_page, exit_page
                from sessions order by started_at, client_session_id nulls first"""
     day1, day2 = T0.date(), (T0 + 80 * MINUTE).date()
@@ -119,19 +119,14 @@ def test_hand_made_sessions_midnight_late_merge_and_timeout_setting(
     ]
     # a late event at 00:45 closes the gap: the next-day session merges into the one from day 1
     lake.append(EVENTS, silver([("late", "p", None, T0 + 65 * MINUTE, "/help")]))
-    refresh_mart(con, lake, SESSIONS)
+    refresh_mart(con, lake, "sessions", gold_options())
     assert con.execute(query).fetchall() == [
         (day1, None, T0, 80 * 60.0, 5, 5, "/home", "/done"),
         (day1, "s-1", T0, 120 * 60.0, 2, 2, "/a", "/a"),
     ]
     # a shorter timeout is a new definition: every session is recomputed
-    monkeypatch.setenv("EVENTLAKE_SESSION_TIMEOUT_MINUTES", "10")
-    get_settings.cache_clear()
-    try:
-        assert refresh_mart(con, lake, SESSIONS).silver_from == -1
-        assert con.execute("select count(*) from sessions where client_session_id is null").fetchone() == (5,)
-    finally:
-        get_settings.cache_clear()
+    assert refresh_mart(con, lake, "sessions", GoldOptions(session_timeout_minutes=10)).silver_from == -1
+    assert con.execute("select count(*) from sessions where client_session_id is null").fetchone() == (5,)
     con.close()
 
 
@@ -161,13 +156,13 @@ def test_partial_days_rewrite_only_the_sessions_a_change_next_door_reaches(
     lake = Lake(str(tmp_path / "lake"))
     v0 = lake.append(EVENTS, silver(events))
     incremental = gold.connect(tmp_path / "incremental.duckdb")
-    marts = (SESSIONS, DAILY_SESSIONS)
+    marts = ("sessions", "daily_sessions")
 
     def check(step: str) -> list[tuple[object, ...]]:
         """Refresh; compare with a rebuild; (started_at local time, events, exit page, version) of d1 and d0."""
         for con in (incremental, rebuilt := gold.connect(tmp_path / f"rebuilt-{step}.duckdb")):
             for mart in marts:
-                refresh_mart(con, lake, mart)
+                refresh_mart(con, lake, mart, gold_options())
         for mart in marts:
             query = f"select * exclude (silver_version) from {mart} order by all"
             assert incremental.execute(query).fetchall() == rebuilt.execute(query).fetchall(), (step, mart)
@@ -228,12 +223,12 @@ def test_a_delete_splitting_the_last_session_gives_the_next_day_its_own_row(tmp_
         silver([("e1", "p", None, T0 + 10 * MINUTE, "/a"), ("e2", "p", None, T0 + 30 * MINUTE, "/b")]),
     )
     con = gold.connect(tmp_path / "w.duckdb")
-    for mart in (SESSIONS, DAILY_SESSIONS):
-        refresh_mart(con, lake, mart)
+    for mart in ("sessions", "daily_sessions"):
+        refresh_mart(con, lake, mart, gold_options())
     assert con.execute("select day, started_at, events from sessions").fetchall() == [(T0.date(), T0 + 10 * MINUTE, 2)]
     lake.replace_where(EVENTS, silver([]), "event_id in ('e1')")
-    for mart in (SESSIONS, DAILY_SESSIONS):
-        refresh_mart(con, lake, mart)
+    for mart in ("sessions", "daily_sessions"):
+        refresh_mart(con, lake, mart, gold_options())
     second_day = (T0 + 30 * MINUTE).date()
     assert con.execute("select day, started_at, events from sessions").fetchall() == [(second_day, T0 + 30 * MINUTE, 1)]
     assert con.execute("select day, sessions from daily_sessions order by day").fetchall() == [(second_day, 1)]

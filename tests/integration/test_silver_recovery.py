@@ -10,8 +10,7 @@ import polars as pl
 import pytest
 
 from pipelines import transform
-from pipelines.assets import silver_events
-from pipelines.resources import LakeResource
+from pipelines.defs import pipeline_assets
 from tests.conftest import ApiServer, Env, materialize_all
 from warehouse.tables import EVENTS, RAW_EVENTS
 
@@ -27,8 +26,8 @@ def test_failed_run_loses_nothing(api: ApiServer, env: Env, monkeypatch: pytest.
 
     monkeypatch.setattr(transform, "build_silver", broken)
     failed = dg.materialize(
-        [silver_events],
-        resources={"lake": LakeResource(root=env.lake_root)},
+        pipeline_assets(env.settings()).derived[:1],
+        resources=env.resources(),
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
     )
@@ -59,8 +58,8 @@ def test_a_bronze_backlog_is_worked_off_in_bounded_micro_batches(
     # 2+3 fit in 6 rows and 2+3+8 do not; the 8-row commit alone is over the bound but is taken whole.
     for until, rows in [(versions[1], 5), (versions[2], 8), (versions[3], 1)]:
         result = dg.materialize(
-            [silver_events],
-            resources={"lake": LakeResource(root=env.lake_root)},
+            pipeline_assets(env.settings()).derived[:1],
+            resources=env.resources(),
             instance=dg.DagsterInstance.ephemeral(),
         )
         metadata = result.asset_materializations_for_node("silver_events")[0].metadata

@@ -18,7 +18,6 @@ import pytest
 
 from dashboards import service
 from tests.conftest import SAMPLES, ApiServer, Env, free_port, materialize_all, start_api
-from warehouse.settings import get_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.superset]
 
@@ -80,12 +79,10 @@ def superset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Superset]:
         "app,user_id,valid_from,plan\nonlineshop_2019,219483890,,free\nonlineshop_2019,964964743,2019-11-01T21:38:30Z,pro\n"
     )
     os.environ["EVENTLAKE_USERS_PATH"] = str(users)
-    get_settings.cache_clear()
     try:
         materialize_all(env)
     finally:
         del os.environ["EVENTLAKE_USERS_PATH"]
-        get_settings.cache_clear()
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -15,11 +15,11 @@ import pyarrow as pa
 import pytest
 
 from pipelines.gold import refresh_mart
-from tests.conftest import ApiServer, Env, materialize_all, silver_table
+from tests.conftest import ApiServer, Env, gold_options, materialize_all, silver_table
 from tests.integration.test_end_to_end import replay_cli
 from warehouse import gold
 from warehouse.lake import Lake
-from warehouse.tables import COMPONENT_INTERACTIONS, ERROR_SUMMARY, EVENTS, FORM_PROGRESS
+from warehouse.tables import EVENTS
 
 pytestmark = pytest.mark.integration
 
@@ -161,7 +161,7 @@ def test_form_fields_that_cannot_be_placed_are_not_counted(tmp_path: Path) -> No
         ),
     )
     con = gold.connect(tmp_path / "w.duckdb")
-    refresh_mart(con, lake, FORM_PROGRESS)
+    refresh_mart(con, lake, "form_progress", gold_options())
     assert con.execute(
         "select step, field, people_started, people_reached, people_furthest from form_progress order by step"
     ).fetchall() == [(1, "x", 1, 1, 0), (2, None, 1, 1, 0), (3, "z", 1, 1, 1)]
@@ -185,7 +185,7 @@ def test_error_fingerprints_ignore_what_changes_between_builds(tmp_path: Path) -
     lake = Lake(str(tmp_path / "lake"))
     lake.append(EVENTS, silver(events))
     con = gold.connect(tmp_path / "w.duckdb")
-    refresh_mart(con, lake, ERROR_SUMMARY)
+    refresh_mart(con, lake, "error_summary", gold_options())
     got = con.execute(
         "select fingerprint, error_type, title, events, people from error_summary order by title"
     ).fetchall()
@@ -221,7 +221,7 @@ def test_error_fingerprints_ignore_what_changes_between_builds(tmp_path: Path) -
 
     # a late error on an earlier day rewrites only that day's rows
     lake.append(EVENTS, silver([("late", "p9", "errors", {"message": "late"}, T0 - timedelta(days=3))]))
-    stats = refresh_mart(con, lake, ERROR_SUMMARY)
+    stats = refresh_mart(con, lake, "error_summary", gold_options())
     assert (stats.changed_days, stats.rewritten_rows) == (1, 1)
     assert con.execute("select count(*) from error_summary").fetchone() == (4,)
     con.close()
@@ -243,7 +243,7 @@ def test_components_need_a_name_or_selector_and_strip_query_and_fragment(tmp_pat
     )
     lake.append(EVENTS, silver([("e", "e", "click", {"selector": "#buy"}, T0)], page=""))
     con = gold.connect(tmp_path / "w.duckdb")
-    refresh_mart(con, lake, COMPONENT_INTERACTIONS)
+    refresh_mart(con, lake, "component_interactions", gold_options())
     assert con.execute(
         "select page_url, component, events, people from component_interactions order by all"
     ).fetchall() == [
@@ -276,6 +276,6 @@ def test_the_stack_not_the_message_decides_type_and_group(tmp_path: Path) -> Non
         ),
     )
     con = gold.connect(tmp_path / "w.duckdb")
-    refresh_mart(con, lake, ERROR_SUMMARY)
+    refresh_mart(con, lake, "error_summary", gold_options())
     assert con.execute("select error_type, events from error_summary").fetchall() == [("TypeError", 3)]
     con.close()

@@ -5,30 +5,13 @@ from __future__ import annotations
 import dagster as dg
 
 from pipelines.definitions import defs
-from pipelines.validation import check_names
+from pipelines.validation import check_names, suite_path
+from warehouse.marts import catalog, packaged_marts_dir
 
+#: One asset per mart folder (warehouse/marts): the shipped marts, by folder name.
+MARTS = {folder.name for folder in packaged_marts_dir().iterdir() if folder.joinpath("mart.yaml").is_file()}
 #: Assets the pipeline derives (everything but bronze and quarantine).
-DERIVED = {
-    "events",
-    "user_attributes",
-    "daily_active_users",
-    "active_users_breakdown",
-    "weekly_active_users",
-    "monthly_active_users",
-    "daily_event_counts",
-    "daily_page_views",
-    "funnel_steps",
-    "form_progress",
-    "component_interactions",
-    "error_summary",
-    "sessions",
-    "daily_sessions",
-    "active_person_days",
-    "active_person_weeks",
-    "retention_cohorts",
-    "data_quality_daily",
-    "serving_snapshot",
-}
+DERIVED = {"events", "user_attributes", "serving_snapshot"} | MARTS
 
 
 def test_definitions_asset_keys_snapshot() -> None:
@@ -41,14 +24,7 @@ def test_definitions_asset_keys_snapshot() -> None:
     checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
     # One check per suite (its expectations are in the check's metadata), not one per expectation.
     suites = {("events", "raw_events_expectations")}
-    invariants = {
-        (table, "invariants")
-        for table in ("events", "daily_active_users", "weekly_active_users", "monthly_active_users")
-        + ("daily_event_counts", "daily_page_views", "funnel_steps", "data_quality_daily")
-        + ("form_progress", "component_interactions", "error_summary", "active_person_weeks", "retention_cohorts")
-        + ("active_person_days",)
-        + ("sessions", "daily_sessions", "active_users_breakdown")
-    }
+    invariants = {(table, "invariants") for table in ("events", *MARTS)}
     batch = {("events", "batch_has_people_events"), ("events", "quarantine_rate")}
     users = {("user_attributes", "users_source_valid")}
     assert checks == suites | batch | invariants | users
@@ -60,13 +36,17 @@ def test_suite_checks_name_every_expectation_of_their_suite() -> None:
         (key.asset_key.to_user_string(), key.name): graph.get_check_spec(key).description
         for key in graph.asset_check_keys
     }
-    suites = {("events", "raw_events_expectations"): "raw_events"} | {
-        key: key[0] for key in descriptions if key[1] == "invariants"
+    suites = {
+        ("events", "raw_events_expectations"): ("expectations/raw_events.json", suite_path("raw_events")),
+        ("events", "invariants"): ("expectations/events.json", suite_path("events")),
+    } | {
+        (name, "invariants"): (f"marts/{name}/expectations.json", mart.folder.joinpath("expectations.json"))
+        for name, mart in catalog().items()
     }
     covered = 0
-    for key, suite in suites.items():
+    for key, (shown, suite) in suites.items():
         names = [name for name, _ in check_names(suite)]
-        assert descriptions[key] == f"expectations/{suite}.json: {', '.join(names)}."
+        assert descriptions[key] == f"{shown}: {', '.join(names)}."
         covered += len(names)
     assert covered == 24 + 10 + 8 + 7 + 6 + 8 + 7 + 14 + 8 + 12 + 9 + 11 + 5 + 9 + 11 + 8 + 8 + 5
 

@@ -13,9 +13,11 @@ import pyarrow as pa
 import pytest
 
 from pipelines.gold import refresh_mart
+from tests.conftest import gold_options
 from warehouse import gold
+from warehouse.gold import GoldOptions
 from warehouse.lake import Lake
-from warehouse.settings import get_settings
+from warehouse.marts import catalog
 from warehouse.tables import EVENTS, RAW_EVENTS
 
 _counter = iter(range(1_000_000))
@@ -48,7 +50,7 @@ def silver_rows(rows: list[tuple[str, str | None, str | None, bool]]) -> pa.Tabl
 
 def refresh_both(con: duckdb.DuckDBPyConnection, lake: Lake) -> dict[str, int]:
     marts = ("daily_active_users", "monthly_active_users")
-    return {m: refresh_mart(con, lake, m).rewritten_rows for m in marts}
+    return {m: refresh_mart(con, lake, m, gold_options()).rewritten_rows for m in marts}
 
 
 def dau(con: duckdb.DuckDBPyConnection) -> dict[date, int]:
@@ -135,7 +137,7 @@ def test_weekly_active_users_rolling_and_iso_week_by_hand(tmp_path: Path) -> Non
             ]
         ),
     )
-    assert refresh_mart(con, lake, "weekly_active_users").rewritten_rows == 9  # 01-01 .. 01-09
+    assert refresh_mart(con, lake, "weekly_active_users", gold_options()).rewritten_rows == 9  # 01-01 .. 01-09
     weekly = wau(con)
     monday, next_monday = date(2024, 1, 1), date(2024, 1, 8)
     assert weekly[date(2024, 1, 1)] == (monday, 1, 2)  # rolling: u1; the week: u1, u2
@@ -146,7 +148,7 @@ def test_weekly_active_users_rolling_and_iso_week_by_hand(tmp_path: Path) -> Non
     # A late event on Thursday 01-04 changes that week's count on every day of the week, and the
     # rolling count of 01-04..01-09: exactly the days 01-01..01-09 are rewritten.
     lake.insert_new(EVENTS, silver_rows([("2024-01-04", "u4", None, False)]))
-    assert refresh_mart(con, lake, "weekly_active_users").rewritten_rows == 9
+    assert refresh_mart(con, lake, "weekly_active_users", gold_options()).rewritten_rows == 9
     weekly = wau(con)
     assert weekly[date(2024, 1, 1)] == (monday, 1, 3)
     assert weekly[date(2024, 1, 9)] == (next_monday, 4, 2)
@@ -191,7 +193,9 @@ def test_connect_drops_the_primary_key_of_person_level_state_and_keeps_its_rows(
     con = gold.connect(path)
     keys = "select table_name from duckdb_constraints() where constraint_type = 'PRIMARY KEY' order by all"
     keyed = {name for (name,) in con.execute(keys).fetchall()}
-    assert keyed.isdisjoint(gold.UNKEYED_TABLES) and "daily_active_users" in keyed
+    unkeyed = {name for name, mart in catalog().items() if not mart.spec.keyed}
+    assert unkeyed == {"sessions", "active_person_days", "active_person_weeks"}
+    assert keyed.isdisjoint(unkeyed) and "daily_active_users" in keyed
     assert con.execute("select app, source, day, person_id, silver_version from active_person_weeks").fetchall() == [
         ("a", "web", date(2024, 1, 1), "p1", None)
     ]
@@ -213,13 +217,12 @@ def test_refresh_in_week_batches_gives_the_same_marts_as_one_batch(
     lake.append(EVENTS, synthetic_silver(np.random.default_rng(3), 0, 20_000, 300, date(2024, 1, 20), 75))
     warehouses = {weeks: gold.connect(tmp_path / f"warehouse{weeks}.duckdb") for weeks in (1, 100)}
 
+    incremental = [name for name, mart in catalog().items() if mart.spec.kind == "incremental"]
+
     def refresh_all() -> None:
         for weeks, con in warehouses.items():
-            monkeypatch.setenv("EVENTLAKE_GOLD_BATCH_WEEKS", str(weeks))
-            get_settings.cache_clear()
-            for name in gold.MARTS:
-                refresh_mart(con, lake, name)
-        get_settings.cache_clear()
+            for name in incremental:
+                refresh_mart(con, lake, name, GoldOptions(batch_weeks=weeks))
 
     def rows(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[object, ...]]:
         columns = [c for (c,) in con.execute(f"select name from pragma_table_info('{table}')").fetchall()]
@@ -228,7 +231,7 @@ def test_refresh_in_week_batches_gives_the_same_marts_as_one_batch(
 
     refresh_all()
     one_week, single = warehouses[1], warehouses[100]
-    for table in gold.MARTS:
+    for table in incremental:
         assert rows(one_week, table) == rows(single, table), table
     # A late day (16 February, a Friday, mid-month) and the next new day.
     late = synthetic_silver(np.random.default_rng(4), 20_000, 500, 300, date(2024, 2, 16), 1)
@@ -237,7 +240,7 @@ def test_refresh_in_week_batches_gives_the_same_marts_as_one_batch(
         pa.concat_tables([late, synthetic_silver(np.random.default_rng(5), 20_500, 500, 300, date(2024, 4, 4), 1)]),
     )
     refresh_all()
-    for table in gold.MARTS:
+    for table in incremental:
         assert rows(one_week, table) == rows(single, table), table
     assert len(rows(single, "daily_active_users")) == 76
 
@@ -267,7 +270,7 @@ def test_a_first_build_streams_the_change_feed_instead_of_holding_it(tmp_path: P
     previous = pa.default_memory_pool()
     pa.set_memory_pool(pool)
     try:
-        refresh_mart(con, lake, "daily_active_users")
+        refresh_mart(con, lake, "daily_active_users", gold_options())
     finally:
         pa.set_memory_pool(previous)
     assert pool.max_memory() < feed_bytes / 10

@@ -34,8 +34,8 @@ def test_all_ids_mode_pseudonymizes_user_and_anonymous_ids_only() -> None:
 
 
 def test_the_key_is_generated_once_with_mode_0600_unless_set(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, pseudonym_key=None)  # conftest sets one in the environment
-    key = load_key(settings)
-    assert len(key) == 64 and load_key(settings) == key
-    assert stat.S_IMODE(settings.pseudonym_key_path.stat().st_mode) == 0o600
-    assert load_key(Settings(data_dir=tmp_path, pseudonym_key="set-by-operator")) == b"set-by-operator"
+    path = Settings(data_dir=tmp_path).pseudonym_key_path
+    key = load_key(None, path)
+    assert len(key) == 64 and load_key(None, path) == key
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_key("set-by-operator", path) == b"set-by-operator"

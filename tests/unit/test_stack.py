@@ -41,14 +41,13 @@ def test_a_second_ctrl_c_during_shutdown_does_not_leave_servers_running(tmp_path
     assert proc.poll() is not None and not stack.alive(proc.pid)
 
 
-def test_waiting_for_gold_stops_with_the_error_of_a_failed_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_waiting_for_gold_stops_with_the_error_of_a_failed_run(tmp_path: Path) -> None:
     # From the new-user trial: a misspelt key in a funnels file failed the run, and `make up`
     # waited silently for its 15-minute limit (the sensor never retries the same bronze version).
     import dagster as dg
 
-    from pipelines.assets import GOLD_ASSETS
-    from pipelines.resources import LakeResource, WarehouseResource
-    from warehouse.settings import get_settings
+    from pipelines.defs import pipeline_assets, pipeline_resources
+    from warehouse.settings import Settings
 
     home = tmp_path / "dagster"
     home.mkdir()
@@ -59,22 +58,13 @@ def test_waiting_for_gold_stops_with_the_error_of_a_failed_run(tmp_path: Path, m
 
     funnels = tmp_path / "funnels.yaml"
     funnels.write_text("funnels:\n  - name: f\n    conversion_window: 1h\n    steps: [{name: a, evnt_types: [a]}]\n")
-    monkeypatch.setenv("EVENTLAKE_FUNNELS_PATH", str(funnels))
-    get_settings.cache_clear()
-    try:
-        result = dg.materialize(
-            [asset for asset in GOLD_ASSETS if asset.key.to_user_string() == "funnel_steps"],
-            resources={
-                "lake": LakeResource(root=str(tmp_path / "lake")),
-                "warehouse": WarehouseResource(
-                    path=str(tmp_path / "w.duckdb"), serving_path=str(tmp_path / "serving.duckdb")
-                ),
-            },
-            instance=dg.DagsterInstance.from_config(str(home)),
-            raise_on_error=False,
-        )
-    finally:
-        get_settings.cache_clear()
+    settings = Settings(data_dir=tmp_path, funnels_path=funnels)
+    result = dg.materialize(
+        [asset for asset in pipeline_assets(settings).derived if dg.AssetKey("funnel_steps") in asset.keys],
+        resources=pipeline_resources(settings),
+        instance=dg.DagsterInstance.from_config(str(home)),
+        raise_on_error=False,
+    )
     assert not result.success
     with pytest.raises(stack.RunFailedError, match=r"(?s)funnel_steps: ValueError: invalid funnels in .*evnt_types"):
         check()

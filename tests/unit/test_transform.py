@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from pipelines import transform
 from pipelines.scrubbing import Scrubber
-from pipelines.validation import load_suite, split_by_suite
+from pipelines.validation import load_suite, split_by_suite, suite_path
 from warehouse.contract import RequestContext, explode_payload
 from warehouse.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
 
@@ -40,7 +40,7 @@ def test_split_dedups_each_side_keeps_first_received_and_maps_reasons() -> None:
     )
     decoded, _ = transform.with_consistency(decoded, NO_PRIOR, NO_TYPES)
 
-    split = split_by_suite(transform.validation_frame(decoded), load_suite("raw_events"))
+    split = split_by_suite(transform.validation_frame(decoded), load_suite(suite_path("raw_events")))
     valid, invalid, reasons = transform.apply_split(decoded, split)
 
     assert valid.height == 1 and orjson.loads(valid["properties"][0]) == {"x": 1}  # first received wins

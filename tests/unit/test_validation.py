@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from pipelines.validation import EXPECTATIONS_DIR, ValidationError, load_suite, split_by_suite
+from pipelines.validation import EXPECTATIONS_DIR, ValidationError, load_suite, split_by_suite, suite_path
 
 DAY_MS = 86_400_000
 
@@ -37,7 +36,7 @@ def frame(rows: list[dict[str, object]]) -> pd.DataFrame:
 
 
 def test_split_follows_unexpected_rows_of_each_expectation() -> None:
-    suite = load_suite("raw_events")
+    suite = load_suite(suite_path("raw_events"))
     batch = frame(
         [
             {},  # 0 valid
@@ -97,14 +96,14 @@ def test_split_follows_unexpected_rows_of_each_expectation() -> None:
 )
 def test_each_rule_quarantines_its_case_with_its_typed_reason(row: dict[str, object], check: str, reason: str) -> None:
     ok = {"page_url": "/checkout?step=2", "referrer": "android-app://com.example", "scroll_pct": 100.0}
-    split = split_by_suite(frame([ok, row]), load_suite("raw_events"))
+    split = split_by_suite(frame([ok, row]), load_suite(suite_path("raw_events")))
     assert split.valid.tolist() == [True, False]
     assert [(f["check"], f["reason"]) for f in split.failures[1]] == [(check, reason)]
 
 
 def test_an_expectation_that_cannot_run_fails_the_batch() -> None:
     with pytest.raises(ValidationError, match="person_key"):
-        split_by_suite(frame([{}]).drop(columns=["person_key"]), load_suite("raw_events"))
+        split_by_suite(frame([{}]).drop(columns=["person_key"]), load_suite(suite_path("raw_events")))
 
 
 def test_every_expectation_names_its_check(tmp_path: Path) -> None:
@@ -112,11 +111,11 @@ def test_every_expectation_names_its_check(tmp_path: Path) -> None:
     del document["expectations"][0]["meta"]["check"]
     (tmp_path / "broken.json").write_text(json.dumps(document))
     with pytest.raises(ValueError, match="meta.check"):
-        load_suite("broken", tmp_path)
+        load_suite(tmp_path / "broken.json")
 
 
 def test_empty_batch_reports_every_check_without_failures() -> None:
-    split = split_by_suite(frame([{}]).iloc[0:0], load_suite("raw_events"))
+    split = split_by_suite(frame([{}]).iloc[0:0], load_suite(suite_path("raw_events")))
     assert len(split.valid) == 0
     assert [c.check for c in split.checks][:2] == ["event_id_present", "event_type_present"]
     assert all(c.unexpected_count == 0 for c in split.checks)
@@ -127,23 +126,25 @@ def test_every_expectation_names_a_typed_reason(tmp_path: Path) -> None:
     document["expectations"][0]["meta"]["reason"] = "bad_vibes"
     (tmp_path / "raw_events.json").write_text(json.dumps(document))
     with pytest.raises(ValueError, match="meta.reason"):
-        load_suite("raw_events", tmp_path)
+        load_suite(tmp_path / "raw_events.json")
 
 
 def test_gold_invariants_catch_a_broken_mart(tmp_path: Path) -> None:
-    import duckdb
 
-    from pipelines.assets import validate_mart
-    from warehouse.gold import load_sql
+    from pipelines.defs.checks import validate_mart
+    from warehouse import gold
+    from warehouse.marts import catalog
 
-    con = duckdb.connect(str(tmp_path / "w.duckdb"))
-    con.execute(load_sql("create_gold_tables"))
+    con = gold.connect(tmp_path / "w.duckdb")
+    suite = catalog()["daily_event_counts"].folder.joinpath("expectations.json")
     con.execute(
         "insert into daily_event_counts (app, source, day, event_type, is_bot, events, people) values "
         "('a', 's', date '2024-05-01', 'click', false, 3, 2), "
         "('a', 's', date '2024-05-02', 'click', false, 1, 2)"  # more people than events: a bug
     )
-    outcomes = {c.check: (c.success, c.unexpected_count) for c in validate_mart(con, "daily_event_counts")}
+    outcomes = {
+        c.check: (c.success, c.unexpected_count) for c in validate_mart(con, "daily_event_counts", suite, 500_000)
+    }
     assert outcomes["daily_event_counts_people_at_most_events"] == (False, 1)
     assert outcomes["daily_event_counts_grain_unique"] == (True, 0)
     assert all(ok for check, (ok, _) in outcomes.items() if check != "daily_event_counts_people_at_most_events")
@@ -151,23 +152,23 @@ def test_gold_invariants_catch_a_broken_mart(tmp_path: Path) -> None:
 
 def test_urls_with_non_ascii_letters_parse() -> None:
     rows = [{"page_url": "https://例え.jp/パス?q=café"}, {"referrer": "/größe"}, {"page_url": "app://x/y"}]
-    assert split_by_suite(frame(rows), load_suite("raw_events")).valid.tolist() == [True, True, True]
+    assert split_by_suite(frame(rows), load_suite(suite_path("raw_events"))).valid.tolist() == [True, True, True]
 
 
 def test_gold_invariants_are_checked_in_parts_of_whole_days_with_the_same_outcome(
-    tmp_path: Path, setting: Callable[[str, str], None], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Regression: a first build validated every rewritten row in one pandas frame; at 50M events
     GE on the sessions mart alone passed the machine's 23 GB. Parts must be bounded and must keep
     each day whole (the unkeyed sessions table relies on the grain check for uniqueness)."""
-    import duckdb
 
     from pipelines import validation
-    from pipelines.assets import validate_mart
-    from warehouse.gold import load_sql
+    from pipelines.defs.checks import validate_mart
+    from warehouse import gold
+    from warehouse.marts import catalog
 
-    con = duckdb.connect(str(tmp_path / "w.duckdb"))
-    con.execute(load_sql("create_gold_tables"))
+    con = gold.connect(tmp_path / "w.duckdb")
+    suite = catalog()["sessions"].folder.joinpath("expectations.json")
     rows = [  # day, session_key, events, page_views: 2 May has the same session twice, 3 May a bad count
         ("2024-05-01", "s1", 2, 1),
         ("2024-05-01", "s2", 1, 1),
@@ -184,7 +185,10 @@ def test_gold_invariants_are_checked_in_parts_of_whole_days_with_the_same_outcom
             "timestamptz '2024-05-01 10:05:00+00', 300, ?, ?, 1)",
             [day, key, events, page_views],
         )
-    whole = {c.check: (c.success, c.unexpected_count, c.element_count) for c in validate_mart(con, "sessions", 1)}
+    whole = {
+        c.check: (c.success, c.unexpected_count, c.element_count)
+        for c in validate_mart(con, "sessions", suite, 500_000, 1)
+    }
     sizes: list[int] = []
     checked = validation.split_by_suite
 
@@ -193,8 +197,9 @@ def test_gold_invariants_are_checked_in_parts_of_whole_days_with_the_same_outcom
         return checked(frame, suite)  # type: ignore[arg-type]
 
     monkeypatch.setattr(validation, "split_by_suite", recording)
-    setting("EVENTLAKE_VALIDATION_PART_ROWS", "2")
-    parted = {c.check: (c.success, c.unexpected_count, c.element_count) for c in validate_mart(con, "sessions", 1)}
+    parted = {
+        c.check: (c.success, c.unexpected_count, c.element_count) for c in validate_mart(con, "sessions", suite, 2, 1)
+    }
 
     assert sizes == [2, 3, 2]  # 1 May; 2 May whole though over 2 rows; 3–4 May
     assert parted == whole

@@ -1,0 +1,134 @@
+"""Dagster resources: the lake, the gold warehouse and the silver step's rules, filled from the
+process's settings once (:func:`pipelines.defs.build_definitions`), so each run shows its
+configuration in the UI and tests pass resources instead of changing the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+from pydantic import Field
+
+from pipelines import silver
+from pipelines.parallel import Parallelism
+from pipelines.pseudonyms import Pseudonymizer, load_key
+from pipelines.scrubbing import DEFAULT_RULES_PATH, Scrubber, load_rules
+from pipelines.validation import load_suite, suite_path
+from warehouse import gold
+from warehouse.lake import Lake
+from warehouse.settings import Settings
+from warehouse.tables import EVENTS, RAW_EVENTS
+
+
+class LakeResource(dg.ConfigurableResource):
+    """The Delta lake root (local path or object-store URI)."""
+
+    root: str
+
+    def lake(self) -> Lake:
+        """A :class:`warehouse.lake.Lake` over this root."""
+        return Lake(self.root)
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The gold DuckDB file (single writer: runs are serialized), its serving snapshot and how gold is
+    computed (:class:`warehouse.gold.GoldOptions`; defaults: the settings' defaults)."""
+
+    path: str
+    serving_path: str
+    memory_limit: str | None = Field(default=None, description="DuckDB memory_limit, e.g. '40%' or '4GB'.")
+    reporting_timezone: str = "UTC"
+    batch_weeks: int = 4
+    session_timeout_minutes: int = 30
+    funnels_path: str | None = None
+    validation_part_rows: int = 500_000
+    extra_marts_dir: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WarehouseResource:
+        """The warehouse these settings describe."""
+        return cls(
+            path=str(settings.warehouse_file),
+            serving_path=str(settings.serving_file),
+            memory_limit=settings.warehouse_memory_limit,
+            reporting_timezone=settings.reporting_timezone,
+            batch_weeks=settings.gold_batch_weeks,
+            session_timeout_minutes=settings.session_timeout_minutes,
+            funnels_path=str(settings.funnels_path) if settings.funnels_path else None,
+            validation_part_rows=settings.validation_part_rows,
+            extra_marts_dir=str(settings.extra_marts_dir) if settings.extra_marts_dir else None,
+        )
+
+    def options(self) -> gold.GoldOptions:
+        """How the refreshes compute gold."""
+        return gold.GoldOptions(
+            reporting_timezone=self.reporting_timezone,
+            batch_weeks=self.batch_weeks,
+            session_timeout_minutes=self.session_timeout_minutes,
+            funnels_path=Path(self.funnels_path) if self.funnels_path else None,
+            validation_part_rows=self.validation_part_rows,
+            extra_marts_dir=Path(self.extra_marts_dir) if self.extra_marts_dir else None,
+        )
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """Open the file for writing (gold tables created if missing); waits out other lock holders."""
+        return gold.connect(Path(self.path), memory_limit=self.memory_limit, marts=self.options().marts)
+
+
+class SilverResource(dg.ConfigurableResource):
+    """What the silver step applies and how it runs (settings ``EVENTLAKE_SCRUB_RULES_PATH``,
+    ``_PSEUDONYM_KEY``, ``_SILVER_*``, ``_QUARANTINE_*_RATE``, ``_USERS_PATH``)."""
+
+    scrub_rules_path: str | None = None
+    pseudonym_key: str | None = Field(default=None, description="HMAC key; from EVENTLAKE_PSEUDONYM_KEY (hidden).")
+    pseudonym_key_path: str
+    pseudonymize_all_ids: bool = False
+    workers: int = 0
+    parallel_min_rows: int = 200_000
+    max_batch_rows: int = 500_000
+    quarantine_warn_rate: float = 0.05
+    quarantine_error_rate: float = 0.25
+    users_path: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, pseudonym_key: str | dg.EnvVar | None = None) -> SilverResource:
+        """The silver step these settings describe; ``pseudonym_key`` (e.g. ``dg.EnvVar(...)``, which
+        the UI does not show) replaces ``settings.pseudonym_key``."""
+        secret = settings.pseudonym_key.get_secret_value() if settings.pseudonym_key else None
+        return cls(
+            scrub_rules_path=str(settings.scrub_rules_path) if settings.scrub_rules_path else None,
+            pseudonym_key=pseudonym_key if pseudonym_key is not None else secret,
+            pseudonym_key_path=str(settings.pseudonym_key_path),
+            pseudonymize_all_ids=settings.pseudonymize_all_ids,
+            workers=settings.silver_workers,
+            parallel_min_rows=settings.silver_parallel_min_rows,
+            max_batch_rows=settings.silver_max_batch_rows,
+            quarantine_warn_rate=settings.quarantine_warn_rate,
+            quarantine_error_rate=settings.quarantine_error_rate,
+            users_path=str(settings.users_path) if settings.users_path else None,
+        )
+
+    def rules_path(self) -> Path:
+        """The scrub rules file in use."""
+        return Path(self.scrub_rules_path) if self.scrub_rules_path else DEFAULT_RULES_PATH
+
+    def pseudonymizer(self) -> Pseudonymizer:
+        """Silver's pseudonymizer, with a scrubber of the current rules.
+
+        Raises:
+            OSError: the pseudonym key file cannot be read or created.
+        """
+        key = load_key(self.pseudonym_key, Path(self.pseudonym_key_path))
+        return Pseudonymizer(key, Scrubber(load_rules(self.rules_path())), self.pseudonymize_all_ids)
+
+    def rules(self) -> silver.Rules:
+        """Everything the silver step applies: the suites, scrub rules and pseudonymization."""
+        pseudonymizer = self.pseudonymizer()
+        return silver.Rules(
+            load_suite(suite_path(RAW_EVENTS.name)),
+            pseudonymizer.scrubber,
+            pseudonymizer,
+            load_suite(suite_path(EVENTS.name)),
+            Parallelism(self.workers, self.parallel_min_rows),
+        )

@@ -1,0 +1,13 @@
+create table if not exists component_interactions (
+    app varchar not null,
+    source varchar not null,
+    day date not null,
+    page_url varchar not null,
+    component varchar not null,
+    interaction varchar not null,
+    events bigint not null,
+    people bigint not null,
+    primary key (app, source, day, page_url, component, interaction)
+);
+
+alter table component_interactions add column if not exists silver_version bigint;
