@@ -158,9 +158,10 @@ class Load:
                 event = {"uuid": f"load-{number}-{sent}", "timestamp": "2026-11-03T10:00:00Z", "app": "load"}
                 try:
                     response = client.post("/v1/events", json=[{**event, "page": "https://load.example/"}], timeout=10)
-                    self.outcomes.append((time.monotonic(), "ok" if response.status_code == 202 else f"http {response.status_code}"))
+                    outcome = "ok" if response.status_code == 202 else f"http {response.status_code}"
                 except httpx.TransportError as exc:
-                    self.outcomes.append((time.monotonic(), type(exc).__name__))
+                    outcome = type(exc).__name__
+                self.outcomes.append((time.monotonic(), outcome))
 
     def __enter__(self) -> Load:
         for thread in self.threads:
