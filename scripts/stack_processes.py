@@ -28,6 +28,7 @@ import xmlrpc.client
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from supervisor.xmlrpc import SupervisorTransport
@@ -166,7 +167,7 @@ class Supervisor:
             time.sleep(0.1)
         raise ProgramFailedError(f"supervisord did not answer within {timeout_s:.0f} s; see {self.logs}")
 
-    def _rpc(self) -> xmlrpc.client.ServerProxy:
+    def _rpc(self) -> Any:  # XML-RPC answers are dynamic: supervisord's API docs give their shape
         transport = SupervisorTransport(None, None, serverurl=f"unix://{self.socket_path}")
         return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
 
