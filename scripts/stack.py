@@ -1,21 +1,17 @@
 """Run the whole eventlake stack locally: ``make up`` (keeps serving) and ``make demo`` (stops).
 
-1. starts supervisord (``scripts/stack_processes.py``), then, in order and each once it answers,
-   the ingest API (uvicorn with ``EVENTLAKE_INGEST_WORKERS`` workers, 2 by default, on
-   127.0.0.1:8000), Dagster's webserver (127.0.0.1:3000, after its storage is migrated) and daemon,
-   and Superset unless ``EVENTLAKE_SUPERSET=0``; everything they write lives under the data folder
-   (``EVENTLAKE_DATA_DIR``, default ``./data``), Dagster telemetry off and runs serialized.
-   supervisord restarts any of them that exits; uvicorn replaces a dead worker meanwhile;
-2. replays the bundled samples through the HTTP API as the ``local`` source (its write key is
-   generated under the data folder on first start and printed), with the ecom sample's users as
-   the users source unless ``EVENTLAKE_USERS_PATH`` is set;
-3. waits until gold covers the last acknowledged bronze version (exit 1 after 15 minutes,
+1. starts supervisord (``stack_processes.py``, which restarts whatever exits), then, in order and
+   each once the one before answers: the ingest API (uvicorn, 2 workers unless
+   ``EVENTLAKE_INGEST_WORKERS``), Dagster's webserver (storage migrated first) and daemon, and
+   Superset unless ``EVENTLAKE_SUPERSET=0``; all they write lives under ``EVENTLAKE_DATA_DIR``;
+2. replays the bundled samples as the ``local`` source (its write key generated on first start
+   and printed), with the ecom sample's users unless ``EVENTLAKE_USERS_PATH`` is set;
+3. waits until gold covers the last acknowledged bronze version (exit 1 after
    ``EVENTLAKE_GOLD_TIMEOUT_S``), prints DAU/MAU per app;
 4. ``up``: serves until Ctrl-C or SIGTERM; ``demo``: stops. Stopping terminates the Dagster runs in
-   progress, then supervisord stops every program and its children.
+   progress, then supervisord stops every program with its children.
 
-``serve`` skips steps 2 and 3: the stack starts empty and serves (``bench/bench_freshness.py``
-and ``tests/integration/test_stack_processes.py`` drive it with their own load).
+``serve`` skips steps 2 and 3 (``bench/bench_freshness.py`` and the stack's tests bring their own load).
 """
 
 from __future__ import annotations
@@ -41,8 +37,6 @@ from ingest_api.replay import replay
 from warehouse.settings import Settings, get_settings
 from warehouse.sources import LOCAL_SOURCE, ensure_local_source
 from warehouse.status import GoldNotReadyError, active_users_summary, format_summary, wait_for_gold
-
-__all__ = ["DAGSTER_YAML", "RunFailedError", "failed_run_check", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = [
@@ -120,6 +114,11 @@ def programs(settings: Settings, env: dict[str, str]) -> list[Program]:
     return found
 
 
+def launch(supervisor: Supervisor, name: str) -> None:
+    """Start program ``name`` and say so."""
+    say(f"started {name} (pid {supervisor.start_program(name)}), log: {supervisor.log(name)}")
+
+
 def watcher(supervisor: Supervisor) -> Callable[[], None]:
     """A health check that reports restarts and raises :class:`ProgramFailedError` when one gave up."""
 
@@ -141,18 +140,16 @@ def start(settings: Settings, supervisor: Supervisor, env: dict[str, str], write
     logs, dagster_home = data_dir / "logs", data_dir / "dagster"
     supervisor.start(programs(settings, env))
     healthy = watcher(supervisor)
-    say(f"started ingest_api (pid {supervisor.start_program('ingest_api')}), log: {supervisor.log('ingest_api')}")
+    launch(supervisor, "ingest_api")
     # Dagster's storage is created or upgraded once, before its processes start.
     migrate(dagster_home, {**os.environ, **env}, logs / "dagster_migrate.log", ROOT)
     for run_id in fail_orphaned_runs(dagster_home):
         say(f"marked run {run_id}, left running by an earlier stack, as failed")
-    pid = supervisor.start_program("dagster_webserver")
-    say(f"started dagster_webserver (pid {pid}), log: {supervisor.log('dagster_webserver')}")
+    launch(supervisor, "dagster_webserver")
     api_url = f"http://{settings.ingest_host}:{settings.ingest_port}"
     wait_ready(f"{api_url}/healthz", 60, "ingest API", healthy)
     wait_ready(f"http://127.0.0.1:{settings.dagster_port}/server_info", 180, "Dagster", healthy)
-    pid = supervisor.start_program("dagster_daemon")
-    say(f"started dagster_daemon (pid {pid}), log: {supervisor.log('dagster_daemon')}")
+    launch(supervisor, "dagster_daemon")
     say(
         f"ingest API at {api_url} ({ingest_workers(settings)} workers), "
         f"Dagster UI at http://127.0.0.1:{settings.dagster_port}"
@@ -179,14 +176,13 @@ def start_superset(settings: Settings, supervisor: Supervisor) -> None:
     setup_log = data_dir / "logs" / "superset_setup.log"
     say("setting up Superset (metadata database, admin user, roles) …")
     service.initialize(env, account, setup_log)
-    say(f"started superset (pid {supervisor.start_program('superset')}), log: {supervisor.log('superset')}")
+    launch(supervisor, "superset")
     url = f"http://127.0.0.1:{settings.superset_port}"
     wait_ready(f"{url}/health", 180, "Superset", watcher(supervisor))
     service.provision(env, account, url, settings.serving_file, setup_log)
     say(
-        f"Superset at {url}: dashboards Overview, Audience, Funnels, Forms, Components, Errors, Retention and "
-        "Data quality "
-        f"({url}/dashboard/list/; start at {url}/superset/dashboard/eventlake-overview/)"
+        f"Superset at {url}: dashboards Overview, Audience, Funnels, Forms, Components, Errors, Retention and Data "
+        f"quality ({url}/dashboard/list/; start at {url}/superset/dashboard/eventlake-overview/)"
     )
     if account.generated:
         say(
@@ -262,8 +258,7 @@ def main() -> int:
     parser.add_argument("mode", choices=["up", "demo", "serve"])
     args = parser.parse_args()
     started_at = time.monotonic()
-    # The helpers' warnings, said like the CLI's own lines (other libraries' logging stays untouched).
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(sys.stdout)  # the helpers' warnings, said like the CLI's lines
     handler.setFormatter(logging.Formatter("[eventlake] %(message)s"))
     logging.getLogger("eventlake.stack").addHandler(handler)
 
