@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +17,27 @@ from supervisor.options import ServerOptions
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import stack  # noqa: E402
 import stack_processes  # noqa: E402
+
+
+def test_a_second_ctrl_c_during_shutdown_does_not_leave_servers_running(tmp_path: Path) -> None:
+    # Regression: a second SIGINT while the stack stopped aborted it; uvicorn and Dagster kept running.
+    (tmp_path / "logs").mkdir()
+    # A server that takes ~1 s to shut down on SIGINT, like Dagster's.
+    slow = "import signal,sys,time; signal.signal(signal.SIGINT, lambda *_: (time.sleep(1), sys.exit()));time.sleep(60)"
+    supervisor = stack_processes.Supervisor(tmp_path / "run", tmp_path / "logs", tmp_path)
+    supervisor.start([stack_processes.Program("slow", [sys.executable, "-c", slow])])
+    pid = supervisor.start_program("slow")
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))  # the second Ctrl-C
+    try:
+        timer.start()
+        stack.stop(supervisor, tmp_path / "dagster")
+    finally:
+        timer.cancel()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    assert supervisor.proc is not None and supervisor.proc.poll() is not None
+    assert not Path(f"/proc/{pid}").exists()
 
 
 def test_render_config_is_read_by_supervisord_as_written(tmp_path: Path) -> None:
