@@ -1,39 +1,40 @@
 """Run the whole eventlake stack locally: ``make up`` (keeps serving) and ``make demo`` (stops).
 
-1. starts the ingest API (uvicorn, 127.0.0.1:8000) and Dagster (webserver + daemon,
-   127.0.0.1:3000) with everything they write under the data folder (``EVENTLAKE_DATA_DIR``,
-   default ``./data``), Dagster telemetry off and runs serialized;
-2. replays the bundled samples through the HTTP API as the ``local`` source (its write key is
-   generated under the data folder on first start and printed), with the ecom sample's users as
-   the users source unless ``EVENTLAKE_USERS_PATH`` is set;
-3. waits until gold covers the last acknowledged bronze version (exit 1 after 15 minutes,
+1. starts supervisord (``stack_processes.py``, which restarts whatever exits), then, in order and
+   each once the one before answers: the ingest API (uvicorn, 2 workers unless
+   ``EVENTLAKE_INGEST_WORKERS``), Dagster's webserver (storage migrated first) and daemon, and
+   Superset unless ``EVENTLAKE_SUPERSET=0``; all they write lives under ``EVENTLAKE_DATA_DIR``;
+2. replays the bundled samples as the ``local`` source (its write key generated on first start
+   and printed), with the ecom sample's users unless ``EVENTLAKE_USERS_PATH`` is set;
+3. waits until gold covers the last acknowledged bronze version (exit 1 after
    ``EVENTLAKE_GOLD_TIMEOUT_S``), prints DAU/MAU per app;
-4. ``up``: serves until Ctrl-C; ``demo``: stops. Every process started is stopped on exit.
+4. ``up``: serves until Ctrl-C or SIGTERM; ``demo``: stops. Stopping terminates the Dagster runs in
+   progress, then supervisord stops every program with its children.
 
-``serve`` skips steps 2 and 3: the stack starts empty and serves (``bench/bench_freshness.py``
-drives it with its own load).
+``serve`` skips steps 2 and 3 (``bench/bench_freshness.py`` and the stack's tests bring their own load).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import NoReturn
 
-import httpx
+from stack_dagster import DAGSTER_YAML, RunFailedError, fail_orphaned_runs, failed_run_check, migrate, terminate_runs
+from stack_processes import Program, ProgramFailedError, Supervisor, wait_ready
 
 from dashboards import service
 from ingest_api.replay import replay
-from warehouse.settings import get_settings
+from warehouse.settings import Settings, get_settings
 from warehouse.sources import LOCAL_SOURCE, ensure_local_source
 from warehouse.status import GoldNotReadyError, active_users_summary, format_summary, wait_for_gold
 
@@ -46,19 +47,9 @@ SAMPLES = [
 #: ``EVENTLAKE_USERS_PATH`` names another source.
 USERS_SAMPLE = ROOT / "samples" / "ecom_scenarios_2024_users.csv"
 BIN = Path(sys.executable).parent
-
-DAGSTER_YAML = """\
-# Written by scripts/stack.py on every start.
-telemetry:
-  enabled: false
-concurrency:
-  runs:
-    max_concurrent_runs: 1
-# The daemon looks at the run queue every second (default 5 s): a queued run waited 2.5 s on average
-# before its process even started (bench/bench_freshness.py's "run start").
-run_queue:
-  dequeue_interval_seconds: 1
-"""
+#: uvicorn workers of the ingest API unless ``EVENTLAKE_INGEST_WORKERS`` is set: with two, one
+#: keeps serving while uvicorn replaces the other after a crash.
+DEFAULT_INGEST_WORKERS = 2
 
 
 def say(message: str) -> None:
@@ -70,208 +61,128 @@ def port_free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-def wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes], name: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with code {proc.returncode}; see {log}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{name} did not answer {url} within {timeout_s:.0f} s; see {log}")
+def ingest_workers(settings: Settings) -> int:
+    """The ingest API's worker count: the setting if given, else :data:`DEFAULT_INGEST_WORKERS`."""
+    return settings.ingest_workers if "ingest_workers" in settings.model_fields_set else DEFAULT_INGEST_WORKERS
 
 
-class ProcessDiedError(RuntimeError):
-    """A process of the stack exited while it should be serving."""
+def prepare(settings: Settings, mode: str) -> dict[str, str]:
+    """Create the data folder's layout and Dagster's config; return what the processes' environment adds."""
+    data_dir = settings.data_dir.resolve()
+    dagster_home = data_dir / "dagster"
+    for folder in (data_dir / "logs", dagster_home):
+        folder.mkdir(parents=True, exist_ok=True)
+    (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    # One directory per start for the API workers' Prometheus samples (multiprocess mode).
+    metrics_dir = data_dir / "run" / "prometheus"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    env = {
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "EVENTLAKE_DATA_DIR": str(data_dir),
+        "DAGSTER_HOME": str(dagster_home),
+        "DAGSTER_DISABLE_TELEMETRY": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    if mode != "serve" and settings.users_path is None:
+        env["EVENTLAKE_USERS_PATH"] = str(USERS_SAMPLE)
+    return env
 
 
-class RunFailedError(RuntimeError):
-    """A pipeline run failed while gold was awaited: the sensor does not retry the same bronze
-    version, so waiting longer would only hit the timeout."""
+def programs(settings: Settings, env: dict[str, str]) -> list[Program]:
+    """The stack's programs in start order (supervisord stops them in reverse)."""
+    workspace = str(ROOT / "workspace.yaml")
+    ingest = [sys.executable, "-m", "uvicorn", "ingest_worker:app", "--app-dir", str(ROOT / "scripts")]
+    ingest += ["--host", settings.ingest_host, "--port", str(settings.ingest_port)]
+    # The API writes its own JSON request log (no query strings, no payloads).
+    ingest += ["--workers", str(ingest_workers(settings)), "--no-access-log"]
+    dagster_port = str(settings.dagster_port)
+    found = [
+        Program("ingest_api", ingest, env, priority=100),
+        Program(
+            "dagster_webserver",
+            [str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1", "-p", dagster_port],
+            env,
+            200,
+        ),
+        Program("dagster_daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], env, 300),
+    ]
+    if settings.superset:
+        data_dir = settings.data_dir.resolve()
+        superset_env = {k: v for k, v in service.environment(data_dir).items() if os.environ.get(k) != v}
+        found.append(Program("superset", service.start_args(settings.superset_port), superset_env, 400))
+    return found
 
 
-def failed_run_check(dagster_home: Path, since: datetime) -> Callable[[], None]:
-    """A ``wait_for_gold`` check raising :class:`RunFailedError` once a run created after
-    ``since`` (UTC) has failed, with each failed step's error message (e.g. a malformed funnels file).
-    """
-    import dagster as dg
+def launch(supervisor: Supervisor, name: str) -> None:
+    """Start program ``name`` and say so."""
+    say(f"started {name} (pid {supervisor.start_program(name)}), log: {supervisor.log(name)}")
 
-    instance = dg.DagsterInstance.from_config(str(dagster_home))
+
+def watcher(supervisor: Supervisor) -> Callable[[], None]:
+    """A health check that reports restarts and raises :class:`ProgramFailedError` when one gave up."""
 
     def check() -> None:
-        records = instance.get_run_records(
-            dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], created_after=since), limit=1
-        )
-        if not records:
-            return
-        run_id = records[0].dagster_run.run_id
-        failures = [
-            f"{event.step_key}: {_step_error(event.dagster_event.step_failure_data.error)}"
-            for event in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
-            if event.dagster_event and event.dagster_event.step_failure_data.error
-        ]
-        raise RunFailedError(
-            f"pipeline run {run_id} failed: {'; '.join(failures) or 'see its logs'}. Fix the cause and "
-            "run again (or re-execute the run from the Dagster UI's Runs page)"
-        )
+        for note in supervisor.check():
+            say(note)
 
     return check
 
 
-def _in_progress() -> list[Any]:
-    """Run statuses of a run that has a worker (or had one, if its stack was killed)."""
-    import dagster as dg
+def start(settings: Settings, supervisor: Supervisor, env: dict[str, str], write_key: str) -> str:
+    """Start the programs in order, each once the one before answers; return the ingest API's URL.
 
-    return [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
-
-
-def fail_orphaned_runs(dagster_home: Path) -> list[str]:
-    """Mark runs an earlier stack left starting or running as failed; return their ids.
-
-    At start-up no run worker of this data folder can be alive (the ports were free), so such a
-    run was cut off by a stack that was killed. Left as STARTED, a ``hot_path`` run would make the
-    bronze sensor wait for it forever. Their micro-batches are not lost: silver's watermark only
-    moves when a batch commits, and the next run picks the rest up.
+    Raises:
+        ProgramFailedError: a program did not start or answer in time.
+        subprocess.CalledProcessError: Dagster's storage migration failed.
     """
-    import dagster as dg
+    data_dir = settings.data_dir.resolve()
+    logs, dagster_home = data_dir / "logs", data_dir / "dagster"
+    supervisor.start(programs(settings, env))
+    healthy = watcher(supervisor)
+    launch(supervisor, "ingest_api")
+    # Dagster's storage is created or upgraded once, before its processes start.
+    migrate(dagster_home, {**os.environ, **env}, logs / "dagster_migrate.log", ROOT)
+    for run_id in fail_orphaned_runs(dagster_home):
+        say(f"marked run {run_id}, left running by an earlier stack, as failed")
+    launch(supervisor, "dagster_webserver")
+    api_url = f"http://{settings.ingest_host}:{settings.ingest_port}"
+    wait_ready(f"{api_url}/healthz", 60, "ingest API", healthy)
+    wait_ready(f"http://127.0.0.1:{settings.dagster_port}/server_info", 180, "Dagster", healthy)
+    launch(supervisor, "dagster_daemon")
+    say(
+        f"ingest API at {api_url} ({ingest_workers(settings)} workers), "
+        f"Dagster UI at http://127.0.0.1:{settings.dagster_port}"
+    )
+    say(
+        f"source {LOCAL_SOURCE!r} write key: {write_key} (kept in {settings.local_key_path}); "
+        f"send it as X-Write-Key or Basic auth"
+    )
+    if settings.superset:
+        start_superset(settings, supervisor)
+    return api_url
 
-    instance = dg.DagsterInstance.from_config(str(dagster_home))
-    orphaned = [record.dagster_run for record in instance.get_run_records(dg.RunsFilter(statuses=_in_progress()))]
-    for run in orphaned:
-        instance.report_run_failed(run, "the stack that ran it stopped before the run ended (scripts/stack.py)")
-    return [run.run_id for run in orphaned]
 
+def start_superset(settings: Settings, supervisor: Supervisor) -> None:
+    """Initialize, start and provision Superset; print the admin credentials when they are new.
 
-def terminate_runs(dagster_home: Path, timeout_s: float = 30) -> None:
-    """Terminate runs in progress (the long-lived ``hot_path`` above all) and wait until they end.
-
-    Dagster's own termination (the UI's Terminate button): the run worker is interrupted, ends the
-    step it is in (a micro-batch's commits are atomic and its watermark moves only after them) and
-    records the run as canceled, so the next start does not find it running. Best effort: stopping
-    the stack goes on whatever happens here.
+    Raises:
+        service.SupersetError: a set-up or provisioning step failed.
+        ProgramFailedError: Superset did not start or answer in time.
     """
-    import dagster as dg
-
-    try:
-        instance = dg.DagsterInstance.from_config(str(dagster_home))
-        runs = [
-            record.dagster_run.run_id for record in instance.get_run_records(dg.RunsFilter(statuses=_in_progress()))
-        ]
-        for run_id in runs:
-            instance.run_launcher.terminate(run_id)
-        deadline = time.monotonic() + timeout_s
-        while runs and time.monotonic() < deadline:
-            time.sleep(0.5)
-            left = instance.get_run_records(dg.RunsFilter(run_ids=runs, statuses=_in_progress()))
-            runs = [record.dagster_run.run_id for record in left]
-    except Exception as exc:  # noqa: BLE001 - stopping must go on (e.g. Dagster never started)
-        say(f"could not terminate Dagster runs ({exc}); they are marked failed on the next start")
-
-
-def _step_error(error: Any) -> str:
-    # Dagster wraps the step's own exception ("Error occurred while executing op …"): report the
-    # first exception below its wrappers, which says what is wrong.
-    while str(error.cls_name).startswith("Dagster") and error.cause is not None:
-        error = error.cause
-    return str(error.message).strip()
-
-
-def descendants(pid: int) -> list[int]:
-    """All live descendants of ``pid`` (Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, queue = [], [pid]
-    while queue:
-        for child in children.get(queue.pop(), []):
-            found.append(child)
-            queue.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` is running (not gone, not a zombie)."""
-    try:
-        return " Z " not in Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-
-
-class Stack:
-    """The processes this script started, stopped in reverse order on exit."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.logs = data_dir / "logs"
-        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
-        log = self.logs / f"{name}.log"
-        handle = log.open("ab")
-        # Own process group: Ctrl-C reaches only this script, which then stops each group
-        # with SIGINT (Dagster's processes shut down their code servers cleanly on it).
-        proc = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        self.procs.append((name, proc))
-        say(f"started {name} (pid {proc.pid}), log: {log}")
-        return proc, log
-
-    def check_alive(self) -> None:
-        """Raise :class:`ProcessDiedError` if a started process has exited."""
-        for name, proc in self.procs:
-            if proc.poll() is not None:
-                raise ProcessDiedError(f"{name} exited with code {proc.returncode}; see {self.logs / (name + '.log')}")
-
-    def stop(self) -> None:
-        # A second Ctrl-C (or a supervisor forwarding the first one again) must not abort the
-        # cleanup half-way and leave servers running: ignore it from here on.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        # Dagster's code servers run in their own sessions; they also exit when their parent
-        # stops heartbeating (~20 s), but we wait for them here so nothing outlives the stack.
-        terminate_runs(self.data_dir / "dagster")
-        leftovers = [pid for _, proc in self.procs for pid in descendants(proc.pid)]
-        for _, proc in reversed(self.procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGINT)
-        for name, proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                say(f"{name} did not stop within 30 s, killing it")
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            say(f"stopped {name}")
-        deadline = time.monotonic() + 30
-        for pid in leftovers:
-            while alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
-
-
-def start_superset(stack: Stack, data_dir: Path, port: int, serving_file: Path) -> None:
-    """Initialize, start and provision Superset; print the admin credentials when they are new."""
+    data_dir = settings.data_dir.resolve()
     env = service.environment(data_dir)
     account = service.admin(data_dir)
-    setup_log = stack.logs / "superset_setup.log"
+    setup_log = data_dir / "logs" / "superset_setup.log"
     say("setting up Superset (metadata database, admin user, roles) …")
     service.initialize(env, account, setup_log)
-    proc, _ = stack.start("superset", service.start_args(port), env)
-    url = f"http://127.0.0.1:{port}"
-    service.wait_healthy(url, 180, proc)
-    service.provision(env, account, url, serving_file, setup_log)
+    launch(supervisor, "superset")
+    url = f"http://127.0.0.1:{settings.superset_port}"
+    wait_ready(f"{url}/health", 180, "Superset", watcher(supervisor))
+    service.provision(env, account, url, settings.serving_file, setup_log)
     say(
-        f"Superset at {url}: dashboards Overview, Audience, Funnels, Forms, Components, Errors, Retention and "
-        "Data quality "
-        f"({url}/dashboard/list/; start at {url}/superset/dashboard/eventlake-overview/)"
+        f"Superset at {url}: dashboards Overview, Audience, Funnels, Forms, Components, Errors, Retention and Data "
+        f"quality ({url}/dashboard/list/; start at {url}/superset/dashboard/eventlake-overview/)"
     )
     if account.generated:
         say(
@@ -282,147 +193,105 @@ def start_superset(stack: Stack, data_dir: Path, port: int, serving_file: Path) 
         say(f"Superset admin login: user {account.username!r}, password in {data_dir / 'superset' / 'admin.json'}")
 
 
+def replay_and_report(
+    settings: Settings, supervisor: Supervisor, api_url: str, write_key: str, started_at: float
+) -> None:
+    """Replay the samples, wait until gold covers them and print DAU/MAU per app.
+
+    ``started_at`` is the CLI's start (``time.monotonic()``), for the time it took in all.
+
+    Raises:
+        GoldNotReadyError: gold did not catch up within ``settings.gold_timeout_s``.
+        RunFailedError: a pipeline run failed meanwhile.
+        ProgramFailedError: a program could not be kept running.
+    """
+    replay_started = datetime.now(UTC)
+    say("replaying the bundled samples through POST /v1/events …")
+    result = replay(SAMPLES, api_url, write_key, progress=sys.stderr.isatty())
+    say(
+        f"acknowledged {result.accepted} events ({result.rejected} payloads rejected), "
+        f"last bronze version {result.bronze_version}"
+    )
+    timeout_s = settings.gold_timeout_s
+    say(f"waiting for gold to cover bronze version {result.bronze_version} (limit {timeout_s:.0f} s) …")
+    runs_ok = failed_run_check(settings.data_dir.resolve() / "dagster", replay_started)
+    healthy = watcher(supervisor)
+
+    def check() -> None:
+        healthy()
+        runs_ok()
+
+    waited = wait_for_gold(settings.serving_file, result.bronze_version or 0, timeout_s, check=check)
+    say(f"gold is up to date ({waited:.0f} s after the replay, {time.monotonic() - started_at:.0f} s in all)")
+    print(f"\nDAU / MAU per app ({settings.reporting_timezone} days; people, bots excluded):\n")
+    print(format_summary(active_users_summary(settings.serving_file)), end="\n\n", flush=True)
+
+
+def serve(supervisor: Supervisor, message: str) -> NoReturn:
+    """Keep serving until a signal ends the CLI, reporting the restarts supervisord makes.
+
+    Raises:
+        ProgramFailedError: supervisord gave up restarting a program, or exited.
+    """
+    say(message)
+    healthy = watcher(supervisor)
+    while True:
+        healthy()
+        time.sleep(1)
+
+
+def stop(supervisor: Supervisor, dagster_home: Path) -> None:
+    """Terminate the Dagster runs in progress, then stop every program and supervisord."""
+    # A second Ctrl-C (or a supervisor forwarding the first one again) must not abort the
+    # cleanup half-way and leave servers running: ignore it from here on.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if supervisor.proc is None or supervisor.proc.poll() is not None:
+        return
+    terminate_runs(dagster_home)
+    supervisor.stop()
+    say("stopped every process of the stack")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("mode", choices=["up", "demo", "serve"])
     args = parser.parse_args()
     started_at = time.monotonic()
+    handler = logging.StreamHandler(sys.stdout)  # the helpers' warnings, said like the CLI's lines
+    handler.setFormatter(logging.Formatter("[eventlake] %(message)s"))
+    logging.getLogger("eventlake.stack").addHandler(handler)
 
     settings = get_settings()
     data_dir = settings.data_dir.resolve()
-    dagster_home = data_dir / "dagster"
-    for folder in (data_dir / "logs", dagster_home):
-        folder.mkdir(parents=True, exist_ok=True)
-    (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
-    # One directory per start for the API workers' Prometheus samples (multiprocess mode).
-    metrics_dir = data_dir / "run" / "prometheus"
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True)
+    env = prepare(settings, args.mode)
     write_key = ensure_local_source(settings)
-    env = {
-        **os.environ,
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-        "EVENTLAKE_DATA_DIR": str(data_dir),
-        "DAGSTER_HOME": str(dagster_home),
-        "DAGSTER_DISABLE_TELEMETRY": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
-    if args.mode != "serve" and settings.users_path is None:
-        env["EVENTLAKE_USERS_PATH"] = str(USERS_SAMPLE)
     ports = (settings.ingest_port, settings.dagster_port) + ((settings.superset_port,) if settings.superset else ())
     for port in ports:
         if not port_free(port):
             say(f"port {port} on 127.0.0.1 is in use: stop whatever holds it (an earlier `make up`?)")
             return 1
 
-    stack = Stack(data_dir)
+    supervisor = Supervisor(data_dir / "run", data_dir / "logs", ROOT)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # Ctrl-C must stop the stack even when it was started in the background by a script (a
     # non-interactive shell starts background jobs with SIGINT ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        api, api_log = stack.start(
-            "ingest_api",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "ingest_api.main:app",
-                "--host",
-                settings.ingest_host,
-                "--port",
-                str(settings.ingest_port),
-                "--workers",
-                str(settings.ingest_workers),
-                "--no-access-log",  # the API writes its own JSON request log (no query strings, no payloads)
-            ],
-            env,
-        )
-        workspace = str(ROOT / "workspace.yaml")
-        # Create/upgrade Dagster's SQLite storage once, before its processes start: the daemon
-        # and the webserver racing to create it left one of them dead ("alembic_version
-        # already exists").
-        with (stack.logs / "dagster_migrate.log").open("ab") as migrate_log:
-            subprocess.run(
-                [str(BIN / "dagster"), "instance", "migrate"],
-                cwd=ROOT,
-                env=env,
-                check=True,
-                stdout=migrate_log,
-                stderr=subprocess.STDOUT,
-            )
-        for run_id in fail_orphaned_runs(dagster_home):
-            say(f"marked run {run_id}, left running by an earlier stack, as failed")
-        dagster, dagster_log = stack.start(
-            "dagster_webserver",
-            [
-                str(BIN / "dagster-webserver"),
-                "-w",
-                workspace,
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(settings.dagster_port),
-            ],
-            env,
-        )
-        api_url = f"http://{settings.ingest_host}:{settings.ingest_port}"
-        wait_http(f"{api_url}/healthz", 60, api, "ingest API", api_log)
-        wait_http(f"http://127.0.0.1:{settings.dagster_port}/server_info", 180, dagster, "Dagster", dagster_log)
-        stack.start("dagster_daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], env)
-        say(f"ingest API at {api_url}, Dagster UI at http://127.0.0.1:{settings.dagster_port}")
-        say(
-            f"source {LOCAL_SOURCE!r} write key: {write_key} (kept in {settings.local_key_path}); "
-            f"send it as X-Write-Key or Basic auth"
-        )
-        if settings.superset:
-            start_superset(stack, data_dir, settings.superset_port, settings.serving_file)
-
+        api_url = start(settings, supervisor, env, write_key)
         if args.mode == "serve":
-            say("serving an empty stack (no sample replay); press Ctrl-C to stop")
-            while True:
-                stack.check_alive()
-                time.sleep(1)
-
-        replay_started = datetime.now(UTC)
-        say("replaying the bundled samples through POST /v1/events …")
-        result = replay(SAMPLES, api_url, write_key, progress=sys.stderr.isatty())
-        say(
-            f"acknowledged {result.accepted} events ({result.rejected} payloads rejected), "
-            f"last bronze version {result.bronze_version}"
-        )
-
-        timeout_s = settings.gold_timeout_s
-        say(f"waiting for gold to cover bronze version {result.bronze_version} (limit {timeout_s:.0f} s) …")
-        runs_ok = failed_run_check(data_dir / "dagster", replay_started)
-
-        def healthy() -> None:
-            stack.check_alive()
-            runs_ok()
-
-        try:
-            waited = wait_for_gold(settings.serving_file, result.bronze_version or 0, timeout_s, check=healthy)
-        except (GoldNotReadyError, RunFailedError) as exc:
-            say(f"ERROR: {exc}")
-            return 1
-        say(f"gold is up to date ({waited:.0f} s after the replay, {time.monotonic() - started_at:.0f} s in all)")
-        days = get_settings().reporting_timezone
-        print(f"\nDAU / MAU per app ({days} days; people, bots excluded):\n")
-        print(format_summary(active_users_summary(settings.serving_file)), end="\n\n", flush=True)
-
+            serve(supervisor, "serving an empty stack (no sample replay); press Ctrl-C to stop")
+        replay_and_report(settings, supervisor, api_url, write_key, started_at)
         if args.mode == "demo":
             return 0
-        say("serving; press Ctrl-C to stop")
-        while True:
-            stack.check_alive()
-            time.sleep(1)
-    except (ProcessDiedError, service.SupersetError) as exc:
+        serve(supervisor, "serving; press Ctrl-C to stop")
+    except (ProgramFailedError, service.SupersetError, GoldNotReadyError, RunFailedError) as exc:
         say(f"ERROR: {exc}")
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
-        stack.stop()
+        stop(supervisor, data_dir / "dagster")
 
 
 if __name__ == "__main__":

@@ -1,44 +1,76 @@
-"""The local stack's shutdown (scripts/stack.py)."""
+"""The local stack's CLI and its supervisord config (scripts/stack.py, scripts/stack_processes.py)."""
 
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sys
 import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from supervisor.datatypes import RestartUnconditionally
+from supervisor.options import ServerOptions
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import stack  # noqa: E402
+import stack_processes  # noqa: E402
 
 
 def test_a_second_ctrl_c_during_shutdown_does_not_leave_servers_running(tmp_path: Path) -> None:
-    # Regression: a second SIGINT while stop() waited aborted it; uvicorn and Dagster kept running.
+    # Regression: a second SIGINT while the stack stopped aborted it; uvicorn and Dagster kept running.
     (tmp_path / "logs").mkdir()
-    services = stack.Stack(tmp_path)
     # A server that takes ~1 s to shut down on SIGINT, like Dagster's.
-    ready = tmp_path / "ready"
-    slow = (
-        "import pathlib,signal,sys,time; signal.signal(signal.SIGINT, lambda *_: (time.sleep(1), sys.exit(0)));"
-        f"pathlib.Path({str(ready)!r}).touch(); time.sleep(60)"
-    )
-    proc, _ = services.start("slow", [sys.executable, "-c", slow], dict(os.environ))
-    deadline = time.monotonic() + 20
-    while not ready.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    previous = signal.getsignal(signal.SIGINT)
+    slow = "import signal,sys,time; signal.signal(signal.SIGINT, lambda *_: (time.sleep(1), sys.exit()));time.sleep(60)"
+    supervisor = stack_processes.Supervisor(tmp_path / "run", tmp_path / "logs", tmp_path)
+    supervisor.start([stack_processes.Program("slow", [sys.executable, "-c", slow])])
+    pid = supervisor.start_program("slow")
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))  # the second Ctrl-C
     try:
         timer.start()
-        services.stop()
+        stack.stop(supervisor, tmp_path / "dagster")
     finally:
         timer.cancel()
-        signal.signal(signal.SIGINT, previous)
-    assert proc.poll() is not None and not stack.alive(proc.pid)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    assert supervisor.proc is not None and supervisor.proc.poll() is not None
+    assert not Path(f"/proc/{pid}").exists()
+
+
+def test_render_config_is_read_by_supervisord_as_written(tmp_path: Path) -> None:
+    # supervisord expands %(name)s in commands and environments and splits the environment on
+    # commas: a literal % and a comma inside a value must come through unchanged.
+    program = stack_processes.Program(
+        "api", [sys.executable, "-c", "print('50% off, now')"], {"KEY": "a,b%c", "EMPTY": ""}, priority=200
+    )
+    config = tmp_path / "supervisord.conf"
+    config.write_text(stack_processes.render_config([program], tmp_path / "s.sock", tmp_path, tmp_path))
+    options = ServerOptions()
+    options.realize(args=["-c", str(config)])
+    parsed = options.process_group_configs[0].process_configs[0]
+    assert shlex.split(parsed.command) == program.command
+    assert parsed.environment == program.env
+    assert (parsed.priority, parsed.stopsignal, parsed.stopwaitsecs) == (200, signal.SIGINT, 30)
+    assert parsed.stopasgroup and parsed.killasgroup and parsed.autorestart is RestartUnconditionally
+    assert options.nodaemon and not parsed.autostart
+
+
+def test_render_config_refuses_a_double_quote_in_the_environment(tmp_path: Path) -> None:
+    program = stack_processes.Program("api", ["true"], {"KEY": 'say "hi"'})
+    with pytest.raises(ValueError, match="double quote"):
+        stack_processes.render_config([program], tmp_path / "s.sock", tmp_path, tmp_path)
+
+
+def test_ingest_workers_default_to_two_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from warehouse.settings import Settings
+
+    monkeypatch.delenv("EVENTLAKE_INGEST_WORKERS", raising=False)
+    assert stack.ingest_workers(Settings()) == 2
+    monkeypatch.setenv("EVENTLAKE_INGEST_WORKERS", "1")
+    assert stack.ingest_workers(Settings()) == 1
 
 
 def test_waiting_for_gold_stops_with_the_error_of_a_failed_run(tmp_path: Path) -> None:

@@ -1,0 +1,141 @@
+"""The stack's Dagster chores: its instance config, storage migration, and the runs it finds or leaves.
+
+``DAGSTER_YAML`` is written on every start; ``migrate`` creates or upgrades the SQLite storage
+before the webserver and the daemon start (both racing to create it left one of them dead,
+"alembic_version already exists"); runs an earlier, killed stack left in progress are marked
+failed; on stop, the runs in progress are terminated the way the UI's Terminate button does.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("eventlake.stack")
+
+DAGSTER_YAML = """\
+# Written by scripts/stack.py on every start.
+telemetry:
+  enabled: false
+concurrency:
+  runs:
+    max_concurrent_runs: 1
+# The daemon looks at the run queue every second (default 5 s): a queued run waited 2.5 s on average
+# before its process even started (bench/bench_freshness.py's "run start").
+run_queue:
+  dequeue_interval_seconds: 1
+"""
+
+
+def migrate(dagster_home: Path, env: dict[str, str], log: Path, cwd: Path) -> None:
+    """Create or upgrade the Dagster storage of ``dagster_home`` (``dagster instance migrate``).
+
+    Raises:
+        subprocess.CalledProcessError: the migration failed (its output is in ``log``).
+    """
+    with log.open("ab") as out:
+        subprocess.run(
+            [str(Path(sys.executable).parent / "dagster"), "instance", "migrate"],
+            cwd=cwd,
+            env={**env, "DAGSTER_HOME": str(dagster_home)},
+            check=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+class RunFailedError(RuntimeError):
+    """A pipeline run failed while gold was awaited: the sensor does not retry the same bronze
+    version, so waiting longer would only hit the timeout."""
+
+
+def failed_run_check(dagster_home: Path, since: datetime) -> Callable[[], None]:
+    """A ``wait_for_gold`` check raising :class:`RunFailedError` once a run created after
+    ``since`` (UTC) has failed, with each failed step's error message (e.g. a malformed funnels file).
+    """
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+
+    def check() -> None:
+        records = instance.get_run_records(
+            dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], created_after=since), limit=1
+        )
+        if not records:
+            return
+        run_id = records[0].dagster_run.run_id
+        failures = [
+            f"{event.step_key}: {_step_error(event.dagster_event.step_failure_data.error)}"
+            for event in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+            if event.dagster_event and event.dagster_event.step_failure_data.error
+        ]
+        raise RunFailedError(
+            f"pipeline run {run_id} failed: {'; '.join(failures) or 'see its logs'}. Fix the cause and "
+            "run again (or re-execute the run from the Dagster UI's Runs page)"
+        )
+
+    return check
+
+
+def _in_progress() -> list[Any]:
+    """Run statuses of a run that has a worker (or had one, if its stack was killed)."""
+    import dagster as dg
+
+    return [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+
+
+def fail_orphaned_runs(dagster_home: Path) -> list[str]:
+    """Mark runs an earlier stack left starting or running as failed; return their ids.
+
+    At start-up no run worker of this data folder can be alive (the ports were free), so such a
+    run was cut off by a stack that was killed. Left as STARTED, a ``hot_path`` run would make the
+    bronze sensor wait for it forever. Their micro-batches are not lost: silver's watermark only
+    moves when a batch commits, and the next run picks the rest up.
+    """
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    orphaned = [record.dagster_run for record in instance.get_run_records(dg.RunsFilter(statuses=_in_progress()))]
+    for run in orphaned:
+        instance.report_run_failed(run, "the stack that ran it stopped before the run ended (scripts/stack.py)")
+    return [run.run_id for run in orphaned]
+
+
+def terminate_runs(dagster_home: Path, timeout_s: float = 30) -> None:
+    """Terminate runs in progress (the long-lived ``hot_path`` above all) and wait until they end.
+
+    Dagster's own termination (the UI's Terminate button): the run worker is interrupted, ends the
+    step it is in (a micro-batch's commits are atomic and its watermark moves only after them) and
+    records the run as canceled, so the next start does not find it running. Best effort: stopping
+    the stack goes on whatever happens here.
+    """
+    import dagster as dg
+
+    try:
+        instance = dg.DagsterInstance.from_config(str(dagster_home))
+        runs = [
+            record.dagster_run.run_id for record in instance.get_run_records(dg.RunsFilter(statuses=_in_progress()))
+        ]
+        for run_id in runs:
+            instance.run_launcher.terminate(run_id)
+        deadline = time.monotonic() + timeout_s
+        while runs and time.monotonic() < deadline:
+            time.sleep(0.5)
+            left = instance.get_run_records(dg.RunsFilter(run_ids=runs, statuses=_in_progress()))
+            runs = [record.dagster_run.run_id for record in left]
+    except Exception as exc:  # noqa: BLE001 - stopping must go on (e.g. Dagster never started)
+        logger.warning("could not terminate Dagster runs (%s); they are marked failed on the next start", exc)
+
+
+def _step_error(error: Any) -> str:
+    # Dagster wraps the step's own exception ("Error occurred while executing op …"): report the
+    # first exception below its wrappers, which says what is wrong.
+    while str(error.cls_name).startswith("Dagster") and error.cause is not None:
+        error = error.cause
+    return str(error.message).strip()

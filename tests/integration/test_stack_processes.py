@@ -1,0 +1,233 @@
+"""The local stack under supervisord (scripts/stack.py serve, without Superset): it heals and stops clean.
+
+Real processes on 127.0.0.1: the stack CLI, supervisord, uvicorn (master and workers), Dagster's
+webserver, daemon and code servers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, free_port
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class RunningStack:
+    proc: subprocess.Popen[bytes]
+    data_dir: Path
+    ingest_port: int
+    dagster_port: int
+    log: Path
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.ingest_port}"
+
+    @property
+    def write_key(self) -> str:
+        return (self.data_dir / "local_write_key").read_text().strip()
+
+
+def children() -> dict[int, list[int]]:
+    """Each live pid's children (Linux /proc)."""
+    found: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            found.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    tree, found, queue = children(), [], [pid]
+    while queue:
+        for child in tree.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def uvicorn_master(stack: RunningStack) -> int | None:
+    masters = [pid for pid in descendants(stack.proc.pid) if "uvicorn ingest_worker:app" in cmdline(pid)]
+    return masters[0] if masters else None
+
+
+def uvicorn_workers(master: int | None) -> list[int]:
+    return [pid for pid in children().get(master, []) if "spawn_main" in cmdline(pid)]
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s} s: {what}")
+        time.sleep(0.1)
+
+
+def start_stack(tmp_path: Path) -> RunningStack:
+    """``scripts/stack.py serve`` with SUPERSET=0 on free ports; returns once it serves."""
+    data_dir, log, ingest_port, dagster_port = tmp_path / "data", tmp_path / "stack.log", free_port(), free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "EVENTLAKE_INGEST_WORKERS"},  # the stack's default: 2
+        "EVENTLAKE_DATA_DIR": str(data_dir),
+        "EVENTLAKE_INGEST_PORT": str(ingest_port),
+        "EVENTLAKE_DAGSTER_PORT": str(dagster_port),
+        "EVENTLAKE_SUPERSET": "0",
+    }
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "stack.py"), "serve"], cwd=ROOT, env=env, stdout=out, stderr=out
+        )
+    stack = RunningStack(proc, data_dir, ingest_port, dagster_port, log)
+    wait_until(
+        lambda: "serving an empty stack" in stack.log.read_text() or stack.proc.poll() is not None, 180, "stack serves"
+    )
+    assert stack.proc.poll() is None, stack.log.read_text()
+    return stack
+
+
+def stop_stack(stack: RunningStack, sig: int) -> int:
+    stack.proc.send_signal(sig)
+    try:
+        return stack.proc.wait(timeout=180)
+    except subprocess.TimeoutExpired:
+        for pid in descendants(stack.proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        stack.proc.kill()
+        raise
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    running = start_stack(tmp_path_factory.mktemp("stack"))
+    yield running
+    stop_stack(running, signal.SIGTERM)
+
+
+class Load:
+    """Clients that each POST one event at a time over a keep-alive connection, until stopped."""
+
+    def __init__(self, stack: RunningStack, clients: int = 4) -> None:
+        self.stack, self.clients = stack, clients
+        self.outcomes: list[tuple[float, str]] = []  # (monotonic time, "ok" or the error's class)
+        self.done = threading.Event()
+        self.threads = [threading.Thread(target=self._client, args=(n,)) for n in range(clients)]
+
+    def _client(self, number: int) -> None:
+        sent = 0
+        with httpx.Client(base_url=self.stack.api_url, headers={"X-Write-Key": self.stack.write_key}) as client:
+            while not self.done.is_set():
+                sent += 1
+                event = {"uuid": f"load-{number}-{sent}", "timestamp": "2026-11-03T10:00:00Z", "app": "load"}
+                try:
+                    response = client.post("/v1/events", json=[{**event, "page": "https://load.example/"}], timeout=10)
+                    outcome = "ok" if response.status_code == 202 else f"http {response.status_code}"
+                except httpx.TransportError as exc:
+                    outcome = type(exc).__name__
+                self.outcomes.append((time.monotonic(), outcome))
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.done.set()
+        for thread in self.threads:
+            thread.join()
+
+
+def test_a_killed_ingest_worker_is_replaced_while_the_other_keeps_serving(stack: RunningStack) -> None:
+    master = uvicorn_master(stack)
+    workers = uvicorn_workers(master)
+    assert len(workers) == 2
+    with Load(stack) as load:
+        time.sleep(2)
+        killed_at = time.monotonic()
+        os.kill(workers[0], signal.SIGKILL)
+        time.sleep(4)
+    before = [outcome for at, outcome in load.outcomes if at < killed_at]
+    after = Counter(outcome for at, outcome in load.outcomes if at >= killed_at)
+    assert before and set(before) == {"ok"}
+    # Only the requests the killed worker was answering may fail (one per client at most): no
+    # connection is refused, the clients' next requests are answered by the other worker.
+    assert after["ConnectError"] == 0, after
+    assert sum(count for outcome, count in after.items() if outcome != "ok") <= load.clients, after
+    assert after["ok"] > 20, after
+    # uvicorn's master replaced the worker.
+    wait_until(lambda: len(uvicorn_workers(master)) == 2, 30, "a new worker")
+    assert workers[0] not in uvicorn_workers(master) and workers[1] in uvicorn_workers(master)
+    assert httpx.get(f"{stack.api_url}/healthz").status_code == 200
+
+
+def test_a_killed_uvicorn_master_is_restarted_with_new_workers(stack: RunningStack) -> None:
+    master = uvicorn_master(stack)
+    workers = uvicorn_workers(master)
+    os.kill(master, signal.SIGKILL)
+    # Its workers stop with it (they would hold the port), supervisord starts a new master.
+    wait_until(lambda: not any(alive(pid) for pid in workers), 30, "the old workers exit")
+    wait_until(lambda: uvicorn_master(stack) not in (None, master), 30, "a new master")
+
+    def serving() -> bool:
+        try:
+            return httpx.get(f"{stack.api_url}/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until(serving, 60, "the API answers again")
+    assert len(uvicorn_workers(uvicorn_master(stack))) == 2
+    assert "ingest_api exited and was restarted" in stack.log.read_text()
+
+
+@pytest.mark.parametrize(("sig", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 0)], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_stack_stops_every_process_and_frees_every_port(
+    tmp_path: Path, sig: int, exit_code: int
+) -> None:
+    stack = start_stack(tmp_path)
+    processes = descendants(stack.proc.pid)
+    names = " ".join(cmdline(pid) for pid in processes)
+    assert all(name in names for name in ("supervisord", "uvicorn", "dagster-webserver", "dagster-daemon")), names
+    assert stack.write_key  # the key was generated under the data folder
+    assert stop_stack(stack, sig) == exit_code
+    survivors = {pid: cmdline(pid) for pid in processes if alive(pid)}
+    assert not survivors
+    assert port_free(stack.ingest_port) and port_free(stack.dagster_port)
+    assert not (stack.data_dir / "run" / "supervisord.sock").exists()  # supervisord's control socket
+    assert "stopped every process of the stack" in stack.log.read_text()
