@@ -1,1 +1,1 @@
-"""Great Expectations suites of the lake tables (package data; see README.md). Each gold mart's suite is in its folder."""
+"""Great Expectations suites of the lake tables (package data, see README.md); a mart's is in its folder."""

@@ -38,8 +38,8 @@ def load_user_attributes(store: Lake, users_path: Path | None, pseudonymizer: Ps
     User ids are pseudonymized by silver's rule (same key, same scrub rules), so they match
     silver's ``user_id`` (``pseudonymizer``: silver's, with its scrubber); attribute values are
     scrubbed by silver's text rules (they reach a served mart). Without a users source the table is
-    emptied (an unset source means no attributes). The table is overwritten whole in one commit: gold marts that read it recompute
-    when its content changes (their definition fingerprint includes it).
+    emptied (an unset source means no attributes). The table is overwritten whole in one commit:
+    gold marts that read it recompute when its content changes (their definition fingerprint includes it).
 
     Raises:
         FileNotFoundError, ValueError: from :func:`warehouse.users.read_users` — the table keeps its

@@ -47,9 +47,6 @@ SAMPLES = [
 #: ``EVENTLAKE_USERS_PATH`` names another source.
 USERS_SAMPLE = ROOT / "samples" / "ecom_scenarios_2024_users.csv"
 BIN = Path(sys.executable).parent
-#: uvicorn workers of the ingest API unless ``EVENTLAKE_INGEST_WORKERS`` is set: with two, one
-#: keeps serving while uvicorn replaces the other after a crash.
-DEFAULT_INGEST_WORKERS = 2
 
 
 def say(message: str) -> None:
@@ -59,11 +56,6 @@ def say(message: str) -> None:
 def port_free(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
-
-
-def ingest_workers(settings: Settings) -> int:
-    """The ingest API's worker count: the setting if given, else :data:`DEFAULT_INGEST_WORKERS`."""
-    return settings.ingest_workers if "ingest_workers" in settings.model_fields_set else DEFAULT_INGEST_WORKERS
 
 
 def prepare(settings: Settings, mode: str) -> dict[str, str]:
@@ -95,7 +87,7 @@ def programs(settings: Settings, env: dict[str, str]) -> list[Program]:
     ingest = [sys.executable, "-m", "uvicorn", "ingest_worker:app", "--app-dir", str(ROOT / "scripts")]
     ingest += ["--host", settings.ingest_host, "--port", str(settings.ingest_port)]
     # The API writes its own JSON request log (no query strings, no payloads).
-    ingest += ["--workers", str(ingest_workers(settings)), "--no-access-log"]
+    ingest += ["--workers", str(settings.ingest_workers), "--no-access-log"]
     dagster_port = str(settings.dagster_port)
     found = [
         Program("ingest_api", ingest, env, priority=100),
@@ -151,7 +143,7 @@ def start(settings: Settings, supervisor: Supervisor, env: dict[str, str], write
     wait_ready(f"http://127.0.0.1:{settings.dagster_port}/server_info", 180, "Dagster", healthy)
     launch(supervisor, "dagster_daemon")
     say(
-        f"ingest API at {api_url} ({ingest_workers(settings)} workers), "
+        f"ingest API at {api_url} ({settings.ingest_workers} workers), "
         f"Dagster UI at http://127.0.0.1:{settings.dagster_port}"
     )
     say(

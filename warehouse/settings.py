@@ -92,7 +92,9 @@ class Settings(BaseSettings):
         "fields); payloads past it are rejected by index.",
     )
 
-    ingest_workers: int = Field(default=1, ge=1, description="uvicorn worker processes `make up` starts.")
+    ingest_workers: int = Field(
+        default=2, ge=1, description="uvicorn worker processes `make up` starts (supervised: a dead one is replaced)."
+    )
     max_buffer_events: int = Field(
         default=200_000,
         ge=1,

@@ -64,15 +64,6 @@ def test_render_config_refuses_a_double_quote_in_the_environment(tmp_path: Path)
         stack_processes.render_config([program], tmp_path / "s.sock", tmp_path, tmp_path)
 
 
-def test_ingest_workers_default_to_two_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    from warehouse.settings import Settings
-
-    monkeypatch.delenv("EVENTLAKE_INGEST_WORKERS", raising=False)
-    assert stack.ingest_workers(Settings()) == 2
-    monkeypatch.setenv("EVENTLAKE_INGEST_WORKERS", "1")
-    assert stack.ingest_workers(Settings()) == 1
-
-
 def test_waiting_for_gold_stops_with_the_error_of_a_failed_run(tmp_path: Path) -> None:
     # From the new-user trial: a misspelt key in a funnels file failed the run, and `make up`
     # waited silently for its 15-minute limit (the sensor never retries the same bronze version).
