@@ -248,6 +248,8 @@ def _rewrite_batch(
             partitions = (("event_date", ">=", scan_from - pad), ("event_date", "<=", scan_to + pad))
             con.register("silver_events", lake.dataset(EVENTS, silver_version, files=partitions))
             con.execute(load_sql("create_people_events"))
+        if mart.has("macros.sql"):
+            con.execute(mart.sql("macros"))
         if refresh.keeps_rows:
             con.execute(load_sql("create_previous_rows", mart.name))
         if refresh.partial_days:

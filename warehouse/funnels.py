@@ -12,7 +12,7 @@ Funnels are data, in ``warehouse/funnels.yaml`` (or ``EVENTLAKE_FUNNELS_PATH``):
           - name: product
             event_types: [product1, product2]
 
-The ``funnel_steps`` mart (``warehouse/sql/insert_funnel_steps.sql``) reads them as two tables,
+The ``funnel_steps`` mart (``warehouse/marts/funnel_steps/insert.sql``) reads them as two tables,
 :func:`definition_tables`. The definitions' :func:`fingerprint` is kept with the mart's
 watermark: editing the file recomputes the mart's whole history on the next refresh.
 """

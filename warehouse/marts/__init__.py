@@ -11,6 +11,7 @@ A mart is a folder ``<name>/`` (the name is the table's and the Dagster asset's)
 - ``expectations.json``: its Great Expectations suite of invariants (one Dagster asset check);
 - optional: ``views.sql`` (serving views over it, created in the serving snapshot), ``delete.sql``
   (``refresh.partial_days``: what a partial day loses), ``maintain.sql`` (its ``state``),
+  ``macros.sql`` (DuckDB temp macros its other SQL shares, created before each refresh batch),
   ``select_days.sql`` (``kind: quality``).
 
 The marts shipped with eventlake are package data of this package; a deployment may add its own

@@ -3,7 +3,7 @@
 --   changed: the day's own events changed (it is a changed_days row): all its rows are recomputed;
 --   before_changed / after_changed: the day before / after it changed. A refresh day that did not change
 --     itself (a partial day) is refreshed only where a change next door can reach: which rows those are is
---     the mart's own definition (insert_sessions.sql, delete_session_rows.sql).
+--     the mart's own definition (warehouse/marts/sessions: insert.sql, delete.sql).
 -- Grain: one row per refresh_days row. Inputs: refresh_days(app, source, day, window_changed), changed_days(app,
 -- source, day) (select_changed_days.sql).
 select

@@ -7,7 +7,7 @@ create table if not exists active_person_days (
 );
 
 -- person_last_active: the last reporting day each person was active, per app and source (kept with
--- active_person_days by maintain_person_last_active.sql; person-level, kept out of the serving snapshot).
+-- active_person_days by maintain.sql; person-level, kept out of the serving snapshot).
 -- No primary key: rows are replaced per person (delete, then insert), one per person by construction.
 create table if not exists person_last_active (
     app varchar not null,

@@ -12,7 +12,7 @@
 -- new event on D can merge D's last session with one starting after midnight); the scan reaches one
 -- day further each way. A session running more than 24 h past the scanned days is cut there.
 -- D - 1 and D + 1, when their own events did not change (partial days), keep every session a change
--- on D cannot reach; only the others are recomputed (delete_session_rows.sql removes the same set):
+-- on D cannot reach; only the others are recomputed (delete.sql removes the same set):
 -- client-session sessions; sessions whose last event is within $timeout_s of the day's end when the
 -- next day changed; sessions starting within $timeout_s of the day's start when the day before
 -- changed. Whether a session is one of these depends only on its own day's events (its start and
@@ -133,19 +133,17 @@ final as (
         on refresh.app = visits.app
         and refresh.source = visits.source
         and refresh.day = visits.day
-    -- on a partial day, only the sessions delete_session_rows.sql removed
-    where refresh.changed
-        or visits.client_session_id is not null
-        or (
-            refresh.after_changed
-            and cast(timezone((select timezone from reporting_settings), visits.ended_at + to_seconds($timeout_s)) as date)
-            > visits.day
-        )
-        or (
-            refresh.before_changed
-            and cast(timezone((select timezone from reporting_settings), visits.started_at - to_seconds($timeout_s)) as date)
-            < visits.day
-        )
+    -- on a partial day, only the sessions delete.sql removed (macros.sql: one definition for both)
+    where reached_next_door(
+        refresh.changed,
+        refresh.before_changed,
+        refresh.after_changed,
+        visits.client_session_id,
+        visits.started_at,
+        visits.ended_at,
+        visits.day,
+        $timeout_s
+    )
 )
 
 select
