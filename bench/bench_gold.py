@@ -50,10 +50,10 @@ from pipelines.defs.checks import validate_mart  # noqa: E402
 from pipelines.gold import refresh_mart  # noqa: E402
 from pipelines.gold_rebuild import refresh_rebuilt  # noqa: E402
 from warehouse import gold  # noqa: E402
-from warehouse.lake import Lake  # noqa: E402
+from warehouse.lake.store import Lake  # noqa: E402
+from warehouse.lake.tables import EVENTS  # noqa: E402
 from warehouse.marts import catalog  # noqa: E402
 from warehouse.serving import publish_snapshot  # noqa: E402
-from warehouse.tables import EVENTS  # noqa: E402
 
 FIRST_DAY = date(2024, 1, 1)
 DAYS = 180

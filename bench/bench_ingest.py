@@ -19,7 +19,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import Env, start_api  # noqa: E402
-from warehouse.tables import RAW_EVENTS  # noqa: E402
+from warehouse.lake.tables import RAW_EVENTS  # noqa: E402
 
 
 def run(flush_ms: int, events: int, batch: int, clients: int) -> dict[str, float]:

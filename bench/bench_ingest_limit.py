@@ -63,7 +63,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tests import conftest  # noqa: E402
 from tests.conftest import Env, start_api  # noqa: E402
-from warehouse.tables import RAW_EVENTS  # noqa: E402
+from warehouse.lake.tables import RAW_EVENTS  # noqa: E402
 
 ROUTES = {"native": "/v1/events", "segment": "/v1/batch"}
 TIMESTAMP_MS = 1714557600000  # 2024-05-01T10:00:00Z

@@ -29,8 +29,9 @@ from pipelines.rescrub import rescrub
 from pipelines.scrubbing import Scrubber
 from pipelines.silver import Rules
 from pipelines.validation import load_suite, suite_path
-from warehouse.lake import Lake
-from warehouse.tables import EVENTS, RAW_EVENTS
+from warehouse.lake.maintenance import purge_history
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import EVENTS, RAW_EVENTS
 
 
 def main() -> None:
@@ -79,7 +80,7 @@ def main() -> None:
             seconds = time.perf_counter() - started
             print(f"{step:28} {seconds:8.1f} {total / seconds:10.0f} {stats.replaced_days:21d}")
         started = time.perf_counter()
-        files, logs = lake.purge_history(EVENTS)
+        files, logs = purge_history(lake, EVENTS)
         print(
             f"{'purge_history':28} {time.perf_counter() - started:8.1f} {'':>10} {'':>21}   "
             f"({files} files, {logs} log files removed)"

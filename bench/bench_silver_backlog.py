@@ -27,9 +27,9 @@ def drain(lake_root: str, silver_suffix: str, max_rows: int) -> str:
     from pipelines.pseudonyms import Pseudonymizer
     from pipelines.scrubbing import Scrubber
     from pipelines.validation import load_suite, suite_path
-    from warehouse.lake import Lake
-    from warehouse.settings import get_settings
-    from warehouse.tables import EVENTS, PROPERTY_TYPES, RAW_EVENTS, WATERMARKS, TableDef
+    from warehouse.lake.store import Lake
+    from warehouse.lake.tables import EVENTS, PROPERTY_TYPES, RAW_EVENTS, WATERMARKS, TableDef
+    from warehouse.settings import Settings
 
     class SeparateSilver(Lake):
         """The bench lake with silver, its registry and watermarks kept apart per variant."""
@@ -40,7 +40,7 @@ def drain(lake_root: str, silver_suffix: str, max_rows: int) -> str:
 
     lake = SeparateSilver(lake_root)
     scrubber = Scrubber()
-    settings = get_settings()  # worker processes as the pipeline starts them (default: one per core)
+    settings = Settings()  # worker processes as the pipeline starts them (default: one per core)
     parallel = Parallelism(settings.silver_workers, settings.silver_parallel_min_rows)
     rules = silver.Rules(
         load_suite(suite_path("raw_events")),
@@ -69,8 +69,8 @@ def main() -> None:
 
     from silver_step import bronze
 
-    from warehouse.lake import Lake
-    from warehouse.tables import RAW_EVENTS
+    from warehouse.lake.store import Lake
+    from warehouse.lake.tables import RAW_EVENTS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)

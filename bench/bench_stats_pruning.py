@@ -32,8 +32,8 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 from deltalake import DeltaTable
 
-from warehouse.lake import Lake
-from warehouse.tables import EVENTS, TableDef
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import EVENTS, TableDef
 
 FULL = dataclasses.replace(EVENTS, path="before/events", stats_columns=())
 

@@ -31,10 +31,10 @@ from pipelines.gold import refresh_mart  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.integration.test_superset import login  # noqa: E402
 from warehouse import gold  # noqa: E402
-from warehouse.lake import Lake  # noqa: E402
+from warehouse.lake.store import Lake  # noqa: E402
+from warehouse.lake.tables import EVENTS  # noqa: E402
 from warehouse.marts import catalog  # noqa: E402
 from warehouse.serving import pipeline_freshness, publish_snapshot  # noqa: E402
-from warehouse.tables import EVENTS  # noqa: E402
 
 
 def generated_snapshot(events: int, folder: Path, chunk: int = 1_000_000) -> Path:

@@ -27,8 +27,9 @@ from pipelines.silver import prior_hashes, write_checked
 from pipelines.validation import SplitResult, load_suite, split_by_suite, suite_path
 from warehouse import gold
 from warehouse.contract import RequestContext, explode_payload
-from warehouse.lake import Lake
-from warehouse.tables import EVENTS, PROPERTY_TYPES, RAW_EVENTS, TableDef
+from warehouse.lake.history import read_changes
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import EVENTS, PROPERTY_TYPES, RAW_EVENTS, TableDef
 
 AGENTS = [
     f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/{100 + i}.0 Safari/537.36" for i in range(285)
@@ -88,7 +89,7 @@ def run(lake: Lake, version: int, variant: str) -> dict[str, float]:
     suite, silver_suite = load_suite(suite_path("raw_events")), load_suite(suite_path("events"))
     scrubber = Scrubber(NO_RULES) if variant == "no_scrub" else Scrubber()
     pseudonymizer = None if variant == "no_scrub" else Pseudonymizer(b"bench-key", scrubber)
-    changes = timed("read_cdf", lambda: lake.changes(RAW_EVENTS, -1, version))
+    changes = timed("read_cdf", lambda: read_changes(lake, RAW_EVENTS, -1, version))
     # Worker processes as the pipeline's defaults start them (one process per core), except
     # single_process; pool start-up is inside the decode stage.
     pool = RowPool(Parallelism(workers=1 if variant == "single_process" else 0), changes.num_rows)
@@ -134,7 +135,7 @@ def main() -> None:
         started = time.perf_counter()
         version = lake.append(RAW_EVENTS, bronze(n))
         print(f"generated and appended {n:,} bronze events in {time.perf_counter() - started:.0f} s")
-        lake.changes(RAW_EVENTS, -1, version)  # warm-up: every variant then reads from the page cache
+        read_changes(lake, RAW_EVENTS, -1, version)  # warm-up: every variant then reads from the page cache
         results = {variant: run(_VariantLake(lake.root, variant), version, variant) for variant in VARIANTS}
         con = gold.connect(Path(tmp) / "w.duckdb")
         gold_s = {}

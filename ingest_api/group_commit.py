@@ -26,8 +26,8 @@ from typing import Any
 import pyarrow as pa
 
 from ingest_api import metrics
-from warehouse.lake import Lake
-from warehouse.tables import RAW_EVENTS
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import RAW_EVENTS
 
 log = logging.getLogger(__name__)
 

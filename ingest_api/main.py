@@ -21,8 +21,8 @@ from ingest_api.group_commit import GroupCommitWriter
 from ingest_api.intake import Intake
 from ingest_api.observe import IngestObserver, configure_logging
 from ingest_api.ratelimit import SourceRateLimiter
-from warehouse.lake import Lake
-from warehouse.settings import get_settings
+from warehouse.lake.store import Lake
+from warehouse.settings import Settings
 from warehouse.sources import SourceRegistry, ensure_local_source
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load the sources, start the group-commit writer; flush what is buffered on shutdown."""
-    settings = get_settings()
+    settings: Settings = app.state.settings
     ensure_local_source(settings)
     writer = GroupCommitWriter(
         Lake(settings.lake_root),
@@ -51,8 +51,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await writer.stop()
 
 
-def create_app() -> FastAPI:
-    """Build the FastAPI application with its routes, JSON error handlers and request log."""
+def create_app(settings: Settings) -> FastAPI:
+    """Build the FastAPI application with its routes, JSON error handlers and request log, configured
+    by ``settings`` (kept in ``app.state.settings``, where the routes' dependencies read them)."""
     configure_logging()
     application = FastAPI(
         title="eventlake ingest API",
@@ -61,13 +62,14 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
         redirect_slashes=False,
     )
+    application.state.settings = settings
     install_error_handlers(application)
     application.add_middleware(IngestObserver)
     # Browser SDKs post cross-origin (and navigator.sendBeacon sends text/plain, which the
     # routes accept: they parse the body whatever its Content-Type).
     application.add_middleware(
         CORSMiddleware,
-        allow_origins=get_settings().cors_origins,
+        allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["*"],
         max_age=600,
@@ -78,4 +80,5 @@ def create_app() -> FastAPI:
     return application
 
 
-app = create_app()
+#: The worker's application: its settings read once, when uvicorn imports it.
+app = create_app(Settings())

@@ -40,7 +40,7 @@ import httpx
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 from tqdm import tqdm
 
-from warehouse.settings import get_settings
+from warehouse.settings import Settings
 from warehouse.sources import ensure_local_source
 
 log = logging.getLogger(__name__)
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    write_key = args.write_key or ensure_local_source(get_settings())
+    write_key = args.write_key or ensure_local_source(Settings())
     result = replay(
         args.paths,
         args.api_url,

@@ -21,7 +21,7 @@ import polars as pl
 import pyarrow as pa
 
 from pipelines.decoding import RECORD, UNIT
-from warehouse.tables import PROPERTY_TYPES
+from warehouse.lake.tables import PROPERTY_TYPES
 
 
 def duplicate_conflicts(decoded: pl.DataFrame, prior: pl.DataFrame) -> pl.Series:

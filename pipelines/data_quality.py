@@ -13,9 +13,10 @@ import pyarrow.dataset as pads
 
 from pipelines.gold import table_version
 from warehouse.gold import GoldWatermark, gold_watermark, registered, set_gold_watermark, transaction
-from warehouse.lake import FileFilter, Lake
+from warehouse.lake.history import change_stream, changed_partitions
+from warehouse.lake.store import FileFilter, Lake
+from warehouse.lake.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS, TableDef
 from warehouse.marts import Mart
-from warehouse.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS, TableDef
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +46,16 @@ def refresh_data_quality(con: duckdb.DuckDBPyConnection, lake: Lake, mart: Mart)
     quarantine_from = -1 if read_from is None or read_from.quarantine_version is None else read_from.quarantine_version
     both = ("insert", "delete")
     feeds = {
-        "bronze_changes": lake.change_stream(
+        "bronze_changes": change_stream(
+            lake,
             RAW_EVENTS,
             read_from.bronze_version if read_from else -1,
             bronze_version,
             both,
             columns=["app", "source", "received_date"],
         ),
-        "silver_changes": lake.change_stream(
+        "silver_changes": change_stream(
+            lake,
             EVENTS,
             read_from.silver_version if read_from else -1,
             silver_version,
@@ -62,7 +65,8 @@ def refresh_data_quality(con: duckdb.DuckDBPyConnection, lake: Lake, mart: Mart)
         # The quarantine has no change data feed: the received days of the files it added since.
         "quarantine_changed_days": pa.table(
             {
-                "day": lake.changed_partitions(
+                "day": changed_partitions(
+                    lake,
                     REJECTED_EVENTS,
                     quarantine_from,
                     quarantine_version,

@@ -2,6 +2,6 @@
 settings are read here, once, and passed to everything."""
 
 from pipelines.defs import build_definitions
-from warehouse.settings import get_settings
+from warehouse.settings import Settings
 
-defs = build_definitions(get_settings())
+defs = build_definitions(Settings())

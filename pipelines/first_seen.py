@@ -22,8 +22,9 @@ import duckdb
 import pyarrow as pa
 
 from warehouse.gold import GoldWatermark, gold_watermark, load_sql, registered, set_gold_watermark, transaction
-from warehouse.lake import Lake
-from warehouse.tables import EVENTS, PERSON_FIRST_SEEN, RAW_EVENTS
+from warehouse.lake.history import change_stream
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import EVENTS, PERSON_FIRST_SEEN, RAW_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def refresh_first_seen(con: duckdb.DuckDBPyConnection, lake: Lake, silver_versio
     if silver_version <= silver_from:
         return 0
     views = {
-        "silver_events": _people_rows(lake.change_stream(EVENTS, silver_from, silver_version, columns=_COLUMNS)),
+        "silver_events": _people_rows(change_stream(lake, EVENTS, silver_from, silver_version, columns=_COLUMNS)),
         "reporting_settings": pa.table({"timezone": [timezone]}),
     }
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import timedelta
 
 import duckdb
 import pyarrow as pa
@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from pipelines.first_seen import first_seen_moves, refresh_first_seen
 from pipelines.identity import merged_days, refresh_identity
 from pipelines.mart_inputs import MartInputs, mart_inputs
+from pipelines.refresh_days import scan_range, week_batches
 from warehouse.gold import (
     GoldOptions,
     GoldWatermark,
@@ -29,9 +30,10 @@ from warehouse.gold import (
     set_gold_watermark,
     transaction,
 )
-from warehouse.lake import Lake
+from warehouse.lake.history import change_stream
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import EVENTS, RAW_EVENTS, TableDef
 from warehouse.marts import Mart
-from warehouse.tables import EVENTS, RAW_EVENTS, TableDef
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +152,7 @@ def _changed_rows(
     """
     columns = ["app", "source", "timestamp"]
     schema = pa.schema([EVENTS.schema.field(name) for name in columns])
-    feed = lake.change_stream(EVENTS, silver_from, silver_version, change_types=("insert", "delete"), columns=columns)
+    feed = change_stream(lake, EVENTS, silver_from, silver_version, change_types=("insert", "delete"), columns=columns)
     first_seen = mart.spec.refresh.first_seen
     moves = first_seen_moves(con, silver_from, silver_version).cast(schema) if first_seen else schema.empty_table()
     return pa.RecordBatchReader.from_batches(
@@ -192,7 +194,7 @@ def _rewrite(
                 "fill_spine": refresh.fill_spine,
             },
         ).to_arrow_table()
-        for index, batch in enumerate(_week_batches(refresh_days, options.batch_weeks)):
+        for index, batch in enumerate(week_batches(refresh_days, options.batch_weeks)):
             if index:
                 # Commit each batch: a transaction holds its changes in memory until it commits.
                 # The watermark moves with the last batch, so a failure in between leaves it where
@@ -201,21 +203,6 @@ def _rewrite(
                 con.begin()
             _rewrite_batch(con, lake, mart, inputs, silver_version, batch, options.reporting_timezone)
         return refresh_days.num_rows
-
-
-def _week_batches(refresh_days: pa.Table, weeks: int) -> list[pa.Table]:
-    """``refresh_days`` split into runs of ``weeks`` whole ISO weeks (Monday to Sunday), in day order.
-
-    A batch never splits an ISO week: weekly rows (funnel weeks, ``active_person_weeks``, calendar
-    WAU) are computed from the refresh days of their week. Calendar months can span two batches;
-    :func:`_rewrite_batch` widens such a batch's scan to the whole month.
-    """
-    if refresh_days.num_rows == 0:
-        return []
-    epoch_days = pc.cast(refresh_days["day"], pa.int32()).to_numpy()
-    # 1970-01-01 was a Thursday: (epoch day + 3) // 7 numbers the ISO weeks, each from its Monday.
-    batch_of = (epoch_days + 3) // 7 // weeks
-    return [refresh_days.filter(pa.array(batch_of == batch)) for batch in sorted(set(batch_of.tolist()))]
 
 
 def _rewrite_batch(
@@ -240,7 +227,7 @@ def _rewrite_batch(
         if refresh.partial_days:
             refresh_days = con.sql(load_sql("select_partial_days")).to_arrow_table()
             con.register("refresh_days", refresh_days)
-        scan_from, scan_to = _scan_range(mart, inputs, read_days, pc.min(refresh_days["day"]).as_py())
+        scan_from, scan_to = scan_range(mart, inputs, read_days, pc.min(refresh_days["day"]).as_py())
         # Scan only the partitions the refreshed windows can read: reporting days map to the UTC
         # partitions (event_date) of the same day, and the next and previous one in other zones.
         if refresh.reads_events:
@@ -275,25 +262,6 @@ def _insert_sql(mart: Mart) -> str:
     if model is None:
         return mart.sql("insert")
     return load_sql(f"insert_{model.model}", mart.name, **model.columns)
-
-
-def _scan_range(mart: Mart, inputs: MartInputs, read_days: pa.Table, anchor: date) -> tuple[date, date]:
-    """The reporting days a batch's SQL reads (``$first_day``/``$last_day``, inclusive) to recompute
-    ``read_days``: their trailing windows, the lookback past the last one and, for calendar months,
-    the whole months. When no day reads its window (all counted from state): the empty range
-    ``anchor`` .. ``anchor`` - 1 day."""
-    if read_days.num_rows == 0:
-        return anchor, anchor - timedelta(days=1)
-    first_day = pc.min(read_days["day"]).as_py()
-    last_day = pc.max(read_days["day"]).as_py()
-    scan_from = first_day - timedelta(days=mart.spec.refresh.window_days - 1)
-    scan_to = last_day + timedelta(days=inputs.lookback_days)
-    if mart.spec.refresh.calendar == "month":
-        # A calendar month's count reads the whole month, also when this batch holds part of it.
-        next_month = (last_day.replace(day=1) + timedelta(days=31)).replace(day=1)
-        scan_from = min(scan_from, first_day.replace(day=1))
-        scan_to = max(scan_to, next_month - timedelta(days=1))
-    return scan_from, scan_to
 
 
 def table_version(lake: Lake, table: TableDef) -> int:

@@ -21,8 +21,9 @@ import duckdb
 import pyarrow as pa
 
 from warehouse.gold import GoldWatermark, gold_watermark, load_sql, registered, set_gold_watermark, transaction
-from warehouse.lake import Lake
-from warehouse.tables import EVENTS, IDENTITY_LINKS, RAW_EVENTS
+from warehouse.lake.history import change_stream, read_changes
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import EVENTS, IDENTITY_LINKS, RAW_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,14 @@ def refresh_identity(con: duckdb.DuckDBPyConnection, lake: Lake, silver_version:
         return IdentityStats(silver_from, silver_from, 0)
     # Only the columns links need, streamed; properties (previousId) only of alias events (few rows).
     views = {
-        "silver_feed": lake.change_stream(EVENTS, silver_from, silver_version, columns=_COLUMNS),
-        "new_aliases": lake.changes(
-            EVENTS, silver_from, silver_version, predicate="event_type = 'alias'", columns=[*_COLUMNS, "properties"]
+        "silver_feed": change_stream(lake, EVENTS, silver_from, silver_version, columns=_COLUMNS),
+        "new_aliases": read_changes(
+            lake,
+            EVENTS,
+            silver_from,
+            silver_version,
+            predicate="event_type = 'alias'",
+            columns=[*_COLUMNS, "properties"],
         ),
     }
     try:

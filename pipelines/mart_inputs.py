@@ -15,9 +15,9 @@ import pyarrow as pa
 
 from warehouse.funnels import DEFAULT_FUNNELS_PATH, definition_tables, fingerprint, load_funnels
 from warehouse.gold import GoldOptions
-from warehouse.lake import Lake
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import USER_ATTRIBUTES
 from warehouse.marts import Mart
-from warehouse.tables import USER_ATTRIBUTES
 
 
 @dataclass(frozen=True)

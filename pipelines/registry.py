@@ -16,9 +16,9 @@ import polars as pl
 
 from pipelines.consistency import registry_rows
 from pipelines.decoding import escape_key
-from warehouse.lake import Lake
-from warehouse.settings import get_settings
-from warehouse.tables import PROPERTY_TYPES
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import PROPERTY_TYPES
+from warehouse.settings import Settings
 
 JSON_TYPES = ("string", "number", "boolean", "array", "object")
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         accepting.add_argument(name)
     accepting.add_argument("json_type", choices=JSON_TYPES)
     args = parser.parse_args(argv)
-    store = Lake(get_settings().lake_root)
+    store = Lake(Settings().lake_root)
     if args.command == "list":  # tab-separated; names shown as stored (% escapes)
         for row in known_types(store).sort("app", "event_type", "property", "json_type").iter_rows():
             sys.stdout.write("\t".join(row) + "\n")

@@ -37,8 +37,10 @@ from pipelines.scrubbing import RULES_PROPERTY
 from pipelines.silver import BatchStats, Rules
 from pipelines.validation import checks_by_part, suite_columns
 from warehouse.gold import consumers_behind
-from warehouse.lake import Lake
-from warehouse.tables import EVENTS, REJECTED_EVENTS, TableDef
+from warehouse.lake.history import changed_partitions, partitions_with_stats
+from warehouse.lake.maintenance import purge_history, set_table_properties, table_properties
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import EVENTS, REJECTED_EVENTS, TableDef
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ def pending_tables(store: Lake, fingerprint: str) -> list[TableDef]:
     return [
         table
         for table in SCRUBBED_TABLES
-        if (properties := store.properties(table)) is not None and properties.get(RULES_PROPERTY) != fingerprint
+        if (properties := table_properties(store, table)) is not None and properties.get(RULES_PROPERTY) != fingerprint
     ]
 
 
@@ -69,8 +71,8 @@ def _rewritten(
     if version is None:
         return
     column = table.partition_by[0]
-    stale = set(store.partitions_with_stats(table, version, exclude=table.stats_columns).to_pylist())
-    for day in sorted(store.changed_partitions(table, -1, version).to_pylist()):
+    stale = set(partitions_with_stats(store, table, version, exclude=table.stats_columns).to_pylist())
+    for day in sorted(changed_partitions(store, table, -1, version).to_pylist()):
         frame = pl.from_arrow(store.dataset(table, version, files=((column, "=", day),)).to_table())
         assert isinstance(frame, pl.DataFrame)
         stats.rows += frame.height
@@ -143,8 +145,8 @@ def purge(store: Lake, con: duckdb.DuckDBPyConnection, fingerprint: str) -> dict
             f"not purging: gold has not read silver v{silver_version} / quarantine v{quarantine_version} yet: "
             + ", ".join(f"{mart} (silver v{s}, quarantine v{q})" for mart, s, q in behind)
         )
-    purged = {table.name: store.purge_history(table) for table in SCRUBBED_TABLES}
+    purged = {table.name: purge_history(store, table) for table in SCRUBBED_TABLES}
     for table in SCRUBBED_TABLES:
         if store.version(table) is not None:  # recorded last: a crash before it means run again
-            store.set_properties(table, {RULES_PROPERTY: fingerprint})
+            set_table_properties(store, table, {RULES_PROPERTY: fingerprint})
     return purged

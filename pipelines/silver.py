@@ -36,8 +36,9 @@ from pipelines.pseudonyms import Pseudonymizer
 from pipelines.registry import known_types, register
 from pipelines.scrubbing import RULES_PROPERTY, Scrubber
 from pipelines.validation import CheckOutcome, split_by_suite, suite_columns
-from warehouse.lake import Lake
-from warehouse.tables import EVENTS, QUARANTINE_REPLAYS, RAW_EVENTS, REJECTED_EVENTS
+from warehouse.lake.history import commit_rows, read_changes
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import EVENTS, QUARANTINE_REPLAYS, RAW_EVENTS, REJECTED_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def micro_batch_end(store: Lake, after: int, latest: int, max_rows: int) -> int:
         FileNotFoundError: a commit file after ``after`` is gone (see :meth:`Lake.commit_rows`).
     """
     end, rows = after, 0
-    for version, added in store.commit_rows(RAW_EVENTS, after, latest):
+    for version, added in commit_rows(store, RAW_EVENTS, after, latest):
         if end > after and rows + added > max_rows:
             break
         end, rows = version, rows + added
@@ -181,7 +182,7 @@ def ingest(store: Lake, rules: Rules, run_id: str, max_rows: int) -> BatchStats:
     after = store.watermark(EVENTS.name, RAW_EVENTS.name)
     latest = after if bronze_version is None else bronze_version
     until = micro_batch_end(store, after, latest, max_rows)
-    changes = store.changes(RAW_EVENTS, after, until)
+    changes = read_changes(store, RAW_EVENTS, after, until)
     with RowPool(rules.parallel, changes.num_rows) as pool:
         decoded = transform.decode(changes, pool)
         stats = BatchStats(
@@ -282,7 +283,8 @@ def reprocess(store: Lake, rules: Rules, run_id: str, first: date, last: date) -
     watermark = store.watermark(EVENTS.name, RAW_EVENTS.name)
     stats = BatchStats("reprocess", bronze_to=watermark)
     in_range = day_range_predicate("event_date", first, last)
-    scan = store.changes(
+    scan = read_changes(
+        store,
         RAW_EVENTS,
         -1,
         watermark,

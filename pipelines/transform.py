@@ -25,7 +25,7 @@ from pipelines.parallel import RowPool
 from pipelines.pseudonyms import PERSONAL_ID_COLUMNS, Pseudonymizer
 from pipelines.scrubbing import Scrubber, scrub_json_texts, truncate_ip
 from pipelines.validation import SplitResult
-from warehouse.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
+from warehouse.lake.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
 
 _DEVICE_SCHEMA = pl.Struct({f.name: pl.Boolean if f.type == "bool" else pl.String for f in fields(Device)})
 

@@ -10,8 +10,8 @@ import polars as pl
 import pyarrow as pa
 
 from pipelines.pseudonyms import Pseudonymizer
-from warehouse.lake import Lake
-from warehouse.tables import USER_ATTRIBUTES
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import USER_ATTRIBUTES
 from warehouse.users import read_users
 
 log = logging.getLogger(__name__)

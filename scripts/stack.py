@@ -34,7 +34,7 @@ from stack_processes import Program, ProgramFailedError, Supervisor, wait_ready
 
 from dashboards import service
 from ingest_api.replay import replay
-from warehouse.settings import Settings, get_settings
+from warehouse.settings import Settings
 from warehouse.sources import LOCAL_SOURCE, ensure_local_source
 from warehouse.status import GoldNotReadyError, active_users_summary, format_summary, wait_for_gold
 
@@ -254,7 +254,7 @@ def main() -> int:
     handler.setFormatter(logging.Formatter("[eventlake] %(message)s"))
     logging.getLogger("eventlake.stack").addHandler(handler)
 
-    settings = get_settings()
+    settings = Settings()
     data_dir = settings.data_dir.resolve()
     env = prepare(settings, args.mode)
     write_key = ensure_local_source(settings)

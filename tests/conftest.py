@@ -26,9 +26,9 @@ os.environ.setdefault("EVENTLAKE_PSEUDONYM_KEY", "tests-only-pseudonym-key")
 
 from pipelines.defs import pipeline_assets, pipeline_resources
 from warehouse.gold import GoldOptions
-from warehouse.lake import Lake
-from warehouse.settings import Settings, get_settings
-from warehouse.tables import EVENTS
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import EVENTS
+from warehouse.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
@@ -104,17 +104,10 @@ def env(tmp_path: Path) -> Env:
 
 @pytest.fixture
 def setting(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, str], None]]:
-    """``setting(name, value)`` sets an ``EVENTLAKE_*`` variable for this test and re-reads the
-    process-wide settings; after the test the variables are restored first, then re-read again (a
-    settings object cached by a call at the end of the test must not leak into the next ones)."""
-
-    def set_variable(name: str, value: str) -> None:
-        monkeypatch.setenv(name, value)
-        get_settings.cache_clear()
-
-    yield set_variable
+    """``setting(name, value)`` sets an ``EVENTLAKE_*`` variable for this test: what a process started
+    afterwards (``materialize_all``, an API server, a CLI) reads at its start."""
+    yield monkeypatch.setenv
     monkeypatch.undo()
-    get_settings.cache_clear()
 
 
 def gold_options() -> GoldOptions:

@@ -20,9 +20,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from warehouse.lake import Lake
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import EVENTS, GOLD_WATERMARKS, RAW_EVENTS, REJECTED_EVENTS
 from warehouse.marts import Mart
-from warehouse.tables import EVENTS, GOLD_WATERMARKS, RAW_EVENTS, REJECTED_EVENTS
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -297,9 +296,3 @@ class Settings(BaseSettings):
             validation_part_rows=self.validation_part_rows,
             extra_marts_dir=self.extra_marts_dir,
         )
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings, read once from the environment."""
-    return Settings()

@@ -25,7 +25,7 @@ from pathlib import Path
 import orjson
 from pydantic import TypeAdapter
 
-from warehouse.settings import Settings, SourceConfig, get_settings
+from warehouse.settings import Settings, SourceConfig
 
 LOCAL_SOURCE = "local"
 _STALE_LOCK_S = 30
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--rate-limit", default=None, help="e.g. 5000/second (default: EVENTLAKE_RATE_LIMIT)")
     commands.add_parser("list", help="list source names")
     args = parser.parse_args(argv)
-    settings = get_settings()
+    settings = Settings()
     if args.command == "add":
         sys.stdout.write(add_source(settings.sources_path, args.name, args.rate_limit) + "\n")
     else:

@@ -16,10 +16,10 @@ from datetime import date
 from pathlib import Path
 
 from warehouse import gold
-from warehouse.lake import Lake
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import RAW_EVENTS
 from warehouse.marts import Mart, catalog
-from warehouse.settings import get_settings
-from warehouse.tables import RAW_EVENTS
+from warehouse.settings import Settings
 
 
 class GoldNotReadyError(TimeoutError):
@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bronze-version", type=int, help="wait until gold covers this bronze version")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait (default 900)")
     args = parser.parse_args(argv)
-    path = get_settings().serving_file
+    settings = Settings()
+    path = settings.serving_file
     if args.bronze_version is not None:
         try:
             wait_for_gold(path, args.bronze_version, args.timeout)
@@ -138,7 +139,6 @@ def main(argv: list[str] | None = None) -> int:
     if not path.exists():
         sys.stderr.write(f"eventlake-status: no serving snapshot at {path} yet\n")
         return 1
-    settings = get_settings()
     covered = covered_bronze_version(path)
     latest = Lake(settings.lake_root).version(RAW_EVENTS)
     sys.stdout.write(f"served gold covers bronze version {covered}; bronze is at version {latest}\n\n")

@@ -11,7 +11,7 @@ from starlette.requests import ClientDisconnect
 
 from ingest_api.errors import ApiError
 from ingest_api.intake import Intake
-from warehouse.settings import Settings, get_settings
+from warehouse.settings import Settings
 
 
 def _intake(request: Request) -> Intake:
@@ -19,7 +19,13 @@ def _intake(request: Request) -> Intake:
     return intake
 
 
-async def _capped_body(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> bytes:
+def _settings(request: Request) -> Settings:
+    """The settings the application was built with (read once at start-up, :func:`ingest_api.main.create_app`)."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def _capped_body(request: Request, settings: Annotated[Settings, Depends(_settings)]) -> bytes:
     """The request body (gunzipped when needed), refused with 413 past ``max_body_bytes``.
 
     The declared Content-Length is checked first; a chunked or lying body is counted
@@ -94,4 +100,4 @@ def _gunzip(body: bytes, limit: int) -> bytes:
 
 IntakeDep = Annotated[Intake, Depends(_intake)]
 BodyDep = Annotated[bytes, Depends(_capped_body)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -18,10 +18,10 @@ from pipelines.defs.ingest import raw_events
 from pipelines.defs.resources import LakeResource, WarehouseResource
 from pipelines.gold import refresh_mart
 from pipelines.gold_rebuild import refresh_rebuilt
-from warehouse.lake import Lake
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import EVENTS, REJECTED_EVENTS
 from warehouse.marts import Mart
 from warehouse.serving import pipeline_freshness, publish_snapshot
-from warehouse.tables import EVENTS, REJECTED_EVENTS
 
 
 def _deps(mart: Mart) -> list[str | dg.AssetSpec]:

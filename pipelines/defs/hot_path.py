@@ -26,7 +26,7 @@ from pydantic import Field
 
 from pipelines.defs.ingest import BRONZE_VERSION_TAG, HOT_PATH_JOB
 from pipelines.defs.resources import LakeResource, SilverResource, WarehouseResource
-from warehouse.tables import EVENTS, RAW_EVENTS
+from warehouse.lake.tables import EVENTS, RAW_EVENTS
 
 HOT_PATH_TAG = "eventlake/hot_path"
 

@@ -4,7 +4,7 @@ the bronze sensor that starts the hot path when silver is behind."""
 import dagster as dg
 
 from pipelines.defs.resources import LakeResource
-from warehouse.tables import EVENTS, RAW_EVENTS
+from warehouse.lake.tables import EVENTS, RAW_EVENTS
 
 #: The hot path job (pipelines.defs.hot_path) and the per-micro-batch job (pipelines.defs.jobs).
 HOT_PATH_JOB = "hot_path"

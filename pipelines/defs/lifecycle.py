@@ -8,7 +8,7 @@ from pipelines.defs.ingest import ACTIVE_RUNS
 from pipelines.defs.resources import LakeResource, SilverResource, WarehouseResource
 from pipelines.rescrub import pending_tables
 from pipelines.scrubbing import load_rules, rules_fingerprint
-from warehouse.tables import EVENTS
+from warehouse.lake.tables import EVENTS
 
 #: The job the rescrub sensor starts (pipelines.defs.jobs).
 RESCRUB_LAKE = "rescrub_lake"

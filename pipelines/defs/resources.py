@@ -16,9 +16,9 @@ from pipelines.pseudonyms import Pseudonymizer, load_key
 from pipelines.scrubbing import DEFAULT_RULES_PATH, Scrubber, load_rules
 from pipelines.validation import load_suite, suite_path
 from warehouse import gold
-from warehouse.lake import Lake
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import EVENTS, RAW_EVENTS
 from warehouse.settings import Settings
-from warehouse.tables import EVENTS, RAW_EVENTS
 
 
 class LakeResource(dg.ConfigurableResource):

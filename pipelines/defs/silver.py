@@ -16,8 +16,8 @@ from pipelines.defs.ingest import raw_events
 from pipelines.defs.resources import LakeResource, SilverResource
 from pipelines.user_attributes import load_user_attributes
 from pipelines.validation import suite_path
-from warehouse.lake import Lake
-from warehouse.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS, USER_ATTRIBUTES
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS, USER_ATTRIBUTES
 
 #: Asset check of ``events`` validating each bronze micro-batch with ``expectations/raw_events.json``.
 RAW_SUITE_CHECK = "raw_events_expectations"

@@ -15,7 +15,7 @@ from pipelines.user_attributes import UsersLoad, load_user_attributes
 from tests.conftest import SAMPLES, ApiServer, Env, materialize_all
 from tests.integration.test_end_to_end import replay_cli
 from tests.unit.test_enrichment import ANDROID_CHROME, IPHONE_SAFARI, WINDOWS_CHROME
-from warehouse.tables import USER_ATTRIBUTES
+from warehouse.lake.tables import USER_ATTRIBUTES
 
 pytestmark = pytest.mark.integration
 

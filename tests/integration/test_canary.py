@@ -22,7 +22,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import ApiServer, Env, materialize_all, stored_text
-from warehouse.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
+from warehouse.lake.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
 
 pytestmark = pytest.mark.integration
 

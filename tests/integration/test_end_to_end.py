@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import SAMPLES, ApiServer, Env, expectation_results, materialize_all
-from warehouse.tables import EVENTS, REJECTED_EVENTS
+from warehouse.lake.tables import EVENTS, REJECTED_EVENTS
 
 pytestmark = pytest.mark.integration
 

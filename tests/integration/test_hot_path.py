@@ -19,8 +19,8 @@ from pipelines.defs.hot_path import HOT_PATH_TAG
 from pipelines.defs.ingest import BRONZE_VERSION_TAG
 from tests.conftest import Env
 from warehouse.contract import RequestContext, explode_payload
+from warehouse.lake.tables import EVENTS, RAW_EVENTS
 from warehouse.status import covered_bronze_version
-from warehouse.tables import EVENTS, RAW_EVENTS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import stack  # noqa: E402

@@ -16,8 +16,8 @@ import pytest
 from pipelines.gold import refresh_mart
 from tests.conftest import ApiServer, Env, gold_options, materialize_all, silver_table
 from warehouse import gold
-from warehouse.lake import Lake
-from warehouse.tables import EVENTS
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import EVENTS
 
 pytestmark = pytest.mark.integration
 

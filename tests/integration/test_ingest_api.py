@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import ApiServer, Env, start_api
 from warehouse.contract import event_id_for
-from warehouse.tables import RAW_EVENTS
+from warehouse.lake.tables import RAW_EVENTS
 
 pytestmark = pytest.mark.integration
 

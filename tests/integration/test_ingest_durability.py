@@ -19,8 +19,8 @@ import pytest
 
 from tests.conftest import ApiServer, Env, free_port, start_api
 from warehouse.contract import RequestContext, event_id_for, explode_payload
-from warehouse.lake import Lake
-from warehouse.tables import RAW_EVENTS
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import RAW_EVENTS
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,8 @@ from segment.analytics.client import Client
 
 from tests.conftest import ApiServer, Env, materialize_all, start_api
 from warehouse.contract import event_id_for
+from warehouse.lake.tables import EVENTS, RAW_EVENTS
 from warehouse.sources import add_source
-from warehouse.tables import EVENTS, RAW_EVENTS
 
 pytestmark = pytest.mark.integration
 

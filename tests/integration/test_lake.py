@@ -11,7 +11,8 @@ import pytest
 
 from tests.conftest import Env
 from warehouse.contract import RequestContext, explode_payload
-from warehouse.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS, TableDef
+from warehouse.lake.history import commit_rows, read_changes
+from warehouse.lake.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS, TableDef
 
 pytestmark = pytest.mark.integration
 
@@ -29,16 +30,19 @@ def test_first_append_creates_the_table_with_change_data_feed(env: Env) -> None:
     assert dt is not None
     assert dt.metadata().configuration.get("delta.enableChangeDataFeed") == "true"
     assert dt.metadata().partition_columns == ["received_date"]
-    assert env.lake.changes(RAW_EVENTS, -1, version).num_rows == 1
+    assert read_changes(env.lake, RAW_EVENTS, -1, version).num_rows == 1
 
 
 def test_changes_returns_rows_of_the_version_range_only(env: Env) -> None:
     v1 = env.lake.append(RAW_EVENTS, bronze("a", "b"))
     v2 = env.lake.append(RAW_EVENTS, bronze("c"))
     v3 = env.lake.append(RAW_EVENTS, bronze("d", "e", "f"))
-    assert env.lake.changes(RAW_EVENTS, v1, v3)["_commit_version"].to_pylist() in ([v2, v3, v3, v3], [v3, v3, v3, v2])
-    assert env.lake.changes(RAW_EVENTS, v2, v3).num_rows == 3
-    assert env.lake.changes(RAW_EVENTS, v3, v3).num_rows == 0
+    assert read_changes(env.lake, RAW_EVENTS, v1, v3)["_commit_version"].to_pylist() in (
+        [v2, v3, v3, v3],
+        [v3, v3, v3, v2],
+    )
+    assert read_changes(env.lake, RAW_EVENTS, v2, v3).num_rows == 3
+    assert read_changes(env.lake, RAW_EVENTS, v3, v3).num_rows == 0
 
 
 def test_watermark_starts_at_minus_one_and_only_moves_forward(env: Env) -> None:
@@ -99,13 +103,13 @@ def test_commit_rows_reads_the_log_forward_by_file_name_and_lazily(env: Env) -> 
     """Silver sizes its micro-batches from these counts (regression: they came from delta-rs
     ``history()``, which numbers entries by counting and shifts them when commits land meanwhile)."""
     versions = [env.lake.append(RAW_EVENTS, bronze(*(f"{n}-{i}" for i in range(n)))) for n in (3, 5, 1)]
-    assert list(env.lake.commit_rows(RAW_EVENTS, versions[0] - 1, versions[-1])) == list(
+    assert list(commit_rows(env.lake, RAW_EVENTS, versions[0] - 1, versions[-1])) == list(
         zip(versions, [3, 5, 1], strict=True)
     )
-    assert list(env.lake.commit_rows(RAW_EVENTS, versions[-1], versions[-1])) == []
+    assert list(commit_rows(env.lake, RAW_EVENTS, versions[-1], versions[-1])) == []
 
     (Path(env.lake.uri(RAW_EVENTS)) / "_delta_log" / f"{versions[-1]:020d}.json").unlink()
-    commits = env.lake.commit_rows(RAW_EVENTS, versions[0] - 1, versions[-1])
+    commits = commit_rows(env.lake, RAW_EVENTS, versions[0] - 1, versions[-1])
     assert next(commits) == (versions[0], 3)  # a caller that stops early never reads further
     with pytest.raises(FileNotFoundError):
         list(commits)

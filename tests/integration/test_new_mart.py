@@ -13,8 +13,8 @@ import pytest
 
 from pipelines.defs import build_definitions
 from tests.conftest import Env, materialize_all, silver_table
+from warehouse.lake.tables import EVENTS
 from warehouse.marts import MartError, catalog, load_marts
-from warehouse.tables import EVENTS
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from pipelines.gold import refresh_mart
 from tests.conftest import gold_options, silver_table
 from tests.integration.test_identity import stamped
 from warehouse import gold
-from warehouse.lake import Lake
-from warehouse.tables import EVENTS
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import EVENTS
 
 pytestmark = pytest.mark.integration
 

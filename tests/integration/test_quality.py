@@ -21,7 +21,7 @@ from pipelines import registry
 from pipelines.pseudonyms import Pseudonymizer
 from pipelines.scrubbing import DEFAULT_RULES_PATH, Scrubber
 from tests.conftest import ApiServer, Env, expectation_results, materialize_all
-from warehouse.tables import EVENTS, PROPERTY_TYPES, QUARANTINE_REPLAYS, REJECTED_EVENTS
+from warehouse.lake.tables import EVENTS, PROPERTY_TYPES, QUARANTINE_REPLAYS, REJECTED_EVENTS
 
 
 def event(uuid: str, user: str, events: dict[str, object], ts: str = "2024-05-01T10:00:00Z", **extra: object) -> dict:

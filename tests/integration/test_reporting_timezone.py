@@ -14,9 +14,9 @@ import pytest
 from pipelines.gold import refresh_mart
 from tests.conftest import gold_options, silver_table
 from warehouse import gold
-from warehouse.lake import Lake
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import EVENTS
 from warehouse.settings import Settings
-from warehouse.tables import EVENTS
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,9 @@ from pipelines import rescrub
 from pipelines.defs.lifecycle import rescrub_sensor
 from pipelines.scrubbing import DEFAULT_RULES_PATH, RULES_PROPERTY, load_rules, rules_fingerprint
 from tests.conftest import ApiServer, Env, materialize_all, stored_text
-from warehouse.lake import Lake
-from warehouse.tables import EVENTS, REJECTED_EVENTS, TableDef
+from warehouse.lake.maintenance import table_properties
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import EVENTS, REJECTED_EVENTS, TableDef
 
 pytestmark = pytest.mark.integration
 
@@ -153,7 +154,9 @@ def test_rescrub_leaves_no_full_ip_in_any_file_and_gold_unchanged(old_lake: Env)
         actions = env.lake.open(table).get_add_actions(flatten=True)  # type: ignore[union-attr]
         stats = {name.split(".", 1)[1] for name in actions.schema.names if name.startswith("min.")}
         assert stats <= set(table.stats_columns)
-        assert (env.lake.properties(table) or {}).get(RULES_PROPERTY) == load_rules(DEFAULT_RULES_PATH).fingerprint
+        assert (table_properties(env.lake, table) or {}).get(RULES_PROPERTY) == load_rules(
+            DEFAULT_RULES_PATH
+        ).fingerprint
     assert isinstance(sensor(env), dg.SkipReason)
 
     # Idempotent: a second run rewrites nothing.

@@ -15,9 +15,9 @@ from pipelines.gold_rebuild import refresh_rebuilt
 from tests.conftest import SAMPLES, ApiServer, Env, gold_options, materialize_all, silver_table
 from tests.integration.test_end_to_end import replay_cli
 from warehouse import gold
-from warehouse.lake import Lake
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import EVENTS
 from warehouse.marts import catalog
-from warehouse.tables import EVENTS
 
 pytestmark = pytest.mark.integration
 

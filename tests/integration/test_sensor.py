@@ -11,7 +11,7 @@ import pytest
 from pipelines.defs.ingest import bronze_sensor_definition
 from tests.conftest import Env, materialize_all
 from warehouse.contract import RequestContext, explode_payload
-from warehouse.tables import EVENTS, RAW_EVENTS
+from warehouse.lake.tables import EVENTS, RAW_EVENTS
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,8 @@ from tests.conftest import SAMPLES, ApiServer, Env, gold_options, materialize_al
 from tests.integration.test_end_to_end import replay_cli
 from warehouse import gold
 from warehouse.gold import GoldOptions
-from warehouse.lake import Lake
-from warehouse.tables import EVENTS
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import EVENTS
 
 pytestmark = pytest.mark.integration
 

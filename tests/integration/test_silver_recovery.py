@@ -12,7 +12,7 @@ import pytest
 from pipelines import transform
 from pipelines.defs import pipeline_assets
 from tests.conftest import ApiServer, Env, materialize_all
-from warehouse.tables import EVENTS, RAW_EVENTS
+from warehouse.lake.tables import EVENTS, RAW_EVENTS
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from pipelines.gold import refresh_mart
 from tests.conftest import ApiServer, Env, gold_options, materialize_all, silver_table
 from tests.integration.test_end_to_end import replay_cli
 from warehouse import gold
-from warehouse.lake import Lake
-from warehouse.tables import EVENTS
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import EVENTS
 
 pytestmark = pytest.mark.integration
 

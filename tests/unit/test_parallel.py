@@ -22,7 +22,7 @@ from pipelines.pseudonyms import Pseudonymizer
 from pipelines.scrubbing import Scrubber
 from tests.integration.test_canary import payloads
 from warehouse.contract import RequestContext, explode_payload
-from warehouse.tables import RAW_EVENTS
+from warehouse.lake.tables import RAW_EVENTS
 
 POOLED = Parallelism(workers=2, min_rows=1)
 COLUMNS = ("payload", "event_type", "source_format")

@@ -12,7 +12,7 @@ from pipelines import transform
 from pipelines.scrubbing import Scrubber
 from pipelines.validation import load_suite, split_by_suite, suite_path
 from warehouse.contract import RequestContext, explode_payload
-from warehouse.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
+from warehouse.lake.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
 
 T0 = datetime(2024, 5, 1, 12, tzinfo=UTC)
 NO_PRIOR = pl.DataFrame(schema={"event_id": pl.String, "content_hash": pl.String})

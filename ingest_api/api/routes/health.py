@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ingest_api import metrics
 from ingest_api.intake import Intake
-from warehouse.tables import RAW_EVENTS
+from warehouse.lake.tables import RAW_EVENTS
 
 router = APIRouter(tags=["operations"])
 

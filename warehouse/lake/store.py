@@ -6,24 +6,21 @@ goes through ``deltalake`` → Arrow (DuckDB cannot load its delta extension her
 
 from __future__ import annotations
 
-import functools
 import logging
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
 
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
-from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, QueryBuilder, write_deltalake
+from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.schema import Schema as DeltaSchema
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from warehouse.tables import WATERMARKS, TableDef
+from warehouse.lake.tables import WATERMARKS, TableDef
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +29,7 @@ FileFilter = tuple[tuple[str, str, object], ...]
 
 #: Concurrent writers to one table may race on a commit; delta-rs raises CommitFailedError
 #: without corrupting anything, so a few jittered retries are the documented remedy.
-_retry_commit = retry(
+retry_commit = retry(
     retry=retry_if_exception_type(CommitFailedError),
     stop=stop_after_attempt(5),
     wait=wait_random_exponential(multiplier=0.05, max=2),
@@ -56,11 +53,12 @@ class Lake:
         """The table's URI: ``<root>/<table.path>``."""
         return f"{self.root}/{table.path}"
 
-    def _options(self) -> tuple[tuple[str, str], ...]:
+    @property
+    def options_key(self) -> tuple[tuple[str, str], ...]:
         """The storage options as a hashable key of the per-version caches."""
         return tuple(sorted((self.storage_options or {}).items()))
 
-    @_retry_commit
+    @retry_commit
     def ensure(self, table: TableDef, properties: dict[str, str] | None = None) -> DeltaTable:
         """Create the table if it does not exist yet (idempotent, safe across processes).
 
@@ -96,18 +94,6 @@ class Lake:
             dt.alter.set_table_properties(missing, raise_if_not_exists=False)
             log.info("%s: set table properties %s", table.name, missing)
         return dt
-
-    def properties(self, table: TableDef) -> dict[str, str] | None:
-        """The table's Delta table properties (its configuration); ``None`` when it does not exist."""
-        dt = self.open(table)
-        return None if dt is None else dict(dt.metadata().configuration)
-
-    @_retry_commit
-    def set_properties(self, table: TableDef, properties: dict[str, str]) -> int:
-        """Set table properties (custom keys allowed) in one metadata commit; returns its version."""
-        dt = self.ensure(table)
-        dt.alter.set_table_properties(properties, raise_if_not_exists=False)
-        return dt.version()
 
     def open(self, table: TableDef, version: int | None = None) -> DeltaTable | None:
         """Open the table (at ``version`` if given), or ``None`` when it does not exist."""
@@ -148,7 +134,7 @@ class Lake:
         dt = self.open(table)
         return None if dt is None else dt.version()
 
-    @_retry_commit
+    @retry_commit
     def append(self, table: TableDef, rows: pa.Table, metadata: dict[str, str] | None = None) -> int:
         """Append ``rows`` (cast to the table schema) in one commit; returns that commit's version.
 
@@ -189,115 +175,7 @@ class Lake:
             self.append(table, new)
         return new.num_rows
 
-    def changes(
-        self,
-        table: TableDef,
-        after_version: int,
-        until_version: int,
-        change_types: tuple[str, ...] = ("insert",),
-        predicate: str | None = None,
-        columns: list[str] | None = None,
-    ) -> pa.Table:
-        """Rows changed in versions ``(after_version, until_version]`` from the change data feed, in
-        memory: :meth:`change_stream` read whole (for feeds bounded by a micro-batch, not a history)."""
-        return self.change_stream(table, after_version, until_version, change_types, predicate, columns).read_all()
-
-    def change_stream(
-        self,
-        table: TableDef,
-        after_version: int,
-        until_version: int,
-        change_types: tuple[str, ...] = ("insert",),
-        predicate: str | None = None,
-        columns: list[str] | None = None,
-    ) -> pa.RecordBatchReader:
-        """Rows changed in versions ``(after_version, until_version]`` from the change data feed,
-        streamed batch by batch (a first build's feed is the whole history: it never sits in memory).
-
-        ``change_types``: which of ``insert``/``delete`` to keep (a predicate overwrite reports the
-        rows it replaced as ``delete``). ``predicate``: a delta-rs SQL filter, e.g. on the partition
-        column. ``columns``: read only these (default all). Adds ``_commit_version`` (int64) and,
-        when more than one change type is asked for, ``_change_type``; the other CDF bookkeeping
-        columns are dropped. Columns have the table schema's types. The reader can be consumed once
-        (DuckDB scans a registered reader once: reference it once per query).
-
-        A feed from the start (``after_version`` -1) of a table whose early log entries were
-        removed (:meth:`purge_history`) cannot be replayed: it is read from the table as of
-        ``until_version`` instead, every row an ``insert`` of ``until_version`` (the same rows a
-        first build would end with; only the commit each row came from is lost).
-        """
-        schema = pa.schema([table.schema.field(name) for name in columns or table.schema.names])
-        out = pa.schema(
-            [
-                *schema,
-                pa.field("_commit_version", pa.int64()),
-                *([pa.field("_change_type", pa.string())] if len(change_types) > 1 else []),
-            ]
-        )
-        if until_version <= after_version:
-            return pa.RecordBatchReader.from_batches(out, [])
-        try:
-            dt = _snapshot(self.uri(table), until_version, self._options())
-        except TableNotFoundError:
-            return pa.RecordBatchReader.from_batches(out, [])
-        if after_version < 0 and not _has_version(self.uri(table), 0, self._options()):
-            names = ", ".join(f'"{name}"' for name in schema.names)
-            sql = f"select {names}, 'insert' as _change_type, cast({until_version} as bigint) as _commit_version from t"
-            feed = pa.RecordBatchReader.from_stream(
-                QueryBuilder().register("t", dt).execute(f"{sql} where {predicate}" if predicate else sql)
-            )
-        else:
-            feed = pa.RecordBatchReader.from_stream(
-                dt.load_cdf(
-                    starting_version=after_version + 1,
-                    ending_version=until_version,
-                    predicate=predicate,
-                    columns=[*columns, "_change_type", "_commit_version"] if columns else None,
-                )
-            )
-        wanted = pa.array(change_types)
-
-        def batches() -> Iterator[pa.RecordBatch]:
-            for batch in feed:
-                # delta-rs returns string_view columns, which pyarrow's filter kernels lack: cast first.
-                change_type = batch.column("_change_type").cast(pa.string())
-                arrays = [batch.column(field.name).cast(field.type) for field in schema]
-                arrays.append(batch.column("_commit_version").cast(pa.int64()))
-                if len(change_types) > 1:
-                    arrays.append(change_type)
-                yield pa.RecordBatch.from_arrays(arrays, schema=out).filter(pc.is_in(change_type, wanted))
-
-        return pa.RecordBatchReader.from_batches(out, batches())
-
-    def commit_rows(self, table: TableDef, after_version: int, until_version: int) -> Iterator[tuple[int, int]]:
-        """``(version, rows added)`` of each commit in ``(after_version, until_version]``, oldest first.
-
-        Reads the commit files ``_delta_log/<version, 20 digits>.json`` one at a time, lazily: a
-        caller that stops iterating stops reading, so the cost follows the commits it takes, not the
-        backlog or the table's age. Rows added: the ``numRecords`` statistics of the commit's ``add``
-        actions that change data (Delta protocol, "Add File and Remove File" and "Per-file
-        Statistics"); an add without statistics counts 0, as do commits that add no data. The
-        version is the file's name (delta-rs 1.6's ``history()`` numbers entries by counting, which
-        shifts them when commits land meanwhile).
-
-        Raises:
-            FileNotFoundError: a commit file in the range is gone (its log was cleaned up).
-        """
-        fs, base = pafs.FileSystem.from_uri(self.uri(table))
-        for version in range(after_version + 1, until_version + 1):
-            with fs.open_input_stream(f"{base}/_delta_log/{version:020d}.json") as stream:
-                actions = [orjson.loads(line) for line in stream.read().splitlines() if line.strip()]
-            adds = [action["add"] for action in actions if "add" in action]
-            yield (
-                version,
-                sum(
-                    int(orjson.loads(add["stats"]).get("numRecords", 0))
-                    for add in adds
-                    if add.get("dataChange", True) and add.get("stats")
-                ),
-            )
-
-    @_retry_commit
+    @retry_commit
     def replace_where(
         self, table: TableDef, rows: pa.Table, predicate: str, metadata: dict[str, str] | None = None
     ) -> int:
@@ -321,7 +199,7 @@ class Lake:
         )
         return dt.version()
 
-    @_retry_commit
+    @retry_commit
     def overwrite(self, table: TableDef, rows: pa.Table, metadata: dict[str, str] | None = None) -> int:
         """Replace the whole table with ``rows`` in one commit (readers of older versions keep
         theirs); returns the new version.
@@ -339,53 +217,6 @@ class Lake:
         )
         return dt.version()
 
-    def changed_partitions(self, table: TableDef, after_version: int, until_version: int) -> pa.Array:
-        """Values of the first partition column of the files added or removed in ``(after_version, until_version]``.
-
-        For tables without a change data feed (the quarantine): the two snapshots' file lists
-        compared, so it works for any versions still in the log. ``after_version`` -1 means from
-        the start (every file of ``until_version``); an empty array when nothing changed or the
-        table does not exist.
-        """
-        column = f"partition.{table.partition_by[0]}"
-        empty = pa.array([], table.schema.field(table.partition_by[0]).type)
-        if until_version < 0 or until_version <= after_version:
-            return empty
-        files = [
-            pa.table(dt.get_add_actions(flatten=True)).select(["path", column])
-            for version in (after_version, until_version)
-            if version >= 0 and (dt := self.open(table, version)) is not None
-        ]
-        if not files:
-            return empty
-        if len(files) == 1:
-            changed = files[0]
-        else:
-            before, after = files
-            added = after.filter(pc.invert(pc.is_in(after["path"], before["path"])))
-            removed = before.filter(pc.invert(pc.is_in(before["path"], after["path"])))
-            changed = pa.concat_tables([added, removed])
-        return pc.unique(changed[column].cast(empty.type))
-
-    def partitions_with_stats(self, table: TableDef, version: int, exclude: tuple[str, ...] = ()) -> pa.Array:
-        """Values of the first partition column of the files (as of ``version``) whose log entry
-        carries min/max statistics of a column not in ``exclude``; empty when the table does not exist."""
-        column = f"partition.{table.partition_by[0]}"
-        empty = pa.array([], table.schema.field(table.partition_by[0]).type)
-        dt = self.open(table, version)
-        if dt is None:
-            return empty
-        actions = pa.table(dt.get_add_actions(flatten=True))
-        stats = [
-            name
-            for name in actions.column_names
-            if name.startswith(("min.", "max.")) and name.split(".", 1)[1] not in exclude
-        ]
-        if not stats or actions.num_rows == 0:
-            return empty
-        carries = functools.reduce(pc.or_, (pc.is_valid(actions[name]) for name in stats))
-        return pc.unique(actions.filter(carries)[column].cast(empty.type))
-
     def dataset(self, table: TableDef, version: int | None = None, files: FileFilter = ()) -> pads.Dataset:
         """The table as a pyarrow dataset (frozen at ``version``, default latest).
 
@@ -400,57 +231,13 @@ class Lake:
         """
         if version is not None:
             try:
-                return _frozen_dataset(self.uri(table), version, self._options(), files)
+                return _frozen_dataset(self.uri(table), version, self.options_key, files)
             except TableNotFoundError:
                 return pads.dataset(table.schema.empty_table())
         dt = self.open(table)
         if dt is None:
             return pads.dataset(table.schema.empty_table())
         return dt.to_pyarrow_dataset()
-
-    def purge_history(self, table: TableDef) -> tuple[int, int]:
-        """Remove every file and log entry that only versions before the current one need, so what
-        rows held before a rewrite (:mod:`pipelines.rescrub`) is gone from storage.
-
-        A checkpoint of the current version ``V``; a vacuum with zero retention that also sweeps
-        files no log entry names (``full``: the change-data files of deletes, leftovers of failed
-        writes); then the expiry of every log entry before ``V``: the log's retention
-        (``delta.logRetentionDuration``) is set to zero for the clean-up, then restored. The commits
-        this makes add no data and no other checkpoint, so a reader that has read up to ``V`` goes on
-        (its next change feed starts at ``V + 1``); readers of older versions fail, so callers make sure
-        every consumer has read ``V`` first. Change feeds from the start read the table instead
-        (:meth:`change_stream`). Returns ``(files removed, log files removed)``.
-
-        Raises:
-            deltalake.exceptions.DeltaError: a step failed; running it again finishes the job.
-        """
-        dt = self.open(table)
-        if dt is None:
-            return 0, 0
-        dt.create_checkpoint()
-        quiet = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
-        removed = dt.vacuum(
-            retention_hours=0,
-            enforce_retention_duration=False,
-            dry_run=False,
-            full=True,
-            post_commithook_properties=quiet,
-        )
-        before = set(self._log_files(table))
-        retention = dt.metadata().configuration.get(_LOG_RETENTION, _DEFAULT_LOG_RETENTION)
-        dt = self.ensure(table)  # after the vacuum's own commits
-        dt.alter.set_table_properties({_LOG_RETENTION: "interval 0 seconds"}, post_commithook_properties=quiet)
-        try:
-            self.ensure(table).cleanup_metadata()  # the entries before the checkpoint of V
-        finally:
-            dt.alter.set_table_properties({_LOG_RETENTION: retention}, post_commithook_properties=quiet)
-        expired = len(before - set(self._log_files(table)))
-        log.info("%s: purged %d files and %d log files of older versions", table.name, len(removed), expired)
-        return len(removed), expired
-
-    def _log_files(self, table: TableDef) -> list[str]:
-        fs, base = pafs.FileSystem.from_uri(self.uri(table))
-        return [info.path for info in fs.get_file_info(pafs.FileSelector(f"{base}/_delta_log"))]
 
     def watermark(self, consumer: str, upstream: str) -> int:
         """Last upstream version ``consumer`` fully processed, or -1 when it never ran."""
@@ -479,21 +266,17 @@ class Lake:
         log.info("watermark %s <- %s advanced to version %d", consumer, upstream, version)
 
 
-_LOG_RETENTION = "delta.logRetentionDuration"
-_DEFAULT_LOG_RETENTION = "interval 30 days"  # the Delta protocol's default
-
-
-def _has_version(uri: str, version: int, storage_options: tuple[tuple[str, str], ...]) -> bool:
+def has_version(uri: str, version: int, storage_options: tuple[tuple[str, str], ...]) -> bool:
     """Whether the log of the table at ``uri`` can still build ``version`` (its entries were not expired)."""
     try:
-        _snapshot(uri, version, storage_options)
+        snapshot(uri, version, storage_options)
     except TableNotFoundError:
         return False
     return True
 
 
 @lru_cache(maxsize=8)
-def _snapshot(uri: str, version: int, storage_options: tuple[tuple[str, str], ...]) -> DeltaTable:
+def snapshot(uri: str, version: int, storage_options: tuple[tuple[str, str], ...]) -> DeltaTable:
     """The Delta table at ``uri`` as of ``version``: immutable, so loaded once per process and shared
     by the datasets and change feeds read at that version. Loading replays the log (measured: 40 ms
     for a table of 1,800 files against 9 ms for 180), which each gold mart of a run paid again.
@@ -515,4 +298,4 @@ def _frozen_dataset(
     Raises:
         TableNotFoundError: there is no table at ``uri``.
     """
-    return _snapshot(uri, version, storage_options).to_pyarrow_dataset(file_pruning_predicate=list(files) or None)
+    return snapshot(uri, version, storage_options).to_pyarrow_dataset(file_pruning_predicate=list(files) or None)
