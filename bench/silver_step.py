@@ -22,12 +22,13 @@ from pipelines.gold import refresh_mart
 from pipelines.parallel import Parallelism, RowPool
 from pipelines.pseudonyms import Pseudonymizer
 from pipelines.registry import known_types
-from pipelines.scrubbing import Scrubber, ScrubRules
+from pipelines.scrub_rules import ScrubRules
+from pipelines.scrubbing import Scrubber
 from pipelines.silver import prior_hashes, write_checked
 from pipelines.validation import SplitResult, load_suite, split_by_suite, suite_path
 from warehouse import gold
 from warehouse.contract import RequestContext, explode_payload
-from warehouse.lake.history import read_changes
+from warehouse.lake.history import change_stream
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS, PROPERTY_TYPES, RAW_EVENTS, TableDef
 
@@ -89,7 +90,7 @@ def run(lake: Lake, version: int, variant: str) -> dict[str, float]:
     suite, silver_suite = load_suite(suite_path("raw_events")), load_suite(suite_path("events"))
     scrubber = Scrubber(NO_RULES) if variant == "no_scrub" else Scrubber()
     pseudonymizer = None if variant == "no_scrub" else Pseudonymizer(b"bench-key", scrubber)
-    changes = timed("read_cdf", lambda: read_changes(lake, RAW_EVENTS, -1, version))
+    changes = timed("read_cdf", lambda: change_stream(lake, RAW_EVENTS, -1, version).read_all())
     # Worker processes as the pipeline's defaults start them (one process per core), except
     # single_process; pool start-up is inside the decode stage.
     pool = RowPool(Parallelism(workers=1 if variant == "single_process" else 0), changes.num_rows)
@@ -135,7 +136,7 @@ def main() -> None:
         started = time.perf_counter()
         version = lake.append(RAW_EVENTS, bronze(n))
         print(f"generated and appended {n:,} bronze events in {time.perf_counter() - started:.0f} s")
-        read_changes(lake, RAW_EVENTS, -1, version)  # warm-up: every variant then reads from the page cache
+        change_stream(lake, RAW_EVENTS, -1, version).read_all()  # warm-up: every variant then reads from the page cache
         results = {variant: run(_VariantLake(lake.root, variant), version, variant) for variant in VARIANTS}
         con = gold.connect(Path(tmp) / "w.duckdb")
         gold_s = {}

@@ -38,72 +38,25 @@ def refresh_data_quality(con: duckdb.DuckDBPyConnection, lake: Lake, mart: Mart)
     Raises:
         duckdb.Error: the SQL fails (the transaction is rolled back, watermark unchanged).
     """
-    bronze_version = lake.watermark(EVENTS.name, RAW_EVENTS.name)
-    silver_version = table_version(lake, EVENTS)
-    quarantine_version = table_version(lake, REJECTED_EVENTS)
+    now = GoldWatermark(
+        table_version(lake, EVENTS),
+        lake.watermark(EVENTS.name, RAW_EVENTS.name),
+        quarantine_version=table_version(lake, REJECTED_EVENTS),
+    )
     previous = gold_watermark(con, mart.name)
     read_from = previous if previous is not None and previous.quarantine_version is not None else None
-    quarantine_from = -1 if read_from is None or read_from.quarantine_version is None else read_from.quarantine_version
-    both = ("insert", "delete")
-    feeds = {
-        "bronze_changes": change_stream(
-            lake,
-            RAW_EVENTS,
-            read_from.bronze_version if read_from else -1,
-            bronze_version,
-            both,
-            columns=["app", "source", "received_date"],
-        ),
-        "silver_changes": change_stream(
-            lake,
-            EVENTS,
-            read_from.silver_version if read_from else -1,
-            silver_version,
-            both,
-            columns=["app", "source", "received_at", "event_id"],
-        ),
-        # The quarantine has no change data feed: the received days of the files it added since.
-        "quarantine_changed_days": pa.table(
-            {
-                "day": changed_partitions(
-                    lake,
-                    REJECTED_EVENTS,
-                    quarantine_from,
-                    quarantine_version,
-                )
-            }
-        ),
-        "quarantine_ids": _dataset(lake, REJECTED_EVENTS, quarantine_version).to_table(
-            columns=["app", "source", "received_date", "event_id"]
-        ),
-    }
+    feeds = _feeds(lake, read_from, now)
     with registered(con, feeds):
         days = con.sql(mart.sql("select_days")).to_arrow_table()
-    inputs: dict[str, object] = {}
-    if days.num_rows:
-        received_days = tuple(pc.unique(days["day"]).to_pylist())
-        received = (("received_date", "in", received_days),)
-        since = datetime.combine(min(received_days), datetime.min.time(), UTC)
-        until = datetime.combine(max(received_days) + timedelta(days=1), datetime.min.time(), UTC)
-        quarantined = pc.sum(pc.is_in(feeds["quarantine_ids"]["received_date"], pa.array(received_days))).as_py()
-        inputs = {
-            "bronze_events": _dataset(lake, RAW_EVENTS, bronze_version, received),
-            "quarantine_events": _dataset(lake, REJECTED_EVENTS, quarantine_version, received),
-            # Silver is partitioned by event time: file statistics on received_at skip the rest.
-            "silver_events": _dataset(
-                lake, EVENTS, silver_version, (("received_at", ">=", since), ("received_at", "<", until))
-            ),
-            # Whether a quarantined copy's event is in silver by now: the whole table, opened only
-            # when the changed days hold quarantined rows (none on most runs).
-            "silver_event_ids": _dataset(lake, EVENTS, silver_version if quarantined else -1),
-        }
+    quarantine_ids = feeds["quarantine_ids"]
+    assert isinstance(quarantine_ids, pa.Table)
+    inputs = _day_inputs(lake, days, quarantine_ids, now) if days.num_rows else {}
     with registered(con, {**inputs, "quality_days": days}), transaction(con):
         if days.num_rows or read_from is None:
             con.execute(mart.sql("delete"), {"rebuild": read_from is None})
         if days.num_rows:
             con.execute(mart.sql("insert"))
-        watermark = GoldWatermark(silver_version, bronze_version, quarantine_version=quarantine_version)
-        set_gold_watermark(con, mart.name, watermark)
+        set_gold_watermark(con, mart.name, now)
     log.info("%s: %d received days changed", mart.name, days.num_rows)
     return days.num_rows
 
@@ -111,3 +64,56 @@ def refresh_data_quality(con: duckdb.DuckDBPyConnection, lake: Lake, mart: Mart)
 def _dataset(lake: Lake, table: TableDef, version: int, files: FileFilter = ()) -> pads.Dataset:
     """``table`` frozen at ``version`` (``files``: see :meth:`Lake.dataset`); empty for version -1."""
     return lake.dataset(table, version, files) if version >= 0 else pads.dataset(table.schema.empty_table())
+
+
+def _feeds(lake: Lake, read_from: GoldWatermark | None, now: GoldWatermark) -> dict[str, object]:
+    """What changed in the three tables since ``read_from`` (None: since their start) up to ``now``."""
+    both = ("insert", "delete")
+    quarantine_version = -1 if now.quarantine_version is None else now.quarantine_version
+    quarantine_from = -1 if read_from is None or read_from.quarantine_version is None else read_from.quarantine_version
+    return {
+        "bronze_changes": change_stream(
+            lake,
+            RAW_EVENTS,
+            read_from.bronze_version if read_from else -1,
+            now.bronze_version,
+            both,
+            columns=["app", "source", "received_date"],
+        ),
+        "silver_changes": change_stream(
+            lake,
+            EVENTS,
+            read_from.silver_version if read_from else -1,
+            now.silver_version,
+            both,
+            columns=["app", "source", "received_at", "event_id"],
+        ),
+        # The quarantine has no change data feed: the received days of the files it added since.
+        "quarantine_changed_days": pa.table(
+            {"day": changed_partitions(lake, REJECTED_EVENTS, quarantine_from, quarantine_version)}
+        ),
+        "quarantine_ids": _dataset(lake, REJECTED_EVENTS, quarantine_version).to_table(
+            columns=["app", "source", "received_date", "event_id"]
+        ),
+    }
+
+
+def _day_inputs(lake: Lake, days: pa.Table, quarantine_ids: pa.Table, now: GoldWatermark) -> dict[str, object]:
+    """The three tables at ``now``, read only where the changed received ``days`` are."""
+    received_days = tuple(pc.unique(days["day"]).to_pylist())
+    received = (("received_date", "in", received_days),)
+    since = datetime.combine(min(received_days), datetime.min.time(), UTC)
+    until = datetime.combine(max(received_days) + timedelta(days=1), datetime.min.time(), UTC)
+    quarantined = pc.sum(pc.is_in(quarantine_ids["received_date"], pa.array(received_days))).as_py()
+    quarantine_version = -1 if now.quarantine_version is None else now.quarantine_version
+    return {
+        "bronze_events": _dataset(lake, RAW_EVENTS, now.bronze_version, received),
+        "quarantine_events": _dataset(lake, REJECTED_EVENTS, quarantine_version, received),
+        # Silver is partitioned by event time: file statistics on received_at skip the rest.
+        "silver_events": _dataset(
+            lake, EVENTS, now.silver_version, (("received_at", ">=", since), ("received_at", "<", until))
+        ),
+        # Whether a quarantined copy's event is in silver by now: the whole table, opened only
+        # when the changed days hold quarantined rows (none on most runs).
+        "silver_event_ids": _dataset(lake, EVENTS, now.silver_version if quarantined else -1),
+    }

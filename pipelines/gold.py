@@ -147,7 +147,7 @@ def _changed_rows(
     """(app, source, timestamp) of the silver rows inserted or deleted in (silver_from, silver_version],
     streamed (a first build's are the whole history).
 
-    Deletes too: a reprocessed range (pipelines.silver.reprocess) may lose rows on some days. Plus,
+    Deletes too: a reprocessed range (pipelines.reprocess.reprocess) may lose rows on some days. Plus,
     for marts that count new people, the days a first visit moved away from (none of their events changed).
     """
     columns = ["app", "source", "timestamp"]

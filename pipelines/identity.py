@@ -21,7 +21,7 @@ import duckdb
 import pyarrow as pa
 
 from warehouse.gold import GoldWatermark, gold_watermark, load_sql, registered, set_gold_watermark, transaction
-from warehouse.lake.history import change_stream, read_changes
+from warehouse.lake.history import change_stream
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS, IDENTITY_LINKS, RAW_EVENTS
 
@@ -55,14 +55,14 @@ def refresh_identity(con: duckdb.DuckDBPyConnection, lake: Lake, silver_version:
     # Only the columns links need, streamed; properties (previousId) only of alias events (few rows).
     views = {
         "silver_feed": change_stream(lake, EVENTS, silver_from, silver_version, columns=_COLUMNS),
-        "new_aliases": read_changes(
+        "new_aliases": change_stream(
             lake,
             EVENTS,
             silver_from,
             silver_version,
             predicate="event_type = 'alias'",
             columns=[*_COLUMNS, "properties"],
-        ),
+        ).read_all(),
     }
     try:
         with registered(con, views), transaction(con):

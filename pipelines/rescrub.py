@@ -1,7 +1,7 @@
 """Rescrub: today's scrub rules applied, in place, to the rows already in silver and the quarantine.
 
 Rows keep the scrubbing of the rules they were written under. When the rules file changes (its
-fingerprint, :attr:`pipelines.scrubbing.ScrubRules.fingerprint`, differs from the one both tables
+fingerprint, :attr:`pipelines.scrub_rules.ScrubRules.fingerprint`, differs from the one both tables
 record in the table property :data:`RULES_PROPERTY`), the ``rescrub_sensor`` starts the
 ``rescrub_lake`` job, which:
 
@@ -33,7 +33,7 @@ import duckdb
 import polars as pl
 
 from pipelines import transform
-from pipelines.scrubbing import RULES_PROPERTY
+from pipelines.scrub_rules import RULES_PROPERTY
 from pipelines.silver import BatchStats, Rules
 from pipelines.validation import checks_by_part, suite_columns
 from warehouse.gold import consumers_behind

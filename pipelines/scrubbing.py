@@ -24,85 +24,21 @@ fold to ASCII); the stored value keeps its characters outside the masked spans.
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import confusables
 import orjson
 import polars as pl
-import yaml
+
+from pipelines.scrub_rules import SENSITIVE_KEY_RULE, SENSITIVE_PAIR_RULE, ScrubRules, ValuePattern, load_rules
 
 REDACTED = "[REDACTED]"
-#: Table property of silver and the quarantine: the fingerprint (:attr:`ScrubRules.fingerprint`) of
-#: the rules every row of the table was scrubbed with (:mod:`pipelines.rescrub`).
-RULES_PROPERTY = "eventlake.scrubRules"
-DEFAULT_RULES_PATH = Path(__file__).with_name("scrub_rules.yaml")
-SENSITIVE_KEY_RULE = "sensitive_key"
-SENSITIVE_PAIR_RULE = "sensitive_pair"
-
-
-def luhn_valid(digits: str) -> bool:
-    """The Luhn (mod 10) check of ISO/IEC 7812-1 on a string of digits."""
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        digit = int(char)
-        if position % 2 == 1:
-            digit = digit * 2 - 9 if digit > 4 else digit * 2
-        total += digit
-    return total % 10 == 0
-
-
-#: (prefix ranges as (low, high) on the leading digits, allowed lengths), per card scheme.
-#: Sources: ISO/IEC 7812 issuer identification numbers as published by the schemes.
-_CARD_SCHEMES: tuple[tuple[tuple[tuple[int, int], ...], frozenset[int]], ...] = (
-    (((4, 4),), frozenset({13, 16, 19})),  # Visa
-    (((51, 55), (2221, 2720)), frozenset({16})),  # Mastercard
-    (((34, 34), (37, 37)), frozenset({15})),  # American Express
-    (((6011, 6011), (644, 649), (65, 65)), frozenset(range(16, 20))),  # Discover
-    (((3528, 3589),), frozenset(range(16, 20))),  # JCB
-    (((300, 305), (36, 36), (38, 39)), frozenset(range(14, 20))),  # Diners Club
-    (((62, 62),), frozenset(range(16, 20))),  # UnionPay
-    (((50, 50), (56, 58), (6304, 6304), (6759, 6759)), frozenset(range(12, 20))),  # Maestro
-)
-
-
-def is_card_number(text: str) -> bool:
-    """Whether ``text`` (digits, maybe grouped by spaces/dashes) is a plausible payment card number.
-
-    13–19 digits passing the Luhn check, with a known issuer prefix and a length that issuer uses.
-    """
-    digits = re.sub(r"[ -]", "", text)
-    if not digits.isdigit() or not 12 <= len(digits) <= 19 or not luhn_valid(digits):
-        return False
-    for ranges, lengths in _CARD_SCHEMES:
-        if len(digits) not in lengths:
-            continue
-        for low, high in ranges:
-            width = len(str(low))
-            if low <= int(digits[:width]) <= high:
-                return True
-    return False
-
-
-def is_iban(text: str) -> bool:
-    """ISO 13616 check: move the first four characters to the end, letters → 10..35, mod 97 == 1."""
-    compact = text.replace(" ", "").upper()
-    if not 15 <= len(compact) <= 34 or not compact.isalnum():
-        return False
-    rearranged = compact[4:] + compact[:4]
-    return int("".join(str(int(char, 36)) for char in rearranged)) % 97 == 1
-
-
-VALIDATORS: dict[str, Callable[[str], bool]] = {"card_number": is_card_number, "iban": is_iban}
 
 
 _KEY_CACHE_SIZE = 100_000
@@ -110,143 +46,10 @@ _TEXT_CACHE_SIZE = 200_000
 _TEXT_CACHE_LENGTH = 256
 
 
-@dataclass(frozen=True)
-class ValuePattern:
-    """One value rule: matches of ``regex`` that pass ``validator`` (if any) become ``mask``; with
-    ``replace`` instead, a match becomes what ``replace`` returns for it (``None``: not a match, kept).
-
-    ``quarantine``: the rule also applies to the quarantine's raw rows.
-    """
-
-    name: str
-    regex: re.Pattern[str]
-    mask: str = ""
-    validator: Callable[[str], bool] | None = None
-    replace: Callable[[str], str | None] | None = None
-    quarantine: bool = False
-
-    def masked(self, text: str) -> str | None:
-        """What a match ``text`` becomes, or ``None`` when the rule does not apply to it after all
-        (its validator fails, or ``replace`` leaves it as is)."""
-        if self.replace is not None:
-            result = self.replace(text)
-            return None if result is None or result == text else result
-        if self.validator is not None and not self.validator(text):
-            return None
-        return self.mask
-
-
-@dataclass(frozen=True)
-class ScrubRules:
-    """The compiled rules of one rules file (see the module docstring for the file's format)."""
-
-    sensitive_key: re.Pattern[str]
-    sensitive_pair: re.Pattern[str]
-    value_patterns: tuple[ValuePattern, ...]
-    #: SHA-256 (hex, first 16 digits) of the rules file's text: which rules scrubbed a table.
-    fingerprint: str = ""
-
-    @cached_property
-    def quarantine_patterns(self) -> tuple[ValuePattern, ...]:
-        """The value patterns that also apply to the quarantine (``quarantine: true``)."""
-        return tuple(rule for rule in self.value_patterns if rule.quarantine)
-
-    @cached_property
-    def any_rule(self) -> re.Pattern[str] | None:
-        """One alternation of the pair rule and every value pattern: a text it does not match
-        anywhere is left as is after a single scan instead of one per rule (the pre-filter).
-
-        ``None`` (no pre-filter, every rule scans) when a pattern uses backreferences, which
-        would point at other groups once joined, or the alternation does not compile.
-        """
-        parts = [self.sensitive_pair, *(rule.regex for rule in self.value_patterns)]
-        if any(_BACKREFERENCE.search(part.pattern) for part in parts):
-            return None
-        try:
-            return re.compile("|".join(_scoped(part) for part in parts))
-        except re.error:
-            return None
-
-    @classmethod
-    def from_file(cls, path: Path) -> ScrubRules:
-        """Compile the rules in ``path``.
-
-        Raises:
-            OSError: the file cannot be read.
-            ValueError: a rule is malformed (unknown validator, missing fields, bad regex).
-        """
-        text = path.read_text(encoding="utf-8")
-        document = yaml.safe_load(text)
-        try:
-            keys = "|".join(f"(?:{pattern})" for pattern in document["sensitive_keys"])
-            patterns = tuple(
-                ValuePattern(
-                    name=rule["name"],
-                    regex=re.compile(rule["pattern"]),
-                    mask="" if "replace" in rule else rule["mask"],
-                    validator=VALIDATORS[rule["validator"]] if rule.get("validator") else None,
-                    replace=REPLACERS[rule["replace"]] if "replace" in rule else None,
-                    quarantine=bool(rule.get("quarantine", False)),
-                )
-                for rule in document["value_patterns"]
-                if rule.get("enabled", True)
-            )
-            return cls(
-                sensitive_key=re.compile(keys, re.IGNORECASE),
-                sensitive_pair=re.compile(
-                    # The key starts where a token starts (not at every character of a long one),
-                    # its first key word is found once (atomic group) and its tail is possessive:
-                    # linear time on long texts, no ReDoS ("pwd" * 30,000 took 4.7 s per 100 kB).
-                    rf"(?P<key>(?<![\w.-])(?>[\w.-]*?(?:{keys}))[\w.-]*+[\"']?)(?P<sep>\s*[=:]\s*)(?P<quote>[\"']?)"
-                    r"(?P<value>(?:(?:bearer|basic|token|digest)\s+)?[^\s\"'&,;()\[\]{}<>]+)",
-                    re.IGNORECASE,
-                ),
-                value_patterns=patterns,
-                fingerprint=_fingerprint(text),
-            )
-        except (KeyError, TypeError, re.error) as exc:
-            raise ValueError(f"invalid scrub rules in {path}: {exc!r}") from exc
-
-
-_GLOBAL_FLAGS = re.compile(r"^\(\?[aiLmsux]+\)")
-_BACKREFERENCE = re.compile(r"\\[1-9]|\(\?P=")
-_SCOPED_FLAGS = {re.IGNORECASE: "i", re.MULTILINE: "m", re.DOTALL: "s", re.VERBOSE: "x", re.ASCII: "a"}
-
-
-def _scoped(pattern: re.Pattern[str]) -> str:
-    """``pattern`` as a group that keeps its own flags inside an alternation (``(?is:…)``).
-
-    Leading global flags (``(?i)``, ``(?sm)``…) are already in ``pattern.flags``; they move into
-    the group, where Python accepts them.
-    """
-    flags = "".join(letter for flag, letter in _SCOPED_FLAGS.items() if pattern.flags & flag)
-    return f"(?{flags}:{_GLOBAL_FLAGS.sub('', pattern.pattern)})" if flags else f"(?:{pattern.pattern})"
-
-
 def fold_text(text: str) -> str:
     """What the rules match against: Unicode NFKC (full-width and compatibility forms folded) and
     no format characters (category Cf: soft hyphens, zero-width spaces), which hide an ``@``."""
     return "".join(ch for ch in unicodedata.normalize("NFKC", text) if unicodedata.category(ch) != "Cf")
-
-
-def _fingerprint(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def rules_fingerprint(path: Path = DEFAULT_RULES_PATH) -> str:
-    """:attr:`ScrubRules.fingerprint` of the rules file as it is now (read each call, not cached:
-    what the rescrub sensor compares with the tables').
-
-    Raises:
-        OSError: the file cannot be read.
-    """
-    return _fingerprint(path.read_text(encoding="utf-8"))
-
-
-@lru_cache(maxsize=4)
-def load_rules(path: Path = DEFAULT_RULES_PATH) -> ScrubRules:
-    """The compiled rules of ``path``, cached per path."""
-    return ScrubRules.from_file(path)
 
 
 @dataclass
@@ -415,75 +218,3 @@ def scrub_json_texts(texts: pl.DataFrame, rules: ScrubRules) -> tuple[pl.Series,
     scrubber = Scrubber(rules)
     scrubbed = [None if text is None else scrubber.json_text(text) for text in texts.to_series(0)]
     return pl.Series(texts.columns[0], scrubbed, dtype=pl.String), scrubber.counts
-
-
-#: ``[v6]:port``, ``v4:port``, or a bare address (a zone id such as ``%eth0`` is kept apart).
-_ADDRESS_PARTS = re.compile(r"^\[(?P<bracketed>[^\]]+)\](?P<bport>:\d{1,5})?$|^(?P<v4>[\d.]+)(?P<port>:\d{1,5})$")
-#: An IPv4 address inside a span that is not an address as a whole (``[198.51.100.7:9092]``).
-_IPV4_INSIDE = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
-
-
-def _network(address: str) -> str | None:
-    """The network of a bare address: IPv4 /24, IPv6 /48, IPv4-mapped IPv6 ``::ffff:`` + the IPv4
-    /24 (its /120). ``None`` if not an IP. A zone id (``fe80::1%eth0``) is dropped."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return f"::ffff:{_network(str(ip.ipv4_mapped))}"
-    prefix = 24 if ip.version == 4 else 48
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
-
-
-def truncate_ip(address: str | None) -> str | None:
-    """The ``ip`` column's value: the address's network with host bits zeroed, without brackets or
-    port (IPv4 /24, IPv6 /48, IPv4-mapped IPv6 ``::ffff:a.b.c.0``); ``None`` if not an IP.
-
-    /24 and /48 are the prefixes Google Analytics' IP anonymization zeroes (the last octet of
-    IPv4, the last 80 bits of IPv6); see ``docs/privacy.md``.
-    """
-    if not address:
-        return None
-    address = address.strip()
-    parts = _ADDRESS_PARTS.match(address)
-    if parts:
-        address = parts["bracketed"] or parts["v4"]
-    return _network(address)
-
-
-def _text_network(address: str) -> str | None:
-    """:func:`_network` of an address found in text, its zone id kept; ``None`` for what is no
-    address, or nobody's: ``::/48`` (``::1``, ``::``, and Python slices such as ``[::2]``), and a
-    two-group IPv6 whose first group is a short word (``Db::Add1``, ``10::1``)."""
-    bare, _, zone = address.partition("%")
-    network = _network(bare)
-    if network is None or network == "::":
-        return None
-    if "." not in bare and bare.count(":") < 3 and len(bare.split(":", 1)[0]) < 3:
-        return None
-    return f"{network}%{zone}" if zone else network
-
-
-def truncate_ip_text(match: str) -> str | None:
-    """An address found in text, truncated as :func:`truncate_ip` does, its brackets, zone id and
-    port kept (``[2001:db8::1]:443`` → ``[2001:db8::]:443``). A span that is no address as a whole
-    has the IPv4 addresses inside it truncated (``[198.51.100.7:9092]`` → ``[198.51.100.0:9092]``).
-    ``None`` when nothing in ``match`` is an address."""
-    parts = _ADDRESS_PARTS.match(match)
-    network = None
-    if not parts:
-        network = _text_network(match)
-    elif parts["bracketed"]:
-        inner = _text_network(parts["bracketed"])
-        network = None if inner is None else f"[{inner}]{parts['bport'] or ''}"
-    elif (v4 := _network(parts["v4"])) is not None:
-        network = f"{v4}{parts['port']}"
-    if network is not None:
-        return network
-    inside = _IPV4_INSIDE.sub(lambda m: _network(m.group(0)) or m.group(0), match)
-    return inside if inside != match else None
-
-
-#: Named replacements a value pattern may use (``replace:`` in the rules file).
-REPLACERS: dict[str, Callable[[str], str | None]] = {"truncate_ip": truncate_ip_text}

@@ -6,7 +6,7 @@
 * :func:`replay_quarantine`: quarantined rows not replayed yet, re-validated with today's suite
   and rules; those that now pass move into silver exactly once (anti-join on ``event_id``) and
   are recorded in ``quarantine_replays``.
-* :func:`reprocess`: rebuild silver for an ``event_date`` range from bronze, replacing the range
+* :func:`pipelines.reprocess.reprocess`: rebuild silver for an ``event_date`` range from bronze, replacing the range
   in one Delta commit (``replaceWhere``), e.g. after a scrub rule was added. Rerunning it gives
   the same rows. Gold follows through silver's change data feed (inserts and deletes).
 
@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import polars as pl
@@ -34,9 +34,10 @@ from pipelines.consistency import type_conflicts
 from pipelines.parallel import Parallelism, RowPool
 from pipelines.pseudonyms import Pseudonymizer
 from pipelines.registry import known_types, register
-from pipelines.scrubbing import RULES_PROPERTY, Scrubber
+from pipelines.scrub_rules import RULES_PROPERTY
+from pipelines.scrubbing import Scrubber
 from pipelines.validation import CheckOutcome, split_by_suite, suite_columns
-from warehouse.lake.history import commit_rows, read_changes
+from warehouse.lake.history import change_stream, commit_rows
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS, QUARANTINE_REPLAYS, RAW_EVENTS, REJECTED_EVENTS
 
@@ -83,7 +84,10 @@ class Rules:
 
 
 @dataclass(frozen=True)
-class _Split:
+class Split:
+    """A micro-batch split by the bronze suite: the valid and invalid rows, why each invalid one
+    failed, and the suite's outcomes."""
+
     valid: pl.DataFrame
     invalid: pl.DataFrame
     reasons: list[list[dict[str, Any]]]
@@ -101,7 +105,9 @@ def prior_hashes(store: Lake, event_ids: pl.Series, exclude: pads.Expression | N
     return frame
 
 
-def _validate(store: Lake, decoded: pl.DataFrame, suite: Any, prior: pl.DataFrame, run_id: str) -> _Split:
+def validate(store: Lake, decoded: pl.DataFrame, suite: Any, prior: pl.DataFrame, run_id: str) -> Split:
+    """Check consistency against ``prior`` silver rows and the type registry, validate with ``suite``
+    and split; registers the first types of the valid rows' new properties."""
     known = known_types(store)
     checked, _ = transform.with_consistency(decoded, prior, known)
     split = split_by_suite(transform.validation_frame(checked), suite)
@@ -109,10 +115,11 @@ def _validate(store: Lake, decoded: pl.DataFrame, suite: Any, prior: pl.DataFram
     # Only rows that passed register a property's first type: a quarantined row never decides it.
     # Registered before silver is written, so a rerun after a crash sees the same registry.
     register(store, type_conflicts(valid, known)[1], run_id)
-    return _Split(valid, invalid, reasons, split.checks)
+    return Split(valid, invalid, reasons, split.checks)
 
 
-def _count(stats: BatchStats, split: _Split, silver: pa.Table, silver_checks: list[CheckOutcome]) -> None:
+def count(stats: BatchStats, split: Split, silver: pa.Table, silver_checks: list[CheckOutcome]) -> None:
+    """Add a split's and its silver rows' counts and outcomes to ``stats``."""
     stats.valid += split.valid.height
     stats.quarantined += split.invalid.height
     stats.reasons.update(r[0]["check"] for r in split.reasons)
@@ -120,6 +127,16 @@ def _count(stats: BatchStats, split: _Split, silver: pa.Table, silver_checks: li
     stats.bots += int(pc.sum(silver["is_bot"]).as_py() or 0)
     stats.checks = split.checks
     stats.silver_checks = silver_checks
+
+
+def quarantine_and_build(store: Lake, rules: Rules, split: Split, run_id: str, pool: RowPool) -> tuple[int, pa.Table]:
+    """Quarantine ``split``'s invalid rows (new event ids only) and build the silver rows of its valid
+    ones; returns (quarantine rows inserted, silver rows)."""
+    quarantine = transform.build_quarantine(
+        split.invalid, split.reasons, rules.suite.name, run_id, datetime.now(UTC), rules.scrubber
+    )
+    inserted = store.insert_new(REJECTED_EVENTS, quarantine)
+    return inserted, transform.build_silver(split.valid, run_id, rules.scrubber, rules.pseudonymizer, pool)
 
 
 def write_checked(write: Callable[[], T], silver: pa.Table, silver_suite: Any) -> tuple[T, list[CheckOutcome]]:
@@ -143,7 +160,7 @@ _ENSURED: set[tuple[str, str]] = set()
 
 def ensure_tables(store: Lake, rules: Rules) -> None:
     """Create silver and the quarantine when missing, recording that their rows are scrubbed with
-    ``rules``' scrub rules (:data:`pipelines.scrubbing.RULES_PROPERTY`, set while a table is new).
+    ``rules``' scrub rules (:data:`pipelines.scrub_rules.RULES_PROPERTY`, set while a table is new).
     Once per lake root and rules in a process (each call opens both tables: 35 ms each at 150 versions)."""
     key = (store.root, rules.scrubber.rules.fingerprint)
     if key in _ENSURED:
@@ -182,7 +199,7 @@ def ingest(store: Lake, rules: Rules, run_id: str, max_rows: int) -> BatchStats:
     after = store.watermark(EVENTS.name, RAW_EVENTS.name)
     latest = after if bronze_version is None else bronze_version
     until = micro_batch_end(store, after, latest, max_rows)
-    changes = read_changes(store, RAW_EVENTS, after, until)
+    changes = change_stream(store, RAW_EVENTS, after, until).read_all()
     with RowPool(rules.parallel, changes.num_rows) as pool:
         decoded = transform.decode(changes, pool)
         stats = BatchStats(
@@ -194,20 +211,14 @@ def ingest(store: Lake, rules: Rules, run_id: str, max_rows: int) -> BatchStats:
             processes=pool.processes,
         )
         prior = prior_hashes(store, decoded["event_id"])
-        split = _validate(store, decoded, rules.suite, prior, run_id)
-        stats.quarantine_inserted = store.insert_new(
-            REJECTED_EVENTS,
-            transform.build_quarantine(
-                split.invalid, split.reasons, rules.suite.name, run_id, datetime.now(UTC), rules.scrubber
-            ),
-        )
-        silver = transform.build_silver(split.valid, run_id, rules.scrubber, rules.pseudonymizer, pool)
+        split = validate(store, decoded, rules.suite, prior, run_id)
+        stats.quarantine_inserted, silver = quarantine_and_build(store, rules, split, run_id, pool)
     # The ids already in silver were read for the conflict check: the anti-join reuses them.
     existing = prior["event_id"].to_arrow().cast(pa.string())
     stats.inserted, checks = write_checked(
         lambda: store.insert_new(EVENTS, silver, existing=existing), silver, rules.silver_suite
     )
-    _count(stats, split, silver, checks)
+    count(stats, split, silver, checks)
     if until > after:
         store.advance_watermark(EVENTS.name, RAW_EVENTS.name, until, run_id)
     return stats
@@ -230,15 +241,15 @@ def replay_quarantine(store: Lake, rules: Rules, run_id: str) -> BatchStats:
     with RowPool(rules.parallel, bronze_rows.height) as pool:
         decoded = transform.decode(bronze_rows.to_arrow().cast(_with_commit_version(RAW_EVENTS.schema)), pool)
         stats = BatchStats("replay", rows=decoded.height, processes=pool.processes)
-        split = _validate(store, decoded, rules.suite, prior_hashes(store, decoded["event_id"]), run_id)
+        split = validate(store, decoded, rules.suite, prior_hashes(store, decoded["event_id"]), run_id)
         silver = transform.build_silver(split.valid, run_id, rules.scrubber, rules.pseudonymizer, pool)
     stats.inserted, checks = write_checked(lambda: store.insert_new(EVENTS, silver), silver, rules.silver_suite)
-    _count(stats, split, silver, checks)
-    stats.replayed = _record_replays(store, split.valid, run_id)
+    count(stats, split, silver, checks)
+    stats.replayed = record_replays(store, split.valid, run_id)
     return stats
 
 
-def _record_replays(store: Lake, kept: pl.DataFrame, run_id: str) -> int:
+def record_replays(store: Lake, kept: pl.DataFrame, run_id: str) -> int:
     """Record which rows of ``kept`` (now in silver) came out of quarantine; returns how many.
 
     Keyed by (event_id, bronze_version), the quarantine row's key; rows recorded before are skipped.
@@ -258,73 +269,3 @@ def _record_replays(store: Lake, kept: pl.DataFrame, run_id: str) -> int:
 
 def _with_commit_version(schema: pa.Schema) -> pa.Schema:
     return schema.append(pa.field("_commit_version", pa.int64()))
-
-
-def day_range_predicate(column: str, first: date, last: date) -> str:
-    """delta-rs SQL filter ``column`` in ``[first, last]`` (ISO dates, both inclusive)."""
-    return f"{column} >= '{first.isoformat()}' and {column} <= '{last.isoformat()}'"
-
-
-def reprocess(store: Lake, rules: Rules, run_id: str, first: date, last: date) -> BatchStats:
-    """Rebuild silver's ``event_date`` range ``[first, last]`` from bronze (up to silver's watermark).
-
-    Reads the bronze partitions that can hold such events (``received_date >= first - 1 day``:
-    the suite rejects timestamps more than 24 h after receipt) plus every copy of their event ids,
-    re-runs validation, dedup, scrubbing and enrichment, and replaces the range in one commit.
-    Rows that now fail are quarantined (once per event_id); quarantined rows that now pass are
-    recorded as replayed, as :func:`replay_quarantine` would. Idempotent.
-
-    Raises:
-        ValueError: ``last`` before ``first``.
-    """
-    ensure_tables(store, rules)
-    if last < first:
-        raise ValueError(f"reprocess range is empty: {first} > {last}")
-    watermark = store.watermark(EVENTS.name, RAW_EVENTS.name)
-    stats = BatchStats("reprocess", bronze_to=watermark)
-    in_range = day_range_predicate("event_date", first, last)
-    scan = read_changes(
-        store,
-        RAW_EVENTS,
-        -1,
-        watermark,
-        predicate=day_range_predicate("received_date", first - timedelta(days=1), date(9999, 12, 31)),
-    )
-    with RowPool(rules.parallel, scan.num_rows) as pool:
-        decoded = transform.decode(scan, pool)
-        event_day = pl.col("timestamp").dt.date()
-        ids = decoded.filter(event_day.is_between(first, last))["event_id"].unique()
-        decoded = decoded.filter(pl.col("event_id").is_in(ids.implode()))
-        stats.rows, stats.processes = decoded.height, pool.processes
-        range_expr = (pads.field("event_date") >= pa.scalar(first, pa.date32())) & (
-            pads.field("event_date") <= pa.scalar(last, pa.date32())
-        )
-        prior = prior_hashes(store, decoded["event_id"], exclude=range_expr)
-        split = _validate(store, decoded, rules.suite, prior, run_id)
-        stats.quarantine_inserted = store.insert_new(
-            REJECTED_EVENTS,
-            transform.build_quarantine(
-                split.invalid, split.reasons, rules.suite.name, run_id, datetime.now(UTC), rules.scrubber
-            ),
-        )
-        silver = transform.build_silver(split.valid, run_id, rules.scrubber, rules.pseudonymizer, pool)
-    outside = store.dataset(EVENTS).to_table(
-        columns=["event_id"], filter=pads.field("event_id").isin(silver["event_id"]) & ~range_expr
-    )
-    keep = pc.and_(
-        pc.invert(pc.is_in(silver["event_id"], outside["event_id"])),
-        pc.and_(
-            pc.greater_equal(silver["event_date"], pa.scalar(first, pa.date32())),
-            pc.less_equal(silver["event_date"], pa.scalar(last, pa.date32())),
-        ),
-    )
-    silver = silver.filter(keep)
-    _, checks = write_checked(lambda: store.replace_where(EVENTS, silver, in_range), silver, rules.silver_suite)
-    kept = pl.from_arrow(silver.select(["event_id", "bronze_version"]))
-    assert isinstance(kept, pl.DataFrame)
-    stats.replayed = _record_replays(store, kept, run_id)  # rows that left quarantine on the way
-    stats.inserted = silver.num_rows
-    stats.replaced_days = (last - first).days + 1
-    _count(stats, split, silver, checks)
-    log.info("reprocessed silver %s..%s: %d rows from %d bronze rows", first, last, silver.num_rows, decoded.height)
-    return stats

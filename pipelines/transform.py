@@ -23,7 +23,8 @@ from pipelines.decoding import decode_fields
 from pipelines.enrichment import Device, country_from_location, device_from_user_agent, platform_from_context
 from pipelines.parallel import RowPool
 from pipelines.pseudonyms import PERSONAL_ID_COLUMNS, Pseudonymizer
-from pipelines.scrubbing import Scrubber, scrub_json_texts, truncate_ip
+from pipelines.scrubbing import Scrubber, scrub_json_texts
+from pipelines.sensitive_values import truncate_ip
 from pipelines.validation import SplitResult
 from warehouse.lake.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
 
@@ -151,7 +152,7 @@ def scrub_silver_columns(frame: pl.DataFrame, scrubber: Scrubber, pool: RowPool 
     URLs by :meth:`Scrubber.url`, JSON by :meth:`Scrubber.json_text` (``properties`` row by row,
     spread over ``pool``'s worker processes when given), the other text columns by
     :meth:`Scrubber.text`, each distinct value once; ``ip`` truncated to its network
-    (:func:`pipelines.scrubbing.truncate_ip`, ``None`` when it is not an address). Idempotent: the
+    (:func:`pipelines.sensitive_values.truncate_ip`, ``None`` when it is not an address). Idempotent: the
     rescrub (:mod:`pipelines.rescrub`) applies it again to rows already in silver.
 
     Raises:

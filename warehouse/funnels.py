@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from importlib.resources import files
 from pathlib import Path
 from typing import Annotated
 
@@ -29,7 +30,8 @@ import pyarrow as pa
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
-DEFAULT_FUNNELS_PATH = Path(__file__).with_name("funnels.yaml")
+#: The shipped funnels: package data of ``warehouse`` (a file on disk in a regular install).
+DEFAULT_FUNNELS_PATH = Path(str(files("warehouse").joinpath("funnels.yaml")))
 #: Longest conversion window accepted: a changed day recomputes the funnels entered up to this
 #: many days before it.
 MAX_WINDOW_DAYS = 90

@@ -60,6 +60,50 @@ def _problems(frame: pl.DataFrame, mask: pl.Expr, what: str) -> list[str]:
     return [f"{len(lines)} row(s) {what} (line {shown})"]
 
 
+def _attribute_columns(path: Path, columns: list[str]) -> list[str]:
+    """The attribute columns of a users source (every column but the key ones).
+
+    Raises:
+        ValueError: no ``user_id`` column, no attribute column, or odd column names.
+    """
+    if "user_id" not in columns:
+        raise ValueError(f"{path}: no user_id column (columns: {', '.join(columns)})")
+    odd = [c for c in columns if not c.strip() or c != c.strip() or c.startswith("_") or c in _RESERVED]
+    if odd:
+        raise ValueError(
+            f"{path}: column names {odd} are empty, padded, start with '_' or are reserved "
+            f"({', '.join(_RESERVED)}: valid_to is each version's next valid_from)"
+        )
+    attributes = [c for c in columns if c not in _KEY_COLUMNS]
+    if not attributes:
+        raise ValueError(f"{path}: no attribute columns besides {', '.join(_KEY_COLUMNS)}")
+    return attributes
+
+
+def _check_rows(path: Path, frame: pl.DataFrame, has_app: bool) -> None:
+    """Refuse rows without a user id (or app), with an unreadable ``valid_from``, or repeated versions.
+
+    Raises:
+        ValueError: the count and first lines of each kind of bad row.
+    """
+    problems = [
+        *_problems(frame, pl.col("user_id").fill_null("") == "", "without a user_id"),
+        *(_problems(frame, pl.col("app").fill_null("") == "", "without an app") if has_app else []),
+        *_problems(
+            frame,
+            pl.col("_valid_from").is_null() & (pl.col("valid_from").fill_null("") != ""),
+            "with a valid_from that is not an ISO 8601 date or time",
+        ),
+        *_problems(
+            frame,
+            pl.struct("app", "user_id", "_valid_from").is_duplicated(),
+            "with the same app, user_id and valid_from",
+        ),
+    ]
+    if problems:
+        raise ValueError(f"{path}: " + "; ".join(problems))
+
+
 def read_users(path: Path, identifier: Callable[[str], str] = str) -> pa.Table:
     """Read a users source into SCD rows: ``(app, user_id, attribute, value, valid_from, valid_to)``.
 
@@ -80,17 +124,7 @@ def read_users(path: Path, identifier: Callable[[str], str] = str) -> pa.Table:
     if not path.exists():
         raise FileNotFoundError(f"users source {path} does not exist")
     frame = _read(path)
-    if "user_id" not in frame.columns:
-        raise ValueError(f"{path}: no user_id column (columns: {', '.join(frame.columns)})")
-    odd = [c for c in frame.columns if not c.strip() or c != c.strip() or c.startswith("_") or c in _RESERVED]
-    if odd:
-        raise ValueError(
-            f"{path}: column names {odd} are empty, padded, start with '_' or are reserved "
-            f"({', '.join(_RESERVED)}: valid_to is each version's next valid_from)"
-        )
-    attributes = [c for c in frame.columns if c not in _KEY_COLUMNS]
-    if not attributes:
-        raise ValueError(f"{path}: no attribute columns besides {', '.join(_KEY_COLUMNS)}")
+    attributes = _attribute_columns(path, frame.columns)
     has_app = "app" in frame.columns
     # Blank lines (a trailing newline too many) are no rows; line numbers count them all the same.
     frame = frame.with_row_index("_line", offset=2).filter(
@@ -110,22 +144,7 @@ def read_users(path: Path, identifier: Callable[[str], str] = str) -> pa.Table:
         .replace_strict(parsed, default=None, return_dtype=pl.Datetime("us", "UTC"))
         .alias("_valid_from")
     )
-    problems = [
-        *_problems(frame, pl.col("user_id").fill_null("") == "", "without a user_id"),
-        *(_problems(frame, pl.col("app").fill_null("") == "", "without an app") if has_app else []),
-        *_problems(
-            frame,
-            pl.col("_valid_from").is_null() & (pl.col("valid_from").fill_null("") != ""),
-            "with a valid_from that is not an ISO 8601 date or time",
-        ),
-        *_problems(
-            frame,
-            pl.struct("app", "user_id", "_valid_from").is_duplicated(),
-            "with the same app, user_id and valid_from",
-        ),
-    ]
-    if problems:
-        raise ValueError(f"{path}: " + "; ".join(problems))
+    _check_rows(path, frame, has_app)
     ids = frame["user_id"].unique()
     mapping = dict(zip(ids.to_list(), (identifier(i) for i in ids.to_list()), strict=True))
     versions = (

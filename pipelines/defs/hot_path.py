@@ -26,6 +26,7 @@ from pydantic import Field
 
 from pipelines.defs.ingest import BRONZE_VERSION_TAG, HOT_PATH_JOB
 from pipelines.defs.resources import LakeResource, SilverResource, WarehouseResource
+from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS, RAW_EVENTS
 
 HOT_PATH_TAG = "eventlake/hot_path"
@@ -41,6 +42,49 @@ class HotPathConfig(dg.Config):
 
 def _queued_elsewhere(instance: dg.DagsterInstance) -> bool:
     return bool(instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]), limit=1))
+
+
+def _stream(
+    context: dg.OpExecutionContext, config: HotPathConfig, store: Lake, job: dg.JobDefinition
+) -> dg.Output[int]:
+    """Run ``job`` in this process whenever bronze is ahead of silver, until a stop condition.
+
+    Raises:
+        dagster.Failure: a micro-batch run failed (its run id in the metadata).
+    """
+    started = last_work = time.monotonic()
+    batches = 0
+    while True:
+        now = time.monotonic()
+        if _queued_elsewhere(context.instance):
+            reason = "another run is queued"
+            break
+        if now - started >= config.max_lifetime_s:
+            reason = f"lifetime limit ({config.max_lifetime_s:.0f} s)"
+            break
+        version = store.version(RAW_EVENTS)
+        if version is None or version <= store.watermark(EVENTS.name, RAW_EVENTS.name):
+            if now - last_work >= config.idle_exit_s:
+                reason = f"bronze idle for {config.idle_exit_s:.0f} s"
+                break
+            time.sleep(config.poll_interval_s)
+            continue
+        result = job.execute_in_process(
+            instance=context.instance,
+            tags={HOT_PATH_TAG: context.run_id, BRONZE_VERSION_TAG: str(version)},
+            raise_on_error=False,
+        )
+        batches += 1
+        if not result.success:
+            raise dg.Failure(
+                description=f"micro-batch run {result.run_id} (bronze v{version}) failed; see that run's logs",
+                metadata={"failed_run_id": result.run_id, "bronze_version": version},
+            )
+        # A backlog larger than one silver micro-batch takes several turns of this loop.
+        context.log.info("micro-batch run %s done (bronze was at v%d)", result.run_id, version)
+        last_work = time.monotonic()
+    context.log.info("hot path stops after %d micro-batches: %s", batches, reason)
+    return dg.Output(batches, metadata={"micro_batches": batches, "stop_reason": reason})
 
 
 def hot_path_job(
@@ -71,39 +115,7 @@ def hot_path_job(
         # ingest_to_gold bound to this run's resources (so it writes where the hot path reads).
         resources = {"lake": lake, "warehouse": warehouse, "silver_step": silver_step}
         job = dg.Definitions(assets=assets, jobs=[micro_batch], resources=resources).resolve_job_def(micro_batch.name)
-        started = last_work = time.monotonic()
-        batches = 0
-        while True:
-            now = time.monotonic()
-            if _queued_elsewhere(context.instance):
-                reason = "another run is queued"
-                break
-            if now - started >= config.max_lifetime_s:
-                reason = f"lifetime limit ({config.max_lifetime_s:.0f} s)"
-                break
-            version = store.version(RAW_EVENTS)
-            if version is None or version <= store.watermark(EVENTS.name, RAW_EVENTS.name):
-                if now - last_work >= config.idle_exit_s:
-                    reason = f"bronze idle for {config.idle_exit_s:.0f} s"
-                    break
-                time.sleep(config.poll_interval_s)
-                continue
-            result = job.execute_in_process(
-                instance=context.instance,
-                tags={HOT_PATH_TAG: context.run_id, BRONZE_VERSION_TAG: str(version)},
-                raise_on_error=False,
-            )
-            batches += 1
-            if not result.success:
-                raise dg.Failure(
-                    description=f"micro-batch run {result.run_id} (bronze v{version}) failed; see that run's logs",
-                    metadata={"failed_run_id": result.run_id, "bronze_version": version},
-                )
-            # A backlog larger than one silver micro-batch takes several turns of this loop.
-            context.log.info("micro-batch run %s done (bronze was at v%d)", result.run_id, version)
-            last_work = time.monotonic()
-        context.log.info("hot path stops after %d micro-batches: %s", batches, reason)
-        return dg.Output(batches, metadata={"micro_batches": batches, "stop_reason": reason})
+        return _stream(context, config, store, job)
 
     @dg.job(
         name=HOT_PATH_JOB,

@@ -7,7 +7,7 @@ from pipelines import rescrub
 from pipelines.defs.ingest import ACTIVE_RUNS
 from pipelines.defs.resources import LakeResource, SilverResource, WarehouseResource
 from pipelines.rescrub import pending_tables
-from pipelines.scrubbing import load_rules, rules_fingerprint
+from pipelines.scrub_rules import load_rules, rules_fingerprint
 from warehouse.lake.tables import EVENTS
 
 #: The job the rescrub sensor starts (pipelines.defs.jobs).

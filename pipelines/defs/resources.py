@@ -13,7 +13,8 @@ from pydantic import Field
 from pipelines import silver
 from pipelines.parallel import Parallelism
 from pipelines.pseudonyms import Pseudonymizer, load_key
-from pipelines.scrubbing import DEFAULT_RULES_PATH, Scrubber, load_rules
+from pipelines.scrub_rules import DEFAULT_RULES_PATH, load_rules
+from pipelines.scrubbing import Scrubber
 from pipelines.validation import load_suite, suite_path
 from warehouse import gold
 from warehouse.lake.store import Lake

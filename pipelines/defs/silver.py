@@ -7,10 +7,11 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+from dagster._core.definitions.metadata import RawMetadataValue
 from deltalake.exceptions import DeltaError
 from pydantic import Field
 
-from pipelines import rescrub, silver
+from pipelines import reprocess, rescrub, silver
 from pipelines.defs.checks import INVARIANTS_CHECK, suite_check, suite_check_spec
 from pipelines.defs.ingest import raw_events
 from pipelines.defs.resources import LakeResource, SilverResource
@@ -117,7 +118,6 @@ def _silver_run(
         dagster.Failure: an unknown mode, or reprocess without a valid day range.
     """
     rules = silver_step.rules()
-    scrubber = rules.scrubber
     run_id = context.run.run_id
     if config.mode == "ingest":
         stats = silver.ingest(store, rules, run_id, silver_step.max_batch_rows)
@@ -125,7 +125,7 @@ def _silver_run(
         stats = silver.replay_quarantine(store, rules, run_id)
     elif config.mode == "reprocess":
         first, last = _day_range(config)
-        stats = silver.reprocess(store, rules, run_id, first, last)
+        stats = reprocess.reprocess(store, rules, run_id, first, last)
     elif config.mode == "rescrub":
         stats = rescrub.rescrub(store, rules)
     else:
@@ -138,26 +138,7 @@ def _silver_run(
         stats.inserted,
         stats.quarantined,
     )
-    yield dg.MaterializeResult(
-        asset_key=EVENTS.name,
-        metadata={
-            "mode": stats.mode,
-            "bronze_from_version": stats.bronze_from,
-            "bronze_to_version": stats.bronze_to,
-            "bronze_latest_version": stats.bronze_latest,
-            "bronze_rows": stats.rows,
-            "valid_rows": stats.valid,
-            "inserted_rows": stats.inserted,
-            "duplicates_dropped": stats.valid - stats.inserted if stats.mode == "ingest" else 0,
-            "bot_rows": stats.bots,
-            "replayed_rows": stats.replayed,
-            "replaced_days": stats.replaced_days,
-            "processes": stats.processes,  # the calling one plus workers for the per-row stages
-            "pseudonymized_ids": rules.pseudonymizer.count,
-            # distinct URLs/locations are scrubbed once, so those count distinct values, not rows
-            "scrub_report": dg.MetadataValue.json(dict(sorted(scrubber.counts.items()))),
-        },
-    )
+    yield dg.MaterializeResult(asset_key=EVENTS.name, metadata=_silver_metadata(stats, rules))
     yield dg.MaterializeResult(
         asset_key=REJECTED_EVENTS.name,
         metadata={
@@ -172,6 +153,27 @@ def _silver_run(
     yield from batch_checks(stats, silver_step.quarantine_warn_rate, silver_step.quarantine_error_rate)
     # Invariants of what was written (expectations/events.json): a failure is a pipeline bug.
     yield suite_check(EVENTS.name, INVARIANTS_CHECK, EVENTS.name, stats.silver_checks, dg.AssetCheckSeverity.ERROR)
+
+
+def _silver_metadata(stats: silver.BatchStats, rules: silver.Rules) -> dict[str, RawMetadataValue]:
+    """The materialization metadata of silver ``events`` after one run."""
+    return {
+        "mode": stats.mode,
+        "bronze_from_version": stats.bronze_from,
+        "bronze_to_version": stats.bronze_to,
+        "bronze_latest_version": stats.bronze_latest,
+        "bronze_rows": stats.rows,
+        "valid_rows": stats.valid,
+        "inserted_rows": stats.inserted,
+        "duplicates_dropped": stats.valid - stats.inserted if stats.mode == "ingest" else 0,
+        "bot_rows": stats.bots,
+        "replayed_rows": stats.replayed,
+        "replaced_days": stats.replaced_days,
+        "processes": stats.processes,  # the calling one plus workers for the per-row stages
+        "pseudonymized_ids": rules.pseudonymizer.count,
+        # distinct URLs/locations are scrubbed once, so those count distinct values, not rows
+        "scrub_report": dg.MetadataValue.json(dict(sorted(rules.scrubber.counts.items()))),
+    }
 
 
 def _day_range(config: SilverConfig) -> tuple[date, date]:

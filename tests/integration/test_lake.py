@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import Env
 from warehouse.contract import RequestContext, explode_payload
-from warehouse.lake.history import commit_rows, read_changes
+from warehouse.lake.history import change_stream, commit_rows
 from warehouse.lake.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS, TableDef
 
 pytestmark = pytest.mark.integration
@@ -30,19 +30,19 @@ def test_first_append_creates_the_table_with_change_data_feed(env: Env) -> None:
     assert dt is not None
     assert dt.metadata().configuration.get("delta.enableChangeDataFeed") == "true"
     assert dt.metadata().partition_columns == ["received_date"]
-    assert read_changes(env.lake, RAW_EVENTS, -1, version).num_rows == 1
+    assert change_stream(env.lake, RAW_EVENTS, -1, version).read_all().num_rows == 1
 
 
 def test_changes_returns_rows_of_the_version_range_only(env: Env) -> None:
     v1 = env.lake.append(RAW_EVENTS, bronze("a", "b"))
     v2 = env.lake.append(RAW_EVENTS, bronze("c"))
     v3 = env.lake.append(RAW_EVENTS, bronze("d", "e", "f"))
-    assert read_changes(env.lake, RAW_EVENTS, v1, v3)["_commit_version"].to_pylist() in (
+    assert change_stream(env.lake, RAW_EVENTS, v1, v3).read_all()["_commit_version"].to_pylist() in (
         [v2, v3, v3, v3],
         [v3, v3, v3, v2],
     )
-    assert read_changes(env.lake, RAW_EVENTS, v2, v3).num_rows == 3
-    assert read_changes(env.lake, RAW_EVENTS, v3, v3).num_rows == 0
+    assert change_stream(env.lake, RAW_EVENTS, v2, v3).read_all().num_rows == 3
+    assert change_stream(env.lake, RAW_EVENTS, v3, v3).read_all().num_rows == 0
 
 
 def test_watermark_starts_at_minus_one_and_only_moves_forward(env: Env) -> None:

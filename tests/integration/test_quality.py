@@ -19,7 +19,8 @@ import pytest
 
 from pipelines import registry
 from pipelines.pseudonyms import Pseudonymizer
-from pipelines.scrubbing import DEFAULT_RULES_PATH, Scrubber
+from pipelines.scrub_rules import DEFAULT_RULES_PATH
+from pipelines.scrubbing import Scrubber
 from tests.conftest import ApiServer, Env, expectation_results, materialize_all
 from warehouse.lake.tables import EVENTS, PROPERTY_TYPES, QUARANTINE_REPLAYS, REJECTED_EVENTS
 

@@ -17,7 +17,7 @@ import yaml
 
 from pipelines import rescrub
 from pipelines.defs.lifecycle import rescrub_sensor
-from pipelines.scrubbing import DEFAULT_RULES_PATH, RULES_PROPERTY, load_rules, rules_fingerprint
+from pipelines.scrub_rules import DEFAULT_RULES_PATH, RULES_PROPERTY, load_rules, rules_fingerprint
 from tests.conftest import ApiServer, Env, materialize_all, stored_text
 from warehouse.lake.maintenance import table_properties
 from warehouse.lake.store import Lake

@@ -16,7 +16,7 @@ from pipelines.gold import refresh_mart
 from tests.conftest import gold_options
 from warehouse import gold
 from warehouse.gold import GoldOptions
-from warehouse.lake.history import read_changes
+from warehouse.lake.history import change_stream
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS, RAW_EVENTS
 from warehouse.marts import catalog
@@ -265,7 +265,7 @@ def test_a_first_build_streams_the_change_feed_instead_of_holding_it(tmp_path: P
         anonymous = pc.binary_join_element_wise("device-", rows["user_id"], "")
         field = EVENTS.schema.get_field_index("anonymous_id")
         lake.append(EVENTS, rows.set_column(field, EVENTS.schema.field("anonymous_id"), anonymous))
-    feed_bytes = read_changes(lake, EVENTS, -1, lake.version(EVENTS) or 0).nbytes
+    feed_bytes = change_stream(lake, EVENTS, -1, lake.version(EVENTS) or 0).read_all().nbytes
     con = gold.connect(tmp_path / "warehouse.duckdb")
     pool = pa.proxy_memory_pool(pa.default_memory_pool())
     previous = pa.default_memory_pool()

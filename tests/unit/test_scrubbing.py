@@ -7,16 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.scrubbing import (
-    DEFAULT_RULES_PATH,
-    REDACTED,
-    Scrubber,
-    ScrubRules,
-    is_card_number,
-    is_iban,
-    luhn_valid,
-    truncate_ip,
-)
+from pipelines.scrub_rules import DEFAULT_RULES_PATH, ScrubRules
+from pipelines.scrubbing import REDACTED, Scrubber
+from pipelines.sensitive_values import is_card_number, is_iban, luhn_valid, truncate_ip
 
 EMAIL_MASK = "[EMAIL]"
 scrub = Scrubber()

@@ -20,20 +20,6 @@ from warehouse.lake.store import Lake, has_version, snapshot
 from warehouse.lake.tables import TableDef
 
 
-def read_changes(
-    lake: Lake,
-    table: TableDef,
-    after_version: int,
-    until_version: int,
-    change_types: tuple[str, ...] = ("insert",),
-    predicate: str | None = None,
-    columns: list[str] | None = None,
-) -> pa.Table:
-    """Rows changed in versions ``(after_version, until_version]`` from the change data feed, in
-    memory: :func:`change_stream` read whole (for feeds bounded by a micro-batch, not a history)."""
-    return change_stream(lake, table, after_version, until_version, change_types, predicate, columns).read_all()
-
-
 def change_stream(
     lake: Lake,
     table: TableDef,
@@ -68,25 +54,9 @@ def change_stream(
     )
     if until_version <= after_version:
         return pa.RecordBatchReader.from_batches(out, [])
-    try:
-        dt = snapshot(lake.uri(table), until_version, lake.options_key)
-    except TableNotFoundError:
+    feed = _feed(lake, table, after_version, until_version, predicate, columns, schema)
+    if feed is None:
         return pa.RecordBatchReader.from_batches(out, [])
-    if after_version < 0 and not has_version(lake.uri(table), 0, lake.options_key):
-        names = ", ".join(f'"{name}"' for name in schema.names)
-        sql = f"select {names}, 'insert' as _change_type, cast({until_version} as bigint) as _commit_version from t"
-        feed = pa.RecordBatchReader.from_stream(
-            QueryBuilder().register("t", dt).execute(f"{sql} where {predicate}" if predicate else sql)
-        )
-    else:
-        feed = pa.RecordBatchReader.from_stream(
-            dt.load_cdf(
-                starting_version=after_version + 1,
-                ending_version=until_version,
-                predicate=predicate,
-                columns=[*columns, "_change_type", "_commit_version"] if columns else None,
-            )
-        )
     wanted = pa.array(change_types)
 
     def batches() -> Iterator[pa.RecordBatch]:
@@ -178,3 +148,35 @@ def partitions_with_stats(lake: Lake, table: TableDef, version: int, exclude: tu
         return empty
     carries = functools.reduce(pc.or_, (pc.is_valid(actions[name]) for name in stats))
     return pc.unique(actions.filter(carries)[column].cast(empty.type))
+
+
+def _feed(
+    lake: Lake,
+    table: TableDef,
+    after_version: int,
+    until_version: int,
+    predicate: str | None,
+    columns: list[str] | None,
+    schema: pa.Schema,
+) -> pa.RecordBatchReader | None:
+    """The raw change data feed of ``(after_version, until_version]`` (or the table as of
+    ``until_version`` when version 0 is gone, see :func:`change_stream`); None when there is no table."""
+    try:
+        dt = snapshot(lake.uri(table), until_version, lake.options_key)
+    except TableNotFoundError:
+        return None
+    if after_version < 0 and not has_version(lake.uri(table), 0, lake.options_key):
+        names = ", ".join(f'"{name}"' for name in schema.names)
+        sql = f"select {names}, 'insert' as _change_type, cast({until_version} as bigint) as _commit_version from t"
+        return pa.RecordBatchReader.from_stream(
+            QueryBuilder().register("t", dt).execute(f"{sql} where {predicate}" if predicate else sql)
+        )
+    else:
+        return pa.RecordBatchReader.from_stream(
+            dt.load_cdf(
+                starting_version=after_version + 1,
+                ending_version=until_version,
+                predicate=predicate,
+                columns=[*columns, "_change_type", "_commit_version"] if columns else None,
+            )
+        )
