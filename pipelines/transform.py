@@ -20,7 +20,8 @@ import pyarrow as pa
 
 from pipelines.consistency import duplicate_conflicts, type_conflicts
 from pipelines.decoding import decode_fields
-from pipelines.enrichment import Device, country_from_location, device_from_user_agent, platform_from_context
+from pipelines.enrichment import Device, device_from_user_agent, platform_from_context
+from pipelines.geo import country_from_location
 from pipelines.parallel import RowPool
 from pipelines.pseudonyms import PERSONAL_ID_COLUMNS, Pseudonymizer
 from pipelines.scrubbing import Scrubber, scrub_json_texts

@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from pipelines import transform
-from pipelines.enrichment import country_from_location, device_from_user_agent, platform_from_context
+from pipelines.enrichment import device_from_user_agent, platform_from_context
+from pipelines.geo import country_from_location
 from pipelines.validation import load_suite, split_by_suite, suite_path
 from tests.unit.test_transform import NO_PRIOR, NO_TYPES, bronze
 

@@ -1,8 +1,6 @@
-"""Where lake tables live and how they are opened, appended to, merged and read.
-
-Every table sits under one lake root (a local path or any URI delta-rs supports). Reading
-goes through ``deltalake`` → Arrow (DuckDB cannot load its delta extension here).
-"""
+"""Where lake tables live and how they are opened, appended to, merged and read: every table under one
+lake root (a local path or any URI delta-rs supports), read through ``deltalake`` → Arrow (DuckDB cannot
+load its delta extension here)."""
 
 from __future__ import annotations
 
