@@ -33,10 +33,10 @@ from stack_dagster import DAGSTER_YAML, RunFailedError, fail_orphaned_runs, fail
 from stack_processes import Program, ProgramFailedError, Supervisor, wait_ready
 
 from dashboards import service
-from ingest_api.replay import replay
+from pipelines.cli.replay import replay
+from pipelines.cli.status import GoldNotReadyError, active_users_summary, format_summary, wait_for_gold
 from warehouse.settings import Settings
 from warehouse.sources import LOCAL_SOURCE, ensure_local_source
-from warehouse.status import GoldNotReadyError, active_users_summary, format_summary, wait_for_gold
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = [

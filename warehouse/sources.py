@@ -12,12 +12,10 @@ source and prints its key once; a running API picks the new source up at its fir
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import hmac
 import os
 import secrets
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -175,21 +173,3 @@ class SourceRegistry:
         if source is None or not hmac.compare_digest(source.write_key_sha256, digest):
             return None
         return source
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI: ``eventlake-sources add NAME [--rate-limit 5000/second]`` or ``eventlake-sources list``."""
-    parser = argparse.ArgumentParser(prog="eventlake-sources", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    add = commands.add_parser("add", help="create a source and print its write key (shown once)")
-    add.add_argument("name")
-    add.add_argument("--rate-limit", default=None, help="e.g. 5000/second (default: EVENTLAKE_RATE_LIMIT)")
-    commands.add_parser("list", help="list source names")
-    args = parser.parse_args(argv)
-    settings = Settings()
-    if args.command == "add":
-        sys.stdout.write(add_source(settings.sources_path, args.name, args.rate_limit) + "\n")
-    else:
-        for source in read_sources_file(settings.sources_path) + list(settings.sources):
-            sys.stdout.write(f"{source.name}\t{source.rate_limit or settings.rate_limit}\n")
-    return 0

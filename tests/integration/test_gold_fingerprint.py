@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from ingest_api.replay import replay
+from pipelines.cli.replay import replay
 from tests.conftest import SAMPLES, ApiServer, Env, materialize_all
 
 pytestmark = pytest.mark.integration

@@ -14,13 +14,13 @@ import pyarrow as pa
 import pytest
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 
+from pipelines.cli.status import covered_bronze_version
 from pipelines.defs import build_definitions
 from pipelines.defs.hot_path import HOT_PATH_TAG
 from pipelines.defs.ingest import BRONZE_VERSION_TAG
 from tests.conftest import Env
 from warehouse.contract import RequestContext, explode_payload
 from warehouse.lake.tables import EVENTS, RAW_EVENTS
-from warehouse.status import covered_bronze_version
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import stack  # noqa: E402

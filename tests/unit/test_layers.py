@@ -73,9 +73,9 @@ def test_settings_are_read_only_where_a_process_starts() -> None:
     arguments); transformation code gets values, never the environment."""
     assert settings_readers() == {
         "pipelines.definitions",  # the Dagster code location
-        "pipelines.registry",  # eventlake-types
-        "warehouse.sources",  # eventlake-sources
-        "warehouse.status",  # eventlake-status
-        "ingest_api.main",  # the API's app factory
-        "ingest_api.replay",  # eventlake-replay
+        "ingest_api.main",  # the API's application
+        "pipelines.cli.replay",  # the console scripts
+        "pipelines.cli.sources",
+        "pipelines.cli.status",
+        "pipelines.cli.types",
     }
