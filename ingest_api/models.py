@@ -19,9 +19,10 @@ from warehouse.contract import EPOCH_SECONDS_BELOW, MAX_EVENTS_PER_PAYLOAD, MAX_
 from warehouse.segment import MessageType
 from warehouse.settings import Settings
 
-_DOCUMENTED = ConfigDict(use_attribute_docstrings=True)
-#: Other keys are stored as sent (in the bronze payload).
+#: Request bodies: other keys are stored as sent (in the bronze payload).
 _OPEN = ConfigDict(use_attribute_docstrings=True, extra="allow")
+#: Answers: exactly these keys.
+_CLOSED = ConfigDict(use_attribute_docstrings=True, extra="forbid")
 
 Timestamp = Annotated[
     Annotated[str, Field(json_schema_extra={"format": "date-time"})] | float,
@@ -89,7 +90,7 @@ class SegmentMessage(TypedDict, total=False):
 
 
 @with_config(_MESSAGE)
-class TrackMessage(SegmentMessage):
+class TrackMessage(SegmentMessage, total=False):
     """A Segment track message (``POST /v1/track``); userId or anonymousId is required."""
 
     event: Required[str]
@@ -97,7 +98,7 @@ class TrackMessage(SegmentMessage):
 
 
 @with_config(_MESSAGE)
-class BatchMessage(SegmentMessage):
+class BatchMessage(SegmentMessage, total=False):
     """A message of a Segment batch: it names its type; a track message needs ``event``."""
 
     type: Required[MessageType]
@@ -121,7 +122,7 @@ def segment_message(message_type: MessageType) -> type[SegmentMessage]:
     return TrackMessage if message_type == "track" else SegmentMessage
 
 
-@with_config(_DOCUMENTED)
+@with_config(_CLOSED)
 class Rejection(TypedDict):
     """One payload or message refused for a structural problem (``warehouse.contract.StructuralError``)."""
 
@@ -133,7 +134,7 @@ class Rejection(TypedDict):
     """``invalid_event``, ``invalid_timestamp``, ``event_too_large`` or ``expansion_too_large``."""
 
 
-@with_config(_DOCUMENTED)
+@with_config(_CLOSED)
 class NativeAccepted(TypedDict):
     """The answer once the accepted events are durable in bronze."""
 
@@ -144,7 +145,7 @@ class NativeAccepted(TypedDict):
     """The Delta version holding the accepted rows; ``null`` when nothing was accepted."""
 
 
-@with_config(_DOCUMENTED)
+@with_config(_CLOSED)
 class SegmentAccepted(TypedDict):
     """Segment's answer (``success``) once durable, plus what was accepted and rejected."""
 
@@ -154,7 +155,7 @@ class SegmentAccepted(TypedDict):
     bronze_version: int | None
 
 
-@with_config(_DOCUMENTED)
+@with_config(_CLOSED)
 class NativeError(TypedDict):
     """An error on a native route: nothing of the request was stored."""
 
@@ -164,7 +165,7 @@ class NativeError(TypedDict):
     """What was wrong: a text, or an object naming the limit and what was received."""
 
 
-@with_config(_DOCUMENTED)
+@with_config(_CLOSED)
 class SegmentError(TypedDict):
     """An error on a Segment route, in the shape segment-analytics-python reads."""
 
@@ -174,7 +175,7 @@ class SegmentError(TypedDict):
     detail: Any
 
 
-@with_config(_DOCUMENTED)
+@with_config(_CLOSED)
 class Readiness(TypedDict):
     """Whether this worker can commit events now."""
 
