@@ -1,8 +1,9 @@
 """JSON error bodies for every failure, in the shape each protocol's clients read.
 
-Native routes: ``{"error": "<code>", "detail": ...}``. Segment-compatible routes (``/v1/batch``,
-``/v1/track``…): ``{"success": false, "code": "<code>", "message": "<text>", "detail": ...}``,
-because segment-analytics-python raises ``APIError(status, body["code"], body["message"])``.
+Native routes: ``{"error": "<code>", "detail": ...}`` (:class:`~ingest_api.models.NativeError`).
+Segment-compatible routes (``/v1/batch``, ``/v1/track``…): ``{"success": false, "code": "<code>",
+"message": "<text>", "detail": ...}`` (:class:`~ingest_api.models.SegmentError`), because
+segment-analytics-python raises ``APIError(status, body["code"], body["message"])``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ingest_api.models import NativeError, SegmentError
 from warehouse.segment import SEGMENT_PATHS
 
 log = logging.getLogger(__name__)
@@ -32,12 +34,12 @@ class ApiError(StarletteHTTPException):
         self.error = error
 
 
-def error_body(request: Request, error: str, detail: Any) -> dict[str, Any]:
+def error_body(request: Request, error: str, detail: Any) -> NativeError | SegmentError:
     """The error body for ``request``'s protocol (see module docstring)."""
     if request.url.path in SEGMENT_PATHS:
         message = detail if isinstance(detail, str) else orjson.dumps(detail).decode()
-        return {"success": False, "code": error, "message": message, "detail": detail}
-    return {"error": error, "detail": detail}
+        return SegmentError(success=False, code=error, message=message, detail=detail)
+    return NativeError(error=error, detail=detail)
 
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:

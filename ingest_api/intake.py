@@ -20,6 +20,7 @@ from ingest_api import metrics
 from ingest_api.auth import authenticate
 from ingest_api.errors import ApiError
 from ingest_api.group_commit import BufferFullError, CommitError, GroupCommitWriter
+from ingest_api.models import Rejection
 from ingest_api.ratelimit import SourceRateLimiter
 from warehouse.contract import RequestContext, StructuralError
 from warehouse.settings import Settings
@@ -35,12 +36,12 @@ EventCounter = Callable[[Any], int]
 class IngestResult:
     """What one request stored: events accepted (rows), items rejected, and the bronze version.
 
-    ``rejected`` holds ``{"index", "error", "field", "reason"}`` per refused item; ``bronze_version``
+    ``rejected`` holds a :class:`~ingest_api.models.Rejection` per refused item; ``bronze_version``
     is the Delta version holding the accepted rows (``None`` when nothing was accepted).
     """
 
     accepted: int
-    rejected: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
     bronze_version: int | None = None
 
 
@@ -123,10 +124,10 @@ class Intake:
 
     def _build_rows(
         self, items: list[Any], ctx: RequestContext, build: RowBuilder
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    ) -> tuple[list[dict[str, Any]], list[Rejection], int]:
         """Rows of every item that builds, rejections by index, and the rows' payload bytes."""
         rows: list[dict[str, Any]] = []
-        rejected: list[dict[str, Any]] = []
+        rejected: list[Rejection] = []
         size = 0
         for index, item in enumerate(items):
             try:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
-from typing import Any
+from typing import Any, Literal, get_args
 
 from warehouse.contract import (
     CREDENTIAL_KEYS,
@@ -48,7 +48,8 @@ from warehouse.contract import (
 )
 
 SEGMENT_FORMAT = "segment"
-MESSAGE_TYPES = ("track", "page", "screen", "identify", "group", "alias")
+MessageType = Literal["track", "page", "screen", "identify", "group", "alias"]
+MESSAGE_TYPES: tuple[MessageType, ...] = get_args(MessageType)
 #: analytics.js posts to one-letter paths: /v1/t, /v1/p, …
 SHORT_PATHS = {name[0]: name for name in MESSAGE_TYPES}
 #: Every Segment-compatible route path: the batch, one per message type and the one-letter ones.

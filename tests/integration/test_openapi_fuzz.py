@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from jsonschema import Draft202012Validator
 
 from tests.conftest import ApiServer
 
@@ -24,6 +25,31 @@ def test_openapi_spec_lists_every_route_with_its_body(api: ApiServer) -> None:
     body = spec["paths"]["/v1/track"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body["required"] == ["messageId", "event"]
     assert set(spec["paths"]["/v1/events"]["post"]["responses"]) >= {"202", "400", "401", "413", "429", "503"}
+
+
+@pytest.mark.parametrize(
+    ("path", "request_", "status"),
+    [
+        ("/v1/events", {"json": [{"uuid": "a", "timestamp": 0}, {"timestamp": 0}]}, "202"),  # one rejected
+        ("/v1/events", {"content": b"{not json"}, "400"),
+        ("/v1/events", {"json": {"uuid": "b", "timestamp": 0}, "headers": {"X-Write-Key": "unknown"}}, "401"),
+        ("/v1/events", {"content": b"x", "headers": {"Content-Encoding": "br"}}, "415"),
+        (
+            "/v1/batch",
+            {"json": {"batch": [{"type": "page", "messageId": "m1", "userId": "u"}, {"messageId": 3}]}},
+            "200",
+        ),
+        ("/v1/batch", {"content": b" " * 600_000}, "413"),
+        ("/v1/track", {"json": {"messageId": "m2", "userId": "u"}}, "400"),  # no event
+    ],
+)
+def test_answers_are_what_the_spec_documents(api: ApiServer, path: str, request_: dict, status: str) -> None:
+    spec = httpx.get(f"{api.url}/openapi.json").json()
+    response = api.post(path, **request_)
+    assert str(response.status_code) == status
+    documented = spec["paths"][path]["post"]["responses"][status]["content"]["application/json"]["schema"]
+    validator = Draft202012Validator({**documented, "components": spec["components"]})
+    assert list(validator.iter_errors(response.json())) == []
 
 
 def test_schemathesis_finds_no_server_error(api: ApiServer, tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from ingest_api.api.deps import BodyDep, IntakeDep
-from ingest_api.api.routes import docs
 from ingest_api.decoding import parse_document
 from ingest_api.errors import ApiError
+from ingest_api.models import NativeAccepted, NativeBody, NativeError, answers, request_body
 from warehouse.contract import NATIVE_FORMAT, explode_payload, native_event_count
 
 router = APIRouter()
@@ -19,8 +19,8 @@ router = APIRouter()
 @router.post(
     "/v1/events",
     status_code=202,
-    openapi_extra=docs.request_body({"oneOf": [docs.NATIVE_PAYLOAD, {"type": "array", "items": docs.NATIVE_PAYLOAD}]}),
-    responses={202: docs.NATIVE_ACCEPTED, **docs.ERRORS},
+    openapi_extra=request_body(NativeBody),
+    responses=answers(202, NativeAccepted, NativeError),
 )
 async def post_events(request: Request, body: BodyDep, intake: IntakeDep) -> JSONResponse:
     """Accept one native payload or an array of them; answer once they are durable in bronze.
@@ -52,7 +52,9 @@ async def post_events(request: Request, body: BodyDep, intake: IntakeDep) -> JSO
         lambda item, ctx, budget: explode_payload(item, ctx, budget),
         native_event_count,
     )
-    return JSONResponse(
-        {"accepted": result.accepted, "rejected": result.rejected, "bronze_version": result.bronze_version},
-        status_code=202,
-    )
+    answer: NativeAccepted = {
+        "accepted": result.accepted,
+        "rejected": result.rejected,
+        "bronze_version": result.bronze_version,
+    }
+    return JSONResponse(answer, status_code=202)

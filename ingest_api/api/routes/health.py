@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ingest_api import metrics
 from ingest_api.intake import Intake
+from ingest_api.models import Readiness
 from warehouse.lake.tables import RAW_EVENTS
 
 router = APIRouter(tags=["operations"])
@@ -20,7 +21,13 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "Cannot commit now; the body says why."}})
+@router.get(
+    "/readyz",
+    responses={
+        200: {"model": Readiness, "description": "Ready."},
+        503: {"model": Readiness, "description": "Cannot commit now; the body says why."},
+    },
+)
 async def readyz(request: Request) -> JSONResponse:
     """200 ``{"status": "ready"}`` when this worker can commit events now, else 503 with the reason.
 
@@ -29,14 +36,18 @@ async def readyz(request: Request) -> JSONResponse:
     """
     intake: Intake = request.app.state.intake
     if not intake.writer.running:
-        return JSONResponse({"status": "not_ready", "reason": "writer stopped"}, status_code=503)
+        return _not_ready("writer stopped")
     if not intake.writer.has_room:
-        return JSONResponse({"status": "not_ready", "reason": "buffer full"}, status_code=503)
+        return _not_ready("buffer full")
     try:
         await asyncio.wait_for(asyncio.to_thread(intake.writer.lake.probe, RAW_EVENTS), timeout=5)
     except Exception as exc:  # any storage error means "cannot commit"
-        return JSONResponse({"status": "not_ready", "reason": f"storage: {exc}"[:500]}, status_code=503)
-    return JSONResponse({"status": "ready"})
+        return _not_ready(f"storage: {exc}"[:500])
+    return JSONResponse(Readiness(status="ready"))
+
+
+def _not_ready(reason: str) -> JSONResponse:
+    return JSONResponse(Readiness(status="not_ready", reason=reason), status_code=503)
 
 
 @router.get("/metrics", response_class=Response)

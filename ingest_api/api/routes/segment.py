@@ -16,11 +16,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from ingest_api.api.deps import BodyDep, IntakeDep
-from ingest_api.api.routes import docs
 from ingest_api.decoding import parse_document
 from ingest_api.errors import ApiError
 from ingest_api.intake import IngestResult
-from warehouse.segment import MESSAGE_TYPES, SEGMENT_FORMAT, SHORT_PATHS, message_row
+from ingest_api.models import SegmentAccepted, SegmentBatch, SegmentError, answers, request_body, segment_message
+from warehouse.segment import MESSAGE_TYPES, SEGMENT_FORMAT, SHORT_PATHS, MessageType, message_row
 
 router = APIRouter(tags=["segment"])
 
@@ -31,20 +31,19 @@ def _answer(result: IngestResult, single: bool) -> JSONResponse:
         code = "invalid_event" if single else "invalid_batch"
         message = first["error"] if single else f"all {len(result.rejected)} messages were rejected"
         raise ApiError(400, code, message if single else {"message": message, "rejected": result.rejected})
-    return JSONResponse(
-        {
-            "success": True,
-            "accepted": result.accepted,
-            "rejected": result.rejected,
-            "bronze_version": result.bronze_version,
-        }
-    )
+    answer: SegmentAccepted = {
+        "success": True,
+        "accepted": result.accepted,
+        "rejected": result.rejected,
+        "bronze_version": result.bronze_version,
+    }
+    return JSONResponse(answer)
 
 
 @router.post(
     "/v1/batch",
-    openapi_extra=docs.request_body(docs.SEGMENT_BATCH),
-    responses={200: docs.SEGMENT_ACCEPTED, **docs.ERRORS},
+    openapi_extra=request_body(SegmentBatch),
+    responses=answers(200, SegmentAccepted, SegmentError),
 )
 @router.post("/v1/import", include_in_schema=False)
 async def post_batch(request: Request, body: BodyDep, intake: IntakeDep) -> JSONResponse:
@@ -66,7 +65,7 @@ async def post_batch(request: Request, body: BodyDep, intake: IntakeDep) -> JSON
     return _answer(result, single=False)
 
 
-def _single_route(message_type: str) -> Any:
+def _single_route(message_type: MessageType) -> Any:
     async def post_message(request: Request, body: BodyDep, intake: IntakeDep) -> JSONResponse:
         document = parse_document(body)
         if not isinstance(document, dict):
@@ -89,8 +88,8 @@ for _type in MESSAGE_TYPES:
         f"/v1/{_type}",
         _handler,
         methods=["POST"],
-        openapi_extra=docs.request_body(docs.segment_message(_type)),
-        responses={200: docs.SEGMENT_ACCEPTED, **docs.ERRORS},
+        openapi_extra=request_body(segment_message(_type)),
+        responses=answers(200, SegmentAccepted, SegmentError),
     )
 for _short, _type in SHORT_PATHS.items():
     router.add_api_route(f"/v1/{_short}", _single_route(_type), methods=["POST"], include_in_schema=False)
