@@ -13,6 +13,7 @@ from ingest_api import models
 from ingest_api.main import create_app
 from warehouse.contract import MAX_EVENTS_PER_PAYLOAD, RequestContext, StructuralError, explode_payload
 from warehouse.segment import MESSAGE_TYPES, message_row
+from warehouse.settings import Settings
 
 #: The body model of every ingest route in the spec.
 BODIES: dict[str, Any] = {
@@ -25,7 +26,7 @@ CTX = RequestContext(received_at=datetime(2024, 5, 1, 10, tzinfo=UTC), max_event
 
 @pytest.fixture(scope="module")
 def spec() -> dict[str, Any]:
-    return create_app().openapi()
+    return create_app(Settings()).openapi()
 
 
 def body_schema(spec: dict[str, Any], path: str) -> dict[str, Any]:
