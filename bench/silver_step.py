@@ -27,7 +27,8 @@ from pipelines.scrubbing import Scrubber
 from pipelines.silver import prior_hashes, write_checked
 from pipelines.validation import SplitResult, load_suite, split_by_suite, suite_path
 from warehouse import gold
-from warehouse.contract import RequestContext, explode_payload
+from warehouse.contract.native import explode_payload
+from warehouse.contract.rows import RequestContext
 from warehouse.lake.history import change_stream
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS, PROPERTY_TYPES, RAW_EVENTS, TableDef

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ingest_api.models import NativeError, SegmentError
-from warehouse.segment import SEGMENT_PATHS
+from warehouse.contract.segment import SEGMENT_PATHS
 
 log = logging.getLogger(__name__)
 

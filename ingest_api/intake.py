@@ -22,7 +22,8 @@ from ingest_api.errors import ApiError
 from ingest_api.group_commit import BufferFullError, CommitError, GroupCommitWriter
 from ingest_api.models import Rejection
 from ingest_api.ratelimit import SourceRateLimiter
-from warehouse.contract import RequestContext, StructuralError
+from warehouse.contract.errors import StructuralError
+from warehouse.contract.rows import RequestContext
 from warehouse.settings import Settings
 from warehouse.sources import SourceRegistry
 

@@ -1,7 +1,7 @@
 """The ingest routes' request bodies and answers, from which ``/openapi.json`` is generated.
 
 The routes read their bodies themselves (size-capped, gzip-aware, lenient about Content-Type for
-sendBeacon) and the contract's own decoding (``warehouse.contract``, ``warehouse.segment``) is the
+sendBeacon) and the contract's own decoding (``warehouse.contract``, ``warehouse.contract.segment``) is the
 validator, so no model here ever runs against a request: they are TypedDicts, plain dicts at run
 time. Request bodies give the routes' ``requestBody`` through pydantic's JSON schema
 (:func:`request_body`); the routes build their answers as these types (checked by mypy) and
@@ -15,8 +15,9 @@ from typing import Annotated, Any, Literal, NotRequired, Required
 from pydantic import ConfigDict, Field, TypeAdapter, with_config
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from warehouse.contract import EPOCH_SECONDS_BELOW, MAX_EVENTS_PER_PAYLOAD, MAX_YEAR, MIN_YEAR
-from warehouse.segment import MessageType
+from warehouse.contract.native import MAX_EVENTS_PER_PAYLOAD
+from warehouse.contract.segment import MessageType
+from warehouse.contract.time import EPOCH_SECONDS_BELOW, MAX_YEAR, MIN_YEAR
 from warehouse.settings import Settings
 
 #: Request bodies: other keys are stored as sent (in the bronze payload).

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import polars as pl
 
-from warehouse.formats import read_event_fields
+from warehouse.contract.formats import read_event_fields
 
 #: The client-sent fields that make up an event's content (``sentAt``, ``received_at``, IP and the
 #: request's User-Agent header are receipt metadata and may differ between retries; so is the

@@ -12,7 +12,7 @@ table, e.g. a nightly export of the CRM or the product database. Columns:
 
 Several rows of one user are its versions: each is valid from its ``valid_from`` until the next
 one's (Kimball's type 2 dimension, https://www.kimballgroup.com/data-warehouse-business-intelligence-resources/kimball-techniques/dimensional-modeling-techniques/type-2/).
-Gold joins an event to the version valid at the event's time (:data:`warehouse.tables.USER_ATTRIBUTES`
+Gold joins an event to the version valid at the event's time (:data:`warehouse.lake.tables.USER_ATTRIBUTES`
 holds one row per user, attribute and version).
 """
 

@@ -1,7 +1,7 @@
 """``eventlake-replay``: send sample files to the ingest API as a real client would.
 
 Each file becomes its own ``app`` (the file name without extensions) and is turned into
-native payloads (see ``warehouse.contract``) POSTed in batches over HTTP:
+native payloads (see ``warehouse.contract.native``) POSTed in batches over HTTP:
 
 * Apache/NCSA combined access log (``*.log``): one ``page_view`` per request line with the
   method, status and bytes as properties; the client address is sent as ``ip`` and a stable

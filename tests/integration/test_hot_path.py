@@ -19,7 +19,8 @@ from pipelines.defs import build_definitions
 from pipelines.defs.hot_path import HOT_PATH_TAG
 from pipelines.defs.ingest import BRONZE_VERSION_TAG
 from tests.conftest import Env
-from warehouse.contract import RequestContext, explode_payload
+from warehouse.contract.native import explode_payload
+from warehouse.contract.rows import RequestContext
 from warehouse.lake.tables import EVENTS, RAW_EVENTS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))

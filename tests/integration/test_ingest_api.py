@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import ApiServer, Env, start_api
-from warehouse.contract import event_id_for
+from warehouse.contract.rows import event_id_for
 from warehouse.lake.tables import RAW_EVENTS
 
 pytestmark = pytest.mark.integration

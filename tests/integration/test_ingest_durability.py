@@ -18,7 +18,8 @@ import pyarrow as pa
 import pytest
 
 from tests.conftest import ApiServer, Env, free_port, start_api
-from warehouse.contract import RequestContext, event_id_for, explode_payload
+from warehouse.contract.native import explode_payload
+from warehouse.contract.rows import RequestContext, event_id_for
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import RAW_EVENTS
 

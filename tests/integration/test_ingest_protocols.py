@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from segment.analytics.client import Client
 
 from tests.conftest import ApiServer, Env, materialize_all, start_api
-from warehouse.contract import event_id_for
+from warehouse.contract.rows import event_id_for
 from warehouse.lake.tables import EVENTS, RAW_EVENTS
 from warehouse.sources import add_source
 

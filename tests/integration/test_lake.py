@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 
 from tests.conftest import Env
-from warehouse.contract import RequestContext, explode_payload
+from warehouse.contract.native import explode_payload
+from warehouse.contract.rows import RequestContext
 from warehouse.lake.history import change_stream, commit_rows
 from warehouse.lake.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS, TableDef
 

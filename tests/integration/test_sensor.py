@@ -10,7 +10,8 @@ import pytest
 
 from pipelines.defs.ingest import bronze_sensor_definition
 from tests.conftest import Env, materialize_all
-from warehouse.contract import RequestContext, explode_payload
+from warehouse.contract.native import explode_payload
+from warehouse.contract.rows import RequestContext
 from warehouse.lake.tables import EVENTS, RAW_EVENTS
 
 pytestmark = pytest.mark.integration

@@ -35,7 +35,8 @@ print(len(marts), warehouse.__file__, pipelines.__file__)
 def test_the_built_wheel_loads_the_definitions_with_its_package_data(tmp_path: Path) -> None:
     dist, venv = tmp_path / "dist", tmp_path / "venv"
     run = {"check": True, "capture_output": True, "text": True, "timeout": 300}
-    subprocess.run([UV, "build", "--wheel", "--quiet", "--out-dir", dist, ROOT], **run)  # type: ignore[call-overload]
+    # The sdist first, then the wheel from it (uv build's default): both must carry the package data.
+    subprocess.run([UV, "build", "--quiet", "--out-dir", dist, ROOT], **run)  # type: ignore[call-overload]
     (wheel,) = dist.glob("eventlake-*.whl")
     subprocess.run([UV, "venv", "--quiet", "--python", sys.executable, venv], **run)  # type: ignore[call-overload]
     python = venv / "bin" / "python"

@@ -8,16 +8,11 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from warehouse.contract import (
-    EVENT_ID_NAMESPACE,
-    RequestContext,
-    StructuralError,
-    event_id_for,
-    explode_payload,
-    parse_client_timestamp,
-    resolve_event_time,
-)
-from warehouse.formats import read_event_fields
+from warehouse.contract.errors import StructuralError
+from warehouse.contract.formats import read_event_fields
+from warehouse.contract.native import explode_payload
+from warehouse.contract.rows import EVENT_ID_NAMESPACE, RequestContext, event_id_for
+from warehouse.contract.time import parse_client_timestamp, resolve_event_time
 
 RECEIVED = datetime(2024, 3, 13, 10, 0, 0, 123456, tzinfo=UTC)
 CTX = RequestContext(received_at=RECEIVED, user_agent="header-agent", ip="198.51.100.7")

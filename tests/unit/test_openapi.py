@@ -11,8 +11,10 @@ from pydantic import TypeAdapter
 
 from ingest_api import models
 from ingest_api.main import create_app
-from warehouse.contract import MAX_EVENTS_PER_PAYLOAD, RequestContext, StructuralError, explode_payload
-from warehouse.segment import MESSAGE_TYPES, message_row
+from warehouse.contract.errors import StructuralError
+from warehouse.contract.native import MAX_EVENTS_PER_PAYLOAD, explode_payload
+from warehouse.contract.rows import RequestContext
+from warehouse.contract.segment import MESSAGE_TYPES, message_row
 from warehouse.settings import Settings
 
 #: The body model of every ingest route in the spec.

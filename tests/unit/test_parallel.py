@@ -21,7 +21,8 @@ from pipelines.parallel import Parallelism, RowPool
 from pipelines.pseudonyms import Pseudonymizer
 from pipelines.scrubbing import Scrubber
 from tests.integration.test_canary import payloads
-from warehouse.contract import RequestContext, explode_payload
+from warehouse.contract.native import explode_payload
+from warehouse.contract.rows import RequestContext
 from warehouse.lake.tables import RAW_EVENTS
 
 POOLED = Parallelism(workers=2, min_rows=1)

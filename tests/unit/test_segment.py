@@ -11,9 +11,10 @@ import pytest
 
 from ingest_api.decoding import parse_document
 from ingest_api.errors import ApiError
-from warehouse.contract import EVENT_ID_NAMESPACE, RequestContext, StructuralError
-from warehouse.formats import read_event_fields
-from warehouse.segment import event_name, message_row, segment_event_id
+from warehouse.contract.errors import StructuralError
+from warehouse.contract.formats import read_event_fields
+from warehouse.contract.rows import EVENT_ID_NAMESPACE, RequestContext
+from warehouse.contract.segment import event_name, message_row, segment_event_id
 from warehouse.settings import Settings
 from warehouse.sources import SourceRegistry, add_source, ensure_local_source, hash_key, read_sources_file
 

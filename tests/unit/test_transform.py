@@ -11,7 +11,8 @@ import pyarrow as pa
 from pipelines import transform
 from pipelines.scrubbing import Scrubber
 from pipelines.validation import load_suite, split_by_suite, suite_path
-from warehouse.contract import RequestContext, explode_payload
+from warehouse.contract.native import explode_payload
+from warehouse.contract.rows import RequestContext
 from warehouse.lake.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
 
 T0 = datetime(2024, 5, 1, 12, tzinfo=UTC)

@@ -11,7 +11,8 @@ from ingest_api.api.deps import BodyDep, IntakeDep
 from ingest_api.decoding import parse_document
 from ingest_api.errors import ApiError
 from ingest_api.models import NativeAccepted, NativeBody, NativeError, answers, request_body
-from warehouse.contract import NATIVE_FORMAT, explode_payload, native_event_count
+from warehouse.contract.native import explode_payload, native_event_count
+from warehouse.contract.rows import NATIVE_FORMAT
 
 router = APIRouter()
 

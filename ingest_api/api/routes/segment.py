@@ -5,7 +5,7 @@ Paths: ``/v1/batch`` (and its alias ``/v1/import``), ``/v1/track``, ``/v1/page``
 (``/v1/t``, ``/v1/p``, ``/v1/s``, ``/v1/i``, ``/v1/g``, ``/v1/a``). Success is ``200
 {"success": true}`` (segment-analytics-python treats anything else as failure), extended with
 ``accepted``, ``rejected`` and ``bronze_version``; errors are ``{"success": false, "code",
-"message"}`` (``ingest_api.errors``). Mapping of fields: ``warehouse.segment``.
+"message"}`` (``ingest_api.errors``). Mapping of fields: ``warehouse.contract.segment``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ingest_api.decoding import parse_document
 from ingest_api.errors import ApiError
 from ingest_api.intake import IngestResult
 from ingest_api.models import SegmentAccepted, SegmentBatch, SegmentError, answers, request_body, segment_message
-from warehouse.segment import MESSAGE_TYPES, SEGMENT_FORMAT, SHORT_PATHS, MessageType, message_row
+from warehouse.contract.segment import MESSAGE_TYPES, SEGMENT_FORMAT, SHORT_PATHS, MessageType, message_row
 
 router = APIRouter(tags=["segment"])
 

@@ -21,7 +21,7 @@ alias     ``alias``              ``previousId``
 ``context.userAgent``/``ip`` override the request's, ``context.app.name`` is the ``app`` and the
 rest of ``context`` (locale, timezone, device, os, library…) is kept as JSON. ``timestamp``
 falls back to ``originalTimestamp``, then to the receive time; ``sentAt`` (message or batch)
-corrects clock skew (``warehouse.contract``).
+corrects clock skew (``warehouse.contract.time``).
 """
 
 from __future__ import annotations
@@ -31,21 +31,21 @@ import unicodedata
 import uuid
 from typing import Any, Literal, get_args
 
-from warehouse.contract import (
+from warehouse.contract.errors import StructuralError
+from warehouse.contract.rows import (
     CREDENTIAL_KEYS,
     DEFAULT_APP,
     EVENT_ID_NAMESPACE,
     EventFields,
     RequestContext,
-    StructuralError,
     bronze_row,
     check_event_size,
     dumps,
     json_text_or_none,
     optional_str,
-    resolve_event_time,
     str_or_none,
 )
+from warehouse.contract.time import resolve_event_time
 
 SEGMENT_FORMAT = "segment"
 MessageType = Literal["track", "page", "screen", "identify", "group", "alias"]

@@ -7,8 +7,9 @@ from typing import Any
 
 import orjson
 
-from warehouse.contract import NATIVE_FORMAT, EventFields, read_native_fields
-from warehouse.segment import SEGMENT_FORMAT, read_segment_fields
+from warehouse.contract.native import read_native_fields
+from warehouse.contract.rows import NATIVE_FORMAT, EventFields
+from warehouse.contract.segment import SEGMENT_FORMAT, read_segment_fields
 
 _READERS: dict[str, Callable[[dict[str, Any], str], EventFields]] = {
     NATIVE_FORMAT: read_native_fields,
