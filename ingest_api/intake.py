@@ -57,6 +57,33 @@ class Intake:
         self.registry = registry
         self.limiter = limiter
 
+    def _event_count(self, items: list[Any], count: EventCounter) -> int:
+        """How many events ``items`` become; a request of too many payloads or events is refused (413)
+        before any row is built."""
+        if len(items) > self.settings.max_payloads_per_request:
+            raise ApiError(
+                413, "too_many_payloads", {"limit": self.settings.max_payloads_per_request, "received": len(items)}
+            )
+        events = sum(count(item) for item in items)
+        if events > self.settings.max_events_per_request:
+            raise ApiError(413, "too_many_events", {"limit": self.settings.max_events_per_request, "received": events})
+        return events
+
+    async def _commit(self, rows: list[dict[str, Any]], size: int) -> int:
+        """Hand ``rows`` to the group commit and wait until they are durable; their bronze version.
+
+        Raises:
+            ApiError: 503 buffer full or commit failed (``Retry-After: 1``): nothing acknowledged.
+        """
+        try:
+            return await self.writer.submit(rows, size)
+        except BufferFullError as exc:
+            raise ApiError(503, "buffer_full", str(exc), headers={"Retry-After": "1"}) from exc
+        except CommitError as exc:  # the cause is in the server log; clients only need to retry
+            raise ApiError(
+                503, "commit_failed", "bronze commit failed; nothing acknowledged, retry", headers={"Retry-After": "1"}
+            ) from exc
+
     async def ingest(
         self,
         request: Request,
@@ -82,14 +109,7 @@ class Intake:
         request.state.ingest = state
         source = authenticate(self.registry, request, document)
         state["source"] = source.name
-        if len(items) > self.settings.max_payloads_per_request:
-            raise ApiError(
-                413, "too_many_payloads", {"limit": self.settings.max_payloads_per_request, "received": len(items)}
-            )
-        events = sum(count(item) for item in items)
-        if events > self.settings.max_events_per_request:
-            raise ApiError(413, "too_many_events", {"limit": self.settings.max_events_per_request, "received": events})
-        self.limiter.check(source, events)
+        self.limiter.check(source, self._event_count(items, count))
 
         ctx = RequestContext(
             received_at=received_at,
@@ -110,14 +130,7 @@ class Intake:
             )
         if not rows:
             return IngestResult(0, rejected)
-        try:
-            version = await self.writer.submit(rows, size)
-        except BufferFullError as exc:
-            raise ApiError(503, "buffer_full", str(exc), headers={"Retry-After": "1"}) from exc
-        except CommitError as exc:  # the cause is in the server log; clients only need to retry
-            raise ApiError(
-                503, "commit_failed", "bronze commit failed; nothing acknowledged, retry", headers={"Retry-After": "1"}
-            ) from exc
+        version = await self._commit(rows, size)
         state["accepted"] = len(rows)
         state["bronze_version"] = version
         metrics.EVENTS.labels(source.name, source_format, "accepted").inc(len(rows))

@@ -107,6 +107,30 @@ def _present_id(value: Any) -> bool:
     return text is not None and bool(text.strip())
 
 
+def _identify(message: Any, message_type: str | None) -> tuple[str, str, str]:
+    """A message's ``(type, messageId, event_type)``, checked as :func:`message_row` documents.
+
+    Raises:
+        StructuralError: see :func:`message_row`.
+    """
+    if not isinstance(message, dict):
+        raise StructuralError(f"a message must be a JSON object, got {type(message).__name__}")
+    kind = message_type or message.get("type")
+    if kind not in MESSAGE_TYPES:
+        raise StructuralError(f"type must be one of {', '.join(MESSAGE_TYPES)}", "type")
+    message_id = message.get("messageId")
+    if not isinstance(message_id, str) or not message_id.strip():
+        raise StructuralError("messageId is required and must be a non-empty string", "messageId")
+    if not _present_id(message.get("userId")) and not _present_id(message.get("anonymousId")):
+        raise StructuralError("userId or anonymousId is required (a non-blank string or a number)", "userId")
+    if kind == "track":
+        event = message.get("event")
+        if not isinstance(event, str):
+            raise StructuralError("event is required for a track call and must be a string", "event")
+        return kind, message_id, event_name(event)
+    return kind, message_id, _FIXED_EVENT_TYPES[kind]
+
+
 def message_row(
     message: Any,
     ctx: RequestContext,
@@ -129,23 +153,7 @@ def message_row(
             ``userId`` nor ``anonymousId``, a track call without ``event``, a bad timestamp,
             or over ``ctx.max_event_bytes``.
     """
-    if not isinstance(message, dict):
-        raise StructuralError(f"a message must be a JSON object, got {type(message).__name__}")
-    kind = message_type or message.get("type")
-    if kind not in MESSAGE_TYPES:
-        raise StructuralError(f"type must be one of {', '.join(MESSAGE_TYPES)}", "type")
-    message_id = message.get("messageId")
-    if not isinstance(message_id, str) or not message_id.strip():
-        raise StructuralError("messageId is required and must be a non-empty string", "messageId")
-    if not _present_id(message.get("userId")) and not _present_id(message.get("anonymousId")):
-        raise StructuralError("userId or anonymousId is required (a non-blank string or a number)", "userId")
-    if kind == "track":
-        event = message.get("event")
-        if not isinstance(event, str):
-            raise StructuralError("event is required for a track call and must be a string", "event")
-        event_type = event_name(event)
-    else:
-        event_type = _FIXED_EVENT_TYPES[kind]
+    kind, message_id, event_type = _identify(message, message_type)
     context = _object(message, "context")
     _object(message, "properties")
     _object(message, "traits")
