@@ -4,7 +4,9 @@ configuration in the UI and tests pass resources instead of changing the environ
 
 from __future__ import annotations
 
+from dataclasses import asdict, fields
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -32,45 +34,44 @@ class LakeResource(dg.ConfigurableResource):
         return Lake(self.root)
 
 
+#: GoldOptions fields that are paths.
+_PATH_OPTIONS = frozenset({"funnels_path", "extra_marts_dir"})
+
+
 class WarehouseResource(dg.ConfigurableResource):
     """The gold DuckDB file (single writer: runs are serialized), its serving snapshot and how gold is
-    computed (:class:`warehouse.gold.GoldOptions`; defaults: the settings' defaults)."""
+    computed (:class:`warehouse.gold.GoldOptions`); built from the settings by :meth:`from_settings`."""
 
     path: str
     serving_path: str
     memory_limit: str | None = Field(default=None, description="DuckDB memory_limit, e.g. '40%' or '4GB'.")
-    reporting_timezone: str = "UTC"
-    batch_weeks: int = 4
-    session_timeout_minutes: int = 30
-    funnels_path: str | None = None
-    validation_part_rows: int = 500_000
-    extra_marts_dir: str | None = None
+    # warehouse.gold.GoldOptions, field by field (paths as text), so the launchpad shows each.
+    reporting_timezone: str
+    batch_weeks: int
+    session_timeout_minutes: int
+    funnels_path: str | None
+    validation_part_rows: int
+    extra_marts_dir: str | None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WarehouseResource:
         """The warehouse these settings describe."""
+        options: dict[str, Any] = {
+            name: str(value) if isinstance(value, Path) else value
+            for name, value in asdict(settings.gold_options()).items()
+        }
         return cls(
             path=str(settings.warehouse_file),
             serving_path=str(settings.serving_file),
             memory_limit=settings.warehouse_memory_limit,
-            reporting_timezone=settings.reporting_timezone,
-            batch_weeks=settings.gold_batch_weeks,
-            session_timeout_minutes=settings.session_timeout_minutes,
-            funnels_path=str(settings.funnels_path) if settings.funnels_path else None,
-            validation_part_rows=settings.validation_part_rows,
-            extra_marts_dir=str(settings.extra_marts_dir) if settings.extra_marts_dir else None,
+            **options,
         )
 
     def options(self) -> gold.GoldOptions:
         """How the refreshes compute gold."""
-        return gold.GoldOptions(
-            reporting_timezone=self.reporting_timezone,
-            batch_weeks=self.batch_weeks,
-            session_timeout_minutes=self.session_timeout_minutes,
-            funnels_path=Path(self.funnels_path) if self.funnels_path else None,
-            validation_part_rows=self.validation_part_rows,
-            extra_marts_dir=Path(self.extra_marts_dir) if self.extra_marts_dir else None,
-        )
+        values: dict[str, Any] = {option.name: getattr(self, option.name) for option in fields(gold.GoldOptions)}
+        typed: dict[str, Any] = {name: Path(v) if name in _PATH_OPTIONS and v else v for name, v in values.items()}
+        return gold.GoldOptions(**typed)
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """Open the file for writing (gold tables created if missing); waits out other lock holders."""
@@ -81,16 +82,16 @@ class SilverResource(dg.ConfigurableResource):
     """What the silver step applies and how it runs (settings ``EVENTLAKE_SCRUB_RULES_PATH``,
     ``_PSEUDONYM_KEY``, ``_SILVER_*``, ``_QUARANTINE_*_RATE``, ``_USERS_PATH``)."""
 
-    scrub_rules_path: str | None = None
+    scrub_rules_path: str | None
     pseudonym_key: str | None = Field(default=None, description="HMAC key; from EVENTLAKE_PSEUDONYM_KEY (hidden).")
     pseudonym_key_path: str
-    pseudonymize_all_ids: bool = False
-    workers: int = 0
-    parallel_min_rows: int = 200_000
-    max_batch_rows: int = 500_000
-    quarantine_warn_rate: float = 0.05
-    quarantine_error_rate: float = 0.25
-    users_path: str | None = None
+    pseudonymize_all_ids: bool
+    workers: int
+    parallel_min_rows: int
+    max_batch_rows: int
+    quarantine_warn_rate: float
+    quarantine_error_rate: float
+    users_path: str | None
 
     @classmethod
     def from_settings(cls, settings: Settings, pseudonym_key: str | dg.EnvVar | None = None) -> SilverResource:

@@ -51,20 +51,6 @@ class SilverConfig(dg.Config):
     last_day: str | None = Field(default=None, description="reprocess: last event_date, YYYY-MM-DD (inclusive)")
 
 
-BATCH_CHECKS = [
-    (
-        "batch_has_people_events",
-        "A non-empty bronze range yields silver rows that count people: an empty result (all "
-        "quarantined) is an error, an all-bot result a warning; an empty range passes, marked empty.",
-    ),
-    (
-        "quarantine_rate",
-        "Share of the batch's rows quarantined: above EVENTLAKE_QUARANTINE_WARN_RATE warns, above "
-        "EVENTLAKE_QUARANTINE_ERROR_RATE is an error.",
-    ),
-]
-
-
 def silver_events_asset(freshness: dg.FreshnessPolicy) -> dg.AssetsDefinition:
     """The silver step's multi-asset: silver ``events`` and the quarantine ``rejected_events``, with the
     raw suite's check, the batch checks and silver's invariants."""
