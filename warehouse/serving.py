@@ -20,6 +20,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from warehouse.gold import registered
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS, GOLD_WATERMARKS, RAW_EVENTS, REJECTED_EVENTS
 from warehouse.marts import Mart
@@ -61,10 +62,9 @@ def publish_snapshot(
         snapshot = duckdb.connect(str(staging))
         try:
             for name, rows in tables.items():
-                snapshot.register("source_rows", rows)
-                # `name` is a mart's (a checked identifier) or the caller's constant keys, never from input.
-                snapshot.execute(f"create table {name} as select * from source_rows")
-                snapshot.unregister("source_rows")
+                with registered(snapshot, {"source_rows": rows}):
+                    # `name` is a mart's (a checked identifier) or the caller's constant keys, never from input.
+                    snapshot.execute(f"create table {name} as select * from source_rows")
             for mart in marts.values():
                 if mart.has("views.sql"):
                     snapshot.execute(mart.sql("views"))
