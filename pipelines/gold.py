@@ -216,44 +216,44 @@ def _rewrite_batch(
 ) -> None:
     refresh = mart.spec.refresh
     con.register("refresh_days", refresh_days)
-    try:
-        read_days = refresh_days
-        if refresh.counts_from_state:
-            # The calendar period of its counts: MAU's month, else the ISO week (WAU, active_person_weeks).
-            period = "month" if refresh.calendar == "month" else "week"
-            refresh_days = con.sql(load_sql("select_state_days"), params={"period": period}).to_arrow_table()
-            con.register("refresh_days", refresh_days)
-            read_days = refresh_days.filter(refresh_days["reads_window"])
-        if refresh.partial_days:
-            refresh_days = con.sql(load_sql("select_partial_days")).to_arrow_table()
-            con.register("refresh_days", refresh_days)
-        scan_from, scan_to = scan_range(mart, inputs, read_days, pc.min(refresh_days["day"]).as_py())
-        # Scan only the partitions the refreshed windows can read: reporting days map to the UTC
-        # partitions (event_date) of the same day, and the next and previous one in other zones.
-        if refresh.reads_events:
-            pad = timedelta(days=0 if timezone == "UTC" else 1)
-            partitions = (("event_date", ">=", scan_from - pad), ("event_date", "<=", scan_to + pad))
-            con.register("silver_events", lake.dataset(EVENTS, silver_version, files=partitions))
-            con.execute(load_sql("create_people_events"))
-        if mart.has("macros.sql"):
-            con.execute(mart.sql("macros"))
-        if refresh.keeps_rows:
-            con.execute(load_sql("create_previous_rows", mart.name))
-        if refresh.partial_days:
-            con.execute(mart.sql("delete"), inputs.params)
-        else:
-            con.execute(load_sql("delete_refresh_days", mart.name))
-        con.execute(_insert_sql(mart), {"first_day": scan_from, "last_day": scan_to, **inputs.params})
-        if mart.spec.state:
-            con.execute(mart.sql("maintain"))
-        # Row-level lineage: the silver version each rewritten row was computed from.
-        con.execute(load_sql("mark_refreshed_rows", mart.name), {"silver_version": silver_version})
-    finally:
-        con.execute("drop table if exists previous_rows")
-        con.execute("drop view if exists people_events")
-        con.execute("drop view if exists resolved_events")
-        for name in ("refresh_days", "silver_events"):
-            con.unregister(name)
+    read_days = refresh_days
+    if refresh.counts_from_state:
+        # The calendar period of its counts: MAU's month, else the ISO week (WAU, active_person_weeks).
+        period = "month" if refresh.calendar == "month" else "week"
+        refresh_days = con.sql(load_sql("select_state_days"), params={"period": period}).to_arrow_table()
+        con.register("refresh_days", refresh_days)
+        read_days = refresh_days.filter(refresh_days["reads_window"])
+    if refresh.partial_days:
+        refresh_days = con.sql(load_sql("select_partial_days")).to_arrow_table()
+        con.register("refresh_days", refresh_days)
+    scan_from, scan_to = scan_range(mart, inputs, read_days, pc.min(refresh_days["day"]).as_py())
+    # Scan only the partitions the refreshed windows can read: reporting days map to the UTC
+    # partitions (event_date) of the same day, and the next and previous one in other zones.
+    if refresh.reads_events:
+        pad = timedelta(days=0 if timezone == "UTC" else 1)
+        partitions = (("event_date", ">=", scan_from - pad), ("event_date", "<=", scan_to + pad))
+        con.register("silver_events", lake.dataset(EVENTS, silver_version, files=partitions))
+        con.execute(load_sql("create_people_events"))
+    if mart.has("macros.sql"):
+        con.execute(mart.sql("macros"))
+    if refresh.keeps_rows:
+        con.execute(load_sql("create_previous_rows", mart.name))
+    if refresh.partial_days:
+        con.execute(mart.sql("delete"), inputs.params)
+    else:
+        con.execute(load_sql("delete_refresh_days", mart.name))
+    con.execute(_insert_sql(mart), {"first_day": scan_from, "last_day": scan_to, **inputs.params})
+    if mart.spec.state:
+        con.execute(mart.sql("maintain"))
+    # Row-level lineage: the silver version each rewritten row was computed from.
+    con.execute(load_sql("mark_refreshed_rows", mart.name), {"silver_version": silver_version})
+    # Not in a finally: after a failure the transaction is aborted, its rollback drops what the batch
+    # created, and any statement now (even an unregister) would fail and hide the error.
+    con.execute("drop table if exists previous_rows")
+    con.execute("drop view if exists people_events")
+    con.execute("drop view if exists resolved_events")
+    for name in ("refresh_days", "silver_events"):
+        con.unregister(name)
 
 
 def _insert_sql(mart: Mart) -> str:

@@ -35,6 +35,8 @@ from stack_processes import Program, ProgramFailedError, Supervisor, wait_ready
 from dashboards import service
 from pipelines.cli.replay import replay
 from pipelines.cli.status import GoldNotReadyError, active_users_summary, format_summary, wait_for_gold
+from pipelines.defs import build_definitions
+from warehouse.marts import MartError
 from warehouse.settings import Settings
 from warehouse.sources import LOCAL_SOURCE, ensure_local_source
 
@@ -255,6 +257,11 @@ def main() -> int:
     logging.getLogger("eventlake.stack").addHandler(handler)
 
     settings = Settings()
+    try:  # what the code location will load: a malformed mart folder fails here, not after a long wait
+        build_definitions(settings)
+    except MartError as exc:
+        say(f"ERROR: {exc}")
+        return 1
     data_dir = settings.data_dir.resolve()
     env = prepare(settings, args.mode)
     write_key = ensure_local_source(settings)

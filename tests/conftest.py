@@ -245,3 +245,57 @@ def expectation_results(result: dg.ExecuteInProcessResult, asset: str, check: st
     assert failed == ", ".join(name for name, outcome in results.items() if not outcome["success"])  # type: ignore[union-attr]
     assert evaluation.passed == (not failed)
     return {name: outcome["success"] for name, outcome in results.items()}  # type: ignore[union-attr]
+
+
+#: A mart a deployment adds (tests of the mart loader): its folder's files.
+MART_YAML = """\
+description: "Gold: clicks per app and day (a mart added by a deployment)."
+grain: [app, source, day]
+"""
+CREATE_SQL = """\
+create table if not exists daily_clicks (
+    app varchar not null,
+    source varchar not null,
+    day date not null,
+    clicks bigint not null,
+    silver_version bigint,
+    primary key (app, source, day)
+);
+"""
+INSERT_SQL = """\
+insert into daily_clicks (app, source, day, clicks)
+select events.app, events.source, events.day, count(*) filter (where events.event_type = 'click')
+from people_events as events
+inner join refresh_days as refresh
+    on refresh.app = events.app and refresh.source = events.source and refresh.day = events.day
+where events.day between $first_day and $last_day
+group by all
+"""
+VIEWS_SQL = """\
+create or replace view clicks_per_day as
+select app, day, sum(clicks) as clicks from daily_clicks group by app, day;
+"""
+EXPECTATIONS = """\
+{
+  "name": "daily_clicks",
+  "expectations": [
+    {
+      "type": "expect_column_values_to_be_between",
+      "kwargs": {"column": "clicks", "min_value": 0},
+      "meta": {"check": "daily_clicks_clicks_not_negative", "description": "clicks >= 0"}
+    }
+  ]
+}
+"""
+
+
+def add_daily_clicks(root: Path) -> Path:
+    """Write a small valid mart folder, ``daily_clicks`` (clicks per app and day), under ``root``."""
+    folder = root / "daily_clicks"
+    folder.mkdir(parents=True)
+    (folder / "mart.yaml").write_text(MART_YAML)
+    (folder / "create.sql").write_text(CREATE_SQL)
+    (folder / "insert.sql").write_text(INSERT_SQL)
+    (folder / "views.sql").write_text(VIEWS_SQL)
+    (folder / "expectations.json").write_text(EXPECTATIONS)
+    return folder

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
@@ -88,9 +88,14 @@ def registered(con: duckdb.DuckDBPyConnection, views: Mapping[str, object]) -> I
         con.register(name, view)
     try:
         yield
-    finally:
-        for name in views:
-            con.unregister(name)
+    except BaseException:
+        # In an aborted transaction even an unregister fails: the block's own error is what matters.
+        with suppress(duckdb.TransactionException):
+            for name in views:
+                con.unregister(name)
+        raise
+    for name in views:
+        con.unregister(name)
 
 
 def _locked(error: BaseException) -> bool:
@@ -125,7 +130,11 @@ def connect(
     config: dict[str, str | bool | int | float | list[str]] = {"memory_limit": memory_limit} if memory_limit else {}
     con = duckdb.connect(str(path), read_only=read_only, config=config)
     if not read_only:
-        _create_tables(con, catalog() if marts is None else marts)
+        try:
+            _create_tables(con, catalog() if marts is None else marts)
+        except BaseException:
+            con.close()  # else the write lock stays held while the error is referenced
+            raise
     return con
 
 

@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import RetryError, retry, retry_if_exception, stop_after_attempt, wait_exponential
 from tqdm import tqdm
 
-from warehouse.settings import Settings
+from pipelines.cli import read_settings
 from warehouse.sources import ensure_local_source
 
 log = logging.getLogger(__name__)
@@ -250,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point; prints ``accepted=N rejected=N bronze_version=V`` on success."""
     parser = argparse.ArgumentParser(prog="eventlake-replay", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="sample files (.log, .csv, .csv.gz, .ndjson, .jsonl)")
-    parser.add_argument("--api-url", default="http://127.0.0.1:8000", help="ingest API base URL")
+    parser.add_argument(
+        "--api-url", default=None, help="ingest API base URL (default: EVENTLAKE_INGEST_HOST and _PORT's)"
+    )
     parser.add_argument(
         "--write-key",
         default=None,
@@ -267,16 +269,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    write_key = args.write_key or ensure_local_source(Settings())
-    result = replay(
-        args.paths,
-        args.api_url,
-        write_key,
-        args.batch_size,
-        args.concurrency,
-        args.log_base_url,
-        progress=not args.no_progress,
-    )
+    settings = read_settings("eventlake-replay")
+    api_url = args.api_url or f"http://{settings.ingest_host}:{settings.ingest_port}"
+    write_key = args.write_key or ensure_local_source(settings)
+    try:
+        result = replay(
+            args.paths,
+            api_url,
+            write_key,
+            args.batch_size,
+            args.concurrency,
+            args.log_base_url,
+            progress=not args.no_progress,
+        )
+    except RetryError as error:
+        sys.stderr.write(
+            f"eventlake-replay: the ingest API at {api_url} did not answer: {error.last_attempt.exception()}\n"
+        )
+        return 1
     tqdm.write(f"accepted={result.accepted} rejected={result.rejected} bronze_version={result.bronze_version}")
     return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from warehouse.settings import Settings
+from pipelines.cli import read_settings
 from warehouse.sources import add_source, read_sources_file
 
 
@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--rate-limit", default=None, help="e.g. 5000/second (default: EVENTLAKE_RATE_LIMIT)")
     commands.add_parser("list", help="list source names")
     args = parser.parse_args(argv)
-    settings = Settings()
+    settings = read_settings("eventlake-sources")
     if args.command == "add":
         sys.stdout.write(add_source(settings.sources_path, args.name, args.rate_limit) + "\n")
     else:

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from pipelines.cli import read_settings
 from warehouse import gold
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import RAW_EVENTS
 from warehouse.marts import Mart, catalog
-from warehouse.settings import Settings
 
 
 class GoldNotReadyError(TimeoutError):
@@ -81,7 +81,7 @@ def wait_for_gold(
         if time.monotonic() - started > timeout_s:
             raise GoldNotReadyError(
                 f"gold covers bronze version {covered} after {timeout_s:.0f} s, expected {bronze_version}; "
-                "see the runs at http://127.0.0.1:3000/runs and the logs under the data folder"
+                "see the Dagster runs and the logs under the data folder"
             )
         time.sleep(poll_s)
 
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bronze-version", type=int, help="wait until gold covers this bronze version")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait (default 900)")
     args = parser.parse_args(argv)
-    settings = Settings()
+    settings = read_settings("eventlake-status")
     path = settings.serving_file
     if args.bronze_version is not None:
         try:

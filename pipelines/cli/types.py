@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipelines.cli import read_settings
 from pipelines.registry import JSON_TYPES, accept, known_types
 from warehouse.lake.store import Lake
-from warehouse.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         accepting.add_argument(name)
     accepting.add_argument("json_type", choices=JSON_TYPES)
     args = parser.parse_args(argv)
-    store = Lake(Settings().lake_root)
+    store = Lake(read_settings("eventlake-types").lake_root)
     if args.command == "list":  # tab-separated; names shown as stored (% escapes)
         for row in known_types(store).sort("app", "event_type", "property", "json_type").iter_rows():
             sys.stdout.write("\t".join(row) + "\n")

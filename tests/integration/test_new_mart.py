@@ -3,6 +3,9 @@ a warehouse table and a serving view, with no other file changed."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,61 +15,13 @@ import duckdb
 import pytest
 
 from pipelines.defs import build_definitions
-from tests.conftest import Env, materialize_all, silver_table
+from tests.conftest import INSERT_SQL, MART_YAML, Env, add_daily_clicks, materialize_all, silver_table
 from warehouse.lake.tables import EVENTS
 from warehouse.marts import MartError, catalog, load_marts
 
 pytestmark = pytest.mark.integration
 
-MART_YAML = """\
-description: "Gold: clicks per app and day (a mart added by a deployment)."
-grain: [app, source, day]
-"""
-CREATE_SQL = """\
-create table if not exists daily_clicks (
-    app varchar not null,
-    source varchar not null,
-    day date not null,
-    clicks bigint not null,
-    silver_version bigint,
-    primary key (app, source, day)
-);
-"""
-INSERT_SQL = """\
-insert into daily_clicks (app, source, day, clicks)
-select events.app, events.source, events.day, count(*) filter (where events.event_type = 'click')
-from people_events as events
-inner join refresh_days as refresh
-    on refresh.app = events.app and refresh.source = events.source and refresh.day = events.day
-where events.day between $first_day and $last_day
-group by all
-"""
-VIEWS_SQL = """\
-create or replace view clicks_per_day as
-select app, day, sum(clicks) as clicks from daily_clicks group by app, day;
-"""
-EXPECTATIONS = """\
-{
-  "name": "daily_clicks",
-  "expectations": [
-    {
-      "type": "expect_column_values_to_be_between",
-      "kwargs": {"column": "clicks", "min_value": 0},
-      "meta": {"check": "daily_clicks_clicks_not_negative", "description": "clicks >= 0"}
-    }
-  ]
-}
-"""
-
-
-def add_daily_clicks(root: Path) -> None:
-    folder = root / "daily_clicks"
-    folder.mkdir(parents=True)
-    (folder / "mart.yaml").write_text(MART_YAML)
-    (folder / "create.sql").write_text(CREATE_SQL)
-    (folder / "insert.sql").write_text(INSERT_SQL)
-    (folder / "views.sql").write_text(VIEWS_SQL)
-    (folder / "expectations.json").write_text(EXPECTATIONS)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_mart_folder_becomes_an_asset_a_check_a_table_and_a_serving_view(
@@ -133,3 +88,36 @@ def test_a_mart_may_not_take_a_shipped_marts_name(tmp_path: Path) -> None:
             (copy / file.name).write_text(file.read_text())
     with pytest.raises(MartError, match="mart daily_page_views is defined twice"):
         catalog.__wrapped__(tmp_path)
+
+
+def test_make_up_refuses_a_malformed_mart_at_once(tmp_path: Path) -> None:
+    # From the new-user trial: a typo in a mart.yaml left `make demo` waiting 900 s for gold, the
+    # cause only in the Dagster logs.
+    folder = add_daily_clicks(tmp_path / "marts")
+    (folder / "mart.yaml").write_text(MART_YAML.replace("grain:", "grian:"))
+    env = {
+        **os.environ,
+        "EVENTLAKE_DATA_DIR": str(tmp_path / "data"),
+        "EVENTLAKE_EXTRA_MARTS_DIR": str(tmp_path / "marts"),
+        "EVENTLAKE_SUPERSET": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "scripts/stack.py", "demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    assert "ERROR: mart daily_clicks: mart.yaml is invalid" in done.stdout and "grian" in done.stdout
+    assert not (tmp_path / "data" / "run").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("script", ["eventlake-status", "eventlake-sources", "eventlake-types", "eventlake-replay"])
+def test_a_cli_refuses_an_invalid_setting_with_its_name(tmp_path: Path, script: str) -> None:
+    args = {"eventlake-sources": ["list"], "eventlake-types": ["list"], "eventlake-replay": ["x.ndjson"]}.get(
+        script, []
+    )
+    env = {**os.environ, "EVENTLAKE_DATA_DIR": str(tmp_path), "EVENTLAKE_REPORTING_TIMEZONE": "Mars/Base"}
+    done = subprocess.run(
+        [Path(sys.executable).parent / script, *args], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert f"{script}: invalid settings" in done.stderr and "Mars/Base" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -33,12 +33,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from warehouse.marts.checks import MartError, check_name, check_names, check_sql
+
 #: A folder name, a state table or a column formatted into SQL: lowercase SQL identifiers only.
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-
-
-class MartError(ValueError):
-    """A mart folder is malformed (names the folder and what is wrong)."""
 
 
 class Refresh(BaseModel):
@@ -118,6 +116,8 @@ class MartSpec(BaseModel):
         for name in (*self.grain, *(self.insert.columns.values() if self.insert else ())):
             if not IDENTIFIER.fullmatch(name):
                 raise ValueError(f"{name!r} is not a lowercase SQL identifier")
+        if self.kind == "rebuild" and not self.reads:
+            raise ValueError("a rebuild mart reads at least one mart (reads: [...]): its watermark follows the first")
         return self
 
 
@@ -159,7 +159,7 @@ def _load_mart(folder: Traversable) -> Mart:
         raise MartError(f"mart folder {name!r}: the name must be a lowercase SQL identifier")
     try:
         spec = MartSpec.model_validate(yaml.safe_load(folder.joinpath("mart.yaml").read_text()))
-    except (yaml.YAMLError, ValidationError) as error:
+    except (yaml.YAMLError, ValidationError, UnicodeDecodeError) as error:
         raise MartError(f"mart {name}: mart.yaml is invalid: {error}") from error
     mart = Mart(name=name, folder=folder, spec=spec)
     required = ["create.sql", "expectations.json"]
@@ -170,6 +170,8 @@ def _load_mart(folder: Traversable) -> Mart:
     missing = [file for file in required if not mart.has(file)]
     if missing:
         raise MartError(f"mart {name}: missing {', '.join(missing)} in its folder")
+    check_name(mart)
+    check_sql(mart)
     return mart
 
 
@@ -217,6 +219,7 @@ def load_marts(folders: Iterable[Traversable]) -> dict[str, Mart]:
             if mart.name in marts:
                 raise MartError(f"mart {mart.name} is defined twice: in {marts[mart.name].folder} and {folder}")
             marts[mart.name] = mart
+    check_names(marts)
     return _ordered(marts)
 
 
@@ -231,6 +234,8 @@ def catalog(extra_dir: Path | None = None) -> dict[str, Mart]:
     per process and directory (:func:`load_marts`).
 
     Raises:
-        MartError: see :func:`load_marts`.
+        MartError: see :func:`load_marts`; or ``extra_dir`` is not a directory.
     """
+    if extra_dir is not None and not extra_dir.is_dir():
+        raise MartError(f"EVENTLAKE_EXTRA_MARTS_DIR {extra_dir} is not a directory")
     return load_marts([packaged_marts_dir(), *([extra_dir] if extra_dir else [])])
