@@ -64,7 +64,7 @@ def settings_readers() -> set[str]:
         for path in (ROOT / package).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Settings":
-                    readers.add(".".join(path.relative_to(ROOT).with_suffix("").parts))
+                    readers.add(".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"))
     return readers
 
 
