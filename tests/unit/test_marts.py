@@ -88,6 +88,11 @@ def test_views_sql_may_only_create_views(tmp_path: Path) -> None:
         ("mart.yaml", MART_YAML + "kind: rebuild\n", "a rebuild mart reads at least one mart"),
         ("mart.yaml", MART_YAML + "insert: {model: nowhere}\n", "no shared insert model"),
         ("create.sql", "", "create.sql creates \\[\\], not \\['daily_clicks'\\]"),
+        (
+            "create.sql",
+            "create table if not exists daily_clicks (app varchar, source varchar, day date, clicks bigint);",
+            "its table lacks the columns \\['silver_version'\\]",
+        ),
     ],
 )
 def test_a_folder_that_would_fail_mid_run_fails_at_load(tmp_path: Path, file: str, text: str, message: str) -> None:

@@ -39,6 +39,14 @@ _CREATE = re.compile(r"create table if not exists (\w+)\s*\(", re.IGNORECASE)
 _ALTER = re.compile(r"alter table (\w+) add column if not exists ", re.IGNORECASE)
 _VIEW = re.compile(r"create or replace view (\w+) as\b", re.IGNORECASE)
 _COMMENT = re.compile(r"--[^\n]*")
+_COLUMNS = "select column_name from duckdb_columns() where table_name = $table"
+#: Columns the refresh of each kind reads or writes in a mart's table besides its grain: incremental
+#: refreshes rewrite whole (app, source, day)s and stamp ``silver_version`` (row-level lineage).
+_REFRESHED_COLUMNS = {
+    "incremental": frozenset({"app", "source", "day", "silver_version"}),
+    "rebuild": frozenset(),
+    "quality": frozenset({"app", "source", "day"}),
+}
 
 
 @cache
@@ -103,12 +111,18 @@ def check_sql(mart: Mart) -> None:
     try:
         scratch.execute(mart.sql("create"))
         created = {name for (name,) in scratch.execute("select table_name from duckdb_tables()").fetchall()}
+        columns = {name for (name,) in scratch.execute(_COLUMNS, {"table": mart.name}).fetchall()}
     except duckdb.Error as error:
         raise MartError(f"mart {mart.name}: create.sql fails on an empty database: {error}") from error
     finally:
         scratch.close()
     if created != set(mart.tables):
         raise MartError(f"mart {mart.name}: create.sql creates {sorted(created)}, not {sorted(mart.tables)}")
+    missing = sorted((set(mart.spec.grain) | _REFRESHED_COLUMNS[mart.spec.kind]) - columns)
+    if missing:
+        raise MartError(
+            f"mart {mart.name}: its table lacks the columns {missing} (its grain and what its refresh writes)"
+        )
     if mart.has("views.sql"):
         for statement in _statements(mart, "views.sql"):
             if not _VIEW.match(statement):
