@@ -22,7 +22,7 @@ from ingest_api.intake import Intake
 from ingest_api.observe import IngestObserver, configure_logging
 from ingest_api.ratelimit import SourceRateLimiter
 from warehouse.lake.store import Lake
-from warehouse.settings import Settings
+from warehouse.settings import Settings, read_settings
 from warehouse.sources import SourceRegistry, ensure_local_source
 
 log = logging.getLogger(__name__)
@@ -81,4 +81,4 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 #: The worker's application: its settings read once, when uvicorn imports it.
-app = create_app(Settings())
+app = create_app(read_settings("ingest API"))

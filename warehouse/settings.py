@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from warehouse.gold import GoldOptions
@@ -296,3 +297,17 @@ class Settings(BaseSettings):
             validation_part_rows=self.validation_part_rows,
             extra_marts_dir=self.extra_marts_dir,
         )
+
+
+def read_settings(prog: str) -> Settings:
+    """The settings from the ``EVENTLAKE_*`` environment, read once where a process starts (a CLI, an
+    API worker).
+
+    Raises:
+        SystemExit: (code 2) a setting is invalid; the message, naming it, is on stderr.
+    """
+    try:
+        return Settings()
+    except ValidationError as error:
+        sys.stderr.write(f"{prog}: invalid settings: {error}\n")
+        raise SystemExit(2) from None

@@ -40,7 +40,7 @@ import httpx
 from tenacity import RetryError, retry, retry_if_exception, stop_after_attempt, wait_exponential
 from tqdm import tqdm
 
-from pipelines.cli import read_settings
+from warehouse.settings import read_settings
 from warehouse.sources import ensure_local_source
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines.cli import read_settings
+from warehouse.settings import read_settings
 from warehouse.sources import add_source, read_sources_file
 
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from pipelines.cli import read_settings
 from warehouse import gold
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import RAW_EVENTS
 from warehouse.marts import Mart, catalog
+from warehouse.settings import read_settings
 
 
 class GoldNotReadyError(TimeoutError):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines.cli import read_settings
 from pipelines.registry import JSON_TYPES, accept, known_types
 from warehouse.lake.store import Lake
+from warehouse.settings import read_settings
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -121,3 +121,12 @@ def test_a_cli_refuses_an_invalid_setting_with_its_name(tmp_path: Path, script: 
     assert done.returncode == 2
     assert f"{script}: invalid settings" in done.stderr and "Mars/Base" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_api_refuses_an_invalid_setting_with_its_name(tmp_path: Path) -> None:
+    env = {**os.environ, "EVENTLAKE_DATA_DIR": str(tmp_path), "EVENTLAKE_REPORTING_TIMEZONE": "Mars/Base"}
+    command = [sys.executable, "-m", "uvicorn", "ingest_api.main:app", "--port", "0"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "ingest API: invalid settings" in done.stderr and "Mars/Base" in done.stderr
+    assert "Traceback" not in done.stderr
