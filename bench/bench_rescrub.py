@@ -6,7 +6,7 @@ did before the ``ip_address`` rule) to a temporary lake with statistics on every
 release wrote it; then runs :func:`pipelines.rescrub.rescrub` with today's rules (every partition
 is rewritten, one commit each, the silver suite checking the rewritten rows), times it, runs it a
 second time (nothing left to change: the cost of reading and comparing alone), then
-:meth:`warehouse.lake.Lake.purge_history` on the table. Prints seconds, rows per second and the
+:func:`warehouse.lake.maintenance.purge_history` on the table. Prints seconds, rows per second and the
 process's peak resident memory. Usage: ``.venv/bin/python bench/bench_rescrub.py [--days 60]
 [--commits 10] [--rows 1000]``
 """

@@ -16,7 +16,7 @@ record in the table property :data:`RULES_PROPERTY`), the ``rescrub_sensor`` sta
    reprocess, and the serving snapshot is published again;
 3. :func:`purge` (the ``purged_history`` asset): once every gold consumer has read both tables up
    to their current versions, removes the file versions and log entries from before
-   (:meth:`warehouse.lake.Lake.purge_history`), then records the rules' fingerprint on both tables.
+   (:func:`warehouse.lake.maintenance.purge_history`), then records the rules' fingerprint on both tables.
 
 A crash at any point leaves every row exactly once (each partition's replacement is one atomic
 commit; the log never holds half of one) and the next run finishes the job: the fingerprint is

@@ -177,7 +177,7 @@ def micro_batch_end(store: Lake, after: int, latest: int, max_rows: int) -> int:
     Reads the commit log only up to the first commit past the bound.
 
     Raises:
-        FileNotFoundError: a commit file after ``after`` is gone (see :meth:`Lake.commit_rows`).
+        FileNotFoundError: a commit file after ``after`` is gone (see :func:`warehouse.lake.history.commit_rows`).
     """
     end, rows = after, 0
     for version, added in commit_rows(store, RAW_EVENTS, after, latest):

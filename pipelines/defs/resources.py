@@ -30,7 +30,7 @@ class LakeResource(dg.ConfigurableResource):
     root: str
 
     def lake(self) -> Lake:
-        """A :class:`warehouse.lake.Lake` over this root."""
+        """A :class:`warehouse.lake.store.Lake` over this root."""
         return Lake(self.root)
 
 
