@@ -13,7 +13,7 @@ import pyarrow.dataset as pads
 
 from pipelines.gold import table_version
 from warehouse.gold import GoldWatermark, gold_watermark, registered, set_gold_watermark, transaction
-from warehouse.lake.history import change_stream, changed_partitions
+from warehouse.lake.history import ChangeFeed, FeedSource, change_stream, changed_partitions
 from warehouse.lake.store import FileFilter, Lake
 from warehouse.lake.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS, TableDef
 from warehouse.marts import Mart
@@ -21,10 +21,14 @@ from warehouse.marts import Mart
 log = logging.getLogger(__name__)
 
 
-def refresh_data_quality(con: duckdb.DuckDBPyConnection, lake: Lake, mart: Mart) -> int:
+def refresh_data_quality(
+    con: duckdb.DuckDBPyConnection, lake: Lake, mart: Mart, feeds: FeedSource | None = None
+) -> int:
     """Bring a ``kind: quality`` mart (``data_quality_daily``) up to date with bronze, silver and quarantine.
 
-    Returns the number of (app, source, received day) triples recomputed.
+    Returns the number of (app, source, received day) triples recomputed (0 at once when none of
+    the three tables moved since the versions it last read). ``feeds``: silver's change feed from a
+    version to its current one, shared with the run's other readers (default: read here).
 
     Incremental by received day: the change data feeds of the three tables since the versions the
     mart last read give the (app, source, received day) triples that changed — plus the days of
@@ -45,10 +49,12 @@ def refresh_data_quality(con: duckdb.DuckDBPyConnection, lake: Lake, mart: Mart)
     )
     previous = gold_watermark(con, mart.name)
     read_from = previous if previous is not None and previous.quarantine_version is not None else None
-    feeds = _feeds(lake, read_from, now)
-    with registered(con, feeds):
+    if read_from == now:
+        return 0
+    changes = _feeds(lake, read_from, now, feeds)
+    with registered(con, changes):
         days = con.sql(mart.sql("select_days")).to_arrow_table()
-    quarantine_ids = feeds["quarantine_ids"]
+    quarantine_ids = changes["quarantine_ids"]
     assert isinstance(quarantine_ids, pa.Table)
     inputs = _day_inputs(lake, days, quarantine_ids, now) if days.num_rows else {}
     with registered(con, {**inputs, "quality_days": days}), transaction(con):
@@ -66,8 +72,12 @@ def _dataset(lake: Lake, table: TableDef, version: int, files: FileFilter = ()) 
     return lake.dataset(table, version, files) if version >= 0 else pads.dataset(table.schema.empty_table())
 
 
-def _feeds(lake: Lake, read_from: GoldWatermark | None, now: GoldWatermark) -> dict[str, object]:
+def _feeds(
+    lake: Lake, read_from: GoldWatermark | None, now: GoldWatermark, feeds: FeedSource | None
+) -> dict[str, object]:
     """What changed in the three tables since ``read_from`` (None: since their start) up to ``now``."""
+    silver_from = read_from.silver_version if read_from else -1
+    silver = feeds(silver_from) if feeds else ChangeFeed(lake, EVENTS, silver_from, now.silver_version)
     both = ("insert", "delete")
     quarantine_version = -1 if now.quarantine_version is None else now.quarantine_version
     quarantine_from = -1 if read_from is None or read_from.quarantine_version is None else read_from.quarantine_version
@@ -80,14 +90,7 @@ def _feeds(lake: Lake, read_from: GoldWatermark | None, now: GoldWatermark) -> d
             both,
             columns=["app", "source", "received_date"],
         ),
-        "silver_changes": change_stream(
-            lake,
-            EVENTS,
-            read_from.silver_version if read_from else -1,
-            now.silver_version,
-            both,
-            columns=["app", "source", "received_at", "event_id"],
-        ),
+        "silver_changes": silver.read(["app", "source", "received_at", "event_id"], both),
         # The quarantine has no change data feed: the received days of the files it added since.
         "quarantine_changed_days": pa.table(
             {"day": changed_partitions(lake, REJECTED_EVENTS, quarantine_from, quarantine_version)}

@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from warehouse.gold import GoldWatermark, gold_watermark, load_sql, registered, set_gold_watermark, transaction
-from warehouse.lake.history import change_stream
+from warehouse.lake.history import ChangeFeed, FeedSource
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS, PERSON_FIRST_SEEN, RAW_EVENTS
 
@@ -49,10 +49,22 @@ def _people_rows(feed: pa.RecordBatchReader) -> pa.RecordBatchReader:
     return pa.RecordBatchReader.from_batches(EVENTS.schema, batches())
 
 
-def refresh_first_seen(con: duckdb.DuckDBPyConnection, lake: Lake, silver_version: int, timezone: str = "UTC") -> int:
+def _feed(lake: Lake, silver_from: int, silver_version: int, feeds: FeedSource | None) -> ChangeFeed:
+    return feeds(silver_from) if feeds else ChangeFeed(lake, EVENTS, silver_from, silver_version)
+
+
+def refresh_first_seen(
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    silver_version: int,
+    timezone: str = "UTC",
+    feeds: FeedSource | None = None,
+) -> int:
     """Bring ``person_first_seen`` up to ``silver_version``; returns how many first_seen moved earlier.
 
-    ``timezone``: the reporting zone (IANA name) people's days are counted in.
+    ``timezone``: the reporting zone (IANA name) people's days are counted in. ``feeds``: silver's
+    change feed from a version to ``silver_version``, shared with the run's other readers (default:
+    read here).
 
     Reads identity links: call :func:`pipelines.identity.refresh_identity` first. Commits its own
     transaction (shared state; idempotent, a no-op when already at ``silver_version``).
@@ -65,7 +77,7 @@ def refresh_first_seen(con: duckdb.DuckDBPyConnection, lake: Lake, silver_versio
     if silver_version <= silver_from:
         return 0
     views = {
-        "silver_events": _people_rows(change_stream(lake, EVENTS, silver_from, silver_version, columns=_COLUMNS)),
+        "silver_events": _people_rows(_feed(lake, silver_from, silver_version, feeds).read(_COLUMNS)),
         "reporting_settings": pa.table({"timezone": [timezone]}),
     }
     try:

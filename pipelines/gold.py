@@ -8,7 +8,6 @@ insert in one transaction, so a rerun gives the same table.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,7 +29,7 @@ from warehouse.gold import (
     set_gold_watermark,
     transaction,
 )
-from warehouse.lake.history import change_stream
+from warehouse.lake.history import ChangeFeed
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS, RAW_EVENTS, TableDef
 from warehouse.marts import Mart
@@ -53,63 +52,106 @@ class RefreshStats:
     rewritten_rows: int
 
 
+class MicroBatch:
+    """What the gold refreshes of one run read once and share (the gold step of
+    :mod:`pipelines.defs.gold` refreshes every mart with one): the silver version they bring gold to
+    and the bronze version that silver covers, silver's change feed per start version
+    (:class:`warehouse.lake.history.ChangeFeed`: one storage read for identity links, first-seen
+    times, every mart's changed days and data quality), the (app, source, day, event_type) those
+    changes touch, and each mart's inputs (:func:`pipelines.mart_inputs.mart_inputs`).
+
+    ``rewritten``: rows each mart refreshed with it rewrote (mart name → rows), for the marts
+    that read it (a ``kind: rebuild`` mart is skipped when nothing it reads changed).
+    """
+
+    def __init__(self, lake: Lake, options: GoldOptions = DEFAULT_OPTIONS) -> None:
+        self.lake = lake
+        self.options = options
+        # Read silver's bronze watermark before silver's version: gold then never claims to cover
+        # more bronze than the silver it read.
+        self.bronze_version = lake.watermark(EVENTS.name, RAW_EVENTS.name)
+        self.silver_version = table_version(lake, EVENTS)
+        self.rewritten: dict[str, int] = {}
+        self._feeds: dict[int, ChangeFeed] = {}
+        self._event_days: dict[int, pa.Table] = {}
+        self._inputs: dict[str, MartInputs] = {}
+
+    def feed(self, after_version: int) -> ChangeFeed:
+        """Silver's change feed over ``(after_version, silver_version]``, shared."""
+        if after_version not in self._feeds:
+            self._feeds[after_version] = ChangeFeed(self.lake, EVENTS, after_version, self.silver_version)
+        return self._feeds[after_version]
+
+    def inputs(self, mart: Mart) -> MartInputs:
+        """``mart``'s inputs (definitions files and silver tables read once per run)."""
+        if mart.name not in self._inputs:
+            self._inputs[mart.name] = mart_inputs(mart, self.lake, self.options)
+        return self._inputs[mart.name]
+
+    def event_days(self, con: duckdb.DuckDBPyConnection, after_version: int) -> pa.Table:
+        """``(app, source, day, event_type)`` of the silver rows inserted or deleted in
+        ``(after_version, silver_version]``, ``day`` in the reporting time zone; distinct.
+
+        Deletes too: a reprocessed range (pipelines.reprocess.reprocess) may lose rows on some days.
+        """
+        if after_version not in self._event_days:
+            rows = self.feed(after_version).read(["app", "source", "timestamp", "event_type"], ("insert", "delete"))
+            with registered(con, {"changed_rows": rows}):
+                self._event_days[after_version] = con.sql(
+                    load_sql("select_changed_event_days"), params={"timezone": self.options.reporting_timezone}
+                ).to_arrow_table()
+        return self._event_days[after_version]
+
+
 def refresh_mart(
     con: duckdb.DuckDBPyConnection, lake: Lake, mart_name: str, options: GoldOptions = DEFAULT_OPTIONS
 ) -> RefreshStats:
-    """Bring one incremental mart up to date with silver; idempotent and safe to rerun after a failure.
-
-    The days to rewrite go in batches of ``options.batch_weeks`` ISO weeks, one transaction each; the
-    watermark commits with the last one (a failure in between: the rerun rewrites those days again).
-
-    The gold marts it reads (``reads`` in its ``mart.yaml``, e.g. ``active_person_days``) are brought up
-    to the same silver version first (a no-op when the run already refreshed them).
+    """Bring one incremental mart up to date with silver on its own (:func:`refresh` with a
+    :class:`MicroBatch` of its own); idempotent and safe to rerun after a failure.
 
     Raises:
         KeyError: unknown mart name.
         duckdb.Error: when the SQL fails (the transaction is rolled back, watermark unchanged).
     """
-    # Read silver's bronze watermark before silver's version: gold then never claims to cover
-    # more bronze than the silver it read.
-    bronze_version = lake.watermark(EVENTS.name, RAW_EVENTS.name)
-    marts = options.marts
-    return _refresh(con, lake, marts, marts[mart_name], options, bronze_version, table_version(lake, EVENTS))
+    return refresh(con, MicroBatch(lake, options), options.marts[mart_name])
 
 
-def _refresh(
-    con: duckdb.DuckDBPyConnection,
-    lake: Lake,
-    marts: dict[str, Mart],
-    mart: Mart,
-    options: GoldOptions,
-    bronze_version: int,
-    silver_version: int,
-) -> RefreshStats:
+def refresh(con: duckdb.DuckDBPyConnection, batch: MicroBatch, mart: Mart) -> RefreshStats:
+    """Bring the incremental ``mart`` up to ``batch``'s silver version; idempotent and safe to rerun.
+
+    The days to rewrite go in batches of ``options.batch_weeks`` ISO weeks, one transaction each; the
+    watermark commits with the last one (a failure in between: the rerun rewrites those days again).
+    A mart none of whose days changed (no new rows of the event types it reads, ``event_types`` in
+    its ``mart.yaml``, no identity merge, no moved first visit) only moves its watermark: nothing
+    is rewritten, so nothing is validated.
+
+    The gold marts it reads (``reads`` in its ``mart.yaml``, e.g. ``active_person_days``) are brought up
+    to the same silver version first (a no-op when the run already refreshed them).
+
+    Raises:
+        duckdb.Error: when the SQL fails (the transaction is rolled back, watermark unchanged).
+    """
+    marts = batch.options.marts
+    silver_version = batch.silver_version
     for upstream in (marts[name] for name in mart.spec.reads if name in marts):
         current = gold_watermark(con, upstream.name)
-        # Already refreshed by this run (the usual case: the assets run in dependency order).
+        # Already refreshed by this run (the usual case: the marts are refreshed in dependency order).
         if current is None or (current.silver_version, current.definition) != (
             silver_version,
-            _definition(mart_inputs(upstream, lake, options), options),
+            _definition(batch.inputs(upstream), batch.options),
         ):
-            _refresh(con, lake, marts, upstream, options, bronze_version, silver_version)
-    inputs = mart_inputs(mart, lake, options)
-    timezone = options.reporting_timezone
-    definition = _definition(inputs, options)
+            refresh(con, batch, upstream)
+    inputs = batch.inputs(mart)
+    definition = _definition(inputs, batch.options)
     previous = gold_watermark(con, mart.name)
     # Built with other definitions (a funnel was edited): recompute from the start of silver.
     silver_from = previous.silver_version if previous and previous.definition == definition else -1
 
     # The links and first-seen times people_events and the marts read must cover the silver read here.
-    refresh_identity(con, lake, silver_version)
-    refresh_first_seen(con, lake, silver_version, timezone)
+    refresh_identity(con, batch.lake, silver_version, batch.feed)
+    refresh_first_seen(con, batch.lake, silver_version, batch.options.reporting_timezone, batch.feed)
 
-    # The changed rows stream through DuckDB (a first build's are the whole history): only their days stay.
-    changed = _changed_days(
-        con,
-        _changed_rows(con, lake, mart, silver_from, silver_version),
-        merged_days(con, silver_from, silver_version),
-        timezone,
-    )
+    changed = _changed_days(con, batch, mart, inputs, silver_from)
     rewritten = 0
     with transaction(con):
         if silver_from == -1:
@@ -118,8 +160,9 @@ def _refresh(
             for table in mart.tables:
                 con.execute(load_sql("delete_all_rows", table))
         if changed.num_rows:
-            rewritten = _rewrite(con, lake, mart, inputs, options, silver_version, changed)
-        set_gold_watermark(con, mart.name, GoldWatermark(silver_version, bronze_version, definition))
+            rewritten = _rewrite(con, batch.lake, mart, inputs, batch.options, silver_version, changed)
+        set_gold_watermark(con, mart.name, GoldWatermark(silver_version, batch.bronze_version, definition))
+    batch.rewritten[mart.name] = rewritten
     log.info(
         "%s: silver (%d, %d] touched %d days, rewrote %d rows",
         mart.name,
@@ -128,7 +171,7 @@ def _refresh(
         changed.num_rows,
         rewritten,
     )
-    return RefreshStats(mart.name, silver_from, silver_version, bronze_version, changed.num_rows, rewritten)
+    return RefreshStats(mart.name, silver_from, silver_version, batch.bronze_version, changed.num_rows, rewritten)
 
 
 def _definition(inputs: MartInputs, options: GoldOptions) -> str:
@@ -141,31 +184,28 @@ def _definition(inputs: MartInputs, options: GoldOptions) -> str:
     return inputs.definition if timezone == "UTC" else f"{inputs.definition}|reporting_timezone={timezone}"
 
 
-def _changed_rows(
-    con: duckdb.DuckDBPyConnection, lake: Lake, mart: Mart, silver_from: int, silver_version: int
-) -> pa.RecordBatchReader:
-    """(app, source, timestamp) of the silver rows inserted or deleted in (silver_from, silver_version],
-    streamed (a first build's are the whole history).
-
-    Deletes too: a reprocessed range (pipelines.reprocess.reprocess) may lose rows on some days. Plus,
-    for marts that count new people, the days a first visit moved away from (none of their events changed).
-    """
-    columns = ["app", "source", "timestamp"]
-    schema = pa.schema([EVENTS.schema.field(name) for name in columns])
-    feed = change_stream(lake, EVENTS, silver_from, silver_version, change_types=("insert", "delete"), columns=columns)
-    first_seen = mart.spec.refresh.first_seen
-    moves = first_seen_moves(con, silver_from, silver_version).cast(schema) if first_seen else schema.empty_table()
-    return pa.RecordBatchReader.from_batches(
-        schema, itertools.chain((batch.select(columns) for batch in feed), moves.to_batches())
-    )
-
-
 def _changed_days(
-    con: duckdb.DuckDBPyConnection, changes: pa.RecordBatchReader, merged: pa.Table, timezone: str
+    con: duckdb.DuckDBPyConnection, batch: MicroBatch, mart: Mart, inputs: MartInputs, silver_from: int
 ) -> pa.Table:
-    """The reporting days (app, source, day) that changed silver rows and identity merges touch."""
-    with registered(con, {"changed_rows": changes, "merged_days": merged}):
-        return con.sql(load_sql("select_changed_days"), params={"timezone": timezone}).to_arrow_table()
+    """The reporting days (app, source, day) whose ``mart`` rows may change after silver
+    ``(silver_from, silver_version]``: the days of changed rows of the event types it reads (all when
+    it names none), of identity merges and, for marts that count new people, of first visits that
+    moved away (none of their events changed)."""
+    event_days = batch.event_days(con, silver_from)
+    if inputs.event_types is not None:
+        event_days = event_days.filter(pc.is_in(event_days["event_type"], pa.array(sorted(inputs.event_types))))
+    schema = pa.schema([EVENTS.schema.field(name) for name in ("app", "source", "timestamp")])
+    first_seen = mart.spec.refresh.first_seen
+    moves = first_seen_moves(con, silver_from, batch.silver_version) if first_seen else schema.empty_table()
+    views = {
+        "changed_event_days": event_days,
+        "moved_first_visits": moves.cast(schema),
+        "merged_days": merged_days(con, silver_from, batch.silver_version),
+    }
+    with registered(con, views):
+        return con.sql(
+            load_sql("select_changed_days"), params={"timezone": batch.options.reporting_timezone}
+        ).to_arrow_table()
 
 
 def _rewrite(

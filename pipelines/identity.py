@@ -21,7 +21,7 @@ import duckdb
 import pyarrow as pa
 
 from warehouse.gold import GoldWatermark, gold_watermark, load_sql, registered, set_gold_watermark, transaction
-from warehouse.lake.history import change_stream
+from warehouse.lake.history import ChangeFeed, FeedSource
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS, IDENTITY_LINKS, RAW_EVENTS
 
@@ -39,8 +39,13 @@ class IdentityStats:
     new_links: int
 
 
-def refresh_identity(con: duckdb.DuckDBPyConnection, lake: Lake, silver_version: int) -> IdentityStats:
+def refresh_identity(
+    con: duckdb.DuckDBPyConnection, lake: Lake, silver_version: int, feeds: FeedSource | None = None
+) -> IdentityStats:
     """Bring ``identity_links`` and ``anonymous_days`` up to ``silver_version``; idempotent.
+
+    ``feeds``: silver's change feed from a version to ``silver_version``, shared with the run's other
+    readers (default: read here).
 
     Commits its own transaction (the state is shared by every mart; a mart that fails later
     leaves it valid). Marts call it first, so the links they read cover the silver they read.
@@ -53,16 +58,10 @@ def refresh_identity(con: duckdb.DuckDBPyConnection, lake: Lake, silver_version:
     if silver_version <= silver_from:
         return IdentityStats(silver_from, silver_from, 0)
     # Only the columns links need, streamed; properties (previousId) only of alias events (few rows).
+    feed = feeds(silver_from) if feeds else ChangeFeed(lake, EVENTS, silver_from, silver_version)
     views = {
-        "silver_feed": change_stream(lake, EVENTS, silver_from, silver_version, columns=_COLUMNS),
-        "new_aliases": change_stream(
-            lake,
-            EVENTS,
-            silver_from,
-            silver_version,
-            predicate="event_type = 'alias'",
-            columns=[*_COLUMNS, "properties"],
-        ).read_all(),
+        "silver_feed": feed.read(_COLUMNS),
+        "new_aliases": feed.read([*_COLUMNS, "properties"], equals=("event_type", "alias")).read_all(),
     }
     try:
         with registered(con, views), transaction(con):

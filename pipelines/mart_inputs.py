@@ -27,13 +27,16 @@ class MartInputs:
     ``tables``: Arrow tables registered under their names (e.g. funnel definitions);
     ``lookback_days``: a changed day D also refreshes D - lookback_days .. D (their values read
     events up to that many days later); ``definition``: the fingerprint kept with the watermark;
-    ``params``: extra bound parameters of its insert SQL (e.g. the session timeout).
+    ``params``: extra bound parameters of its insert SQL (e.g. the session timeout);
+    ``event_types``: the only event types its values depend on (None: all), so changes of other
+    types skip the mart.
     """
 
     tables: dict[str, pa.Table] = field(default_factory=dict)
     lookback_days: int = 0
     definition: str = ""
     params: dict[str, object] = field(default_factory=dict)
+    event_types: frozenset[str] | None = None
 
 
 def user_attribute_inputs(lake: Lake, options: GoldOptions) -> MartInputs:
@@ -64,6 +67,9 @@ def funnel_inputs(lake: Lake, options: GoldOptions) -> MartInputs:
         tables=definition_tables(funnels),
         lookback_days=funnels.lookback_days,
         definition=fingerprint(funnels),
+        event_types=frozenset(
+            event_type for funnel in funnels.funnels for step in funnel.steps for event_type in step.event_types
+        ),
     )
 
 
@@ -89,7 +95,8 @@ PROVIDERS: dict[str, Callable[[Lake, GoldOptions], MartInputs]] = {
 
 def mart_inputs(mart: Mart, lake: Lake, options: GoldOptions) -> MartInputs:
     """The inputs of ``mart``: its provider's (if any) with its ``mart.yaml`` refresh values added —
-    the larger lookback, the YAML ``definition`` when set, the insert model's ``params``."""
+    the larger lookback, the YAML ``definition`` when set, the insert model's ``params``, the YAML
+    ``event_types`` when set."""
     spec = mart.spec
     inputs = PROVIDERS[spec.inputs](lake, options) if spec.inputs else MartInputs()
     return replace(
@@ -97,4 +104,5 @@ def mart_inputs(mart: Mart, lake: Lake, options: GoldOptions) -> MartInputs:
         lookback_days=max(inputs.lookback_days, spec.refresh.lookback_days),
         definition=spec.refresh.definition or inputs.definition,
         params={**inputs.params, **(spec.insert.params if spec.insert else {})},
+        event_types=frozenset(spec.refresh.event_types) if spec.refresh.event_types else inputs.event_types,
     )

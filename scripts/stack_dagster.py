@@ -30,6 +30,12 @@ concurrency:
 # before its process even started (bench/bench_freshness.py's "run start").
 run_queue:
   dequeue_interval_seconds: 1
+# A run whose process never got going (stuck STARTING) is failed after 3 minutes; the bronze sensor
+# restarts a hot path whose process died (its heartbeat stops, pipelines/defs/ingest.py).
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  poll_interval_seconds: 30
 """
 
 

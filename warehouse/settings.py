@@ -230,7 +230,10 @@ class Settings(BaseSettings):
         default=0.5, gt=0, le=10, description="Hot path: pause between bronze checks while idle (s)."
     )
     hot_path_idle_s: float = Field(
-        default=300, ge=0, description="Hot path: end the long-lived run after bronze stayed idle this long (s)."
+        default=0,
+        ge=0,
+        description="Hot path: end the long-lived run after bronze stayed idle this long (s); 0: keep it "
+        "running (a commit starts a micro-batch within the poll interval).",
     )
     hot_path_max_s: float = Field(
         default=3600,

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from pipelines.defs.gold import mart_asset, serving_asset
+from pipelines.defs.gold import gold_asset, serving_asset
 from pipelines.defs.hot_path import HotPathConfig, hot_path_job
 from pipelines.defs.ingest import bronze_sensor_definition, raw_events
 from pipelines.defs.jobs import pipeline_jobs
@@ -39,7 +39,8 @@ class PipelineAssets:
 def pipeline_assets(settings: Settings) -> PipelineAssets:
     """The assets these settings describe: freshness policies from ``freshness_warn_s``/``_fail_s``
     (warn, then fail, when not updated for that long; evaluated by the daemon, shown in the UI) and
-    one asset per mart folder (the shipped ones and ``extra_marts_dir``'s)."""
+    one asset per mart folder (the shipped ones and ``extra_marts_dir``'s), all from the
+    ``gold_marts`` step."""
     freshness = dg.FreshnessPolicy.time_window(
         fail_window=timedelta(seconds=settings.freshness_fail_s),
         warn_window=timedelta(seconds=settings.freshness_warn_s),
@@ -49,7 +50,7 @@ def pipeline_assets(settings: Settings) -> PipelineAssets:
         [
             silver_events_asset(freshness),
             user_attributes_asset(freshness),
-            *(mart_asset(mart, freshness) for mart in marts.values()),
+            gold_asset(marts, freshness),
             serving_asset(marts, freshness),
         ]
     )
@@ -82,6 +83,6 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=assets.all,
         jobs=[hot_path_job(assets.all, jobs[0], hot_path_config), *jobs],
-        sensors=[bronze_sensor_definition(settings.sensor_interval_s), rescrub_sensor],
+        sensors=[bronze_sensor_definition(settings.sensor_interval_s, settings.hot_path_idle_s == 0), rescrub_sensor],
         resources=pipeline_resources(settings),
     )

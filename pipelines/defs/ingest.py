@@ -1,5 +1,7 @@
 """Ingest-side Dagster objects: bronze ``raw_events`` (written by the ingest API, observed here) and
-the bronze sensor that starts the hot path when silver is behind."""
+the bronze sensor that keeps the hot path running, and restarts it after a crash."""
+
+import time
 
 import dagster as dg
 
@@ -11,6 +13,20 @@ HOT_PATH_JOB = "hot_path"
 INGEST_TO_GOLD = "ingest_to_gold"
 #: Tag of a micro-batch run: the bronze version it was started for.
 BRONZE_VERSION_TAG = "eventlake/bronze_version"
+#: Tag of a hot path run: the bronze versions silver had left when it was requested (``v<from>-v<to>``).
+BRONZE_RANGE_TAG = "eventlake/bronze_range"
+#: Tag of a micro-batch run: the id of the hot path run that executed it.
+HOT_PATH_TAG = "eventlake/hot_path"
+#: Tag of a hot path run: when it last showed it is alive (Unix time, s), every HEARTBEAT_INTERVAL_S.
+HEARTBEAT_TAG = "eventlake/heartbeat"
+HEARTBEAT_INTERVAL_S = 2.0
+#: A hot path run without a heartbeat for this long is taken for dead (its process was killed) and
+#: marked failed, with the micro-batch it was running.
+HEARTBEAT_TIMEOUT_S = 20.0
+#: After n hot path runs failed in a row, the next waits RETRY_BASE_S * 2 ** (n - 1) s after the
+#: last one ended, at most RETRY_MAX_S.
+RETRY_BASE_S = 5.0
+RETRY_MAX_S = 300.0
 
 raw_events = dg.AssetSpec(
     RAW_EVENTS.name,
@@ -27,51 +43,139 @@ ACTIVE_RUNS = [
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 ]
-
+_ENDED_BADLY = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 #: Runs that carry new bronze to gold: while one is queued or running, it (or the hot path's next
 #: micro-batch) picks up what arrived.
 _CARRIERS = (HOT_PATH_JOB, INGEST_TO_GOLD)
 
 
-def bronze_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult | dg.SkipReason:
-    """Observe ``raw_events``'s Delta version and request a run when silver is behind."""
+def _dead(record: dg.RunRecord, now: float) -> bool:
+    """A started hot path run that stopped stamping its heartbeat (or never did) for HEARTBEAT_TIMEOUT_S."""
+    run = record.dagster_run
+    if run.job_name != HOT_PATH_JOB or run.status != dg.DagsterRunStatus.STARTED:
+        return False
+    beat = run.tags.get(HEARTBEAT_TAG)
+    last = float(beat) if beat else (record.start_time or record.create_timestamp.timestamp())
+    return now - last > HEARTBEAT_TIMEOUT_S
+
+
+def _orphaned(instance: dg.DagsterInstance, record: dg.RunRecord, dead: set[str]) -> bool:
+    """A micro-batch run in progress whose hot path run is dead or over (it ran in that process)."""
+    parent_id = record.dagster_run.tags.get(HOT_PATH_TAG)
+    if record.dagster_run.job_name != INGEST_TO_GOLD or not parent_id:
+        return False
+    if parent_id in dead:
+        return True
+    parent = instance.get_run_by_id(parent_id)
+    return parent is None or parent.is_finished
+
+
+def _fail_dead_runs(instance: dg.DagsterInstance, in_flight: list[dg.RunRecord]) -> list[dg.RunRecord]:
+    """Mark failed the hot path runs whose process died and the micro-batches they were running;
+    the runs still alive."""
+    now = time.time()
+    dead = {record.dagster_run.run_id for record in in_flight if _dead(record, now)}
+    alive = []
+    for record in in_flight:
+        run = record.dagster_run
+        if run.run_id in dead:
+            instance.report_run_failed(
+                run, f"no heartbeat for {HEARTBEAT_TIMEOUT_S:.0f} s: its process is gone; the sensor starts another"
+            )
+        elif _orphaned(instance, record, dead):
+            instance.report_run_failed(run, f"its hot path run {run.tags[HOT_PATH_TAG]} is gone")
+        else:
+            alive.append(record)
+    return alive
+
+
+def _backoff(instance: dg.DagsterInstance, now: float, base_s: float) -> tuple[int, float]:
+    """(hot path runs that failed in a row, seconds left to wait before the next attempt)."""
+    recent = instance.get_run_records(dg.RunsFilter(job_name=HOT_PATH_JOB), limit=20)
+    failures = 0
+    for record in recent:
+        if record.dagster_run.status not in _ENDED_BADLY:
+            break
+        failures += 1
+    if not failures:
+        return 0, 0.0
+    ended = recent[0].end_time or recent[0].update_timestamp.timestamp()
+    return failures, max(0.0, ended + min(RETRY_MAX_S, base_s * 2 ** (failures - 1)) - now)
+
+
+def bronze_sensor(
+    context: dg.SensorEvaluationContext, lake: LakeResource, keep_alive: bool = True, retry_base_s: float = RETRY_BASE_S
+) -> dg.SensorResult | dg.SkipReason:
+    """Observe ``raw_events``'s Delta version and start the hot path when none is running: always
+    (``keep_alive``, so a commit is picked up within the hot path's poll) or when silver is behind.
+
+    A hot path whose heartbeat stopped is marked failed (with its micro-batch), and a failed or
+    killed one is retried for the same bronze without waiting for new events, after a backoff that
+    doubles with each failure in a row (``retry_base_s``, 5 s, 10 s, … up to RETRY_MAX_S).
+    """
     store = lake.lake()
     version = store.version(RAW_EVENTS)
     if version is None:
         return dg.SkipReason("bronze raw_events does not exist yet")
     observation = dg.AssetObservation(asset_key=RAW_EVENTS.name, metadata={"delta_version": version})
     observations = [observation] if context.cursor != str(version) else []
-    watermark = store.watermark(EVENTS.name, RAW_EVENTS.name)
-    if version <= watermark:
-        return dg.SensorResult(
-            skip_reason=f"silver is up to date with bronze v{version}", asset_events=observations, cursor=str(version)
-        )
-    in_flight = (dg.RunsFilter(job_name=job, statuses=ACTIVE_RUNS) for job in _CARRIERS)
-    if any(context.instance.get_run_records(runs, limit=1) for runs in in_flight):
+    instance = context.instance
+    in_flight = [
+        record
+        for job in _CARRIERS
+        for record in instance.get_run_records(dg.RunsFilter(job_name=job, statuses=ACTIVE_RUNS))
+    ]
+    if _fail_dead_runs(instance, in_flight):
         return dg.SensorResult(
             skip_reason="a run is in flight; it or the next one picks this up",
             asset_events=observations,
             cursor=str(version),
         )
+    watermark = store.watermark(EVENTS.name, RAW_EVENTS.name)
+    if version <= watermark and not keep_alive:
+        return dg.SensorResult(
+            skip_reason=f"silver is up to date with bronze v{version}", asset_events=observations, cursor=str(version)
+        )
+    failures, wait_s = _backoff(instance, time.time(), retry_base_s)
+    if wait_s:
+        return dg.SensorResult(
+            skip_reason=f"{failures} hot path run(s) failed in a row: next attempt in {wait_s:.0f} s",
+            asset_events=observations,
+            cursor=str(version),
+        )
+    bronze_range = f"v{watermark + 1}-v{version}"
+    latest = instance.get_run_records(dg.RunsFilter(job_name=HOT_PATH_JOB), limit=1)
+    after = latest[0].dagster_run.run_id if latest else "none"
     return dg.SensorResult(
-        # The key names the versions left, (watermark, version]: Dagster drops a request whose key it
-        # has seen, and a hot path that stopped with a backlog left (its lifetime limit) must be followed.
+        # The key names the versions left and the run it follows: a tick evaluated twice (a daemon
+        # restart) requests once, while a hot path that failed (its key is spent) or ended is
+        # followed by a new request for the same versions.
         run_requests=[
-            dg.RunRequest(run_key=f"raw_events@v{watermark + 1}-v{version}", tags={BRONZE_VERSION_TAG: str(version)})
+            dg.RunRequest(
+                run_key=f"raw_events@{bronze_range}/after:{after}",
+                tags={BRONZE_VERSION_TAG: str(version), BRONZE_RANGE_TAG: bronze_range},
+            )
         ],
         asset_events=observations,
         cursor=str(version),
     )
 
 
-def bronze_sensor_definition(interval_s: int) -> dg.SensorDefinition:
-    """:func:`bronze_sensor` ticking every ``interval_s`` seconds (``EVENTLAKE_SENSOR_INTERVAL_S``)."""
+def bronze_sensor_definition(
+    interval_s: int, keep_alive: bool = True, retry_base_s: float = RETRY_BASE_S
+) -> dg.SensorDefinition:
+    """:func:`bronze_sensor` ticking every ``interval_s`` seconds (``EVENTLAKE_SENSOR_INTERVAL_S``);
+    ``keep_alive``: keep a hot path running while bronze is idle (``EVENTLAKE_HOT_PATH_IDLE_S`` 0)."""
+
+    def evaluate(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult | dg.SkipReason:
+        return bronze_sensor(context, lake, keep_alive, retry_base_s)
+
     return dg.sensor(
         name="bronze_sensor",
         job_name=HOT_PATH_JOB,
         minimum_interval_seconds=interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Starts the hot_path run when bronze has versions silver has not processed; "
-        "skips while a hot path or ingest_to_gold run is in flight (it picks the new versions up).",
-    )(bronze_sensor)
+        description="Keeps the hot_path run going (or starts it when bronze has versions silver has not "
+        "processed); restarts it, with backoff, when it failed or its process died.",
+    )(evaluate)

@@ -16,8 +16,7 @@ from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobO
 
 from pipelines.cli.status import covered_bronze_version
 from pipelines.defs import build_definitions
-from pipelines.defs.hot_path import HOT_PATH_TAG
-from pipelines.defs.ingest import BRONZE_VERSION_TAG
+from pipelines.defs.ingest import BRONZE_VERSION_TAG, HOT_PATH_TAG
 from tests.conftest import Env
 from warehouse.contract.native import explode_payload
 from warehouse.contract.rows import RequestContext

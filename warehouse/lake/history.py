@@ -7,7 +7,7 @@ Functions of a :class:`warehouse.lake.store.Lake` and a table; each reads the ve
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import orjson
 import pyarrow as pa
@@ -70,6 +70,89 @@ def change_stream(
             yield pa.RecordBatch.from_arrays(arrays, schema=out).filter(pc.is_in(change_type, wanted))
 
     return pa.RecordBatchReader.from_batches(out, batches())
+
+
+#: A feed of at most this many added rows (a micro-batch) is read once and kept in memory by
+#: :class:`ChangeFeed`; a larger one (a first build: the whole history) is streamed on every read.
+SHARED_FEED_MAX_ROWS = 250_000
+
+
+class ChangeFeed:
+    """The change data feed (inserts and deletes) of ``table`` over ``(after_version, until_version]``,
+    shared by every reader of one run: read from storage once when the range added at most
+    ``max_rows`` rows (the commits' ``numRecords``, :func:`commit_rows`), else streamed again on each
+    :meth:`read`, as :func:`change_stream` does, so a first build's history never sits in memory.
+
+    A micro-batch's gold refreshes read the same silver range many times (identity links,
+    first-seen times, each mart's changed days, data quality); one storage read serves them all.
+    """
+
+    def __init__(
+        self, lake: Lake, table: TableDef, after_version: int, until_version: int, max_rows: int = SHARED_FEED_MAX_ROWS
+    ) -> None:
+        self.lake = lake
+        self.table = table
+        self.after_version = after_version
+        self.until_version = until_version
+        self.max_rows = max_rows
+        self._rows: pa.Table | None = None
+
+    def _cached(self) -> pa.Table | None:
+        """The whole range in memory (every column, both change types), or None when it is too large
+        (or its commit files are gone) and must be streamed."""
+        if self._rows is not None:
+            return self._rows
+        if self.after_version < 0:
+            return None
+        added = 0
+        try:
+            for _, rows in commit_rows(self.lake, self.table, self.after_version, self.until_version):
+                added += rows
+                if added > self.max_rows:
+                    return None
+        except FileNotFoundError:
+            return None
+        self._rows = change_stream(
+            self.lake, self.table, self.after_version, self.until_version, ("insert", "delete")
+        ).read_all()
+        return self._rows
+
+    def read(
+        self,
+        columns: list[str] | None = None,
+        change_types: tuple[str, ...] = ("insert",),
+        equals: tuple[str, str] | None = None,
+    ) -> pa.RecordBatchReader:
+        """The rows of the range, shaped as :func:`change_stream` gives them (``columns`` plus
+        ``_commit_version``, and ``_change_type`` when more than one change type is asked for).
+
+        ``equals``: ``(column, value)``, keep only the rows whose string column has that value
+        (e.g. ``("event_type", "alias")``).
+
+        Raises:
+            ValueError: the value holds a quote.
+        """
+        if equals and "'" in equals[1]:
+            raise ValueError(f"not a literal for a feed filter: {equals[1]!r}")
+        rows = self._cached()
+        if rows is None:
+            predicate = f"{equals[0]} = '{equals[1]}'" if equals else None
+            return change_stream(
+                self.lake, self.table, self.after_version, self.until_version, change_types, predicate, columns
+            )
+        keep = pc.is_in(rows["_change_type"], pa.array(change_types))
+        if equals:
+            keep = pc.and_(keep, pc.equal(rows[equals[0]], equals[1]))
+        names = [*(columns or self.table.schema.names), "_commit_version"]
+        if len(change_types) > 1:
+            names.append("_change_type")
+        selected = rows.filter(keep).select(names)
+        return pa.RecordBatchReader.from_batches(selected.schema, selected.to_batches())
+
+
+#: Silver's (or another table's) change feed from a start version to the run's version: a run's
+#: shared feeds (:meth:`pipelines.gold.MicroBatch.feed`).
+FeedSource = Callable[[int], ChangeFeed]
 
 
 def commit_rows(lake: Lake, table: TableDef, after_version: int, until_version: int) -> Iterator[tuple[int, int]]:

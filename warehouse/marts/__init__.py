@@ -54,6 +54,8 @@ class Refresh(BaseModel):
     events did not change keeps the rows a change next door cannot reach (``select_partial_days.sql``;
     the folder's ``delete.sql`` removes only what ``insert.sql`` writes back). ``reads_events``: its SQL
     reads silver's events (``people_events``); false for marts computed from gold tables only.
+    ``event_types``: the only event types its values depend on (e.g. ``[page_view]``): a micro-batch
+    without new rows of these types leaves it as it is (skipped); unset, every event counts.
     ``definition``: a fingerprint kept with the watermark — changing it recomputes the mart's history.
     """
 
@@ -68,6 +70,7 @@ class Refresh(BaseModel):
     counts_from_state: bool = False
     partial_days: bool = False
     reads_events: bool = True
+    event_types: tuple[str, ...] | None = Field(default=None, min_length=1)
     definition: str = ""
 
 

@@ -30,6 +30,7 @@ RESERVED = frozenset(
     {
         *("people_events", "resolved_events", "previous_rows", "refresh_days", "silver_events", "changed_days"),
         *("changed_rows", "merged_days", "reporting_settings", "new_silver", "source_rows", "quality_days"),
+        *("changed_event_days", "moved_first_visits", "gold_marts"),
         *("identity_links", "person_first_seen", "first_seen_moves", "anonymous_days", "gold_watermarks"),
         *("events", "raw_events", "rejected_events", "user_attributes", "serving_snapshot", "purged_history"),
         "pipeline_freshness",
