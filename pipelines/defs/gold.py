@@ -36,6 +36,11 @@ def _deps(mart: Mart) -> list[str | dg.AssetSpec]:
     return [EVENTS.name, *mart.spec.reads]
 
 
+class MartRefreshError(RuntimeError):
+    """Refreshing one mart of the gold step failed: the message starts with the mart's name and the
+    cause (the marts before it keep their refresh, the ones after it were not run)."""
+
+
 def dependency_order(marts: Mapping[str, Mart]) -> list[Mart]:
     """``marts`` with every mart after the marts it reads (``reads`` in its ``mart.yaml``), else in
     catalog order."""
@@ -122,7 +127,10 @@ def gold_asset(marts: Mapping[str, Mart], freshness: dg.FreshnessPolicy) -> dg.A
         with warehouse.connect() as con:
             for mart in (mart for mart in ordered if mart.name in selected):
                 started = time.perf_counter()
-                metadata = _refresh(con, batch, mart)
+                try:
+                    metadata = _refresh(con, batch, mart)
+                except Exception as error:
+                    raise MartRefreshError(f"{mart.name}: {type(error).__name__}: {error}") from error
                 metadata["refresh_s"] = round(time.perf_counter() - started, 3)
                 if not metadata["skipped"]:
                     # Incremental marts: only the rows this refresh rewrote (their silver version).
