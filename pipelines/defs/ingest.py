@@ -22,10 +22,10 @@ HEARTBEAT_TAG = "eventlake/heartbeat"
 HEARTBEAT_INTERVAL_S = 2.0
 #: A hot path run without a heartbeat for this long is taken for dead (its process was killed) and
 #: marked failed, with the micro-batch it was running.
-HEARTBEAT_TIMEOUT_S = 20.0
+HEARTBEAT_TIMEOUT_S = 15.0
 #: After n hot path runs failed in a row, the next waits RETRY_BASE_S * 2 ** (n - 1) s after the
 #: last one ended, at most RETRY_MAX_S.
-RETRY_BASE_S = 5.0
+RETRY_BASE_S = 2.0
 RETRY_MAX_S = 300.0
 
 raw_events = dg.AssetSpec(
@@ -112,7 +112,7 @@ def bronze_sensor(
 
     A hot path whose heartbeat stopped is marked failed (with its micro-batch), and a failed or
     killed one is retried for the same bronze without waiting for new events, after a backoff that
-    doubles with each failure in a row (``retry_base_s``, 5 s, 10 s, … up to RETRY_MAX_S).
+    doubles with each failure in a row (``retry_base_s``: 2 s, 4 s, … up to RETRY_MAX_S).
     """
     store = lake.lake()
     version = store.version(RAW_EVENTS)

@@ -45,7 +45,7 @@ RECORDED: dict[str, dict[str, str]] = {
         "events_by_type_daily": "4545 rows 4b99b4d81cc2d067",
         "form_progress": "12 rows 212d930bb601fd55",
         "funnel_steps": "2248 rows 55f2b5b10e68e367",
-        "gold_watermarks": "18 rows 8abefb435709a08b",
+        "gold_watermarks": "18 rows 74a90ba5f985af3f",  # retention_cohorts: insert.sql SHA-256 (issue 24)
         "monthly_active_users": "365 rows aa407a8369e13adf",
         "overview_daily": "365 rows f68f53c4882044cc",
         "pipeline_freshness": "21 rows 3b18057f2009b5a0",
@@ -67,7 +67,7 @@ RECORDED: dict[str, dict[str, str]] = {
         "first_seen_moves": "0 rows 1c503ffa36b4fa88",
         "form_progress": "12 rows 212d930bb601fd55",
         "funnel_steps": "2248 rows 55f2b5b10e68e367",
-        "gold_watermarks": "18 rows 8abefb435709a08b",
+        "gold_watermarks": "18 rows 74a90ba5f985af3f",  # retention_cohorts: insert.sql SHA-256 (issue 24)
         "identity_links": "3605 rows da6de498ad913df3",
         "monthly_active_users": "365 rows aa407a8369e13adf",
         "person_first_seen": "5778 rows b0faaad9f56f98db",

@@ -329,7 +329,11 @@ def test_data_quality_daily_recomputes_only_changed_received_days_and_equals_a_r
     api: ApiServer, env: Env
 ) -> None:
     def refresh_counts(result: dg.ExecuteInProcessResult) -> tuple[int, dict[str, int]]:
-        changed = result.asset_materializations_for_node("data_quality_daily")[0].metadata["changed_days"].value
+        [changed] = [
+            m.metadata["changed_days"].value
+            for m in result.asset_materializations_for_node("gold_marts")
+            if m.asset_key == dg.AssetKey("data_quality_daily")
+        ]
         con = duckdb.connect(str(env.warehouse), read_only=True)
         outcomes = dict(con.execute("select outcome, sum(events) from data_quality_daily group by all").fetchall())
         con.close()

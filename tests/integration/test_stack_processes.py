@@ -7,6 +7,7 @@ webserver, daemon and code servers.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,10 +19,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import httpx
+import pyarrow.compute as pc
 import pytest
 
+from pipelines.cli.status import covered_bronze_version
 from tests.conftest import ROOT, free_port
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import EVENTS
 
 pytestmark = pytest.mark.integration
 
@@ -214,6 +220,49 @@ def test_a_killed_uvicorn_master_is_restarted_with_new_workers(stack: RunningSta
     wait_until(serving, 60, "the API answers again")
     assert len(uvicorn_workers(uvicorn_master(stack))) == 2
     assert "ingest_api exited and was restarted" in stack.log.read_text()
+
+
+def hot_path_worker(instance: dg.DagsterInstance, run_id: str) -> int:
+    """The pid of the process a run executes in (Dagster's "Started process for run (pid: N)")."""
+    for event in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        if found := re.search(r"Started process for run \(pid: (\d+)\)", event.message or ""):
+            return int(found.group(1))
+    raise AssertionError(f"run {run_id} has no process")
+
+
+def test_a_hot_path_killed_mid_micro_batch_is_replaced_and_gold_catches_up_without_new_events(
+    stack: RunningStack,
+) -> None:
+    instance = dg.DagsterInstance.from_config(str(stack.data_dir / "dagster"))
+    running = [dg.DagsterRunStatus.STARTED]
+    # Kept alive by the bronze sensor, also with nothing to do.
+    wait_until(
+        lambda: instance.get_run_records(dg.RunsFilter(job_name="hot_path", statuses=running)), 120, "a hot path"
+    )
+    [hot_path] = instance.get_run_records(dg.RunsFilter(job_name="hot_path", statuses=running))
+    events = [
+        {"uuid": f"kill-{i}", "timestamp": "2026-11-03T10:00:00Z", "app": "kill", "user": f"u{i % 50}"}
+        for i in range(2000)
+    ]
+    with httpx.Client(base_url=stack.api_url, headers={"X-Write-Key": stack.write_key}) as client:
+        acked = [
+            client.post("/v1/events", json=events[i : i + 500]).json()["bronze_version"] for i in range(0, 2000, 500)
+        ]
+    micro_batch = dg.RunsFilter(job_name="ingest_to_gold", statuses=running)
+    wait_until(lambda: instance.get_run_records(micro_batch), 30, "a micro-batch in progress")
+    [child] = instance.get_run_records(micro_batch)
+    os.kill(hot_path_worker(instance, hot_path.dagster_run.run_id), signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    serving = stack.data_dir / "serving" / "serving.duckdb"
+    wait_until(lambda: (covered_bronze_version(serving) or -1) >= max(acked), 60, "gold covers every acked event")
+    caught_up_s = time.monotonic() - killed_at
+    statuses = [instance.get_run_by_id(r.dagster_run.run_id).status for r in (hot_path, child)]
+    assert statuses == [dg.DagsterRunStatus.FAILURE] * 2
+    assert instance.get_run_records(dg.RunsFilter(job_name="hot_path", statuses=running))  # its successor
+    silver = Lake(str(stack.data_dir / "lake")).dataset(EVENTS).to_table(columns=["event_id", "app"])
+    kill_rows = silver.filter(pc.equal(silver["app"], "kill"))
+    assert kill_rows.num_rows == len(set(kill_rows["event_id"].to_pylist())) == 2000, caught_up_s
 
 
 @pytest.mark.parametrize(("sig", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 0)], ids=["SIGTERM", "SIGINT"])
