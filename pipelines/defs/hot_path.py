@@ -166,8 +166,11 @@ def hot_path_job(
         with _heartbeat(context.instance, context.run_id):
             return _stream(context, config, store, job)
 
+    # In-process: the loop runs in the run's own process, so killing that process stops the hot path
+    # and its micro-batch (a step process of its own outlived it, and both raced the restarted one).
     @dg.job(
         name=HOT_PATH_JOB,
+        executor_def=dg.in_process_executor,
         config={"ops": {"stream_to_gold": {"config": config.model_dump()}}},
         description="Long-lived hot path the bronze sensor keeps running: runs ingest_to_gold in-process for "
         "each new bronze micro-batch (no per-run start-up) until the lifetime limit or another queued run.",

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,27 +243,36 @@ def test_a_hot_path_killed_mid_micro_batch_is_replaced_and_gold_catches_up_witho
     [hot_path] = instance.get_run_records(dg.RunsFilter(job_name="hot_path", statuses=running))
     events = [
         {"uuid": f"kill-{i}", "timestamp": "2026-11-03T10:00:00Z", "app": "kill", "user": f"u{i % 50}"}
-        for i in range(2000)
+        for i in range(20_000)
     ]
-    with httpx.Client(base_url=stack.api_url, headers={"X-Write-Key": stack.write_key}) as client:
-        acked = [
-            client.post("/v1/events", json=events[i : i + 500]).json()["bronze_version"] for i in range(0, 2000, 500)
-        ]
-    micro_batch = dg.RunsFilter(job_name="ingest_to_gold", statuses=running)
-    wait_until(lambda: instance.get_run_records(micro_batch), 30, "a micro-batch in progress")
-    [child] = instance.get_run_records(micro_batch)
+
+    def post(start: int) -> int:
+        with httpx.Client(base_url=stack.api_url, headers={"X-Write-Key": stack.write_key}, timeout=60) as client:
+            return int(client.post("/v1/events", json=events[start : start + 500]).json()["bronze_version"])
+
+    with ThreadPoolExecutor(8) as pool:
+        last = max(pool.map(post, range(0, len(events), 500)))  # each answer: the bronze version holding it
+
+    def in_progress() -> list[dg.RunRecord]:
+        return instance.get_run_records(dg.RunsFilter(job_name="ingest_to_gold", statuses=running))
+
+    # A micro-batch carrying these events, killed while it runs (with its hot path's process).
+    wait_until(in_progress, 60, "a micro-batch in progress")
+    [child] = in_progress()
     os.kill(hot_path_worker(instance, hot_path.dagster_run.run_id), signal.SIGKILL)
     killed_at = time.monotonic()
 
     serving = stack.data_dir / "serving" / "serving.duckdb"
-    wait_until(lambda: (covered_bronze_version(serving) or -1) >= max(acked), 60, "gold covers every acked event")
+    wait_until(lambda: (covered_bronze_version(serving) or -1) >= last, 60, "gold covers every acked event")
     caught_up_s = time.monotonic() - killed_at
+    # The micro-batch ran in the killed process: it never finished.
+    assert not instance.all_logs(child.dagster_run.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)
     statuses = [instance.get_run_by_id(r.dagster_run.run_id).status for r in (hot_path, child)]
     assert statuses == [dg.DagsterRunStatus.FAILURE] * 2
     assert instance.get_run_records(dg.RunsFilter(job_name="hot_path", statuses=running))  # its successor
     silver = Lake(str(stack.data_dir / "lake")).dataset(EVENTS).to_table(columns=["event_id", "app"])
     kill_rows = silver.filter(pc.equal(silver["app"], "kill"))
-    assert kill_rows.num_rows == len(set(kill_rows["event_id"].to_pylist())) == 2000, caught_up_s
+    assert kill_rows.num_rows == len(set(kill_rows["event_id"].to_pylist())) == len(events), caught_up_s
 
 
 @pytest.mark.parametrize(("sig", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 0)], ids=["SIGTERM", "SIGINT"])
