@@ -20,6 +20,11 @@ from warehouse.marts import Mart
 
 log = logging.getLogger(__name__)
 
+#: ``received_before`` of a rebuild: nothing counted yet.
+_NO_RECEIVED = pa.schema(
+    [("app", pa.string()), ("source", pa.string()), ("day", pa.date32()), ("events", pa.int64())]
+).empty_table()
+
 
 def refresh_data_quality(
     con: duckdb.DuckDBPyConnection, lake: Lake, mart: Mart, feeds: FeedSource | None = None
@@ -33,9 +38,11 @@ def refresh_data_quality(
     Incremental by received day: the change data feeds of the three tables since the versions the
     mart last read give the (app, source, received day) triples that changed — plus the days of
     quarantined copies whose event has just reached silver (they become duplicates) — and only
-    those are recomputed, from the three tables filtered to them (bronze and quarantine by their
-    ``received_date`` partitions, silver by ``received_at`` file statistics). Bronze is read at the
-    version silver covers, so events silver has not processed yet are not counted as duplicates.
+    those are recomputed, from silver and the quarantine filtered to them (the quarantine by its
+    ``received_date`` partitions, silver by ``received_at`` file statistics); what a day received is
+    its previous total plus bronze's change feed counted per day, so bronze (a file per group commit)
+    is never re-read. Bronze is read up to the version silver covers, so events silver has not
+    processed yet are not counted as duplicates.
     A warehouse whose watermark lacks the quarantine version (built before this was incremental),
     or that never ran, is rebuilt from the start of the three feeds.
 
@@ -52,16 +59,20 @@ def refresh_data_quality(
     if read_from == now:
         return 0
     changes = _feeds(lake, read_from, now, feeds)
-    with registered(con, changes):
+    with registered(con, {"bronze_changes": changes.pop("bronze_changes")}):
+        bronze_counts = con.sql(mart.sql("select_bronze_counts")).to_arrow_table()
+    with registered(con, {**changes, "bronze_counts": bronze_counts}):
         days = con.sql(mart.sql("select_days")).to_arrow_table()
     quarantine_ids = changes["quarantine_ids"]
     assert isinstance(quarantine_ids, pa.Table)
     inputs = _day_inputs(lake, days, quarantine_ids, now) if days.num_rows else {}
-    with registered(con, {**inputs, "quality_days": days}), transaction(con):
+    with registered(con, {**inputs, "quality_days": days, "bronze_counts": bronze_counts}), transaction(con):
+        received = con.sql(mart.sql("select_received")).to_arrow_table() if read_from else None
         if days.num_rows or read_from is None:
             con.execute(mart.sql("delete"), {"rebuild": read_from is None})
         if days.num_rows:
-            con.execute(mart.sql("insert"))
+            with registered(con, {"received_before": received if received is not None else _NO_RECEIVED}):
+                con.execute(mart.sql("insert"))
         set_gold_watermark(con, mart.name, now)
     log.info("%s: %d received days changed", mart.name, days.num_rows)
     return days.num_rows
@@ -102,7 +113,8 @@ def _feeds(
 
 
 def _day_inputs(lake: Lake, days: pa.Table, quarantine_ids: pa.Table, now: GoldWatermark) -> dict[str, object]:
-    """The three tables at ``now``, read only where the changed received ``days`` are."""
+    """Silver and the quarantine at ``now``, read only where the changed received ``days`` are (bronze is
+    counted from its change data feed instead)."""
     received_days = tuple(pc.unique(days["day"]).to_pylist())
     received = (("received_date", "in", received_days),)
     since = datetime.combine(min(received_days), datetime.min.time(), UTC)
@@ -110,7 +122,6 @@ def _day_inputs(lake: Lake, days: pa.Table, quarantine_ids: pa.Table, now: GoldW
     quarantined = pc.sum(pc.is_in(quarantine_ids["received_date"], pa.array(received_days))).as_py()
     quarantine_version = -1 if now.quarantine_version is None else now.quarantine_version
     return {
-        "bronze_events": _dataset(lake, RAW_EVENTS, now.bronze_version, received),
         "quarantine_events": _dataset(lake, REJECTED_EVENTS, quarantine_version, received),
         # Silver is partitioned by event time: file statistics on received_at skip the rest.
         "silver_events": _dataset(

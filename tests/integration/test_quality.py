@@ -281,14 +281,15 @@ def test_email_user_ids_become_consistent_pseudonyms_and_people_counts_stay_righ
     assert result.asset_materializations_for_node("silver_events")[0].metadata["pseudonymized_ids"].value == 1
     invariants = [
         c for c in result.get_asset_check_evaluations() if c.severity == dg.AssetCheckSeverity.ERROR
-    ]  # the silver and gold suites (146 expectations in 17 checks), the users source
-    assert len(invariants) == 18 and all(c.passed for c in invariants)
+    ]  # the silver and gold suites, the users source; not the marts of page views, errors, forms and
+    # funnel steps, which clicks cannot change (skipped: nothing rewritten to validate)
+    assert len(invariants) == 14 and all(c.passed for c in invariants)
     expectations = sum(
         len(expectation_results(result, c.asset_key.to_user_string(), c.check_name))
         for c in invariants
         if c.check_name == "invariants"
     )
-    assert expectations == 146
+    assert expectations == 102  # of the 146 in every suite
     con = duckdb.connect(str(env.warehouse), read_only=True)
     assert con.execute("select dau from daily_active_users where app = 'q'").fetchall() == [(2,)]
     con.close()

@@ -12,7 +12,7 @@ A mart is a folder ``<name>/`` (the name is the table's and the Dagster asset's)
 - optional: ``views.sql`` (serving views over it, created in the serving snapshot), ``delete.sql``
   (``refresh.partial_days``: what a partial day loses), ``maintain.sql`` (its ``state``),
   ``macros.sql`` (DuckDB temp macros its other SQL shares, created before each refresh batch),
-  ``select_days.sql`` (``kind: quality``).
+  ``select_days.sql``, ``select_received.sql`` and ``select_bronze_counts.sql`` (``kind: quality``).
 
 The marts shipped with eventlake are package data of this package; a deployment may add its own
 folders in one more directory (``EVENTLAKE_EXTRA_MARTS_DIR``). Nothing else lists mart names: the

@@ -10,19 +10,24 @@
 -- (https://docs.snowplow.io/docs/fundamentals/failed-events/). It is the analysts' view of the
 -- quarantine: reasons and counts, never payloads.
 -- Incremental by received day: the rows of the days in quality_days(app, source, day)
--- (select_quality_days.sql), just deleted by delete_quality_days.sql, are recomputed in the caller's
--- transaction.
--- Inputs: bronze_events, silver_events, quarantine_events (Delta datasets the caller narrowed to those
--- days' partitions and files; filtered exactly here), silver_event_ids (all of silver, probed only for
--- the quarantined rows of those days) and quality_days.
+-- (select_days.sql), just deleted by delete.sql, are recomputed in the caller's transaction.
+-- received: what those rows summed to before (received_before: app, source, day, events; from
+-- select_received.sql, empty on a rebuild) plus bronze's rows added since the watermark, less those
+-- removed (bronze_counts: app, source, received_date, events, from its change data feed), so bronze
+-- is never re-read: its received day holds a file per group commit.
+-- Inputs: silver_events, quarantine_events (Delta datasets the caller narrowed to those days'
+-- partitions and files; filtered exactly here), silver_event_ids (all of silver, probed only for the
+-- quarantined rows of those days), received_before, bronze_counts and quality_days.
 insert into data_quality_daily (app, source, day, outcome, reason, reason_type, events)
 with received as (
-    select app, source, received_date as day, count(*) as events
-    from bronze_events
+    select app, source, day, sum(events) as events
+    from (
+        select app, source, day, events from received_before
+        union all
+        select app, source, received_date as day, events from bronze_counts
+    ) as counts
     semi join quality_days as changed
-        on changed.app = bronze_events.app
-        and changed.source = bronze_events.source
-        and changed.day = bronze_events.received_date
+        on changed.app = counts.app and changed.source = counts.source and changed.day = counts.day
     group by all
 ),
 

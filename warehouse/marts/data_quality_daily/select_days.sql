@@ -2,7 +2,8 @@
 -- the rows that bronze, silver and quarantine inserted or deleted since the mart's watermark, plus the
 -- received days of quarantined copies whose event_id silver just inserted or deleted (a quarantined copy
 -- counts as a duplicate once its event is in silver, replace_data_quality_daily.sql).
--- Inputs: bronze_changes(app, source, received_date), silver_changes(app, source, received_at, event_id)
+-- Inputs: bronze_counts(app, source, received_date, events) (bronze's change data feed counted per
+-- received day, select_bronze_counts.sql), silver_changes(app, source, received_at, event_id)
 -- (change data feeds), quarantine_changed_days(day) (the received_date partitions the quarantine added
 -- or removed files in; it has no change data feed) and quarantine_ids(app, source, received_date,
 -- event_id) (the whole quarantine table, which holds only rejected rows).
@@ -18,7 +19,7 @@ with silver_changed as materialized (
 ),
 
 days as (
-    select app, source, received_date as day from bronze_changes
+    select app, source, received_date as day from bronze_counts
     union all
     select app, source, day from silver_changed
     union all
