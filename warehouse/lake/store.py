@@ -8,10 +8,10 @@ import logging
 import uuid
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
@@ -19,6 +19,11 @@ from deltalake.schema import Schema as DeltaSchema
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from warehouse.lake.tables import WATERMARKS, TableDef
+
+# pyarrow.dataset is imported where it is used: it imports pandas (~1 s), which a process that only
+# reads table versions (eventlake-status, the ingest API's readiness) need not pay.
+if TYPE_CHECKING:
+    import pyarrow.dataset as pads
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +172,8 @@ class Lake:
         if rows.num_rows == 0:
             return 0
         if existing is None:
+            import pyarrow.dataset as pads  # noqa: PLC0415 (see the module's imports)
+
             existing = self.dataset(table).to_table(columns=[key], filter=pads.field(key).isin(rows[key]))[key]
         new = rows.filter(pc.invert(pc.is_in(rows[key], existing)))
         if new.num_rows:
@@ -227,6 +234,8 @@ class Lake:
         each file's statistics become an expression), so a reader of a few partitions passes them
         here rather than filtering the whole table's dataset, whose cost grows with history.
         """
+        import pyarrow.dataset as pads  # noqa: PLC0415 (see the module's imports)
+
         if version is not None:
             try:
                 return _frozen_dataset(self.uri(table), version, self.options_key, files)
@@ -239,6 +248,8 @@ class Lake:
 
     def watermark(self, consumer: str, upstream: str) -> int:
         """Last upstream version ``consumer`` fully processed, or -1 when it never ran."""
+        import pyarrow.dataset as pads  # noqa: PLC0415 (see the module's imports)
+
         dataset = self.dataset(WATERMARKS)
         rows = dataset.to_table(
             columns=["upstream_version"],
