@@ -7,15 +7,15 @@ of events of one app, people drawn from one pool of ``--users`` (default 100k) f
 It builds gold once from that history (timed, not the target). Then, in ``--rounds`` rounds
 (default 3) that alternate the histories, it copies the built lake and warehouse, appends one new
 day of ``--update`` events (default 1M; the same rows for every history: its own seed) and times
-what one pipeline run does with it, as the Dagster assets do: each step on a warehouse connection
-of its own, as every gold asset opens one (and each mart's refresh on its own line):
+what one pipeline run does with it, as the ``gold_marts`` step does: one warehouse connection and
+one shared read of silver's change feed for every mart (and each mart's refresh on its own line):
 
-* ``marts``: ``refresh_mart`` of every incremental mart (identity refresh included), each reading
-  the change data feed of the new version;
-* ``checks``: each mart's GE invariants on the rows that refresh rewrote;
+* ``marts``: ``refresh`` of every incremental mart in dependency order (identity refresh included),
+  sharing one ``MicroBatch``;
+* ``checks``: each changed mart's GE invariants on the rows its refresh rewrote;
 * ``retention``: the ``retention_cohorts`` rebuild from ``active_person_weeks``;
 * ``data_quality``: ``data_quality_daily``, recomputed for the received days that changed;
-* ``snapshot``: publishing the serving snapshot.
+* ``snapshot``: publishing the serving snapshot (on a connection of its own, as its asset does).
 
 The fixed part of a run is reported on its own line (``no-op run``: the same calls when nothing
 is new: opening the tables, reading watermarks and bounds), measured on the same copy just before
@@ -47,7 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.data_quality import refresh_data_quality  # noqa: E402
 from pipelines.defs.checks import validate_mart  # noqa: E402
-from pipelines.gold import refresh_mart  # noqa: E402
+from pipelines.defs.gold import dependency_order  # noqa: E402
+from pipelines.gold import MicroBatch, refresh  # noqa: E402
 from pipelines.gold_rebuild import refresh_rebuilt  # noqa: E402
 from warehouse import gold  # noqa: E402
 from warehouse.lake.store import Lake  # noqa: E402
@@ -106,7 +107,7 @@ def synthetic_silver(rng: np.random.Generator, start: int, n: int, users: int, f
     return pa.table(full, schema=EVENTS.schema)
 
 
-#: The incremental marts, each timed on its own.
+#: The incremental marts, each refresh timed on its own line.
 INCREMENTAL = [name for name, mart in catalog().items() if mart.spec.kind == "incremental"]
 
 
@@ -117,29 +118,34 @@ def timed(action: Callable[[], object]) -> float:
 
 
 def run_pipeline(warehouse: Path, lake: Lake, serving: Path) -> dict[str, float]:
-    """One run's gold work, timed by part: the Dagster assets' calls, in their order, each on a
-    connection of its own (as every gold asset opens the warehouse: ``pipelines.defs.gold``), so no
-    step inherits another's DuckDB buffer cache. A part's time includes opening the warehouse."""
+    """One run's gold work, timed by part, as the ``gold_marts`` step does it (``pipelines.defs.gold``):
+    one warehouse connection and one :class:`pipelines.gold.MicroBatch` shared by every mart (one
+    read of silver's change feed), the marts in dependency order, then the checks on the rows each
+    rewrote; then the serving snapshot on a connection of its own. ``marts`` includes opening the
+    warehouse."""
     parts = dict.fromkeys(("marts", "checks", "retention", "data_quality", "snapshot"), 0.0)
     marts = catalog()
-    for name in INCREMENTAL:
-        started = time.perf_counter()
-        with gold.connect(warehouse) as con:
-            stats = refresh_mart(con, lake, name)
-            parts[f"mart {name}"] = time.perf_counter() - started
-            parts["marts"] += parts[f"mart {name}"]
-            version = stats.silver_to if stats.rewritten_rows else -1  # as the gold assets do
-            suite = marts[name].folder.joinpath("expectations.json")
-            parts["checks"] += timed(lambda c=con, n=name, s=suite, v=version: validate_mart(c, n, s, 500_000, v))  # type: ignore[misc]
+    started = time.perf_counter()
     with gold.connect(warehouse) as con:
+        batch = MicroBatch(lake)
+        rewritten: dict[str, int] = {}
+        for mart in dependency_order(marts):
+            if mart.spec.kind != "incremental":
+                continue
+            part = time.perf_counter()
+            rewritten[mart.name] = refresh(con, batch, mart).rewritten_rows
+            parts[f"mart {mart.name}"] = time.perf_counter() - part
+        parts["marts"] = time.perf_counter() - started
         retention = marts["retention_cohorts"]
-        parts["retention"] = timed(lambda: refresh_rebuilt(con, retention))
-        suite = retention.folder.joinpath("expectations.json")
-        parts["checks"] += timed(lambda: validate_mart(con, retention.name, suite, 500_000))
-    quality = marts["data_quality_daily"]
-    parts["data_quality"] = timed(
-        lambda: _on_connection(warehouse, lambda con: refresh_data_quality(con, lake, quality))
-    )
+        upstream_changed = any(rewritten.get(name, 1) for name in retention.spec.reads)
+        parts["retention"] = timed(lambda: refresh_rebuilt(con, retention, upstream_changed))
+        quality = marts["data_quality_daily"]
+        parts["data_quality"] = timed(lambda: refresh_data_quality(con, lake, quality, batch.feed))
+        for name, rows in [*rewritten.items(), (retention.name, 1)]:
+            if rows:  # as the gold step: only marts that rewrote rows, incremental ones by their version
+                version = batch.silver_version if name != retention.name else None
+                suite = marts[name].folder.joinpath("expectations.json")
+                parts["checks"] += timed(lambda c=con, n=name, s=suite, v=version: validate_mart(c, n, s, 500_000, v))  # type: ignore[misc]
     parts["snapshot"] = timed(lambda: _on_connection(warehouse, lambda con: publish_snapshot(con, serving, marts)))
     return parts
 
