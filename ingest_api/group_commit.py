@@ -25,6 +25,10 @@ from typing import Any
 
 import pyarrow as pa
 
+# delta-rs's writer imports pyarrow.dataset (and with it pandas, ~1 s) on its first commit: imported
+# with this module, at the worker's start, so the first requests do not wait for it.
+import pyarrow.dataset  # noqa: F401
+
 from ingest_api import metrics
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import RAW_EVENTS
