@@ -5,6 +5,8 @@ read only where a process starts."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,3 +83,20 @@ def test_settings_are_read_only_where_a_process_starts() -> None:
         "pipelines.cli.status",
         "pipelines.cli.types",
     }
+
+
+def test_an_ingest_worker_has_imported_what_its_first_commit_needs(tmp_path: Path) -> None:
+    """Regression: once the lake imported pyarrow.dataset only where used, delta-rs's writer imported
+    it (and pandas, ~1 s) on the worker's first commit, so the first requests after a start or a
+    crash waited for it. A worker's modules now include it; the first commit imports nothing heavy."""
+    script = f"""
+import sys
+import ingest_api.group_commit
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import RAW_EVENTS
+before = set(sys.modules)
+Lake({str(tmp_path)!r}).append(RAW_EVENTS, RAW_EVENTS.schema.empty_table())
+print(sorted(m for m in set(sys.modules) - before if m.split(".")[0] in ("pandas", "pyarrow", "numpy")))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert result.stdout.strip() == "[]"
