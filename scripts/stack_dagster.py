@@ -57,23 +57,29 @@ def migrate(dagster_home: Path, env: dict[str, str], log: Path, cwd: Path) -> No
 
 
 class RunFailedError(RuntimeError):
-    """A pipeline run failed while gold was awaited: the sensor does not retry the same bronze
-    version, so waiting longer would only hit the timeout."""
+    """Pipeline runs kept failing while gold was awaited: the sensor retried (with backoff) and they
+    failed again, so waiting longer would only hit the timeout."""
 
 
-def failed_run_check(dagster_home: Path, since: datetime) -> Callable[[], None]:
-    """A ``wait_for_gold`` check raising :class:`RunFailedError` once a run created after
-    ``since`` (UTC) has failed, with each failed step's error message (e.g. a malformed funnels file).
+def failed_run_check(dagster_home: Path, since: datetime, attempts: int = 3) -> Callable[[], None]:
+    """A ``wait_for_gold`` check raising :class:`RunFailedError` once ``attempts`` runs created after
+    ``since`` (UTC) have failed (the hot path's own runs aside: each failure of one fails its
+    micro-batch too), with the last one's failed steps' error messages (e.g. a malformed funnels
+    file). One failure is not enough: the bronze sensor retries, a killed hot path is replaced.
     """
     import dagster as dg
 
     instance = dg.DagsterInstance.from_config(str(dagster_home))
 
     def check() -> None:
-        records = instance.get_run_records(
-            dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], created_after=since), limit=1
-        )
-        if not records:
+        records = [
+            record
+            for record in instance.get_run_records(
+                dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], created_after=since), limit=attempts * 2
+            )
+            if record.dagster_run.job_name != "hot_path"
+        ]
+        if len(records) < attempts:
             return
         run_id = records[0].dagster_run.run_id
         failures = [

@@ -22,19 +22,35 @@ sensor retries. A thread stamps the run's :data:`HEARTBEAT_TAG` every
 marks it failed and starts another.
 """
 
+import fcntl
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
+import duckdb
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from pydantic import Field
 
-from pipelines.defs.ingest import BRONZE_VERSION_TAG, HEARTBEAT_INTERVAL_S, HEARTBEAT_TAG, HOT_PATH_JOB, HOT_PATH_TAG
+from pipelines.defs.ingest import (
+    BRONZE_VERSION_TAG,
+    HEARTBEAT_INTERVAL_S,
+    HEARTBEAT_TAG,
+    HOT_PATH_JOB,
+    HOT_PATH_TAG,
+    MICRO_BATCHES_TAG,
+)
 from pipelines.defs.resources import LakeResource, SilverResource, WarehouseResource
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS, RAW_EVENTS
+
+log = logging.getLogger(__name__)
+
+#: The lock a hot path holds while it runs (next to the warehouse file): one at a time.
+HOT_PATH_LOCK = "hot_path.lock"
 
 
 class HotPathConfig(dg.Config):
@@ -51,15 +67,27 @@ def _queued_elsewhere(instance: dg.DagsterInstance) -> bool:
     return bool(instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]), limit=1))
 
 
+class _Progress:
+    """What the heartbeat thread reports: micro-batches done so far (the loop counts them)."""
+
+    batches = 0
+
+
 @contextmanager
-def _heartbeat(instance: dg.DagsterInstance, run_id: str) -> Iterator[None]:
-    """Stamp ``run_id``'s :data:`HEARTBEAT_TAG` (Unix time, s) now and every
-    :data:`HEARTBEAT_INTERVAL_S` from a thread, until the block ends."""
+def _heartbeat(instance: dg.DagsterInstance, run_id: str, progress: _Progress) -> Iterator[None]:
+    """Stamp ``run_id``'s :data:`HEARTBEAT_TAG` (Unix time, s) and :data:`MICRO_BATCHES_TAG` now and
+    every :data:`HEARTBEAT_INTERVAL_S` from a thread, until the block ends. A stamp that fails (the
+    instance's database locked) is logged and retried at the next beat: the thread never dies
+    while the loop runs, or the sensor would start a second hot path beside this one."""
     stop = threading.Event()
 
     def beat() -> None:
         while True:
-            instance.add_run_tags(run_id, {HEARTBEAT_TAG: f"{time.time():.3f}"})
+            try:
+                stamp = {HEARTBEAT_TAG: f"{time.time():.3f}", MICRO_BATCHES_TAG: str(progress.batches)}
+                instance.add_run_tags(run_id, stamp)
+            except Exception:
+                log.warning("hot path %s: heartbeat not recorded; retrying", run_id, exc_info=True)
             if stop.wait(HEARTBEAT_INTERVAL_S):
                 return
 
@@ -70,6 +98,60 @@ def _heartbeat(instance: dg.DagsterInstance, run_id: str) -> Iterator[None]:
     finally:
         stop.set()
         beater.join()
+
+
+@contextmanager
+def _sole_hot_path(lock_file: Path, instance: dg.DagsterInstance, run_id: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file`` (``fcntl.flock``) for the block, so two hot path
+    processes never run micro-batches at once: one that hung (stopped, swapping) long enough for
+    the sensor to fail it and start another must not resume beside it (both processed the same
+    bronze: every event twice in silver). The OS frees the lock when its process dies. While another
+    holds it, waits, and gives up if this run is no longer in progress.
+
+    Raises:
+        dagster.Failure: this run was marked failed or canceled while it waited.
+    """
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not _in_progress(instance, run_id):
+                    raise dg.Failure(description="marked as ended while waiting for another hot path") from None
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _in_progress(instance: dg.DagsterInstance, run_id: str) -> bool:
+    run = instance.get_run_by_id(run_id)
+    return run is not None and run.status == dg.DagsterRunStatus.STARTED
+
+
+def _gold_behind(store: Lake, serving: Path, marts: Sequence[str]) -> bool:
+    """Whether the served gold misses some of silver: a micro-batch failed (or was stopped) after
+    silver committed, and no new bronze would start another. Read from the serving snapshot, whose
+    watermarks are the ones published."""
+    silver = store.version(EVENTS)
+    if silver is None:
+        return False
+    if not serving.exists():
+        return True
+    try:
+        con = duckdb.connect(str(serving), read_only=True)
+        try:
+            rows = con.execute(
+                "select count(*), min(silver_version) from gold_watermarks where list_contains(?, mart)", [list(marts)]
+            ).fetchone()
+        finally:
+            con.close()
+    except duckdb.Error:  # not a snapshot this code can read: a micro-batch publishes a new one
+        return True
+    return rows is None or rows[0] < len(marts) or rows[1] < silver
 
 
 class _Bronze:
@@ -89,20 +171,28 @@ class _Bronze:
 
 
 def _stream(
-    context: dg.OpExecutionContext, config: HotPathConfig, store: Lake, job: dg.JobDefinition
+    context: dg.OpExecutionContext,
+    config: HotPathConfig,
+    store: Lake,
+    job: dg.JobDefinition,
+    progress: _Progress,
+    catch_up: bool,
 ) -> dg.Output[int]:
-    """Run ``job`` in this process whenever bronze is ahead of silver, until a stop condition.
+    """Run ``job`` in this process whenever bronze is ahead of silver (and first, if ``catch_up``:
+    gold is behind silver), until a stop condition.
 
     Raises:
-        dagster.Failure: a micro-batch run failed (its run id in the metadata).
+        dagster.Failure: a micro-batch run failed (its run id in the metadata), or this run was
+            marked as ended elsewhere (the sensor took it for dead).
     """
     started = last_work = time.monotonic()
-    batches = 0
     bronze = _Bronze(store)
     # Only micro-batches move silver's watermark while this runs (runs are serialized).
     watermark = store.watermark(EVENTS.name, RAW_EVENTS.name)
     while True:
         now = time.monotonic()
+        if not _in_progress(context.instance, context.run_id):
+            raise dg.Failure(description="this run was marked as ended (no heartbeat seen): stopping")
         if _queued_elsewhere(context.instance):
             reason = "another run is queued"
             break
@@ -110,29 +200,30 @@ def _stream(
             reason = f"lifetime limit ({config.max_lifetime_s:.0f} s)"
             break
         version = bronze.version()
-        if version is None or version <= watermark:
+        if not catch_up and (version is None or version <= watermark):
             if config.idle_exit_s and now - last_work >= config.idle_exit_s:
                 reason = f"bronze idle for {config.idle_exit_s:.0f} s"
                 break
             time.sleep(config.poll_interval_s)
             continue
+        catch_up = False
         result = job.execute_in_process(
             instance=context.instance,
             tags={HOT_PATH_TAG: context.run_id, BRONZE_VERSION_TAG: str(version)},
             raise_on_error=False,
         )
-        batches += 1
         if not result.success:
             raise dg.Failure(
                 description=f"micro-batch run {result.run_id} (bronze v{version}) failed; see that run's logs",
                 metadata={"failed_run_id": result.run_id, "bronze_version": version},
             )
+        progress.batches += 1
         # A backlog larger than one silver micro-batch takes several turns of this loop.
         watermark = store.watermark(EVENTS.name, RAW_EVENTS.name)
         context.log.debug("micro-batch run %s done (bronze was at v%d)", result.run_id, version)
         last_work = time.monotonic()
-    context.log.info("hot path stops after %d micro-batches: %s", batches, reason)
-    return dg.Output(batches, metadata={"micro_batches": batches, "stop_reason": reason})
+    context.log.info("hot path stops after %d micro-batches: %s", progress.batches, reason)
+    return dg.Output(progress.batches, metadata={"micro_batches": progress.batches, "stop_reason": reason})
 
 
 def hot_path_job(
@@ -163,8 +254,15 @@ def hot_path_job(
         # ingest_to_gold bound to this run's resources (so it writes where the hot path reads).
         resources = {"lake": lake, "warehouse": warehouse, "silver_step": silver_step}
         job = dg.Definitions(assets=assets, jobs=[micro_batch], resources=resources).resolve_job_def(micro_batch.name)
-        with _heartbeat(context.instance, context.run_id):
-            return _stream(context, config, store, job)
+        progress = _Progress()
+        lock_file = Path(warehouse.path).parent / HOT_PATH_LOCK
+        with (
+            _heartbeat(context.instance, context.run_id, progress),
+            _sole_hot_path(lock_file, context.instance, context.run_id),
+        ):
+            marts = list(warehouse.options().marts)
+            catch_up = _gold_behind(store, Path(warehouse.serving_path), marts)
+            return _stream(context, config, store, job, progress, catch_up)
 
     # In-process: the loop runs in the run's own process, so killing that process stops the hot path
     # and its micro-batch (a step process of its own outlived it, and both raced the restarted one).

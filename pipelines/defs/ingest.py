@@ -1,12 +1,16 @@
 """Ingest-side Dagster objects: bronze ``raw_events`` (written by the ingest API, observed here) and
 the bronze sensor that keeps the hot path running, and restarts it after a crash."""
 
+import logging
+import sqlite3
 import time
 
 import dagster as dg
 
 from pipelines.defs.resources import LakeResource
 from warehouse.lake.tables import EVENTS, RAW_EVENTS
+
+log = logging.getLogger(__name__)
 
 #: The hot path job (pipelines.defs.hot_path) and the per-micro-batch job (pipelines.defs.jobs).
 HOT_PATH_JOB = "hot_path"
@@ -20,6 +24,8 @@ HOT_PATH_TAG = "eventlake/hot_path"
 #: Tag of a hot path run: when it last showed it is alive (Unix time, s), every HEARTBEAT_INTERVAL_S.
 HEARTBEAT_TAG = "eventlake/heartbeat"
 HEARTBEAT_INTERVAL_S = 2.0
+#: Tag of a hot path run: micro-batches it has completed (stamped with the heartbeat).
+MICRO_BATCHES_TAG = "eventlake/micro_batches"
 #: A hot path run without a heartbeat for this long is taken for dead (its process was killed) and
 #: marked failed, with the micro-batch it was running.
 HEARTBEAT_TIMEOUT_S = 15.0
@@ -43,7 +49,6 @@ ACTIVE_RUNS = [
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 ]
-_ENDED_BADLY = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 #: Runs that carry new bronze to gold: while one is queued or running, it (or the hot path's next
 #: micro-batch) picks up what arrived.
@@ -79,25 +84,33 @@ def _fail_dead_runs(instance: dg.DagsterInstance, in_flight: list[dg.RunRecord])
     alive = []
     for record in in_flight:
         run = record.dagster_run
-        if run.run_id in dead:
-            instance.report_run_failed(
-                run, f"no heartbeat for {HEARTBEAT_TIMEOUT_S:.0f} s: its process is gone; the sensor starts another"
-            )
-        elif _orphaned(instance, record, dead):
-            instance.report_run_failed(run, f"its hot path run {run.tags[HOT_PATH_TAG]} is gone")
-        else:
+        try:
+            if run.run_id in dead:
+                instance.report_run_failed(
+                    run, f"no heartbeat for {HEARTBEAT_TIMEOUT_S:.0f} s: its process is gone; the sensor starts another"
+                )
+            elif _orphaned(instance, record, dead):
+                instance.report_run_failed(run, f"its hot path run {run.tags[HOT_PATH_TAG]} is gone")
+            else:
+                alive.append(record)
+        except sqlite3.OperationalError:  # the instance's database locked (a hung writer): next tick
+            log.warning("could not mark run %s failed; retrying at the next tick", run.run_id, exc_info=True)
             alive.append(record)
     return alive
 
 
 def _backoff(instance: dg.DagsterInstance, now: float, base_s: float) -> tuple[int, float]:
-    """(hot path runs that failed in a row, seconds left to wait before the next attempt)."""
+    """(hot path runs that failed in a row without completing a micro-batch, seconds left to wait
+    before the next attempt). A run that completed micro-batches before it failed, or was canceled
+    (a stop), ends the row: it is a new incident, retried after ``base_s``."""
     recent = instance.get_run_records(dg.RunsFilter(job_name=HOT_PATH_JOB), limit=20)
     failures = 0
     for record in recent:
-        if record.dagster_run.status not in _ENDED_BADLY:
+        if record.dagster_run.status != dg.DagsterRunStatus.FAILURE:
             break
         failures += 1
+        if record.dagster_run.tags.get(MICRO_BATCHES_TAG, "0") != "0":
+            break
     if not failures:
         return 0, 0.0
     ended = recent[0].end_time or recent[0].update_timestamp.timestamp()
@@ -133,18 +146,19 @@ def bronze_sensor(
             cursor=str(version),
         )
     watermark = store.watermark(EVENTS.name, RAW_EVENTS.name)
-    if version <= watermark and not keep_alive:
+    failures, wait_s = _backoff(instance, time.time(), retry_base_s)
+    # After a failure gold may be behind silver (the hot path catches it up first), bronze or not.
+    if version <= watermark and not keep_alive and not failures:
         return dg.SensorResult(
             skip_reason=f"silver is up to date with bronze v{version}", asset_events=observations, cursor=str(version)
         )
-    failures, wait_s = _backoff(instance, time.time(), retry_base_s)
     if wait_s:
         return dg.SensorResult(
             skip_reason=f"{failures} hot path run(s) failed in a row: next attempt in {wait_s:.0f} s",
             asset_events=observations,
             cursor=str(version),
         )
-    bronze_range = f"v{watermark + 1}-v{version}"
+    bronze_range = f"v{watermark + 1}-v{version}" if version > watermark else f"none (up to date at v{version})"
     latest = instance.get_run_records(dg.RunsFilter(job_name=HOT_PATH_JOB), limit=1)
     after = latest[0].dagster_run.run_id if latest else "none"
     return dg.SensorResult(

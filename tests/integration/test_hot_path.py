@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import sys
 import threading
 import time
@@ -15,7 +16,7 @@ import pytest
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 
 from pipelines.cli.status import covered_bronze_version
-from pipelines.defs import build_definitions
+from pipelines.defs import build_definitions, hot_path
 from pipelines.defs.ingest import BRONZE_VERSION_TAG, HOT_PATH_TAG
 from tests.conftest import Env
 from warehouse.contract.native import explode_payload
@@ -141,7 +142,7 @@ def test_a_failed_micro_batch_fails_the_run_and_names_it(env: Env, tmp_path: Pat
     home.mkdir()
     (home / "dagster.yaml").write_text(stack.DAGSTER_YAML)  # the stack's instance: SQLite storage
     instance = dg.DagsterInstance.from_config(str(home))
-    check = stack.failed_run_check(home, datetime.now(UTC))
+    check = stack.failed_run_check(home, datetime.now(UTC), attempts=1)
     version = append_bronze(env, "a", 3)
     not_a_file = tmp_path / "warehouse_dir"
     not_a_file.mkdir()  # the gold steps cannot open a DuckDB file here
@@ -158,3 +159,52 @@ def test_a_failed_micro_batch_fails_the_run_and_names_it(env: Env, tmp_path: Pat
     # `make up` reports the micro-batch's own error, not only the hot path's pointer to it.
     with pytest.raises(stack.RunFailedError, match=rf"pipeline run {failed.run_id} failed: .*Is a directory"):
         check()
+
+
+def test_a_hot_path_first_catches_gold_up_with_what_silver_committed_before_a_failure(env: Env, tmp_path: Path) -> None:
+    """Regression: a micro-batch that failed after silver committed left gold behind; the next hot
+    path compared bronze with silver only, found nothing to do, and gold waited for a new event."""
+    instance = dg.DagsterInstance.ephemeral()
+    version = append_bronze(env, "a", 3)
+    not_a_file = tmp_path / "warehouse_dir"
+    not_a_file.mkdir()  # the gold step cannot open a DuckDB file here: silver commits, gold fails
+    assert not run_hot_path(env, instance, warehouse=not_a_file, idle_exit_s=60).success
+    assert env.lake.watermark(EVENTS.name, RAW_EVENTS.name) == version
+    assert covered_bronze_version(env.serving) is None
+
+    result = run_hot_path(env, instance, idle_exit_s=1)
+
+    assert result.success and result.output_for_node("stream_to_gold") == 1
+    assert covered_bronze_version(env.serving) == version
+    assert env.lake.dataset(EVENTS).count_rows() == 3
+
+
+def test_a_hot_path_waits_for_another_still_holding_the_lock_and_ends_if_it_was_marked_ended(
+    env: Env, tmp_path: Path
+) -> None:
+    """Regression: a hot path that hung long enough for the sensor to fail it and start another
+    resumed beside it; both processed the same bronze (every event twice in silver)."""
+    instance = dg.DagsterInstance.ephemeral()
+    lock = tmp_path / "hot_path.lock"
+    instance.add_run(dg.DagsterRun(job_name="hot_path", run_id="waiting", status=dg.DagsterRunStatus.STARTED))
+    entered = threading.Event()
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the hung one
+
+        def replacement() -> None:
+            with hot_path._sole_hot_path(lock, instance, "waiting"):
+                entered.set()
+
+        thread = threading.Thread(target=replacement)
+        thread.start()
+        time.sleep(1.2)
+        assert not entered.is_set()  # waits while the other holds it
+        fcntl.flock(held, fcntl.LOCK_UN)
+        thread.join(timeout=10)
+    assert entered.is_set()
+
+    instance.add_run(dg.DagsterRun(job_name="hot_path", run_id="failed", status=dg.DagsterRunStatus.FAILURE))
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(dg.Failure, match="marked as ended"), hot_path._sole_hot_path(lock, instance, "failed"):
+            pass

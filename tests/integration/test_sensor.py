@@ -14,6 +14,7 @@ from pipelines.defs.ingest import (
     HEARTBEAT_TAG,
     HOT_PATH_JOB,
     HOT_PATH_TAG,
+    MICRO_BATCHES_TAG,
     bronze_sensor_definition,
 )
 from tests.conftest import Env, materialize_all
@@ -64,7 +65,7 @@ def test_sensor_requests_a_run_per_new_bronze_version_and_then_skips(env: Env) -
     assert not caught_up.run_requests
     assert not caught_up.asset_events  # this version was already observed
     # Kept alive (EVENTLAKE_HOT_PATH_IDLE_S=0, the default), a hot path is started with nothing behind.
-    assert ranges(evaluate(env, instance, cursor=str(version), keep_alive=True)) == [f"v{version + 1}-v{version}"]
+    assert ranges(evaluate(env, instance, cursor=str(version), keep_alive=True)) == [f"none (up to date at v{version})"]
 
 
 def test_a_backlog_left_behind_gets_a_run_request_of_its_own(env: Env) -> None:
@@ -129,6 +130,28 @@ def test_a_failed_hot_path_is_retried_for_the_same_bronze_without_new_events(env
     assert "2 hot path run(s)" in str(evaluate(env, instance, cursor=str(version), retry_base_s=0.5).skip_reason)
     time.sleep(0.6)
     assert ranges(evaluate(env, instance, cursor=str(version), retry_base_s=0.5)) == [f"v0-v{version}"]
+
+    # A run that completed micro-batches before it failed is a new incident: back to the first wait.
+    worked = hot_path_run("worked", dg.DagsterRunStatus.STARTED, heartbeat=time.time())
+    instance.add_run(worked.with_tags({**worked.tags, MICRO_BATCHES_TAG: "12"}))
+    instance.report_run_failed(instance.get_run_by_id("worked"), "its process died")
+    assert "1 hot path run(s)" in str(evaluate(env, instance, cursor=str(version), retry_base_s=0.5).skip_reason)
+    # A stop (canceled) is no failure: no wait at all.
+    instance.add_run(hot_path_run("stopped", dg.DagsterRunStatus.CANCELED))
+    assert ranges(evaluate(env, instance, cursor=str(version), retry_base_s=0.5)) == [f"v0-v{version}"]
+
+
+def test_after_a_failure_a_hot_path_is_started_even_with_nothing_new_in_bronze(env: Env) -> None:
+    """Regression: a micro-batch that failed after silver committed left gold behind silver; with
+    bronze caught up, nothing started a hot path to finish it until a new event arrived."""
+    instance = dg.DagsterInstance.ephemeral()
+    version = append_bronze(env, 1)
+    env.lake.advance_watermark(EVENTS.name, RAW_EVENTS.name, version, "silver committed, gold failed")
+    assert not ranges(evaluate(env, instance, retry_base_s=0.1))  # nothing behind, not kept alive
+    instance.add_run(hot_path_run("failed", dg.DagsterRunStatus.STARTED, heartbeat=time.time()))
+    instance.report_run_failed(instance.get_run_by_id("failed"), "the gold step failed")
+    time.sleep(0.2)
+    assert ranges(evaluate(env, instance, retry_base_s=0.1)) == [f"none (up to date at v{version})"]
 
 
 def test_a_hot_path_whose_heartbeat_stopped_is_failed_with_its_micro_batch_and_replaced(env: Env) -> None:
