@@ -192,7 +192,8 @@ def api(env: Env) -> Iterator[ApiServer]:
 
 
 def materialize_all(env: Env, with_purge: bool = False, **silver_config: str) -> dg.ExecuteInProcessResult:
-    """Materialize silver (with its GE checks), gold and the serving snapshot in-process, like one sensor run.
+    """Materialize silver (with its GE checks), gold, the serving snapshot and the marts' checks
+    in-process, like one micro-batch run.
 
     Settings come from the environment as it is at the call (``setting`` changes them), like a new
     code location's. ``silver_config``: the silver step's config (``mode="replay"``, ``mode="reprocess"``
@@ -200,7 +201,7 @@ def materialize_all(env: Env, with_purge: bool = False, **silver_config: str) ->
     """
     assets = pipeline_assets(env.settings())
     result = dg.materialize(
-        [*assets.derived, assets.purge] if with_purge else assets.derived,
+        [*assets.derived, assets.checks, *([assets.purge] if with_purge else [])],
         resources=env.resources(),
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=True,

@@ -227,7 +227,7 @@ class Settings(BaseSettings):
     # pipelines
     sensor_interval_s: int = Field(default=2, ge=1, le=5, description="Bronze sensor tick (s).")
     hot_path_poll_s: float = Field(
-        default=0.5, gt=0, le=10, description="Hot path: pause between bronze checks while idle (s)."
+        default=0.25, gt=0, le=10, description="Hot path: pause between bronze checks while idle (s)."
     )
     hot_path_idle_s: float = Field(
         default=0,

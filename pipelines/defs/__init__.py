@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from pipelines.defs.gold import gold_asset, serving_asset
+from pipelines.defs.gold import gold_asset, gold_checks, serving_asset
 from pipelines.defs.hot_path import HotPathConfig, hot_path_job
 from pipelines.defs.ingest import bronze_sensor_definition, raw_events
 from pipelines.defs.jobs import pipeline_jobs
@@ -25,15 +25,17 @@ from warehouse.settings import Settings
 @dataclass(frozen=True)
 class PipelineAssets:
     """The assets of the code location: ``derived`` (what the jobs materialize: silver, user attributes,
-    every mart, serving), bronze (observed) and the purge that follows a rescrub."""
+    every mart, serving), the marts' ``checks`` (run by the jobs after serving), bronze (observed)
+    and the purge that follows a rescrub."""
 
     derived: list[dg.AssetsDefinition]
+    checks: dg.AssetChecksDefinition
     purge: dg.AssetsDefinition = purged_history
 
     @property
     def all(self) -> list[dg.AssetsDefinition | dg.AssetSpec]:
-        """Every asset, bronze and the purge included."""
-        return [raw_events, *self.derived, self.purge]
+        """Every asset and check, bronze and the purge included."""
+        return [raw_events, *self.derived, self.checks, self.purge]
 
 
 def pipeline_assets(settings: Settings) -> PipelineAssets:
@@ -52,7 +54,8 @@ def pipeline_assets(settings: Settings) -> PipelineAssets:
             user_attributes_asset(freshness),
             gold_asset(marts, freshness),
             serving_asset(marts, freshness),
-        ]
+        ],
+        gold_checks(marts),
     )
 
 

@@ -14,11 +14,14 @@ from pipelines.validation import CheckOutcome, check_names, checks_by_part, load
 INVARIANTS_CHECK = "invariants"
 
 
-def suite_check_spec(asset: str, check: str, suite: Traversable, shown_as: str) -> dg.AssetCheckSpec:
+def suite_check_spec(
+    asset: str, check: str, suite: Traversable, shown_as: str, after: tuple[str, ...] = ()
+) -> dg.AssetCheckSpec:
     """The spec of the one asset check that runs the suite file ``suite`` (shown as ``shown_as``, its
-    path in the repository); its description lists the expectations (their ``meta.check`` names)."""
+    path in the repository); its description lists the expectations (their ``meta.check`` names).
+    ``after``: assets the check also waits for (``additional_deps``)."""
     names = ", ".join(name for name, _ in check_names(suite))
-    return dg.AssetCheckSpec(check, asset=asset, description=f"{shown_as}: {names}.")
+    return dg.AssetCheckSpec(check, asset=asset, description=f"{shown_as}: {names}.", additional_deps=after)
 
 
 def suite_check(

@@ -1,5 +1,5 @@
-"""Gold Dagster objects: one asset per mart folder (:mod:`warehouse.marts`), each with its invariants
-check, refreshed together by the ``gold_marts`` step, and the serving snapshot that publishes them.
+"""Gold Dagster objects: one asset per mart folder (:mod:`warehouse.marts`), refreshed together by the
+``gold_marts`` step, the serving snapshot that publishes them, then each mart's invariants check.
 
 The mart's ``kind`` picks its refresh: ``incremental`` (:func:`pipelines.gold.refresh_mart`),
 ``rebuild`` (:func:`pipelines.gold_rebuild.refresh_rebuilt`) or ``quality``
@@ -88,15 +88,14 @@ def _suite(mart: Mart) -> Traversable:
 
 
 def gold_asset(marts: Mapping[str, Mart], freshness: dg.FreshnessPolicy) -> dg.AssetsDefinition:
-    """``gold_marts``: one asset per mart folder (:mod:`warehouse.marts`), each with its ``invariants``
-    check (its ``expectations.json``), refreshed together in one step.
+    """``gold_marts``: one asset per mart folder (:mod:`warehouse.marts`), refreshed together in one step
+    (their checks: :func:`gold_checks`).
 
     One step, because a micro-batch's marts share what they read: one warehouse connection, one
     read of silver's change feed and its changed days (:class:`pipelines.gold.MicroBatch`), the mart
-    inputs. Each mart is still its own asset (materialization and metadata, its check, selectable
-    alone in the UI: the step refreshes the selected marts). Marts nothing changed for are skipped
-    (materialized with ``skipped: true``, their watermark moved); the checks then validate the rows
-    each changed mart rewrote, after every refresh. Step per mart, the same work cost ~0.25 s of fixed
+    inputs. Each mart is still its own asset (materialization and metadata, selectable alone in the
+    UI: the step refreshes the selected marts). Marts nothing changed for are skipped (materialized
+    with ``skipped: true``, their watermark moved). Step per mart, the same work cost ~0.25 s of fixed
     cost per mart (a connection, the feed, the checks, Dagster's step events): docs/benchmarks.md.
     """
     ordered = dependency_order(marts)
@@ -112,18 +111,14 @@ def gold_asset(marts: Mapping[str, Mart], freshness: dg.FreshnessPolicy) -> dg.A
         )
         for mart in ordered
     ]
-    checks = [
-        suite_check_spec(mart.name, INVARIANTS_CHECK, _suite(mart), f"marts/{mart.name}/expectations.json")
-        for mart in ordered
-    ]
 
-    @dg.multi_asset(name="gold_marts", specs=specs, check_specs=checks, can_subset=True)
+    @dg.multi_asset(name="gold_marts", specs=specs, can_subset=True)
     def gold_marts(
         context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    ) -> Iterator[dg.MaterializeResult]:
         selected = {key.to_user_string() for key in context.selected_asset_keys}
         batch = MicroBatch(lake.lake(), warehouse.options())
-        validate: list[tuple[Mart, int | None]] = []
+        changed: list[str] = []
         with warehouse.connect() as con:
             for mart in (mart for mart in ordered if mart.name in selected):
                 started = time.perf_counter()
@@ -132,19 +127,69 @@ def gold_asset(marts: Mapping[str, Mart], freshness: dg.FreshnessPolicy) -> dg.A
                 except Exception as error:
                     raise MartRefreshError(f"{mart.name}: {type(error).__name__}: {error}") from error
                 metadata["refresh_s"] = round(time.perf_counter() - started, 3)
-                if not metadata["skipped"]:
-                    # Incremental marts: only the rows this refresh rewrote (their silver version).
-                    validate.append((mart, batch.silver_version if mart.spec.kind == "incremental" else None))
+                changed += [] if metadata["skipped"] else [mart.name]
                 yield dg.MaterializeResult(asset_key=mart.name, metadata=metadata)
-            for mart, version in validate:
+        context.log.info("gold: %d marts refreshed, %d changed (%s)", len(selected), len(changed), ", ".join(changed))
+
+    return gold_marts
+
+
+def _materialized_in_run(context: dg.AssetCheckExecutionContext) -> dict[str, Mapping[str, dg.MetadataValue]]:
+    """Metadata of each asset this run materialized, by asset name (one read of the run's events)."""
+    records = context.instance.get_records_for_run(
+        context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    return {
+        materialization.asset_key.to_user_string(): materialization.metadata
+        for record in records
+        for materialization in [record.event_log_entry.asset_materialization]
+        if materialization is not None
+    }
+
+
+def _what_to_validate(mart: Mart, this_run: Mapping[str, Mapping[str, dg.MetadataValue]]) -> tuple[bool, int | None]:
+    """What ``mart``'s check validates: ``(validate, silver_version)``. Materialized by this run
+    (``this_run``: :func:`_materialized_in_run`): nothing if it was skipped, else the rows its refresh
+    rewrote (incremental marts: their ``silver_version`` lineage) or the whole table (the other
+    kinds). Not materialized by this run (the check run alone): the whole table."""
+    metadata = this_run.get(mart.name)
+    if metadata is None:
+        return True, None
+    if metadata["skipped"].value:
+        return False, None
+    version = metadata["silver_to_version"].value if mart.spec.kind == "incremental" else None
+    return True, version if isinstance(version, int) else None
+
+
+def gold_checks(marts: Mapping[str, Mart]) -> dg.AssetChecksDefinition:
+    """``gold_checks``: every mart's ``invariants`` check (its folder's ``expectations.json``), in one
+    step after the serving snapshot: the checks never hold back what the dashboards show (they do not
+    block it either way, ``ERROR`` severity), ~0.4 s of a one-event micro-batch before (docs/benchmarks.md).
+    A check validates what its mart's refresh rewrote in this run (:func:`_what_to_validate`); a
+    skipped mart gets no result."""
+    ordered = dependency_order(marts)
+    specs = [
+        suite_check_spec(
+            mart.name, INVARIANTS_CHECK, _suite(mart), f"marts/{mart.name}/expectations.json", ("serving_snapshot",)
+        )
+        for mart in ordered
+    ]
+
+    @dg.multi_asset_check(name="gold_checks", specs=specs, can_subset=True)
+    def checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> Iterator[dg.AssetCheckResult]:
+        selected = {key.asset_key.to_user_string() for key in context.selected_asset_check_keys}
+        this_run = _materialized_in_run(context)
+        with warehouse.connect() as con:
+            for mart in (mart for mart in ordered if mart.name in selected):
+                validate, version = _what_to_validate(mart, this_run)
+                if not validate:
+                    continue
                 started = time.perf_counter()
                 outcomes = validate_mart(con, mart.name, _suite(mart), warehouse.validation_part_rows, version)
                 result = suite_check(mart.name, INVARIANTS_CHECK, mart.name, outcomes, dg.AssetCheckSeverity.ERROR)
                 yield result.with_metadata({**result.metadata, "validation_s": round(time.perf_counter() - started, 3)})
-        changed = [mart.name for mart, _ in validate]
-        context.log.info("gold: %d marts refreshed, %d changed (%s)", len(selected), len(changed), ", ".join(changed))
 
-    return gold_marts
+    return checks
 
 
 def serving_asset(marts: Mapping[str, Mart], freshness: dg.FreshnessPolicy) -> dg.AssetsDefinition:

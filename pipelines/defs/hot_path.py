@@ -56,7 +56,7 @@ HOT_PATH_LOCK = "hot_path.lock"
 class HotPathConfig(dg.Config):
     """How long the hot path keeps its process (seconds; the job's defaults come from ``EVENTLAKE_HOT_PATH_*``)."""
 
-    poll_interval_s: float = Field(default=0.5, gt=0, description="Pause between bronze checks while idle (s).")
+    poll_interval_s: float = Field(default=0.25, gt=0, description="Pause between bronze checks while idle (s).")
     idle_exit_s: float = Field(
         default=0, ge=0, description="Stop after bronze stayed unchanged this long (s); 0: never."
     )

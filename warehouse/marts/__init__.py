@@ -30,6 +30,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Literal
 
+import duckdb
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -151,8 +152,8 @@ class Mart(BaseModel):
         return self.folder.joinpath(f"{file}.sql").read_text()
 
 
-def _load_mart(folder: Traversable) -> Mart:
-    """Read one mart folder.
+def _load_mart(folder: Traversable, scratch: duckdb.DuckDBPyConnection) -> Mart:
+    """Read one mart folder (``scratch``: see :func:`~warehouse.marts.checks.check_sql`).
 
     Raises:
         MartError: bad folder name, unreadable or invalid ``mart.yaml``, or a required file missing.
@@ -174,7 +175,7 @@ def _load_mart(folder: Traversable) -> Mart:
     if missing:
         raise MartError(f"mart {name}: missing {', '.join(missing)} in its folder")
     check_name(mart)
-    check_sql(mart)
+    check_sql(mart, scratch)
     return mart
 
 
@@ -214,14 +215,14 @@ def load_marts(folders: Iterable[Traversable]) -> dict[str, Mart]:
         MartError: a folder is malformed, two folders share a name, or ``reads`` names no mart.
     """
     marts: dict[str, Mart] = {}
-    for root in folders:
-        for folder in sorted(root.iterdir(), key=lambda entry: entry.name):
-            if not folder.is_dir() or not folder.joinpath("mart.yaml").is_file():
-                continue
-            mart = _load_mart(folder)
-            if mart.name in marts:
-                raise MartError(f"mart {mart.name} is defined twice: in {marts[mart.name].folder} and {folder}")
-            marts[mart.name] = mart
+    with duckdb.connect() as scratch:
+        for root in folders:
+            for folder in sorted(root.iterdir(), key=lambda entry: entry.name):
+                if not folder.is_dir() or not folder.joinpath("mart.yaml").is_file():
+                    continue
+                if folder.name in marts:
+                    raise MartError(f"mart {folder.name} is defined twice: in {marts[folder.name].folder} and {folder}")
+                marts[folder.name] = _load_mart(folder, scratch)
     check_names(marts)
     return _ordered(marts)
 
