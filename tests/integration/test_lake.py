@@ -13,7 +13,8 @@ from tests.conftest import Env
 from warehouse.contract.native import explode_payload
 from warehouse.contract.rows import RequestContext
 from warehouse.lake.history import change_stream, commit_rows
-from warehouse.lake.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS, TableDef
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS, WATERMARKS, TableDef
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +52,33 @@ def test_watermark_starts_at_minus_one_and_only_moves_forward(env: Env) -> None:
     env.lake.advance_watermark("events", "raw_events", 7, "run-1")
     env.lake.advance_watermark("other", "raw_events", 9, "run-2")
     assert env.lake.watermark("events", "raw_events") == 7
+
+
+def test_watermarks_keep_one_row_per_consumer_and_upstream(env: Env) -> None:
+    # Regression: a row appended per micro-batch grew the table (and every read of it) forever.
+    for version in range(5):
+        env.lake.advance_watermark("events", "raw_events", version, f"run-{version}")
+        env.lake.advance_watermark("it's", "raw_events", 100 + version, "run")
+    rows = env.lake.dataset(WATERMARKS).to_table().sort_by("consumer")
+    assert rows.select(["consumer", "upstream_version", "run_id"]).to_pylist() == [
+        {"consumer": "events", "upstream_version": 4, "run_id": "run-4"},
+        {"consumer": "it's", "upstream_version": 104, "run_id": "run"},
+    ]
+    assert env.lake.watermark("it's", "raw_events") == 104
+    assert len(env.lake.open(WATERMARKS).file_uris()) == 2  # type: ignore[union-attr]
+
+
+def test_a_kept_table_sees_other_writers_commits_and_loses_none(env: Env) -> None:
+    # Each Lake keeps bronze open between appends (flat cost): the commits of another Lake (another
+    # process, in production) must show in its versions, reads and next appends.
+    other = Lake(env.lake.root)
+    versions = []
+    for i in range(6):
+        writer = env.lake if i % 2 == 0 else other
+        versions.append(writer.append(RAW_EVENTS, bronze(f"e{i}")))
+        assert env.lake.version(RAW_EVENTS) == other.version(RAW_EVENTS) == versions[-1]
+    assert versions == list(range(versions[0], versions[0] + 6))
+    assert env.lake.dataset(RAW_EVENTS).count_rows() == other.dataset(RAW_EVENTS).count_rows() == 6
 
 
 def test_insert_new_skips_existing_event_ids_across_partitions(env: Env) -> None:
@@ -114,3 +142,19 @@ def test_commit_rows_reads_the_log_forward_by_file_name_and_lazily(env: Env) -> 
     assert next(commits) == (versions[0], 3)  # a caller that stops early never reads further
     with pytest.raises(FileNotFoundError):
         list(commits)
+
+
+def test_a_feed_from_the_start_reads_the_table_after_compaction_and_vacuum(env: Env) -> None:
+    # Regression: a first build replayed the change feed from version 0, which fails once a vacuum
+    # removed the files a compaction replaced (the log entries still name them).
+    for i in range(3):
+        env.lake.append(RAW_EVENTS, bronze(f"v{i}"))
+    dt = env.lake.open(RAW_EVENTS)
+    assert dt is not None
+    dt.optimize.compact()
+    dt.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+    latest = env.lake.version(RAW_EVENTS)
+    assert latest is not None
+    rows = change_stream(env.lake, RAW_EVENTS, -1, latest, columns=["event_id"]).read_all()
+    assert sorted(rows["event_id"].to_pylist()) == sorted(bronze("v0", "v1", "v2")["event_id"].to_pylist())
+    assert set(rows["_commit_version"].to_pylist()) == {latest}

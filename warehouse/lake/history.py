@@ -16,7 +16,7 @@ import pyarrow.fs as pafs
 from deltalake import QueryBuilder
 from deltalake.exceptions import TableNotFoundError
 
-from warehouse.lake.store import Lake, has_version, snapshot
+from warehouse.lake.store import Lake, snapshot
 from warehouse.lake.tables import TableDef
 
 
@@ -39,10 +39,12 @@ def change_stream(
     columns are dropped. Columns have the table schema's types. The reader can be consumed once
     (DuckDB scans a registered reader once: reference it once per query).
 
-    A feed from the start (``after_version`` -1) of a table whose early log entries were
-    removed (:func:`warehouse.lake.maintenance.purge_history`) cannot be replayed: it is read from the table as of
-    ``until_version`` instead, every row an ``insert`` of ``until_version`` (the same rows a
-    first build would end with; only the commit each row came from is lost).
+    A feed from the start (``after_version`` -1: a first build, a rebuild) is read from the table as
+    of ``until_version`` instead, every row an ``insert`` of ``until_version``: the same rows a first
+    build ends with (only the commit each row came from is lost), and it works however old the
+    table is: replaying the feed from version 0 fails once log entries expired or a vacuum removed
+    files that later commits replaced (:mod:`warehouse.lake.maintenance`), and reads every
+    rewritten version of a row on the way.
     """
     schema = pa.schema([table.schema.field(name) for name in columns or table.schema.names])
     out = pa.schema(
@@ -242,13 +244,13 @@ def _feed(
     columns: list[str] | None,
     schema: pa.Schema,
 ) -> pa.RecordBatchReader | None:
-    """The raw change data feed of ``(after_version, until_version]`` (or the table as of
-    ``until_version`` when version 0 is gone, see :func:`change_stream`); None when there is no table."""
+    """The raw change data feed of ``(after_version, until_version]`` (from the start: the table as of
+    ``until_version``, see :func:`change_stream`); None when there is no table."""
     try:
         dt = snapshot(lake.uri(table), until_version, lake.options_key)
     except TableNotFoundError:
         return None
-    if after_version < 0 and not has_version(lake.uri(table), 0, lake.options_key):
+    if after_version < 0:
         names = ", ".join(f'"{name}"' for name in schema.names)
         sql = f"select {names}, 'insert' as _change_type, cast({until_version} as bigint) as _commit_version from t"
         return pa.RecordBatchReader.from_stream(

@@ -5,6 +5,7 @@ load its delta extension here)."""
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -43,6 +44,13 @@ retry_commit = retry(
 class Lake:
     """The Delta tables under one lake root.
 
+    Tables written or read at their latest version stay open in the ``Lake`` object: each later
+    use reads only the log entries committed since (``update_incremental``), other processes'
+    commits included, so a commit's cost does not grow with the table's history (re-opening it
+    replays the log from its last checkpoint: an append took 35 ms at 50 versions and 256 ms at
+    3,000, bench/bench_lake_append.py). A table is created or migrated (:meth:`ensure`) once per
+    ``Lake``, at its first write. Thread-safe (one lock per ``Lake``; writers are sequential anyway).
+
     Args:
         root: lake root, e.g. ``/abs/data/lake`` or ``s3://bucket/lake``.
         storage_options: passed to delta-rs for object stores (credentials, region…).
@@ -51,6 +59,9 @@ class Lake:
     def __init__(self, root: str, storage_options: dict[str, str] | None = None) -> None:
         self.root = root.rstrip("/")
         self.storage_options = storage_options
+        self._open: dict[str, DeltaTable] = {}  # by table name, at the latest version this Lake saw
+        self._ensured: set[str] = set()  # tables created or migrated through this Lake
+        self._lock = threading.RLock()
 
     def uri(self, table: TableDef) -> str:
         """The table's URI: ``<root>/<table.path>``."""
@@ -96,7 +107,63 @@ class Lake:
         if missing:
             dt.alter.set_table_properties(missing, raise_if_not_exists=False)
             log.info("%s: set table properties %s", table.name, missing)
+        with self._lock:
+            self._open[table.name] = dt
+            self._ensured.add(table.name)
         return dt
+
+    def _writable(self, table: TableDef) -> DeltaTable:
+        """``table`` open at its latest version, created or migrated first if this ``Lake`` has not
+        yet (:meth:`ensure`). Call with the lock held."""
+        if table.name not in self._ensured:
+            return self.ensure(table)
+        return self._current(table) or self.ensure(table)
+
+    def _current(self, table: TableDef) -> DeltaTable | None:
+        """``table`` at its latest version: the kept handle brought up to date, or opened now (and
+        kept); ``None`` when it does not exist. Call with the lock held."""
+        dt = self._open.get(table.name)
+        if dt is not None:
+            try:
+                dt.update_incremental()
+                return dt
+            except Exception:  # e.g. the table was deleted meanwhile: open it again
+                log.debug("%s: reopening", table.name, exc_info=True)
+                self._forget(table)
+        dt = self.open(table)
+        if dt is not None:
+            self._open[table.name] = dt
+        return dt
+
+    def _forget(self, table: TableDef) -> None:
+        """Drop the kept handle (after a failed write its state is unknown)."""
+        self._open.pop(table.name, None)
+        self._ensured.discard(table.name)
+
+    def _write(
+        self,
+        table: TableDef,
+        rows: pa.Table,
+        metadata: dict[str, str] | None,
+        predicate: str | None = None,
+        *,
+        append: bool,
+    ) -> int:
+        """One ``write_deltalake`` of ``rows`` (cast to the schema) on the kept handle, an append or an
+        overwrite (of the rows matching ``predicate``, if given); its version."""
+        data = rows.select(table.schema.names).cast(table.schema)
+        commit = CommitProperties(custom_metadata=metadata) if metadata else None
+        with self._lock:
+            dt = self._writable(table)
+            try:
+                if append:
+                    write_deltalake(dt, data, mode="append", commit_properties=commit)
+                else:
+                    write_deltalake(dt, data, mode="overwrite", predicate=predicate, commit_properties=commit)
+            except Exception:
+                self._forget(table)
+                raise
+            return dt.version()  # the handle is advanced to this write's own commit
 
     def open(self, table: TableDef, version: int | None = None) -> DeltaTable | None:
         """Open the table (at ``version`` if given), or ``None`` when it does not exist."""
@@ -134,8 +201,9 @@ class Lake:
 
     def version(self, table: TableDef) -> int | None:
         """Current Delta version of the table, or ``None`` when it does not exist."""
-        dt = self.open(table)
-        return None if dt is None else dt.version()
+        with self._lock:
+            dt = self._current(table)
+            return None if dt is None else dt.version()
 
     @retry_commit
     def append(self, table: TableDef, rows: pa.Table, metadata: dict[str, str] | None = None) -> int:
@@ -147,14 +215,8 @@ class Lake:
             pyarrow.ArrowInvalid: when ``rows`` cannot be cast to the table schema.
             deltalake.exceptions.DeltaError: when the commit fails (after retries on conflicts).
         """
-        dt = self.ensure(table)  # never let a first write create a table without its properties
-        write_deltalake(
-            dt,
-            rows.select(table.schema.names).cast(table.schema),
-            mode="append",
-            commit_properties=CommitProperties(custom_metadata=metadata) if metadata else None,
-        )
-        return dt.version()  # the DeltaTable object is advanced to this write's own commit
+        # Through ensure() at a first write: never let it create a table without its properties.
+        return self._write(table, rows, metadata, append=True)
 
     def insert_new(
         self, table: TableDef, rows: pa.Table, key: str = "event_id", existing: pa.Array | None = None
@@ -168,7 +230,8 @@ class Lake:
         so readers' string predicates would fail on those files. Callers are serialized (one
         pipeline run at a time); that is what makes check-then-append safe.
         """
-        self.ensure(table)
+        with self._lock:
+            self._writable(table)
         if rows.num_rows == 0:
             return 0
         if existing is None:
@@ -194,15 +257,7 @@ class Lake:
         Raises:
             deltalake.exceptions.DeltaError: a row outside the predicate, or the commit failed.
         """
-        dt = self.ensure(table)
-        write_deltalake(
-            dt,
-            rows.select(table.schema.names).cast(table.schema),
-            mode="overwrite",
-            predicate=predicate,
-            commit_properties=CommitProperties(custom_metadata=metadata) if metadata else None,
-        )
-        return dt.version()
+        return self._write(table, rows, metadata, predicate, append=False)
 
     @retry_commit
     def overwrite(self, table: TableDef, rows: pa.Table, metadata: dict[str, str] | None = None) -> int:
@@ -213,14 +268,7 @@ class Lake:
             pyarrow.ArrowInvalid: when ``rows`` cannot be cast to the table schema.
             deltalake.exceptions.DeltaError: when the commit fails (after retries on conflicts).
         """
-        dt = self.ensure(table)
-        write_deltalake(
-            dt,
-            rows.select(table.schema.names).cast(table.schema),
-            mode="overwrite",
-            commit_properties=CommitProperties(custom_metadata=metadata) if metadata else None,
-        )
-        return dt.version()
+        return self._write(table, rows, metadata, append=False)
 
     def dataset(self, table: TableDef, version: int | None = None, files: FileFilter = ()) -> pads.Dataset:
         """The table as a pyarrow dataset (frozen at ``version``, default latest).
@@ -241,10 +289,11 @@ class Lake:
                 return _frozen_dataset(self.uri(table), version, self.options_key, files)
             except TableNotFoundError:
                 return pads.dataset(table.schema.empty_table())
-        dt = self.open(table)
-        if dt is None:
-            return pads.dataset(table.schema.empty_table())
-        return dt.to_pyarrow_dataset()
+        with self._lock:
+            dt = self._current(table)
+            if dt is None:
+                return pads.dataset(table.schema.empty_table())
+            return dt.to_pyarrow_dataset()
 
     def watermark(self, consumer: str, upstream: str) -> int:
         """Last upstream version ``consumer`` fully processed, or -1 when it never ran."""
@@ -260,8 +309,9 @@ class Lake:
         return int(pc.max(rows["upstream_version"]).as_py())
 
     def advance_watermark(self, consumer: str, upstream: str, version: int, run_id: str) -> None:
-        """Record that ``consumer`` has processed ``upstream`` up to ``version`` (append-only)."""
-        self.ensure(WATERMARKS)
+        """Record that ``consumer`` has processed ``upstream`` up to ``version``: one commit that
+        replaces the pair's row, so the table holds one row per pair and reading it stays flat
+        (appending a row per micro-batch grew it by ~17,000 rows and files a day)."""
         row = pa.table(
             {
                 "consumer": [consumer],
@@ -271,17 +321,13 @@ class Lake:
                 "committed_at": [datetime.now(UTC)],
             }
         )
-        self.append(WATERMARKS, row)
+        self.replace_where(WATERMARKS, row, f"consumer = {_literal(consumer)} and upstream = {_literal(upstream)}")
         log.info("watermark %s <- %s advanced to version %d", consumer, upstream, version)
 
 
-def has_version(uri: str, version: int, storage_options: tuple[tuple[str, str], ...]) -> bool:
-    """Whether the log of the table at ``uri`` can still build ``version`` (its entries were not expired)."""
-    try:
-        snapshot(uri, version, storage_options)
-    except TableNotFoundError:
-        return False
-    return True
+def _literal(text: str) -> str:
+    """``text`` as a SQL string literal of a delta-rs predicate."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 @lru_cache(maxsize=8)

@@ -1,0 +1,136 @@
+"""Bronze append cost against the table's history: does a commit get slower as versions pile up?
+
+One bronze table (``raw_events``, its real schema and properties) in a temporary lake is grown by
+appends of ``--rows`` rows (default 200, one group commit's worth) to each size of ``--versions``
+(default 50, 1,000, 5,000, 20,000; nothing compacted: one data file per commit, as bronze between
+two maintenance runs). At each size, for each tree (``--baseline``, another checkout measured in the
+same run, then this one), fresh processes that import the tree's ``Lake`` measure:
+
+* ``open + 1st``: a new process's first append (its ``Lake`` opens, or creates, the table);
+* ``append``: the next ``--appends`` appends of one writer (median, p95, max; ms);
+* ``2 writers``: the same with two processes appending at once (median over both).
+
+Prints one row per size and tree and the ratio of each size's median to the smallest size's (the
+target: the 20,000-version median within 1.3x of the 50-version one). Usage:
+``.venv/bin/python bench/bench_lake_append.py [--baseline ../eventlake-old] [--versions 50,1000,5000,20000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bronze_rows(count: int) -> object:
+    """``count`` bronze rows of page views (one request's explode), as an Arrow table."""
+    import pyarrow as pa
+
+    from warehouse.contract.native import explode_payload
+    from warehouse.contract.rows import RequestContext
+    from warehouse.lake.tables import RAW_EVENTS
+
+    ctx = RequestContext(received_at=datetime.now(UTC), user_agent="Mozilla/5.0", ip="192.0.2.1")
+    payload = {"uuid": "bench", "user": "u1", "page": "https://shop.example.com/", "events": {"page_view": {}}}
+    rows = [row for i in range(count) for row in explode_payload({**payload, "uuid": f"bench-{i}"}, ctx)]
+    return pa.Table.from_pylist(rows, schema=RAW_EVENTS.schema)
+
+
+def worker(lake_root: str, appends: int, rows: int) -> None:
+    """Measure in this process (the tree is first on ``sys.path``): print JSON ``{"open", "appends"}`` (s)."""
+    from warehouse.lake.store import Lake
+    from warehouse.lake.tables import RAW_EVENTS
+
+    table = bronze_rows(rows)
+    started = time.perf_counter()
+    lake = Lake(lake_root)
+    lake.append(RAW_EVENTS, table)
+    opened = time.perf_counter() - started
+    times = []
+    for _ in range(appends):
+        started = time.perf_counter()
+        lake.append(RAW_EVENTS, table)
+        times.append(time.perf_counter() - started)
+    print(json.dumps({"open": opened, "appends": times}))
+
+
+def run_workers(tree: Path, lake_root: str, appends: int, rows: int, count: int) -> list[dict[str, object]]:
+    """``count`` worker processes of ``tree`` at once; their JSON results."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", lake_root, str(appends), str(rows)]
+    env = {"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"}
+    procs = [subprocess.Popen(command, cwd=tree, env=env, stdout=subprocess.PIPE, text=True) for _ in range(count)]
+    results = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=3600)
+        if proc.returncode:
+            raise SystemExit(f"worker of {tree} failed with {proc.returncode}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+def ms(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", type=Path, help="another checkout of the repo, measured side by side")
+    parser.add_argument("--versions", default="50,1000,5000,20000", help="table sizes in versions, comma-separated")
+    parser.add_argument("--appends", type=int, default=40, help="timed appends per process and size")
+    parser.add_argument("--rows", type=int, default=200, help="rows per append")
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker[0], int(args.worker[1]), int(args.worker[2]))
+        return
+    sys.path.insert(0, str(ROOT))
+    from warehouse.lake.store import Lake
+    from warehouse.lake.tables import RAW_EVENTS
+
+    trees = ([("baseline", args.baseline.resolve())] if args.baseline else []) + [("this", ROOT)]
+    sizes = sorted(int(v) for v in args.versions.split(","))
+    table = bronze_rows(args.rows)
+    rows: list[tuple[str, int, dict[str, float]]] = []
+    with tempfile.TemporaryDirectory(prefix="bench_lake_append_") as tmp:
+        lake = Lake(f"{tmp}/lake")
+        for size in sizes:
+            grow_started = time.perf_counter()
+            while (lake.version(RAW_EVENTS) or 0) < size:
+                lake.append(RAW_EVENTS, table)
+            grown = time.perf_counter() - grow_started
+            sys.stderr.write(f"grown to {lake.version(RAW_EVENTS)} versions in {grown:.0f} s\n")
+            for label, tree in trees:
+                at = lake.version(RAW_EVENTS) or 0
+                one = run_workers(tree, lake.root, args.appends, args.rows, 1)[0]
+                two = run_workers(tree, lake.root, args.appends, args.rows, 2)
+                both = [t for result in two for t in result["appends"]]  # type: ignore[attr-defined]
+                appends: list[float] = one["appends"]  # type: ignore[assignment]
+                stats = {
+                    "open": 1000 * float(one["open"]),  # type: ignore[arg-type]
+                    "p50": ms(appends, 0.5),
+                    "p95": ms(appends, 0.95),
+                    "max": ms(appends, 1.0),
+                    "two_p50": ms(both, 0.5),
+                }
+                rows.append((label, at, stats))
+                sys.stderr.write(f"{label} at {at}: {stats}\n")
+    header = ["tree", "versions", "open + 1st ms", "append p50 ms", "p95", "max", "2 writers p50", "p50 / smallest"]
+    print(" | ".join(header))
+    print(" | ".join("---" for _ in header))
+    for label, at, stats in rows:
+        smallest = next(s for lbl, _, s in rows if lbl == label)
+        cells = [stats["open"], stats["p50"], stats["p95"], stats["max"], stats["two_p50"]]
+        ratio = stats["p50"] / smallest["p50"]
+        print(" | ".join([label, f"{at:,}", *(f"{c:.0f}" for c in cells), f"{ratio:.2f}x"]))
+
+
+if __name__ == "__main__":
+    main()
