@@ -38,7 +38,13 @@ def bronze_rows(count: int) -> object:
     from warehouse.lake.tables import RAW_EVENTS
 
     ctx = RequestContext(received_at=datetime.now(UTC), user_agent="Mozilla/5.0", ip="192.0.2.1")
-    payload = {"uuid": "bench", "user": "u1", "page": "https://shop.example.com/", "events": {"page_view": {}}}
+    payload = {
+        "uuid": "bench",
+        "timestamp": "2024-03-04T10:00:00Z",
+        "user": "u1",
+        "page": "https://shop.example.com/",
+        "events": {"page_view": {}},
+    }
     rows = [row for i in range(count) for row in explode_payload({**payload, "uuid": f"bench-{i}"}, ctx)]
     return pa.Table.from_pylist(rows, schema=RAW_EVENTS.schema)
 
