@@ -41,15 +41,24 @@ retry_commit = retry(
 )
 
 
+#: A kept table handle is opened again (from its last checkpoint) after this many commits: delta-rs's
+#: default checkpoint interval (``delta.checkpointInterval``).
+REOPEN_AFTER_VERSIONS = 100
+
+
 class Lake:
     """The Delta tables under one lake root.
 
-    Tables written or read at their latest version stay open in the ``Lake`` object: each later
-    use reads only the log entries committed since (``update_incremental``), other processes'
-    commits included, so a commit's cost does not grow with the table's history (re-opening it
-    replays the log from its last checkpoint: an append took 35 ms at 50 versions and 256 ms at
-    3,000, bench/bench_lake_append.py). A table is created or migrated (:meth:`ensure`) once per
-    ``Lake``, at its first write. Thread-safe (one lock per ``Lake``; writers are sequential anyway).
+    Tables written or read at their latest version stay open in the ``Lake`` object: a later use
+    reads only the log entries committed since (``update_incremental``), other processes' commits
+    included, and the table is opened again (from its last checkpoint) once it moved
+    :data:`REOPEN_AFTER_VERSIONS` past the version it was opened at: delta-rs keeps each commit
+    read incrementally as a batch of its own, and an append on a handle kept 3,000 commits cost
+    192 ms, against 33 ms reopened every 100 (both one file per commit; the rest of an append's
+    cost follows the table's file count, which compaction bounds). A table is created or migrated
+    (:meth:`ensure`) once per ``Lake``, at its first write (it cost an append 35 ms at 50 versions
+    and 256 ms at 3,000, re-opened on every commit: bench/bench_lake_append.py). Thread-safe (one
+    lock per ``Lake``; writers are sequential anyway).
 
     Args:
         root: lake root, e.g. ``/abs/data/lake`` or ``s3://bucket/lake``.
@@ -59,7 +68,7 @@ class Lake:
     def __init__(self, root: str, storage_options: dict[str, str] | None = None) -> None:
         self.root = root.rstrip("/")
         self.storage_options = storage_options
-        self._open: dict[str, DeltaTable] = {}  # by table name, at the latest version this Lake saw
+        self._open: dict[str, tuple[DeltaTable, int]] = {}  # by table name: the handle, the version opened at
         self._ensured: set[str] = set()  # tables created or migrated through this Lake
         self._lock = threading.RLock()
 
@@ -108,7 +117,7 @@ class Lake:
             dt.alter.set_table_properties(missing, raise_if_not_exists=False)
             log.info("%s: set table properties %s", table.name, missing)
         with self._lock:
-            self._open[table.name] = dt
+            self._open[table.name] = (dt, dt.version())
             self._ensured.add(table.name)
         return dt
 
@@ -122,18 +131,20 @@ class Lake:
     def _current(self, table: TableDef) -> DeltaTable | None:
         """``table`` at its latest version: the kept handle brought up to date, or opened now (and
         kept); ``None`` when it does not exist. Call with the lock held."""
-        dt = self._open.get(table.name)
-        if dt is not None:
+        kept = self._open.get(table.name)
+        if kept is not None:
+            dt, opened_at = kept
             try:
                 dt.update_incremental()
-                return dt
+                if dt.version() - opened_at < REOPEN_AFTER_VERSIONS:
+                    return dt
             except Exception:  # e.g. the table was deleted meanwhile: open it again
                 log.debug("%s: reopening", table.name, exc_info=True)
                 self._forget(table)
-        dt = self.open(table)
-        if dt is not None:
-            self._open[table.name] = dt
-        return dt
+        opened = self.open(table)
+        if opened is not None:
+            self._open[table.name] = (opened, opened.version())
+        return opened
 
     def _forget(self, table: TableDef) -> None:
         """Drop the kept handle (after a failed write its state is unknown)."""
