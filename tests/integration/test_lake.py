@@ -31,6 +31,8 @@ def test_first_append_creates_the_table_with_change_data_feed(env: Env) -> None:
     dt = env.lake.open(RAW_EVENTS)
     assert dt is not None
     assert dt.metadata().configuration.get("delta.enableChangeDataFeed") == "true"
+    # Log entries expire only through the maintenance job, bounded by the consumers' watermarks.
+    assert dt.metadata().configuration.get("delta.enableExpiredLogCleanup") == "false"
     assert dt.metadata().partition_columns == ["received_date"]
     assert change_stream(env.lake, RAW_EVENTS, -1, version).read_all().num_rows == 1
 

@@ -1,9 +1,23 @@
-"""Maintenance of lake tables: their properties, and the purge of what only older versions need."""
+"""Maintenance of lake tables: their properties, compaction, checkpoints, the expiry of log entries
+and the vacuum of files that no reader needs any more, and the purge of what only older versions need.
+
+What every reader relies on (docs/lifecycle.md): a consumer that has processed a table up to
+version ``K`` (its watermark) next reads the versions after ``K`` (the change feed) or builds the
+table as of ``K``; so :func:`expire_log` keeps a checkpoint at or before ``K`` and every log entry
+after it, and :func:`vacuum` keeps every file removed after ``K`` was committed. Compaction commits
+add no data (``dataChange: false``): change-feed readers skip them.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 from deltalake import PostCommitHookProperties
 
@@ -12,8 +26,125 @@ from warehouse.lake.tables import TableDef
 
 log = logging.getLogger(__name__)
 
-_LOG_RETENTION = "delta.logRetentionDuration"
-_DEFAULT_LOG_RETENTION = "interval 30 days"  # the Delta protocol's default
+#: ``<version>.json``, ``<version>.crc``, ``<version>.checkpoint.parquet`` and multi-part
+#: ``<version>.checkpoint.<part>.<parts>.parquet`` (Delta protocol, "Delta Log Entries", "Checkpoints").
+_LOG_FILE = re.compile(r"^(\d{20})\.(json|crc|checkpoint(\.\d+\.\d+)?\.parquet)$")
+
+
+@dataclass(frozen=True)
+class TableState:
+    """A table's size at one version: its data files and their bytes."""
+
+    version: int
+    files: int
+    bytes: int
+
+
+def table_state(lake: Lake, table: TableDef) -> TableState | None:
+    """The table's current version, data files and bytes; ``None`` when it does not exist."""
+    dt = lake.open(table)
+    if dt is None:
+        return None
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    size = pc.sum(actions["size_bytes"]).as_py() if actions.num_rows else 0
+    return TableState(dt.version(), actions.num_rows, int(size or 0))
+
+
+@retry_commit
+def compact_closed(lake: Lake, table: TableDef, closed_before: object, target_bytes: int) -> list[str]:
+    """Compact the partitions (of the first partition column) before ``closed_before`` that hold more
+    than one file: their small files rewritten into files of up to ``target_bytes``, in one commit
+    that adds no data. Partitions at or after ``closed_before`` (today's bronze, silver's late-event
+    window) keep receiving appends and are left alone. Returns the partition values compacted.
+
+    Raises:
+        deltalake.exceptions.DeltaError: the commit failed (after retries on conflicts).
+    """
+    dt = lake.open(table)
+    if dt is None or not table.partition_by:
+        return []
+    column = f"partition.{table.partition_by[0]}"
+    actions = pa.table(dt.get_add_actions(flatten=True)).select([column])
+    counts = actions.group_by(column).aggregate([([], "count_all")])
+    values = [
+        value
+        for value, count in zip(counts[column].to_pylist(), counts["count_all"].to_pylist(), strict=True)
+        if value is not None and value < closed_before and count > 1
+    ]
+    if not values:
+        return []
+    names = sorted(str(value) for value in values)
+    metrics = dt.optimize.compact(partition_filters=[(table.partition_by[0], "in", names)], target_size=target_bytes)
+    log.info("%s: compacted %d partitions: %s", table.name, len(names), metrics)
+    return names
+
+
+def _log_files(lake: Lake, table: TableDef) -> list[tuple[int, str, pafs.FileInfo]]:
+    """``(version, kind, info)`` of every file of the table's ``_delta_log`` named by a version."""
+    fs, base = pafs.FileSystem.from_uri(lake.uri(table))
+    files = []
+    for info in fs.get_file_info(pafs.FileSelector(f"{base}/_delta_log")):
+        match = _LOG_FILE.match(info.base_name)
+        if match:
+            files.append((int(match.group(1)), match.group(2), info))
+    return files
+
+
+def expire_log(lake: Lake, table: TableDef, keep_from: int, retention: timedelta) -> int:
+    """Delete the log entries (and older checkpoints) before the last checkpoint at or before
+    ``keep_from`` that are older than ``retention``: every reader can still build any version from
+    ``keep_from`` on, and read the change feed after it. Returns how many log files were deleted.
+    A table delta-rs must not clean up by age on its own carries ``delta.enableExpiredLogCleanup =
+    false`` (:attr:`warehouse.lake.tables.TableDef.properties`).
+    """
+    files = _log_files(lake, table)
+    checkpoints = [version for version, kind, _ in files if kind.startswith("checkpoint") and version <= keep_from]
+    if not checkpoints:
+        return 0
+    boundary = max(checkpoints)
+    cutoff = datetime.now(UTC) - retention
+    expired = [
+        info
+        for version, _, info in files
+        if version < boundary and info.mtime is not None and info.mtime.replace(tzinfo=UTC) < cutoff
+    ]
+    fs, _ = pafs.FileSystem.from_uri(lake.uri(table))
+    for info in sorted(expired, key=lambda info: info.base_name):  # oldest first: a crash leaves a suffix
+        fs.delete_file(info.path)
+    if expired:
+        log.info("%s: expired %d log files before the checkpoint of v%d", table.name, len(expired), boundary)
+    return len(expired)
+
+
+def vacuum(lake: Lake, table: TableDef, keep_from: int, retention: timedelta) -> list[str]:
+    """Delete the data files the table removed more than ``retention`` ago and before version
+    ``keep_from`` was committed (so a reader of the versions after ``keep_from`` finds every file
+    they added). delta-rs's lite vacuum: only files the log names as removed. The retention is
+    whole hours (delta-rs), rounded up. Returns the files deleted.
+    """
+    dt = lake.open(table)
+    if dt is None:
+        return []
+    hours = math.ceil(retention.total_seconds() / 3600)
+    committed = {version: info for version, kind, info in _log_files(lake, table) if kind == "json"}.get(keep_from)
+    if keep_from < dt.version():
+        if committed is None or committed.mtime is None:
+            return []  # the consumer's commit is not known: keep everything
+        age = datetime.now(UTC) - committed.mtime.replace(tzinfo=UTC)
+        hours = max(hours, math.ceil(age.total_seconds() / 3600) + 1)
+    removed = dt.vacuum(retention_hours=hours, enforce_retention_duration=False, dry_run=False)
+    if removed:
+        log.info("%s: vacuumed %d files removed more than %d h ago", table.name, len(removed), hours)
+    return list(removed)
+
+
+def checkpoint(lake: Lake, table: TableDef) -> int | None:
+    """Write a checkpoint of the table's current version (readers start from it); that version."""
+    dt = lake.open(table)
+    if dt is None:
+        return None
+    dt.create_checkpoint()
+    return dt.version()
 
 
 def table_properties(lake: Lake, table: TableDef) -> dict[str, str] | None:
@@ -36,11 +167,10 @@ def purge_history(lake: Lake, table: TableDef) -> tuple[int, int]:
 
     A checkpoint of the current version ``V``; a vacuum with zero retention that also sweeps
     files no log entry names (``full``: the change-data files of deletes, leftovers of failed
-    writes); then the expiry of every log entry before ``V``: the log's retention
-    (``delta.logRetentionDuration``) is set to zero for the clean-up, then restored. The commits
-    this makes add no data and no other checkpoint, so a reader that has read up to ``V`` goes on
-    (its next change feed starts at ``V + 1``); readers of older versions fail, so callers make sure
-    every consumer has read ``V`` first. Change feeds from the start read the table instead
+    writes); then the expiry of every log entry before the checkpoint of ``V`` (:func:`expire_log`).
+    The vacuum's commits add no data and no other checkpoint, so a reader that has read up to ``V``
+    goes on (its next change feed starts at ``V + 1``); readers of older versions fail, so callers
+    make sure every consumer has read ``V`` first. Change feeds from the start read the table instead
     (:func:`warehouse.lake.history.change_stream`). Returns ``(files removed, log files removed)``.
 
     Raises:
@@ -50,6 +180,7 @@ def purge_history(lake: Lake, table: TableDef) -> tuple[int, int]:
     if dt is None:
         return 0, 0
     dt.create_checkpoint()
+    version = dt.version()
     quiet = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
     removed = dt.vacuum(
         retention_hours=0,
@@ -58,19 +189,6 @@ def purge_history(lake: Lake, table: TableDef) -> tuple[int, int]:
         full=True,
         post_commithook_properties=quiet,
     )
-    before = set(_log_files(lake, table))
-    retention = dt.metadata().configuration.get(_LOG_RETENTION, _DEFAULT_LOG_RETENTION)
-    dt = lake.ensure(table)  # after the vacuum's own commits
-    dt.alter.set_table_properties({_LOG_RETENTION: "interval 0 seconds"}, post_commithook_properties=quiet)
-    try:
-        lake.ensure(table).cleanup_metadata()  # the entries before the checkpoint of V
-    finally:
-        dt.alter.set_table_properties({_LOG_RETENTION: retention}, post_commithook_properties=quiet)
-    expired = len(before - set(_log_files(lake, table)))
+    expired = expire_log(lake, table, version, timedelta(0))
     log.info("%s: purged %d files and %d log files of older versions", table.name, len(removed), expired)
     return len(removed), expired
-
-
-def _log_files(lake: Lake, table: TableDef) -> list[str]:
-    fs, base = pafs.FileSystem.from_uri(lake.uri(table))
-    return [info.path for info in fs.get_file_info(pafs.FileSelector(f"{base}/_delta_log"))]

@@ -33,7 +33,11 @@ class TableDef:
     @property
     def properties(self) -> dict[str, str]:
         """The Delta table properties the table must carry (Delta protocol, "Table Properties")."""
-        properties = {"delta.enableChangeDataFeed": "true"} if self.change_data_feed else {}
+        # Log entries are expired by the maintenance job only, never past a consumer's watermark
+        # (warehouse.lake.maintenance.expire_log); delta-rs would expire them by age at each checkpoint.
+        properties = {"delta.enableExpiredLogCleanup": "false"}
+        if self.change_data_feed:
+            properties["delta.enableChangeDataFeed"] = "true"
         if self.stats_columns:
             properties["delta.dataSkippingStatsColumns"] = ",".join(self.stats_columns)
         return properties

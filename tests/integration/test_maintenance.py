@@ -1,0 +1,95 @@
+"""Table maintenance on real Delta tables: compaction of closed partitions, log expiry and vacuum
+bounded by a consumer's watermark, and what change-feed readers see across them."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pyarrow as pa
+import pytest
+
+from tests.conftest import Env
+from warehouse.contract.native import explode_payload
+from warehouse.contract.rows import RequestContext
+from warehouse.lake.history import change_stream
+from warehouse.lake.maintenance import checkpoint, compact_closed, expire_log, table_state, vacuum
+from warehouse.lake.tables import RAW_EVENTS
+
+pytestmark = pytest.mark.integration
+
+YESTERDAY, TODAY = date(2024, 1, 1), date(2024, 1, 2)
+
+
+def bronze(day: date, *uuids: str) -> pa.Table:
+    ctx = RequestContext(received_at=datetime(day.year, day.month, day.day, 12, tzinfo=UTC))
+    rows = [r for u in uuids for r in explode_payload({"uuid": u, "timestamp": 0}, ctx)]
+    return pa.Table.from_pylist(rows, schema=RAW_EVENTS.schema)
+
+
+def files_by_day(env: Env) -> dict[str, int]:
+    dt = env.lake.open(RAW_EVENTS)
+    assert dt is not None
+    days = pa.table(dt.get_add_actions(flatten=True))["partition.received_date"].to_pylist()
+    return {str(day): days.count(day) for day in sorted(set(days))}
+
+
+def ids(env: Env, after: int, until: int) -> list[str]:
+    return sorted(
+        change_stream(env.lake, RAW_EVENTS, after, until, columns=["event_id"]).read_all()["event_id"].to_pylist()
+    )
+
+
+def test_compaction_rewrites_closed_partitions_only_and_feed_readers_skip_it(env: Env) -> None:
+    for i in range(3):
+        env.lake.append(RAW_EVENTS, bronze(YESTERDAY, f"y{i}"))
+    watermark = env.lake.append(RAW_EVENTS, bronze(TODAY, "t0"))
+    env.lake.append(RAW_EVENTS, bronze(TODAY, "t1"))
+    assert files_by_day(env) == {"2024-01-01": 3, "2024-01-02": 2}
+
+    assert compact_closed(env.lake, RAW_EVENTS, TODAY, 64 * 1024 * 1024) == ["2024-01-01"]
+    compacted = env.lake.version(RAW_EVENTS)
+    assert compacted is not None
+    assert files_by_day(env) == {"2024-01-01": 1, "2024-01-02": 2}
+    assert env.lake.dataset(RAW_EVENTS).count_rows() == 5
+    # A consumer at `watermark` reads t1 once, and nothing from the compaction commit.
+    assert ids(env, watermark, compacted) == sorted(bronze(TODAY, "t1")["event_id"].to_pylist())
+    assert ids(env, compacted - 1, compacted) == []
+    assert compact_closed(env.lake, RAW_EVENTS, TODAY, 64 * 1024 * 1024) == []  # nothing left to do
+
+
+def test_log_expiry_keeps_what_a_consumer_behind_needs(env: Env) -> None:
+    versions = [env.lake.append(RAW_EVENTS, bronze(TODAY, f"e{i}")) for i in range(4)]
+    early = checkpoint(env.lake, RAW_EVENTS)  # a checkpoint at v3
+    later = [env.lake.append(RAW_EVENTS, bronze(TODAY, f"f{i}")) for i in range(3)]
+    checkpoint(env.lake, RAW_EVENTS)  # and one at the latest version
+    consumer = versions[-1] + 1  # has read up to the first of `later`: after the early checkpoint
+
+    # Nothing is old enough for a day's retention.
+    assert expire_log(env.lake, RAW_EVENTS, consumer, timedelta(days=1)) == 0
+    # Without retention: only what precedes the last checkpoint at or before the consumer goes.
+    assert expire_log(env.lake, RAW_EVENTS, consumer, timedelta(0)) > 0
+    assert early == versions[-1]
+    assert ids(env, consumer, later[-1]) == sorted(bronze(TODAY, "f1", "f2")["event_id"].to_pylist())
+    assert env.lake.open(RAW_EVENTS, version=consumer) is not None
+    # A rebuild (a feed from the start) reads the table and still sees every row.
+    assert len(ids(env, -1, later[-1])) == 7
+
+
+def test_vacuum_keeps_the_files_a_consumer_behind_still_reads(env: Env) -> None:
+    for i in range(2):
+        env.lake.append(RAW_EVENTS, bronze(YESTERDAY, f"y{i}"))
+    consumer = env.lake.version(RAW_EVENTS)
+    assert consumer is not None
+    env.lake.append(RAW_EVENTS, bronze(YESTERDAY, "y2"))  # after the consumer's watermark
+    compact_closed(env.lake, RAW_EVENTS, TODAY, 64 * 1024 * 1024)  # removes y2's file too
+    latest = env.lake.version(RAW_EVENTS)
+    assert latest is not None
+
+    # The consumer has not read y2's version: its file stays, however short the retention.
+    assert vacuum(env.lake, RAW_EVENTS, consumer, timedelta(0)) == []
+    assert ids(env, consumer, latest) == sorted(bronze(YESTERDAY, "y2")["event_id"].to_pylist())
+    # Once every consumer is at the latest version, the compacted files go.
+    assert len(vacuum(env.lake, RAW_EVENTS, latest, timedelta(0))) == 3
+    state = table_state(env.lake, RAW_EVENTS)
+    assert state is not None and state.files == 1 and state.version > latest  # vacuum commits add no data
+    assert env.lake.dataset(RAW_EVENTS).count_rows() == 3
