@@ -8,7 +8,7 @@ mart, state and column names read from the mart folders, checked against :data:`
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cache
@@ -180,6 +180,23 @@ def gold_watermark(con: duckdb.DuckDBPyConnection, mart: str) -> GoldWatermark |
         definition or "",
         None if quarantine_version is None else int(quarantine_version),
     )
+
+
+def served_watermarks(path: Path, marts: Iterable[str]) -> dict[str, GoldWatermark] | None:
+    """The watermarks of ``marts`` in the serving snapshot at ``path`` (what the dashboards show), by
+    mart (a mart that never ran is missing); ``None`` before the first snapshot or when the file is not
+    a snapshot this code can read (a micro-batch publishes a new one)."""
+    if not path.exists():
+        return None
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            marks = {mart: gold_watermark(con, mart) for mart in marts}
+        finally:
+            con.close()
+    except duckdb.Error:
+        return None
+    return {mart: mark for mart, mark in marks.items() if mark is not None}
 
 
 def consumers_behind(

@@ -43,17 +43,11 @@ class AppSummary:
 def covered_bronze_version(path: Path, marts: Mapping[str, Mart] | None = None) -> int | None:
     """The bronze version every incremental mart of ``marts`` (default: the shipped ones) covers in the
     serving snapshot at ``path``, or ``None`` before the first snapshot."""
-    if not path.exists():
-        return None
     incremental = [name for name, mart in (marts or catalog()).items() if mart.spec.kind == "incremental"]
-    con = gold.connect(path, read_only=True)
-    try:
-        marks = [gold.gold_watermark(con, mart) for mart in incremental]
-    finally:
-        con.close()
-    if any(mark is None for mark in marks):
+    marks = gold.served_watermarks(path, incremental)
+    if marks is None or len(marks) < len(incremental):
         return None
-    return min(mark.bronze_version for mark in marks if mark is not None)
+    return min(mark.bronze_version for mark in marks.values())
 
 
 def wait_for_gold(
