@@ -23,9 +23,18 @@ DAGSTER_YAML = """\
 # Written by scripts/stack.py on every start.
 telemetry:
   enabled: false
+# One run at a time per code location: the pipeline's (hot path, replays, reprocessing: they share
+# the DuckDB writer) and, beside it, the lake maintenance's (pipelines/defs/maintenance.py).
 concurrency:
   runs:
-    max_concurrent_runs: 1
+    max_concurrent_runs: 2
+    tag_concurrency_limits:
+      - key: dagster/code_location
+        value: eventlake
+        limit: 1
+      - key: dagster/code_location
+        value: eventlake-maintenance
+        limit: 1
 # The daemon looks at the run queue every second (default 5 s): a queued run waited 2.5 s on average
 # before its process even started (bench/bench_freshness.py's "run start").
 run_queue:
@@ -64,8 +73,9 @@ class RunFailedError(RuntimeError):
 def failed_run_check(dagster_home: Path, since: datetime, attempts: int = 3) -> Callable[[], None]:
     """A ``wait_for_gold`` check raising :class:`RunFailedError` once ``attempts`` runs created after
     ``since`` (UTC) have failed (the hot path's own runs aside: each failure of one fails its
-    micro-batch too), with the last one's failed steps' error messages (e.g. a malformed funnels
-    file). One failure is not enough: the bronze sensor retries, a killed hot path is replaced.
+    micro-batch too; and lake maintenance, which gold does not wait for), with the last one's failed
+    steps' error messages (e.g. a malformed funnels file). One failure is not enough: the bronze
+    sensor retries, a killed hot path is replaced.
     """
     import dagster as dg
 
@@ -77,7 +87,7 @@ def failed_run_check(dagster_home: Path, since: datetime, attempts: int = 3) -> 
             for record in instance.get_run_records(
                 dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], created_after=since), limit=attempts * 2
             )
-            if record.dagster_run.job_name != "hot_path"
+            if record.dagster_run.job_name not in ("hot_path", "maintain_lake")
         ]
         if len(records) < attempts:
             return

@@ -244,6 +244,23 @@ class Settings(BaseSettings):
         default=900, gt=0, description="How long `make up` waits for gold to cover the replayed bronze (s)."
     )
 
+    # lake maintenance (docs/lifecycle.md)
+    maintenance_cron: str = Field(
+        default="*/30 * * * *", description="When the maintain_lake job runs (cron, UTC); its own code location."
+    )
+    maintenance_retention_h: float = Field(
+        default=168,
+        ge=0,
+        description="Removed data files and expired log entries are kept at least this long (h; files: whole "
+        "hours), and never while a consumer still reads them.",
+    )
+    compact_target_mb: int = Field(default=128, ge=1, description="Size of the files compaction writes (MB).")
+    silver_open_days: int = Field(
+        default=2,
+        ge=0,
+        description="Silver partitions (event days, UTC) younger than this stay open for late events: not compacted.",
+    )
+
     @field_validator("reporting_timezone")
     @classmethod
     def _known_timezone(cls, name: str) -> str:

@@ -12,12 +12,12 @@ without the start-up.
 While idle it waits for bronze's next commit (``poll_interval_s``; the table stays open and reads
 only new log entries), so a micro-batch starts within that of a commit. The loop ends (the run
 succeeds) after ``max_lifetime_s`` (so code and dependency changes are picked up), when bronze
-stayed idle for ``idle_exit_s`` if set (0, the default: never), or as soon as another run is
-queued: runs are serialized (``max_concurrent_runs: 1``), so a replay, a reprocess or a manual
-materialization waits at most one micro-batch. The bronze sensor then starts the next hot path
-(:mod:`pipelines.defs.ingest`). A failed micro-batch fails the hot path run with the child run's
-id; nothing is lost, as bronze keeps the events and silver's watermark did not move, and the
-sensor retries. A thread stamps the run's :data:`HEARTBEAT_TAG` every
+stayed idle for ``idle_exit_s`` if set (0, the default: never), or as soon as another run of its
+code location is queued: they run one at a time (the maintenance location's beside them), so a
+replay, a reprocess or a manual materialization waits at most one micro-batch. The bronze sensor
+then starts the next hot path (:mod:`pipelines.defs.ingest`). A failed micro-batch fails the hot
+path run with the child run's id; nothing is lost, as bronze keeps the events and silver's
+watermark did not move, and the sensor retries. A thread stamps the run's :data:`HEARTBEAT_TAG` every
 :data:`HEARTBEAT_INTERVAL_S`: a hot path whose process was killed stops stamping, and the sensor
 marks it failed and starts another.
 """
@@ -63,8 +63,16 @@ class HotPathConfig(dg.Config):
     max_lifetime_s: float = Field(default=3600, gt=0, description="Stop starting micro-batches after this long (s).")
 
 
-def _queued_elsewhere(instance: dg.DagsterInstance) -> bool:
-    return bool(instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]), limit=1))
+#: The tag Dagster gives each launched run: the name of its code location (``workspace.yaml``).
+CODE_LOCATION_TAG = "dagster/code_location"
+
+
+def _queued_elsewhere(instance: dg.DagsterInstance, location: str | None) -> bool:
+    """Whether a run of this code location (``location``; any, when unknown) waits in the queue:
+    runs of the maintenance location run beside the hot path and do not stop it."""
+    tags = {CODE_LOCATION_TAG: location} if location else None
+    runs = dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED], tags=tags)
+    return bool(instance.get_run_records(runs, limit=1))
 
 
 class _Progress:
@@ -182,7 +190,7 @@ def _stream(
         now = time.monotonic()
         if not _in_progress(context.instance, context.run_id):
             raise dg.Failure(description="this run was marked as ended (no heartbeat seen): stopping")
-        if _queued_elsewhere(context.instance):
+        if _queued_elsewhere(context.instance, context.run.tags.get(CODE_LOCATION_TAG)):
             reason = "another run is queued"
             break
         if now - started >= config.max_lifetime_s:

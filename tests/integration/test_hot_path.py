@@ -17,6 +17,7 @@ from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobO
 
 from pipelines.cli.status import covered_bronze_version
 from pipelines.defs import build_definitions, hot_path
+from pipelines.defs.hot_path import CODE_LOCATION_TAG, _queued_elsewhere
 from pipelines.defs.ingest import BRONZE_VERSION_TAG, HOT_PATH_TAG
 from tests.conftest import Env
 from warehouse.contract.native import explode_payload
@@ -208,3 +209,15 @@ def test_a_hot_path_waits_for_another_still_holding_the_lock_and_ends_if_it_was_
         fcntl.flock(held, fcntl.LOCK_EX)
         with pytest.raises(dg.Failure, match="marked as ended"), hot_path._sole_hot_path(lock, instance, "failed"):
             pass
+
+
+def test_a_queued_maintenance_run_does_not_stop_the_hot_path() -> None:
+    # One run at a time per code location (the stack's run queue): the hot path yields to a queued
+    # run of its own location only; lake maintenance runs beside it.
+    instance = dg.DagsterInstance.ephemeral()
+    for run_id, location in (("maintenance", "eventlake-maintenance"), ("other", "elsewhere")):
+        queued = queued_run("maintain_lake")
+        instance.add_run(queued._replace(run_id=run_id, tags={CODE_LOCATION_TAG: location}))
+    assert not _queued_elsewhere(instance, "eventlake")
+    assert _queued_elsewhere(instance, "eventlake-maintenance")
+    assert _queued_elsewhere(instance, None)  # a run launched without a location: any queued run counts

@@ -76,7 +76,8 @@ def test_settings_are_read_only_where_a_process_starts() -> None:
     """Processes read their settings once at start and pass them down (resources, app state,
     arguments); transformation code gets values, never the environment."""
     assert settings_readers() == {
-        "pipelines.definitions",  # the Dagster code location
+        "pipelines.definitions",  # the Dagster code locations
+        "pipelines.definitions_maintenance",
         "ingest_api.main",  # the API's application
         "pipelines.cli.replay",  # the console scripts, at their start
         "pipelines.cli.sources",

@@ -1,0 +1,131 @@
+"""The lake's maintenance: per table, compaction of its closed partitions, a checkpoint, the expiry of
+old log entries and a vacuum of unreferenced files, never past what a consumer still reads.
+
+A consumer's floor is the lowest version it has processed (its watermark): silver's of bronze (the
+lake's watermarks table), the gold marts' and shared state's of silver, bronze and the quarantine
+(``gold_watermarks``, read from the serving snapshot: it lags the warehouse, never leads it, and
+reading it never waits for the warehouse's write lock). Tables no one reads incrementally (the
+state tables) have their latest version as floor. See :mod:`warehouse.lake.maintenance` for what
+each step keeps.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+from warehouse.gold import load_sql
+from warehouse.lake.maintenance import TableState, checkpoint, compact_closed, expire_log, table_state, vacuum
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import (
+    EVENTS,
+    PROPERTY_TYPES,
+    QUARANTINE_REPLAYS,
+    RAW_EVENTS,
+    REJECTED_EVENTS,
+    USER_ATTRIBUTES,
+    WATERMARKS,
+    TableDef,
+)
+
+log = logging.getLogger(__name__)
+
+#: Every lake table maintenance looks after, in order.
+MAINTAINED = (RAW_EVENTS, EVENTS, REJECTED_EVENTS, QUARANTINE_REPLAYS, USER_ATTRIBUTES, WATERMARKS, PROPERTY_TYPES)
+#: The tables consumers read incrementally (a change feed after their watermark, or a version).
+CONSUMED = (RAW_EVENTS, EVENTS, REJECTED_EVENTS)
+
+
+@dataclass(frozen=True)
+class MaintenancePolicy:
+    """How maintenance treats the tables.
+
+    ``retention``: how long removed files and old log entries are kept at least (whole hours for
+    files, delta-rs's unit); ``target_file_bytes``: the size compaction writes; ``open_days``: silver
+    partitions (by event day, UTC) younger than this many days stay open for late events and are not
+    compacted (bronze and the quarantine, by received day, close at midnight UTC).
+    """
+
+    retention: timedelta
+    target_file_bytes: int
+    open_days: int
+
+
+@dataclass(frozen=True)
+class TableReport:
+    """What maintaining one table did: its size before and after, the partitions compacted, the
+    files vacuumed and log files expired, and the floor that bounded them."""
+
+    table: str
+    before: TableState
+    after: TableState
+    compacted: list[str]
+    vacuumed: int
+    expired_logs: int
+    floor: int
+
+
+def consumer_floors(lake: Lake, serving: Path) -> dict[str, int]:
+    """The lowest version of each lake table any consumer still builds or reads the changes after,
+    by table name (``-1``: keep everything, e.g. before the first serving snapshot)."""
+    silver_of_bronze = lake.watermark(EVENTS.name, RAW_EVENTS.name)
+    row: tuple[int | None, int | None, int | None] = (None, None, None)
+    if serving.exists():
+        try:
+            con = duckdb.connect(str(serving), read_only=True)
+            try:
+                found = con.execute(load_sql("select_consumer_floor")).fetchone()
+            finally:
+                con.close()
+            row = found if found is not None else row
+        except duckdb.Error:
+            log.warning("serving snapshot %s unreadable: keeping every version of silver and bronze", serving)
+            return {}
+    silver, bronze, quarantine = row
+    return {
+        RAW_EVENTS.name: min(silver_of_bronze, bronze) if bronze is not None else -1,
+        EVENTS.name: silver if silver is not None else -1,
+        REJECTED_EVENTS.name: quarantine if quarantine is not None else -1,
+    }
+
+
+def maintain(
+    lake: Lake, table: TableDef, floor: int | None, policy: MaintenancePolicy, today: date
+) -> TableReport | None:
+    """Compact ``table``'s closed partitions, checkpoint it, expire its log and vacuum it, keeping
+    what a consumer at ``floor`` needs (``None``: no consumer, the latest version;
+    :mod:`warehouse.lake.maintenance`); ``None`` when the table does not exist.
+
+    Raises:
+        deltalake.exceptions.DeltaError: a step failed (after retries on commit conflicts); the
+            steps done stay done and the next run goes on from there.
+    """
+    before = table_state(lake, table)
+    if before is None:
+        return None
+    closed_before: object = today - timedelta(days=policy.open_days) if table is EVENTS else today
+    compacted = compact_closed(lake, table, closed_before, policy.target_file_bytes) if table.partition_by else []
+    latest = checkpoint(lake, table)
+    keep_from = (latest if latest is not None else before.version) if floor is None else floor
+    vacuumed = vacuum(lake, table, keep_from, policy.retention)
+    expired = expire_log(lake, table, keep_from, policy.retention)
+    after = table_state(lake, table) or before
+    return TableReport(table.name, before, after, compacted, len(vacuumed), expired, keep_from)
+
+
+def maintain_lake(lake: Lake, serving: Path, policy: MaintenancePolicy) -> list[TableReport]:
+    """:func:`maintain` every table of :data:`MAINTAINED` with its consumers' floor (state tables:
+    their latest version)."""
+    floors = consumer_floors(lake, serving)
+    today = datetime.now(UTC).date()
+    reports = []
+    for table in MAINTAINED:
+        floor = floors.get(table.name, -1) if table in CONSUMED else None
+        report = maintain(lake, table, floor, policy, today)
+        if report is not None:
+            reports.append(report)
+    return reports

@@ -1,0 +1,92 @@
+"""The lake's maintenance run over a pipeline's real tables: consumers' floors from the serving
+snapshot, and every table still read exactly after compaction, log expiry and vacuum."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pyarrow as pa
+import pytest
+
+from pipelines.definitions_maintenance import build_maintenance_definitions
+from pipelines.maintenance import MaintenancePolicy, consumer_floors, maintain_lake
+from tests.conftest import Env, materialize_all
+from warehouse import gold
+from warehouse.contract.native import explode_payload
+from warehouse.contract.rows import RequestContext
+from warehouse.lake.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
+
+pytestmark = pytest.mark.integration
+
+POLICY = MaintenancePolicy(retention=timedelta(0), target_file_bytes=64 * 1024 * 1024, open_days=0)
+
+
+def append_bronze(env: Env, received: datetime, prefix: str, n: int) -> int:
+    ctx = RequestContext(received_at=received, user_agent="Mozilla/5.0", ip="192.0.2.1")
+    rows = [
+        row
+        for i in range(n)
+        for row in explode_payload(
+            {"uuid": f"{prefix}{i}", "timestamp": "2024-03-04T10:00:00Z", "user": f"u{i}", "events": {"page_view": {}}},
+            ctx,
+        )
+    ]
+    return env.lake.append(RAW_EVENTS, pa.Table.from_pylist(rows, schema=RAW_EVENTS.schema))
+
+
+def test_floors_follow_the_slowest_consumer_and_keep_everything_before_a_snapshot(env: Env) -> None:
+    assert consumer_floors(env.lake, env.serving) == {"raw_events": -1, "events": -1, "rejected_events": -1}
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    for batch in range(3):
+        append_bronze(env, yesterday, f"b{batch}-", 4)
+        materialize_all(env)
+    floors = consumer_floors(env.lake, env.serving)
+    assert floors["raw_events"] == env.lake.watermark(EVENTS.name, RAW_EVENTS.name)
+    con = gold.connect(env.serving, read_only=True)
+    lowest = con.execute("select min(silver_version) from gold_watermarks").fetchone()
+    con.close()
+    assert lowest is not None and floors["events"] == lowest[0]
+
+
+def test_maintenance_compacts_and_cleans_while_gold_and_silver_stay_exact(env: Env) -> None:
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    for batch in range(4):
+        append_bronze(env, yesterday, f"y{batch}-", 5)
+        materialize_all(env)
+    before = {t.name: env.lake.dataset(t).count_rows() for t in (RAW_EVENTS, EVENTS, REJECTED_EVENTS)}
+
+    reports = {report.table: report for report in maintain_lake(env.lake, env.serving, POLICY)}
+    bronze = reports["raw_events"]
+    assert bronze.before.files == 4 and bronze.after.files == 1 and bronze.compacted
+    assert {t.name: env.lake.dataset(t).count_rows() for t in (RAW_EVENTS, EVENTS, REJECTED_EVENTS)} == before
+
+    # New events after maintenance: silver reads exactly them (the compaction commit adds no rows).
+    append_bronze(env, datetime.now(UTC), "new-", 3)
+    materialize_all(env)
+    assert env.lake.dataset(EVENTS).count_rows() == before["events"] + 3
+    con = gold.connect(env.warehouse, read_only=True)
+    counted = con.execute("select sum(events) from daily_event_counts").fetchone()
+    con.close()
+    assert counted is not None and counted[0] == before["events"] + 3
+
+
+def test_the_maintain_lake_job_reports_each_table_in_the_ui(env: Env) -> None:
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    for batch in range(3):
+        append_bronze(env, yesterday, f"j{batch}-", 2)
+    materialize_all(env)
+    job = build_maintenance_definitions(env.settings()).resolve_job_def("maintain_lake")
+    config = {"ops": {"maintain_tables": {"config": {"retention_h": 0, "target_file_mb": 64, "silver_open_days": 0}}}}
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), run_config=config)
+    assert result.success
+    observed = {
+        event.asset_observation_data.asset_observation.asset_key.to_user_string(): {
+            key: value.value for key, value in event.asset_observation_data.asset_observation.metadata.items()
+        }
+        for event in result.all_events
+        if event.event_type_value == "ASSET_OBSERVATION"
+    }
+    assert {"raw_events", "events", "watermarks"} <= set(observed)
+    assert observed["raw_events"]["files_before"] == 3 and observed["raw_events"]["files_after"] == 1
+    assert observed["raw_events"]["consumer_floor_version"] == env.lake.watermark(EVENTS.name, RAW_EVENTS.name)
