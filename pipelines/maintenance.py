@@ -11,14 +11,11 @@ each step keeps.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import duckdb
-
-from warehouse.gold import load_sql
+from warehouse.gold import served_consumer_floor
 from warehouse.lake.maintenance import TableState, checkpoint, compact_closed, expire_log, table_state, vacuum
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import (
@@ -31,8 +28,6 @@ from warehouse.lake.tables import (
     WATERMARKS,
     TableDef,
 )
-
-log = logging.getLogger(__name__)
 
 #: Every lake table maintenance looks after, in order.
 MAINTAINED = (RAW_EVENTS, EVENTS, REJECTED_EVENTS, QUARANTINE_REPLAYS, USER_ATTRIBUTES, WATERMARKS, PROPERTY_TYPES)
@@ -73,18 +68,7 @@ def consumer_floors(lake: Lake, serving: Path) -> dict[str, int]:
     """The lowest version of each lake table any consumer still builds or reads the changes after,
     by table name (``-1``: keep everything, e.g. before the first serving snapshot)."""
     silver_of_bronze = lake.watermark(EVENTS.name, RAW_EVENTS.name)
-    row: tuple[int | None, int | None, int | None] = (None, None, None)
-    if serving.exists():
-        try:
-            con = duckdb.connect(str(serving), read_only=True)
-            try:
-                found = con.execute(load_sql("select_consumer_floor")).fetchone()
-            finally:
-                con.close()
-            row = found if found is not None else row
-        except duckdb.Error:
-            log.warning("serving snapshot %s unreadable: keeping every version of silver and bronze", serving)
-            return {}
+    row = served_consumer_floor(serving) or (None, None, None)
     silver, bronze, quarantine = row
     return {
         RAW_EVENTS.name: min(silver_of_bronze, bronze) if bronze is not None else -1,

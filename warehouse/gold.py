@@ -8,12 +8,13 @@ mart, state and column names read from the mart folders, checked against :data:`
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_random
@@ -21,6 +22,8 @@ from tenacity import retry, retry_if_exception, stop_after_delay, wait_random
 from warehouse.marts import IDENTIFIER, Mart, catalog
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -182,21 +185,35 @@ def gold_watermark(con: duckdb.DuckDBPyConnection, mart: str) -> GoldWatermark |
     )
 
 
-def served_watermarks(path: Path, marts: Iterable[str]) -> dict[str, GoldWatermark] | None:
-    """The watermarks of ``marts`` in the serving snapshot at ``path`` (what the dashboards show), by
-    mart (a mart that never ran is missing); ``None`` before the first snapshot or when the file is not
-    a snapshot this code can read (a micro-batch publishes a new one)."""
+def _read_served(path: Path, read: Callable[[duckdb.DuckDBPyConnection], T]) -> T | None:
+    """``read`` on the serving snapshot at ``path``, opened read-only (never waiting for the
+    warehouse's write lock); ``None`` before the first snapshot or when the file is not a snapshot
+    this code can read (a micro-batch publishes a new one)."""
     if not path.exists():
         return None
     try:
         con = duckdb.connect(str(path), read_only=True)
         try:
-            marks = {mart: gold_watermark(con, mart) for mart in marts}
+            return read(con)
         finally:
             con.close()
     except duckdb.Error:
         return None
-    return {mart: mark for mart, mark in marks.items() if mark is not None}
+
+
+def served_watermarks(path: Path, marts: Iterable[str]) -> dict[str, GoldWatermark] | None:
+    """The watermarks of ``marts`` in the serving snapshot at ``path`` (what the dashboards show), by
+    mart (a mart that never ran is missing); ``None`` as :func:`_read_served`."""
+    marks = _read_served(path, lambda con: {mart: gold_watermark(con, mart) for mart in marts})
+    return None if marks is None else {mart: mark for mart, mark in marks.items() if mark is not None}
+
+
+def served_consumer_floor(path: Path) -> tuple[int | None, int | None, int | None] | None:
+    """``(silver, bronze, quarantine)``: the lowest version of each that any mart or shared state of
+    the serving snapshot at ``path`` has consumed (``None`` where no watermark has one); ``None`` as
+    :func:`_read_served`."""
+    row = _read_served(path, lambda con: con.execute(load_sql("select_consumer_floor")).fetchone())
+    return None if row is None else (row[0], row[1], row[2])
 
 
 def consumers_behind(
