@@ -2,8 +2,11 @@
 
 One bronze table (``raw_events``, its real schema and properties) in a temporary lake is grown by
 appends of ``--rows`` rows (default 200, one group commit's worth) to each size of ``--versions``
-(default 50, 1,000, 5,000, 20,000; nothing compacted: one data file per commit, as bronze between
-two maintenance runs). At each size, for each tree (``--baseline``, another checkout measured in the
+(default 50, 1,000, 5,000, 20,000), one data file per commit, with auto compaction as the ingest API
+runs it (``--auto-compact-files``, default the setting's; 0: off, as bronze was before; a tree
+without auto compaction never compacts) and the log expired every 100 versions as the hot path does
+after each micro-batch (every consumer caught up, ``--log-retention-minutes``, default the
+setting's). At each size, for each tree (``--baseline``, another checkout measured in the
 same run, then this one), fresh processes that import the tree's ``Lake`` measure:
 
 * ``open + 1st``: a new process's first append (its ``Lake`` opens, or creates, the table);
@@ -23,8 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,14 +53,24 @@ def bronze_rows(count: int) -> object:
     return pa.Table.from_pylist(rows, schema=RAW_EVENTS.schema)
 
 
-def worker(lake_root: str, appends: int, rows: int) -> None:
-    """Measure in this process (the tree is first on ``sys.path``): print JSON ``{"open", "appends"}`` (s)."""
+def open_lake(lake_root: str, files: int, mb: int) -> Any:
+    """The tree's ``Lake`` over ``lake_root``, with auto compaction (``files``, ``mb``) when the tree has it."""
     from warehouse.lake.store import Lake
+
+    try:
+        from warehouse.lake.maintenance import auto_compactor
+    except ImportError:  # a tree before auto compaction
+        return Lake(lake_root)
+    return Lake(lake_root, compactor=auto_compactor(files, mb))
+
+
+def worker(lake_root: str, appends: int, rows: int, files: int, mb: int) -> None:
+    """Measure in this process (the tree is first on ``sys.path``): print JSON ``{"open", "appends"}`` (s)."""
     from warehouse.lake.tables import RAW_EVENTS
 
     table = bronze_rows(rows)
     started = time.perf_counter()
-    lake = Lake(lake_root)
+    lake = open_lake(lake_root, files, mb)
     lake.append(RAW_EVENTS, table)
     opened = time.perf_counter() - started
     times = []
@@ -67,9 +81,15 @@ def worker(lake_root: str, appends: int, rows: int) -> None:
     print(json.dumps({"open": opened, "appends": times}))
 
 
-def run_workers(tree: Path, lake_root: str, appends: int, rows: int, count: int) -> list[dict[str, object]]:
+def run_workers(tree: Path, lake_root: str, args: argparse.Namespace, count: int) -> list[dict[str, object]]:
     """``count`` worker processes of ``tree`` at once; their JSON results."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", lake_root, str(appends), str(rows)]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        lake_root,
+        *(str(v) for v in (args.appends, args.rows, args.auto_compact_files, args.auto_compact_mb)),
+    ]
     env = {"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"}
     procs = [subprocess.Popen(command, cwd=tree, env=env, stdout=subprocess.PIPE, text=True) for _ in range(count)]
     results = []
@@ -92,31 +112,50 @@ def main() -> None:
     parser.add_argument("--versions", default="50,1000,5000,20000", help="table sizes in versions, comma-separated")
     parser.add_argument("--appends", type=int, default=40, help="timed appends per process and size")
     parser.add_argument("--rows", type=int, default=200, help="rows per append")
-    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--auto-compact-files", type=int, help="auto compaction's trigger (default: the setting's)")
+    parser.add_argument("--auto-compact-mb", type=int, help="auto compaction's file size (default: the setting's)")
+    parser.add_argument("--log-retention-minutes", type=float, help="log expiry while growing (default: the setting's)")
+    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker[0], int(args.worker[1]), int(args.worker[2]))
+        worker(args.worker[0], *(int(v) for v in args.worker[1:]))
         return
     sys.path.insert(0, str(ROOT))
-    from warehouse.lake.store import Lake
+    from warehouse.lake.maintenance import expire_log
     from warehouse.lake.tables import RAW_EVENTS
+    from warehouse.settings import Settings
+
+    defaults = Settings.model_fields
+    if args.auto_compact_files is None:
+        args.auto_compact_files = defaults["auto_compact_files"].default
+    if args.auto_compact_mb is None:
+        args.auto_compact_mb = defaults["auto_compact_mb"].default
+    if args.log_retention_minutes is None:
+        args.log_retention_minutes = defaults["log_retention_minutes"].default
+    retention = timedelta(minutes=args.log_retention_minutes)
 
     trees = ([("baseline", args.baseline.resolve())] if args.baseline else []) + [("this", ROOT)]
     sizes = sorted(int(v) for v in args.versions.split(","))
     table = bronze_rows(args.rows)
     rows: list[tuple[str, int, dict[str, float]]] = []
     with tempfile.TemporaryDirectory(prefix="bench_lake_append_") as tmp:
-        lake = Lake(f"{tmp}/lake")
+        lake = open_lake(f"{tmp}/lake", args.auto_compact_files, args.auto_compact_mb)
         for size in sizes:
             grow_started = time.perf_counter()
-            while (lake.version(RAW_EVENTS) or 0) < size:
+            while (version := lake.version(RAW_EVENTS) or 0) < size:
                 lake.append(RAW_EVENTS, table)
+                if version % 100 == 0:
+                    expire_log(lake, RAW_EVENTS, version, retention)
+            if lake.compactor is not None:
+                lake.compactor.wait()
             grown = time.perf_counter() - grow_started
-            sys.stderr.write(f"grown to {lake.version(RAW_EVENTS)} versions in {grown:.0f} s\n")
+            files = len(lake.open(RAW_EVENTS).file_uris())
+            logs = len(list((Path(lake.uri(RAW_EVENTS)) / "_delta_log").iterdir()))
+            sys.stderr.write(f"grown to {version} versions ({files} data files, {logs} log files) in {grown:.0f} s\n")
             for label, tree in trees:
                 at = lake.version(RAW_EVENTS) or 0
-                one = run_workers(tree, lake.root, args.appends, args.rows, 1)[0]
-                two = run_workers(tree, lake.root, args.appends, args.rows, 2)
+                one = run_workers(tree, lake.root, args, 1)[0]
+                two = run_workers(tree, lake.root, args, 2)
                 both = [t for result in two for t in result["appends"]]  # type: ignore[attr-defined]
                 appends: list[float] = one["appends"]  # type: ignore[assignment]
                 stats = {

@@ -21,6 +21,7 @@ from ingest_api.group_commit import GroupCommitWriter
 from ingest_api.intake import Intake
 from ingest_api.observe import IngestObserver, configure_logging
 from ingest_api.ratelimit import SourceRateLimiter
+from warehouse.lake.maintenance import auto_compactor
 from warehouse.lake.store import Lake
 from warehouse.settings import Settings, read_settings
 from warehouse.sources import SourceRegistry, ensure_local_source
@@ -34,7 +35,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     ensure_local_source(settings)
     writer = GroupCommitWriter(
-        Lake(settings.lake_root),
+        Lake(settings.lake_root, compactor=auto_compactor(settings.auto_compact_files, settings.auto_compact_mb)),
         interval_ms=settings.flush_interval_ms,
         max_rows=settings.flush_max_rows,
         max_buffer_rows=settings.max_buffer_events,

@@ -13,6 +13,7 @@ def build_maintenance_definitions(settings: Settings) -> dg.Definitions:
     job = maintenance_job(
         MaintenanceConfig(
             retention_h=settings.maintenance_retention_h,
+            log_retention_minutes=settings.log_retention_minutes,
             target_file_mb=settings.compact_target_mb,
             silver_open_days=settings.silver_open_days,
         )

@@ -39,13 +39,17 @@ CONSUMED = (RAW_EVENTS, EVENTS, REJECTED_EVENTS)
 class MaintenancePolicy:
     """How maintenance treats the tables.
 
-    ``retention``: how long removed files and old log entries are kept at least (whole hours for
-    files, delta-rs's unit); ``target_file_bytes``: the size compaction writes; ``open_days``: silver
-    partitions (by event day, UTC) younger than this many days stay open for late events and are not
-    compacted (bronze and the quarantine, by received day, close at midnight UTC).
+    ``retention``: how long removed data files are kept at least (whole hours, delta-rs's unit);
+    ``log_retention``: how long log entries a consumer no longer needs are kept (time travel); short,
+    because every commit and every poll of a table on a local disk lists its whole ``_delta_log``
+    (an append cost 8 ms with 100 log files, 28 ms with 2,900 and 57 ms with 7,000);
+    ``target_file_bytes``: the size compaction writes; ``open_days``: silver partitions (by event
+    day, UTC) younger than this many days stay open for late events and are not compacted (bronze
+    and the quarantine, by received day, close at midnight UTC).
     """
 
     retention: timedelta
+    log_retention: timedelta
     target_file_bytes: int
     open_days: int
 
@@ -96,7 +100,7 @@ def maintain(
     latest = checkpoint(lake, table)
     keep_from = (latest if latest is not None else before.version) if floor is None else floor
     vacuumed = vacuum(lake, table, keep_from, policy.retention)
-    expired = expire_log(lake, table, keep_from, policy.retention)
+    expired = expire_log(lake, table, keep_from, policy.log_retention)
     after = table_state(lake, table) or before
     return TableReport(table.name, before, after, compacted, len(vacuumed), expired, keep_from)
 
@@ -113,3 +117,14 @@ def maintain_lake(lake: Lake, serving: Path, policy: MaintenancePolicy) -> list[
         if report is not None:
             reports.append(report)
     return reports
+
+
+def expire_consumed_bronze(lake: Lake, serving: Path, log_retention: timedelta) -> int:
+    """Expire bronze's log entries that every consumer has read (:func:`consumer_floors`) and that are
+    older than ``log_retention``; how many log files were deleted. The hot path calls it after each
+    micro-batch: bronze commits up to ~20 times a second, far too often for the maintenance
+    schedule to keep its log short, and each of its commits lists the whole log. A consumer that
+    stops (the hot path down) stops the expiry with it, so nothing it has not read is ever expired.
+    """
+    floor = consumer_floors(lake, serving)[RAW_EVENTS.name]
+    return expire_log(lake, RAW_EVENTS, floor, log_retention) if floor >= 0 else 0

@@ -251,10 +251,24 @@ class Settings(BaseSettings):
     maintenance_retention_h: float = Field(
         default=168,
         ge=0,
-        description="Removed data files and expired log entries are kept at least this long (h; files: whole "
-        "hours), and never while a consumer still reads them.",
+        description="Removed data files are kept at least this long (h, whole hours), and never while a "
+        "consumer still reads them.",
+    )
+    log_retention_minutes: float = Field(
+        default=0,
+        ge=0,
+        description="Log entries every consumer has read are kept this long (min), for time travel; 0: only "
+        "back to the last checkpoint before the slowest consumer. Each commit lists the whole log on a local "
+        "disk: a long log slows every write.",
     )
     compact_target_mb: int = Field(default=128, ge=1, description="Size of the files compaction writes (MB).")
+    auto_compact_files: int = Field(
+        default=50,
+        ge=0,
+        description="Auto compaction: a partition a writer appends to is compacted (in the background) once it "
+        "holds this many files smaller than EVENTLAKE_AUTO_COMPACT_MB; 0: off.",
+    )
+    auto_compact_mb: int = Field(default=16, ge=1, description="Size of the files auto compaction writes (MB).")
     silver_open_days: int = Field(
         default=2,
         ge=0,

@@ -64,7 +64,11 @@ def pipeline_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]
     passed as ``dg.EnvVar`` so the UI shows its name, not its value."""
     key = dg.EnvVar("EVENTLAKE_PSEUDONYM_KEY") if os.environ.get("EVENTLAKE_PSEUDONYM_KEY") else None
     return {
-        "lake": LakeResource(root=settings.lake_root),
+        "lake": LakeResource(
+            root=settings.lake_root,
+            auto_compact_files=settings.auto_compact_files,
+            auto_compact_mb=settings.auto_compact_mb,
+        ),
         "warehouse": WarehouseResource.from_settings(settings),
         "silver_step": SilverResource.from_settings(settings, pseudonym_key=key),
     }
@@ -82,6 +86,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         poll_interval_s=settings.hot_path_poll_s,
         idle_exit_s=settings.hot_path_idle_s,
         max_lifetime_s=settings.hot_path_max_s,
+        log_retention_minutes=settings.log_retention_minutes,
     )
     return dg.Definitions(
         assets=assets.all,

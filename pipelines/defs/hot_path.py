@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -43,6 +44,7 @@ from pipelines.defs.ingest import (
     MICRO_BATCHES_TAG,
 )
 from pipelines.defs.resources import LakeResource, SilverResource, WarehouseResource
+from pipelines.maintenance import expire_consumed_bronze
 from warehouse.gold import served_watermarks
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS, RAW_EVENTS
@@ -61,6 +63,9 @@ class HotPathConfig(dg.Config):
         default=0, ge=0, description="Stop after bronze stayed unchanged this long (s); 0: never."
     )
     max_lifetime_s: float = Field(default=3600, gt=0, description="Stop starting micro-batches after this long (s).")
+    log_retention_minutes: float = Field(
+        default=0, ge=0, description="After each micro-batch, expire bronze's log entries consumed this long ago (min)."
+    )
 
 
 #: The tag Dagster gives each launched run: the name of its code location (``workspace.yaml``).
@@ -171,12 +176,14 @@ def _stream(
     context: dg.OpExecutionContext,
     config: HotPathConfig,
     store: Lake,
+    serving: Path,
     job: dg.JobDefinition,
     progress: _Progress,
     catch_up: bool,
 ) -> dg.Output[int]:
     """Run ``job`` in this process whenever bronze is ahead of silver (and first, if ``catch_up``:
-    gold is behind silver), until a stop condition.
+    gold is behind silver), until a stop condition; after each, expire the bronze log entries every
+    consumer has read (:func:`pipelines.maintenance.expire_consumed_bronze`).
 
     Raises:
         dagster.Failure: a micro-batch run failed (its run id in the metadata), or this run was
@@ -215,6 +222,7 @@ def _stream(
                 metadata={"failed_run_id": result.run_id, "bronze_version": version},
             )
         progress.batches += 1
+        expire_consumed_bronze(store, serving, timedelta(minutes=config.log_retention_minutes))
         # A backlog larger than one silver micro-batch takes several turns of this loop.
         watermark = store.watermark(EVENTS.name, RAW_EVENTS.name)
         context.log.debug("micro-batch run %s done (bronze was at v%d)", result.run_id, version)
@@ -258,8 +266,8 @@ def hot_path_job(
             _sole_hot_path(lock_file, context.instance, context.run_id),
         ):
             marts = list(warehouse.options().marts)
-            catch_up = _gold_behind(store, Path(warehouse.serving_path), marts)
-            return _stream(context, config, store, job, progress, catch_up)
+            serving = Path(warehouse.serving_path)
+            return _stream(context, config, store, serving, job, progress, _gold_behind(store, serving, marts))
 
     # In-process: the loop runs in the run's own process, so killing that process stops the hot path
     # and its micro-batch (a step process of its own outlived it, and both raced the restarted one).

@@ -21,7 +21,8 @@ MAINTAIN_LAKE = "maintain_lake"
 class MaintenanceConfig(dg.Config):
     """The maintenance policy (the job's defaults come from ``EVENTLAKE_MAINTENANCE_*`` settings)."""
 
-    retention_h: float = Field(ge=0, description="Keep removed files and old log entries at least this long (h).")
+    retention_h: float = Field(ge=0, description="Keep removed data files at least this long (h).")
+    log_retention_minutes: float = Field(ge=0, description="Keep log entries no consumer needs this long (min).")
     target_file_mb: int = Field(ge=1, description="Size of the files compaction writes (MB).")
     silver_open_days: int = Field(ge=0, description="Silver partitions younger than this many days stay open.")
 
@@ -56,6 +57,7 @@ def maintain_tables(
     """
     policy = MaintenancePolicy(
         retention=timedelta(hours=config.retention_h),
+        log_retention=timedelta(minutes=config.log_retention_minutes),
         target_file_bytes=config.target_file_mb * 1024 * 1024,
         open_days=config.silver_open_days,
     )

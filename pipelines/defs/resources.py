@@ -19,19 +19,23 @@ from pipelines.scrub_rules import DEFAULT_RULES_PATH, load_rules
 from pipelines.scrubbing import Scrubber
 from pipelines.validation import load_suite, suite_path
 from warehouse import gold
+from warehouse.lake.maintenance import auto_compactor
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS, RAW_EVENTS
 from warehouse.settings import Settings
 
 
 class LakeResource(dg.ConfigurableResource):
-    """The Delta lake root (local path or object-store URI)."""
+    """The Delta lake root (local path or object-store URI) and the auto compaction of the partitions
+    runs append to (:class:`warehouse.lake.maintenance.AutoCompaction`)."""
 
     root: str
+    auto_compact_files: int = Field(default=0, ge=0, description="Small files that trigger auto compaction; 0: off.")
+    auto_compact_mb: int = Field(default=16, ge=1, description="Size of the files auto compaction writes (MB).")
 
     def lake(self) -> Lake:
         """A :class:`warehouse.lake.store.Lake` over this root."""
-        return Lake(self.root)
+        return Lake(self.root, compactor=auto_compactor(self.auto_compact_files, self.auto_compact_mb))
 
 
 #: GoldOptions fields that are paths.

@@ -19,7 +19,9 @@ from warehouse.lake.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
 
 pytestmark = pytest.mark.integration
 
-POLICY = MaintenancePolicy(retention=timedelta(0), target_file_bytes=64 * 1024 * 1024, open_days=0)
+POLICY = MaintenancePolicy(
+    retention=timedelta(0), log_retention=timedelta(0), target_file_bytes=64 * 1024 * 1024, open_days=0
+)
 
 
 def append_bronze(env: Env, received: datetime, prefix: str, n: int) -> int:
@@ -77,7 +79,13 @@ def test_the_maintain_lake_job_reports_each_table_in_the_ui(env: Env) -> None:
         append_bronze(env, yesterday, f"j{batch}-", 2)
     materialize_all(env)
     job = build_maintenance_definitions(env.settings()).resolve_job_def("maintain_lake")
-    config = {"ops": {"maintain_tables": {"config": {"retention_h": 0, "target_file_mb": 64, "silver_open_days": 0}}}}
+    config = {
+        "ops": {
+            "maintain_tables": {
+                "config": {"retention_h": 0, "log_retention_minutes": 0, "target_file_mb": 64, "silver_open_days": 0}
+            }
+        }
+    }
     result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), run_config=config)
     assert result.success
     observed = {

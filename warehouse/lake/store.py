@@ -26,6 +26,8 @@ from warehouse.lake.tables import WATERMARKS, TableDef
 if TYPE_CHECKING:
     import pyarrow.dataset as pads
 
+    from warehouse.lake.maintenance import AutoCompactor
+
 log = logging.getLogger(__name__)
 
 #: delta-rs file pruning filters, ANDed: ``(column, op, value)``, op one of ``=``, ``<``, ``<=``, ``>``, ``>=``…
@@ -63,11 +65,16 @@ class Lake:
     Args:
         root: lake root, e.g. ``/abs/data/lake`` or ``s3://bucket/lake``.
         storage_options: passed to delta-rs for object stores (credentials, region…).
+        compactor: auto compaction of the partitions this ``Lake`` appends to
+            (:class:`warehouse.lake.maintenance.AutoCompactor`); ``None``: none (one-off writers).
     """
 
-    def __init__(self, root: str, storage_options: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, root: str, storage_options: dict[str, str] | None = None, compactor: AutoCompactor | None = None
+    ) -> None:
         self.root = root.rstrip("/")
         self.storage_options = storage_options
+        self.compactor = compactor
         self._open: dict[str, tuple[DeltaTable, int]] = {}  # by table name: the handle, the version opened at
         self._ensured: set[str] = set()  # tables created or migrated through this Lake
         self._lock = threading.RLock()
@@ -174,6 +181,8 @@ class Lake:
             except Exception:
                 self._forget(table)
                 raise
+            if append and self.compactor is not None:
+                self.compactor.after_write(self, table, dt, data)
             return dt.version()  # the handle is advanced to this write's own commit
 
     def open(self, table: TableDef, version: int | None = None) -> DeltaTable | None:
