@@ -4,7 +4,7 @@ schedule, configured by settings read once here (:mod:`pipelines.defs.maintenanc
 import dagster as dg
 
 from pipelines.defs import pipeline_resources
-from pipelines.defs.maintenance import MaintenanceConfig, maintenance_job
+from pipelines.defs.maintenance import MaintenanceConfig, RunRetentionConfig, maintenance_job
 from warehouse.settings import Settings
 
 
@@ -16,7 +16,8 @@ def build_maintenance_definitions(settings: Settings) -> dg.Definitions:
             log_retention_minutes=settings.log_retention_minutes,
             target_file_mb=settings.compact_target_mb,
             silver_open_days=settings.silver_open_days,
-        )
+        ),
+        RunRetentionConfig(run_retention_days=settings.run_retention_days),
     )
     schedule = dg.ScheduleDefinition(
         job=job,

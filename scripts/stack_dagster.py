@@ -45,6 +45,16 @@ run_monitoring:
   enabled: true
   start_timeout_seconds: 180
   poll_interval_seconds: 30
+# The bronze sensor ticks every few seconds (~17,000 ticks a day): the daemon deletes old ticks
+# (by default it keeps successful ones forever). Runs are deleted by the maintain_lake job.
+retention:
+  schedule:
+    purge_after_days: 7
+  sensor:
+    purge_after_days:
+      skipped: 1
+      failure: 7
+      success: 2
 """
 
 

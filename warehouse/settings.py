@@ -255,11 +255,18 @@ class Settings(BaseSettings):
         "consumer still reads them.",
     )
     log_retention_minutes: float = Field(
-        default=0,
+        default=0.5,
         ge=0,
-        description="Log entries every consumer has read are kept this long (min), for time travel; 0: only "
-        "back to the last checkpoint before the slowest consumer. Each commit lists the whole log on a local "
+        description="Log entries every consumer has read are kept this long (min), for time travel and for a "
+        "compaction still checking its commit against them; 0: only back to the last checkpoint before the "
+        "slowest consumer. Each commit lists the whole log on a local "
         "disk: a long log slows every write.",
+    )
+    run_retention_days: float = Field(
+        default=2,
+        gt=0,
+        description="Finished Dagster runs (a micro-batch each: ~17,000 a day) are deleted with their logs after "
+        "this long (days).",
     )
     compact_target_mb: int = Field(default=128, ge=1, description="Size of the files compaction writes (MB).")
     auto_compact_files: int = Field(

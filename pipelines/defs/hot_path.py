@@ -64,7 +64,9 @@ class HotPathConfig(dg.Config):
     )
     max_lifetime_s: float = Field(default=3600, gt=0, description="Stop starting micro-batches after this long (s).")
     log_retention_minutes: float = Field(
-        default=0, ge=0, description="After each micro-batch, expire bronze's log entries consumed this long ago (min)."
+        default=0.5,
+        ge=0,
+        description="After each micro-batch, expire bronze's log entries consumed this long ago (min).",
     )
 
 

@@ -6,7 +6,9 @@ another run of its own, and neither waits for the other. It touches only the lak
 the serving snapshot, never the DuckDB warehouse the hot path writes (docs/lifecycle.md).
 """
 
-from datetime import timedelta
+import logging
+import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -16,6 +18,12 @@ from pipelines.defs.resources import LakeResource, WarehouseResource
 from pipelines.maintenance import MaintenancePolicy, TableReport, maintain_lake
 
 MAINTAIN_LAKE = "maintain_lake"
+#: Runs deleted per maintenance run at most, oldest first (a backlog is worked off over runs).
+PRUNE_BATCH = 5000
+#: Run statuses that are final: a run in any other state is never deleted.
+FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+
+log = logging.getLogger(__name__)
 
 
 class MaintenanceConfig(dg.Config):
@@ -25,6 +33,44 @@ class MaintenanceConfig(dg.Config):
     log_retention_minutes: float = Field(ge=0, description="Keep log entries no consumer needs this long (min).")
     target_file_mb: int = Field(ge=1, description="Size of the files compaction writes (MB).")
     silver_open_days: int = Field(ge=0, description="Silver partitions younger than this many days stay open.")
+
+
+class RunRetentionConfig(dg.Config):
+    """How long Dagster keeps finished runs (the job's default comes from ``EVENTLAKE_RUN_RETENTION_DAYS``)."""
+
+    run_retention_days: float = Field(gt=0, description="Delete finished runs created more than this long ago (days).")
+
+
+def prune_runs(instance: dg.DagsterInstance, created_before: datetime, limit: int = PRUNE_BATCH) -> int:
+    """Delete up to ``limit`` finished runs created before ``created_before`` (UTC), oldest first,
+    with everything the instance keeps for them: the run, its event log (and, with the default
+    SQLite storage, the run's own event-log database file) and its captured compute logs. Returns
+    how many runs were deleted. The hot path records a run per micro-batch, ~17,000 a day.
+    """
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(statuses=FINISHED, created_before=created_before), limit=limit, ascending=True
+    )
+    events = instance.event_log_storage
+    for record in records:
+        run_id = record.dagster_run.run_id
+        instance.delete_run(run_id)
+        instance.compute_log_manager.delete_logs(prefix=[run_id])
+        shard = getattr(events, "path_for_shard", None)  # SqliteEventLogStorage: one database per run
+        if shard is not None:
+            for path in (shard(run_id), f"{shard(run_id)}-wal", f"{shard(run_id)}-shm"):
+                if os.path.exists(path):
+                    os.remove(path)
+    if records:
+        log.info("deleted %d finished runs created before %s", len(records), created_before.isoformat())
+    return len(records)
+
+
+@dg.op(description="Delete finished Dagster runs older than the run retention, with their event and compute logs.")
+def prune_dagster_runs(context: dg.OpExecutionContext, config: RunRetentionConfig) -> dg.Output[int]:
+    """Output: how many runs were deleted (at most :data:`PRUNE_BATCH` per run)."""
+    before = datetime.now(UTC) - timedelta(days=config.run_retention_days)
+    deleted = prune_runs(context.instance, before)
+    return dg.Output(deleted, metadata={"deleted_runs": deleted, "created_before": before.isoformat()})
 
 
 def _metadata(report: TableReport) -> dict[str, int]:
@@ -68,16 +114,24 @@ def maintain_tables(
     return dg.Output(len(reports), metadata={"tables": dg.MetadataValue.json(summary)})
 
 
-def maintenance_job(config: MaintenanceConfig) -> dg.JobDefinition:
-    """``maintain_lake``: :func:`maintain_tables`, with ``config`` as the launchpad's defaults."""
+def maintenance_job(config: MaintenanceConfig, runs: RunRetentionConfig) -> dg.JobDefinition:
+    """``maintain_lake``: :func:`maintain_tables` and :func:`prune_dagster_runs`, with ``config`` and
+    ``runs`` as the launchpad's defaults."""
 
     @dg.job(
         name=MAINTAIN_LAKE,
         executor_def=dg.in_process_executor,
-        config={"ops": {"maintain_tables": {"config": config.model_dump()}}},
-        description="Lake maintenance: compaction, checkpoints, log expiry and vacuum, bounded by consumers.",
+        config={
+            "ops": {
+                "maintain_tables": {"config": config.model_dump()},
+                "prune_dagster_runs": {"config": runs.model_dump()},
+            }
+        },
+        description="Lake maintenance: compaction, checkpoints, log expiry and vacuum, bounded by consumers; "
+        "Dagster's finished runs past their retention deleted.",
     )
     def maintain_lake_job() -> None:
         maintain_tables()
+        prune_dagster_runs()
 
     return maintain_lake_job

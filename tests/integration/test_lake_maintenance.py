@@ -3,12 +3,15 @@ snapshot, and every table still read exactly after compaction, log expiry and va
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
 import pytest
 
+from pipelines.defs.maintenance import prune_runs
 from pipelines.definitions_maintenance import build_maintenance_definitions
 from pipelines.maintenance import MaintenancePolicy, consumer_floors, maintain_lake
 from tests.conftest import Env, materialize_all
@@ -83,7 +86,8 @@ def test_the_maintain_lake_job_reports_each_table_in_the_ui(env: Env) -> None:
         "ops": {
             "maintain_tables": {
                 "config": {"retention_h": 0, "log_retention_minutes": 0, "target_file_mb": 64, "silver_open_days": 0}
-            }
+            },
+            "prune_dagster_runs": {"config": {"run_retention_days": 7}},
         }
     }
     result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), run_config=config)
@@ -98,3 +102,29 @@ def test_the_maintain_lake_job_reports_each_table_in_the_ui(env: Env) -> None:
     assert {"raw_events", "events", "watermarks"} <= set(observed)
     assert observed["raw_events"]["files_before"] == 3 and observed["raw_events"]["files_after"] == 1
     assert observed["raw_events"]["consumer_floor_version"] == env.lake.watermark(EVENTS.name, RAW_EVENTS.name)
+
+
+def test_finished_runs_past_retention_are_deleted_with_their_event_and_compute_logs(tmp_path: Path) -> None:
+    @dg.op
+    def say(context) -> None:  # noqa: ANN001 (Dagster reads the annotation; this module postpones them)
+        print("captured")  # noqa: T201 (a compute log to delete)
+        context.log.info("logged")
+
+    @dg.job
+    def tiny() -> None:
+        say()
+
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        old = [tiny.execute_in_process(instance=instance).run_id for _ in range(3)]
+        cutoff = datetime.now(UTC)
+        time.sleep(0.05)
+        kept = tiny.execute_in_process(instance=instance).run_id
+        shards = tmp_path / "history" / "runs"
+        assert all((shards / f"{run_id}.db").exists() for run_id in old)
+
+        assert prune_runs(instance, cutoff) == 3
+        assert [r.dagster_run.run_id for r in instance.get_run_records()] == [kept]
+        assert not any((shards / f"{run_id}.db").exists() for run_id in old)
+        assert (shards / f"{kept}.db").exists()
+        assert instance.all_logs(kept)
+        assert prune_runs(instance, cutoff) == 0
