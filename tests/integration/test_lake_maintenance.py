@@ -11,8 +11,8 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from pipelines.defs.maintenance import prune_runs
 from pipelines.definitions_maintenance import build_maintenance_definitions
+from pipelines.defs.maintenance import prune_runs
 from pipelines.maintenance import MaintenancePolicy, consumer_floors, maintain_lake
 from tests.conftest import Env, materialize_all
 from warehouse import gold
