@@ -3,12 +3,15 @@ snapshot, and every table still read exactly after compaction, log expiry and va
 
 from __future__ import annotations
 
+import multiprocessing
 import time
-from datetime import UTC, datetime, timedelta
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from pipelines.definitions_maintenance import build_maintenance_definitions
@@ -18,6 +21,8 @@ from tests.conftest import Env, materialize_all
 from warehouse import gold
 from warehouse.contract.native import explode_payload
 from warehouse.contract.rows import RequestContext
+from warehouse.lake.maintenance import compact_closed
+from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
 
 pytestmark = pytest.mark.integration
@@ -128,3 +133,27 @@ def test_finished_runs_past_retention_are_deleted_with_their_event_and_compute_l
         assert (shards / f"{kept}.db").exists()
         assert instance.all_logs(kept)
         assert prune_runs(instance, cutoff) == 0
+
+
+def _compact_for(root: str, seconds: float) -> int:
+    """Compact every partition of bronze again and again for ``seconds``; how many compactions ran."""
+    lake, runs = Lake(root), 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        runs += bool(compact_closed(lake, RAW_EVENTS, date.max, 64 * 1024 * 1024))
+    return runs
+
+
+def test_two_processes_compacting_one_partition_under_appends_keep_every_row_once(env: Env) -> None:
+    """delta-rs 1.6 commits two compactions of the same files side by side (each row twice after
+    them); the rewrite lock keeps them one at a time."""
+    append_bronze(env, datetime.now(UTC), "seed-", 2)
+    appended = 2
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        runs = [pool.submit(_compact_for, env.lake_root, 6) for _ in range(2)]
+        while not all(run.done() for run in runs):
+            append_bronze(env, datetime.now(UTC), f"a{appended}-", 2)
+            appended += 2
+        assert all(run.result() > 0 for run in runs)
+    ids = env.lake.dataset(RAW_EVENTS).to_table(columns=["event_id"])["event_id"]
+    assert len(ids) == len(pc.unique(ids)) == appended

@@ -39,7 +39,9 @@ def test_maintenance_under_20_commits_per_s_keeps_silver_exact(env: Env, setting
     yesterday = datetime.now(UTC) - timedelta(days=1)
     for batch in range(4):  # a closed bronze partition, one file per commit
         append_bronze(env, yesterday, f"old{batch}-", 5)
-    server = start_api(env, {"EVENTLAKE_FLUSH_INTERVAL_MS": "5", "EVENTLAKE_AUTO_COMPACT_FILES": "20"})
+    # Two workers, as the stack runs the API: two auto compactors of one partition (regression: their
+    # compactions once committed side by side, every row of them then stored twice).
+    server = start_api(env, {"EVENTLAKE_FLUSH_INTERVAL_MS": "5", "EVENTLAKE_AUTO_COMPACT_FILES": "20"}, workers=2)
     acked: list[str] = []
     halt = threading.Event()
 
@@ -104,6 +106,10 @@ def test_maintenance_under_20_commits_per_s_keeps_silver_exact(env: Env, setting
     )
     assert set(acked) <= {row[0] for row in con.execute("select event_id from silver").fetchall()}
     today = datetime.now(UTC).date()
+    assert con.execute("select count(*), count(distinct event_id) from bronze").fetchone() == (
+        len(acked) + 20,
+        len(acked) + 20,
+    )
     by_literal = con.execute(f"select count(*) from bronze where received_date = date '{today}'").fetchone()
     by_parameter = con.execute("select count(*) from bronze where received_date = ?", [today]).fetchone()
     assert by_literal == by_parameter == (len(acked),)

@@ -78,7 +78,11 @@ def compact_closed(lake: Lake, table: TableDef, closed_before: object, target_by
     if not values:
         return []
     names = sorted(str(value) for value in values)
-    metrics = dt.optimize.compact(partition_filters=[(table.partition_by[0], "in", names)], target_size=target_bytes)
+    with lake.rewrite_lock(table):  # never beside another compaction or an overwrite
+        dt.update_incremental()
+        metrics = dt.optimize.compact(
+            partition_filters=[(table.partition_by[0], "in", names)], target_size=target_bytes
+        )
     log.info("%s: compacted %d partitions: %s", table.name, len(names), metrics)
     return names
 
@@ -104,8 +108,9 @@ class AutoCompactor:
     counts the partition's small files in the writer's snapshot and hands a compaction to one
     background thread, at most one pending per (table, partition): the writer's commits go on
     meanwhile (an append and a compaction never conflict: the append removes nothing). A compaction
-    that loses a race with another writer's compaction of the same files is dropped (the next write
-    triggers it again); any other failure is logged, never raised into the writer.
+    runs only while it holds the table's rewrite lock (:meth:`warehouse.lake.store.Lake.rewrite_lock`),
+    and is skipped when another process holds it (the next write triggers it again); a failure is
+    logged, never raised into the writer.
     """
 
     def __init__(self, policy: AutoCompaction) -> None:
@@ -153,13 +158,17 @@ class AutoCompactor:
     def _compact(self, lake: Lake, table: TableDef, value: object, key: tuple[str, str, str]) -> None:
         """Compact one partition (``value`` None: the table) on a fresh handle; never raises."""
         try:
-            dt = lake.open(table)
-            if dt is None:
-                return
-            filters = [(table.partition_by[0], "=", str(value))] if value is not None else None
-            metrics = dt.optimize.compact(
-                partition_filters=filters, target_size=self.policy.target_bytes, max_concurrent_tasks=1
-            )
+            with lake.rewrite_lock(table, blocking=False) as held:
+                if not held:  # another process compacts or rewrites the table: the next write looks again
+                    log.debug("%s: auto compaction of %s skipped: the table is being rewritten", table.name, value)
+                    return
+                dt = lake.open(table)
+                if dt is None:
+                    return
+                filters = [(table.partition_by[0], "=", str(value))] if value is not None else None
+                metrics = dt.optimize.compact(
+                    partition_filters=filters, target_size=self.policy.target_bytes, max_concurrent_tasks=1
+                )
             log.info("%s: auto-compacted %s: %s", table.name, value, metrics)
         except CommitFailedError:
             log.info("%s: auto compaction of %s lost a race with another compaction", table.name, value)

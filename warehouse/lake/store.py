@@ -4,11 +4,17 @@ load its delta extension here)."""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import logging
+import tempfile
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -153,6 +159,38 @@ class Lake:
             self._open[table.name] = (opened, opened.version())
         return opened
 
+    @contextmanager
+    def rewrite_lock(self, table: TableDef, blocking: bool = True) -> Iterator[bool]:
+        """Hold the table's rewrite lock: at most one compaction or overwrite of a table at a time,
+        across the processes of this machine (an exclusive ``flock`` on ``<root>/_locks/<table>.lock``
+        for a local lake; under the temporary folder, keyed by the root, for an object store, where it
+        fences this machine's processes only). Yields whether it is held (``blocking=False``: False
+        at once when another holder has it).
+
+        Why: delta-rs 1.6 lets a commit that adds no data (a compaction) pass its conflict check
+        against a concurrent commit that removed the same files (delta-rs PR #3982): two
+        compactions of the same files both committed, and every row of them was then stored twice
+        (a soak's bronze held each event ~10 times); a compaction beside an overwrite would bring
+        back the rows the overwrite removed. Appends remove nothing and need no lock.
+        """
+        if "://" in self.root and not self.root.startswith("file://"):
+            folder = (
+                Path(tempfile.gettempdir()) / "eventlake-locks" / hashlib.sha256(self.root.encode()).hexdigest()[:16]
+            )
+        else:
+            folder = Path(self.root.removeprefix("file://")) / "_locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / f"{table.name}.lock").open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def _forget(self, table: TableDef) -> None:
         """Drop the kept handle (after a failed write its state is unknown)."""
         self._open.pop(table.name, None)
@@ -177,7 +215,9 @@ class Lake:
                 if append:
                     write_deltalake(dt, data, mode="append", commit_properties=commit)
                 else:
-                    write_deltalake(dt, data, mode="overwrite", predicate=predicate, commit_properties=commit)
+                    with self.rewrite_lock(table):  # never beside a compaction (see rewrite_lock)
+                        dt.update_incremental()
+                        write_deltalake(dt, data, mode="overwrite", predicate=predicate, commit_properties=commit)
             except Exception:
                 self._forget(table)
                 raise
