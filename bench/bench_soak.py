@@ -141,14 +141,16 @@ def api_pids(data_dir: Path) -> list[int]:
 
 
 def hot_path_pid(dagster_home: Path) -> int | None:
-    """The process of the hot path run in progress (its run id is on its command line)."""
+    """The process of the hot path run in progress (its run id is on its command line), if any."""
     import dagster as dg  # noqa: PLC0415 (only the sampler needs it)
 
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         runs = instance.get_runs(dg.RunsFilter(job_name="hot_path", statuses=[dg.DagsterRunStatus.STARTED]), limit=1)
     if not runs:
         return None
-    return next((pid for pid, cmd in processes().items() if runs[0].run_id in cmd and "dagster" in cmd), None)
+    # The run's process and the launcher's wrapper both carry its id: the run is the large one.
+    pids = [pid for pid, cmd in processes().items() if runs[0].run_id in cmd]
+    return max(pids, key=rss_mb, default=None)
 
 
 def dir_mb(path: Path) -> float:
