@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def bronze_rows(count: int) -> object:
-    """``count`` bronze rows of page views (one request's explode), as an Arrow table."""
+    """``count`` bronze rows of page views by 50 users on 20 pages (one request's explode), as an
+    Arrow table; :func:`fresh` gives each append its own event ids and receive time."""
     import pyarrow as pa
 
     from warehouse.contract.native import explode_payload
@@ -42,15 +44,30 @@ def bronze_rows(count: int) -> object:
     from warehouse.lake.tables import RAW_EVENTS
 
     ctx = RequestContext(received_at=datetime.now(UTC), user_agent="Mozilla/5.0", ip="192.0.2.1")
-    payload = {
-        "uuid": "bench",
-        "timestamp": "2024-03-04T10:00:00Z",
-        "user": "u1",
-        "page": "https://shop.example.com/",
-        "events": {"page_view": {}},
-    }
-    rows = [row for i in range(count) for row in explode_payload({**payload, "uuid": f"bench-{i}"}, ctx)]
-    return pa.Table.from_pylist(rows, schema=RAW_EVENTS.schema)
+    payloads = (
+        {
+            "uuid": f"bench-{i}",
+            "timestamp": f"2024-03-04T10:{i % 60:02d}:{i * 7 % 60:02d}Z",
+            "user": f"user-{i % 50}",
+            "page": f"https://shop.example.com/products/{i % 20}?ref=bench",
+            "events": {"page_view": {}},
+        }
+        for i in range(count)
+    )
+    return pa.Table.from_pylist(
+        [row for payload in payloads for row in explode_payload(payload, ctx)], schema=RAW_EVENTS.schema
+    )
+
+
+def fresh(table: Any) -> Any:
+    """``table`` with new event ids (uuid4) and ``received_at`` now: every append's rows are its own
+    (identical appends compress into a compacted file that never grows, which hides compaction's cost)."""
+    import pyarrow as pa
+
+    ids = pa.array([str(uuid.uuid4()) for _ in range(table.num_rows)], pa.string())
+    now = pa.array([datetime.now(UTC)] * table.num_rows, table.schema.field("received_at").type)
+    table = table.set_column(table.schema.get_field_index("event_id"), "event_id", ids)
+    return table.set_column(table.schema.get_field_index("received_at"), "received_at", now)
 
 
 def open_lake(lake_root: str, files: int, mb: int) -> Any:
@@ -71,12 +88,13 @@ def worker(lake_root: str, appends: int, rows: int, files: int, mb: int) -> None
     table = bronze_rows(rows)
     started = time.perf_counter()
     lake = open_lake(lake_root, files, mb)
-    lake.append(RAW_EVENTS, table)
+    lake.append(RAW_EVENTS, fresh(table))
     opened = time.perf_counter() - started
     times = []
     for _ in range(appends):
+        batch = fresh(table)
         started = time.perf_counter()
-        lake.append(RAW_EVENTS, table)
+        lake.append(RAW_EVENTS, batch)
         times.append(time.perf_counter() - started)
     print(json.dumps({"open": opened, "appends": times}))
 
@@ -143,7 +161,7 @@ def main() -> None:
         for size in sizes:
             grow_started = time.perf_counter()
             while (version := lake.version(RAW_EVENTS) or 0) < size:
-                lake.append(RAW_EVENTS, table)
+                lake.append(RAW_EVENTS, fresh(table))
                 if version % 100 == 0:
                     expire_log(lake, RAW_EVENTS, version, retention)
             if lake.compactor is not None:

@@ -407,7 +407,7 @@ def main() -> None:
     os.environ.update(
         {
             "EVENTLAKE_MAINTENANCE_CRON": "* * * * *",
-            "EVENTLAKE_MAINTENANCE_RETENTION_H": "0",
+            "EVENTLAKE_MAINTENANCE_RETENTION_H": "0.05",  # 3 min: longer than any append
             "EVENTLAKE_LOG_RETENTION_MINUTES": "0.5",
             "EVENTLAKE_RUN_RETENTION_DAYS": str(args.run_retention_minutes / 1440),
         }

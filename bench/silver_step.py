@@ -57,7 +57,8 @@ def event_value(rng: random.Random, kind: str) -> Any:
     return rng.randrange(101)  # scroll: a bare depth in percent
 
 
-def bronze(n: int, seed: int = 7) -> pa.Table:
+def bronze(n: int, seed: int = 7, prefix: str = "e") -> pa.Table:
+    """``n`` synthetic bronze events (ids from ``prefix`` and their index, the rest from ``seed``)."""
     rng = random.Random(seed)
     ctx = RequestContext(received_at=datetime.now(UTC), ip="203.0.113.9")
     start = datetime(2024, 1, 1, tzinfo=UTC)
@@ -66,7 +67,7 @@ def bronze(n: int, seed: int = 7) -> pa.Table:
     for i in range(n):
         kind = rng.choice(kinds) if rng.random() > 0.01 else "Bad Name"
         payload = {
-            "uuid": f"e{i}",
+            "uuid": f"{prefix}{i}",
             "timestamp": (start + timedelta(seconds=rng.randrange(90 * 86400))).isoformat(),
             "app": "bench",
             "user": f"u{rng.randrange(2000)}",

@@ -39,7 +39,8 @@ CONSUMED = (RAW_EVENTS, EVENTS, REJECTED_EVENTS)
 class MaintenancePolicy:
     """How maintenance treats the tables.
 
-    ``retention``: how long removed data files are kept at least (whole hours, delta-rs's unit);
+    ``retention``: the vacuum's margin: a file no version from the floor on reads is deleted once it
+    was written this long before the floor's version (:func:`warehouse.lake.maintenance.vacuum`);
     ``log_retention``: how long log entries a consumer no longer needs are kept (time travel); short,
     because every commit and every poll of a table on a local disk lists its whole ``_delta_log``
     (an append cost 8 ms with 100 log files, 28 ms with 2,900 and 57 ms with 7,000);

@@ -38,6 +38,7 @@ from pipelines.scrub_rules import RULES_PROPERTY
 from pipelines.scrubbing import Scrubber
 from pipelines.validation import CheckOutcome, split_by_suite, suite_columns
 from warehouse.lake.history import change_stream, commit_rows
+from warehouse.lake.key_index import IndexBusyError, open_key_index
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS, QUARANTINE_REPLAYS, RAW_EVENTS, REJECTED_EVENTS
 
@@ -101,6 +102,26 @@ def prior_hashes(store: Lake, event_ids: pl.Series, exclude: pads.Expression | N
     if exclude is not None:
         flt = flt & ~exclude
     frame = pl.from_arrow(store.dataset(EVENTS).to_table(columns=["event_id", "content_hash"], filter=flt))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def silver_ids(store: Lake, event_ids: pl.Series) -> pl.DataFrame:
+    """``(event_id, content_hash)`` of the silver rows with these ids, from silver's key index
+    (:mod:`warehouse.lake.key_index`, brought up to silver's latest version first): point lookups,
+    a cost flat in silver's size, where :func:`prior_hashes` scans every ``event_id`` of silver.
+    Falls back to that scan while another process holds the index (same answer, slower).
+
+    Raises:
+        deltalake.exceptions.DeltaError: silver cannot be read.
+    """
+    try:
+        with open_key_index(store.local_dir("index") / EVENTS.name, store, EVENTS, "event_id", "content_hash") as index:
+            index.sync()
+            frame = pl.from_arrow(index.lookup(event_ids.to_arrow()))
+    except IndexBusyError:
+        log.warning("silver's key index is held by another process: scanning silver for the batch's ids")
+        return prior_hashes(store, event_ids)
     assert isinstance(frame, pl.DataFrame)
     return frame
 
@@ -210,7 +231,7 @@ def ingest(store: Lake, rules: Rules, run_id: str, max_rows: int) -> BatchStats:
             bronze_latest=latest,
             processes=pool.processes,
         )
-        prior = prior_hashes(store, decoded["event_id"])
+        prior = silver_ids(store, decoded["event_id"])
         split = validate(store, decoded, rules.suite, prior, run_id)
         stats.quarantine_inserted, silver = quarantine_and_build(store, rules, split, run_id, pool)
     # The ids already in silver were read for the conflict check: the anti-join reuses them.

@@ -249,10 +249,11 @@ class Settings(BaseSettings):
         default="*/30 * * * *", description="When the maintain_lake job runs (cron, UTC); its own code location."
     )
     maintenance_retention_h: float = Field(
-        default=168,
+        default=1,
         ge=0,
-        description="Removed data files are kept at least this long (h, whole hours), and never while a "
-        "consumer still reads them.",
+        description="Vacuum: a data file no version from the slowest consumer's on reads is deleted once it was "
+        "written this long before that version (h); longer than any append takes (rewrites hold the "
+        "table's rewrite lock, which the vacuum takes too).",
     )
     log_retention_minutes: float = Field(
         default=0.5,

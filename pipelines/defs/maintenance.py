@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 class MaintenanceConfig(dg.Config):
     """The maintenance policy (the job's defaults come from ``EVENTLAKE_MAINTENANCE_*`` settings)."""
 
-    retention_h: float = Field(ge=0, description="Keep removed data files at least this long (h).")
+    retention_h: float = Field(
+        ge=0, description="Vacuum files no version from the floor on reads once written this long before it (h)."
+    )
     log_retention_minutes: float = Field(ge=0, description="Keep log entries no consumer needs this long (min).")
     target_file_mb: int = Field(ge=1, description="Size of the files compaction writes (MB).")
     silver_open_days: int = Field(ge=0, description="Silver partitions younger than this many days stay open.")

@@ -4,26 +4,26 @@ and the vacuum of files that no reader needs any more, and the purge of what onl
 What every reader relies on (docs/lifecycle.md): a consumer that has processed a table up to
 version ``K`` (its watermark) next reads the versions after ``K`` (the change feed) or builds the
 table as of ``K``; so :func:`expire_log` keeps a checkpoint at or before ``K`` and every log entry
-after it, and :func:`vacuum` keeps every file removed after ``K`` was committed. Compaction commits
+after it, and :func:`vacuum` keeps every file a version from ``K`` on reads. Compaction commits
 add no data (``dataChange: false``): change-feed readers skip them.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 from deltalake import DeltaTable, PostCommitHookProperties
-from deltalake.exceptions import CommitFailedError
+from deltalake.exceptions import CommitFailedError, DeltaError
 
 from warehouse.lake.store import Lake, retry_commit
 from warehouse.lake.tables import TableDef
@@ -227,26 +227,57 @@ def expire_log(lake: Lake, table: TableDef, keep_from: int, retention: timedelta
     return len(expired)
 
 
-def vacuum(lake: Lake, table: TableDef, keep_from: int, retention: timedelta) -> list[str]:
-    """Delete the data files the table removed more than ``retention`` ago and before version
-    ``keep_from`` was committed (so a reader of the versions after ``keep_from`` finds every file
-    they added). delta-rs's lite vacuum: only files the log names as removed. The retention is
-    whole hours (delta-rs), rounded up. Returns the files deleted.
+def vacuum(lake: Lake, table: TableDef, keep_from: int, min_age: timedelta) -> list[str]:
+    """Delete the table's data and change-data files that no version from ``keep_from`` on needs.
+
+    Mark and sweep over storage, not over the log's tombstones (every table keeps those in its
+    checkpoints for a minute only, :attr:`warehouse.lake.tables.TableDef.properties`: a week of them
+    at 20 commits/s would be millions of rows in every checkpoint). Kept: the files of version
+    ``keep_from`` and of the latest version, and every file written less than ``min_age`` before
+    ``keep_from`` was committed: a file any later version added (or a change-data file it wrote) was
+    written after that, and a writer's files before its commit are younger than ``min_age``. Every
+    other ``.parquet`` file under the table (outside ``_delta_log``) is deleted, leftovers of failed
+    writes included. Nothing is deleted while ``keep_from`` is negative (a consumer reads from the
+    start) or its log entry is gone. Runs under the table's rewrite lock (waits for a compaction or
+    an overwrite to end). Returns the deleted files' paths relative to the table.
     """
-    dt = lake.open(table)
-    if dt is None:
+    if keep_from < 0:
         return []
-    hours = math.ceil(retention.total_seconds() / 3600)
+    with lake.rewrite_lock(table):  # a rewrite's files are older than min_age before its commit
+        return _sweep(lake, table, keep_from, min_age)
+
+
+def _sweep(lake: Lake, table: TableDef, keep_from: int, min_age: timedelta) -> list[str]:
+    """:func:`vacuum`'s mark and sweep, under the table's rewrite lock."""
+    latest = lake.open(table)
+    try:
+        kept = lake.open(table, version=keep_from) if latest is not None and keep_from <= latest.version() else None
+    except DeltaError:  # the floor's version cannot be built any more: keep everything
+        log.warning("%s: v%d cannot be opened; nothing vacuumed", table.name, keep_from, exc_info=True)
+        return []
     committed = {version: info for version, kind, info in _log_files(lake, table) if kind == "json"}.get(keep_from)
-    if keep_from < dt.version():
-        if committed is None or committed.mtime is None:
-            return []  # the consumer's commit is not known: keep everything
-        age = datetime.now(UTC) - committed.mtime.replace(tzinfo=UTC)
-        hours = max(hours, math.ceil(age.total_seconds() / 3600) + 1)
-    removed = dt.vacuum(retention_hours=hours, enforce_retention_duration=False, dry_run=False)
-    if removed:
-        log.info("%s: vacuumed %d files removed more than %d h ago", table.name, len(removed), hours)
-    return list(removed)
+    if latest is None or kept is None or committed is None or committed.mtime is None:
+        return []
+    cutoff = min(datetime.now(UTC), committed.mtime.replace(tzinfo=UTC)) - min_age
+    needed = {unquote(path) for dt in (kept, latest) for path in pa.table(dt.get_add_actions())["path"].to_pylist()}
+    fs, base = pafs.FileSystem.from_uri(lake.uri(table))
+    deleted = []
+    for info in fs.get_file_info(pafs.FileSelector(base, recursive=True)):
+        path = info.path[len(base) :].lstrip("/")
+        if (
+            info.type != pafs.FileType.File
+            or not path.endswith(".parquet")
+            or path.startswith("_delta_log/")
+            or path in needed
+            or info.mtime is None
+            or info.mtime.replace(tzinfo=UTC) >= cutoff
+        ):
+            continue
+        fs.delete_file(info.path)
+        deleted.append(path)
+    if deleted:
+        log.info("%s: vacuumed %d files no version from v%d on needs", table.name, len(deleted), keep_from)
+    return deleted
 
 
 def checkpoint(lake: Lake, table: TableDef) -> int | None:

@@ -94,6 +94,18 @@ class Lake:
         """The storage options as a hashable key of the per-version caches."""
         return tuple(sorted((self.storage_options or {}).items()))
 
+    def local_dir(self, kind: str) -> Path:
+        """This machine's folder for the lake's local state of one ``kind`` (``locks``, ``index``),
+        created when missing: ``<root>/_<kind>`` for a local lake; for an object store, under the
+        temporary folder, keyed by the root (each machine keeps its own)."""
+        if "://" in self.root and not self.root.startswith("file://"):
+            digest = hashlib.sha256(self.root.encode()).hexdigest()[:16]
+            folder = Path(tempfile.gettempdir()) / f"eventlake-{kind}" / digest
+        else:
+            folder = Path(self.root.removeprefix("file://")) / f"_{kind}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
     @retry_commit
     def ensure(self, table: TableDef, properties: dict[str, str] | None = None) -> DeltaTable:
         """Create the table if it does not exist yet (idempotent, safe across processes).
@@ -173,14 +185,7 @@ class Lake:
         (a soak's bronze held each event ~10 times); a compaction beside an overwrite would bring
         back the rows the overwrite removed. Appends remove nothing and need no lock.
         """
-        if "://" in self.root and not self.root.startswith("file://"):
-            folder = (
-                Path(tempfile.gettempdir()) / "eventlake-locks" / hashlib.sha256(self.root.encode()).hexdigest()[:16]
-            )
-        else:
-            folder = Path(self.root.removeprefix("file://")) / "_locks"
-        folder.mkdir(parents=True, exist_ok=True)
-        with (folder / f"{table.name}.lock").open("a") as handle:
+        with (self.local_dir("locks") / f"{table.name}.lock").open("a") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
             except BlockingIOError:

@@ -1,0 +1,130 @@
+"""Silver's key index (RocksDB) on a real silver Delta table: it follows appends and rewrites through
+the change feed, rebuilds when the feed cannot serve it, survives a crash at any point, and silver's
+dedup answers the same with it, without it, and while another process holds it."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from pipelines.silver import prior_hashes, silver_ids
+from tests.conftest import Env
+from warehouse.lake.key_index import IndexBusyError, KeyIndex, open_key_index
+from warehouse.lake.maintenance import checkpoint, expire_log
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import EVENTS
+
+pytestmark = pytest.mark.integration
+
+DAY = date(2024, 1, 1)
+
+
+def silver(ids: list[str], tag: str = "h", day: date = DAY) -> pa.Table:
+    """Silver rows with these ids (content_hash ``<tag>-<id>``), every other column null."""
+    columns = {field.name: pa.nulls(len(ids), field.type) for field in EVENTS.schema}
+    columns["event_id"] = pa.array(ids, pa.string())
+    columns["content_hash"] = pa.array([f"{tag}-{i}" for i in ids], pa.string())
+    columns["event_date"] = pa.array([day] * len(ids), pa.date32())
+    return pa.table(columns, schema=EVENTS.schema)
+
+
+@pytest.fixture
+def index(env: Env) -> Iterator[KeyIndex]:
+    with open_key_index(env.data_dir / "index", env.lake, EVENTS, "event_id", "content_hash") as opened:
+        yield opened
+
+
+def found(index: KeyIndex, ids: list[str]) -> dict[str, str]:
+    rows = index.lookup(pa.array(ids, pa.string()))
+    return dict(zip(rows["event_id"].to_pylist(), rows["content_hash"].to_pylist(), strict=True))
+
+
+def test_follows_appends_and_rewrites_through_the_change_feed(env: Env, index: KeyIndex) -> None:
+    assert index.sync() == -1 and found(index, ["a"]) == {}  # no silver yet
+    first = env.lake.append(EVENTS, silver(["a", "b"]))
+    assert index.sync() == first and index.covered() is not None
+    env.lake.append(EVENTS, silver(["c"], day=DAY + timedelta(days=1)))
+    env.lake.append(EVENTS, silver(["d"]))
+    # A rewrite of one day (reprocess, rescrub): "a" rewritten with a new hash, "b" gone, "d" kept.
+    env.lake.replace_where(EVENTS, silver(["a", "d"], tag="new"), f"event_date = '{DAY}'")
+    latest = env.lake.version(EVENTS)
+    assert index.sync() == latest
+    assert found(index, ["a", "b", "c", "d", "zz", "a"]) == {"a": "new-a", "c": "h-c", "d": "new-d"}
+    covered = index.covered()
+    assert covered is not None and covered[0] == latest
+
+
+def test_rebuilds_when_the_feed_is_gone_or_the_table_was_recreated(env: Env, index: KeyIndex) -> None:
+    env.lake.append(EVENTS, silver(["a"]))
+    index.sync()
+    for i in range(3):
+        env.lake.append(EVENTS, silver([f"x{i}"]))
+    latest = checkpoint(env.lake, EVENTS)
+    assert latest is not None and expire_log(env.lake, EVENTS, latest, timedelta(0)) > 0  # the feed after v0 is gone
+    assert index.sync() == latest
+    assert set(found(index, ["a", "x0", "x1", "x2"])) == {"a", "x0", "x1", "x2"}
+
+    # The whole table overwritten (same table id): the feed says what went.
+    env.lake.overwrite(EVENTS, silver(["fresh"]))
+    assert index.sync() == env.lake.version(EVENTS) and set(found(index, ["a", "x0", "fresh"])) == {"fresh"}
+    # An index built for another table at this path (silver deleted and created again): rebuilt.
+    index._db.put(b"m", json.dumps({"version": 0, "table_id": "another table"}).encode())
+    index._db.put(b"kghost", b"h-ghost")
+    assert index.sync() == env.lake.version(EVENTS) and found(index, ["ghost", "fresh"]) == {"fresh": "h-fresh"}
+
+
+def test_a_crash_during_a_rebuild_or_a_sync_is_repaired_by_the_next_one(env: Env) -> None:
+    first = env.lake.append(EVENTS, silver(["a", "b"]))
+    path = env.data_dir / "index"
+    with open_key_index(path, env.lake, EVENTS, "event_id", "content_hash") as index:
+        index._db.put(b"ka", b"stale")  # a rebuild that died before writing its covered version
+        assert index.covered() is None
+        assert index.sync() == first and found(index, ["a", "b"]) == {"a": "h-a", "b": "h-b"}
+    second = env.lake.append(EVENTS, silver(["c"]))
+    # A process killed between silver's commit and the index's write batch: the next sync applies it.
+    with open_key_index(path, env.lake, EVENTS, "event_id", "content_hash") as index:
+        assert found(index, ["c"]) == {}
+        assert index.sync() == second and found(index, ["c"]) == {"c": "h-c"}
+    (path / "CURRENT").write_text("garbage\n")  # RocksDB's own files damaged: removed and rebuilt
+    with open_key_index(path, env.lake, EVENTS, "event_id", "content_hash") as index:
+        assert index.covered() is None and index.sync() == second and len(found(index, ["a", "b", "c"])) == 3
+
+
+def _hold(path: str, lake_root: str, ready: Any, done: Any) -> None:
+    with open_key_index(Path(path), Lake(lake_root), EVENTS, "event_id", "content_hash"):
+        ready.set()
+        done.wait(60)
+
+
+def test_silver_dedup_answers_the_same_from_the_index_and_while_another_process_holds_it(env: Env) -> None:
+    env.lake.append(EVENTS, silver(["a", "b"]))
+    env.lake.append(EVENTS, silver(["c"]))
+    batch = pl.Series("event_id", ["a", "c", "new", "a"])
+    expected = prior_hashes(env.lake, batch).sort("event_id")
+    assert expected["event_id"].to_list() == ["a", "c"]
+    assert silver_ids(env.lake, batch).sort("event_id").equals(expected)
+
+    context = multiprocessing.get_context("spawn")
+    ready, done = context.Event(), context.Event()
+    holder = context.Process(
+        target=_hold, args=(str(env.lake.local_dir("index") / EVENTS.name), env.lake_root, ready, done)
+    )
+    holder.start()
+    try:
+        assert ready.wait(60)
+        with pytest.raises(IndexBusyError):
+            KeyIndex(env.lake.local_dir("index") / EVENTS.name, env.lake, EVENTS, "event_id", "content_hash")
+        env.lake.append(EVENTS, silver(["new"]))
+        assert silver_ids(env.lake, batch).sort("event_id")["event_id"].to_list() == ["a", "c", "new"]  # the scan
+    finally:
+        done.set()
+        holder.join(60)
+    assert silver_ids(env.lake, batch).sort("event_id")["event_id"].to_list() == ["a", "c", "new"]

@@ -1,0 +1,207 @@
+"""A persistent index of one Delta table's unique key, kept in step with the table's change feed.
+
+Silver holds exactly one row per ``event_id``; every micro-batch must know which of its ids silver
+already has (and their ``content_hash``, for the consistency check). Reading that from the table
+scans every ``event_id`` of silver (random ids defeat file statistics): a cost that grows with
+history. The index answers it with point lookups in an embedded RocksDB database (rocksdict; a
+bloom filter per file makes a miss cost no read), at a cost that stays flat as the table grows.
+
+The protocol (what makes it safe to trust):
+
+* The index records the table version it covers and the table's id (its Delta metadata id). It is
+  only ever written after the table committed, so it never holds a key the table lacks at that
+  version; every change up to that version is in it.
+* :meth:`KeyIndex.sync` brings it to the table's latest version before a lookup: the versions after
+  the covered one are applied from the change data feed, one version at a time (its deletes, then
+  its inserts: a rewrite deletes and re-inserts a key in one commit), each version atomically
+  together with the new covered version (a RocksDB write batch, WAL-logged). A crash anywhere leaves
+  the index at some covered version; the next sync goes on from there.
+* When the feed cannot serve the range (its log entries expired, a table re-created under the same
+  path, more than ``max_feed_versions`` versions behind, or no index yet), the index is rebuilt from
+  the table as of its latest version, streamed batch by batch.
+* Callers serialize the table's writers with the lookup (silver has one writer at a time, the runs
+  of one code location): a commit between :meth:`sync` and the caller's append would go unseen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake.exceptions import DeltaError
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
+
+from warehouse.lake.history import change_stream, commit_rows
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import TableDef
+
+log = logging.getLogger(__name__)
+
+
+class IndexBusyError(RuntimeError):
+    """Another process holds the index's database (RocksDB admits one process at a time)."""
+
+
+_META = b"m"  # the one metadata entry: {"version": covered version, "table_id": Delta metadata id}
+_KEY = b"k"  # prefix of every indexed key (so no key can collide with the metadata entry)
+
+
+class KeyIndex:
+    """``key -> value`` of every row of ``table`` (both string columns), in RocksDB at ``path``.
+
+    Open it with :func:`open_key_index` (a context manager: one process holds a RocksDB database at
+    a time). A sync more than ``max_feed_versions`` versions or ``max_feed_rows`` added rows behind
+    (a rewrite of the whole table) rebuilds from the table, streamed, instead of replaying the feed
+    version by version in memory.
+
+    Raises (on open):
+        IndexBusyError: another process holds the database.
+        Exception: (rocksdict's) the database is unreadable.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        lake: Lake,
+        table: TableDef,
+        key: str,
+        value: str,
+        max_feed_versions: int = 1000,
+        max_feed_rows: int = 1_000_000,
+    ) -> None:
+        self.path = path
+        self.lake = lake
+        self.table = table
+        self.key = key
+        self.value = value
+        self.max_feed_versions = max_feed_versions
+        self.max_feed_rows = max_feed_rows
+        path.parent.mkdir(parents=True, exist_ok=True)
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        table_options = BlockBasedOptions()
+        table_options.set_bloom_filter(10, False)  # ~1% false positives: a missing key costs no read
+        table_options.set_block_cache(Cache(64 * 1024 * 1024))
+        options.set_block_based_table_factory(table_options)
+        self._options = options
+        try:
+            self._db = Rdict(str(path), options)
+        except Exception as error:
+            if "lock" in str(error).lower():
+                raise IndexBusyError(f"{path} is held by another process") from error
+            raise
+
+    def close(self) -> None:
+        """Flush and release the database (its lock)."""
+        self._db.close()
+
+    def covered(self) -> tuple[int, str] | None:
+        """``(version, table id)`` the index covers; ``None`` when it was never built."""
+        meta = self._db.get(_META)
+        if meta is None:
+            return None
+        data = json.loads(meta)
+        return int(data["version"]), str(data["table_id"])
+
+    def sync(self) -> int:
+        """Bring the index to the table's latest version; returns that version (-1: no table yet).
+
+        Raises:
+            deltalake.exceptions.DeltaError: the table cannot be read (the index stays as it was).
+        """
+        dt = self.lake.open(self.table)
+        if dt is None:
+            return -1
+        latest, table_id = dt.version(), str(dt.metadata().id)
+        covered = self.covered()
+        if covered is not None and covered[1] == table_id and covered[0] == latest:
+            return latest
+        if covered is None or covered[1] != table_id or not 0 <= latest - covered[0] <= self.max_feed_versions:
+            self._rebuild(latest, table_id)
+            return latest
+        try:
+            if sum(rows for _, rows in commit_rows(self.lake, self.table, covered[0], latest)) > self.max_feed_rows:
+                self._rebuild(latest, table_id)
+                return latest
+            for version in range(covered[0] + 1, latest + 1):
+                self._apply(version, table_id)
+        except (DeltaError, OSError):  # the feed is gone (expired log, vacuumed change data)
+            log.warning("%s index: the change feed after v%d cannot be read; rebuilding", self.table.name, covered[0])
+            self._rebuild(latest, table_id)
+        return latest
+
+    def lookup(self, keys: pa.Array) -> pa.Table:
+        """``(key, value)`` of the ``keys`` in the index (strings; nulls and absent keys left out),
+        one row per distinct key found. Call :meth:`sync` first."""
+        distinct = pc.unique(keys.cast(pa.string())).drop_null().to_pylist()
+        found: list[bytes | None] = self._db.get([_KEY + k.encode() for k in distinct]) or []
+        hits = [(k, v.decode()) for k, v in zip(distinct, found, strict=True) if v is not None]
+        keys, values = [k for k, _ in hits], [v for _, v in hits]
+        return pa.table({self.key: pa.array(keys, pa.string()), self.value: pa.array(values, pa.string())})
+
+    def _meta(self, version: int, table_id: str) -> bytes:
+        return json.dumps({"version": version, "table_id": table_id}).encode()
+
+    def _apply(self, version: int, table_id: str) -> None:
+        """Apply one version's changes and move the covered version, in one atomic write batch."""
+        feed = change_stream(
+            self.lake, self.table, version - 1, version, ("delete", "insert"), columns=[self.key, self.value]
+        ).read_all()
+        batch = WriteBatch(raw_mode=True)
+        changes = feed["_change_type"]
+        for key in feed.filter(pc.equal(changes, "delete"))[self.key].to_pylist():
+            batch.delete(_KEY + key.encode())
+        inserts = feed.filter(pc.equal(changes, "insert"))
+        for key, value in zip(inserts[self.key].to_pylist(), inserts[self.value].to_pylist(), strict=True):
+            batch.put(_KEY + key.encode(), (value or "").encode())
+        batch.put(_META, self._meta(version, table_id))
+        self._db.write(batch)
+
+    def _rebuild(self, version: int, table_id: str) -> None:
+        """Empty the index and load every row of the table as of ``version``, then mark it covered
+        (the covered version is written last: a crash midway leaves no covered version, so the next
+        sync starts over)."""
+        log.info("%s index: rebuilding from the table at v%d", self.table.name, version)
+        self._db.close()
+        Rdict.destroy(str(self.path), self._options)
+        self._db = Rdict(str(self.path), self._options)
+        rows = 0
+        reader = change_stream(self.lake, self.table, -1, version, columns=[self.key, self.value])
+        for record_batch in reader:
+            batch = WriteBatch(raw_mode=True)
+            keys, values = record_batch.column(self.key).to_pylist(), record_batch.column(self.value).to_pylist()
+            for key, value in zip(keys, values, strict=True):
+                batch.put(_KEY + key.encode(), (value or "").encode())
+            self._db.write(batch)
+            rows += len(keys)
+        self._db.put(_META, self._meta(version, table_id))
+        self._db.flush()
+        log.info("%s index: %d keys at v%d", self.table.name, rows, version)
+
+
+@contextmanager
+def open_key_index(path: Path, lake: Lake, table: TableDef, key: str, value: str) -> Iterator[KeyIndex]:
+    """:class:`KeyIndex` at ``path``, closed on exit. A database left unreadable (a crash during
+    RocksDB's own recovery, a foreign folder) is removed and rebuilt from the table.
+
+    Raises:
+        IndexBusyError: another process holds the database.
+    """
+    try:
+        index = KeyIndex(path, lake, table, key, value)
+    except IndexBusyError:
+        raise
+    except Exception as error:
+        log.warning("%s index at %s unreadable (%s); rebuilding", table.name, path, error)
+        shutil.rmtree(path, ignore_errors=True)
+        index = KeyIndex(path, lake, table, key, value)
+    try:
+        yield index
+    finally:
+        index.close()
