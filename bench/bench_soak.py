@@ -60,6 +60,7 @@ APP = "soak"
 SAMPLE_S = 10.0
 MAX_ATTEMPTS = 240  # a request is sent again every 0.5 s for two minutes at most
 HISTOGRAM = re.compile(r"^eventlake_group_commit_seconds_(sum|count) ([0-9.e+]+)$", re.MULTILINE)
+STEPS_PID = re.compile(r"Executing steps in process \(pid: (\d+)\)")
 
 
 @dataclass
@@ -141,16 +142,21 @@ def api_pids(data_dir: Path) -> list[int]:
 
 
 def hot_path_pid(dagster_home: Path) -> int | None:
-    """The process of the hot path run in progress (its run id is on its command line), if any."""
+    """The process running the steps of the hot path run in progress, if any: the pid the in-process
+    executor logs as "Executing steps in process (pid: N)" (the launcher's helper processes carry
+    the run id on their command lines too, and the run process itself does not)."""
     import dagster as dg  # noqa: PLC0415 (only the sampler needs it)
 
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         runs = instance.get_runs(dg.RunsFilter(job_name="hot_path", statuses=[dg.DagsterRunStatus.STARTED]), limit=1)
-    if not runs:
-        return None
-    # The run's process and the launcher's wrapper both carry its id: the run is the large one.
-    pids = [pid for pid, cmd in processes().items() if runs[0].run_id in cmd]
-    return max(pids, key=rss_mb, default=None)
+        if not runs:
+            return None
+        events = instance.all_logs(runs[0].run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+    for event in events:
+        match = STEPS_PID.search(event.user_message or "")
+        if match and Path(f"/proc/{match.group(1)}").exists():
+            return int(match.group(1))
+    return None
 
 
 def dir_mb(path: Path) -> float:

@@ -38,7 +38,7 @@ from pipelines.scrub_rules import RULES_PROPERTY
 from pipelines.scrubbing import Scrubber
 from pipelines.validation import CheckOutcome, split_by_suite, suite_columns
 from warehouse.lake.history import change_stream, commit_rows
-from warehouse.lake.key_index import IndexBusyError, open_key_index
+from warehouse.lake.key_index import IndexBusyError, shared_key_index
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS, QUARANTINE_REPLAYS, RAW_EVENTS, REJECTED_EVENTS
 
@@ -116,9 +116,9 @@ def silver_ids(store: Lake, event_ids: pl.Series) -> pl.DataFrame:
         deltalake.exceptions.DeltaError: silver cannot be read.
     """
     try:
-        with open_key_index(store.local_dir("index") / EVENTS.name, store, EVENTS, "event_id", "content_hash") as index:
-            index.sync()
-            frame = pl.from_arrow(index.lookup(event_ids.to_arrow()))
+        index = shared_key_index(store.local_dir("index") / EVENTS.name, store, EVENTS, "event_id", "content_hash")
+        index.sync()
+        frame = pl.from_arrow(index.lookup(event_ids.to_arrow()))
     except IndexBusyError:
         log.warning("silver's key index is held by another process: scanning silver for the batch's ids")
         return prior_hashes(store, event_ids)

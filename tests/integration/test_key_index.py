@@ -8,7 +8,6 @@ import json
 import multiprocessing
 from collections.abc import Iterator
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -17,7 +16,7 @@ import pytest
 
 from pipelines.silver import prior_hashes, silver_ids
 from tests.conftest import Env
-from warehouse.lake.key_index import IndexBusyError, KeyIndex, open_key_index
+from warehouse.lake.key_index import IndexBusyError, KeyIndex, shared_key_index
 from warehouse.lake.maintenance import checkpoint, expire_log
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS
@@ -38,8 +37,9 @@ def silver(ids: list[str], tag: str = "h", day: date = DAY) -> pa.Table:
 
 @pytest.fixture
 def index(env: Env) -> Iterator[KeyIndex]:
-    with open_key_index(env.data_dir / "index", env.lake, EVENTS, "event_id", "content_hash") as opened:
-        yield opened
+    opened = KeyIndex.open(env.data_dir / "index", env.lake, EVENTS, "event_id", "content_hash")
+    yield opened
+    opened.close()
 
 
 def found(index: KeyIndex, ids: list[str]) -> dict[str, str]:
@@ -84,24 +84,30 @@ def test_rebuilds_when_the_feed_is_gone_or_the_table_was_recreated(env: Env, ind
 def test_a_crash_during_a_rebuild_or_a_sync_is_repaired_by_the_next_one(env: Env) -> None:
     first = env.lake.append(EVENTS, silver(["a", "b"]))
     path = env.data_dir / "index"
-    with open_key_index(path, env.lake, EVENTS, "event_id", "content_hash") as index:
-        index._db.put(b"ka", b"stale")  # a rebuild that died before writing its covered version
-        assert index.covered() is None
-        assert index.sync() == first and found(index, ["a", "b"]) == {"a": "h-a", "b": "h-b"}
+    index = KeyIndex.open(path, env.lake, EVENTS, "event_id", "content_hash")
+    index._db.put(b"ka", b"stale")  # a rebuild that died before writing its covered version
+    assert index.covered() is None
+    assert index.sync() == first and found(index, ["a", "b"]) == {"a": "h-a", "b": "h-b"}
+    index.close()
     second = env.lake.append(EVENTS, silver(["c"]))
     # A process killed between silver's commit and the index's write batch: the next sync applies it.
-    with open_key_index(path, env.lake, EVENTS, "event_id", "content_hash") as index:
-        assert found(index, ["c"]) == {}
-        assert index.sync() == second and found(index, ["c"]) == {"c": "h-c"}
+    index = KeyIndex.open(path, env.lake, EVENTS, "event_id", "content_hash")
+    assert found(index, ["c"]) == {}
+    assert index.sync() == second and found(index, ["c"]) == {"c": "h-c"}
+    index.close()
     (path / "CURRENT").write_text("garbage\n")  # RocksDB's own files damaged: removed and rebuilt
-    with open_key_index(path, env.lake, EVENTS, "event_id", "content_hash") as index:
-        assert index.covered() is None and index.sync() == second and len(found(index, ["a", "b", "c"])) == 3
+    index = KeyIndex.open(path, env.lake, EVENTS, "event_id", "content_hash")
+    assert index.covered() is None and index.sync() == second and len(found(index, ["a", "b", "c"])) == 3
+    index.close()
 
 
-def _hold(path: str, lake_root: str, ready: Any, done: Any) -> None:
-    with open_key_index(Path(path), Lake(lake_root), EVENTS, "event_id", "content_hash"):
-        ready.set()
-        done.wait(60)
+def _dedup_in_another_process(lake_root: str, ids: list[str], out: Any) -> None:
+    lake = Lake(lake_root)
+    try:
+        KeyIndex(lake.local_dir("index") / EVENTS.name, lake, EVENTS, "event_id", "content_hash")
+        out.put("index opened")
+    except IndexBusyError:
+        out.put(sorted(silver_ids(lake, pl.Series("event_id", ids))["event_id"].to_list()))
 
 
 def test_silver_dedup_answers_the_same_from_the_index_and_while_another_process_holds_it(env: Env) -> None:
@@ -111,20 +117,16 @@ def test_silver_dedup_answers_the_same_from_the_index_and_while_another_process_
     expected = prior_hashes(env.lake, batch).sort("event_id")
     assert expected["event_id"].to_list() == ["a", "c"]
     assert silver_ids(env.lake, batch).sort("event_id").equals(expected)
+    path = env.lake.local_dir("index") / EVENTS.name
+    index = shared_key_index(path, env.lake, EVENTS, "event_id", "content_hash")
+    assert shared_key_index(path, env.lake, EVENTS, "event_id", "content_hash") is index  # kept open
 
-    context = multiprocessing.get_context("spawn")
-    ready, done = context.Event(), context.Event()
-    holder = context.Process(
-        target=_hold, args=(str(env.lake.local_dir("index") / EVENTS.name), env.lake_root, ready, done)
-    )
-    holder.start()
-    try:
-        assert ready.wait(60)
-        with pytest.raises(IndexBusyError):
-            KeyIndex(env.lake.local_dir("index") / EVENTS.name, env.lake, EVENTS, "event_id", "content_hash")
-        env.lake.append(EVENTS, silver(["new"]))
-        assert silver_ids(env.lake, batch).sort("event_id")["event_id"].to_list() == ["a", "c", "new"]  # the scan
-    finally:
-        done.set()
-        holder.join(60)
+    env.lake.append(EVENTS, silver(["new"]))
     assert silver_ids(env.lake, batch).sort("event_id")["event_id"].to_list() == ["a", "c", "new"]
+    # This process holds the index: another one scans silver instead, with the same answer.
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    other = context.Process(target=_dedup_in_another_process, args=(env.lake_root, batch.to_list(), out))
+    other.start()
+    assert out.get(timeout=120) == ["a", "c", "new"]
+    other.join(60)
