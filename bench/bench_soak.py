@@ -9,8 +9,8 @@ Usage::
 The stack (``scripts/stack.py serve``: supervisord, the ingest API, Dagster's webserver and daemon with
 the hot path and the maintenance schedule; no Superset) starts on a fresh temporary data folder with
 free ports, and with maintenance shortened so that everything really runs: ``maintain_lake`` every
-minute, removed files vacuumed after 0 h (never past a consumer), log entries kept 30 s, finished
-runs deleted after ``--run-retention-minutes`` (10). An open-loop client sends ``--rate`` events/s
+minute, files no version reads vacuumed once 3 minutes old (never past a consumer), log entries
+kept 30 s, finished runs deleted after ``--run-retention-minutes`` (10). An open-loop client sends ``--rate`` events/s
 (default 2,000) as requests of ``--batch`` native events (default 100), each at its slot whatever
 the previous ones do (up to 256 in flight); a request that fails (refused while the API restarts,
 a 503) is sent again, as SDKs do, and counted. At ``--kill-api-at`` minutes one of the API's worker

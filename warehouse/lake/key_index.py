@@ -197,6 +197,7 @@ class KeyIndex:
                 batch.put(_KEY + key.encode(), (value or "").encode())
             self._db.write(batch)
             rows += len(keys)
+        self._db.compact_range(None, None)  # one sorted run: lookups right after a bulk load stay fast
         self._db.put(_META, self._meta(version, table_id))
         self._db.flush()
         log.info("%s index: %d keys at v%d", self.table.name, rows, version)
