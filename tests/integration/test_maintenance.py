@@ -4,6 +4,7 @@ bounded by a consumer's watermark, and what change-feed readers see across them.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,7 @@ from tests.conftest import Env
 from warehouse.contract.native import explode_payload
 from warehouse.contract.rows import RequestContext
 from warehouse.lake.history import change_stream
-from warehouse.lake.maintenance import checkpoint, compact_closed, expire_log, table_state, vacuum
+from warehouse.lake.maintenance import checkpoint, compact_closed, expire_log, purge_history, table_state, vacuum
 from warehouse.lake.tables import RAW_EVENTS
 
 pytestmark = pytest.mark.integration
@@ -129,4 +130,20 @@ def test_vacuum_finds_removed_files_the_checkpoints_forgot_and_spares_young_ones
     vacuumed = vacuum(env.lake, RAW_EVENTS, latest, timedelta(0))
     assert len(vacuumed) == 3 and young.exists()  # written after the floor's commit: a later version's, maybe
     assert files_by_day(env) == {"2024-01-01": 1}
+    assert env.lake.dataset(RAW_EVENTS).count_rows() == 3
+
+
+def test_purge_waits_for_a_compaction_of_the_table(env: Env) -> None:
+    # Regression: purge_history ran delta-rs's full vacuum, which deletes every file the snapshot
+    # does not name, whatever its age: the files of a compaction writing meanwhile (maintain_lake
+    # beside a rescrub) would have been deleted before their commit. It now holds the rewrite lock.
+    for i in range(3):
+        env.lake.append(RAW_EVENTS, bronze(YESTERDAY, f"y{i}"))
+    done = threading.Event()
+    with env.lake.rewrite_lock(RAW_EVENTS):
+        purge = threading.Thread(target=lambda: (purge_history(env.lake, RAW_EVENTS), done.set()))
+        purge.start()
+        assert not done.wait(1.0)  # blocked while the lock is held
+    assert done.wait(30)
+    purge.join()
     assert env.lake.dataset(RAW_EVENTS).count_rows() == 3

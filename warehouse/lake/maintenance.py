@@ -22,7 +22,7 @@ from urllib.parse import unquote
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
-from deltalake import DeltaTable, PostCommitHookProperties
+from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError
 
 from warehouse.lake.store import Lake, retry_commit
@@ -307,30 +307,24 @@ def purge_history(lake: Lake, table: TableDef) -> tuple[int, int]:
     """Remove every file and log entry that only versions before the current one need, so what
     rows held before a rewrite (:mod:`pipelines.rescrub`) is gone from storage.
 
-    A checkpoint of the current version ``V``; a vacuum with zero retention that also sweeps
-    files no log entry names (``full``: the change-data files of deletes, leftovers of failed
-    writes); then the expiry of every log entry before the checkpoint of ``V`` (:func:`expire_log`).
-    The vacuum's commits add no data and no other checkpoint, so a reader that has read up to ``V``
-    goes on (its next change feed starts at ``V + 1``); readers of older versions fail, so callers
-    make sure every consumer has read ``V`` first. Change feeds from the start read the table instead
-    (:func:`warehouse.lake.history.change_stream`). Returns ``(files removed, log files removed)``.
+    Under the table's rewrite lock (no compaction writes files meanwhile): a checkpoint of the
+    current version ``V``; the vacuum's mark and sweep (:func:`vacuum`) from ``V`` with no margin,
+    which deletes every data and change-data file ``V`` does not hold and that was written before
+    ``V`` was committed (leftovers of failed writes too); then the expiry of every log entry before
+    the checkpoint of ``V`` (:func:`expire_log`). A reader that has read up to ``V`` goes on (its
+    next change feed starts at ``V + 1``); readers of older versions fail, so callers make sure every
+    consumer has read ``V`` first, and that no other process appends meanwhile (silver and the
+    quarantine: the pipeline's runs, one at a time). Change feeds from the start read the table
+    instead (:func:`warehouse.lake.history.change_stream`). Returns ``(files removed, log files removed)``.
 
     Raises:
         deltalake.exceptions.DeltaError: a step failed; running it again finishes the job.
     """
-    dt = lake.open(table)
-    if dt is None:
-        return 0, 0
-    dt.create_checkpoint()
-    version = dt.version()
-    quiet = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
-    removed = dt.vacuum(
-        retention_hours=0,
-        enforce_retention_duration=False,
-        dry_run=False,
-        full=True,
-        post_commithook_properties=quiet,
-    )
-    expired = expire_log(lake, table, version, timedelta(0))
+    with lake.rewrite_lock(table):
+        version = checkpoint(lake, table)
+        if version is None:
+            return 0, 0
+        removed = _sweep(lake, table, version, timedelta(0))
+        expired = expire_log(lake, table, version, timedelta(0))
     log.info("%s: purged %d files and %d log files of older versions", table.name, len(removed), expired)
     return len(removed), expired
