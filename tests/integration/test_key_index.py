@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import shutil
 from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from pipelines.silver import prior_hashes, silver_ids
 from tests.conftest import Env
 from warehouse.lake.key_index import IndexBusyError, KeyIndex, shared_key_index
-from warehouse.lake.maintenance import checkpoint, expire_log
+from warehouse.lake.maintenance import checkpoint, expire_log, purge_history
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS
 
@@ -130,3 +131,29 @@ def test_silver_dedup_answers_the_same_from_the_index_and_while_another_process_
     other.start()
     assert out.get(timeout=120) == ["a", "c", "new"]
     other.join(60)
+
+
+def test_a_purge_or_a_recreated_table_rebuilds_and_nulls_stay_null(env: Env, index: KeyIndex) -> None:
+    # Regressions (found by trying to break it): after a purge the feed's files are gone and delta-rs
+    # raised ArrowInvalid, which sync did not catch: every micro-batch failed until the index was
+    # deleted by hand. A NULL content_hash came back as "" (a conflict where the scan saw none).
+    env.lake.append(EVENTS, silver(["a", "b"]))
+    index.sync()
+    hash_column = EVENTS.schema.get_field_index("content_hash")
+    rows = silver(["a", "n"]).set_column(hash_column, "content_hash", pa.nulls(2, pa.string()))
+    env.lake.replace_where(EVENTS, rows, f"event_date = '{DAY}'")
+    purge_history(env.lake, EVENTS)
+    nulls = pa.array([None, "x"], pa.string())
+    env.lake.append(EVENTS, silver(["z"]).set_column(0, "event_id", pa.array([None], pa.string())))  # a NULL id
+    assert index.sync() == env.lake.version(EVENTS)
+    assert found(index, ["a", "b", "n"]) == {"a": None, "n": None}
+    assert (
+        silver_ids(env.lake, pl.Series("event_id", ["a", "n"]))
+        .sort("event_id")
+        .equals(prior_hashes(env.lake, pl.Series("event_id", ["a", "n"])).sort("event_id"))
+    )
+    assert index.lookup(nulls).num_rows == 0
+
+    shutil.rmtree(env.lake.uri(EVENTS))  # silver deleted and created again while the process lives
+    recreated = env.lake.append(EVENTS, silver(["other"]))
+    assert index.sync() == recreated and found(index, ["a", "n", "other"]) == {"other": "h-other"}

@@ -48,8 +48,11 @@ class IndexBusyError(RuntimeError):
     """Another process holds the index's database (RocksDB admits one process at a time)."""
 
 
-_META = b"m"  # the one metadata entry: {"version": covered version, "table_id": Delta metadata id}
+_META = b"m"  # the one metadata entry: {"version": covered version, "table_id": Delta metadata id, "format"}
 _KEY = b"k"  # prefix of every indexed key (so no key can collide with the metadata entry)
+_KEYS_END = b"l"  # the first key after every indexed one (delete_range's end)
+_FORMAT = 2  # values b"v<value>" or b"n" (NULL); an index of another format is rebuilt
+_NULL = b"n"
 
 
 class KeyIndex:
@@ -89,7 +92,7 @@ class KeyIndex:
         table_options.set_bloom_filter(10, False)  # ~1% false positives: a missing key costs no read
         table_options.set_block_cache(Cache(64 * 1024 * 1024))
         options.set_block_based_table_factory(table_options)
-        self._options = options
+        self._lock = threading.RLock()
         try:
             self._db = Rdict(str(path), options)
         except Exception as error:
@@ -121,17 +124,22 @@ class KeyIndex:
     def covered(self) -> tuple[int, str] | None:
         """``(version, table id)`` the index covers; ``None`` when it was never built."""
         meta = self._db.get(_META)
-        if meta is None:
+        data = json.loads(meta) if meta is not None else {}
+        if data.get("format") != _FORMAT:
             return None
-        data = json.loads(meta)
         return int(data["version"]), str(data["table_id"])
 
     def sync(self) -> int:
         """Bring the index to the table's latest version; returns that version (-1: no table yet).
+        Thread-safe (one sync or lookup at a time).
 
         Raises:
             deltalake.exceptions.DeltaError: the table cannot be read (the index stays as it was).
         """
+        with self._lock:
+            return self._sync()
+
+    def _sync(self) -> int:
         dt = self.lake.open(self.table)
         if dt is None:
             return -1
@@ -148,7 +156,9 @@ class KeyIndex:
                 return latest
             for version in range(covered[0] + 1, latest + 1):
                 self._apply(version, table_id)
-        except (DeltaError, OSError):  # the feed is gone (expired log, vacuumed change data)
+        # The feed is gone: expired log entries, or files a vacuum or a purge removed (delta-rs reports
+        # those as ArrowInvalid while the batches are read).
+        except (DeltaError, OSError, pa.ArrowInvalid):
             log.warning("%s index: the change feed after v%d cannot be read; rebuilding", self.table.name, covered[0])
             self._rebuild(latest, table_id)
         return latest
@@ -157,13 +167,22 @@ class KeyIndex:
         """``(key, value)`` of the ``keys`` in the index (strings; nulls and absent keys left out),
         one row per distinct key found. Call :meth:`sync` first."""
         distinct = pc.unique(keys.cast(pa.string())).drop_null().to_pylist()
-        found: list[bytes | None] = self._db.get([_KEY + k.encode() for k in distinct]) or []
-        hits = [(k, v.decode()) for k, v in zip(distinct, found, strict=True) if v is not None]
+        with self._lock:
+            found: list[bytes | None] = self._db.get([_KEY + k.encode() for k in distinct]) or []
+        hits = [(k, None if v == _NULL else v[1:].decode()) for k, v in zip(distinct, found, strict=True) if v]
         keys, values = [k for k, _ in hits], [v for _, v in hits]
         return pa.table({self.key: pa.array(keys, pa.string()), self.value: pa.array(values, pa.string())})
 
     def _meta(self, version: int, table_id: str) -> bytes:
-        return json.dumps({"version": version, "table_id": table_id}).encode()
+        return json.dumps({"version": version, "table_id": table_id, "format": _FORMAT}).encode()
+
+    def _put_all(self, batch: WriteBatch, rows: pa.Table | pa.RecordBatch) -> int:
+        """Add ``rows``' keys (NULL keys skipped: nothing can match them) to ``batch``; how many."""
+        rows = rows.filter(pc.is_valid(rows.column(self.key)))
+        values = rows.column(self.value).to_pylist()
+        for key, value in zip(rows.column(self.key).to_pylist(), values, strict=True):
+            batch.put(_KEY + key.encode(), _NULL if value is None else b"v" + value.encode())
+        return rows.num_rows
 
     def _apply(self, version: int, table_id: str) -> None:
         """Apply one version's changes and move the covered version, in one atomic write batch."""
@@ -172,31 +191,28 @@ class KeyIndex:
         ).read_all()
         batch = WriteBatch(raw_mode=True)
         changes = feed["_change_type"]
-        for key in feed.filter(pc.equal(changes, "delete"))[self.key].to_pylist():
+        for key in feed.filter(pc.equal(changes, "delete"))[self.key].drop_null().to_pylist():
             batch.delete(_KEY + key.encode())
-        inserts = feed.filter(pc.equal(changes, "insert"))
-        for key, value in zip(inserts[self.key].to_pylist(), inserts[self.value].to_pylist(), strict=True):
-            batch.put(_KEY + key.encode(), (value or "").encode())
+        self._put_all(batch, feed.filter(pc.equal(changes, "insert")))
         batch.put(_META, self._meta(version, table_id))
         self._db.write(batch)
 
     def _rebuild(self, version: int, table_id: str) -> None:
-        """Empty the index and load every row of the table as of ``version``, then mark it covered
-        (the covered version is written last: a crash midway leaves no covered version, so the next
-        sync starts over)."""
+        """Empty the index and load every row of the table as of ``version`` (a fresh read of that
+        version, no process cache: the table may have been created again under the same path), then
+        mark it covered. The covered version goes first and comes back last: a crash midway leaves
+        none, so the next sync starts over. The database stays open (and locked) throughout."""
         log.info("%s index: rebuilding from the table at v%d", self.table.name, version)
-        self._db.close()
-        Rdict.destroy(str(self.path), self._options)
-        self._db = Rdict(str(self.path), self._options)
+        self._db.delete(_META)
+        self._db.delete_range(_KEY, _KEYS_END)
+        dt = self.lake.open(self.table, version=version)
+        if dt is None:
+            raise DeltaError(f"{self.table.name} v{version} disappeared during the rebuild")
         rows = 0
-        reader = change_stream(self.lake, self.table, -1, version, columns=[self.key, self.value])
-        for record_batch in reader:
+        for record_batch in dt.to_pyarrow_dataset().to_batches(columns=[self.key, self.value]):
             batch = WriteBatch(raw_mode=True)
-            keys, values = record_batch.column(self.key).to_pylist(), record_batch.column(self.value).to_pylist()
-            for key, value in zip(keys, values, strict=True):
-                batch.put(_KEY + key.encode(), (value or "").encode())
+            rows += self._put_all(batch, record_batch)
             self._db.write(batch)
-            rows += len(keys)
         self._db.compact_range(None, None)  # one sorted run: lookups right after a bulk load stay fast
         self._db.put(_META, self._meta(version, table_id))
         self._db.flush()
