@@ -250,10 +250,10 @@ class Settings(BaseSettings):
     )
     maintenance_retention_h: float = Field(
         default=1,
-        ge=0,
+        ge=0.05,
         description="Vacuum: a data file no version from the slowest consumer's on reads is deleted once it was "
-        "written this long before that version (h); longer than any append takes (rewrites hold the "
-        "table's rewrite lock, which the vacuum takes too).",
+        "written this long before that version (h); longer than any append takes from writing its files to "
+        "its commit (at least 0.05 h = 3 min; rewrites hold the table's rewrite lock, which the vacuum takes too).",
     )
     log_retention_minutes: float = Field(
         default=0.5,

@@ -30,7 +30,9 @@ class MaintenanceConfig(dg.Config):
     """The maintenance policy (the job's defaults come from ``EVENTLAKE_MAINTENANCE_*`` settings)."""
 
     retention_h: float = Field(
-        ge=0, description="Vacuum files no version from the floor on reads once written this long before it (h)."
+        ge=0.05,
+        description="Vacuum files no version from the floor on reads once written this long before it (h); at "
+        "least 3 min, longer than an append takes from writing its files to its commit.",
     )
     log_retention_minutes: float = Field(ge=0, description="Keep log entries no consumer needs this long (min).")
     target_file_mb: int = Field(ge=1, description="Size of the files compaction writes (MB).")

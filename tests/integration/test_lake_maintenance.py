@@ -90,7 +90,7 @@ def test_the_maintain_lake_job_reports_each_table_in_the_ui(env: Env) -> None:
     config = {
         "ops": {
             "maintain_tables": {
-                "config": {"retention_h": 0, "log_retention_minutes": 0, "target_file_mb": 64, "silver_open_days": 0}
+                "config": {"retention_h": 0.05, "log_retention_minutes": 0, "target_file_mb": 64, "silver_open_days": 0}
             },
             "prune_dagster_runs": {"config": {"run_retention_days": 7}},
         }

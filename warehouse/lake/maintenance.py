@@ -235,7 +235,9 @@ def vacuum(lake: Lake, table: TableDef, keep_from: int, min_age: timedelta) -> l
     at 20 commits/s would be millions of rows in every checkpoint). Kept: the files of version
     ``keep_from`` and of the latest version, and every file written less than ``min_age`` before
     ``keep_from`` was committed: a file any later version added (or a change-data file it wrote) was
-    written after that, and a writer's files before its commit are younger than ``min_age``. Every
+    written after that, or less than an append's write-to-commit time before it, so ``min_age`` must
+    exceed that time (0 only on a table no one writes: a vacuum with 0 under load deleted an
+    append's file written just before the floor's commit and committed just after). Every
     other ``.parquet`` file under the table (outside ``_delta_log``) is deleted, leftovers of failed
     writes included. Nothing is deleted while ``keep_from`` is negative (a consumer reads from the
     start) or its log entry is gone. Runs under the table's rewrite lock (waits for a compaction or
