@@ -73,12 +73,20 @@ TYPES = list(PROPERTIES)
 TYPE_SHARES = [0.60, 0.25, 0.10, 0.05]
 
 
-def synthetic_silver(rng: np.random.Generator, start: int, n: int, users: int, first: date, days: int) -> pa.Table:
-    """``n`` silver rows (ids from ``start``) spread uniformly over ``days`` days from ``first``."""
+def synthetic_silver(
+    rng: np.random.Generator,
+    start: int,
+    n: int,
+    users: int,
+    first: date,
+    days: int,
+    hours: tuple[float, float] = (0, 24),
+) -> pa.Table:
+    """``n`` silver rows (ids from ``start``) spread uniformly over ``days`` days from ``first``, at times
+    of day between ``hours`` (UTC)."""
     day_index = rng.integers(0, days, n)
-    epoch_us = (
-        np.datetime64(first, "us").astype(np.int64) + day_index * 86_400_000_000 + rng.integers(0, 86_400_000_000, n)
-    )
+    time_of_day = rng.integers(int(hours[0] * 3_600_000_000), int(hours[1] * 3_600_000_000), n)
+    epoch_us = np.datetime64(first, "us").astype(np.int64) + day_index * 86_400_000_000 + time_of_day
     kinds = rng.choice(len(TYPES), n, p=TYPE_SHARES)
     properties = np.empty(n, dtype=object)
     for k, kind in enumerate(TYPES):
@@ -156,13 +164,15 @@ def _on_connection(warehouse: Path, step: Callable[[duckdb.DuckDBPyConnection], 
         step(con)
 
 
-def build(history: int, users: int, root: Path) -> dict[str, float]:
-    """Write ``history`` synthetic silver rows under ``root`` and build gold from them (timed)."""
+def build(history: int, users: int, days: int, hours: tuple[float, float], root: Path) -> dict[str, float]:
+    """Write ``history`` synthetic silver rows over ``days`` days (at ``hours`` of each) under ``root``
+    and build gold from them (timed)."""
     rng = np.random.default_rng(7)
     lake = Lake(str(root / "lake"))
     started = time.perf_counter()
     for start in range(0, history, CHUNK):
-        lake.append(EVENTS, synthetic_silver(rng, start, min(CHUNK, history - start), users, FIRST_DAY, DAYS))
+        rows = synthetic_silver(rng, start, min(CHUNK, history - start), users, FIRST_DAY, days, hours)
+        lake.append(EVENTS, rows)
     write_s = time.perf_counter() - started
     initial = run_pipeline(root / "warehouse.duckdb", lake, root / "serving.duckdb")
     return {
@@ -174,17 +184,18 @@ def build(history: int, users: int, root: Path) -> dict[str, float]:
     }
 
 
-def measure_update(history: int, update: int, users: int, built: Path, scratch: Path) -> dict[str, float]:
-    """One round on a copy of the built history: a no-op run, then the new day appended and the
-    update run, both timed by part."""
+def measure_update(
+    history: int, update: int, users: int, new_day: date, hours: tuple[float, float], built: Path, scratch: Path
+) -> dict[str, float]:
+    """One round on a copy of the built history: a no-op run, then ``update`` events of ``new_day``
+    (at ``hours``) appended and the update run, both timed by part."""
     shutil.rmtree(scratch, ignore_errors=True)
     shutil.copytree(built, scratch)
     lake = Lake(str(scratch / "lake"))
     warehouse, serving = scratch / "warehouse.duckdb", scratch / "serving.duckdb"
     noop = run_pipeline(warehouse, lake, serving)
-    new_day = FIRST_DAY + timedelta(days=DAYS)
     # The same new day whatever the history: its own seed, the same user pool.
-    lake.append(EVENTS, synthetic_silver(np.random.default_rng(11), history, update, users, new_day, 1))
+    lake.append(EVENTS, synthetic_silver(np.random.default_rng(11), history, update, users, new_day, 1, hours))
     result = run_pipeline(warehouse, lake, serving)
     shutil.rmtree(scratch, ignore_errors=True)
     result["update compute"] = sum(value for part, value in result.items() if not part.startswith("mart "))
@@ -199,13 +210,23 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100_000, help="the user pool, the same for every history")
     parser.add_argument("--workdir", type=Path, default=None, help="where the lakes go (default: a temp dir)")
     parser.add_argument("--rounds", type=int, default=3, help="update rounds per history (medians reported)")
+    parser.add_argument("--days", type=int, default=DAYS, help="days the history spreads over")
+    parser.add_argument(
+        "--same-day",
+        action="store_true",
+        help="the update lands on the history's last day, after its events (a micro-batch into a day "
+        "that already holds the history's rows: the hot path's through a day), not on a new day",
+    )
     args = parser.parse_args()
+    new_day = FIRST_DAY + timedelta(days=args.days - 1 if args.same_day else args.days)
+    # Same day: the history's events fill 00:00-22:00 and the micro-batch's come after, 22:00-24:00.
+    history_hours, update_hours = ((0.0, 22.0), (22.0, 24.0)) if args.same_day else ((0.0, 24.0), (0.0, 24.0))
     base = args.workdir or Path(tempfile.mkdtemp(prefix="bench_gold_"))
     results: dict[int, dict[str, float]] = {}
     for history in args.histories:
         root = base / f"h{history}"
         shutil.rmtree(root, ignore_errors=True)
-        results[history] = build(history, args.users, root)
+        results[history] = build(history, args.users, args.days, history_hours, root)
         print(f"{datetime.now(UTC):%H:%M:%S} history {history:,}: built", file=sys.stderr, flush=True)
     # Rounds alternate the histories, so a slow spell of the machine hits both; medians are reported.
     rounds: dict[int, list[dict[str, float]]] = {history: [] for history in args.histories}
@@ -214,7 +235,13 @@ def main() -> None:
             rounds[history].append(
                 # A fresh path per round: the lake caches a table's versions by URI for the process's life.
                 measure_update(
-                    history, args.update, args.users, base / f"h{history}", base / f"round{round_number}-h{history}"
+                    history,
+                    args.update,
+                    args.users,
+                    new_day,
+                    update_hours,
+                    base / f"h{history}",
+                    base / f"round{round_number}-h{history}",
                 )
             )
             print(
@@ -241,7 +268,12 @@ def main() -> None:
         "peak RSS (GB)",
         *(f"mart {name}" for name in INCREMENTAL),
     ]
-    print(f"\nOne new day of {args.update:,} events; seconds (2 cores), medians of {args.rounds} rounds\n")
+    what = (
+        f"{args.update:,} events on the history's last day"
+        if args.same_day
+        else f"One new day of {args.update:,} events"
+    )
+    print(f"\n{what} ({args.days} days of history); seconds (2 cores), medians of {args.rounds} rounds\n")
     print(f"| part | {small:,} history | {large:,} history | ratio |")
     print("|---|---|---|---|")
     for row in rows:

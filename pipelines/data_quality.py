@@ -4,7 +4,6 @@ app, source and received day, incremental by received day over bronze, silver an
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pyarrow as pa
@@ -20,9 +19,18 @@ from warehouse.marts import Mart
 
 log = logging.getLogger(__name__)
 
-#: ``received_before`` of a rebuild: nothing counted yet.
+#: ``received_before`` and ``kept_before`` of a rebuild: nothing counted yet.
 _NO_RECEIVED = pa.schema(
     [("app", pa.string()), ("source", pa.string()), ("day", pa.date32()), ("events", pa.int64())]
+).empty_table()
+_NO_KEPT = pa.schema(
+    [
+        ("app", pa.string()),
+        ("source", pa.string()),
+        ("day", pa.date32()),
+        ("outcome", pa.string()),
+        ("events", pa.int64()),
+    ]
 ).empty_table()
 
 
@@ -38,11 +46,11 @@ def refresh_data_quality(
     Incremental by received day: the change data feeds of the three tables since the versions the
     mart last read give the (app, source, received day) triples that changed — plus the days of
     quarantined copies whose event has just reached silver (they become duplicates) — and only
-    those are recomputed, from silver and the quarantine filtered to them (the quarantine by its
-    ``received_date`` partitions, silver by ``received_at`` file statistics); what a day received is
-    its previous total plus bronze's change feed counted per day, so bronze (a file per group commit)
-    is never re-read. Bronze is read up to the version silver covers, so events silver has not
-    processed yet are not counted as duplicates.
+    those are recomputed: what a day received, and its valid and bot events, are its previous counts
+    plus bronze's and silver's change feeds counted per day, so neither is re-read (bronze holds a
+    file per group commit, silver's today every micro-batch since midnight); its quarantined rows are
+    read from the quarantine's ``received_date`` partitions. Bronze is read up to the version silver
+    covers, so events silver has not processed yet are not counted as duplicates.
     A warehouse whose watermark lacks the quarantine version (built before this was incremental),
     or that never ran, is rebuilt from the start of the three feeds.
 
@@ -61,17 +69,21 @@ def refresh_data_quality(
     changes = _feeds(lake, read_from, now, feeds)
     with registered(con, {"bronze_changes": changes.pop("bronze_changes")}):
         bronze_counts = con.sql(mart.sql("select_bronze_counts")).to_arrow_table()
+    with registered(con, {"silver_count_changes": changes.pop("silver_count_changes")}):
+        silver_counts = con.sql(mart.sql("select_silver_counts")).to_arrow_table()
     with registered(con, {**changes, "bronze_counts": bronze_counts}):
         days = con.sql(mart.sql("select_days")).to_arrow_table()
     quarantine_ids = changes["quarantine_ids"]
     assert isinstance(quarantine_ids, pa.Table)
     inputs = _day_inputs(lake, days, quarantine_ids, now) if days.num_rows else {}
-    with registered(con, {**inputs, "quality_days": days, "bronze_counts": bronze_counts}), transaction(con):
-        received = con.sql(mart.sql("select_received")).to_arrow_table() if read_from else None
+    counts = {"quality_days": days, "bronze_counts": bronze_counts, "silver_counts": silver_counts}
+    with registered(con, {**inputs, **counts}), transaction(con):
+        received = con.sql(mart.sql("select_received")).to_arrow_table() if read_from else _NO_RECEIVED
+        kept = con.sql(mart.sql("select_kept")).to_arrow_table() if read_from else _NO_KEPT
         if days.num_rows or read_from is None:
             con.execute(mart.sql("delete"), {"rebuild": read_from is None})
         if days.num_rows:
-            with registered(con, {"received_before": received if received is not None else _NO_RECEIVED}):
+            with registered(con, {"received_before": received, "kept_before": kept}):
                 con.execute(mart.sql("insert"))
         set_gold_watermark(con, mart.name, now)
     log.info("%s: %d received days changed", mart.name, days.num_rows)
@@ -102,6 +114,7 @@ def _feeds(
             columns=["app", "source", "received_date"],
         ),
         "silver_changes": silver.read(["app", "source", "received_at", "event_id"], both),
+        "silver_count_changes": silver.read(["app", "source", "received_at", "is_bot"], both),
         # The quarantine has no change data feed: the received days of the files it added since.
         "quarantine_changed_days": pa.table(
             {"day": changed_partitions(lake, REJECTED_EVENTS, quarantine_from, quarantine_version)}
@@ -113,20 +126,15 @@ def _feeds(
 
 
 def _day_inputs(lake: Lake, days: pa.Table, quarantine_ids: pa.Table, now: GoldWatermark) -> dict[str, object]:
-    """Silver and the quarantine at ``now``, read only where the changed received ``days`` are (bronze is
-    counted from its change data feed instead)."""
+    """The quarantine at ``now``, read only where the changed received ``days`` are, and silver's event
+    ids when those days hold quarantined rows (bronze and silver are counted from their change data
+    feeds instead)."""
     received_days = tuple(pc.unique(days["day"]).to_pylist())
     received = (("received_date", "in", received_days),)
-    since = datetime.combine(min(received_days), datetime.min.time(), UTC)
-    until = datetime.combine(max(received_days) + timedelta(days=1), datetime.min.time(), UTC)
     quarantined = pc.sum(pc.is_in(quarantine_ids["received_date"], pa.array(received_days))).as_py()
     quarantine_version = -1 if now.quarantine_version is None else now.quarantine_version
     return {
         "quarantine_events": _dataset(lake, REJECTED_EVENTS, quarantine_version, received),
-        # Silver is partitioned by event time: file statistics on received_at skip the rest.
-        "silver_events": _dataset(
-            lake, EVENTS, now.silver_version, (("received_at", ">=", since), ("received_at", "<", until))
-        ),
         # Whether a quarantined copy's event is in silver by now: the whole table, opened only
         # when the changed days hold quarantined rows (none on most runs).
         "silver_event_ids": _dataset(lake, EVENTS, now.silver_version if quarantined else -1),

@@ -9,6 +9,8 @@ insert in one transaction, so a rerun gives the same table.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -42,7 +44,8 @@ DEFAULT_OPTIONS = GoldOptions()
 
 @dataclass(frozen=True)
 class RefreshStats:
-    """What one refresh did: silver range consumed, changed and rewritten (app, source, day) rows."""
+    """What one refresh did: silver range consumed, changed and rewritten (app, source, day) rows,
+    and of the changed days those its ``append.sql`` added the micro-batch to (not recomputed)."""
 
     mart: str
     silver_from: int
@@ -50,6 +53,7 @@ class RefreshStats:
     bronze_version: int
     changed_days: int
     rewritten_rows: int
+    appended_days: int = 0
 
 
 class MicroBatch:
@@ -152,6 +156,9 @@ def refresh(con: duckdb.DuckDBPyConnection, batch: MicroBatch, mart: Mart) -> Re
     refresh_first_seen(con, batch.lake, silver_version, batch.options.reporting_timezone, batch.feed)
 
     changed = _changed_days(con, batch, mart, inputs, silver_from)
+    inserted = batch.feed(silver_from).inserted() if silver_from >= 0 and mart.has("append.sql") else None
+    appended = _appendable(con, mart, inputs, batch.options, changed, inserted)
+    recomputed = changed.drop_columns(["appended"]).join(appended, ["app", "source", "day"], join_type="left anti")
     rewritten = 0
     with transaction(con):
         if silver_from == -1:
@@ -159,19 +166,25 @@ def refresh(con: duckdb.DuckDBPyConnection, batch: MicroBatch, mart: Mart) -> Re
             # the new definition no longer produces must go too, not only the days rewritten.
             for table in mart.tables:
                 con.execute(load_sql("delete_all_rows", table))
-        if changed.num_rows:
-            rewritten = _rewrite(con, batch.lake, mart, inputs, batch.options, silver_version, changed)
+        if recomputed.num_rows:
+            rewritten = _rewrite(con, batch.lake, mart, inputs, batch.options, silver_version, recomputed)
+        if appended.num_rows:
+            assert inserted is not None
+            rewritten += _append(con, mart, inputs, batch.options, silver_version, appended, inserted)
         set_gold_watermark(con, mart.name, GoldWatermark(silver_version, batch.bronze_version, definition))
     batch.rewritten[mart.name] = rewritten
     log.info(
-        "%s: silver (%d, %d] touched %d days, rewrote %d rows",
+        "%s: silver (%d, %d] touched %d days (%d appended to), rewrote %d rows",
         mart.name,
         silver_from,
         silver_version,
         changed.num_rows,
+        appended.num_rows,
         rewritten,
     )
-    return RefreshStats(mart.name, silver_from, silver_version, batch.bronze_version, changed.num_rows, rewritten)
+    return RefreshStats(
+        mart.name, silver_from, silver_version, batch.bronze_version, changed.num_rows, rewritten, appended.num_rows
+    )
 
 
 def _definition(inputs: MartInputs, options: GoldOptions) -> str:
@@ -187,10 +200,11 @@ def _definition(inputs: MartInputs, options: GoldOptions) -> str:
 def _changed_days(
     con: duckdb.DuckDBPyConnection, batch: MicroBatch, mart: Mart, inputs: MartInputs, silver_from: int
 ) -> pa.Table:
-    """The reporting days (app, source, day) whose ``mart`` rows may change after silver
+    """The reporting days (app, source, day, appended) whose ``mart`` rows may change after silver
     ``(silver_from, silver_version]``: the days of changed rows of the event types it reads (all when
     it names none), of identity merges and, for marts that count new people, of first visits that
-    moved away (none of their events changed)."""
+    moved away (none of their events changed). ``appended``: the day's only change is inserted rows
+    (``select_changed_days.sql``)."""
     event_days = batch.event_days(con, silver_from)
     if inputs.event_types is not None:
         event_days = event_days.filter(pc.is_in(event_days["event_type"], pa.array(sorted(inputs.event_types))))
@@ -294,6 +308,90 @@ def _rewrite_batch(
     con.execute("drop view if exists resolved_events")
     for name in ("refresh_days", "silver_events"):
         con.unregister(name)
+
+
+@contextmanager
+def _over_inserted(
+    con: duckdb.DuckDBPyConnection,
+    mart: Mart,
+    inputs: MartInputs,
+    options: GoldOptions,
+    days: pa.Table,
+    inserted: pa.Table,
+) -> Iterator[None]:
+    """For the block: ``people_events``/``resolved_events`` over the silver rows a micro-batch
+    ``inserted`` (only), ``refresh_days`` = ``days``, ``reporting_settings``, ``refresh_params`` (when
+    the mart has parameters, e.g. ``timeout_s``: one row of them, as ``append.sql`` holds several
+    statements, which take no bound parameters), the mart's input tables and its macros."""
+    views: dict[str, object] = {
+        "silver_events": inserted,
+        "refresh_days": days,
+        "reporting_settings": pa.table({"timezone": [options.reporting_timezone]}),
+        **inputs.tables,
+    }
+    if inputs.params:
+        views["refresh_params"] = pa.table({name: [value] for name, value in inputs.params.items()})
+    with registered(con, views):
+        con.execute(load_sql("create_people_events"))
+        if mart.has("macros.sql"):
+            con.execute(mart.sql("macros"))
+        yield
+        con.execute("drop view if exists people_events")
+        con.execute("drop view if exists resolved_events")
+
+
+def _appendable(
+    con: duckdb.DuckDBPyConnection,
+    mart: Mart,
+    inputs: MartInputs,
+    options: GoldOptions,
+    changed: pa.Table,
+    inserted: pa.Table | None,
+) -> pa.Table:
+    """The changed days (app, source, day) ``mart``'s ``append.sql`` adds the micro-batch to: none
+    without one or when the micro-batch is not in memory (``inserted`` None: a first build, a large
+    backlog); else the days whose only change is inserted rows, and of those, when the folder has a
+    ``select_appendable.sql``, the days it accepts (sessions: every person's new events come after
+    their sessions). A mart whose changed day reaches other days (``Refresh.appends`` false) adds to
+    an (app, source) only when all its changed days can be: a day recomputed next door would read the
+    same new events again."""
+    days = changed.filter(changed["appended"]).drop_columns(["appended"])
+    if inserted is None or not days.num_rows:
+        return days.schema.empty_table()
+    if mart.has("select_appendable.sql"):
+        with _over_inserted(con, mart, inputs, options, days, inserted):
+            days = con.sql(mart.sql("select_appendable")).to_arrow_table()
+    if not mart.spec.refresh.appends:
+        keys = ["app", "source"]
+        recomputed = changed.select([*keys, "day"]).join(days, [*keys, "day"], join_type="left anti")
+        days = days.join(recomputed.select(keys), keys, join_type="left anti")
+    return days
+
+
+def _append(
+    con: duckdb.DuckDBPyConnection,
+    mart: Mart,
+    inputs: MartInputs,
+    options: GoldOptions,
+    silver_version: int,
+    days: pa.Table,
+    inserted: pa.Table,
+) -> int:
+    """Add the silver rows a micro-batch ``inserted`` on ``days`` (app, source, day; days whose only
+    change is inserted rows, :func:`_appendable`) to ``mart``'s rows with its ``append.sql``, instead
+    of recomputing those days from all their events: the cost follows the micro-batch, not the day
+    (a day of the hot path holds every micro-batch since midnight). ``append.sql`` reads what
+    :func:`_over_inserted` sets up and its state; it leaves ``silver_version`` null on the rows it
+    wrote, stamped here (on ``days`` and the ``lookback_days`` before them: a session continued from
+    the day before). Returns the number of days."""
+    with _over_inserted(con, mart, inputs, options, days, inserted):
+        con.execute(mart.sql("append"))
+    with registered(con, {"refresh_days": days}):
+        lookback = {"lookback_days": inputs.lookback_days}
+        stamped = con.sql(load_sql("select_lookback_days"), params=lookback).to_arrow_table()
+    with registered(con, {"refresh_days": stamped}):
+        con.execute(load_sql("mark_refreshed_rows", mart.name), {"silver_version": silver_version})
+    return days.num_rows
 
 
 def _insert_sql(mart: Mart) -> str:

@@ -95,14 +95,14 @@ PROVIDERS: dict[str, Callable[[Lake, GoldOptions], MartInputs]] = {
 
 def mart_inputs(mart: Mart, lake: Lake, options: GoldOptions) -> MartInputs:
     """The inputs of ``mart``: its provider's (if any) with its ``mart.yaml`` refresh values added —
-    the larger lookback, the YAML ``definition`` when set, the insert model's ``params``, the YAML
-    ``event_types`` when set."""
+    the larger lookback, the YAML ``definition`` after the provider's (both change the fingerprint),
+    the insert model's ``params``, the YAML ``event_types`` when set."""
     spec = mart.spec
     inputs = PROVIDERS[spec.inputs](lake, options) if spec.inputs else MartInputs()
     return replace(
         inputs,
         lookback_days=max(inputs.lookback_days, spec.refresh.lookback_days),
-        definition=spec.refresh.definition or inputs.definition,
+        definition="|".join(part for part in (inputs.definition, spec.refresh.definition) if part),
         params={**inputs.params, **(spec.insert.params if spec.insert else {})},
         event_types=frozenset(spec.refresh.event_types) if spec.refresh.event_types else inputs.event_types,
     )

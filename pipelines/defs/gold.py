@@ -79,6 +79,7 @@ def _refresh(con: duckdb.DuckDBPyConnection, batch: MicroBatch, mart: Mart) -> d
         "bronze_version_covered": stats.bronze_version,
         "changed_days": stats.changed_days,
         "rewritten_rows": stats.rewritten_rows,
+        "appended_days": stats.appended_days,
     }
 
 

@@ -119,6 +119,14 @@ class ChangeFeed:
         ).read_all()
         return self._rows
 
+    def inserted(self) -> pa.Table | None:
+        """Every row the range inserted (all columns, plus ``_commit_version``) when the range is
+        kept in memory (at most ``max_rows`` rows added), else None: a large range is only streamed."""
+        rows = self._cached()
+        if rows is None:
+            return None
+        return rows.filter(pc.equal(rows["_change_type"], "insert")).drop_columns(["_change_type"])
+
     def read(
         self,
         columns: list[str] | None = None,

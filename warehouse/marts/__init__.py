@@ -12,6 +12,8 @@ A mart is a folder ``<name>/`` (the name is the table's and the Dagster asset's)
 - optional: ``views.sql`` (serving views over it, created in the serving snapshot), ``delete.sql``
   (``refresh.partial_days``: what a partial day loses), ``maintain.sql`` (its ``state``),
   ``macros.sql`` (DuckDB temp macros its other SQL shares, created before each refresh batch),
+  ``append.sql`` and ``select_appendable.sql`` (a micro-batch's inserted rows added to its rows,
+  :class:`Refresh`),
   ``select_days.sql``, ``select_received.sql`` and ``select_bronze_counts.sql`` (``kind: quality``).
 
 The marts shipped with eventlake are package data of this package; a deployment may add its own
@@ -58,6 +60,13 @@ class Refresh(BaseModel):
     ``event_types``: the only event types its values depend on (e.g. ``[page_view]``): a micro-batch
     without new rows of these types leaves it as it is (skipped); unset, every event counts.
     ``definition``: a fingerprint kept with the watermark — changing it recomputes the mart's history.
+
+    A folder's optional ``append.sql`` takes the days whose only change is inserted silver rows (no
+    delete, merge or moved first visit): it adds the micro-batch's rows to the mart's rows (counts
+    added, people counted once through a state of who was counted) instead of recomputing those
+    days from all their events, so a refresh costs what the micro-batch holds, not what the day does
+    (:attr:`appends`: marts whose changed day refreshes that day alone; a mart whose changed day
+    reaches other days, sessions, also has a ``select_appendable.sql`` giving the days it can add to).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -73,6 +82,18 @@ class Refresh(BaseModel):
     reads_events: bool = True
     event_types: tuple[str, ...] | None = Field(default=None, min_length=1)
     definition: str = ""
+
+    @property
+    def appends(self) -> bool:
+        """Whether a changed day refreshes only itself from its own events: what ``append.sql`` needs."""
+        return (
+            self.window_days == 1
+            and self.lookback_days == 0
+            and self.calendar is None
+            and self.reads_events
+            and not (self.fill_spine or self.first_seen or self.keeps_rows)
+            and not (self.counts_from_state or self.partial_days)
+        )
 
 
 class InsertModel(BaseModel):
@@ -174,6 +195,13 @@ def _load_mart(folder: Traversable, scratch: duckdb.DuckDBPyConnection) -> Mart:
     missing = [file for file in required if not mart.has(file)]
     if missing:
         raise MartError(f"mart {name}: missing {', '.join(missing)} in its folder")
+    if mart.has("append.sql") and not (spec.refresh.appends or mart.has("select_appendable.sql")):
+        raise MartError(
+            f"mart {name}: append.sql adds a micro-batch to the changed days' rows only, but a changed "
+            "day also refreshes other days or reads rows it cannot add to (window_days, lookback_days, "
+            "calendar, fill_spine, first_seen, keeps_rows, counts_from_state, partial_days, reads_events): "
+            "a select_appendable.sql must say which days it can add to"
+        )
     check_name(mart)
     check_sql(mart, scratch)
     return mart

@@ -25,6 +25,16 @@ with known_days as (
     -- splits a session crossing midnight: its next day, which had no row yet, gains one); dense marts
     -- ($fill_spine) stop at their data, or they would get rows for days to come
     select app, source, day + ($window_days - 1) from changed_days where not $fill_spine
+    union all
+    -- a calendar period's rows (active_person_weeks: keyed by the week's Monday) are computed from the
+    -- whole period, so its days run to the period's end, past the mart's last row too (else a week
+    -- refreshed for its Monday alone would lose the people of its later days); dense marts stop at
+    -- their data, or they would get rows for days to come
+    select app, source, cast(date_trunc('week', day) + interval 6 day as date)
+    from changed_days
+    where $whole_week and not $fill_spine
+    union all
+    select app, source, last_day(day) from changed_days where $whole_month and not $fill_spine
 ),
 
 bounds as (

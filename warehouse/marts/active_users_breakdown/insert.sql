@@ -11,67 +11,11 @@
 -- Grain: (app, source, day, breakdown, value): active_users.
 -- Source of the formula: PostHog trends' "breakdown by property" (unique users per breakdown value),
 -- Amplitude's "group by user property" with the property's value at event time.
--- Inputs: people_events (bots excluded), user_attributes(app, user_id, attribute, value, valid_from,
--- valid_to; app null = every app), refresh_days(app, source, day); $first_day/$last_day bound the scan.
+-- Inputs: active_users_breakdown_facts() (macros.sql: the pairs of person and value) over the refreshed
+-- days; $first_day/$last_day bound the scan. A day whose only change is inserted events is not
+-- recomputed here: append.sql adds its new people.
 insert into active_users_breakdown (app, source, day, breakdown, value, active_users)
-with day_events as (
-    select
-        people.app,
-        people.source,
-        people.day,
-        people.person_id,
-        people."timestamp",
-        people.platform,
-        people.device_type,
-        people.country,
-        people.browser_family,
-        people.os_family
-    from people_events as people
-    inner join refresh_days as refresh
-        on refresh.app = people.app
-        and refresh.source = people.source
-        and refresh.day = people.day
-    where people.day between $first_day and $last_day
-),
-
-event_dimensions as (
-    -- SQL-standard UNPIVOT: one row per event and dimension, unknown values kept as null
-    select app, source, day, person_id, breakdown, value
-    from day_events
-    unpivot include nulls (value for breakdown in (platform, device_type, country, browser_family, os_family))
-),
-
-attribute_names as (
-    select distinct app, attribute from user_attributes
-),
-
-event_attributes as (
-    select
-        events.app,
-        events.source,
-        events.day,
-        events.person_id,
-        'user.' || names.attribute as breakdown,
-        versions.value
-    from day_events as events
-    inner join attribute_names as names
-        on names.app is null or names.app = events.app
-    left join user_attributes as versions
-        on versions.attribute = names.attribute
-        and versions.user_id = events.person_id
-        and (versions.app is null or versions.app = events.app)
-        and (versions.valid_from is null or events."timestamp" >= versions.valid_from)
-        and (versions.valid_to is null or events."timestamp" < versions.valid_to)
-),
-
-final as (
-    select app, source, day, breakdown, coalesce(value, '(none)') as value, count(distinct person_id) as active_users
-    from (
-        select app, source, day, person_id, breakdown, value from event_dimensions
-        union all
-        select app, source, day, person_id, breakdown, value from event_attributes
-    )
-    group by all
-)
-
-select app, source, day, breakdown, value, active_users from final
+select app, source, day, breakdown, value, count(*) as active_users
+from active_users_breakdown_facts()
+where day between $first_day and $last_day
+group by all

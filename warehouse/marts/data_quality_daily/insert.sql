@@ -13,11 +13,13 @@
 -- (select_days.sql), just deleted by delete.sql, are recomputed in the caller's transaction.
 -- received: what those rows summed to before (received_before: app, source, day, events; from
 -- select_received.sql, empty on a rebuild) plus bronze's rows added since the watermark, less those
--- removed (bronze_counts: app, source, received_date, events, from its change data feed), so bronze
--- is never re-read: its received day holds a file per group commit.
--- Inputs: silver_events, quarantine_events (Delta datasets the caller narrowed to those days'
--- partitions and files; filtered exactly here), silver_event_ids (all of silver, probed only for the
--- quarantined rows of those days), received_before, bronze_counts and quality_days.
+-- removed (bronze_counts: app, source, received_date, events, from its change data feed); valid and bot
+-- likewise (kept_before: app, source, day, outcome, events, select_kept.sql; silver_counts: the same
+-- from silver's change data feed, select_silver_counts.sql), so neither bronze nor silver is re-read:
+-- a received day holds a file per group commit and every micro-batch since midnight.
+-- Inputs: quarantine_events (the Delta dataset narrowed to those days' partitions; filtered exactly
+-- here), silver_event_ids (all of silver, probed only for the quarantined rows of those days),
+-- received_before, bronze_counts, kept_before, silver_counts and quality_days.
 insert into data_quality_daily (app, source, day, outcome, reason, reason_type, events)
 with received as (
     select app, source, day, sum(events) as events
@@ -32,20 +34,17 @@ with received as (
 ),
 
 valid as (
-    select
-        app,
-        source,
-        cast(received_at as date) as day,
-        case when is_bot then 'bot' else 'valid' end as outcome,
-        '' as reason,
-        '' as reason_type,
-        count(*) as events
-    from silver_events
+    -- the counts before (kept_before) plus silver's rows added and less those removed since
+    select app, source, day, outcome, '' as reason, '' as reason_type, cast(sum(events) as bigint) as events
+    from (
+        select app, source, day, outcome, events from kept_before
+        union all
+        select app, source, day, outcome, events from silver_counts
+    ) as counts
     semi join quality_days as changed
-        on changed.app = silver_events.app
-        and changed.source = silver_events.source
-        and changed.day = cast(silver_events.received_at as date)
+        on changed.app = counts.app and changed.source = counts.source and changed.day = counts.day
     group by all
+    having sum(events) > 0
 ),
 
 quarantined as (

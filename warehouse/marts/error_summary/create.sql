@@ -13,3 +13,13 @@ create table if not exists error_summary (
 );
 
 alter table error_summary add column if not exists silver_version bigint;
+
+-- error_summary_people: which people each row counted (grain + person_id), so a micro-batch that only
+-- adds errors to a day counts just its new people (append.sql). Person-level, not served.
+create table if not exists error_summary_people (
+    app varchar not null,
+    source varchar not null,
+    day date not null,
+    fingerprint varchar not null,
+    person_id varchar not null
+);

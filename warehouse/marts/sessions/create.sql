@@ -14,3 +14,7 @@ create table if not exists sessions (
     silver_version bigint
     -- no primary key (as active_person_days/weeks): see warehouse.gold.UNKEYED_TABLES
 );
+
+-- The person a session is of (identity-stitched, as people_events): a micro-batch's new events continue
+-- that person's last session (append.sql). Person-level, as the table: kept out of the serving snapshot.
+alter table sessions add column if not exists person_id varchar;

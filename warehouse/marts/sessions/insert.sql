@@ -7,7 +7,8 @@
 --   session_key        md5 of app, source, person and the client session id, else the start time (µs);
 --   started_at/ended_at  first and last event (UTC); duration_s the difference (0 for one event);
 --   events, page_views  counts; entry_page/exit_page  page_url of the first/last event with a page.
--- Grain: (app, source, day, session_key), day = reporting day of started_at. No person id (served to dashboards).
+-- Grain: (app, source, day, session_key), day = reporting day of started_at; person_id the person's
+-- (person-level: the table is not served, daily_sessions is).
 -- Incremental: a changed day D refreshes D - 1 .. D + 1 (a session may cross midnight into D, and a
 -- new event on D can merge D's last session with one starting after midnight); the scan reaches one
 -- day further each way. A session running more than 24 h past the scanned days is cut there.
@@ -24,7 +25,7 @@
 -- before_changed, after_changed) (select_partial_days.sql), reporting_settings(timezone);
 -- $first_day/$last_day bound the scan.
 insert into sessions (
-    app, source, day, session_key, client_session_id, started_at, ended_at, duration_s, events, page_views,
+    app, source, day, session_key, person_id, client_session_id, started_at, ended_at, duration_s, events, page_views,
     entry_page, exit_page
 )
 with scanned as (
@@ -120,6 +121,7 @@ final as (
                 coalesce('client:' || visits.client_session_id, 'start:' || cast(epoch_us(visits.started_at) as varchar))
             )
         ) as session_key,
+        visits.person_id,
         visits.client_session_id,
         visits.started_at,
         visits.ended_at,
@@ -147,6 +149,6 @@ final as (
 )
 
 select
-    app, source, day, session_key, client_session_id, started_at, ended_at, duration_s, events, page_views,
+    app, source, day, session_key, person_id, client_session_id, started_at, ended_at, duration_s, events, page_views,
     entry_page, exit_page
 from final
