@@ -61,6 +61,7 @@ def measure(lake_root: str, size: int, batch_events: int) -> dict[str, float]:
     """At one silver size: the index build, both lookups and the two micro-batches (see the module)."""
     import time
 
+    import polars as pl
     from silver_step import bronze
 
     from pipelines import silver
@@ -84,7 +85,7 @@ def measure(lake_root: str, size: int, batch_events: int) -> dict[str, float]:
         Parallelism(settings.silver_workers, settings.silver_parallel_min_rows),
     )
     events = bronze(batch_events, prefix=f"at{size}-")
-    ids = __import__("polars").Series("event_id", events["event_id"].to_pylist())
+    ids = pl.Series("event_id", events["event_id"].to_pylist())
     result: dict[str, float] = {}
 
     def timed(name: str, work: object) -> object:

@@ -262,9 +262,14 @@ def replay_quarantine(store: Lake, rules: Rules, run_id: str) -> BatchStats:
     with RowPool(rules.parallel, bronze_rows.height) as pool:
         decoded = transform.decode(bronze_rows.to_arrow().cast(_with_commit_version(RAW_EVENTS.schema)), pool)
         stats = BatchStats("replay", rows=decoded.height, processes=pool.processes)
-        split = validate(store, decoded, rules.suite, prior_hashes(store, decoded["event_id"]), run_id)
+        prior = silver_ids(store, decoded["event_id"])
+        split = validate(store, decoded, rules.suite, prior, run_id)
         silver = transform.build_silver(split.valid, run_id, rules.scrubber, rules.pseudonymizer, pool)
-    stats.inserted, checks = write_checked(lambda: store.insert_new(EVENTS, silver), silver, rules.silver_suite)
+    # The ids already in silver were read for the conflict check: the anti-join reuses them.
+    existing = prior["event_id"].to_arrow().cast(pa.string())
+    stats.inserted, checks = write_checked(
+        lambda: store.insert_new(EVENTS, silver, existing=existing), silver, rules.silver_suite
+    )
     count(stats, split, silver, checks)
     stats.replayed = record_replays(store, split.valid, run_id)
     return stats

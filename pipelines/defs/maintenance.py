@@ -12,6 +12,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import sqlalchemy as db
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 from pydantic import Field
 
 from pipelines.defs.resources import LakeResource, WarehouseResource
@@ -69,12 +72,42 @@ def prune_runs(instance: dg.DagsterInstance, created_before: datetime, limit: in
     return len(records)
 
 
+def prune_check_executions(instance: dg.DagsterInstance, chunk: int = 500) -> int:
+    """Delete the asset check executions of runs that no longer exist; returns how many.
+
+    Dagster's ``delete_run`` removes a run's event log but not the rows its asset checks left in the
+    event log storage's ``asset_check_executions`` table (its internal schema, read through the
+    storage's own connection; Dagster 1.13 has no public call for it): ~2.7 KB each and ~20 per
+    micro-batch, ~0.9 GB a day of hot path, found by the soak (the Dagster folder grew 115 -> 152 MB
+    in 50 minutes with runs deleted after 10). A storage that is not SQL-backed keeps its own.
+    """
+    storage = instance.event_log_storage
+    if not isinstance(storage, SqlEventLogStorage):
+        return 0
+    table = AssetCheckExecutionsTable
+    with storage.index_connection() as conn:
+        recorded = {run_id for (run_id,) in conn.execute(db.select(table.c.run_id).distinct())}
+    gone = sorted(recorded - set(instance.get_run_ids()))
+    deleted = 0
+    with storage.index_transaction() as conn:
+        for start in range(0, len(gone), chunk):
+            deleted += conn.execute(table.delete().where(table.c.run_id.in_(gone[start : start + chunk]))).rowcount
+    if deleted:
+        log.info("deleted %d asset check executions of %d deleted runs", deleted, len(gone))
+    return deleted
+
+
 @dg.op(description="Delete finished Dagster runs older than the run retention, with their event and compute logs.")
 def prune_dagster_runs(context: dg.OpExecutionContext, config: RunRetentionConfig) -> dg.Output[int]:
-    """Output: how many runs were deleted (at most :data:`PRUNE_BATCH` per run)."""
+    """Output: how many runs were deleted (at most :data:`PRUNE_BATCH` per run); the asset check
+    executions of deleted runs go too (:func:`prune_check_executions`)."""
     before = datetime.now(UTC) - timedelta(days=config.run_retention_days)
     deleted = prune_runs(context.instance, before)
-    return dg.Output(deleted, metadata={"deleted_runs": deleted, "created_before": before.isoformat()})
+    checks = prune_check_executions(context.instance)
+    return dg.Output(
+        deleted,
+        metadata={"deleted_runs": deleted, "deleted_check_executions": checks, "created_before": before.isoformat()},
+    )
 
 
 def _metadata(report: TableReport) -> dict[str, int]:

@@ -39,6 +39,14 @@ def view(user: str | None, page: str, **more: Any) -> dict[str, Any]:
     return {"event_type": "page_view", "user_id": user, "page_url": page, **more}
 
 
+def field(user: str, step: int, name: str) -> dict[str, Any]:
+    return {"event_type": "form_field", "user_id": user, "properties": {"form": "signup", "step": step, "field": name}}
+
+
+def submit(user: str) -> dict[str, Any]:
+    return {"event_type": "form_submit", "user_id": user, "properties": {"form": "signup"}}
+
+
 def error(user: str, line: int) -> dict[str, Any]:
     """An error of one group (its stack differs only in the line number)."""
     stack = f"TypeError: x is undefined\n    at f (https://a.example/app.js:{line}:7)"
@@ -52,7 +60,7 @@ BATCHES = [
             events(D1, "09:00", [view("u1", "/home", platform="web"), view("u2", "/home", platform="ios")]),
             events(D1, "09:00", [click("u3", "buy", session_id="s-3"), view(None, "/home", anonymous_id="anon-1")]),
             events(D1, "09:02", [click("u1", "buy"), view("bot", "/", is_bot=True)]),
-            events(D1, "09:03", [error("u3", 1)]),
+            events(D1, "09:03", [error("u3", 1), field("u3", 1, "email")]),
         ]
     ),
     # more of D1 (people seen and new; u1's and u3's sessions continue) and a new day D2
@@ -62,27 +70,37 @@ BATCHES = [
             events(D1, "09:25", [{"event_type": "click", "user_id": "u2", "properties": {"selector": "#nav"}}]),
             events(D1, "09:30", [view("u3", "/cart", session_id="s-3"), view("u1", "/pricing")]),
             events(D1, "09:40", [error("u3", 2), error("u4", 3)]),
-            events(D2, "09:00", [view("u1", "/home"), click("u5", "buy"), error("u5", 4)]),
+            events(D1, "09:45", [field("u3", 2, "password"), field("u4", 1, "email"), submit("u3")]),
+            events(D2, "09:00", [view("u1", "/home"), click("u5", "buy"), error("u5", 4), field("u5", 1, "email")]),
         ]
     ),
     # anon-1 identifies as u2 on D2: D1 (its anonymous day) is recomputed, D2 appended to
     events(
         D2,
         "10:00",
-        [{"event_type": "identify", "user_id": "u2", "anonymous_id": "anon-1"}, view("u2", "/pricing"), error("u5", 5)],
+        [
+            {"event_type": "identify", "user_id": "u2", "anonymous_id": "anon-1"},
+            view("u2", "/pricing"),
+            error("u5", 5),
+            field("u5", 2, "password"),
+        ],
     ),
     # D1 again after the merge: only added events, an hour later (new sessions); u2 is not in them, as
     # u2's events of D2 are later: sessions would recompute the day
     pa.concat_tables(
         [
             events(D1, "11:00", [view("u6", "/home"), click("u6", "buy"), view(None, "/home", anonymous_id="anon-9")]),
-            events(D1, "11:05", [error("u6", 6)]),
+            events(D1, "11:05", [error("u6", 6), field("u6", 1, "email")]),
         ]
     ),
     # and ten minutes later (their sessions continue)
-    events(D1, "11:10", [view("u6", "/home"), view(None, "/cart", anonymous_id="anon-9"), error("u3", 7)]),
+    events(
+        D1,
+        "11:10",
+        [view("u6", "/home"), view(None, "/cart", anonymous_id="anon-9"), error("u3", 7), field("u6", 3, "name")],
+    ),
     # a late event of 08:00 on D1: sessions recompute the day, the other marts add it
-    events(D1, "08:00", [view("u1", "/home"), click("u7", "buy"), error("u7", 8)]),
+    events(D1, "08:00", [view("u1", "/home"), click("u7", "buy"), error("u7", 8), field("u7", 1, "email")]),
 ]
 
 
@@ -109,7 +127,7 @@ def refresh_all(con: Any, lake: Lake) -> dict[str, int]:
 
 def test_micro_batches_added_to_a_day_give_the_rows_of_a_rebuild(tmp_path: Path) -> None:
     assert {"daily_event_counts", "daily_page_views", "component_interactions", "active_users_breakdown"} <= APPENDING
-    assert {"active_person_days", "sessions"} <= APPENDING
+    assert {"active_person_days", "sessions", "error_summary", "form_progress"} <= APPENDING
     lake = Lake(str(tmp_path / "lake"))
     con = gold.connect(tmp_path / "warehouse.duckdb")
     appended = []
@@ -139,6 +157,16 @@ def test_micro_batches_added_to_a_day_give_the_rows_of_a_rebuild(tmp_path: Path)
         "select events, people, strftime(first_seen_at, '%H:%M'), strftime(last_seen_at, '%H:%M') from error_summary"
     )
     assert con.execute(errors + " where day = ?", [D1]).fetchall() == [(6, 4, "08:02", "11:12")]
+    # D1's signup form: u3 (to step 2, submitted), u4 and u7 (step 1), u6 (step 3, skipping step 2)
+    form = (
+        "select step, field, people_started, people_reached, people_furthest, people_abandoned, people_submitted"
+        " from form_progress where day = ? order by step"
+    )
+    assert con.execute(form, [D1]).fetchall() == [
+        (1, "email", 4, 4, 2, 2, 0),
+        (2, "password", 4, 2, 1, 0, 1),
+        (3, "name", 4, 1, 1, 1, 0),
+    ]
     # The numbers themselves, for one row each: D1's home page viewed 8 times by u1, u2 (anon-1), u6, anon-9.
     views = "select views, people from daily_page_views where day = ? and page_url = '/home'"
     assert con.execute(views, [D1]).fetchall() == [(8, 4)]

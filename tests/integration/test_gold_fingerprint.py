@@ -46,7 +46,7 @@ RECORDED: dict[str, dict[str, str]] = {
         "form_progress": "12 rows 212d930bb601fd55",
         "funnel_steps": "2248 rows 55f2b5b10e68e367",
         # issue 25: the definitions of the marts that append a micro-batch (their people states)
-        "gold_watermarks": "18 rows 3261a237939bf1a9",
+        "gold_watermarks": "18 rows ffb4ff0203653d5c",
         "monthly_active_users": "365 rows aa407a8369e13adf",
         "overview_daily": "365 rows f68f53c4882044cc",
         "pipeline_freshness": "21 rows 3b18057f2009b5a0",
@@ -73,8 +73,9 @@ RECORDED: dict[str, dict[str, str]] = {
         "error_summary_people": "6 rows 4ce9fb5cea7f6330",
         "first_seen_moves": "0 rows 1c503ffa36b4fa88",
         "form_progress": "12 rows 212d930bb601fd55",
+        "form_progress_people": "23 rows 9970e80564e750a2",
         "funnel_steps": "2248 rows 55f2b5b10e68e367",
-        "gold_watermarks": "18 rows 3261a237939bf1a9",  # issue 25, as in the snapshot
+        "gold_watermarks": "18 rows ffb4ff0203653d5c",  # issue 25, as in the snapshot
         "identity_links": "3605 rows da6de498ad913df3",
         "monthly_active_users": "365 rows aa407a8369e13adf",
         "person_first_seen": "5778 rows b0faaad9f56f98db",

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pytest
 
 from pipelines.definitions_maintenance import build_maintenance_definitions
-from pipelines.defs.maintenance import prune_runs
+from pipelines.defs.maintenance import prune_check_executions, prune_runs
 from pipelines.maintenance import MaintenancePolicy, consumer_floors, maintain_lake
 from tests.conftest import Env, materialize_all
 from warehouse import gold
@@ -110,29 +110,46 @@ def test_the_maintain_lake_job_reports_each_table_in_the_ui(env: Env) -> None:
 
 
 def test_finished_runs_past_retention_are_deleted_with_their_event_and_compute_logs(tmp_path: Path) -> None:
-    @dg.op
-    def say(context) -> None:  # noqa: ANN001 (Dagster reads the annotation; this module postpones them)
+    @dg.asset
+    def thing(context) -> None:  # noqa: ANN001 (Dagster reads the annotation; this module postpones them)
         print("captured")  # noqa: T201 (a compute log to delete)
         context.log.info("logged")
 
-    @dg.job
-    def tiny() -> None:
-        say()
+    @dg.asset_check(asset=thing)
+    def thing_ok() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=True)
 
+    check = dg.AssetCheckKey(dg.AssetKey("thing"), "thing_ok")
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        old = [tiny.execute_in_process(instance=instance).run_id for _ in range(3)]
+
+        def run() -> str:
+            return dg.materialize([thing, thing_ok], instance=instance).run_id
+
+        def checked() -> list[str]:
+            return [r.run_id for r in instance.event_log_storage.get_asset_check_execution_history(check, limit=10)]
+
+        old = [run() for _ in range(3)]
         cutoff = datetime.now(UTC)
         time.sleep(0.05)
-        kept = tiny.execute_in_process(instance=instance).run_id
+        kept = run()
+        # a run deleted some other way (the UI, or by this job before it pruned check executions)
+        stray = run()
+        instance.delete_run(stray)
         shards = tmp_path / "history" / "runs"
         assert all((shards / f"{run_id}.db").exists() for run_id in old)
+        assert len(checked()) == 5
 
         assert prune_runs(instance, cutoff) == 3
         assert [r.dagster_run.run_id for r in instance.get_run_records()] == [kept]
         assert not any((shards / f"{run_id}.db").exists() for run_id in old)
         assert (shards / f"{kept}.db").exists()
         assert instance.all_logs(kept)
+        # Dagster's delete_run leaves the checks' executions: 4 of deleted runs, deleted here
+        assert len(checked()) == 5
+        assert prune_check_executions(instance) == 4
+        assert checked() == [kept]
         assert prune_runs(instance, cutoff) == 0
+        assert prune_check_executions(instance) == 0
 
 
 def _compact_for(root: str, seconds: float) -> int:
