@@ -99,7 +99,13 @@ def programs(settings: Settings, env: dict[str, str]) -> list[Program]:
             env,
             200,
         ),
-        Program("dagster_daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], env, 300),
+        # Runs are started by the daemon's code servers and inherit its niceness (Linux `nice`).
+        Program(
+            "dagster_daemon",
+            ["nice", "-n", str(settings.pipeline_nice), str(BIN / "dagster-daemon"), "run", "-w", workspace],
+            env,
+            300,
+        ),
     ]
     if settings.superset:
         data_dir = settings.data_dir.resolve()

@@ -95,6 +95,14 @@ class Settings(BaseSettings):
     ingest_workers: int = Field(
         default=2, ge=1, description="uvicorn worker processes `make up` starts (supervised: a dead one is replaced)."
     )
+    pipeline_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="CPU niceness `make up` gives Dagster's daemon and so every run it launches (the hot path, "
+        "replays, maintenance): on a machine they share with the ingest API, the API's acknowledgements "
+        "come first (0: the same priority).",
+    )
     max_buffer_events: int = Field(
         default=200_000,
         ge=1,
