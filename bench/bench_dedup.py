@@ -17,9 +17,13 @@ a duplicate). Measured, in this process:
 * ``new batch s`` / ``retried batch s``: the whole micro-batch (decode, validation, scrub,
   enrichment, dedup, the silver commit) for the new events and for their retries.
 
+With ``--cold-share F``, the oldest event days holding about that share of silver's rows are moved
+to the cold tier (:func:`warehouse.lake.tiers.move_older`) before each size is measured: dedup then
+spans both tiers (the index holds both; the scan reads both).
+
 Prints one row per size and the ratio of the largest size's figures to the smallest's (the
 target: the micro-batch flat, the index lookup within 1.3x). Usage:
-``.venv/bin/python bench/bench_dedup.py [--silver-rows 1000000,50000000] [--batch-events 10000]``
+``.venv/bin/python bench/bench_dedup.py [--silver-rows 1000000,50000000] [--batch-events 10000] [--cold-share 0.5]``
 """
 
 import sys
@@ -44,7 +48,7 @@ def grow_silver(lake: object, rows: int, start: int, chunk: int = 1_000_000) -> 
                 "event_id": "s" + number.hash(seed=1).cast(pl.String) + "-" + number.cast(pl.String),
                 "content_hash": number.hash(seed=2).cast(pl.String),
                 "event_date": pl.date_range(pl.date(2023, 1, 1), pl.date(2023, 12, 31), eager=True).gather(
-                    (number // 137_000 % 365).cast(pl.UInt32)
+                    (number // ROWS_PER_DAY % 365).cast(pl.UInt32)
                 ),
             }
         ).to_arrow()
@@ -57,7 +61,22 @@ def grow_silver(lake: object, rows: int, start: int, chunk: int = 1_000_000) -> 
         lake.append(EVENTS, pa.table(columns, schema=EVENTS.schema))  # type: ignore[attr-defined]
 
 
-def measure(lake_root: str, size: int, batch_events: int) -> dict[str, float]:
+#: Synthetic rows per event day (grow_silver).
+ROWS_PER_DAY = 137_000
+
+
+def move_to_cold(lake: object, rows: int, share: float) -> int:
+    """Move the event days holding the first ``share`` of ``rows`` synthetic rows to the cold tier; how many days."""
+    from datetime import date, timedelta
+
+    from warehouse.lake.tables import EVENTS
+    from warehouse.lake.tiers import move_older
+
+    days = min(365, int(rows * share) // ROWS_PER_DAY)
+    return len(move_older(lake, EVENTS, date(2023, 1, 1) + timedelta(days=days)))  # type: ignore[arg-type]
+
+
+def measure(lake: object, size: int, batch_events: int) -> dict[str, float]:
     """At one silver size: the index build, both lookups and the two micro-batches (see the module)."""
     import time
 
@@ -70,11 +89,9 @@ def measure(lake_root: str, size: int, batch_events: int) -> dict[str, float]:
     from pipelines.scrubbing import Scrubber
     from pipelines.validation import load_suite, suite_path
     from warehouse.lake.key_index import shared_key_index
-    from warehouse.lake.store import Lake
     from warehouse.lake.tables import EVENTS, RAW_EVENTS
     from warehouse.settings import Settings
 
-    lake = Lake(lake_root)
     scrubber = Scrubber()
     settings = Settings()
     rules = silver.Rules(
@@ -118,28 +135,32 @@ def main() -> None:
     import os
     import tempfile
 
-    from warehouse.lake.store import Lake
+    from warehouse.lake.tiers import tiered_lake
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--silver-rows", default="1000000,50000000", help="silver sizes, comma-separated")
     parser.add_argument("--batch-events", type=int, default=10_000, help="bronze events per micro-batch")
+    parser.add_argument("--cold-share", type=float, default=0.0, help="share of silver's rows moved to the cold tier")
     args = parser.parse_args()
     sizes = sorted(int(v) for v in args.silver_rows.split(","))
     rows: list[tuple[int, dict[str, float]]] = []
     # The index stays open in this process (as in the hot path's): its files may outlive the cleanup.
     with tempfile.TemporaryDirectory(prefix="bench_dedup_", ignore_cleanup_errors=True) as tmp:
-        lake = Lake(f"{tmp}/lake")
+        lake = tiered_lake(f"{tmp}/lake", f"{tmp}/cold", 9, 512)
         grown = 0
         for size in sizes:
             grow_silver(lake, size, grown)
             grown = size
-            stats = measure(lake.root, size, args.batch_events)
+            moved = move_to_cold(lake, size, args.cold_share) if args.cold_share else 0
+            stats = measure(lake, size, args.batch_events)
+            stats["cold days"] = moved
             rows.append((size, stats))
             sys.stderr.write(f"{size:,} silver rows: {stats}\n")
         index_mb = sum(f.stat().st_size for f in (Path(tmp) / "lake" / "_index").rglob("*") if f.is_file()) / 2**20
     names = list(rows[0][1])
     print(
-        f"micro-batch of {args.batch_events:,} events; {os.cpu_count()} cores; index at the end: {index_mb:,.0f} MiB\n"
+        f"micro-batch of {args.batch_events:,} events; {os.cpu_count()} cores; index at the end: {index_mb:,.0f} MiB; "
+        f"cold share {args.cold_share:.0%}\n"
     )
     print("| silver rows | " + " | ".join(names) + " |")
     print("|---" * (len(names) + 1) + "|")
@@ -147,7 +168,9 @@ def main() -> None:
         print(f"| {size:,} | " + " | ".join(f"{stats[name]:,.2f}" for name in names) + " |")
     first, last = rows[0][1], rows[-1][1]
     print(
-        f"| ratio {rows[-1][0] // rows[0][0]}x rows | " + " | ".join(f"{last[n] / first[n]:.2f}x" for n in names) + " |"
+        f"| ratio {rows[-1][0] // rows[0][0]}x rows | "
+        + " | ".join(f"{last[n] / first[n]:.2f}x" if first[n] else "-" for n in names)
+        + " |"
     )
 
 

@@ -11,7 +11,7 @@ each step keeps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -28,9 +28,13 @@ from warehouse.lake.tables import (
     WATERMARKS,
     TableDef,
 )
+from warehouse.lake.tiers import MoveReport, TierPolicy, expire_older, move_older, tier_states
 
 #: Every lake table maintenance looks after, in order.
 MAINTAINED = (RAW_EVENTS, EVENTS, REJECTED_EVENTS, QUARANTINE_REPLAYS, USER_ATTRIBUTES, WATERMARKS, PROPERTY_TYPES)
+#: The cold tier's log entries are kept at least this long: silver's key index follows the deletes of
+#: its few commits a day (retention, erasure) and rebuilds from both tiers when they are gone.
+COLD_LOG_RETENTION = timedelta(days=1)
 #: The tables consumers read incrementally (a change feed after their watermark, or a version).
 CONSUMED = (RAW_EVENTS, EVENTS, REJECTED_EVENTS)
 
@@ -57,10 +61,11 @@ class MaintenancePolicy:
 
 @dataclass(frozen=True)
 class TableReport:
-    """What maintaining one table did: its size before and after, the partitions compacted, the
-    files vacuumed and log files expired, and the floor that bounded them."""
+    """What maintaining one table (in one tier, ``hot`` or ``cold``) did: its size before and after,
+    the partitions compacted, the files vacuumed and log files expired, and the floor that bounded them."""
 
     table: str
+    tier: str
     before: TableState
     after: TableState
     compacted: list[str]
@@ -83,11 +88,12 @@ def consumer_floors(lake: Lake, serving: Path) -> dict[str, int]:
 
 
 def maintain(
-    lake: Lake, table: TableDef, floor: int | None, policy: MaintenancePolicy, today: date
+    lake: Lake, table: TableDef, floor: int | None, policy: MaintenancePolicy, today: date, tier: str = "hot"
 ) -> TableReport | None:
     """Compact ``table``'s closed partitions, checkpoint it, expire its log and vacuum it, keeping
     what a consumer at ``floor`` needs (``None``: no consumer, the latest version;
-    :mod:`warehouse.lake.maintenance`); ``None`` when the table does not exist.
+    :mod:`warehouse.lake.maintenance`); ``None`` when the table does not exist. ``tier``: which of
+    the lake's tiers ``lake`` is (``hot`` or ``cold``), for the report.
 
     Raises:
         deltalake.exceptions.DeltaError: a step failed (after retries on commit conflicts); the
@@ -103,18 +109,24 @@ def maintain(
     vacuumed = vacuum(lake, table, keep_from, policy.retention)
     expired = expire_log(lake, table, keep_from, policy.log_retention)
     after = table_state(lake, table) or before
-    return TableReport(table.name, before, after, compacted, len(vacuumed), expired, keep_from)
+    return TableReport(table.name, tier, before, after, compacted, len(vacuumed), expired, keep_from)
 
 
 def maintain_lake(lake: Lake, serving: Path, policy: MaintenancePolicy) -> list[TableReport]:
     """:func:`maintain` every table of :data:`MAINTAINED` with its consumers' floor (state tables:
-    their latest version)."""
+    their latest version), then silver's cold tier (its latest version: only silver's key index reads
+    its changes, which keeps a day of its log, :data:`COLD_LOG_RETENTION`)."""
     floors = consumer_floors(lake, serving)
     today = datetime.now(UTC).date()
     reports = []
     for table in MAINTAINED:
         floor = floors.get(table.name, -1) if table in CONSUMED else None
         report = maintain(lake, table, floor, policy, today)
+        if report is not None:
+            reports.append(report)
+    if lake.cold is not None:
+        cold_policy = replace(policy, log_retention=max(policy.log_retention, COLD_LOG_RETENTION))
+        report = maintain(lake.cold, EVENTS, None, cold_policy, today, tier="cold")
         if report is not None:
             reports.append(report)
     return reports
@@ -129,3 +141,36 @@ def expire_consumed_bronze(lake: Lake, serving: Path, log_retention: timedelta) 
     """
     floor = consumer_floors(lake, serving)[RAW_EVENTS.name]
     return expire_log(lake, RAW_EVENTS, floor, log_retention) if floor >= 0 else 0
+
+
+@dataclass(frozen=True)
+class TierReport:
+    """What one tiering run did: silver's partitions moved to the cold tier, the partitions expired
+    per table (``cold_events``: silver's, from the cold tier), and each tier's size after."""
+
+    moved: list[MoveReport]
+    expired: dict[str, list[str]]
+    states: dict[str, TableState | None]
+
+
+def tier_lake(lake: Lake, serving: Path, policy: TierPolicy, today: date) -> TierReport:
+    """Apply the tier and retention ``policy`` (whole UTC days before ``today``): move silver's old
+    partitions to the cold tier (:func:`warehouse.lake.tiers.move_older`), then delete silver's cold
+    partitions, bronze's and the quarantine's received days past their retention, these two only
+    once every consumer has read them (:func:`consumer_floors`).
+
+    Callers serialize it with silver's writers (it runs in the pipeline's code location).
+
+    Raises:
+        warehouse.lake.tiers.TierMoveError: a partition could not be moved (the older ones were).
+        deltalake.exceptions.DeltaError: a commit failed; the next run goes on.
+    """
+    moved = move_older(lake, EVENTS, today - timedelta(days=policy.hot_days))
+    floors = consumer_floors(lake, serving)
+    expired: dict[str, list[str]] = {}
+    if policy.cold_days and lake.cold is not None:
+        expired["cold_events"] = expire_older(lake.cold, EVENTS, today - timedelta(days=policy.cold_days), None)
+    for table, days in ((RAW_EVENTS, policy.bronze_ttl_days), (REJECTED_EVENTS, policy.quarantine_ttl_days)):
+        if days:
+            expired[table.name] = expire_older(lake, table, today - timedelta(days=days), floors[table.name])
+    return TierReport(moved, expired, tier_states(lake, EVENTS))

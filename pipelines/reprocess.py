@@ -5,7 +5,7 @@ gold follows through silver's change data feed (inserts and deletes)."""
 from __future__ import annotations
 
 import logging
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import polars as pl
 import pyarrow as pa
@@ -28,6 +28,7 @@ from pipelines.silver import (
 from warehouse.lake.history import change_stream
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS, RAW_EVENTS
+from warehouse.lake.tiers import expired_before
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,22 @@ def reprocess(store: Lake, rules: Rules, run_id: str, first: date, last: date) -
     recorded as replayed, as :func:`pipelines.silver.replay_quarantine` would. Idempotent.
 
     Raises:
-        ValueError: ``last`` before ``first``.
+        ValueError: ``last`` before ``first``, or the range holds events bronze no longer has: days in
+            silver's cold tier, or events received before bronze's expiry horizon (:mod:`warehouse.lake.tiers`).
     """
     ensure_tables(store, rules)
     if last < first:
         raise ValueError(f"reprocess range is empty: {first} > {last}")
+    cold = (
+        store.cold.dataset(EVENTS, None, (("event_date", ">=", first), ("event_date", "<=", last)))
+        if store.cold
+        else None
+    )
+    if cold is not None and cold.count_rows():
+        raise ValueError(
+            f"silver's days {first}..{last} are partly in the cold tier (older than the hot horizon); "
+            "reprocessing reads bronze, whose retention is shorter: reprocess recent days only"
+        )
     watermark = store.watermark(EVENTS.name, RAW_EVENTS.name)
     stats = BatchStats("reprocess", bronze_to=watermark)
     in_range = day_range_predicate("event_date", first, last)
@@ -79,6 +91,31 @@ def reprocess(store: Lake, rules: Rules, run_id: str, first: date, last: date) -
     count(stats, split, silver, checks)
     log.info("reprocessed silver %s..%s: %d rows from %d bronze rows", first, last, silver.num_rows, decoded.height)
     return stats
+
+
+def _refuse_expired(store: Lake, first: date, last: date) -> None:
+    """Refuse a range whose events bronze may no longer hold (rebuilding it would delete them).
+
+    Raises:
+        ValueError: days of the range are in silver's cold tier, or silver holds events of the range
+            received before the day bronze's retention deleted everything before (:func:`expired_before`).
+    """
+    days = (("event_date", ">=", first), ("event_date", "<=", last))
+    if store.cold is not None and store.cold.dataset(EVENTS, None, days).count_rows():
+        raise ValueError(
+            f"silver's days {first}..{last} are partly in the cold tier (older than the hot horizon, "
+            "EVENTLAKE_SILVER_HOT_DAYS): reprocessing rebuilds from bronze, whose retention is shorter"
+        )
+    horizon = expired_before(store, RAW_EVENTS)
+    if horizon is None:
+        return
+    received = pa.scalar(datetime.combine(date.fromisoformat(horizon), time(), UTC), pa.timestamp("us", tz="UTC"))
+    early = store.dataset(EVENTS, None, days, cold=False).count_rows(filter=pads.field("received_at") < received)
+    if early:
+        raise ValueError(
+            f"{early} events of {first}..{last} were received before {horizon}, and bronze's retention "
+            "(EVENTLAKE_BRONZE_TTL_DAYS) deleted what it received then: reprocessing would lose them"
+        )
 
 
 def _in_range_only(store: Lake, silver: pa.Table, first: date, last: date, range_expr: pads.Expression) -> pa.Table:

@@ -11,12 +11,15 @@ record in the table property :data:`RULES_PROPERTY`), the ``rescrub_sensor`` sta
    :func:`pipelines.transform.scrub_quarantine_columns`) and, when any value changed or a file of
    the partition still carries statistics of other columns than the table's ``stats_columns``,
    replaces the partition in one commit (replaceWhere) whose metadata says
-   ``eventlake.operation: rescrub``. Other partitions are not written, so a second run writes nothing;
+   ``eventlake.operation: rescrub``. Other partitions are not written, so a second run writes nothing.
+   Silver's cold tier (:mod:`warehouse.lake.tiers`) is rescrubbed in place the same way;
 2. the gold marts follow through silver's change data feed (the rewritten days), as after a
-   reprocess, and the serving snapshot is published again;
+   reprocess, and the serving snapshot is published again (not yet for the days of the cold tier,
+   whose changes the hot table's feed does not carry: docs/lifecycle.md, "Not built yet");
 3. :func:`purge` (the ``purged_history`` asset): once every gold consumer has read both tables up
    to their current versions, removes the file versions and log entries from before
-   (:func:`warehouse.lake.maintenance.purge_history`), then records the rules' fingerprint on both tables.
+   (:func:`warehouse.lake.maintenance.purge_history`; silver's cold tier's too), then records the
+   rules' fingerprint on both tables.
 
 A crash at any point leaves every row exactly once (each partition's replacement is one atomic
 commit; the log never holds half of one) and the next run finishes the job: the fingerprint is
@@ -63,17 +66,18 @@ def pending_tables(store: Lake, fingerprint: str) -> list[TableDef]:
 def _rewritten(
     store: Lake, table: TableDef, scrub: Callable[[pl.DataFrame], pl.DataFrame], stats: BatchStats
 ) -> Iterator[pl.DataFrame]:
-    """Rescrub ``table`` partition by partition; yields each rewritten partition's new rows after
-    its commit (one partition in memory at a time). A partition is rewritten when a value changes,
-    or when one of its files carries statistics of a column outside ``table.stats_columns`` (written
-    before the table restricted them: the log would keep copying those values)."""
+    """Rescrub ``table`` in ``store``'s tier (a cold tier is a ``Lake`` of its own) partition by
+    partition; yields each rewritten partition's new rows after its commit (one partition in memory
+    at a time). A partition is rewritten when a value changes, or when one of its files carries
+    statistics of a column outside ``table.stats_columns`` (written before the table restricted
+    them: the log would keep copying those values)."""
     version = store.version(table)
     if version is None:
         return
     column = table.partition_by[0]
     stale = set(partitions_with_stats(store, table, version, exclude=table.stats_columns).to_pylist())
     for day in sorted(changed_partitions(store, table, -1, version).to_pylist()):
-        frame = pl.from_arrow(store.dataset(table, version, files=((column, "=", day),)).to_table())
+        frame = pl.from_arrow(store.dataset(table, version, files=((column, "=", day),), cold=False).to_table())
         assert isinstance(frame, pl.DataFrame)
         stats.rows += frame.height
         scrubbed = scrub(frame)
@@ -110,8 +114,9 @@ def rescrub(store: Lake, rules: Rules) -> BatchStats:
         )
 
     columns = suite_columns(rules.silver_suite)
+    tiers = [store, *([store.cold] if store.cold is not None else [])]
     stats.silver_checks = checks_by_part(
-        (frame.select(columns).to_pandas() for frame in _rewritten(store, EVENTS, silver_rows, stats)),
+        (frame.select(columns).to_pandas() for tier in tiers for frame in _rewritten(tier, EVENTS, silver_rows, stats)),
         rules.silver_suite,
     )
     quarantine = _rewritten(
@@ -145,8 +150,13 @@ def purge(store: Lake, con: duckdb.DuckDBPyConnection, fingerprint: str) -> dict
             f"not purging: gold has not read silver v{silver_version} / quarantine v{quarantine_version} yet: "
             + ", ".join(f"{mart} (silver v{s}, quarantine v{q})" for mart, s, q in behind)
         )
-    purged = {table.name: purge_history(store, table) for table in SCRUBBED_TABLES}
-    for table in SCRUBBED_TABLES:
-        if store.version(table) is not None:  # recorded last: a crash before it means run again
-            set_table_properties(store, table, {RULES_PROPERTY: fingerprint})
+    tiers = [(store, table) for table in SCRUBBED_TABLES]
+    if store.cold is not None and store.cold.version(EVENTS) is not None:
+        tiers.append((store.cold, EVENTS))
+    purged = {
+        f"{'cold_' if tier is store.cold else ''}{table.name}": purge_history(tier, table) for tier, table in tiers
+    }
+    for tier, table in tiers:
+        if tier.version(table) is not None:  # recorded last: a crash before it means run again
+            set_table_properties(tier, table, {RULES_PROPERTY: fingerprint})
     return purged

@@ -84,7 +84,7 @@ class Env:
 
     @property
     def lake(self) -> Lake:
-        return Lake(self.lake_root)
+        return self.settings().lake()
 
     def settings(self) -> Settings:
         """The settings of a process writing here: ``EVENTLAKE_*`` from the environment as it is now."""

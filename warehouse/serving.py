@@ -19,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from warehouse.gold import registered
 from warehouse.lake.store import Lake
@@ -80,23 +81,33 @@ def publish_snapshot(
 
 
 def pipeline_freshness(con: duckdb.DuckDBPyConnection, lake: Lake) -> pa.Table:
-    """When each layer last changed: ``(layer, table_name, version, updated_at UTC)`` rows.
+    """When each layer last changed, and how large each lake table is in each tier: ``(layer,
+    table_name, version, updated_at UTC, tier, files, bytes)`` rows.
 
-    Lake tables report their latest Delta commit (version and commit time); gold marts report
-    the silver version they consumed and when their watermark last moved.
+    Lake tables report their latest Delta commit (version and commit time) and their data files and
+    bytes, per tier (``hot``; silver's ``cold`` tier too, :mod:`warehouse.lake.tiers`); gold marts
+    report the silver version they consumed and when their watermark last moved (no tier, files or bytes).
     """
     rows: list[dict[str, object]] = []
-    for layer, table in (("bronze", RAW_EVENTS), ("silver", EVENTS), ("quarantine", REJECTED_EVENTS)):
-        dt = lake.open(table)
+    tables = [("bronze", RAW_EVENTS, lake, "hot"), ("silver", EVENTS, lake, "hot")]
+    if lake.cold is not None:
+        tables.append(("silver", EVENTS, lake.cold, "cold"))
+    tables.append(("quarantine", REJECTED_EVENTS, lake, "hot"))
+    for layer, table, tier_lake, tier in tables:
+        dt = tier_lake.open(table)
         if dt is None:
             continue
         last = dt.history(1)[0]
+        sizes = pa.table(dt.get_add_actions(flatten=True))["size_bytes"]
         rows.append(
             {
                 "layer": layer,
                 "table_name": table.name,
                 "version": dt.version(),
                 "updated_at": datetime.fromtimestamp(last["timestamp"] / 1000, tz=UTC),
+                "tier": tier,
+                "files": len(sizes),
+                "bytes": pc.sum(sizes).as_py() or 0,
             }
         )
     for mart, silver_version, updated_at in (
@@ -109,6 +120,9 @@ def pipeline_freshness(con: duckdb.DuckDBPyConnection, lake: Lake) -> pa.Table:
             ("table_name", pa.string()),
             ("version", pa.int64()),
             ("updated_at", pa.timestamp("us", tz="UTC")),
+            ("tier", pa.string()),
+            ("files", pa.int64()),
+            ("bytes", pa.int64()),
         ]
     )
     return pa.Table.from_pylist(rows, schema=schema)

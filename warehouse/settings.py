@@ -11,6 +11,9 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from warehouse.gold import GoldOptions
+from warehouse.lake.maintenance import AutoCompactor
+from warehouse.lake.store import Lake
+from warehouse.lake.tiers import TierPolicy, tiered_lake
 
 
 class SourceConfig(BaseModel):
@@ -40,6 +43,11 @@ class Settings(BaseSettings):
     lake_uri: str | None = Field(
         default=None,
         description="Hot lake root (local path or any object-store URI delta-rs supports); default <data_dir>/lake.",
+    )
+    cold_uri: str | None = Field(
+        default=None,
+        description="Cold lake root, where silver's old partitions move (cheaper storage: a local path or any "
+        "object-store URI delta-rs supports); default <data_dir>/cold.",
     )
     warehouse_path: Path | None = Field(
         default=None, description="DuckDB file holding the gold marts; default <data_dir>/warehouse.duckdb."
@@ -291,6 +299,38 @@ class Settings(BaseSettings):
         description="Silver partitions (event days, UTC) younger than this stay open for late events: not compacted.",
     )
 
+    # tiers and retention (docs/lifecycle.md, "Tiers and retention")
+    silver_hot_days: int = Field(
+        default=90, ge=1, description="Silver's event days older than this (UTC days) move to the cold root."
+    )
+    silver_cold_days: int = Field(
+        default=730, ge=0, description="Silver's event days older than this are deleted from the cold root (0: never)."
+    )
+    bronze_ttl_days: int = Field(
+        default=14,
+        ge=0,
+        description="Bronze's received days older than this are deleted once silver and data quality read them "
+        "(0: never).",
+    )
+    quarantine_ttl_days: int = Field(
+        default=90,
+        ge=0,
+        description="The quarantine's received days older than this are deleted once data quality read them "
+        "(0: never).",
+    )
+    tiering_cron: str = Field(
+        default="15 * * * *",
+        description="When the tier_lake job moves and expires partitions (cron, UTC); it runs in the pipeline's "
+        "code location, between micro-batches.",
+    )
+    cold_compression_level: int = Field(
+        default=9,
+        ge=1,
+        le=22,
+        description="zstd level of the files written to the cold root (hot: delta-rs's default).",
+    )
+    cold_target_mb: int = Field(default=512, ge=1, description="Size of the files written to the cold root (MB).")
+
     @field_validator("reporting_timezone")
     @classmethod
     def _known_timezone(cls, name: str) -> str:
@@ -311,6 +351,21 @@ class Settings(BaseSettings):
         if self.lake_uri:
             return self.lake_uri.rstrip("/")
         return str((self.data_dir / "lake").resolve())
+
+    @property
+    def cold_root(self) -> str:
+        """The cold lake root as a URI or absolute path string."""
+        if self.cold_uri:
+            return self.cold_uri.rstrip("/")
+        return str((self.data_dir / "cold").resolve())
+
+    def tier_policy(self) -> TierPolicy:
+        """How long data stays in each tier (:class:`warehouse.lake.tiers.TierPolicy`)."""
+        return TierPolicy(self.silver_hot_days, self.silver_cold_days, self.bronze_ttl_days, self.quarantine_ttl_days)
+
+    def lake(self, compactor: AutoCompactor | None = None) -> Lake:
+        """The hot lake with its cold tier (:func:`warehouse.lake.tiers.tiered_lake`)."""
+        return tiered_lake(self.lake_root, self.cold_root, self.cold_compression_level, self.cold_target_mb, compactor)
 
     @property
     def serving_file(self) -> Path:

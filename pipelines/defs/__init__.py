@@ -15,7 +15,7 @@ from pipelines.defs.gold import gold_asset, gold_checks, serving_asset
 from pipelines.defs.hot_path import HotPathConfig, hot_path_job
 from pipelines.defs.ingest import bronze_sensor_definition, raw_events
 from pipelines.defs.jobs import pipeline_jobs
-from pipelines.defs.lifecycle import purged_history, rescrub_sensor
+from pipelines.defs.lifecycle import purged_history, rescrub_sensor, tier_job
 from pipelines.defs.resources import LakeResource, SilverResource, WarehouseResource
 from pipelines.defs.silver import silver_events_asset, user_attributes_asset
 from warehouse.marts import catalog
@@ -66,6 +66,9 @@ def pipeline_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]
     return {
         "lake": LakeResource(
             root=settings.lake_root,
+            cold_root=settings.cold_root,
+            cold_compression_level=settings.cold_compression_level,
+            cold_target_mb=settings.cold_target_mb,
             auto_compact_files=settings.auto_compact_files,
             auto_compact_mb=settings.auto_compact_mb,
         ),
@@ -88,9 +91,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         max_lifetime_s=settings.hot_path_max_s,
         log_retention_minutes=settings.log_retention_minutes,
     )
+    tiering, tiering_schedule = tier_job(settings)
     return dg.Definitions(
         assets=assets.all,
-        jobs=[hot_path_job(assets.all, jobs[0], hot_path_config), *jobs],
+        jobs=[hot_path_job(assets.all, jobs[0], hot_path_config), *jobs, tiering],
+        schedules=[tiering_schedule],
         sensors=[bronze_sensor_definition(settings.sensor_interval_s, settings.hot_path_idle_s == 0), rescrub_sensor],
         resources=pipeline_resources(settings),
     )

@@ -1,17 +1,26 @@
 """Lifecycle Dagster objects: after a scrub rules change, the rescrub sensor and the purge of the
-old file versions and log entries (``purged_history``)."""
+old file versions and log entries (``purged_history``); the tiering job that moves silver's old
+partitions to the cold root and expires what is past its retention (``tier_lake``), and its schedule."""
+
+from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from pipelines import rescrub
 from pipelines.defs.ingest import ACTIVE_RUNS
 from pipelines.defs.resources import LakeResource, SilverResource, WarehouseResource
+from pipelines.maintenance import tier_lake
 from pipelines.rescrub import pending_tables
 from pipelines.scrub_rules import load_rules, rules_fingerprint
 from warehouse.lake.tables import EVENTS
+from warehouse.lake.tiers import TierPolicy
+from warehouse.settings import Settings
 
 #: The job the rescrub sensor starts (pipelines.defs.jobs).
 RESCRUB_LAKE = "rescrub_lake"
+TIER_LAKE = "tier_lake"
 
 
 @dg.asset(
@@ -73,3 +82,78 @@ def rescrub_sensor(
     names = ", ".join(table.name for table in pending)
     context.log.info("%s not scrubbed with rules %s: requesting rescrub_lake", names, fingerprint)
     return dg.RunRequest(run_key=f"rescrub@{fingerprint}@silver-v{store.version(EVENTS)}")
+
+
+class TierConfig(dg.Config):
+    """The tier and retention policy (:class:`warehouse.lake.tiers.TierPolicy`; the job's defaults come
+    from the ``EVENTLAKE_SILVER_HOT_DAYS``, ``_SILVER_COLD_DAYS``, ``_BRONZE_TTL_DAYS`` and
+    ``_QUARANTINE_TTL_DAYS`` settings)."""
+
+    hot_days: int = Field(ge=1, description="Silver's event days older than this (UTC days) move to the cold root.")
+    cold_days: int = Field(ge=0, description="Silver's event days older than this leave the cold root (0: never).")
+    bronze_ttl_days: int = Field(ge=0, description="Bronze's received days older than this are deleted once read.")
+    quarantine_ttl_days: int = Field(ge=0, description="The quarantine's received days older than this are deleted.")
+
+
+@dg.op(
+    description="Move silver's event days past the hot horizon to the cold root (copy, verify, then delete), and "
+    "delete what is past its retention: silver's cold days, bronze's and the quarantine's received days."
+)
+def tier_partitions(
+    context: dg.OpExecutionContext, config: TierConfig, lake: LakeResource, warehouse: WarehouseResource
+) -> dg.Output[int]:
+    """One observation per table: silver's files and bytes per tier with the partitions and rows moved,
+    bronze's and the quarantine's expired partitions. Output: how many partitions moved.
+
+    Raises:
+        warehouse.lake.tiers.TierMoveError: a partition could not be moved (it stays in hot; the next run tries).
+    """
+    policy = TierPolicy(config.hot_days, config.cold_days, config.bronze_ttl_days, config.quarantine_ttl_days)
+    report = tier_lake(lake.lake(), Path(warehouse.serving_path), policy, datetime.now(UTC).date())
+    tiers = {
+        f"{tier}_{name}": getattr(state, name)
+        for tier, state in report.states.items()
+        if state is not None
+        for name in ("files", "bytes", "version")
+    }
+    silver = {
+        **tiers,
+        "moved_partitions": len(report.moved),
+        "moved_rows": sum(move.rows for move in report.moved),
+        "expired_cold_partitions": len(report.expired.get("cold_events", [])),
+    }
+    context.log_event(dg.AssetObservation(asset_key=EVENTS.name, metadata=silver))
+    for table, expired in report.expired.items():
+        if table != "cold_events":
+            context.log_event(dg.AssetObservation(asset_key=table, metadata={"expired_partitions": len(expired)}))
+    moved = [move.partition for move in report.moved]
+    return dg.Output(len(moved), metadata={**silver, "moved": moved, "expired": dg.MetadataValue.json(report.expired)})
+
+
+def tier_job(settings: Settings) -> tuple[dg.JobDefinition, dg.ScheduleDefinition]:
+    """``tier_lake`` (:func:`tier_partitions`, the settings' policy as the launchpad's defaults) and its
+    schedule (``tiering_cron``, running by default). It runs in the pipeline's code location, so never
+    beside a silver write (the move deletes a partition it copied: nothing may append to it meanwhile)."""
+    config = TierConfig(
+        hot_days=settings.silver_hot_days,
+        cold_days=settings.silver_cold_days,
+        bronze_ttl_days=settings.bronze_ttl_days,
+        quarantine_ttl_days=settings.quarantine_ttl_days,
+    )
+
+    @dg.job(
+        name=TIER_LAKE,
+        executor_def=dg.in_process_executor,
+        config={"ops": {"tier_partitions": {"config": config.model_dump()}}},
+        description="Tiers and retention: silver's old event days to the cold root, expired partitions deleted.",
+    )
+    def tier_lake_job() -> None:
+        tier_partitions()
+
+    schedule = dg.ScheduleDefinition(
+        job=tier_lake_job,
+        cron_schedule=settings.tiering_cron,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )
+    return tier_lake_job, schedule

@@ -111,6 +111,12 @@ def prune_dagster_runs(context: dg.OpExecutionContext, config: RunRetentionConfi
 
 
 def _metadata(report: TableReport) -> dict[str, int]:
+    """The report as metadata; a cold tier's keys start with ``cold_`` (they go to the same asset)."""
+    prefix = "cold_" if report.tier == "cold" else ""
+    return {f"{prefix}{key}": value for key, value in _counts(report).items()}
+
+
+def _counts(report: TableReport) -> dict[str, int]:
     return {
         "files_before": report.before.files,
         "files_after": report.after.files,
@@ -147,7 +153,7 @@ def maintain_tables(
     reports = maintain_lake(lake.lake(), Path(warehouse.serving_path), policy)
     for report in reports:
         context.log_event(dg.AssetObservation(asset_key=report.table, metadata=_metadata(report)))
-    summary = {report.table: _metadata(report) for report in reports}
+    summary = {f"{report.table} ({report.tier})": _counts(report) for report in reports}
     return dg.Output(len(reports), metadata={"tables": dg.MetadataValue.json(summary)})
 
 

@@ -22,20 +22,26 @@ from warehouse import gold
 from warehouse.lake.maintenance import auto_compactor
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS, RAW_EVENTS
+from warehouse.lake.tiers import tiered_lake
 from warehouse.settings import Settings
 
 
 class LakeResource(dg.ConfigurableResource):
-    """The Delta lake root (local path or object-store URI) and the auto compaction of the partitions
-    runs append to (:class:`warehouse.lake.maintenance.AutoCompaction`)."""
+    """The Delta lake's hot and cold roots (local paths or object-store URIs), how the cold one is
+    written, and the auto compaction of the partitions runs append to
+    (:class:`warehouse.lake.maintenance.AutoCompaction`)."""
 
     root: str
+    cold_root: str
+    cold_compression_level: int = Field(default=9, ge=1, le=22, description="zstd level of the cold root's files.")
+    cold_target_mb: int = Field(default=512, ge=1, description="Size of the files written to the cold root (MB).")
     auto_compact_files: int = Field(default=0, ge=0, description="Small files that trigger auto compaction; 0: off.")
     auto_compact_mb: int = Field(default=16, ge=1, description="Size of the files auto compaction writes (MB).")
 
     def lake(self) -> Lake:
-        """A :class:`warehouse.lake.store.Lake` over this root."""
-        return Lake(self.root, compactor=auto_compactor(self.auto_compact_files, self.auto_compact_mb))
+        """A :class:`warehouse.lake.store.Lake` over the hot root, with its cold tier."""
+        compactor = auto_compactor(self.auto_compact_files, self.auto_compact_mb)
+        return tiered_lake(self.root, self.cold_root, self.cold_compression_level, self.cold_target_mb, compactor)
 
 
 #: GoldOptions fields that are paths.

@@ -139,8 +139,10 @@ def test_commit_rows_reads_the_log_forward_by_file_name_and_lazily(env: Env) -> 
     )
     assert list(commit_rows(env.lake, RAW_EVENTS, versions[-1], versions[-1])) == []
 
-    (Path(env.lake.uri(RAW_EVENTS)) / "_delta_log" / f"{versions[-1]:020d}.json").unlink()
-    commits = commit_rows(env.lake, RAW_EVENTS, versions[0] - 1, versions[-1])
+    # A commit is read once per process (it never changes); one not read yet whose file is gone:
+    gone = env.lake.append(RAW_EVENTS, bronze("gone"))
+    (Path(env.lake.uri(RAW_EVENTS)) / "_delta_log" / f"{gone:020d}.json").unlink()
+    commits = commit_rows(env.lake, RAW_EVENTS, versions[0] - 1, gone)
     assert next(commits) == (versions[0], 3)  # a caller that stops early never reads further
     with pytest.raises(FileNotFoundError):
         list(commits)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
-from deltalake import QueryBuilder
+from deltalake import DeltaTable, QueryBuilder
 from deltalake.exceptions import TableNotFoundError
 
 from warehouse.lake.store import Lake, snapshot
@@ -28,6 +30,7 @@ def change_stream(
     change_types: tuple[str, ...] = ("insert",),
     predicate: str | None = None,
     columns: list[str] | None = None,
+    lifecycle: bool = False,
 ) -> pa.RecordBatchReader:
     """Rows changed in versions ``(after_version, until_version]`` from the change data feed,
     streamed batch by batch (a first build's feed is the whole history: it never sits in memory).
@@ -44,7 +47,14 @@ def change_stream(
     build ends with (only the commit each row came from is lost), and it works however old the
     table is: replaying the feed from version 0 fails once log entries expired or a vacuum removed
     files that later commits replaced (:mod:`warehouse.lake.maintenance`), and reads every
-    rewritten version of a row on the way.
+    rewritten version of a row on the way. A tiered table's (:attr:`TableDef.tiered`) rows in the
+    lake's cold tier are part of it, each row once (as :meth:`Lake.dataset` reads them).
+
+    Lifecycle commits (:data:`LIFECYCLE_KEY`: partitions moved to the cold tier or expired) are
+    left out of a feed: to a consumer, they are no change (``lifecycle``: keep them).
+
+    Raises:
+        FileNotFoundError: a commit file in the range is gone (its log was cleaned up).
     """
     schema = pa.schema([table.schema.field(name) for name in columns or table.schema.names])
     out = pa.schema(
@@ -56,22 +66,41 @@ def change_stream(
     )
     if until_version <= after_version:
         return pa.RecordBatchReader.from_batches(out, [])
-    feed = _feed(lake, table, after_version, until_version, predicate, columns, schema)
-    if feed is None:
-        return pa.RecordBatchReader.from_batches(out, [])
+    if after_version < 0 or lifecycle:
+        ranges = [(after_version, until_version)]
+    else:  # lifecycle commits are not read at all (a move's delete would read the whole partition)
+        ranges = _ranges_without(
+            after_version, until_version, lifecycle_versions(lake, table, after_version, until_version)
+        )
+    feeds = [_feed(lake, table, start, end, predicate, columns, schema) for start, end in ranges]
     wanted = pa.array(change_types)
 
     def batches() -> Iterator[pa.RecordBatch]:
-        for batch in feed:
-            # delta-rs returns string_view columns, which pyarrow's filter kernels lack: cast first.
-            change_type = batch.column("_change_type").cast(pa.string())
-            arrays = [batch.column(field.name).cast(field.type) for field in schema]
-            arrays.append(batch.column("_commit_version").cast(pa.int64()))
-            if len(change_types) > 1:
-                arrays.append(change_type)
-            yield pa.RecordBatch.from_arrays(arrays, schema=out).filter(pc.is_in(change_type, wanted))
+        for feed in feeds:
+            if feed is None:
+                continue
+            for batch in feed:
+                # delta-rs returns string_view columns, which pyarrow's filter kernels lack: cast first.
+                change_type = batch.column("_change_type").cast(pa.string())
+                arrays = [batch.column(field.name).cast(field.type) for field in schema]
+                arrays.append(batch.column("_commit_version").cast(pa.int64()))
+                if len(change_types) > 1:
+                    arrays.append(change_type)
+                yield pa.RecordBatch.from_arrays(arrays, schema=out).filter(pc.is_in(change_type, wanted))
 
     return pa.RecordBatchReader.from_batches(out, batches())
+
+
+def _ranges_without(after_version: int, until_version: int, skipped: list[int]) -> list[tuple[int, int]]:
+    """``(after, until]`` ranges covering ``(after_version, until_version]`` without the ``skipped`` versions."""
+    ranges, start = [], after_version
+    for version in sorted(skipped):
+        if version > start + 1:
+            ranges.append((start, version - 1))
+        start = version
+    if until_version > start:
+        ranges.append((start, until_version))
+    return ranges
 
 
 #: A feed of at most this many added rows (a micro-batch) is read once and kept in memory by
@@ -165,47 +194,112 @@ class ChangeFeed:
 FeedSource = Callable[[int], ChangeFeed]
 
 
-def commit_rows(lake: Lake, table: TableDef, after_version: int, until_version: int) -> Iterator[tuple[int, int]]:
-    """``(version, rows added)`` of each commit in ``(after_version, until_version]``, oldest first.
+#: The commit-info key of a lifecycle commit (:mod:`warehouse.lake.tiers`): its value says what it did,
+#: ``move`` (partitions moved to the cold tier) or ``expire`` (partitions past their retention).
+#: Change-feed readers skip these commits: to anyone downstream, a move or an expiry is not a deletion.
+LIFECYCLE_KEY = "eventlake.lifecycle"
+
+
+@dataclass(frozen=True)
+class CommitSummary:
+    """What one commit did: the rows its data-changing ``add`` actions added (their ``numRecords``
+    statistics; an add without statistics counts 0), its :data:`LIFECYCLE_KEY` value (None for
+    any other commit), and the values (as text) of the first partition column of the files it added
+    or removed with ``dataChange`` (Delta protocol, "Add File and Remove File", "Per-file Statistics")."""
+
+    rows_added: int
+    lifecycle: str | None
+    partitions: frozenset[str]
+
+
+def commit_summaries(
+    lake: Lake, table: TableDef, after_version: int, until_version: int
+) -> Iterator[tuple[int, CommitSummary]]:
+    """``(version, summary)`` of each commit in ``(after_version, until_version]``, oldest first.
 
     Reads the commit files ``_delta_log/<version, 20 digits>.json`` one at a time, lazily: a
     caller that stops iterating stops reading, so the cost follows the commits it takes, not the
-    backlog or the table's age. Rows added: the ``numRecords`` statistics of the commit's ``add``
-    actions that change data (Delta protocol, "Add File and Remove File" and "Per-file
-    Statistics"); an add without statistics counts 0, as do commits that add no data. The
+    backlog or the table's age; each commit is read once per process (it never changes). The
     version is the file's name (delta-rs 1.6's ``history()`` numbers entries by counting, which
     shifts them when commits land meanwhile).
 
     Raises:
         FileNotFoundError: a commit file in the range is gone (its log was cleaned up).
     """
-    fs, base = pafs.FileSystem.from_uri(lake.uri(table))
+    column = table.partition_by[0] if table.partition_by else None
     for version in range(after_version + 1, until_version + 1):
-        with fs.open_input_stream(f"{base}/_delta_log/{version:020d}.json") as stream:
-            actions = [orjson.loads(line) for line in stream.read().splitlines() if line.strip()]
-        adds = [action["add"] for action in actions if "add" in action]
-        yield (
-            version,
-            sum(
-                int(orjson.loads(add["stats"]).get("numRecords", 0))
-                for add in adds
-                if add.get("dataChange", True) and add.get("stats")
-            ),
-        )
+        yield version, _commit_summary(lake.uri(table), version, column)
+
+
+def commit_rows(lake: Lake, table: TableDef, after_version: int, until_version: int) -> Iterator[tuple[int, int]]:
+    """``(version, rows added)`` of each commit in ``(after_version, until_version]``, oldest first
+    (:func:`commit_summaries`).
+
+    Raises:
+        FileNotFoundError: a commit file in the range is gone (its log was cleaned up).
+    """
+    for version, summary in commit_summaries(lake, table, after_version, until_version):
+        yield version, summary.rows_added
+
+
+def lifecycle_versions(lake: Lake, table: TableDef, after_version: int, until_version: int) -> list[int]:
+    """The lifecycle commits (:data:`LIFECYCLE_KEY`) in ``(after_version, until_version]``.
+
+    Raises:
+        FileNotFoundError: a commit file in the range is gone (its log was cleaned up).
+    """
+    summaries = commit_summaries(lake, table, after_version, until_version)
+    return [version for version, summary in summaries if summary.lifecycle is not None]
+
+
+@functools.lru_cache(maxsize=16_384)
+def _commit_summary(uri: str, version: int, column: str | None) -> CommitSummary:
+    """:class:`CommitSummary` of the commit file of ``version`` of the table at ``uri``."""
+    fs, base = pafs.FileSystem.from_uri(uri)
+    with fs.open_input_stream(f"{base}/_delta_log/{version:020d}.json") as stream:
+        actions = [orjson.loads(line) for line in stream.read().splitlines() if line.strip()]
+    info: dict[str, Any] = next((action["commitInfo"] for action in actions if "commitInfo" in action), {})
+    changes = [
+        action.get("add") or action["remove"]
+        for action in actions
+        if ("add" in action or "remove" in action) and (action.get("add") or action["remove"]).get("dataChange", True)
+    ]
+    adds = [action["add"] for action in actions if "add" in action and action["add"].get("dataChange", True)]
+    return CommitSummary(
+        rows_added=sum(int(orjson.loads(add["stats"]).get("numRecords", 0)) for add in adds if add.get("stats")),
+        lifecycle=info.get(LIFECYCLE_KEY),
+        partitions=frozenset(
+            value
+            for change in changes
+            if column is not None and (value := (change.get("partitionValues") or {}).get(column)) is not None
+        ),
+    )
 
 
 def changed_partitions(lake: Lake, table: TableDef, after_version: int, until_version: int) -> pa.Array:
-    """Values of the first partition column of the files added or removed in ``(after_version, until_version]``.
+    """Values of the first partition column of the files added or removed in ``(after_version, until_version]``
+    by commits that change data, lifecycle commits (:data:`LIFECYCLE_KEY`) left out.
 
-    For tables without a change data feed (the quarantine): the two snapshots' file lists
-    compared, so it works for any versions still in the log. ``after_version`` -1 means from
-    the start (every file of ``until_version``); an empty array when nothing changed or the
-    table does not exist.
+    For tables without a change data feed (the quarantine): from the range's commit files
+    (:func:`commit_summaries`), or, when one of them is gone, the two snapshots' file lists
+    compared. ``after_version`` -1 means from the start (every file of ``until_version``); an
+    empty array when nothing changed or the table does not exist.
     """
     column = f"partition.{table.partition_by[0]}"
     empty = pa.array([], table.schema.field(table.partition_by[0]).type)
     if until_version < 0 or until_version <= after_version:
         return empty
+    if after_version >= 0:
+        try:
+            values = {
+                value
+                for _, summary in commit_summaries(lake, table, after_version, until_version)
+                if summary.lifecycle is None
+                for value in summary.partitions
+            }
+            return pa.array(sorted(values), pa.string()).cast(empty.type)
+        except FileNotFoundError:
+            pass
     files = [
         pa.table(dt.get_add_actions(flatten=True)).select(["path", column])
         for version in (after_version, until_version)
@@ -260,10 +354,14 @@ def _feed(
         return None
     if after_version < 0:
         names = ", ".join(f'"{name}"' for name in schema.names)
-        sql = f"select {names}, 'insert' as _change_type, cast({until_version} as bigint) as _commit_version from t"
-        return pa.RecordBatchReader.from_stream(
-            QueryBuilder().register("t", dt).execute(f"{sql} where {predicate}" if predicate else sql)
-        )
+        select = f"select {names}, 'insert' as _change_type, cast({until_version} as bigint) as _commit_version"
+        query = QueryBuilder().register("t", dt)
+        sql = f"{select} from t where {predicate or 'true'}"
+        cold = lake.cold.open(table) if table.tiered and lake.cold is not None else None
+        if cold is not None:
+            query.register("c", cold)
+            sql += f" union all {select} from c where ({predicate or 'true'}) and {_not_in_hot(table, dt, cold)}"
+        return pa.RecordBatchReader.from_stream(query.execute(sql))
     else:
         return pa.RecordBatchReader.from_stream(
             dt.load_cdf(
@@ -273,3 +371,17 @@ def _feed(
                 columns=[*columns, "_change_type", "_commit_version"] if columns else None,
             )
         )
+
+
+def _not_in_hot(table: TableDef, hot: DeltaTable, cold: DeltaTable) -> str:
+    """A SQL condition on the cold table ``c`` that leaves out the rows whose key the hot table ``t``
+    holds in a partition both tiers have (a move in flight: see :func:`warehouse.lake.store.tier_union`)."""
+    column, key = table.partition_by[0], table.key
+    both = sorted(
+        set(pa.table(hot.get_add_actions(flatten=True))[f"partition.{column}"].to_pylist())
+        & set(pa.table(cold.get_add_actions(flatten=True))[f"partition.{column}"].to_pylist()) - {None}
+    )
+    if not both:
+        return "true"
+    days = ", ".join(f"'{day}'" for day in both)
+    return f'(c."{column}" not in ({days}) or c."{key}" not in (select "{key}" from t where "{column}" in ({days})))'

@@ -19,6 +19,11 @@ The protocol (what makes it safe to trust):
 * When the feed cannot serve the range (its log entries expired, a table re-created under the same
   path, more than ``max_feed_versions`` versions behind, or no index yet), the index is rebuilt from
   the table as of its latest version, streamed batch by batch.
+* A tiered table (:attr:`warehouse.lake.tables.TableDef.tiered`) is indexed across both tiers: a
+  move to the cold tier is no change to the hot table's feed (a lifecycle commit), so its keys stay;
+  the cold table's own version and id are covered too, and its changes applied (every commit, moves
+  included: a partition rewritten by a move deletes and re-inserts its keys; retention and erasure
+  delete them). A rebuild reads both tiers.
 * Callers serialize the table's writers with the lookup (silver has one writer at a time, the runs
   of one code location): a commit between :meth:`sync` and the caller's append would go unseen.
 """
@@ -31,6 +36,7 @@ import shutil
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -51,7 +57,7 @@ class IndexBusyError(RuntimeError):
 _META = b"m"  # the one metadata entry: {"version": covered version, "table_id": Delta metadata id, "format"}
 _KEY = b"k"  # prefix of every indexed key (so no key can collide with the metadata entry)
 _KEYS_END = b"l"  # the first key after every indexed one (delete_range's end)
-_FORMAT = 2  # values b"v<value>" or b"n" (NULL); an index of another format is rebuilt
+_FORMAT = 3  # values b"v<value>" or b"n" (NULL), the cold tier covered; an index of another format is rebuilt
 _NULL = b"n"
 
 
@@ -121,17 +127,19 @@ class KeyIndex:
         """Flush and release the database (its lock)."""
         self._db.close()
 
-    def covered(self) -> tuple[int, str] | None:
-        """``(version, table id)`` the index covers; ``None`` when it was never built."""
+    def covered(self) -> tuple[Covered, Covered | None] | None:
+        """``(hot, cold)`` versions and table ids the index covers (cold: None when the table has no
+        cold tier yet); ``None`` when it was never built."""
         meta = self._db.get(_META)
         data = json.loads(meta) if meta is not None else {}
         if data.get("format") != _FORMAT:
             return None
-        return int(data["version"]), str(data["table_id"])
+        cold = data.get("cold")
+        return Covered(*data["hot"]), Covered(*cold) if cold else None
 
     def sync(self) -> int:
-        """Bring the index to the table's latest version; returns that version (-1: no table yet).
-        Thread-safe (one sync or lookup at a time).
+        """Bring the index to the table's latest version (and its cold tier's); returns that version
+        (-1: no table yet). Thread-safe (one sync or lookup at a time).
 
         Raises:
             deltalake.exceptions.DeltaError: the table cannot be read (the index stays as it was).
@@ -139,29 +147,48 @@ class KeyIndex:
         with self._lock:
             return self._sync()
 
+    def _latest(self) -> tuple[Covered | None, Covered | None]:
+        """The hot table's and its cold tier's latest ``(version, id)`` (None: absent)."""
+        tiers = [self.lake, self.lake.cold if self.table.tiered and self.lake.cold is not None else None]
+        opened = [tier.open(self.table) if tier is not None else None for tier in tiers]
+        hot, cold = (Covered(dt.version(), str(dt.metadata().id)) if dt is not None else None for dt in opened)
+        return hot, cold
+
     def _sync(self) -> int:
-        dt = self.lake.open(self.table)
-        if dt is None:
+        hot, cold = self._latest()
+        if hot is None:
             return -1
-        latest, table_id = dt.version(), str(dt.metadata().id)
         covered = self.covered()
-        if covered is not None and covered[1] == table_id and covered[0] == latest:
-            return latest
-        if covered is None or covered[1] != table_id or not 0 <= latest - covered[0] <= self.max_feed_versions:
-            self._rebuild(latest, table_id)
-            return latest
+        if covered == (hot, cold):
+            return hot.version
+        if (
+            covered is None
+            or not _follows(covered[0], hot, self.max_feed_versions)
+            or (covered[1] is not None and not _follows(covered[1], cold, self.max_feed_versions))
+        ):
+            self._rebuild(hot, cold)
+            return hot.version
         try:
-            if sum(rows for _, rows in commit_rows(self.lake, self.table, covered[0], latest)) > self.max_feed_rows:
-                self._rebuild(latest, table_id)
-                return latest
-            for version in range(covered[0] + 1, latest + 1):
-                self._apply(version, table_id)
+            if (
+                sum(rows for _, rows in commit_rows(self.lake, self.table, covered[0].version, hot.version))
+                > self.max_feed_rows
+            ):
+                self._rebuild(hot, cold)
+                return hot.version
+            for version in range(covered[0].version + 1, hot.version + 1):
+                self._apply(Covered(version, hot.table_id), covered[1])
+            if cold is not None:
+                start = covered[1].version if covered[1] is not None else -1
+                for version in range(start + 1, cold.version + 1):
+                    self._apply_cold(hot, Covered(version, cold.table_id))
         # The feed is gone: expired log entries, or files a vacuum or a purge removed (delta-rs reports
         # those as ArrowInvalid while the batches are read).
         except (DeltaError, OSError, pa.ArrowInvalid):
-            log.warning("%s index: the change feed after v%d cannot be read; rebuilding", self.table.name, covered[0])
-            self._rebuild(latest, table_id)
-        return latest
+            log.warning(
+                "%s index: the change feed after v%d cannot be read; rebuilding", self.table.name, covered[0].version
+            )
+            self._rebuild(hot, cold)
+        return hot.version
 
     def lookup(self, keys: pa.Array) -> pa.Table:
         """``(key, value)`` of the ``keys`` in the index (strings; nulls and absent keys left out),
@@ -173,8 +200,8 @@ class KeyIndex:
         keys, values = [k for k, _ in hits], [v for _, v in hits]
         return pa.table({self.key: pa.array(keys, pa.string()), self.value: pa.array(values, pa.string())})
 
-    def _meta(self, version: int, table_id: str) -> bytes:
-        return json.dumps({"version": version, "table_id": table_id, "format": _FORMAT}).encode()
+    def _meta(self, hot: Covered, cold: Covered | None) -> bytes:
+        return json.dumps({"hot": list(hot), "cold": list(cold) if cold else None, "format": _FORMAT}).encode()
 
     def _put_all(self, batch: WriteBatch, rows: pa.Table | pa.RecordBatch) -> int:
         """Add ``rows``' keys (NULL keys skipped: nothing can match them) to ``batch``; how many."""
@@ -184,39 +211,85 @@ class KeyIndex:
             batch.put(_KEY + key.encode(), _NULL if value is None else b"v" + value.encode())
         return rows.num_rows
 
-    def _apply(self, version: int, table_id: str) -> None:
-        """Apply one version's changes and move the covered version, in one atomic write batch."""
+    def _apply(self, hot: Covered, cold: Covered | None) -> None:
+        """Apply one hot version's changes and move the covered version, in one atomic write batch."""
         feed = change_stream(
-            self.lake, self.table, version - 1, version, ("delete", "insert"), columns=[self.key, self.value]
+            self.lake, self.table, hot.version - 1, hot.version, ("delete", "insert"), columns=[self.key, self.value]
         ).read_all()
+        self._write_changes(feed, hot, cold)
+
+    def _apply_cold(self, hot: Covered, cold: Covered) -> None:
+        """Apply one cold version's changes (a move's rows, a rewritten partition's, the keys its
+        retention or an erasure deleted), moves included, and move the covered cold version, in one
+        atomic write batch."""
+        assert self.lake.cold is not None
+        feed = change_stream(
+            self.lake.cold,
+            self.table,
+            cold.version - 1,
+            cold.version,
+            ("delete", "insert"),
+            columns=[self.key, self.value],
+            lifecycle=True,
+        ).read_all()
+        self._write_changes(feed, hot, cold)
+
+    def _write_changes(self, feed: pa.Table, hot: Covered, cold: Covered | None) -> None:
+        """Apply one version's ``feed`` (its deletes, then its inserts) with the new covered versions,
+        in one atomic write batch."""
         batch = WriteBatch(raw_mode=True)
         changes = feed["_change_type"]
         for key in feed.filter(pc.equal(changes, "delete"))[self.key].drop_null().to_pylist():
             batch.delete(_KEY + key.encode())
         self._put_all(batch, feed.filter(pc.equal(changes, "insert")))
-        batch.put(_META, self._meta(version, table_id))
+        batch.put(_META, self._meta(hot, cold))
         self._db.write(batch)
 
-    def _rebuild(self, version: int, table_id: str) -> None:
-        """Empty the index and load every row of the table as of ``version`` (a fresh read of that
-        version, no process cache: the table may have been created again under the same path), then
-        mark it covered. The covered version goes first and comes back last: a crash midway leaves
-        none, so the next sync starts over. The database stays open (and locked) throughout."""
-        log.info("%s index: rebuilding from the table at v%d", self.table.name, version)
+    def _rebuild(self, hot: Covered, cold: Covered | None) -> None:
+        """Empty the index and load every row of the table as of ``hot``'s version (both tiers, a
+        fresh read of that version, no process cache: the table may have been created again under
+        the same path), then mark it covered. The covered version goes first and comes back last: a
+        crash midway leaves none, so the next sync starts over. The database stays open (and locked)
+        throughout."""
+        log.info("%s index: rebuilding from the table at v%d", self.table.name, hot.version)
         self._db.delete(_META)
         self._db.delete_range(_KEY, _KEYS_END)
-        dt = self.lake.open(self.table, version=version)
+        dt = self.lake.open(self.table, version=hot.version)
         if dt is None:
-            raise DeltaError(f"{self.table.name} v{version} disappeared during the rebuild")
+            raise DeltaError(f"{self.table.name} v{hot.version} disappeared during the rebuild")
+        sources = [dt.to_pyarrow_dataset()]
+        if cold is not None and self.lake.cold is not None:
+            cold_dt = self.lake.cold.open(self.table, version=cold.version)
+            if cold_dt is None:
+                raise DeltaError(f"cold {self.table.name} v{cold.version} disappeared during the rebuild")
+            sources.append(cold_dt.to_pyarrow_dataset())
         rows = 0
-        for record_batch in dt.to_pyarrow_dataset().to_batches(columns=[self.key, self.value]):
-            batch = WriteBatch(raw_mode=True)
-            rows += self._put_all(batch, record_batch)
-            self._db.write(batch)
+        for source in sources:  # a key both tiers hold (a move in flight) is the same row: put twice
+            for record_batch in source.to_batches(columns=[self.key, self.value]):
+                batch = WriteBatch(raw_mode=True)
+                rows += self._put_all(batch, record_batch)
+                self._db.write(batch)
         self._db.compact_range(None, None)  # one sorted run: lookups right after a bulk load stay fast
-        self._db.put(_META, self._meta(version, table_id))
+        self._db.put(_META, self._meta(hot, cold))
         self._db.flush()
-        log.info("%s index: %d keys at v%d", self.table.name, rows, version)
+        log.info("%s index: %d keys at v%d", self.table.name, rows, hot.version)
+
+
+class Covered(NamedTuple):
+    """A table version the index covers, and the table's Delta metadata id."""
+
+    version: int
+    table_id: str
+
+
+def _follows(covered: Covered, latest: Covered | None, max_versions: int) -> bool:
+    """Whether the index at ``covered`` can catch up with ``latest`` from the change feed: the same
+    table, at most ``max_versions`` versions behind."""
+    return (
+        latest is not None
+        and covered.table_id == latest.table_id
+        and 0 <= latest.version - covered.version <= max_versions
+    )
 
 
 #: This process's open indexes by path, least recently used first (see :func:`shared_key_index`).

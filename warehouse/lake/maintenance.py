@@ -57,7 +57,8 @@ def table_state(lake: Lake, table: TableDef) -> TableState | None:
 @retry_commit
 def compact_closed(lake: Lake, table: TableDef, closed_before: object, target_bytes: int) -> list[str]:
     """Compact the partitions (of the first partition column) before ``closed_before`` that hold more
-    than one file: their small files rewritten into files of up to ``target_bytes``, in one commit
+    than one file: their small files rewritten into files of up to ``target_bytes`` (the lake's own
+    target and writer properties when it has them: the cold tier's), in one commit
     that adds no data. Partitions at or after ``closed_before`` (today's bronze, silver's late-event
     window) keep receiving appends and are left alone. Returns the partition values compacted.
 
@@ -81,7 +82,9 @@ def compact_closed(lake: Lake, table: TableDef, closed_before: object, target_by
     with lake.rewrite_lock(table):  # never beside another compaction or an overwrite
         dt.update_incremental()
         metrics = dt.optimize.compact(
-            partition_filters=[(table.partition_by[0], "in", names)], target_size=target_bytes
+            partition_filters=[(table.partition_by[0], "in", names)],
+            target_size=lake.target_file_bytes or target_bytes,
+            writer_properties=lake.writer,
         )
     log.info("%s: compacted %d partitions: %s", table.name, len(names), metrics)
     return names

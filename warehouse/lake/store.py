@@ -10,17 +10,17 @@ import logging
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.schema import Schema as DeltaSchema
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
@@ -68,19 +68,37 @@ class Lake:
     and 256 ms at 3,000, re-opened on every commit: bench/bench_lake_append.py). Thread-safe (one
     lock per ``Lake``; writers are sequential anyway).
 
+    A lake with a ``cold`` tier (:mod:`warehouse.lake.tiers`) reads its tiered tables
+    (:attr:`TableDef.tiered`: silver) across both tiers (:meth:`dataset`); every write goes to
+    this (the hot) root.
+
     Args:
         root: lake root, e.g. ``/abs/data/lake`` or ``s3://bucket/lake``.
         storage_options: passed to delta-rs for object stores (credentials, region…).
         compactor: auto compaction of the partitions this ``Lake`` appends to
             (:class:`warehouse.lake.maintenance.AutoCompactor`); ``None``: none (one-off writers).
+        cold: the cold tier: a ``Lake`` over the cold root, holding the tiered tables' old partitions.
+        writer: the Parquet writer properties of every file this ``Lake`` writes (the cold tier's
+            higher compression level); ``None``: delta-rs's defaults.
+        target_file_bytes: the size of the files its writes and compactions aim at; ``None``: delta-rs's.
     """
 
     def __init__(
-        self, root: str, storage_options: dict[str, str] | None = None, compactor: AutoCompactor | None = None
+        self,
+        root: str,
+        storage_options: dict[str, str] | None = None,
+        compactor: AutoCompactor | None = None,
+        *,
+        cold: Lake | None = None,
+        writer: WriterProperties | None = None,
+        target_file_bytes: int | None = None,
     ) -> None:
         self.root = root.rstrip("/")
         self.storage_options = storage_options
         self.compactor = compactor
+        self.cold = cold
+        self.writer = writer
+        self.target_file_bytes = target_file_bytes
         self._open: dict[str, tuple[DeltaTable, int]] = {}  # by table name: the handle, the version opened at
         self._ensured: set[str] = set()  # tables created or migrated through this Lake
         self._lock = threading.RLock()
@@ -217,12 +235,28 @@ class Lake:
         with self._lock:
             dt = self._writable(table)
             try:
+                writer = self.writer or WriterProperties()
                 if append:
-                    write_deltalake(dt, data, mode="append", commit_properties=commit)
+                    write_deltalake(
+                        dt,
+                        data,
+                        mode="append",
+                        commit_properties=commit,
+                        writer_properties=writer,
+                        target_file_size=self.target_file_bytes,
+                    )
                 else:
                     with self.rewrite_lock(table):  # never beside a compaction (see rewrite_lock)
                         dt.update_incremental()
-                        write_deltalake(dt, data, mode="overwrite", predicate=predicate, commit_properties=commit)
+                        write_deltalake(
+                            dt,
+                            data,
+                            mode="overwrite",
+                            predicate=predicate,
+                            commit_properties=commit,
+                            writer_properties=writer,
+                            target_file_size=self.target_file_bytes,
+                        )
             except Exception:
                 self._forget(table)
                 raise
@@ -335,7 +369,42 @@ class Lake:
         """
         return self._write(table, rows, metadata, append=False)
 
-    def dataset(self, table: TableDef, version: int | None = None, files: FileFilter = ()) -> pads.Dataset:
+    @retry_commit
+    def delete_where(
+        self,
+        table: TableDef,
+        predicate: str,
+        metadata: dict[str, str] | None = None,
+        check: Callable[[DeltaTable], None] | None = None,
+    ) -> int:
+        """Delete the rows matching ``predicate`` (a delta-rs SQL filter) in one commit; returns
+        its version. A predicate on partition columns only removes whole files (no data rewritten).
+
+        Holds the table's rewrite lock (:meth:`rewrite_lock`): a compaction of the same files meanwhile
+        would bring the rows back. ``check``: called with the table at its latest version under that
+        lock, before the delete; it raises to cancel it (e.g. the partition changed since it was copied).
+        ``metadata``: the commit's custom metadata.
+
+        Raises:
+            deltalake.exceptions.DeltaError: the commit failed (after retries on conflicts).
+            Exception: whatever ``check`` raised (nothing deleted).
+        """
+        commit = CommitProperties(custom_metadata=metadata) if metadata else None
+        with self._lock, self.rewrite_lock(table):
+            dt = self._writable(table)
+            try:
+                dt.update_incremental()
+                if check is not None:
+                    check(dt)
+                dt.delete(predicate, writer_properties=self.writer, commit_properties=commit)
+            except Exception:
+                self._forget(table)
+                raise
+            return dt.version()
+
+    def dataset(
+        self, table: TableDef, version: int | None = None, files: FileFilter = (), *, cold: bool = True
+    ) -> pads.Dataset:
         """The table as a pyarrow dataset (frozen at ``version``, default latest).
 
         An empty dataset of the right schema when the table does not exist yet. A given version
@@ -346,7 +415,18 @@ class Lake:
         others (rows still need filtering). Building a dataset costs time per file (about 5 ms:
         each file's statistics become an expression), so a reader of a few partitions passes them
         here rather than filtering the whole table's dataset, whose cost grows with history.
+
+        A tiered table (:attr:`TableDef.tiered`) of a lake with a cold tier is read across both
+        tiers (``cold=False``: this tier only): the hot table (as of ``version``) and the cold one
+        (its latest version) as one union dataset, every row once (:func:`tier_union`).
         """
+        hot = self._hot_dataset(table, version, files)
+        if not (cold and table.tiered and self.cold is not None):
+            return hot
+        return tier_union(self, self.cold, table, version, files, hot)
+
+    def _hot_dataset(self, table: TableDef, version: int | None, files: FileFilter) -> pads.Dataset:
+        """This tier's dataset of :meth:`dataset`."""
         import pyarrow.dataset as pads  # noqa: PLC0415 (see the module's imports)
 
         if version is not None:
@@ -358,7 +438,7 @@ class Lake:
             dt = self._current(table)
             if dt is None:
                 return pads.dataset(table.schema.empty_table())
-            return dt.to_pyarrow_dataset()
+            return dt.to_pyarrow_dataset(file_pruning_predicate=list(files) or None)
 
     def watermark(self, consumer: str, upstream: str) -> int:
         """Last upstream version ``consumer`` fully processed, or -1 when it never ran."""
@@ -419,3 +499,122 @@ def _frozen_dataset(
         TableNotFoundError: there is no table at ``uri``.
     """
     return snapshot(uri, version, storage_options).to_pyarrow_dataset(file_pruning_predicate=list(files) or None)
+
+
+def tier_union(
+    hot_lake: Lake, cold_lake: Lake, table: TableDef, version: int | None, files: FileFilter, hot: pads.Dataset
+) -> pads.Dataset:
+    """``hot`` (``table`` in ``hot_lake`` as of ``version``, None: latest, chosen by ``files``) and
+    the same files of ``table``'s latest version in ``cold_lake``, as one union dataset holding
+    every row once.
+
+    A partition is in both tiers while its move is in flight (:func:`warehouse.lake.tiers.move_partition`
+    copied it to cold and has not yet deleted it from hot, or crashed in between), and when late
+    rows reached hot after the partition moved. In the first case both tiers hold the same keys:
+    the cold copies of keys hot holds are left out (the partition's other cold rows read in
+    memory), so a reader never sees a row twice whatever step a move is at. Cached per process
+    for a given pair of versions.
+    """
+    with cold_lake._lock:  # noqa: SLF001 (the same class's kept handle)
+        cold_dt = cold_lake._current(table)  # noqa: SLF001
+    if cold_dt is None:
+        return hot
+    if version is None:
+        with hot_lake._lock:  # noqa: SLF001
+            hot_dt = hot_lake._current(table)  # noqa: SLF001
+        if hot_dt is None:
+            return _union(table, files, hot, cold_dt, None)
+        return _union(table, files, hot, cold_dt, hot_dt)
+    return _frozen_union(
+        hot_lake.uri(table),
+        version,
+        hot_lake.options_key,
+        files,
+        cold_lake.uri(table),
+        cold_dt.version(),
+        cold_lake.options_key,
+        table,
+    )
+
+
+@lru_cache(maxsize=16)
+def _frozen_union(
+    hot_uri: str,
+    version: int,
+    hot_options: tuple[tuple[str, str], ...],
+    files: FileFilter,
+    cold_uri: str,
+    cold_version: int,
+    cold_options: tuple[tuple[str, str], ...],
+    table: TableDef,
+) -> pads.Dataset:
+    """:func:`tier_union` of two fixed versions (immutable, so cached)."""
+    import pyarrow.dataset as pads  # noqa: PLC0415 (see the module's imports)
+
+    cold_dt = snapshot(cold_uri, cold_version, cold_options)
+    try:
+        hot_dt = snapshot(hot_uri, version, hot_options)
+    except TableNotFoundError:
+        return _union(table, files, pads.dataset(table.schema.empty_table()), cold_dt, None)
+    return _union(table, files, _frozen_dataset(hot_uri, version, hot_options, files), cold_dt, hot_dt)
+
+
+def _union(
+    table: TableDef, files: FileFilter, hot: pads.Dataset, cold_dt: DeltaTable, hot_dt: DeltaTable | None
+) -> pads.Dataset:
+    """The union of :func:`tier_union`: ``hot``, and ``cold_dt``'s files chosen by ``files`` without
+    the copies of the keys ``hot`` holds in the partitions both tiers have."""
+    import pyarrow.dataset as pads  # noqa: PLC0415 (see the module's imports)
+
+    column, key = table.partition_by[0], table.key
+    both = _partitions(cold_dt, column, files) & (_partitions(hot_dt, column, files) if hot_dt else set())
+    copied: dict[date, pa.Array] = {}
+    for day in sorted(both):
+        in_day = pads.field(column) == pa.scalar(day, table.schema.field(column).type)
+        hot_keys = hot.to_table(columns=[key], filter=in_day)[key]
+        cold_day = cold_dt.to_pyarrow_dataset(file_pruning_predicate=[(column, "=", str(day))])
+        keys = cold_day.to_table(columns=[key], filter=in_day & pads.field(key).isin(hot_keys))[key]
+        if len(keys):
+            copied[day] = keys
+    if not copied:
+        cold = cold_dt.to_pyarrow_dataset(file_pruning_predicate=list(files) or None)
+        return pads.dataset([hot, cold])
+    # A move in flight: those partitions' cold rows without the keys hot still holds, in memory.
+    others = [*files, (column, "not in", [str(day) for day in copied])]
+    parts = [hot, cold_dt.to_pyarrow_dataset(file_pruning_predicate=others)]
+    for day, keys in copied.items():
+        rows = cold_dt.to_pyarrow_dataset(file_pruning_predicate=[(column, "=", str(day))]).to_table(
+            filter=~pads.field(key).isin(keys)
+        )
+        parts.append(pads.dataset(rows))
+    return pads.dataset(parts)
+
+
+def _partitions(dt: DeltaTable, column: str, files: FileFilter) -> set[date]:
+    """The values of partition ``column`` of ``dt``'s files that ``files``' conditions on it keep."""
+    values = pa.table(dt.get_add_actions(flatten=True))[f"partition.{column}"]
+    kept = set(pc.unique(values).to_pylist()) - {None}
+    for name, op, operand in files:
+        if name == column:
+            kept = {value for value in kept if _holds(value, op, operand)}
+    return kept
+
+
+def _holds(value: date, op: str, operand: Any) -> bool:  # noqa: ANN401 (a file filter's operand: any value)
+    """Whether ``value op operand`` holds (a delta-rs file filter's operators)."""
+
+    def same(other: Any) -> Any:  # noqa: ANN401 (filters give days as dates or as ISO text)
+        return date.fromisoformat(other) if isinstance(other, str) else other
+
+    if op in ("in", "not in"):
+        inside = value in {same(item) for item in operand}
+        return inside if op == "in" else not inside
+    other = same(operand)
+    return {
+        "=": value == other,
+        "!=": value != other,
+        "<": value < other,
+        "<=": value <= other,
+        ">": value > other,
+        ">=": value >= other,
+    }[op]

@@ -13,11 +13,14 @@ import pyarrow as pa
 UTC_TS = pa.timestamp("us", tz="UTC")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: one object per table
 class TableDef:
     """A Delta table of the lake: its path under the lake root, schema and partition columns.
 
     ``columns`` maps each column to its meaning (documentation, shown in Dagster metadata).
+    ``tiered``: old partitions (of the first partition column) move to the lake's cold tier
+    (:mod:`warehouse.lake.tiers`), and reads span both tiers (:meth:`warehouse.lake.store.Lake.dataset`);
+    ``key``: the column unique across the table (and its tiers), if any.
     ``stats_columns``: when set, the only columns whose min/max statistics the Delta log keeps
     (``delta.dataSkippingStatsColumns``): those readers prune files by. The log copies a string
     column's statistics verbatim (a prefix of the value), so text columns stay out of it.
@@ -29,6 +32,8 @@ class TableDef:
     partition_by: tuple[str, ...] = ()
     change_data_feed: bool = False
     stats_columns: tuple[str, ...] = ()
+    tiered: bool = False
+    key: str | None = None
 
     @property
     def properties(self) -> dict[str, str]:
@@ -124,6 +129,8 @@ EVENTS = TableDef(
     # Files are pruned by event_date (a partition: no statistics needed) and received_at (the data
     # quality mart's received days); event_id is an opaque key.
     stats_columns=("event_id", "timestamp", "received_at"),
+    tiered=True,
+    key="event_id",
 )
 
 REJECTED_EVENTS = TableDef(
