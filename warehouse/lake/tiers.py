@@ -166,21 +166,23 @@ def _copy(
     cold: Lake, table: TableDef, rows: pa.Table, value: str, metadata: dict[str, str], properties: dict[str, str]
 ) -> tuple[int, int | None]:
     """Make ``cold``'s partition ``value`` hold ``rows`` (the hot partition): appended when cold's
-    partition lacks all their keys (a first move), else the partition rewritten in one commit as
-    its rows without those keys plus ``rows`` (late rows moved after it, or a move run again: hot's
-    version of a row wins). ``properties``: the hot table's own (``eventlake.*``) properties, given
-    to the cold table when it is created. Returns ``(rows of rows written, the commit's version)``,
-    ``(0, None)`` when cold already holds them exactly."""
+    partition holds none of their keys (a first move, or late rows of a day that moved before),
+    else, unless cold already holds them exactly (a move run again after its copy), the partition
+    rewritten in one commit as its other rows plus ``rows`` (hot's version of a row wins).
+    ``properties``: the hot table's own (``eventlake.*``) properties, given to the cold table when
+    it is created. Returns ``(rows written, the commit's version)``, ``(0, None)`` when nothing was."""
+    import pyarrow.dataset as pads  # noqa: PLC0415 (imports pandas: see warehouse.lake.store)
+
     column, key = table.partition_by[0], table.key
     assert key is not None
     cold.ensure(table, properties)
-    partition = cold.dataset(table, None, ((column, "=", value),)).to_table()
-    if partition.num_rows == 0:
+    partition = cold.dataset(table, None, ((column, "=", value),))
+    if partition.count_rows(filter=pads.field(key).isin(rows[key])) == 0:
         return rows.num_rows, cold.append(table, rows, metadata)
-    held = pc.is_in(partition[key], rows[key])
-    if checksum(partition.filter(held).select(rows.column_names).cast(rows.schema)) == checksum(rows):
+    held = partition.to_table(filter=pads.field(key).isin(rows[key])).select(rows.column_names).cast(rows.schema)
+    if checksum(held) == checksum(rows):
         return 0, None
-    others = partition.filter(pc.invert(held)).select(rows.column_names).cast(rows.schema)
+    others = partition.to_table(filter=~pads.field(key).isin(rows[key])).select(rows.column_names).cast(rows.schema)
     return rows.num_rows, cold.replace_where(table, pa.concat_tables([others, rows]), f"{column} = '{value}'", metadata)
 
 
