@@ -97,13 +97,18 @@ class MicroBatch:
         ``(after_version, silver_version]``, ``day`` in the reporting time zone; distinct.
 
         Deletes too: a reprocessed range (pipelines.reprocess.reprocess) may lose rows on some days.
+        And the days recorded for these versions (``gold_recompute_days``: an erasure's, cold days
+        included), as deleted rows.
         """
         if after_version not in self._event_days:
             rows = self.feed(after_version).read(["app", "source", "timestamp", "event_type"], ("insert", "delete"))
             with registered(con, {"changed_rows": rows}):
-                self._event_days[after_version] = con.sql(
+                changed = con.sql(
                     load_sql("select_changed_event_days"), params={"timezone": self.options.reporting_timezone}
                 ).to_arrow_table()
+            versions = {"after_version": after_version, "until_version": self.silver_version}
+            recorded = con.sql(load_sql("select_recompute_days"), params=versions).to_arrow_table()
+            self._event_days[after_version] = pa.concat_tables([changed, recorded.cast(changed.schema)])
         return self._event_days[after_version]
 
 

@@ -19,6 +19,8 @@ from warehouse.gold import served_consumer_floor
 from warehouse.lake.maintenance import TableState, checkpoint, compact_closed, expire_log, table_state, vacuum
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import (
+    ERASURE_TOMBSTONES,
+    ERASURES,
     EVENTS,
     PROPERTY_TYPES,
     QUARANTINE_REPLAYS,
@@ -31,7 +33,17 @@ from warehouse.lake.tables import (
 from warehouse.lake.tiers import MoveReport, TierPolicy, expire_older, move_older, tier_states
 
 #: Every lake table maintenance looks after, in order.
-MAINTAINED = (RAW_EVENTS, EVENTS, REJECTED_EVENTS, QUARANTINE_REPLAYS, USER_ATTRIBUTES, WATERMARKS, PROPERTY_TYPES)
+MAINTAINED = (
+    RAW_EVENTS,
+    EVENTS,
+    REJECTED_EVENTS,
+    QUARANTINE_REPLAYS,
+    USER_ATTRIBUTES,
+    WATERMARKS,
+    PROPERTY_TYPES,
+    ERASURE_TOMBSTONES,
+    ERASURES,
+)
 #: The cold tier's log entries are kept at least this long: silver's key index follows the deletes of
 #: its few commits a day (retention, erasure) and rebuilds from both tiers when they are gone.
 COLD_LOG_RETENTION = timedelta(days=1)

@@ -75,6 +75,13 @@ class Pseudonymizer:
         """The pseudonym of ``value`` under this key (deterministic)."""
         return PREFIX + hmac.new(self.key, value.encode(), hashlib.sha256).hexdigest()[:32]
 
+    def tombstone(self, value: str) -> str:
+        """The keyed hash an erasure keeps of an identifier ``value`` (in silver form):
+        HMAC-SHA256 under this key of ``"erasure\\0" + value``, 32 hex digits. Domain-separated from
+        :meth:`pseudonym`, so a tombstone never equals a pseudonym silver stores
+        (:mod:`pipelines.erasure`)."""
+        return hmac.new(self.key, b"erasure\0" + value.encode(), hashlib.sha256).hexdigest()[:32]
+
     def identifier(self, column: str, value: str) -> str:
         """``value`` of identifier ``column``, pseudonymized when it holds personal data (or always
         for user/anonymous ids when ``all_ids``); pseudonyms are never pseudonymized again."""

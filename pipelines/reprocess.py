@@ -23,6 +23,7 @@ from pipelines.silver import (
     quarantine_and_build,
     record_replays,
     validate,
+    without_erased,
     write_checked,
 )
 from warehouse.lake.history import change_stream
@@ -70,7 +71,7 @@ def reprocess(store: Lake, rules: Rules, run_id: str, first: date, last: date) -
     received = day_range_predicate("received_date", first - timedelta(days=1), date(9999, 12, 31))
     scan = change_stream(store, RAW_EVENTS, -1, watermark, predicate=received).read_all()
     with RowPool(rules.parallel, scan.num_rows) as pool:
-        decoded = transform.decode(scan, pool)
+        decoded, stats.erased, _ = without_erased(store, rules, transform.decode(scan, pool))
         event_day = pl.col("timestamp").dt.date()
         ids = decoded.filter(event_day.is_between(first, last))["event_id"].unique()
         decoded = decoded.filter(pl.col("event_id").is_in(ids.implode()))

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 import polars as pl
@@ -31,6 +31,7 @@ import pyarrow.dataset as pads
 
 from pipelines import transform
 from pipelines.consistency import type_conflicts
+from pipelines.erasure import delete_arrivals, dropped_events, load_tombstones
 from pipelines.parallel import Parallelism, RowPool
 from pipelines.pseudonyms import Pseudonymizer
 from pipelines.registry import known_types, register
@@ -41,6 +42,7 @@ from warehouse.lake.history import change_stream, commit_rows
 from warehouse.lake.key_index import IndexBusyError, shared_key_index
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS, QUARANTINE_REPLAYS, RAW_EVENTS, REJECTED_EVENTS
+from warehouse.lake.tiers import expired_before
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,8 @@ class BatchStats:
     quarantined: int = 0
     quarantine_inserted: int = 0
     replayed: int = 0
+    erased: int = 0
+    expired: int = 0
     replaced_days: int = 0
     processes: int = 1
     bronze_from: int = -1
@@ -191,6 +195,35 @@ def ensure_tables(store: Lake, rules: Rules) -> None:
     _ENSURED.add(key)
 
 
+def without_erased(store: Lake, rules: Rules, decoded: pl.DataFrame) -> tuple[pl.DataFrame, int, list[int]]:
+    """``decoded`` without the events of people erased before they arrived (their tombstones,
+    :mod:`pipelines.erasure`), and how many were dropped: they reach neither silver nor the quarantine,
+    and leave bronze (:func:`pipelines.erasure.delete_arrivals`: the bronze versions of its deletes
+    are returned last)."""
+    erased = dropped_events(decoded, load_tombstones(store, rules.pseudonymizer), rules.pseudonymizer)
+    dropped = int(erased.sum())
+    if not dropped:
+        return decoded, 0, []
+    log.info("dropped %d events of erased people", dropped)
+    versions = delete_arrivals(store, decoded.filter(erased))
+    return decoded.filter(~erased), dropped, versions
+
+
+def within_retention(store: Lake, decoded: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """``decoded`` without the events older than the cold tier's expiry horizon
+    (:func:`warehouse.lake.tiers.expired_before`), and how many were dropped: their day was deleted
+    by retention, with the ids that would make a resent copy a duplicate, so admitting one would
+    count it again (gold kept the day's counts)."""
+    horizon = expired_before(store.cold, EVENTS) if store.cold is not None else None
+    if horizon is None or decoded.height == 0:
+        return decoded, 0
+    old = pl.col("timestamp").dt.date() < date.fromisoformat(horizon)
+    dropped = int(decoded.select(old.sum()).item())
+    if dropped:
+        log.info("dropped %d events older than the retention horizon %s", dropped, horizon)
+    return decoded.filter(~old), dropped
+
+
 def micro_batch_end(store: Lake, after: int, latest: int, max_rows: int) -> int:
     """Last bronze version of the next silver micro-batch: the longest run of whole commits after
     ``after`` (up to ``latest``) adding at most ``max_rows`` rows, and at least one commit however
@@ -223,9 +256,18 @@ def ingest(store: Lake, rules: Rules, run_id: str, max_rows: int) -> BatchStats:
     changes = change_stream(store, RAW_EVENTS, after, until).read_all()
     with RowPool(rules.parallel, changes.num_rows) as pool:
         decoded = transform.decode(changes, pool)
+        rows = decoded.height
+        decoded, expired = within_retention(store, decoded)
+        decoded, erased, deletes = without_erased(store, rules, decoded)
+        if deletes == list(range(until + 1, until + 1 + len(deletes))):
+            # Nothing else was committed before silver's own deletes: silver has read them too, and
+            # bronze's versions before them (holding the erased rows) are no one's any more.
+            until = deletes[-1] if deletes else until
         stats = BatchStats(
             "ingest",
-            rows=decoded.height,
+            rows=rows,
+            erased=erased,
+            expired=expired,
             bronze_from=after,
             bronze_to=until,
             bronze_latest=latest,
@@ -261,7 +303,10 @@ def replay_quarantine(store: Lake, rules: Rules, run_id: str) -> BatchStats:
     bronze_rows = pending.select(*RAW_EVENTS.schema.names, pl.col("bronze_version").alias("_commit_version"))
     with RowPool(rules.parallel, bronze_rows.height) as pool:
         decoded = transform.decode(bronze_rows.to_arrow().cast(_with_commit_version(RAW_EVENTS.schema)), pool)
-        stats = BatchStats("replay", rows=decoded.height, processes=pool.processes)
+        rows = decoded.height
+        decoded, expired = within_retention(store, decoded)
+        decoded, erased, _ = without_erased(store, rules, decoded)
+        stats = BatchStats("replay", rows=rows, erased=erased, expired=expired, processes=pool.processes)
         prior = silver_ids(store, decoded["event_id"])
         split = validate(store, decoded, rules.suite, prior, run_id)
         silver = transform.build_silver(split.valid, run_id, rules.scrubber, rules.pseudonymizer, pool)

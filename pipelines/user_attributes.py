@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
+from pipelines.erasure import load_tombstones
 from pipelines.pseudonyms import Pseudonymizer
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import USER_ATTRIBUTES
@@ -37,7 +38,8 @@ def load_user_attributes(store: Lake, users_path: Path | None, pseudonymizer: Ps
 
     User ids are pseudonymized by silver's rule (same key, same scrub rules), so they match
     silver's ``user_id`` (``pseudonymizer``: silver's, with its scrubber); attribute values are
-    scrubbed by silver's text rules (they reach a served mart). Without a users source the table is
+    scrubbed by silver's text rules (they reach a served mart). Erased users' rows are left out
+    (:mod:`pipelines.erasure`). Without a users source the table is
     emptied (an unset source means no attributes). The table is overwritten whole in one commit:
     gold marts that read it recompute when its content changes (their definition fingerprint includes it).
 
@@ -51,6 +53,11 @@ def load_user_attributes(store: Lake, users_path: Path | None, pseudonymizer: Ps
     else:
         scrubber = pseudonymizer.scrubber
         source = read_users(users_path, lambda user_id: pseudonymizer.identifier("user_id", user_id))
+        tombstones = load_tombstones(store, pseudonymizer)
+        if tombstones is not None:  # erased people's attributes are not loaded again
+            users = pl.from_arrow(source.select(["app", "user_id"]))
+            assert isinstance(users, pl.DataFrame)
+            source = source.filter(pa.array((~tombstones.user_mask(users["app"], users["user_id"])).to_list()))
         # Values reach a served mart: an email, card number or token in a CRM column is masked.
         values = pl.Series(source["value"]).unique()
         masked = dict(zip(values.to_list(), (scrubber.text(v) for v in values.to_list()), strict=True))

@@ -8,6 +8,7 @@ mart, state and column names read from the mart folders, checked against :data:`
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -139,6 +140,40 @@ def connect(
             con.close()  # else the write lock stays held while the error is referenced
             raise
     return con
+
+
+def erasures_pending(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether some mart has days of an erasure (``gold_recompute_days``) still to recompute."""
+    return bool(con.execute(load_sql("select_erasures_pending")).fetchall()[0][0])
+
+
+def rewrite_file(path: Path) -> None:
+    """Copy the warehouse file into a new one and put it in its place (atomic rename), with no
+    connection open to it: a deleted row's bytes stay in the file's free blocks until reused, and an
+    erasure (:mod:`pipelines.erasure`) must leave none. The copy has the same tables, keys and rows
+    (DuckDB's ``COPY FROM DATABASE``). A crash leaves the old file in place (and a leftover copy,
+    replaced next time).
+
+    Raises:
+        duckdb.IOException: the file is locked by another process, or the disk is full (nothing replaced).
+    """
+    copy = path.with_name(path.name + ".rewrite")
+    copy.unlink(missing_ok=True)
+    con = duckdb.connect()
+    try:
+        # ATTACH takes no bound parameters: the paths are quoted here.
+        con.execute(f"attach {_quoted(str(path))} as source (read_only)")
+        con.execute(f"attach {_quoted(str(copy))} as target")
+        con.execute(load_sql("copy_database"))
+        con.execute("detach target")
+        con.execute("detach source")
+    finally:
+        con.close()
+    os.replace(copy, path)
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _create_tables(con: duckdb.DuckDBPyConnection, marts: Mapping[str, Mart]) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from warehouse.gold import GoldOptions
@@ -330,6 +330,12 @@ class Settings(BaseSettings):
         description="zstd level of the files written to the cold root (hot: delta-rs's default).",
     )
     cold_target_mb: int = Field(default=512, ge=1, description="Size of the files written to the cold root (MB).")
+
+    @model_validator(mode="after")
+    def _tier_policy_holds(self) -> Settings:
+        """The tier horizons make sense together (:class:`warehouse.lake.tiers.TierPolicy`)."""
+        self.tier_policy()
+        return self
 
     @field_validator("reporting_timezone")
     @classmethod

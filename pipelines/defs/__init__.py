@@ -15,7 +15,7 @@ from pipelines.defs.gold import gold_asset, gold_checks, serving_asset
 from pipelines.defs.hot_path import HotPathConfig, hot_path_job
 from pipelines.defs.ingest import bronze_sensor_definition, raw_events
 from pipelines.defs.jobs import pipeline_jobs
-from pipelines.defs.lifecycle import purged_history, rescrub_sensor, tier_job
+from pipelines.defs.lifecycle import erase_person_job, purged_history, rescrub_sensor, tier_job
 from pipelines.defs.resources import LakeResource, SilverResource, WarehouseResource
 from pipelines.defs.silver import silver_events_asset, user_attributes_asset
 from warehouse.marts import catalog
@@ -94,7 +94,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     tiering, tiering_schedule = tier_job(settings)
     return dg.Definitions(
         assets=assets.all,
-        jobs=[hot_path_job(assets.all, jobs[0], hot_path_config), *jobs, tiering],
+        jobs=[hot_path_job(assets.all, jobs[0], hot_path_config), *jobs, tiering, erase_person_job],
         schedules=[tiering_schedule],
         sensors=[bronze_sensor_definition(settings.sensor_interval_s, settings.hot_path_idle_s == 0), rescrub_sensor],
         resources=pipeline_resources(settings),

@@ -21,6 +21,7 @@ from pipelines.defs.ingest import raw_events
 from pipelines.defs.resources import LakeResource, WarehouseResource
 from pipelines.gold import MicroBatch, refresh
 from pipelines.gold_rebuild import refresh_rebuilt
+from warehouse.gold import erasures_pending, rewrite_file
 from warehouse.lake.tables import EVENTS, REJECTED_EVENTS
 from warehouse.marts import Mart
 from warehouse.serving import pipeline_freshness, publish_snapshot
@@ -121,6 +122,7 @@ def gold_asset(marts: Mapping[str, Mart], freshness: dg.FreshnessPolicy) -> dg.A
         batch = MicroBatch(lake.lake(), warehouse.options())
         changed: list[str] = []
         with warehouse.connect() as con:
+            erased = erasures_pending(con)
             for mart in (mart for mart in ordered if mart.name in selected):
                 started = time.perf_counter()
                 try:
@@ -131,6 +133,9 @@ def gold_asset(marts: Mapping[str, Mart], freshness: dg.FreshnessPolicy) -> dg.A
                 changed += [] if metadata["skipped"] else [mart.name]
                 yield dg.MaterializeResult(asset_key=mart.name, metadata=metadata)
         context.log.info("gold: %d marts refreshed, %d changed (%s)", len(selected), len(changed), ", ".join(changed))
+        if erased:  # no byte of an erased person's rows may stay in the file's free blocks
+            rewrite_file(Path(warehouse.path))
+            context.log.info("warehouse file rewritten after an erasure")
 
     return gold_marts
 

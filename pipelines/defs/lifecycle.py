@@ -1,6 +1,7 @@
 """Lifecycle Dagster objects: after a scrub rules change, the rescrub sensor and the purge of the
 old file versions and log entries (``purged_history``); the tiering job that moves silver's old
-partitions to the cold root and expires what is past its retention (``tier_lake``), and its schedule."""
+partitions to the cold root and expires what is past its retention (``tier_lake``), and its schedule;
+the erasure of a person (``erase_person``, started by ``eventlake-erase``)."""
 
 from datetime import UTC, datetime
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from pipelines import rescrub
+from pipelines import erasure, rescrub
 from pipelines.defs.ingest import ACTIVE_RUNS
 from pipelines.defs.resources import LakeResource, SilverResource, WarehouseResource
 from pipelines.maintenance import tier_lake
@@ -21,6 +22,7 @@ from warehouse.settings import Settings
 #: The job the rescrub sensor starts (pipelines.defs.jobs).
 RESCRUB_LAKE = "rescrub_lake"
 TIER_LAKE = "tier_lake"
+ERASE_PERSON = "erase_person"
 
 
 @dg.asset(
@@ -157,3 +159,50 @@ def tier_job(settings: Settings) -> tuple[dg.JobDefinition, dg.ScheduleDefinitio
         default_status=dg.DefaultScheduleStatus.RUNNING,
     )
     return tier_lake_job, schedule
+
+
+class ErasureConfig(dg.Config):
+    """One erasure request (:class:`pipelines.erasure.ErasureRequest`): no personal data, only the
+    keyed hash ``eventlake-erase`` computed of the user id."""
+
+    request_id: str = Field(pattern="^[0-9a-f]{32}$", description="The request's id (eventlake-erase makes one).")
+    user_hash: str = Field(pattern="^[0-9a-f]{32}$", description="Keyed hash of the user id in silver form.")
+    app: str | None = Field(default=None, description="Only this app's data; none: every app.")
+
+
+@dg.op(
+    description="Erase a person (a user id and every id linked to it) from bronze, silver's hot and cold tiers, "
+    "the quarantine, user_attributes and gold's person-level state; gold recomputes their days next."
+)
+def erase_rows(
+    context: dg.OpExecutionContext,
+    config: ErasureConfig,
+    lake: LakeResource,
+    warehouse: WarehouseResource,
+    silver_step: SilverResource,
+) -> dg.Output[int]:
+    """Output: rows removed in all (``found`` false in the metadata: the user was nowhere).
+
+    Raises:
+        deltalake.exceptions.DeltaError, duckdb.Error: a step failed; the same request run again finishes it.
+    """
+    request = erasure.ErasureRequest(config.request_id, config.user_hash, config.app)
+    with warehouse.connect() as con:
+        report = erasure.erase(
+            lake.lake(), con, silver_step.pseudonymizer(), request, warehouse.options().reporting_timezone
+        )
+    removed = sum(report.removed.values())
+    context.log.info("erasure %s: %s", request.request_id, report.removed if report.found else "user not found")
+    metadata = {"found": report.found, "tombstones": report.tombstones, **report.removed}
+    return dg.Output(removed, metadata={"request_id": request.request_id, **metadata})
+
+
+@dg.job(
+    name=ERASE_PERSON,
+    executor_def=dg.in_process_executor,
+    description="Right to erasure: a person's rows deleted from every table and tier (pipelines.erasure); "
+    "started by eventlake-erase.",
+)
+def erase_person_job() -> None:
+    """One op: :func:`erase_rows`."""
+    erase_rows()

@@ -154,6 +154,8 @@ def _silver_metadata(stats: silver.BatchStats, rules: silver.Rules) -> dict[str,
         "duplicates_dropped": stats.valid - stats.inserted if stats.mode == "ingest" else 0,
         "bot_rows": stats.bots,
         "replayed_rows": stats.replayed,
+        "erased_rows": stats.erased,  # events of erased people, dropped (pipelines.erasure)
+        "beyond_retention_rows": stats.expired,  # events of days the cold tier's retention deleted, dropped
         "replaced_days": stats.replaced_days,
         "processes": stats.processes,  # the calling one plus workers for the per-row stages
         "pseudonymized_ids": rules.pseudonymizer.count,

@@ -359,3 +359,31 @@ def test_reprocessing_refuses_events_bronze_no_longer_holds(lake: Lake) -> None:
     assert expire_older(lake, RAW_EVENTS, date(2024, 3, 2), floor=None) == ["2024-03-01"]
     with pytest.raises(ValueError, match="1 events of 2024-03-01..2024-03-01 were received before 2024-03-02"):
         reprocess._refuse_expired(lake, RECENT, RECENT)
+
+
+def test_an_event_resent_after_its_day_expired_is_not_counted_again(env: Env) -> None:
+    """Regression (found by a new user's trial): the expiry of cold days removed their ids from the
+    key index, so replaying the samples after it added every expired event again and doubled gold."""
+    append_bronze(env, [(f"p{i}", "2024-03-01T10:00:00Z", f"u{i}") for i in range(3)])
+    materialize_all(env)
+    before = served(env)
+    policy = {"hot_days": 30, "cold_days": 40, "bronze_ttl_days": 0, "quarantine_ttl_days": 0}
+    observed = run_job(env, build_definitions(env.settings()), "tier_lake", {"tier_partitions": {"config": policy}})
+    assert observed["events"]["expired_cold_partitions"] == 1
+    assert env.lake.dataset(EVENTS).count_rows() == 0
+    append_bronze(env, [(f"p{i}", "2024-03-01T10:00:00Z", f"u{i}") for i in range(3)])  # the same events again
+    result = materialize_all(env)
+    assert env.lake.dataset(EVENTS).count_rows() == 0
+    assert result.asset_materializations_for_node("silver_events")[0].metadata["beyond_retention_rows"].value == 3
+    after = served(env)
+    assert {mart: rows for mart, rows in after.items() if mart != "data_quality_daily"} == {
+        mart: rows for mart, rows in before.items() if mart != "data_quality_daily"
+    }
+    # Data quality counts the resent copies as duplicates, as a replay before the expiry would.
+    assert [row[3:6] for row in after["data_quality_daily"]] == [("duplicate", "", 3), ("valid", "", 3)]
+
+
+def test_a_cold_horizon_that_deletes_days_as_they_move_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"cold_days \(30\) must be more than hot_days \(90\)"):
+        tiers.TierPolicy(hot_days=90, cold_days=30, bronze_ttl_days=14, quarantine_ttl_days=90)
+    assert tiers.TierPolicy(hot_days=90, cold_days=0, bronze_ttl_days=14, quarantine_ttl_days=90).cold_days == 0

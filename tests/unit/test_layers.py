@@ -84,6 +84,7 @@ def test_settings_are_read_only_where_a_process_starts() -> None:
         "pipelines.cli.status",
         "pipelines.cli.types",
         "pipelines.cli.query",
+        "pipelines.cli.erase",
     }
 
 

@@ -370,6 +370,7 @@ class Lake:
         return self._write(table, rows, metadata, append=False)
 
     @retry_commit
+    @retry_commit
     def delete_where(
         self,
         table: TableDef,
@@ -386,7 +387,9 @@ class Lake:
         ``metadata``: the commit's custom metadata.
 
         Raises:
-            deltalake.exceptions.DeltaError: the commit failed (after retries on conflicts).
+            deltalake.exceptions.DeltaError: the commit failed (after retries on conflicts: a
+                concurrent append to the same files; each retry evaluates ``predicate`` and ``check``
+                again on the latest version).
             Exception: whatever ``check`` raised (nothing deleted).
         """
         commit = CommitProperties(custom_metadata=metadata) if metadata else None
@@ -466,13 +469,20 @@ class Lake:
                 "committed_at": [datetime.now(UTC)],
             }
         )
-        self.replace_where(WATERMARKS, row, f"consumer = {_literal(consumer)} and upstream = {_literal(upstream)}")
+        self.replace_where(
+            WATERMARKS, row, f"consumer = {sql_literal(consumer)} and upstream = {sql_literal(upstream)}"
+        )
         log.info("watermark %s <- %s advanced to version %d", consumer, upstream, version)
 
 
-def _literal(text: str) -> str:
+def sql_literal(text: str) -> str:
     """``text`` as a SQL string literal of a delta-rs predicate."""
     return "'" + text.replace("'", "''") + "'"
+
+
+def in_predicate(column: str, values: list[str]) -> str:
+    """A delta-rs predicate: ``column`` is one of ``values`` (string literals)."""
+    return f"{column} in ({', '.join(sql_literal(value) for value in values)})"
 
 
 @lru_cache(maxsize=8)

@@ -84,6 +84,9 @@ RAW_EVENTS = TableDef(
     columns=_BRONZE_COLUMNS,
     partition_by=("received_date",),
     change_data_feed=True,
+    # Read by version and received_date (a partition); the payload, user agent and IP (personal
+    # data an erasure removes) never reach the log's statistics.
+    stats_columns=("event_id", "received_at", "timestamp", "sent_at"),
 )
 
 EVENTS = TableDef(
@@ -204,6 +207,35 @@ USER_ATTRIBUTES = TableDef(
         "valid_to": (UTC_TS, "the next version's valid_from (UTC, exclusive); null: still valid"),
         "run_id": (pa.string(), "Dagster run that loaded the users source"),
     },
+    # Read whole; user ids and attribute values (personal data) never reach the log's statistics.
+    stats_columns=("valid_from", "valid_to"),
+)
+
+ERASURE_TOMBSTONES = TableDef(
+    name="erasure_tombstones",
+    path="_state/erasure_tombstones",
+    columns={
+        "request_id": (pa.string(), "the erasure request (pipelines.erasure)"),
+        "app": (pa.string(), "app the id belongs to; null: a user id erased in every app"),
+        "kind": (pa.string(), "'user' (the erased user id) or 'alias' (an anonymous or session id linked to it)"),
+        "id_hash": (pa.string(), "keyed hash of the id in silver form (pipelines.pseudonyms.Pseudonymizer.tombstone)"),
+        "requested_at": (UTC_TS, "when the erasure was requested (UTC)"),
+    },
+    stats_columns=("requested_at",),
+)
+
+ERASURES = TableDef(
+    name="erasures",
+    path="_state/erasures",
+    columns={
+        "request_id": (pa.string(), "the erasure request (pipelines.erasure)"),
+        "app": (pa.string(), "the app it was limited to; null: every app"),
+        "found": (pa.bool_(), "whether anything of the user was found (false: nothing was erased)"),
+        "requested_at": (UTC_TS, "when the erasure started (UTC)"),
+        "completed_at": (UTC_TS, "when it finished (UTC)"),
+        "rows_removed": (pa.string(), "JSON object: rows deleted per table and tier"),
+    },
+    stats_columns=("requested_at", "completed_at"),
 )
 
 #: Gold state in the DuckDB warehouse file shared by every mart (warehouse/sql/create_gold_state.sql);

@@ -57,6 +57,16 @@ class TierPolicy:
     bronze_ttl_days: int
     quarantine_ttl_days: int
 
+    def __post_init__(self) -> None:
+        """Raises ValueError: a horizon below 1 day, or a cold one that deletes days as they move."""
+        if self.hot_days < 1:
+            raise ValueError(f"hot_days must be at least 1 (got {self.hot_days})")
+        if self.cold_days and self.cold_days <= self.hot_days:
+            raise ValueError(
+                f"cold_days ({self.cold_days}) must be more than hot_days ({self.hot_days}), or 0 (kept for ever): "
+                "else days are deleted as soon as they move"
+            )
+
 
 @dataclass(frozen=True)
 class MoveReport:

@@ -53,3 +53,16 @@ alter table gold_watermarks add column if not exists definition varchar default 
 
 -- The quarantine version data_quality_daily read (added when it became incremental; null before).
 alter table gold_watermarks add column if not exists quarantine_version bigint;
+
+-- Days gold must recompute at a silver version although silver's change feed may not carry them:
+-- an erasure's days (pipelines/erasure.py), cold ones included. silver_version null: recorded, the
+-- erasure not finished yet.
+create table if not exists gold_recompute_days (
+    request_id varchar not null,
+    app varchar not null,
+    source varchar not null,
+    day date not null,
+    event_type varchar not null,
+    silver_version bigint,
+    primary key (request_id, app, source, day, event_type)
+);

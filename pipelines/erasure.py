@@ -1,0 +1,464 @@
+"""Erasure of a person (the right to erasure, GDPR Art. 17): every row of theirs, in every layer.
+
+A request names a user id as the client sent it (and optionally one app). It is turned at once into
+a keyed hash (:meth:`pipelines.pseudonyms.Pseudonymizer.tombstone` of the id as silver stores it,
+so the request itself, the Dagster run that carries it and the audit hold no personal data).
+:func:`erase` then, in this order (each step idempotent, so a crash anywhere is finished by running
+the same request again):
+
+1. **Resolve** the person: the user id in silver form whose hash is the request's, in silver (both
+   tiers), bronze, the quarantine and ``user_attributes``, and every id identity stitching linked to
+   it: the anonymous and session ids of their events and gold's ``identity_links``.
+2. **Tombstones**: the keyed hashes of those ids go to ``_state/erasure_tombstones`` (one commit).
+   From then on silver drops every event of the person still in flight or arriving later
+   (:func:`dropped_events`), and ``user_attributes`` loads skip them. Everything after this step
+   matches rows by the tombstones, not by the ids.
+3. **Gold's days** the person's silver rows fall on are recorded (``gold_recompute_days``, pending):
+   the deletes of the cold tier reach no change feed.
+4. **Deletes**, one commit per table (or per 20,000 ids): bronze, the quarantine, silver's hot and
+   cold tiers, ``user_attributes``. A row is the person's when its user id is theirs, or when it has
+   no user id and its anonymous id or session id was linked to them (how gold resolves people,
+   ``warehouse/sql/create_people_events.sql``). Bronze and quarantine rows are matched on the ids
+   their payload holds, read exactly as silver reads them (:func:`warehouse.contract.formats.read_event_fields`):
+   never a substring.
+5. **Gold's person-level state** (identity links, first-seen times, anonymous days) loses the
+   person's rows, and the recorded days are tied to silver's new version: the next gold refresh
+   (the hot path catches up when gold is behind silver) recomputes them, and the serving snapshot
+   is published again.
+6. **Audit**: one row in ``_state/erasures`` (request id, times, rows removed per table).
+
+The old file versions and log entries still hold the rows until ``maintain_lake``'s vacuum and log
+expiry pass them (after every consumer read past the erasure); its change-data files too.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
+
+import duckdb
+import orjson
+import polars as pl
+import pyarrow as pa
+
+from pipelines.pseudonyms import PERSONAL_ID_COLUMNS, Pseudonymizer
+from pipelines.transform import pseudonymize_columns
+from warehouse.contract.formats import read_event_fields
+from warehouse.gold import load_sql, registered, transaction
+from warehouse.lake.maintenance import set_table_properties
+from warehouse.lake.store import Lake, in_predicate, sql_literal
+from warehouse.lake.tables import (
+    ERASURE_TOMBSTONES,
+    ERASURES,
+    EVENTS,
+    RAW_EVENTS,
+    REJECTED_EVENTS,
+    USER_ATTRIBUTES,
+    TableDef,
+)
+
+log = logging.getLogger(__name__)
+
+#: Commit metadata of an erasure's deletes (``eventlake.erasure``: the request id).
+ERASE_OPERATION = "erase"
+#: Silver's table property naming the last erasure: its commit gives gold a version to recompute at.
+LAST_ERASURE = "eventlake.lastErasure"
+#: Event ids per delete commit (a delta-rs predicate is parsed as SQL text).
+IDS_PER_COMMIT = 20_000
+_SEP = "\x00"
+
+
+@dataclass(frozen=True)
+class ErasureRequest:
+    """One person to erase: ``request_id`` (32 hex digits), ``user_hash`` (the keyed hash of their user
+    id in silver form, :func:`erasure_request`) and ``app`` (``None``: every app)."""
+
+    request_id: str
+    user_hash: str
+    app: str | None
+
+
+def erasure_request(pseudonymizer: Pseudonymizer, user_id: str, app: str | None = None) -> ErasureRequest:
+    """The request to erase ``user_id`` (as the client sent it) in ``app`` (``None``: every app).
+
+    The id is pseudonymized by silver's rule first (an email-like id is stored as its pseudonym),
+    then hashed with the erasure's key: nothing in the request can be read back as the id.
+
+    Raises:
+        ValueError: ``user_id`` is empty.
+    """
+    if not user_id.strip():
+        raise ValueError("the user id is empty")
+    silver_form = pseudonymizer.identifier("user_id", user_id)
+    return ErasureRequest(uuid.uuid4().hex, pseudonymizer.tombstone(silver_form), app or None)
+
+
+class Tombstones:
+    """The keyed hashes of erased people's ids, and which rows they match.
+
+    ``rows``: ``(app, kind, id_hash)``; ``kind`` ``user`` (``app`` null: every app) or ``alias`` (an
+    anonymous or session id linked to an erased user, in its app).
+    """
+
+    def __init__(self, rows: pl.DataFrame, pseudonymizer: Pseudonymizer) -> None:
+        self.rows = rows
+        self._pseudonymizer = pseudonymizer
+        users = rows.filter(pl.col("kind") == "user")
+        self._any_app = set(users.filter(pl.col("app").is_null())["id_hash"].to_list())
+        self._users = {
+            f"{app}{_SEP}{h}"
+            for app, h in users.filter(pl.col("app").is_not_null()).select("app", "id_hash").iter_rows()
+        }
+        aliases = rows.filter(pl.col("kind") == "alias").select("app", "id_hash")
+        self._aliases = {f"{app}{_SEP}{h}" for app, h in aliases.iter_rows()}
+        self._hashes: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return self.rows.height
+
+    def hashed(self, column: pl.Series) -> pl.Series:
+        """Each value's keyed hash (:meth:`pipelines.pseudonyms.Pseudonymizer.tombstone`), once per distinct value."""
+        values = [value for value in column.unique().drop_nulls().to_list() if value not in self._hashes]
+        self._hashes.update((value, self._pseudonymizer.tombstone(value)) for value in values)
+        return column.replace_strict(self._hashes, default=None, return_dtype=pl.String)
+
+    def mask(self, frame: pl.DataFrame) -> pl.Series:
+        """Which rows of ``frame`` (``app`` and the identifiers ``user_id``, ``anonymous_id``,
+        ``session_id`` as silver stores them) belong to an erased person: the user id is theirs, or
+        there is none and the anonymous or session id is linked to them. Boolean, never null."""
+        app = frame["app"].fill_null("")
+        user = self.hashed(frame["user_id"])
+        own = user.is_in(list(self._any_app)) | (app + _SEP + user).is_in(list(self._users))
+        linked = pl.Series([False] * frame.height, dtype=pl.Boolean)
+        for column in ("anonymous_id", "session_id"):
+            linked = linked | (app + _SEP + self.hashed(frame[column])).is_in(list(self._aliases)).fill_null(False)
+        return (own.fill_null(False) | (user.is_null() & linked)).alias("erased")
+
+    def user_mask(self, apps: pl.Series, users: pl.Series) -> pl.Series:
+        """Which ``(app, user_id)`` pairs are an erased user's (``app`` null: a row for every app,
+        matched only by a request for every app). Boolean, never null."""
+        hashed = self.hashed(users)
+        own = hashed.is_in(list(self._any_app)) | (apps.fill_null(_SEP) + _SEP + hashed).is_in(list(self._users))
+        return own.fill_null(False)
+
+
+def load_tombstones(lake: Lake, pseudonymizer: Pseudonymizer, request_id: str | None = None) -> Tombstones | None:
+    """The tombstones of every erasure (or of ``request_id``'s); ``None`` when there are none."""
+    if lake.version(ERASURE_TOMBSTONES) is None:
+        return None
+    rows = pl.from_arrow(lake.dataset(ERASURE_TOMBSTONES).to_table(columns=["request_id", "app", "kind", "id_hash"]))
+    assert isinstance(rows, pl.DataFrame)
+    if request_id is not None:
+        rows = rows.filter(pl.col("request_id") == request_id)
+    return Tombstones(rows.drop("request_id"), pseudonymizer) if rows.height else None
+
+
+def dropped_events(decoded: pl.DataFrame, tombstones: Tombstones | None, pseudonymizer: Pseudonymizer) -> pl.Series:
+    """Which rows of a silver micro-batch (``decoded``: bronze rows with the client's identifiers,
+    :func:`pipelines.transform.decode`) are an erased person's: silver drops them (they reach
+    neither silver nor the quarantine). All false without tombstones."""
+    if tombstones is None or decoded.height == 0:
+        return pl.Series("erased", [False] * decoded.height, dtype=pl.Boolean)
+    # A copy: the run's report counts the identifiers silver pseudonymizes, once.
+    ids = pseudonymize_columns(decoded.select("app", *PERSONAL_ID_COLUMNS), replace(pseudonymizer, count=0))
+    return tombstones.mask(ids)
+
+
+def delete_arrivals(lake: Lake, rows: pl.DataFrame) -> list[int]:
+    """Delete from bronze the ``rows`` (``event_id``, ``received_date``) of erased people that arrived
+    after their erasure (silver drops them, :func:`dropped_events`): one commit per partition. A crash
+    before it leaves them in bronze, where silver has read them: a reprocess would drop them again.
+    Returns the versions of the deletes."""
+    return _delete_ids(lake, RAW_EVENTS, rows, {"eventlake.operation": ERASE_OPERATION})
+
+
+@dataclass
+class ErasureReport:
+    """What :func:`erase` did: ``found`` (false: nothing of the user anywhere, nothing written),
+    ``tombstones`` recorded and ``removed`` rows per table (``events`` and ``cold_events`` are
+    silver's tiers; gold's state tables by name)."""
+
+    request: ErasureRequest
+    found: bool = False
+    tombstones: int = 0
+    removed: dict[str, int] = field(default_factory=dict)
+    requested_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+class _Source:
+    """One table (and tier) erasure reads: its person rows as ``(part, app, user_id, anonymous_id,
+    session_id)`` in silver form (``part``: the partition), and then its rows' event ids."""
+
+    def __init__(self, name: str, tier: Lake, table: TableDef, pseudonymizer: Pseudonymizer) -> None:
+        self.name, self.tier, self.table, self.pseudonymizer = name, tier, table, pseudonymizer
+        self.part = table.partition_by[0]
+        self.raw = table is not EVENTS  # bronze rows: identifiers inside the payload
+
+    def _frames(self, parts: list[date] | None) -> Iterator[pl.DataFrame]:
+        """The table's rows (of ``parts`` only, when given), batch by batch."""
+        version = self.tier.version(self.table)
+        if version is None:
+            return
+        columns = ["event_id", self.part, "app"]
+        if self.raw:
+            columns += ["payload", "event_type", "source_format"]
+        else:
+            columns += [*PERSONAL_ID_COLUMNS, "source", "timestamp", "event_type"]
+        filters = [()] if parts is None else [((self.part, "=", part),) for part in parts]
+        for files in filters:
+            dataset = self.tier.dataset(self.table, version, files=files, cold=False)
+            for batch in dataset.to_batches(columns=columns, batch_size=200_000):
+                frame = pl.from_arrow(batch)
+                assert isinstance(frame, pl.DataFrame)
+                yield _identifiers(frame, self.pseudonymizer) if self.raw else frame
+
+    def people(self) -> pl.DataFrame:
+        """Distinct ``(part, app, user_id, anonymous_id, session_id)`` of the table."""
+        keys = [self.part, "app", *PERSONAL_ID_COLUMNS]
+        frames = [frame.select(keys).unique() for frame in self._frames(None)]
+        return pl.concat(frames).unique() if frames else pl.DataFrame(schema={k: pl.String for k in keys})
+
+    def matched(self, tombstones: Tombstones, parts: list[date]) -> pl.DataFrame:
+        """The rows of ``parts`` the tombstones match (every column read)."""
+        frames = [frame.filter(tombstones.mask(frame)) for frame in self._frames(parts)]
+        return pl.concat(frames) if frames else pl.DataFrame()
+
+
+def _identifiers(frame: pl.DataFrame, pseudonymizer: Pseudonymizer) -> pl.DataFrame:
+    """Bronze rows with the identifiers their payload holds, read as silver reads them, in silver form."""
+    fields = [
+        read_event_fields(payload, event_type, source_format)
+        for payload, event_type, source_format in frame.select("payload", "event_type", "source_format").iter_rows()
+    ]
+    ids = pl.DataFrame(
+        {column: [getattr(row, column) for row in fields] for column in PERSONAL_ID_COLUMNS},
+        schema={column: pl.String for column in PERSONAL_ID_COLUMNS},
+    )
+    combined = pl.concat([frame.drop("payload"), ids], how="horizontal")
+    return pseudonymize_columns(combined, pseudonymizer)
+
+
+def _sources(lake: Lake, pseudonymizer: Pseudonymizer) -> list[_Source]:
+    sources = [
+        _Source(RAW_EVENTS.name, lake, RAW_EVENTS, pseudonymizer),
+        _Source(REJECTED_EVENTS.name, lake, REJECTED_EVENTS, pseudonymizer),
+        _Source(EVENTS.name, lake, EVENTS, pseudonymizer),
+    ]
+    if lake.cold is not None:
+        sources.append(_Source(f"cold_{EVENTS.name}", lake.cold, EVENTS, pseudonymizer))
+    return sources
+
+
+def _resolve(
+    lake: Lake,
+    con: duckdb.DuckDBPyConnection,
+    pseudonymizer: Pseudonymizer,
+    request: ErasureRequest,
+    people: pl.DataFrame,
+) -> pl.DataFrame:
+    """The tombstone rows ``(app, kind, id_hash)`` of the request's person, empty when the user is
+    nowhere: their user hash, and the hashes of every anonymous and session id linked to them in
+    ``people`` (every table's distinct identifiers) and in gold's ``identity_links``."""
+    request_only = pl.DataFrame(
+        {"app": [request.app], "kind": ["user"], "id_hash": [request.user_hash]},
+        schema={"app": pl.String, "kind": pl.String, "id_hash": pl.String},
+    )
+    tombstones = Tombstones(request_only, pseudonymizer)
+    if request.app is not None:
+        people = people.filter(pl.col("app") == request.app)
+    own = people.filter(tombstones.mask(people))
+    users = own.select("app", "user_id").unique()
+    links = _links(con, users)
+    attributes = _attribute_users(lake, tombstones)
+    if not (users.height or links.height or attributes):
+        return request_only.clear()
+    aliases = (
+        pl.concat(
+            [
+                own.select("app", pl.col("anonymous_id").alias("alias_id")),
+                own.select("app", pl.col("session_id").alias("alias_id")),
+                links,
+            ]
+        )
+        .drop_nulls()
+        .unique()
+    )
+    alias_rows = aliases.select(
+        "app", pl.lit("alias").alias("kind"), tombstones.hashed(aliases["alias_id"]).alias("id_hash")
+    )
+    return pl.concat([request_only, alias_rows]).unique()
+
+
+def _links(con: duckdb.DuckDBPyConnection, users: pl.DataFrame) -> pl.DataFrame:
+    """The ``(app, alias_id)`` gold's identity stitching linked to ``users`` (``app``, ``user_id``)."""
+    with registered(con, {"erased_users": users.to_arrow()}):
+        rows = con.sql(load_sql("select_erased_links")).to_arrow_table()
+    frame = pl.from_arrow(rows)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _attribute_users(lake: Lake, tombstones: Tombstones) -> int:
+    if lake.version(USER_ATTRIBUTES) is None:
+        return 0
+    frame = pl.from_arrow(lake.dataset(USER_ATTRIBUTES).to_table(columns=["app", "user_id"]))
+    assert isinstance(frame, pl.DataFrame)
+    return int(tombstones.user_mask(frame["app"], frame["user_id"]).sum())
+
+
+def erase(
+    lake: Lake,
+    con: duckdb.DuckDBPyConnection,
+    pseudonymizer: Pseudonymizer,
+    request: ErasureRequest,
+    timezone: str = "UTC",
+) -> ErasureReport:
+    """Erase the request's person from the lake and gold's person-level state (module docstring).
+
+    ``con``: the gold warehouse (its writer); ``timezone``: gold's reporting time zone (the days to
+    recompute are reporting days). Running the same request again finishes what a crash left
+    (the tombstones recorded first decide what matches). Returns the report; ``found`` false when
+    nothing of the user exists anywhere (then nothing was written).
+
+    Raises:
+        deltalake.exceptions.DeltaError: a delete failed (tables erased before stay erased; run again).
+        duckdb.Error: gold's state could not be updated (run again).
+    """
+    report = ErasureReport(request)
+    sources = _sources(lake, pseudonymizer)
+    people = {source.name: source.people() for source in sources}
+    tombstones = load_tombstones(lake, pseudonymizer, request.request_id)
+    if tombstones is None:
+        every = pl.concat([frame.drop(source.part) for source, frame in zip(sources, people.values(), strict=True)])
+        rows = _resolve(lake, con, pseudonymizer, request, every)
+        if rows.height == 0:
+            log.info("erasure %s: the user is nowhere in the lake or gold", request.request_id)
+            _audit(lake, report)
+            return report
+        lake.append(ERASURE_TOMBSTONES, _tombstone_rows(request, rows, report.requested_at))
+        tombstones = Tombstones(rows, pseudonymizer)
+    report.found, report.tombstones = True, len(tombstones)
+
+    for source in sources:
+        frame = people[source.name]
+        parts = sorted(set(frame.filter(tombstones.mask(frame))[source.part].to_list()))
+        matched = source.matched(tombstones, parts) if parts else pl.DataFrame()
+        if source.table is EVENTS and matched.height:
+            _record_days(con, request, matched, timezone)
+        report.removed[source.name] = _delete(source, request, matched)
+    report.removed[USER_ATTRIBUTES.name] = _delete_attributes(lake, tombstones, request)
+    # A commit on silver's hot table, always: gold recomputes the recorded days at its version.
+    version = set_table_properties(lake, EVENTS, {LAST_ERASURE: request.request_id})
+    report.removed.update(_erase_gold_state(con, tombstones, request, version))
+    _audit(lake, report)
+    log.info("erasure %s: %s", request.request_id, report.removed)
+    return report
+
+
+def _tombstone_rows(request: ErasureRequest, rows: pl.DataFrame, at: datetime) -> pa.Table:
+    return (
+        rows.with_columns(pl.lit(request.request_id).alias("request_id"), pl.lit(at).alias("requested_at"))
+        .select(ERASURE_TOMBSTONES.schema.names)
+        .to_arrow()
+        .cast(ERASURE_TOMBSTONES.schema)
+    )
+
+
+def _record_days(con: duckdb.DuckDBPyConnection, request: ErasureRequest, rows: pl.DataFrame, timezone: str) -> None:
+    """Record the reporting days of the person's silver ``rows`` for gold to recompute (pending
+    until :func:`_erase_gold_state` ties them to a silver version)."""
+    changed = rows.select("app", "source", "timestamp", "event_type", pl.lit("delete").alias("_change_type"))
+    with registered(con, {"changed_rows": changed.to_arrow()}), transaction(con):
+        days = con.sql(load_sql("select_changed_event_days"), params={"timezone": timezone}).to_arrow_table()
+        with registered(con, {"erased_days": days}):
+            con.execute(load_sql("insert_recompute_days"), {"request_id": request.request_id})
+
+
+def _delete(source: _Source, request: ErasureRequest, matched: pl.DataFrame) -> int:
+    """Delete ``matched``'s event ids from ``source`` (their partitions only); returns rows deleted."""
+    if matched.height == 0:
+        return 0
+    metadata = {"eventlake.operation": ERASE_OPERATION, "eventlake.erasure": request.request_id}
+    before = source.tier.dataset(source.table, cold=False).count_rows()
+    _delete_ids(source.tier, source.table, matched, metadata)
+    return before - source.tier.dataset(source.table, cold=False).count_rows()
+
+
+def _delete_ids(tier: Lake, table: TableDef, rows: pl.DataFrame, metadata: dict[str, str]) -> list[int]:
+    """Delete ``rows``' event ids from ``table``, partition by partition (``rows`` has the table's
+    partition column), at most :data:`IDS_PER_COMMIT` ids a commit; returns the commits' versions."""
+    part = table.partition_by[0]
+    versions = []
+    for day, ids in rows.group_by(part).agg(pl.col("event_id").unique()).iter_rows():
+        for start in range(0, len(ids), IDS_PER_COMMIT):
+            chunk = ids[start : start + IDS_PER_COMMIT]
+            predicate = f"{part} = '{day.isoformat()}' and {in_predicate('event_id', chunk)}"
+            versions.append(tier.delete_where(table, predicate, metadata))
+    return versions
+
+
+def _delete_attributes(lake: Lake, tombstones: Tombstones, request: ErasureRequest) -> int:
+    if lake.version(USER_ATTRIBUTES) is None:
+        return 0
+    frame = pl.from_arrow(lake.dataset(USER_ATTRIBUTES).to_table(columns=["app", "user_id"])).unique()
+    assert isinstance(frame, pl.DataFrame)
+    erased = frame.filter(tombstones.user_mask(frame["app"], frame["user_id"]))
+    removed = 0
+    metadata = {"eventlake.operation": ERASE_OPERATION, "eventlake.erasure": request.request_id}
+    for app, user_id in erased.iter_rows():
+        before = lake.dataset(USER_ATTRIBUTES).count_rows()
+        app_predicate = "app is null" if app is None else f"app = {sql_literal(app)}"
+        lake.delete_where(USER_ATTRIBUTES, f"{app_predicate} and user_id = {sql_literal(user_id)}", metadata)
+        removed += before - lake.dataset(USER_ATTRIBUTES).count_rows()
+    return removed
+
+
+def _erase_gold_state(
+    con: duckdb.DuckDBPyConnection, tombstones: Tombstones, request: ErasureRequest, silver_version: int
+) -> dict[str, int]:
+    """Delete the erased people's rows from gold's person-level state and tie the request's
+    recorded days to ``silver_version`` (one transaction); returns rows deleted per table."""
+    ids = pl.from_arrow(con.sql(load_sql("select_person_ids")).to_arrow_table())
+    assert isinstance(ids, pl.DataFrame)
+    none = pl.lit(None, pl.String)
+    as_user = ids.select("app", pl.col("id").alias("user_id"), none.alias("anonymous_id"), none.alias("session_id"))
+    as_alias = ids.select("app", none.alias("user_id"), pl.col("id").alias("anonymous_id"), none.alias("session_id"))
+    erased = ids.filter(tombstones.mask(as_user) | tombstones.mask(as_alias))
+    with registered(con, {"erased_ids": erased.to_arrow()}), transaction(con):
+        removed = dict(con.execute(load_sql("select_erased_state_rows")).fetchall())
+        con.execute(load_sql("delete_erased_people"))
+        con.execute(load_sql("delete_recomputed_days"))
+        con.execute(
+            load_sql("tie_recompute_days"), {"request_id": request.request_id, "silver_version": silver_version}
+        )
+    return {table: int(count) for table, count in removed.items() if count}
+
+
+def _audit(lake: Lake, report: ErasureReport) -> None:
+    row = {
+        "request_id": [report.request.request_id],
+        "app": [report.request.app],
+        "found": [report.found],
+        "requested_at": [report.requested_at],
+        "completed_at": [datetime.now(UTC)],
+        "rows_removed": [orjson.dumps(report.removed, option=orjson.OPT_SORT_KEYS).decode()],
+    }
+    lake.append(ERASURES, pa.table(row).cast(ERASURES.schema))
+
+
+def audit_row(lake: Lake, request_id: str) -> dict[str, object] | None:
+    """The audit row of ``request_id`` (the last one when it ran more than once), ``None`` when none."""
+    if lake.version(ERASURES) is None:
+        return None
+    rows = pl.from_arrow(lake.dataset(ERASURES).to_table())
+    assert isinstance(rows, pl.DataFrame)
+    rows = rows.filter(pl.col("request_id") == request_id).sort("completed_at")
+    return rows.row(-1, named=True) if rows.height else None
+
+
+def removed_rows(audit: dict[str, object]) -> dict[str, int]:
+    """The rows removed per table an audit row (:func:`audit_row`) records."""
+    return orjson.loads(str(audit["rows_removed"]))
