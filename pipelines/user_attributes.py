@@ -55,9 +55,9 @@ def load_user_attributes(store: Lake, users_path: Path | None, pseudonymizer: Ps
         source = read_users(users_path, lambda user_id: pseudonymizer.identifier("user_id", user_id))
         tombstones = load_tombstones(store, pseudonymizer)
         if tombstones is not None:  # erased people's attributes are not loaded again
-            users = pl.from_arrow(source.select(["app", "user_id"]))
-            assert isinstance(users, pl.DataFrame)
-            source = source.filter(pa.array((~tombstones.user_mask(users["app"], users["user_id"])).to_list()))
+            ids = pl.from_arrow(source.select(["app", "user_id"]))
+            assert isinstance(ids, pl.DataFrame)
+            source = source.filter(pa.array((~tombstones.user_mask(ids["app"], ids["user_id"])).to_list()))
         # Values reach a served mart: an email, card number or token in a CRM column is masked.
         values = pl.Series(source["value"]).unique()
         masked = dict(zip(values.to_list(), (scrubber.text(v) for v in values.to_list()), strict=True))

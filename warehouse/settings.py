@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from warehouse.gold import GoldOptions
 from warehouse.lake.maintenance import AutoCompactor
 from warehouse.lake.store import Lake
-from warehouse.lake.tiers import TierPolicy, tiered_lake
+from warehouse.lake.tiers import TierPolicy, check_roots, tiered_lake
 
 
 class SourceConfig(BaseModel):
@@ -333,8 +333,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _tier_policy_holds(self) -> Settings:
-        """The tier horizons make sense together (:class:`warehouse.lake.tiers.TierPolicy`)."""
+        """The tier horizons make sense together (:class:`warehouse.lake.tiers.TierPolicy`) and the
+        tiers' roots do not overlap (:func:`warehouse.lake.tiers.check_roots`)."""
         self.tier_policy()
+        check_roots(self.lake_root, self.cold_root)
         return self
 
     @field_validator("reporting_timezone")

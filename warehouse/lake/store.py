@@ -423,8 +423,13 @@ class Lake:
         tiers (``cold=False``: this tier only): the hot table (as of ``version``) and the cold one
         (its latest version) as one union dataset, every row once (:func:`tier_union`).
         """
+        across = cold and table.tiered and self.cold is not None
+        if across and version is None:
+            # One hot version for its rows and for the partitions both tiers hold, chosen before the
+            # cold tier is opened: a move between the two would otherwise show a day twice.
+            version = self.version(table)
         hot = self._hot_dataset(table, version, files)
-        if not (cold and table.tiered and self.cold is not None):
+        if not across or self.cold is None:
             return hot
         return tier_union(self, self.cold, table, version, files, hot)
 
@@ -582,6 +587,8 @@ def _union(
     for day in sorted(both):
         in_day = pads.field(column) == pa.scalar(day, table.schema.field(column).type)
         hot_keys = hot.to_table(columns=[key], filter=in_day)[key]
+        if len(hot_keys) == 0:  # none of the day's hot files is chosen (``files`` on statistics)
+            continue
         cold_day = cold_dt.to_pyarrow_dataset(file_pruning_predicate=[(column, "=", str(day))])
         keys = cold_day.to_table(columns=[key], filter=in_day & pads.field(key).isin(hot_keys))[key]
         if len(keys):

@@ -16,6 +16,7 @@ hot (:class:`TierMoveError`) and moved by the next run.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -85,13 +86,43 @@ def tiered_lake(
     hot_root: str, cold_root: str, cold_level: int, cold_target_mb: int, compactor: AutoCompactor | None = None
 ) -> Lake:
     """The lake at ``hot_root`` (``compactor``: see :class:`warehouse.lake.store.Lake`) with its cold
-    tier at ``cold_root``, whose files are zstd-compressed at ``cold_level`` and ``cold_target_mb`` MB."""
+    tier at ``cold_root``, whose files are zstd-compressed at ``cold_level`` and ``cold_target_mb`` MB.
+
+    Raises:
+        ValueError: the roots are the same, or one is inside the other (:func:`check_roots`).
+    """
+    check_roots(hot_root, cold_root)
     cold = Lake(
         cold_root,
         writer=WriterProperties(compression="ZSTD", compression_level=cold_level),
         target_file_bytes=cold_target_mb * 1024 * 1024,
     )
     return Lake(hot_root, compactor=compactor, cold=cold)
+
+
+def check_roots(hot_root: str, cold_root: str) -> None:
+    """Refuse a cold root that is the hot root or inside it, or the other way round: a move would
+    find its rows "already in cold" and delete them, or a vacuum of one tier would delete the other's
+    files (it deletes every file under a table's folder that its log does not list).
+
+    Raises:
+        ValueError: naming both roots.
+    """
+    hot, cold = (_normalized(root) for root in (hot_root, cold_root))
+    if hot == cold or cold.startswith(hot + "/") or hot.startswith(cold + "/"):
+        raise ValueError(
+            f"the cold root {cold_root!r} and the hot root {hot_root!r} overlap: give the cold tier a folder "
+            "or bucket of its own (EVENTLAKE_COLD_URI)"
+        )
+
+
+def _normalized(root: str) -> str:
+    """``root`` as an absolute path without ``file://`` and trailing slashes (URIs of other schemes as
+    given, lowercased scheme)."""
+    scheme, sep, rest = root.partition("://")
+    if not sep or scheme.lower() == "file":
+        return os.path.abspath(os.path.normpath(rest if sep else root))
+    return f"{scheme.lower()}://{rest.rstrip('/')}"
 
 
 def _partition_values(dt: DeltaTable, column: str) -> list[str]:
