@@ -30,6 +30,16 @@ storage (MB); then the targets (the last window against the third, minutes 55-60
 default: within 1.2x on ack p95, commit ms, gold lag p95 and RSS; ack p99 <= 300 ms; gold lag p95
 <= 60 s) and the final check: every acknowledged event in bronze, silver and gold exactly once.
 The data folder is left in /tmp (its path is printed).
+
+``--tiers`` (issue 26) adds the lake's lifecycle to the soak: event timestamps spread over
+``--spread-days`` days (8) against a hot horizon of 3 days, so ``tier_lake`` (every minute) moves
+days to the cold root all along; before the load, bronze gets three old received days of another
+app (events 40 days old, a tenth of them invalid), so that bronze's and the quarantine's retention
+(1 day) and the cold tier's (30 days) delete them during the soak; at ``--erase-at`` minutes
+``eventlake-erase --user u7 --app soak`` (through the running Dagster) erases one user, whose events
+keep coming and are dropped. The final check then reads silver across both tiers: every acknowledged
+event of every other user exactly once in bronze, silver and served gold, none of u7's anywhere,
+and the seeded days gone.
 """
 
 from __future__ import annotations
@@ -39,15 +49,15 @@ import os
 import re
 import signal
 import statistics
+import subprocess
 import sys
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pyarrow as pa
@@ -94,6 +104,7 @@ class Soak:
     covered: list[tuple[float, int]] = field(default_factory=list)
     kills: list[tuple[float, str, list[int]]] = field(default_factory=list)
     failed_attempts: int = 0
+    erasure: tuple[float, float, int, str] | None = None
 
 
 def processes() -> dict[int, str]:
@@ -189,14 +200,32 @@ def sample(stack: Stack, client: httpx.Client) -> Sample:
     )
 
 
-def body(uuids: list[str], app: str = APP) -> list[dict[str, object]]:
-    now = datetime.now(UTC).isoformat()
+#: ``--tiers``: the user erased during the soak, and the tier and retention settings.
+ERASED_USER = "u7"
+TIER_SETTINGS = {
+    "EVENTLAKE_TIERING_CRON": "* * * * *",
+    "EVENTLAKE_SILVER_HOT_DAYS": "3",
+    "EVENTLAKE_SILVER_COLD_DAYS": "30",
+    "EVENTLAKE_BRONZE_TTL_DAYS": "1",
+    "EVENTLAKE_QUARANTINE_TTL_DAYS": "1",
+}
+SEED_APP, SEED_DAYS, SEED_EVENTS = "soak-seed", (5, 4, 3), 2000
+
+
+def user_of(index: int) -> str:
+    """The user of the ``index``-th event of a request."""
+    return f"u{index % 500}"
+
+
+def body(uuids: list[str], app: str = APP, spread_days: int = 0) -> list[dict[str, object]]:
+    """Native events, one click each; ``spread_days``: timestamps that many days back at most."""
+    now = datetime.now(UTC)
     return [
         {
             "uuid": one,
-            "timestamp": now,
+            "timestamp": (now - timedelta(days=i % spread_days if spread_days else 0)).isoformat(),
             "app": app,
-            "user": f"u{i % 500}",
+            "user": user_of(i),
             "page": f"https://soak.example.com/p/{i % 50}",
             "events": {"click": {"component": f"c{i % 20}"}},
         }
@@ -222,7 +251,7 @@ def run(stack: Stack, client: httpx.Client, args: argparse.Namespace) -> Soak:
                 say(f"sample failed: {type(exc).__name__}: {exc}")
 
     def send(request: Request) -> None:
-        payload = body(request.uuids)
+        payload = body(request.uuids, spread_days=args.spread_days if args.tiers else 0)
         while request.attempts < MAX_ATTEMPTS:
             request.attempts += 1
             try:
@@ -242,7 +271,9 @@ def run(stack: Stack, client: httpx.Client, args: argparse.Namespace) -> Soak:
         thread.start()
     interval = args.batch / args.rate
     kills = sorted(
-        [(args.kill_api_at * 60, "ingest worker"), (args.kill_hot_path_at * 60, "hot path")], key=lambda kill: kill[0]
+        [(args.kill_api_at * 60, "ingest worker"), (args.kill_hot_path_at * 60, "hot path")]
+        + ([(args.erase_at * 60, "erasure")] if args.tiers else []),
+        key=lambda kill: kill[0],
     )
     say(f"load: {args.rate:,} events/s in requests of {args.batch} for {args.minutes:.0f} min")
     with ThreadPoolExecutor(256, thread_name_prefix="send") as pool:
@@ -251,6 +282,10 @@ def run(stack: Stack, client: httpx.Client, args: argparse.Namespace) -> Soak:
         while number * interval < args.minutes * 60:
             time.sleep(max(0.0, start + number * interval - time.monotonic()))
             elapsed = time.monotonic() - start
+            if kills and elapsed >= kills[0][0] and kills[0][1] == "erasure":
+                kills.pop(0)
+                threading.Thread(target=erase, args=(stack, soak), daemon=True).start()
+                say(f"eventlake-erase --user {ERASED_USER} --app {APP} at minute {elapsed / 60:.1f}")
             if kills and elapsed >= kills[0][0]:
                 _, what = kills.pop(0)
                 # One ingest worker (uvicorn replaces it), or the hot path run's process.
@@ -283,6 +318,51 @@ def run(stack: Stack, client: httpx.Client, args: argparse.Namespace) -> Soak:
             (t for t, v in soak.covered if t >= request.acked and v >= request.version), float("nan")
         )
     return soak
+
+
+def erase(stack: Stack, soak: Soak) -> None:
+    """``eventlake-erase --user u7 --app soak`` against the running stack (its Dagster), timed."""
+    started = time.time()
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "eventlake-erase"), "--user", ERASED_USER, "--app", APP],
+        env=stack.env,
+        cwd=stack.tree.path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    soak.erasure = (started, time.time(), done.returncode, (done.stdout + done.stderr).strip())
+    say(f"erasure done in {time.time() - started:.0f} s (exit {done.returncode}): {done.stdout.strip()}")
+
+
+def seed_old_days(stack: Stack) -> None:
+    """Bronze rows of app ``soak-seed`` received 5, 4 and 3 days ago, events 40 days old, a tenth of
+    them without any user or session id (quarantined): the retentions' work during the soak."""
+    sys.path.insert(0, str(stack.tree.path))
+    from warehouse.contract.native import explode_payload  # noqa: PLC0415
+    from warehouse.contract.rows import RequestContext  # noqa: PLC0415
+    from warehouse.lake.store import Lake  # noqa: PLC0415
+    from warehouse.lake.tables import RAW_EVENTS  # noqa: PLC0415
+
+    lake = Lake(str(stack.data_dir / "lake"))
+    now = datetime.now(UTC)
+    for days in SEED_DAYS:
+        ctx = RequestContext(received_at=now - timedelta(days=days), user_agent="Mozilla/5.0", ip="192.0.2.1")
+        rows = [
+            row
+            for i in range(SEED_EVENTS)
+            for row in explode_payload(
+                {
+                    "uuid": str(uuid.uuid4()),
+                    "timestamp": (now - timedelta(days=40)).isoformat(),
+                    "app": SEED_APP,
+                    **({} if i % 10 == 0 else {"user": user_of(i)}),
+                    "events": {"click": {"component": "old"}},
+                },
+                ctx,
+            )
+        ]
+        lake.append(RAW_EVENTS, pa.Table.from_pylist(rows, schema=RAW_EVENTS.schema))
 
 
 def pct(values: list[float], q: int) -> float:
@@ -333,22 +413,48 @@ def windows(soak: Soak, start: float, args: argparse.Namespace) -> list[dict[str
     return rows
 
 
-def final_check(stack: Stack, soak: Soak, event_id_for: Any) -> dict[str, int]:
-    """Acknowledged events missing from (or doubled in) bronze, silver and the served gold."""
+def final_check(stack: Stack, soak: Soak, tiers: bool) -> dict[str, int]:
+    """Acknowledged events missing from (or doubled in) bronze, silver (both tiers, read as every
+    reader does) and the served gold; with ``tiers``, u7's events are expected nowhere and the seeded
+    old days gone."""
     import duckdb  # noqa: PLC0415
 
-    acked = {event_id_for(one, "click") for r in soak.requests if r.version >= 0 for one in r.uuids}
-    lake = stack.data_dir / "lake"
-    result = {"acknowledged": len(acked), "unacknowledged requests": sum(r.version < 0 for r in soak.requests)}
-    for name, path in (("bronze", "bronze/raw_events"), ("silver", "silver/events")):
-        ids = DeltaTable(str(lake / path)).to_pyarrow_dataset().to_table(columns=["event_id", "app"])
-        ids = ids.filter(pc.equal(ids["app"], APP))["event_id"]
+    sys.path.insert(0, str(stack.tree.path))
+    from warehouse.contract.rows import event_id_for  # noqa: PLC0415
+    from warehouse.lake.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS  # noqa: PLC0415
+    from warehouse.lake.tiers import tiered_lake  # noqa: PLC0415
+
+    pairs = [
+        (event_id_for(one, "click"), user_of(i))
+        for r in soak.requests
+        if r.version >= 0
+        for i, one in enumerate(r.uuids)
+    ]
+    erased = {event_id for event_id, user in pairs if tiers and user == ERASED_USER}
+    acked = {event_id for event_id, _ in pairs} - erased
+    lake = tiered_lake(str(stack.data_dir / "lake"), str(stack.data_dir / "cold"), 9, 512)
+    result = {
+        "acknowledged (not erased)": len(acked),
+        "unacknowledged requests": sum(r.version < 0 for r in soak.requests),
+    }
+    for name, table in (("bronze", RAW_EVENTS), ("silver", EVENTS)):
+        rows = lake.dataset(table).to_table(columns=["event_id", "app"])
+        ids = rows.filter(pc.equal(rows["app"], APP))["event_id"]
         result[f"missing from {name}"] = len(acked - set(ids.to_pylist()))
         result[f"{name} rows - distinct"] = len(ids) - len(pc.unique(ids))
+        if tiers:
+            result[f"erased user's events in {name}"] = len(erased & set(ids.to_pylist()))
+            result[f"seeded rows in {name}"] = pc.sum(pc.equal(rows["app"], SEED_APP)).as_py() or 0
+    if tiers:
+        result["silver rows in the cold tier"] = lake.cold.dataset(EVENTS).count_rows() if lake.cold else 0
+        result["seeded rows in the quarantine"] = lake.dataset(REJECTED_EVENTS).count_rows()
     con = duckdb.connect(str(stack.serving), read_only=True)
     row = con.execute("select sum(events) from daily_event_counts where app = ?", [APP]).fetchone()
+    seeded = con.execute("select sum(events) from daily_event_counts where app = ?", [SEED_APP]).fetchone()
     con.close()
     result["served gold events - acknowledged"] = int(row[0] or 0) - len(acked) if row else -len(acked)
+    if tiers:
+        result["served gold events of the seeded days (kept)"] = int(seeded[0] or 0) if seeded else 0
     return result
 
 
@@ -395,6 +501,9 @@ def report(rows: list[dict[str, float]], soak: Soak, check: dict[str, int], args
     print()
     print(f"kills: {', '.join(f'{what} (pids {pids})' for _, what, pids in soak.kills) or 'none'}; ", end="")
     print(f"failed attempts (sent again): {soak.failed_attempts}")
+    if soak.erasure:
+        started, ended, code, output = soak.erasure
+        print(f"erasure of {ERASED_USER}: {ended - started:.0f} s, exit {code}: {' / '.join(output.splitlines())}")
     print(" · ".join(f"{key}: {value:,}" for key, value in check.items()))
 
 
@@ -408,7 +517,12 @@ def main() -> None:
     parser.add_argument("--kill-hot-path-at", type=float, default=40, help="minute of the hot path's kill -9")
     parser.add_argument("--run-retention-minutes", type=float, default=10, help="Dagster runs kept this long")
     parser.add_argument("--drain-timeout", type=float, default=600, help="seconds to wait for gold afterwards")
+    parser.add_argument("--tiers", action="store_true", help="tier moves, retention and an erasure during the soak")
+    parser.add_argument("--spread-days", type=int, default=8, help="--tiers: event timestamps over this many days")
+    parser.add_argument("--erase-at", type=float, default=30, help="--tiers: minute of the erasure")
     args = parser.parse_args()
+    if args.tiers:
+        os.environ.update(TIER_SETTINGS)
 
     os.environ.update(
         {
@@ -425,15 +539,14 @@ def main() -> None:
         client = stack.client()
         # The first event creates the tables (another app: not counted).
         client.post("/v1/events", json=body([str(uuid.uuid4())], "soak-warm-up")).raise_for_status()
+        if args.tiers:
+            seed_old_days(stack)
         soak = run(stack, client, args)
         start = soak.requests[0].slot
         rows = windows(soak, start, args)
-        sys.path.insert(0, str(ROOT))
-        from warehouse.contract.rows import event_id_for  # noqa: PLC0415
-
-        check = final_check(stack, soak, event_id_for)
     finally:
         stack.stop()
+    check = final_check(stack, soak, args.tiers)  # stopped: no move in flight changes the tables meanwhile
     print(f"# soak of {tree.commit}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {' '.join(sys.argv[1:]) or 'defaults'}")
     report(rows, soak, check, args)
     say(f"data folder left in {stack.data_dir}")

@@ -34,6 +34,7 @@ expiry pass them (after every consumer read past the erasure); its change-data f
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -44,7 +45,7 @@ import orjson
 import polars as pl
 import pyarrow as pa
 
-from pipelines.pseudonyms import PERSONAL_ID_COLUMNS, Pseudonymizer
+from pipelines.pseudonyms import PERSONAL_ID_COLUMNS, PREFIX, Pseudonymizer
 from pipelines.transform import pseudonymize_columns
 from warehouse.contract.formats import read_event_fields
 from warehouse.gold import load_sql, registered, transaction
@@ -69,6 +70,8 @@ LAST_ERASURE = "eventlake.lastErasure"
 #: Event ids per delete commit (a delta-rs predicate is parsed as SQL text).
 IDS_PER_COMMIT = 20_000
 _SEP = "\x00"
+#: Characters JSON text escapes (RFC 8259 section 7): an id holding one is not in the payload as is.
+_ESCAPED = re.compile(r'["\\\x00-\x1f]')
 
 
 @dataclass(frozen=True)
@@ -197,8 +200,10 @@ class _Source:
         self.part = table.partition_by[0]
         self.raw = table is not EVENTS  # bronze rows: identifiers inside the payload
 
-    def _frames(self, parts: list[date] | None) -> Iterator[pl.DataFrame]:
-        """The table's rows (of ``parts`` only, when given), batch by batch."""
+    def _frames(self, parts: list[date] | None, needles: list[str] | None = None) -> Iterator[pl.DataFrame]:
+        """The table's rows (of ``parts`` only, when given), batch by batch. ``needles``: for bronze
+        rows, only those whose payload text contains one of them are decoded (the others cannot hold
+        those ids)."""
         version = self.tier.version(self.table)
         if version is None:
             return
@@ -213,7 +218,12 @@ class _Source:
             for batch in dataset.to_batches(columns=columns, batch_size=200_000):
                 frame = pl.from_arrow(batch)
                 assert isinstance(frame, pl.DataFrame)
-                yield _identifiers(frame, self.pseudonymizer) if self.raw else frame
+                if not self.raw:
+                    yield frame
+                    continue
+                if needles is not None:
+                    frame = frame.filter(pl.col("payload").str.contains_any(needles))
+                yield _identifiers(frame, self.pseudonymizer)
 
     def people(self) -> pl.DataFrame:
         """Distinct ``(part, app, user_id, anonymous_id, session_id)`` of the table."""
@@ -221,10 +231,20 @@ class _Source:
         frames = [frame.select(keys).unique() for frame in self._frames(None)]
         return pl.concat(frames).unique() if frames else pl.DataFrame(schema={k: pl.String for k in keys})
 
-    def matched(self, tombstones: Tombstones, parts: list[date]) -> pl.DataFrame:
-        """The rows of ``parts`` the tombstones match (every column read)."""
-        frames = [frame.filter(tombstones.mask(frame)) for frame in self._frames(parts)]
+    def matched(self, tombstones: Tombstones, parts: list[date], needles: list[str] | None) -> pl.DataFrame:
+        """The rows of ``parts`` the tombstones match (every column read); ``needles``: see :meth:`_frames`."""
+        frames = [frame.filter(tombstones.mask(frame)) for frame in self._frames(parts, needles)]
         return pl.concat(frames) if frames else pl.DataFrame()
+
+
+def _needles(own: pl.DataFrame) -> list[str] | None:
+    """The texts every payload of the person's rows ``own`` (their distinct identifiers) contains one
+    of: their identifiers as sent, when silver stores them as sent (no pseudonym) and JSON writes them
+    unescaped; ``None`` otherwise (every row is decoded)."""
+    values = pl.concat([own[column] for column in PERSONAL_ID_COLUMNS]).drop_nulls().unique().to_list()
+    if any(value.startswith(PREFIX) or _ESCAPED.search(value) for value in values):
+        return None
+    return values
 
 
 def _identifiers(frame: pl.DataFrame, pseudonymizer: Pseudonymizer) -> pl.DataFrame:
@@ -343,9 +363,9 @@ def erase(
     report.found, report.tombstones = True, len(tombstones)
 
     for source in sources:
-        frame = people[source.name]
-        parts = sorted(set(frame.filter(tombstones.mask(frame))[source.part].to_list()))
-        matched = source.matched(tombstones, parts) if parts else pl.DataFrame()
+        own = people[source.name].filter(tombstones.mask(people[source.name]))
+        parts = sorted(set(own[source.part].to_list()))
+        matched = source.matched(tombstones, parts, _needles(own)) if parts else pl.DataFrame()
         if source.table is EVENTS and matched.height:
             _record_days(con, request, matched, timezone)
         report.removed[source.name] = _delete(source, request, matched)

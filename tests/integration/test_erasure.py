@@ -275,3 +275,15 @@ def test_an_erasure_during_a_load_loses_no_other_event_and_leaves_no_trace_in_an
         path for path, text in texts.items() if any(value in text for value in (ALICE, pseudonym(env, ALICE), '"s-a"'))
     }
     assert holding == set()
+
+
+def test_a_user_stored_as_sent_is_erased_from_bronze_by_the_rows_that_contain_their_ids(env: Env) -> None:
+    """Bob's ids are stored as sent (no pseudonym): bronze rows are decoded only where the payload
+    text holds one of them, and matched exactly after (``b-7``'s rows stay: not Bob's)."""
+    append_bronze(env, [*history(), {"uuid": "x", "timestamp": "2024-03-01T12:00:00Z", "user": "bob-70"}])
+    materialize_all(env)
+    erase_job(env, request_for(env, BOB))
+    bronze = env.lake.dataset(RAW_EVENTS).to_table(columns=["payload"])["payload"].to_pylist()
+    assert len(bronze) == 6 and not any('"bob-7"' in payload for payload in bronze)
+    assert sum('"bob-70"' in payload for payload in bronze) == 1
+    assert users_of(env) == sorted([pseudonym(env, ALICE)] * 3 + ["bob-70", None], key=str)
