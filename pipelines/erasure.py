@@ -63,6 +63,8 @@ from warehouse.lake.tables import (
 
 log = logging.getLogger(__name__)
 
+#: The Dagster job that runs an erasure (pipelines.defs.lifecycle), started by ``eventlake-erase``.
+ERASE_JOB = "erase_person"
 #: Commit metadata of an erasure's deletes (``eventlake.erasure``: the request id).
 ERASE_OPERATION = "erase"
 #: Silver's table property naming the last erasure: its commit gives gold a version to recompute at.
@@ -482,3 +484,11 @@ def audit_row(lake: Lake, request_id: str) -> dict[str, object] | None:
 def removed_rows(audit: dict[str, object]) -> dict[str, int]:
     """The rows removed per table an audit row (:func:`audit_row`) records."""
     return orjson.loads(str(audit["rows_removed"]))
+
+
+def erased_before(lake: Lake, user_hash: str) -> bool:
+    """Whether a user with this keyed hash was erased before (their tombstone is there)."""
+    if lake.version(ERASURE_TOMBSTONES) is None:
+        return False
+    hashes = lake.dataset(ERASURE_TOMBSTONES).to_table(columns=["kind", "id_hash"]).to_pylist()
+    return {"kind": "user", "id_hash": user_hash} in hashes

@@ -23,6 +23,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipelines.scrub_rules import load_rules
 from pipelines.scrubbing import Scrubber
 
 #: Prefix of every pseudonym, so analysts can tell a pseudonym from a client id.
@@ -91,3 +92,13 @@ class Pseudonymizer:
             self.count += 1
             return self.pseudonym(value)
         return value
+
+
+def silver_pseudonymizer(key: str | None, key_path: Path, rules_path: Path, all_ids: bool) -> Pseudonymizer:
+    """Silver's pseudonymizer: the key (:func:`load_key`), a scrubber of the scrub rules at
+    ``rules_path``, and whether every user and anonymous id is pseudonymized.
+
+    Raises:
+        OSError: the key file cannot be read or created.
+    """
+    return Pseudonymizer(load_key(key, key_path), Scrubber(load_rules(rules_path)), all_ids)

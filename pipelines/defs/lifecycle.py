@@ -22,7 +22,7 @@ from warehouse.settings import Settings
 #: The job the rescrub sensor starts (pipelines.defs.jobs).
 RESCRUB_LAKE = "rescrub_lake"
 TIER_LAKE = "tier_lake"
-ERASE_PERSON = "erase_person"
+ERASE_PERSON = erasure.ERASE_JOB
 
 
 @dg.asset(

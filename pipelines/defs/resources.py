@@ -14,9 +14,8 @@ from pydantic import Field
 
 from pipelines import silver
 from pipelines.parallel import Parallelism
-from pipelines.pseudonyms import Pseudonymizer, load_key
-from pipelines.scrub_rules import DEFAULT_RULES_PATH, load_rules
-from pipelines.scrubbing import Scrubber
+from pipelines.pseudonyms import Pseudonymizer, silver_pseudonymizer
+from pipelines.scrub_rules import DEFAULT_RULES_PATH
 from pipelines.validation import load_suite, suite_path
 from warehouse import gold
 from warehouse.lake.maintenance import auto_compactor
@@ -131,8 +130,9 @@ class SilverResource(dg.ConfigurableResource):
         Raises:
             OSError: the pseudonym key file cannot be read or created.
         """
-        key = load_key(self.pseudonym_key, Path(self.pseudonym_key_path))
-        return Pseudonymizer(key, Scrubber(load_rules(self.rules_path())), self.pseudonymize_all_ids)
+        return silver_pseudonymizer(
+            self.pseudonym_key, Path(self.pseudonym_key_path), self.rules_path(), self.pseudonymize_all_ids
+        )
 
     def rules(self) -> silver.Rules:
         """Everything the silver step applies: the suites, scrub rules and pseudonymization."""

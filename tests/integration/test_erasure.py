@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import dagster as dg
@@ -22,7 +24,7 @@ from pipelines.cli import erase as erase_cli
 from pipelines.definitions_maintenance import build_maintenance_definitions
 from pipelines.defs import build_definitions
 from pipelines.defs.resources import SilverResource
-from tests.conftest import ApiServer, Env, materialize_all, start_api, stored_text
+from tests.conftest import ApiServer, Env, free_port, materialize_all, start_api, stored_text
 from tests.integration.test_tiers import dau, run_job, served
 from warehouse.contract.native import explode_payload
 from warehouse.contract.rows import RequestContext
@@ -163,6 +165,27 @@ def test_events_of_an_erased_person_arriving_later_are_dropped(env: Env) -> None
     assert active(env)["2024-03-06"] == 1
 
 
+@contextmanager
+def answering_server_info() -> Iterator[int]:
+    """A server on a loopback port that answers ``/server_info`` as Dagster's webserver does (200)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(200 if self.path == "/server_info" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+
+
 def crash_on_call(monkeypatch: pytest.MonkeyPatch, name: str, call: int) -> None:
     """Make ``pipelines.erasure.<name>`` raise on its ``call``-th call (1-based)."""
     original = getattr(erasure, name)
@@ -206,12 +229,11 @@ def test_the_cli_erases_in_process_and_says_clearly_when_the_user_is_unknown(
     env: Env, setting: Callable[[str, str], None], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     setting("EVENTLAKE_DATA_DIR", str(env.data_dir))
-    setting("DAGSTER_HOME", str(tmp_path / "dagster"))
-    (tmp_path / "dagster").mkdir()
+    setting("EVENTLAKE_DAGSTER_PORT", str(free_port()))  # nothing answers there: the stack is stopped
     append_bronze(env, history())
     materialize_all(env)
     assert erase_cli.main(["--user", "nobody", "--in-process"]) == 1
-    assert "no event, link or attribute of this user in every app: nothing erased" in capsys.readouterr().err
+    assert "no event, link or attribute of this user in any app: nothing erased" in capsys.readouterr().err
     assert env.lake.version(ERASURE_TOMBSTONES) is None
     assert erase_cli.main(["--user", ALICE, "--app", "other-app", "--in-process"]) == 1
     assert "in app other-app: nothing erased" in capsys.readouterr().err
@@ -219,12 +241,19 @@ def test_the_cli_erases_in_process_and_says_clearly_when_the_user_is_unknown(
     out = capsys.readouterr().out
     assert "erased the user (app default)" in out and "  raw_events: 5 rows" in out and ALICE not in out
     assert users_of(env) == [pseudonym(env, BOB)] * 3
+    assert erase_cli.main(["--user", ALICE, "--in-process"]) == 1
+    assert "in any app (it was erased before): nothing erased" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="2"):
         erase_cli.main(["--user", " ", "--in-process"])
     assert "the user id is empty" in capsys.readouterr().err
-    setting("EVENTLAKE_DAGSTER_PORT", "1")  # nothing listens there
     assert erase_cli.main(["--user", BOB]) == 2
-    assert "start the stack with `make up`, or pass --in-process" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Dagster is not answering at http://127.0.0.1:" in err
+    assert "start the stack (`make up`), or pass --in-process while it is stopped" in err
+    with answering_server_info() as port:  # something answers /server_info: --in-process is refused
+        setting("EVENTLAKE_DAGSTER_PORT", str(port))
+        assert erase_cli.main(["--user", BOB, "--in-process"]) == 2
+        assert "the stack runs; erase without --in-process" in capsys.readouterr().err
 
 
 def test_an_erasure_during_a_load_loses_no_other_event_and_leaves_no_trace_in_any_file(env: Env) -> None:

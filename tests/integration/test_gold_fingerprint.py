@@ -77,6 +77,7 @@ RECORDED: dict[str, dict[str, str]] = {
         "form_progress": "12 rows 212d930bb601fd55",
         "form_progress_people": "23 rows 9970e80564e750a2",
         "funnel_steps": "2248 rows 55f2b5b10e68e367",
+        "gold_recompute_days": "0 rows 65bf501d2e6df30d",  # issue 26: an erasure's days, none here
         "gold_watermarks": "18 rows ffb4ff0203653d5c",  # issue 25, as in the snapshot
         "identity_links": "3605 rows da6de498ad913df3",
         "monthly_active_users": "365 rows aa407a8369e13adf",
