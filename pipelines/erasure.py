@@ -50,8 +50,9 @@ from pipelines.transform import pseudonymize_columns
 from warehouse.contract.formats import read_event_fields
 from warehouse.gold import load_sql, registered, transaction
 from warehouse.lake.maintenance import set_table_properties
-from warehouse.lake.store import Lake, in_predicate, sql_literal
+from warehouse.lake.store import Lake, in_predicate
 from warehouse.lake.tables import (
+    ERASURE_PENDING,
     ERASURE_TOMBSTONES,
     ERASURES,
     EVENTS,
@@ -133,14 +134,17 @@ class Tombstones:
     def mask(self, frame: pl.DataFrame) -> pl.Series:
         """Which rows of ``frame`` (``app`` and the identifiers ``user_id``, ``anonymous_id``,
         ``session_id`` as silver stores them) belong to an erased person: the user id is theirs, or
-        there is none and the anonymous or session id is linked to them. Boolean, never null."""
+        there is none (null or blank) and the anonymous or session id is linked to them. Boolean,
+        never null."""
         app = frame["app"].fill_null("")
         user = self.hashed(frame["user_id"])
         own = user.is_in(list(self._any_app)) | (app + _SEP + user).is_in(list(self._users))
+        # No user id: null, or blank (gold reads nullif(trim(user_id), ''), create_people_events.sql).
+        anonymous = frame["user_id"].str.strip_chars().fill_null("") == ""
         linked = pl.Series([False] * frame.height, dtype=pl.Boolean)
         for column in ("anonymous_id", "session_id"):
             linked = linked | (app + _SEP + self.hashed(frame[column])).is_in(list(self._aliases)).fill_null(False)
-        return (own.fill_null(False) | (user.is_null() & linked)).alias("erased")
+        return (own.fill_null(False) | (anonymous & linked)).alias("erased")
 
     def user_mask(self, apps: pl.Series, users: pl.Series) -> pl.Series:
         """Which ``(app, user_id)`` pairs are an erased user's (``app`` null: a row for every app,
@@ -172,12 +176,13 @@ def dropped_events(decoded: pl.DataFrame, tombstones: Tombstones | None, pseudon
     return tombstones.mask(ids)
 
 
-def delete_arrivals(lake: Lake, rows: pl.DataFrame) -> list[int]:
+def delete_arrivals(lake: Lake, rows: pl.DataFrame, today: date | None = None) -> list[int]:
     """Delete from bronze the ``rows`` (``event_id``, ``received_date``) of erased people that arrived
-    after their erasure (silver drops them, :func:`dropped_events`): one commit per partition. A crash
-    before it leaves them in bronze, where silver has read them: a reprocess would drop them again.
-    Returns the versions of the deletes."""
-    return _delete_ids(lake, RAW_EVENTS, rows, {"eventlake.operation": ERASE_OPERATION})
+    after their erasure (silver drops them, :func:`dropped_events`): one commit per partition, today's
+    rows when the day is over (:func:`_delete_bronze`). A crash before it leaves them in bronze, where
+    silver has read them: a reprocess would drop them again. Returns the versions of the deletes."""
+    day = today or datetime.now(UTC).date()
+    return _delete_bronze(lake, rows, {"eventlake.operation": ERASE_OPERATION}, day)[0]
 
 
 @dataclass
@@ -293,30 +298,39 @@ def _resolve(
         people = people.filter(pl.col("app") == request.app)
     own = people.filter(tombstones.mask(people))
     users = own.select("app", "user_id").unique()
-    links = _links(con, users)
-    attributes = _attribute_users(lake, tombstones)
-    if not (users.height or links.height or attributes):
-        return request_only.clear()
-    aliases = (
+    seen = (
         pl.concat(
             [
                 own.select("app", pl.col("anonymous_id").alias("alias_id")),
                 own.select("app", pl.col("session_id").alias("alias_id")),
-                links,
             ]
         )
         .drop_nulls()
         .unique()
     )
+    links = _links(con, users, seen)
+    attributes = _attribute_users(lake, tombstones)
+    if not (users.height or links.height or attributes):
+        return request_only.clear()
+    # An id seen with the user is theirs unless identity stitching gave it to someone else (a shared
+    # device: the first user linked keeps it); the ids linked to the user are theirs.
+    others = links.join(users.rename({"user_id": "person_id"}), on=["app", "person_id"], how="anti")
+    aliases = pl.concat(
+        [
+            seen.join(others.select("app", "alias_id"), on=["app", "alias_id"], how="anti"),
+            links.join(others.select("app", "alias_id"), on=["app", "alias_id"], how="anti").select("app", "alias_id"),
+        ]
+    ).unique()
     alias_rows = aliases.select(
         "app", pl.lit("alias").alias("kind"), tombstones.hashed(aliases["alias_id"]).alias("id_hash")
     )
     return pl.concat([request_only, alias_rows]).unique()
 
 
-def _links(con: duckdb.DuckDBPyConnection, users: pl.DataFrame) -> pl.DataFrame:
-    """The ``(app, alias_id)`` gold's identity stitching linked to ``users`` (``app``, ``user_id``)."""
-    with registered(con, {"erased_users": users.to_arrow()}):
+def _links(con: duckdb.DuckDBPyConnection, users: pl.DataFrame, seen: pl.DataFrame) -> pl.DataFrame:
+    """Gold's identity links ``(app, alias_id, person_id)`` of ``users`` (``app``, ``user_id``) and of
+    the ids ``seen`` with them (``app``, ``alias_id``), whoever they link to."""
+    with registered(con, {"erased_users": users.to_arrow(), "seen_aliases": seen.to_arrow()}):
         rows = con.sql(load_sql("select_erased_links")).to_arrow_table()
     frame = pl.from_arrow(rows)
     assert isinstance(frame, pl.DataFrame)
@@ -337,12 +351,14 @@ def erase(
     pseudonymizer: Pseudonymizer,
     request: ErasureRequest,
     timezone: str = "UTC",
+    today: date | None = None,
 ) -> ErasureReport:
     """Erase the request's person from the lake and gold's person-level state (module docstring).
 
     ``con``: the gold warehouse (its writer); ``timezone``: gold's reporting time zone (the days to
-    recompute are reporting days). Running the same request again finishes what a crash left
-    (the tombstones recorded first decide what matches). Returns the report; ``found`` false when
+    recompute are reporting days); ``today``: the UTC day bronze still receives (default: now's).
+    Running the same request again finishes what a crash left (the tombstones recorded first decide
+    what matches). Returns the report; ``found`` false when
     nothing of the user exists anywhere (then nothing was written).
 
     Raises:
@@ -370,7 +386,7 @@ def erase(
         matched = source.matched(tombstones, parts, _needles(own)) if parts else pl.DataFrame()
         if source.table is EVENTS and matched.height:
             _record_days(con, request, matched, timezone)
-        report.removed[source.name] = _delete(source, request, matched)
+        report.removed.update(_delete(source, request, matched, today or datetime.now(UTC).date()))
     report.removed[USER_ATTRIBUTES.name] = _delete_attributes(lake, tombstones, request)
     # A commit on silver's hot table, always: gold recomputes the recorded days at its version.
     version = set_table_properties(lake, EVENTS, {LAST_ERASURE: request.request_id})
@@ -399,43 +415,87 @@ def _record_days(con: duckdb.DuckDBPyConnection, request: ErasureRequest, rows: 
             con.execute(load_sql("insert_recompute_days"), {"request_id": request.request_id})
 
 
-def _delete(source: _Source, request: ErasureRequest, matched: pl.DataFrame) -> int:
-    """Delete ``matched``'s event ids from ``source`` (their partitions only); returns rows deleted."""
+def _delete(source: _Source, request: ErasureRequest, matched: pl.DataFrame, today: date) -> dict[str, int]:
+    """Delete ``matched``'s event ids from ``source`` (their partitions only; bronze's ``today`` when
+    the day is over, :func:`_delete_bronze`); returns rows deleted (and, for bronze, waiting)."""
     if matched.height == 0:
-        return 0
+        return {source.name: 0}
     metadata = {"eventlake.operation": ERASE_OPERATION, "eventlake.erasure": request.request_id}
     before = source.tier.dataset(source.table, cold=False).count_rows()
-    _delete_ids(source.tier, source.table, matched, metadata)
-    return before - source.tier.dataset(source.table, cold=False).count_rows()
+    waiting = {}
+    if source.table is RAW_EVENTS:
+        waiting[f"{source.name}_after_the_day"] = _delete_bronze(source.tier, matched, metadata, today)[1]
+    else:
+        _delete_ids(source.tier, source.table, matched, metadata)
+    return {source.name: before - source.tier.dataset(source.table, cold=False).count_rows(), **waiting}
 
 
 def _delete_ids(tier: Lake, table: TableDef, rows: pl.DataFrame, metadata: dict[str, str]) -> list[int]:
     """Delete ``rows``' event ids from ``table``, partition by partition (``rows`` has the table's
-    partition column), at most :data:`IDS_PER_COMMIT` ids a commit; returns the commits' versions."""
+    partition column), at most :data:`IDS_PER_COMMIT` ids a commit; returns the commits' versions.
+
+    A predicate overwrite with no rows (Delta's replaceWhere), not delta-rs's ``delete``: since
+    deltalake 1.4 ``delete`` rewrites string columns as ``string_view``, which pyarrow's comparison
+    kernels cannot read (delta-io/delta-rs#4579; a gold rebuild failed on them). Both rewrite only
+    the files holding a matching row, keeping their other rows."""
     part = table.partition_by[0]
     versions = []
     for day, ids in rows.group_by(part).agg(pl.col("event_id").unique()).iter_rows():
         for start in range(0, len(ids), IDS_PER_COMMIT):
             chunk = ids[start : start + IDS_PER_COMMIT]
             predicate = f"{part} = '{day.isoformat()}' and {in_predicate('event_id', chunk)}"
-            versions.append(tier.delete_where(table, predicate, metadata))
+            versions.append(tier.replace_where(table, table.schema.empty_table(), predicate, metadata))
     return versions
 
 
+def _delete_bronze(lake: Lake, rows: pl.DataFrame, metadata: dict[str, str], today: date) -> tuple[list[int], int]:
+    """Delete ``rows`` (``event_id``, ``received_date``) from bronze's received days before ``today``
+    (UTC); record those of ``today`` (still appended to by the ingest API, whose commits every
+    rewrite of the day would conflict with) in ``_state/erasure_pending``, deleted by the first
+    ``tier_lake`` run after the day (:func:`purge_pending`). Returns the deletes' versions and how
+    many rows wait."""
+    closed = rows.filter(pl.col("received_date") < today)
+    open_ = rows.filter(pl.col("received_date") >= today).select("event_id", "received_date").unique()
+    versions = _delete_ids(lake, RAW_EVENTS, closed, metadata) if closed.height else []
+    if open_.height:
+        pending = open_.with_columns(pl.lit(datetime.now(UTC)).alias("recorded_at"))
+        lake.append(ERASURE_PENDING, pending.to_arrow().cast(ERASURE_PENDING.schema))
+    return versions, open_.height
+
+
+def purge_pending(lake: Lake, today: date) -> int:
+    """Delete from bronze the erased people's rows recorded in ``_state/erasure_pending`` whose
+    received day is before ``today`` (UTC), then forget them; returns how many. A crash in between
+    deletes them again next time (nothing left to delete)."""
+    if lake.version(ERASURE_PENDING) is None:
+        return 0
+    rows = pl.from_arrow(lake.dataset(ERASURE_PENDING).to_table(columns=["event_id", "received_date"]))
+    assert isinstance(rows, pl.DataFrame)
+    due = rows.filter(pl.col("received_date") < today)
+    if due.height == 0:
+        return 0
+    _delete_ids(lake, RAW_EVENTS, due, {"eventlake.operation": ERASE_OPERATION})
+    before = f"received_date < '{today.isoformat()}'"
+    lake.replace_where(ERASURE_PENDING, ERASURE_PENDING.schema.empty_table(), before)
+    log.info("deleted %d bronze rows of erased people from days before %s", due.height, today)
+    return due.height
+
+
 def _delete_attributes(lake: Lake, tombstones: Tombstones, request: ErasureRequest) -> int:
+    """Rewrite ``user_attributes`` without the erased users' rows (a small table, written whole by
+    each users load); returns rows removed. Not a delete by predicate: its text (the user id) would
+    stay in the table's log for good."""
     if lake.version(USER_ATTRIBUTES) is None:
         return 0
-    frame = pl.from_arrow(lake.dataset(USER_ATTRIBUTES).to_table(columns=["app", "user_id"])).unique()
+    table = lake.dataset(USER_ATTRIBUTES).to_table()
+    frame = pl.from_arrow(table.select(["app", "user_id"]))
     assert isinstance(frame, pl.DataFrame)
-    erased = frame.filter(tombstones.user_mask(frame["app"], frame["user_id"]))
-    removed = 0
+    erased = tombstones.user_mask(frame["app"], frame["user_id"])
+    if not erased.any():
+        return 0
     metadata = {"eventlake.operation": ERASE_OPERATION, "eventlake.erasure": request.request_id}
-    for app, user_id in erased.iter_rows():
-        before = lake.dataset(USER_ATTRIBUTES).count_rows()
-        app_predicate = "app is null" if app is None else f"app = {sql_literal(app)}"
-        lake.delete_where(USER_ATTRIBUTES, f"{app_predicate} and user_id = {sql_literal(user_id)}", metadata)
-        removed += before - lake.dataset(USER_ATTRIBUTES).count_rows()
-    return removed
+    lake.overwrite(USER_ATTRIBUTES, table.filter(pa.array((~erased).to_list())), metadata)
+    return int(erased.sum())
 
 
 def _erase_gold_state(

@@ -15,10 +15,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from pipelines.erasure import purge_pending
 from warehouse.gold import served_consumer_floor
 from warehouse.lake.maintenance import TableState, checkpoint, compact_closed, expire_log, table_state, vacuum
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import (
+    ERASURE_PENDING,
     ERASURE_TOMBSTONES,
     ERASURES,
     EVENTS,
@@ -43,6 +45,7 @@ MAINTAINED = (
     PROPERTY_TYPES,
     ERASURE_TOMBSTONES,
     ERASURES,
+    ERASURE_PENDING,
 )
 #: The cold tier's log entries are kept at least this long: silver's key index follows the deletes of
 #: its few commits a day (retention, erasure) and rebuilds from both tiers when they are gone.
@@ -158,15 +161,18 @@ def expire_consumed_bronze(lake: Lake, serving: Path, log_retention: timedelta) 
 @dataclass(frozen=True)
 class TierReport:
     """What one tiering run did: silver's partitions moved to the cold tier, the partitions expired
-    per table (``cold_events``: silver's, from the cold tier), and each tier's size after."""
+    per table (``cold_events``: silver's, from the cold tier), each tier's size after, and the bronze
+    rows of erased people deleted now that their received day is over (:func:`pipelines.erasure.purge_pending`)."""
 
     moved: list[MoveReport]
     expired: dict[str, list[str]]
     states: dict[str, TableState | None]
+    erased_bronze_rows: int = 0
 
 
 def tier_lake(lake: Lake, serving: Path, policy: TierPolicy, today: date) -> TierReport:
-    """Apply the tier and retention ``policy`` (whole UTC days before ``today``): move silver's old
+    """Delete the erased people's bronze rows whose received day is over, then apply the tier and
+    retention ``policy`` (whole UTC days before ``today``): move silver's old
     partitions to the cold tier (:func:`warehouse.lake.tiers.move_older`), then delete silver's cold
     partitions, bronze's and the quarantine's received days past their retention, these two only
     once every consumer has read them (:func:`consumer_floors`).
@@ -177,6 +183,7 @@ def tier_lake(lake: Lake, serving: Path, policy: TierPolicy, today: date) -> Tie
         warehouse.lake.tiers.TierMoveError: a partition could not be moved (the older ones were).
         deltalake.exceptions.DeltaError: a commit failed; the next run goes on.
     """
+    purged = purge_pending(lake, today)
     moved = move_older(lake, EVENTS, today - timedelta(days=policy.hot_days))
     floors = consumer_floors(lake, serving)
     expired: dict[str, list[str]] = {}
@@ -185,4 +192,4 @@ def tier_lake(lake: Lake, serving: Path, policy: TierPolicy, today: date) -> Tie
     for table, days in ((RAW_EVENTS, policy.bronze_ttl_days), (REJECTED_EVENTS, policy.quarantine_ttl_days)):
         if days:
             expired[table.name] = expire_older(lake, table, today - timedelta(days=days), floors[table.name])
-    return TierReport(moved, expired, tier_states(lake, EVENTS))
+    return TierReport(moved, expired, tier_states(lake, EVENTS), purged)

@@ -128,8 +128,11 @@ def tier_partitions(
     for table, expired in report.expired.items():
         if table != "cold_events":
             context.log_event(dg.AssetObservation(asset_key=table, metadata={"expired_partitions": len(expired)}))
+    if report.erased_bronze_rows:
+        context.log.info("deleted %d bronze rows of erased people from closed days", report.erased_bronze_rows)
     moved = [move.partition for move in report.moved]
-    return dg.Output(len(moved), metadata={**silver, "moved": moved, "expired": dg.MetadataValue.json(report.expired)})
+    metadata = {**silver, "moved": moved, "expired": dg.MetadataValue.json(report.expired)}
+    return dg.Output(len(moved), metadata={**metadata, "erased_bronze_rows": report.erased_bronze_rows})
 
 
 def tier_job(settings: Settings) -> tuple[dg.JobDefinition, dg.ScheduleDefinition]:

@@ -10,13 +10,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines import erasure
@@ -59,6 +60,24 @@ def history() -> list[dict[str, object]]:
         for day in (1, 2, 5)
     ]
     return events
+
+
+def today() -> date:
+    """The UTC day bronze receives now."""
+    return datetime.now(UTC).date()
+
+
+def tomorrow() -> date:
+    return today() + timedelta(days=1)
+
+
+def string_view_files(root: Path) -> list[str]:
+    """Parquet files under ``root`` with a ``string_view`` column (pyarrow's kernels cannot compare them)."""
+    return [
+        str(path)
+        for path in root.rglob("*.parquet")
+        if any(field.type == pa.string_view() for field in pq.read_schema(path))
+    ]
 
 
 def active(env: Env) -> dict[str, int]:
@@ -116,13 +135,18 @@ def test_a_person_leaves_every_table_and_tier_and_gold_is_as_if_they_never_came(
 
     assert users_of(env) == [pseudonym(env, BOB)] * 3  # both tiers: the session-only event a0 went too
     assert env.lake.dataset(REJECTED_EVENTS).count_rows() == 0
+    assert env.lake.dataset(RAW_EVENTS).count_rows() == 8  # today's bronze: deleted once the day is over
+    assert erasure.purge_pending(env.lake, today()) == 0
+    assert erasure.purge_pending(env.lake, tomorrow()) == 5
     bronze = env.lake.dataset(RAW_EVENTS).to_table(columns=["payload"])["payload"].to_pylist()
     assert len(bronze) == 3 and all(BOB in payload for payload in bronze)
+    assert string_view_files(env.data_dir) == []
     attributes = env.lake.dataset(USER_ATTRIBUTES).to_table(columns=["user_id"])["user_id"].to_pylist()
     assert set(attributes) == {BOB}
     (audit,) = env.lake.dataset(erasure.ERASURES).to_table().to_pylist()
     removed = erasure.removed_rows(audit)
-    assert removed["raw_events"] == 5 and removed["rejected_events"] == 1 and removed["cold_events"] == 4
+    assert removed["raw_events_after_the_day"] == 5 and removed["rejected_events"] == 1
+    assert removed["cold_events"] == 4
     assert removed["user_attributes"] == 1 and removed["identity_links"] == 2  # s-a and s-a2
     assert ALICE not in str(audit) and alice not in str(audit)
 
@@ -239,8 +263,9 @@ def test_the_cli_erases_in_process_and_says_clearly_when_the_user_is_unknown(
     assert "in app other-app: nothing erased" in capsys.readouterr().err
     assert erase_cli.main(["--user", ALICE, "--app", "default", "--in-process"]) == 0
     out = capsys.readouterr().out
-    assert "erased the user (app default)" in out and "  raw_events: 5 rows" in out and ALICE not in out
+    assert "erased the user (app default)" in out and "  raw_events_after_the_day: 5 rows" in out and ALICE not in out
     assert users_of(env) == [pseudonym(env, BOB)] * 3
+    erasure.purge_pending(env.lake, tomorrow())  # her bronze rows of today go once the day is over
     assert erase_cli.main(["--user", ALICE, "--in-process"]) == 1
     assert "in any app (it was erased before): nothing erased" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="2"):
@@ -256,7 +281,7 @@ def test_the_cli_erases_in_process_and_says_clearly_when_the_user_is_unknown(
         assert "the stack runs; erase without --in-process" in capsys.readouterr().err
 
 
-def test_an_erasure_during_a_load_loses_no_other_event_and_leaves_no_trace_in_any_file(env: Env) -> None:
+def test_an_erasure_during_a_load_loses_no_other_event_and_leaves_no_trace_in_any_file(env: Env, users: Path) -> None:
     api: ApiServer = start_api(env)
     try:
         acked: list[str] = []
@@ -284,10 +309,14 @@ def test_an_erasure_during_a_load_loses_no_other_event_and_leaves_no_trace_in_an
         api.proc.terminate()
         api.proc.wait(timeout=30)
     materialize_all(env)  # Alice's events acknowledged after the erasure are dropped here
+    assert erasure.purge_pending(env.lake, tomorrow()) > 0  # the day is over: tier_lake's first step
+    # Traffic goes on: every consumer reads past the purge.
+    append_bronze(env, [{"uuid": "after", "timestamp": "2024-03-04T10:00:00Z", "user": BOB}])
+    materialize_all(env)
     others = {f"load-{i}" for i in range(len(acked) * 2) if i % 5} & set(acked)
     silver_users = users_of(env)
     assert pseudonym(env, ALICE) not in silver_users
-    assert len(silver_users) == len(others) + 3  # every other acknowledged event, once, and Bob's
+    assert len(silver_users) == len(others) + 4  # every other acknowledged event, once, and Bob's
     # The vacuum window passes: data files older than the margin, every consumer past the erasure.
     for path in Path(env.data_dir).rglob("*.parquet"):
         if "_delta_log" not in path.parts:
@@ -312,7 +341,56 @@ def test_a_user_stored_as_sent_is_erased_from_bronze_by_the_rows_that_contain_th
     append_bronze(env, [*history(), {"uuid": "x", "timestamp": "2024-03-01T12:00:00Z", "user": "bob-70"}])
     materialize_all(env)
     erase_job(env, request_for(env, BOB))
+    erasure.purge_pending(env.lake, tomorrow())
     bronze = env.lake.dataset(RAW_EVENTS).to_table(columns=["payload"])["payload"].to_pylist()
     assert len(bronze) == 6 and not any('"bob-7"' in payload for payload in bronze)
     assert sum('"bob-70"' in payload for payload in bronze) == 1
     assert users_of(env) == sorted([pseudonym(env, ALICE)] * 3 + ["bob-70", None], key=str)
+
+
+def test_an_id_another_person_was_linked_to_first_stays_theirs(env: Env) -> None:
+    """Regression (found by breaking it): Bob logs in on session s-x first, Alice later on the same
+    session, then s-x browses anonymously: identity stitching gives that visit to Bob (first link
+    wins), and erasing Alice must leave it, his link and his later events alone."""
+    append_bronze(
+        env,
+        [
+            {"uuid": "b1", "timestamp": "2024-03-01T10:00:00Z", "session": "s-x", "user": BOB},
+            {"uuid": "a1", "timestamp": "2024-03-02T10:00:00Z", "session": "s-x", "user": ALICE},
+            {"uuid": "x1", "timestamp": "2024-03-03T10:00:00Z", "session": "s-x"},
+        ],
+    )
+    materialize_all(env)
+    assert active(env) == {"2024-03-01": 1, "2024-03-02": 1, "2024-03-03": 1}
+    erase_job(env, request_for(env, ALICE))
+    append_bronze(env, [{"uuid": "x2", "timestamp": "2024-03-04T10:00:00Z", "session": "s-x"}])
+    materialize_all(env)
+    assert users_of(env) == [None, None, pseudonym(env, BOB)]  # x1, x2 and Bob's login
+    assert active(env) == {"2024-03-01": 1, "2024-03-03": 1, "2024-03-04": 1}
+    with duckdb.connect(str(env.warehouse), read_only=True) as con:
+        assert con.execute("select alias_id, person_id from identity_links").fetchall() == [
+            ("s-x", pseudonym(env, BOB))
+        ]
+
+
+def test_rows_with_a_blank_user_id_are_resolved_through_their_session_and_erased(env: Env) -> None:
+    """Regression: gold reads a blank user id as none (the row is its session's person); the erasure
+    read only null as none and left such rows, and the person in gold."""
+    append_bronze(
+        env,
+        [
+            {"uuid": "a1", "timestamp": "2024-03-01T10:00:00Z", "session": "s-a", "user": "alice"},
+            {"uuid": "a2", "timestamp": "2024-03-03T10:00:00Z", "session": "s-a", "user": "   "},
+            {"uuid": "a3", "timestamp": "2024-03-03T11:00:00Z", "session": "s-a", "user": ""},
+            {"uuid": "b1", "timestamp": "2024-03-03T10:00:00Z", "user": BOB},
+        ],
+    )
+    materialize_all(env)
+    erase_job(env, request_for(env, "alice"))
+    materialize_all(env)
+    assert users_of(env) == [pseudonym(env, BOB)]
+    assert env.lake.dataset(REJECTED_EVENTS).count_rows() == 0
+    assert active(env) == {"2024-03-03": 1}
+    assert "alice" not in str(served(env))
+    with duckdb.connect(str(env.warehouse), read_only=True) as con:
+        assert "'alice'" not in str(con.execute("select * from active_person_days").fetchall())

@@ -224,6 +224,17 @@ ERASURE_TOMBSTONES = TableDef(
     stats_columns=("requested_at",),
 )
 
+ERASURE_PENDING = TableDef(
+    name="erasure_pending",
+    path="_state/erasure_pending",
+    columns={
+        "event_id": (pa.string(), "a bronze event of an erased person in a received day still open to appends"),
+        "received_date": (pa.date32(), "its bronze partition: deleted from it once the day is over (tier_lake)"),
+        "recorded_at": (UTC_TS, "when it was recorded (UTC)"),
+    },
+    stats_columns=("received_date", "recorded_at"),
+)
+
 ERASURES = TableDef(
     name="erasures",
     path="_state/erasures",
