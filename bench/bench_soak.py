@@ -31,9 +31,10 @@ default: within 1.2x on ack p95, commit ms, gold lag p95 and RSS; ack p99 <= 300
 <= 60 s) and the final check: every acknowledged event in bronze, silver and gold exactly once.
 The data folder is left in /tmp (its path is printed).
 
-``--tiers`` (issue 26) adds the lake's lifecycle to the soak: event timestamps spread over
-``--spread-days`` days (8) against a hot horizon of 3 days, so ``tier_lake`` (every minute) moves
-days to the cold root all along; before the load, bronze gets three old received days of another
+``--tiers`` (issue 26) adds the lake's lifecycle to the soak: 6% of the events are late, their
+timestamps spread over ``--spread-days`` days (8) against a hot horizon of 3 days, so
+``tier_lake`` (every 5 minutes) moves days to the cold root all along and late events reach days
+already there; before the load, bronze gets three old received days of another
 app (events 40 days old, a tenth of them invalid), so that bronze's and the quarantine's retention
 (1 day) and the cold tier's (30 days) delete them during the soak; at ``--erase-at`` minutes
 ``eventlake-erase --user u7 --app soak`` (through the running Dagster) erases one user, whose events
@@ -77,6 +78,7 @@ STEPS_PID = re.compile(r"Executing steps in process \(pid: (\d+)\)")
 class Request:
     slot: float  # wall clock (s): when it was due
     uuids: list[str]
+    number: int = 0
     acked: float = float("nan")
     version: int = -1
     attempts: int = 0
@@ -203,7 +205,7 @@ def sample(stack: Stack, client: httpx.Client) -> Sample:
 #: ``--tiers``: the user erased during the soak, and the tier and retention settings.
 ERASED_USER = "u7"
 TIER_SETTINGS = {
-    "EVENTLAKE_TIERING_CRON": "* * * * *",
+    "EVENTLAKE_TIERING_CRON": "*/5 * * * *",
     "EVENTLAKE_SILVER_HOT_DAYS": "3",
     "EVENTLAKE_SILVER_COLD_DAYS": "30",
     "EVENTLAKE_BRONZE_TTL_DAYS": "1",
@@ -217,13 +219,21 @@ def user_of(index: int) -> str:
     return f"u{index % 500}"
 
 
-def body(uuids: list[str], app: str = APP, spread_days: int = 0) -> list[dict[str, object]]:
-    """Native events, one click each; ``spread_days``: timestamps that many days back at most."""
+def days_back(index: int, number: int, spread_days: int) -> int:
+    """How many days before now the ``index``-th event of request ``number`` happened: 0, but for
+    every 20th event and the erased user's (6 in 100: late events, whose days cycle through the
+    ``spread_days`` last days, half of them past the hot horizon)."""
+    late = spread_days and (index % 20 == 0 or user_of(index) == ERASED_USER)
+    return (number + index) % spread_days if late else 0
+
+
+def body(uuids: list[str], app: str = APP, spread_days: int = 0, number: int = 0) -> list[dict[str, object]]:
+    """Native events of request ``number``, one click each; ``spread_days``: see :func:`days_back`."""
     now = datetime.now(UTC)
     return [
         {
             "uuid": one,
-            "timestamp": (now - timedelta(days=i % spread_days if spread_days else 0)).isoformat(),
+            "timestamp": (now - timedelta(days=days_back(i, number, spread_days))).isoformat(),
             "app": app,
             "user": user_of(i),
             "page": f"https://soak.example.com/p/{i % 50}",
@@ -251,7 +261,7 @@ def run(stack: Stack, client: httpx.Client, args: argparse.Namespace) -> Soak:
                 say(f"sample failed: {type(exc).__name__}: {exc}")
 
     def send(request: Request) -> None:
-        payload = body(request.uuids, spread_days=args.spread_days if args.tiers else 0)
+        payload = body(request.uuids, spread_days=args.spread_days if args.tiers else 0, number=request.number)
         while request.attempts < MAX_ATTEMPTS:
             request.attempts += 1
             try:
@@ -299,7 +309,8 @@ def run(stack: Stack, client: httpx.Client, args: argparse.Namespace) -> Soak:
                     os.kill(pid, signal.SIGKILL)
                 soak.kills.append((time.time(), what, pids))
                 say(f"kill -9 of the {what} (pids {pids}) at minute {elapsed / 60:.1f}")
-            request = Request(slot=wall + number * interval, uuids=[str(uuid.uuid4()) for _ in range(args.batch)])
+            uuids = [str(uuid.uuid4()) for _ in range(args.batch)]
+            request = Request(slot=wall + number * interval, uuids=uuids, number=number)
             soak.requests.append(request)
             pool.submit(send, request)
             number += 1
@@ -421,7 +432,7 @@ def final_check(stack: Stack, soak: Soak, tiers: bool) -> dict[str, int]:
 
     sys.path.insert(0, str(stack.tree.path))
     from warehouse.contract.rows import event_id_for  # noqa: PLC0415
-    from warehouse.lake.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS  # noqa: PLC0415
+    from warehouse.lake.tables import ERASURE_PENDING, EVENTS, RAW_EVENTS, REJECTED_EVENTS  # noqa: PLC0415
     from warehouse.lake.tiers import tiered_lake  # noqa: PLC0415
 
     pairs = [
@@ -433,6 +444,8 @@ def final_check(stack: Stack, soak: Soak, tiers: bool) -> dict[str, int]:
     erased = {event_id for event_id, user in pairs if tiers and user == ERASED_USER}
     acked = {event_id for event_id, _ in pairs} - erased
     lake = tiered_lake(str(stack.data_dir / "lake"), str(stack.data_dir / "cold"), 9, 512)
+    waiting = lake.dataset(ERASURE_PENDING).to_table(columns=["event_id"])["event_id"]
+    pending = set(waiting.to_pylist())
     result = {
         "acknowledged (not erased)": len(acked),
         "unacknowledged requests": sum(r.version < 0 for r in soak.requests),
@@ -443,9 +456,11 @@ def final_check(stack: Stack, soak: Soak, tiers: bool) -> dict[str, int]:
         result[f"missing from {name}"] = len(acked - set(ids.to_pylist()))
         result[f"{name} rows - distinct"] = len(ids) - len(pc.unique(ids))
         if tiers:
-            result[f"erased user's events in {name}"] = len(erased & set(ids.to_pylist()))
+            # Bronze's rows of the erasure's day leave it after the day (_state/erasure_pending).
+            result[f"erased user's events in {name}"] = len(erased & set(ids.to_pylist()) - pending)
             result[f"seeded rows in {name}"] = pc.sum(pc.equal(rows["app"], SEED_APP)).as_py() or 0
     if tiers:
+        result["erased user's bronze events waiting for the day's end"] = len(erased & pending)
         result["silver rows in the cold tier"] = lake.cold.dataset(EVENTS).count_rows() if lake.cold else 0
         result["seeded rows in the quarantine"] = lake.dataset(REJECTED_EVENTS).count_rows()
     con = duckdb.connect(str(stack.serving), read_only=True)
