@@ -421,13 +421,13 @@ def _delete(source: _Source, request: ErasureRequest, matched: pl.DataFrame, tod
     if matched.height == 0:
         return {source.name: 0}
     metadata = {"eventlake.operation": ERASE_OPERATION, "eventlake.erasure": request.request_id}
+    if source.table is RAW_EVENTS:  # appended to meanwhile: a count before and after would not tell
+        waiting = _delete_bronze(source.tier, matched, metadata, today)[1]
+        closed = matched.filter(pl.col("received_date") < today).height
+        return {source.name: closed, f"{source.name}_after_the_day": waiting}
     before = source.tier.dataset(source.table, cold=False).count_rows()
-    waiting = {}
-    if source.table is RAW_EVENTS:
-        waiting[f"{source.name}_after_the_day"] = _delete_bronze(source.tier, matched, metadata, today)[1]
-    else:
-        _delete_ids(source.tier, source.table, matched, metadata)
-    return {source.name: before - source.tier.dataset(source.table, cold=False).count_rows(), **waiting}
+    _delete_ids(source.tier, source.table, matched, metadata)
+    return {source.name: before - source.tier.dataset(source.table, cold=False).count_rows()}
 
 
 def _delete_ids(tier: Lake, table: TableDef, rows: pl.DataFrame, metadata: dict[str, str]) -> list[int]:
