@@ -157,25 +157,82 @@ def test_a_move_interrupted_after_each_step_leaves_every_row_once_and_finishes_w
     assert sorted(cold_ids) == ["b1", "b2", "b3"]
 
 
-def test_hot_rows_replace_differing_cold_copies_and_a_lost_copy_keeps_the_partition_in_hot(
+def test_a_move_run_again_after_its_copy_takes_hots_rows_when_hot_changed_since(
     lake: Lake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert lake.cold is not None
-    lake.cold.append(EVENTS, silver_rows(OLD, ["b1", "b0"], user="someone-else"))
-    assert ids(lake) == sorted([*ALL, "b0"])  # b1 once: hot's copy
+    lake.cold.append(EVENTS, silver_rows(OLD, ["b0"], user="someone-else"))  # an event only cold holds
+    with monkeypatch.context() as patched:
+        crash_after(patched, "_copy")
+        with pytest.raises(Crash):
+            move_partition(lake, EVENTS, "2024-01-02")
+    # Hot's b1 changes before the move runs again (a rescrub, say): hot's version must win in cold.
+    changed = pa.concat_tables([silver_rows(OLD, ["b1"], user="u9"), silver_rows(OLD, ["b2", "b3"])])
+    lake.replace_where(EVENTS, changed, "event_date = '2024-01-02'")
+    assert ids(lake) == sorted([*ALL, "b0"])
+    report = move_partition(lake, EVENTS, "2024-01-02")
+    assert report.copied == 3
+    cold = lake.cold.dataset(EVENTS).to_table(columns=["event_id", "user_id"]).sort_by("event_id").to_pylist()
+    assert cold == [
+        {"event_id": "b0", "user_id": "someone-else"},
+        {"event_id": "b1", "user_id": "u9"},
+        {"event_id": "b2", "user_id": "u1"},
+        {"event_id": "b3", "user_id": "u1"},
+    ]
+    assert ids(lake) == sorted([*ALL, "b0"])
+
+
+def test_a_lost_copy_keeps_the_partition_in_hot(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
     with monkeypatch.context() as patched:  # a store that dropped the write: verify stops the move
         patched.setattr(tiers, "_copy", lambda *args: (0, None))
         with pytest.raises(TierMoveError, match="not deleted"):
             move_partition(lake, EVENTS, "2024-01-02")
     assert ids(lake, cold=False) == ALL
     move_partition(lake, EVENTS, "2024-01-02")
-    cold = lake.cold.dataset(EVENTS).to_table(columns=["event_id", "user_id"]).sort_by("event_id").to_pylist()
-    assert cold == [
-        {"event_id": "b0", "user_id": "someone-else"},
-        {"event_id": "b1", "user_id": "u1"},
-        {"event_id": "b2", "user_id": "u1"},
-        {"event_id": "b3", "user_id": "u1"},
-    ]
+    assert ids(lake, cold=False) == ["a1", "a2", "c1"]
+    assert ids(lake) == ALL
+
+
+def test_late_events_of_a_cold_day_move_without_reading_the_cold_day(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cost of moving a day's late events stays flat as the cold day grows: the copy appends and
+    the verification reads the copy's own files, never the rows cold already held."""
+    assert lake.cold is not None
+    move_older(lake, EVENTS, date(2024, 2, 1))
+    lake.append(EVENTS, silver_rows(OLD, ["b4", "b5"]))
+    read: list[str] = []
+    real_dataset = Lake.dataset
+
+    def recording(self: Lake, table: object, *args: object, **kwargs: object) -> object:
+        read.append(self.root)
+        return real_dataset(self, table, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Lake, "dataset", recording)
+    report = move_partition(lake, EVENTS, "2024-01-02")
+    monkeypatch.undo()
+    assert (report.rows, report.copied) == (2, 2)
+    assert lake.cold.root not in read  # only hot's partition was read through the union surface
+    assert ids(lake) == sorted([*ALL, "b4", "b5"])
+    assert ids(lake, cold=False) == ["c1"]
+    # A corrupt copy of late events is still caught by the verification of the files it added.
+    lake.append(EVENTS, silver_rows(OLD, ["b6"]))
+    real_append = Lake.append
+
+    def corrupting(self: Lake, table: object, rows: pa.Table, *args: object, **kwargs: object) -> int:
+        if self is lake.cold:
+            rows = rows.set_column(rows.schema.get_field_index("user_id"), "user_id", pa.array(["x"] * rows.num_rows))
+        return real_append(self, table, rows, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Lake, "append", corrupting)
+    with pytest.raises(TierMoveError, match="not deleted"):
+        move_partition(lake, EVENTS, "2024-01-02")
+    monkeypatch.undo()
+    assert ids(lake) == sorted([*ALL, "b4", "b5", "b6"])
+    move_partition(lake, EVENTS, "2024-01-02")  # the stopped copy is reconciled: hot's row wins
+    cold = lake.cold.dataset(EVENTS).to_table(columns=["event_id", "user_id"]).to_pylist()
+    assert sorted(row["event_id"] for row in cold) == ["a1", "a2", "b1", "b2", "b3", "b4", "b5", "b6"]
+    assert {row["user_id"] for row in cold} == {"u1"}
 
 
 def test_a_partition_that_changes_during_the_move_stays_in_hot(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
-from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.schema import Schema as DeltaSchema
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
@@ -227,11 +227,12 @@ class Lake:
         predicate: str | None = None,
         *,
         append: bool,
+        transaction: tuple[str, int] | None = None,
     ) -> int:
         """One ``write_deltalake`` of ``rows`` (cast to the schema) on the kept handle, an append or an
         overwrite (of the rows matching ``predicate``, if given); its version."""
         data = rows.select(table.schema.names).cast(table.schema)
-        commit = CommitProperties(custom_metadata=metadata) if metadata else None
+        commit = commit_properties(metadata, transaction)
         with self._lock:
             dt = self._writable(table)
             try:
@@ -304,18 +305,33 @@ class Lake:
             dt = self._current(table)
             return None if dt is None else dt.version()
 
+    def transaction_version(self, table: TableDef, app_id: str) -> int | None:
+        """The version of the last application transaction ``app_id`` committed to ``table`` (see
+        :func:`commit_properties`), ``None`` when it has none or the table does not exist."""
+        with self._lock:
+            dt = self._current(table)
+            return None if dt is None else dt.transaction_version(app_id)
+
     @retry_commit
-    def append(self, table: TableDef, rows: pa.Table, metadata: dict[str, str] | None = None) -> int:
+    def append(
+        self,
+        table: TableDef,
+        rows: pa.Table,
+        metadata: dict[str, str] | None = None,
+        transaction: tuple[str, int] | None = None,
+    ) -> int:
         """Append ``rows`` (cast to the table schema) in one commit; returns that commit's version.
 
         Creates the table first when needed, with its partitioning and change data feed.
+        ``metadata``: the commit's custom metadata; ``transaction``: an application transaction
+        ``(app id, version)`` the commit records (:func:`commit_properties`).
 
         Raises:
             pyarrow.ArrowInvalid: when ``rows`` cannot be cast to the table schema.
             deltalake.exceptions.DeltaError: when the commit fails (after retries on conflicts).
         """
         # Through ensure() at a first write: never let it create a table without its properties.
-        return self._write(table, rows, metadata, append=True)
+        return self._write(table, rows, metadata, append=True, transaction=transaction)
 
     def insert_new(
         self, table: TableDef, rows: pa.Table, key: str = "event_id", existing: pa.Array | None = None
@@ -344,19 +360,25 @@ class Lake:
 
     @retry_commit
     def replace_where(
-        self, table: TableDef, rows: pa.Table, predicate: str, metadata: dict[str, str] | None = None
+        self,
+        table: TableDef,
+        rows: pa.Table,
+        predicate: str,
+        metadata: dict[str, str] | None = None,
+        transaction: tuple[str, int] | None = None,
     ) -> int:
         """Atomically replace the rows matching ``predicate`` with ``rows`` (one commit).
 
         Delta's ``replaceWhere``: every row of ``rows`` must match ``predicate`` (a delta-rs SQL
         filter such as ``"event_date >= '2024-01-01' and event_date <= '2024-01-31'"``).
-        ``metadata``: the commit's custom metadata. Returns the new version. Callers are serialized
-        with the table's other writers (runs are): ``rows`` were computed from the table as it was.
+        ``metadata`` and ``transaction``: as for :meth:`append`. Returns the new version. Callers are
+        serialized with the table's other writers (runs are): ``rows`` were computed from the table
+        as it was.
 
         Raises:
             deltalake.exceptions.DeltaError: a row outside the predicate, or the commit failed.
         """
-        return self._write(table, rows, metadata, predicate, append=False)
+        return self._write(table, rows, metadata, predicate, append=False, transaction=transaction)
 
     @retry_commit
     def overwrite(self, table: TableDef, rows: pa.Table, metadata: dict[str, str] | None = None) -> int:
@@ -370,13 +392,13 @@ class Lake:
         return self._write(table, rows, metadata, append=False)
 
     @retry_commit
-    @retry_commit
     def delete_where(
         self,
         table: TableDef,
         predicate: str,
         metadata: dict[str, str] | None = None,
         check: Callable[[DeltaTable], None] | None = None,
+        transaction: tuple[str, int] | None = None,
     ) -> int:
         """Delete the rows matching ``predicate`` (a delta-rs SQL filter) in one commit; returns
         its version. A predicate on partition columns only removes whole files (no data rewritten).
@@ -384,7 +406,7 @@ class Lake:
         Holds the table's rewrite lock (:meth:`rewrite_lock`): a compaction of the same files meanwhile
         would bring the rows back. ``check``: called with the table at its latest version under that
         lock, before the delete; it raises to cancel it (e.g. the partition changed since it was copied).
-        ``metadata``: the commit's custom metadata.
+        ``metadata`` and ``transaction``: as for :meth:`append`.
 
         Raises:
             deltalake.exceptions.DeltaError: the commit failed (after retries on conflicts: a
@@ -392,7 +414,7 @@ class Lake:
                 again on the latest version).
             Exception: whatever ``check`` raised (nothing deleted).
         """
-        commit = CommitProperties(custom_metadata=metadata) if metadata else None
+        commit = commit_properties(metadata, transaction)
         with self._lock, self.rewrite_lock(table):
             dt = self._writable(table)
             try:
@@ -478,6 +500,21 @@ class Lake:
             WATERMARKS, row, f"consumer = {sql_literal(consumer)} and upstream = {sql_literal(upstream)}"
         )
         log.info("watermark %s <- %s advanced to version %d", consumer, upstream, version)
+
+
+def commit_properties(
+    metadata: dict[str, str] | None, transaction: tuple[str, int] | None = None
+) -> CommitProperties | None:
+    """A commit's properties: its custom ``metadata`` (``commitInfo``) and an application transaction
+    ``(app id, version)`` (a ``txn`` action: the Delta protocol's "Transaction Identifiers", kept in
+    the table's state and checkpoints and read back with ``DeltaTable.transaction_version``), or
+    ``None`` when it has neither."""
+    if not metadata and transaction is None:
+        return None
+    return CommitProperties(
+        custom_metadata=metadata or None,
+        app_transactions=None if transaction is None else [Transaction(*transaction)],
+    )
 
 
 def sql_literal(text: str) -> str:

@@ -1,12 +1,14 @@
 """The lake's tiers and retention: old partitions of a tiered table (silver) move from the hot root to
 the cold root, and partitions past their retention are deleted (docs/lifecycle.md, "Tiers and retention").
 
-The move of one partition (:func:`move_partition`) is crash-safe without any state of its own: it
-writes the partition's rows to cold (hot's version of a key replacing cold's), verifies that cold
-holds every row of the hot partition (count and checksum), and only then deletes it from hot.
-A crash between any two steps leaves the rows in hot, and perhaps in cold too, and running the
-move again finishes it; readers never see a row twice meanwhile (:func:`warehouse.lake.store.tier_union`
-leaves out cold's copies of keys hot still holds). Its commits, like every expiry's, carry
+The move of one partition (:func:`move_partition`) is crash-safe with no state beyond the two
+tables' own logs: it writes the partition's rows to cold, verifies that cold holds every row of the
+hot partition (count and checksum), and only then deletes it from hot; the copy and the delete each
+record a Delta transaction identifier, so a move that stopped after its copy is told apart from late
+rows that reached a day moved before (only the former reads cold's partition again). A crash between
+any two steps leaves the rows in hot, and perhaps in cold too, and running the move again finishes
+it; readers never see a row twice meanwhile (:func:`warehouse.lake.store.tier_union` leaves out
+cold's copies of keys hot still holds). Its commits, like every expiry's, carry
 :data:`warehouse.lake.history.LIFECYCLE_KEY`: change-feed readers skip them, so gold keeps the days
 that moved or expired. Writers of the tiered table are serialized with the move (the runs of one
 code location, one at a time): a partition that changed between the copy and the delete is left in
@@ -33,6 +35,9 @@ from warehouse.lake.tables import TableDef
 
 log = logging.getLogger(__name__)
 
+
+#: The application id (before ``/<partition>``) of a move's transactions (:func:`move_partition`).
+MOVE_APP = "eventlake.move"
 
 #: The table property recording the day before which partitions were expired (:func:`expired_before`).
 EXPIRED_BEFORE = "eventlake.expiredBefore"
@@ -155,12 +160,18 @@ def move_partition(lake: Lake, table: TableDef, value: str) -> MoveReport:
     root to its cold tier, crash-safe (see the module's docstring):
 
     1. read the hot partition at the table's latest version;
-    2. write it to cold's partition in one commit (:func:`_copy`; nothing when cold holds it already);
-    3. verify that cold's rows with the hot partition's keys match it (count and checksum);
+    2. write it to cold's partition in one commit (:func:`_copy`);
+    3. verify that cold holds it (count and checksum, :func:`_verify`);
     4. delete the partition from hot in one commit, provided its files are still those of step 1.
 
     Steps 2 and 4 are lifecycle commits (``eventlake.lifecycle = move``, with the move's id, the
-    partition and the hot version copied). Idempotent; a partition not in hot is a no-op.
+    partition and the hot version copied), and both record the application transaction
+    ``(eventlake.move/<partition>, hot version copied)`` (:func:`warehouse.lake.store.commit_properties`).
+    Equal transaction versions in the two tiers mean the last move of the partition finished: the
+    rows now in hot are new to cold (late events), so step 2 appends them and step 3 reads only the
+    files it added, whatever the cold day holds. Different ones mean a move stopped between its copy
+    and its delete: step 2 then reconciles with cold's partition and step 3 reads every row of it
+    with the moved keys. Idempotent; a partition not in hot is a no-op.
 
     Raises:
         TierMoveError: cold's copy differs from hot, or hot's partition changed meanwhile (hot kept).
@@ -182,15 +193,21 @@ def move_partition(lake: Lake, table: TableDef, value: str) -> MoveReport:
         "eventlake.partition": value,
         "eventlake.hot_version": str(hot_version),
     }
+    app = f"{MOVE_APP}/{value}"
+    copied_before = lake.cold.transaction_version(table, app)
+    stopped = copied_before != hot.transaction_version(app)  # a move stopped after its copy
     properties = {k: v for k, v in hot.metadata().configuration.items() if k.startswith("eventlake.")}
-    copied, cold_version = _copy(lake.cold, table, rows, value, metadata, properties)
-    _verify(lake.cold, table, rows, value)
+    copied, cold_version = _copy(lake.cold, table, rows, value, metadata, properties, (app, hot_version), stopped)
+    _verify(lake.cold, table, rows, value, None if stopped else cold_version)
+    done = hot_version if cold_version is not None else copied_before
 
     def unchanged(latest: DeltaTable) -> None:
         if _files_of(latest, column, value) != files:
             raise TierMoveError(f"{table.name} {column}={value} changed in hot since v{hot_version}; not deleted")
 
-    deleted = lake.delete_where(table, f"{column} = '{value}'", metadata, check=unchanged)
+    deleted = lake.delete_where(
+        table, f"{column} = '{value}'", metadata, check=unchanged, transaction=None if done is None else (app, done)
+    )
     log.info(
         "%s %s=%s: %d rows moved to cold (%d copied now), hot v%d",
         table.name,
@@ -204,31 +221,44 @@ def move_partition(lake: Lake, table: TableDef, value: str) -> MoveReport:
 
 
 def _copy(
-    cold: Lake, table: TableDef, rows: pa.Table, value: str, metadata: dict[str, str], properties: dict[str, str]
+    cold: Lake,
+    table: TableDef,
+    rows: pa.Table,
+    value: str,
+    metadata: dict[str, str],
+    properties: dict[str, str],
+    transaction: tuple[str, int],
+    stopped: bool,
 ) -> tuple[int, int | None]:
-    """Make ``cold``'s partition ``value`` hold ``rows`` (the hot partition): appended when cold's
-    partition holds none of their keys (a first move, or late rows of a day that moved before),
-    else, unless cold already holds them exactly (a move run again after its copy), the partition
-    rewritten in one commit as its other rows plus ``rows`` (hot's version of a row wins).
-    ``properties``: the hot table's own (``eventlake.*``) properties, given to the cold table when
-    it is created. Returns ``(rows written, the commit's version)``, ``(0, None)`` when nothing was."""
+    """Make ``cold``'s partition ``value`` hold ``rows`` (the hot partition), in one commit that
+    records ``transaction``. Appended when no move of the partition stopped after its copy
+    (``stopped`` false: cold holds none of the keys; its partition is not read). Else, unless cold
+    already holds the rows exactly (the stopped move's copy, nothing written), the partition is
+    rewritten as its other rows plus ``rows`` (hot's version of a row wins: hot's partition may
+    have changed since the stopped copy). ``properties``: the hot table's own (``eventlake.*``)
+    properties, given to the cold table when it is created. Returns ``(rows written, the commit's
+    version)``, ``(0, None)`` when nothing was."""
     import pyarrow.dataset as pads  # noqa: PLC0415 (imports pandas: see warehouse.lake.store)
 
     column, key = table.partition_by[0], table.key
     assert key is not None
     cold.ensure(table, properties)
+    if not stopped:
+        return rows.num_rows, cold.append(table, rows, metadata, transaction)
     partition = cold.dataset(table, None, ((column, "=", value),))
     if partition.count_rows(filter=pads.field(key).isin(rows[key])) == 0:
-        return rows.num_rows, cold.append(table, rows, metadata)
+        return rows.num_rows, cold.append(table, rows, metadata, transaction)
     held = partition.to_table(filter=pads.field(key).isin(rows[key])).select(rows.column_names).cast(rows.schema)
     if checksum(held) == checksum(rows):
         return 0, None
     others = partition.to_table(filter=~pads.field(key).isin(rows[key])).select(rows.column_names).cast(rows.schema)
-    return rows.num_rows, cold.replace_where(table, pa.concat_tables([others, rows]), f"{column} = '{value}'", metadata)
+    rewritten = pa.concat_tables([others, rows])
+    return rows.num_rows, cold.replace_where(table, rewritten, f"{column} = '{value}'", metadata, transaction)
 
 
-def _verify(cold: Lake, table: TableDef, rows: pa.Table, value: str) -> None:
-    """Check that ``cold``'s partition ``value`` holds ``rows`` exactly (its rows with their keys).
+def _verify(cold: Lake, table: TableDef, rows: pa.Table, value: str, added_in: int | None) -> None:
+    """Check that ``cold``'s partition ``value`` holds ``rows`` exactly: the rows of the files cold's
+    commit ``added_in`` added to the partition, or (``None``) its rows with ``rows``' keys.
 
     Raises:
         TierMoveError: a row is missing or differs.
@@ -237,13 +267,31 @@ def _verify(cold: Lake, table: TableDef, rows: pa.Table, value: str) -> None:
 
     column, key = table.partition_by[0], table.key
     assert key is not None
-    copies = cold.dataset(table, None, ((column, "=", value),)).to_table(filter=pads.field(key).isin(rows[key]))
+    if added_in is None:
+        copies = cold.dataset(table, None, ((column, "=", value),)).to_table(filter=pads.field(key).isin(rows[key]))
+    else:
+        copies = _added_rows(cold, table, column, value, added_in)
     expected, found = checksum(rows), checksum(copies.select(rows.column_names).cast(rows.schema))
     if expected != found:
         raise TierMoveError(
             f"{table.name} {column}={value}: cold holds {found[0]} of the {expected[0]} rows (or they differ); "
             "not deleted"
         )
+
+
+def _added_rows(lake: Lake, table: TableDef, column: str, value: str, version: int) -> pa.Table:
+    """The rows of the files ``lake``'s commit ``version`` added to partition ``column`` = ``value``
+    (the files it holds then that it did not hold the version before). Empty when that commit
+    added none there, e.g. it was a store's lost write."""
+    import pyarrow.dataset as pads  # noqa: PLC0415 (imports pandas: see warehouse.lake.store)
+
+    after, before = lake.open(table, version), lake.open(table, version - 1) if version else None
+    if after is None:
+        return table.schema.empty_table()
+    added = _files_of(after, column, value) - (set() if before is None else _files_of(before, column, value))
+    dataset = after.to_pyarrow_dataset(file_pruning_predicate=[(column, "=", value)])
+    fragments = [fragment for fragment in dataset.get_fragments() if fragment.path in added]
+    return pads.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem).to_table()
 
 
 def move_older(lake: Lake, table: TableDef, before: date) -> list[MoveReport]:
