@@ -232,10 +232,11 @@ class _Source:
                     frame = frame.filter(pl.col("payload").str.contains_any(needles))
                 yield _identifiers(frame, self.pseudonymizer)
 
-    def people(self) -> pl.DataFrame:
-        """Distinct ``(part, app, user_id, anonymous_id, session_id)`` of the table."""
+    def people(self, needles: list[str] | None = None) -> pl.DataFrame:
+        """Distinct ``(part, app, user_id, anonymous_id, session_id)`` of the table (of bronze rows
+        holding one of ``needles`` only, when given: see :meth:`_frames`)."""
         keys = [self.part, "app", *PERSONAL_ID_COLUMNS]
-        frames = [frame.select(keys).unique() for frame in self._frames(None)]
+        frames = [frame.select(keys).unique() for frame in self._frames(None, needles)]
         return pl.concat(frames).unique() if frames else pl.DataFrame(schema={k: pl.String for k in keys})
 
     def matched(self, tombstones: Tombstones, parts: list[date], needles: list[str] | None) -> pl.DataFrame:
@@ -244,14 +245,13 @@ class _Source:
         return pl.concat(frames) if frames else pl.DataFrame()
 
 
-def _needles(own: pl.DataFrame) -> list[str] | None:
-    """The texts every payload of the person's rows ``own`` (their distinct identifiers) contains one
-    of: their identifiers as sent, when silver stores them as sent (no pseudonym) and JSON writes them
-    unescaped; ``None`` otherwise (every row is decoded)."""
-    values = pl.concat([own[column] for column in PERSONAL_ID_COLUMNS]).drop_nulls().unique().to_list()
-    if any(value.startswith(PREFIX) or _ESCAPED.search(value) for value in values):
+def _needles(values: list[str]) -> list[str] | None:
+    """The texts every bronze payload of a person whose identifiers are ``values`` (as silver stores
+    them) contains one of: the values themselves, when silver stores them as sent (no pseudonym) and
+    JSON writes them unescaped; ``None`` otherwise, or when there are none (every row is decoded)."""
+    if not values or any(value.startswith(PREFIX) or _ESCAPED.search(value) for value in values):
         return None
-    return values
+    return sorted(set(values))
 
 
 def _identifiers(frame: pl.DataFrame, pseudonymizer: Pseudonymizer) -> pl.DataFrame:
@@ -285,10 +285,11 @@ def _resolve(
     pseudonymizer: Pseudonymizer,
     request: ErasureRequest,
     people: pl.DataFrame,
-) -> pl.DataFrame:
+) -> tuple[pl.DataFrame, list[str]]:
     """The tombstone rows ``(app, kind, id_hash)`` of the request's person, empty when the user is
     nowhere: their user hash, and the hashes of every anonymous and session id linked to them in
-    ``people`` (every table's distinct identifiers) and in gold's ``identity_links``."""
+    ``people`` (the tables' distinct identifiers) and in gold's ``identity_links``; and those ids
+    as silver stores them (their user ids and aliases)."""
     request_only = pl.DataFrame(
         {"app": [request.app], "kind": ["user"], "id_hash": [request.user_hash]},
         schema={"app": pl.String, "kind": pl.String, "id_hash": pl.String},
@@ -311,7 +312,7 @@ def _resolve(
     links = _links(con, users, seen)
     attributes = _attribute_users(lake, tombstones)
     if not (users.height or links.height or attributes):
-        return request_only.clear()
+        return request_only.clear(), []
     # An id seen with the user is theirs unless identity stitching gave it to someone else (a shared
     # device: the first user linked keeps it); the ids linked to the user are theirs.
     others = links.join(users.rename({"user_id": "person_id"}), on=["app", "person_id"], how="anti")
@@ -324,7 +325,37 @@ def _resolve(
     alias_rows = aliases.select(
         "app", pl.lit("alias").alias("kind"), tombstones.hashed(aliases["alias_id"]).alias("id_hash")
     )
-    return pl.concat([request_only, alias_rows]).unique()
+    values = pl.concat([users["user_id"], aliases["alias_id"]]).drop_nulls().unique().to_list()
+    return pl.concat([request_only, alias_rows]).unique(), values
+
+
+def _resolve_everywhere(
+    lake: Lake,
+    con: duckdb.DuckDBPyConnection,
+    pseudonymizer: Pseudonymizer,
+    request: ErasureRequest,
+    sources: list[_Source],
+    people: dict[str, pl.DataFrame],
+) -> tuple[pl.DataFrame, list[str] | None]:
+    """:func:`_resolve` over every source: first silver's (``people`` holds them: columns, cheap to
+    read), then bronze's and the quarantine's rows whose payload holds one of the person's ids found
+    so far, decoded and added to ``people``, until they bring no new id (the ids seen with the user
+    only in events silver has not read yet). Every payload is decoded when silver stores the ids as
+    pseudonyms (:func:`_needles`). Returns the tombstone rows and the needles bronze was read with."""
+    raw = [source for source in sources if source.raw]
+    rows, values = _resolve(lake, con, pseudonymizer, request, _every(sources, people))
+    while True:
+        needles = _needles(values)
+        for source in raw:
+            people[source.name] = source.people(needles)
+        rows, values = _resolve(lake, con, pseudonymizer, request, _every(sources, people))
+        if needles is None or set(values) <= set(needles):
+            return rows, needles
+
+
+def _every(sources: list[_Source], people: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """The distinct identifiers of the sources ``people`` holds, without their partition column."""
+    return pl.concat([people[source.name].drop(source.part) for source in sources if source.name in people])
 
 
 def _links(con: duckdb.DuckDBPyConnection, users: pl.DataFrame, seen: pl.DataFrame) -> pl.DataFrame:
@@ -367,23 +398,25 @@ def erase(
     """
     report = ErasureReport(request)
     sources = _sources(lake, pseudonymizer)
-    people = {source.name: source.people() for source in sources}
+    people = {source.name: source.people() for source in sources if not source.raw}
     tombstones = load_tombstones(lake, pseudonymizer, request.request_id)
+    needles: list[str] | None = None  # run again: the ids as stored are not kept, every payload is read
     if tombstones is None:
-        every = pl.concat([frame.drop(source.part) for source, frame in zip(sources, people.values(), strict=True)])
-        rows = _resolve(lake, con, pseudonymizer, request, every)
+        rows, needles = _resolve_everywhere(lake, con, pseudonymizer, request, sources, people)
         if rows.height == 0:
             log.info("erasure %s: the user is nowhere in the lake or gold", request.request_id)
             _audit(lake, report)
             return report
         lake.append(ERASURE_TOMBSTONES, _tombstone_rows(request, rows, report.requested_at))
         tombstones = Tombstones(rows, pseudonymizer)
+    else:
+        people.update((source.name, source.people()) for source in sources if source.raw)
     report.found, report.tombstones = True, len(tombstones)
 
     for source in sources:
         own = people[source.name].filter(tombstones.mask(people[source.name]))
         parts = sorted(set(own[source.part].to_list()))
-        matched = source.matched(tombstones, parts, _needles(own)) if parts else pl.DataFrame()
+        matched = source.matched(tombstones, parts, needles) if parts else pl.DataFrame()
         if source.table is EVENTS and matched.height:
             _record_days(con, request, matched, timezone)
         report.removed.update(_delete(source, request, matched, today or datetime.now(UTC).date()))
