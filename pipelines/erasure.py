@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -397,6 +398,7 @@ def erase(
         duckdb.Error: gold's state could not be updated (run again).
     """
     report = ErasureReport(request)
+    started = time.monotonic()
     sources = _sources(lake, pseudonymizer)
     people = {source.name: source.people() for source in sources if not source.raw}
     tombstones = load_tombstones(lake, pseudonymizer, request.request_id)
@@ -412,7 +414,7 @@ def erase(
     else:
         people.update((source.name, source.people()) for source in sources if source.raw)
     report.found, report.tombstones = True, len(tombstones)
-
+    resolved = time.monotonic()
     for source in sources:
         own = people[source.name].filter(tombstones.mask(people[source.name]))
         parts = sorted(set(own[source.part].to_list()))
@@ -423,9 +425,17 @@ def erase(
     report.removed[USER_ATTRIBUTES.name] = _delete_attributes(lake, tombstones, request)
     # A commit on silver's hot table, always: gold recomputes the recorded days at its version.
     version = set_table_properties(lake, EVENTS, {LAST_ERASURE: request.request_id})
+    deleted = time.monotonic()
     report.removed.update(_erase_gold_state(con, tombstones, request, version))
     _audit(lake, report)
-    log.info("erasure %s: %s", request.request_id, report.removed)
+    log.info(
+        "erasure %s: %s; resolve %.1f s, lake deletes %.1f s, gold state %.1f s",
+        request.request_id,
+        report.removed,
+        resolved - started,
+        deleted - resolved,
+        time.monotonic() - deleted,
+    )
     return report
 
 
