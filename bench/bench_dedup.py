@@ -4,7 +4,7 @@ Silver is grown with synthetic rows (its real schema; random 32-character ids, s
 of ``event_date`` partitions, appended 1M rows per commit) to each size of ``--silver-rows``. At each
 size, a micro-batch of ``--batch-events`` new bronze events (bench/silver_step.py's generator) is
 run through ``pipelines.silver.ingest``, then the same events again (a client's retries: every one
-a duplicate). Measured, in this process:
+a duplicate), ``--rounds`` times with new events each round (medians). Measured, in this process:
 
 * ``index build s``: silver's key index brought up to date after the growth (a rebuild from the
   table, streamed; once per index, or after a rewrite of the whole table);
@@ -23,7 +23,8 @@ spans both tiers (the index holds both; the scan reads both).
 
 Prints one row per size and the ratio of the largest size's figures to the smallest's (the
 target: the micro-batch flat, the index lookup within 1.3x). Usage:
-``.venv/bin/python bench/bench_dedup.py [--silver-rows 1000000,50000000] [--batch-events 10000] [--cold-share 0.5]``
+``.venv/bin/python bench/bench_dedup.py [--silver-rows 1000000,50000000] [--batch-events 10000] [--cold-share 0.5]
+[--rounds 3]``
 """
 
 import sys
@@ -76,8 +77,10 @@ def move_to_cold(lake: object, rows: int, share: float) -> int:
     return len(move_older(lake, EVENTS, date(2023, 1, 1) + timedelta(days=days)))  # type: ignore[arg-type]
 
 
-def measure(lake: object, size: int, batch_events: int) -> dict[str, float]:
-    """At one silver size: the index build, both lookups and the two micro-batches (see the module)."""
+def measure(lake: object, size: int, batch_events: int, rounds: int) -> dict[str, float]:
+    """At one silver size: the index build, then ``rounds`` times both lookups and the two
+    micro-batches, each round with new events (see the module); medians."""
+    import statistics
     import time
 
     import polars as pl
@@ -101,30 +104,33 @@ def measure(lake: object, size: int, batch_events: int) -> dict[str, float]:
         load_suite(suite_path("events")),
         Parallelism(settings.silver_workers, settings.silver_parallel_min_rows),
     )
-    events = bronze(batch_events, prefix=f"at{size}-")
-    ids = pl.Series("event_id", events["event_id"].to_pylist())
-    result: dict[str, float] = {}
+    times: dict[str, list[float]] = {}
 
-    def timed(name: str, work: object) -> object:
+    def timed(name: str, work: object, *args: object) -> object:
         started = time.perf_counter()
-        value = work()  # type: ignore[operator]
-        result[name] = time.perf_counter() - started
+        value = work(*args)  # type: ignore[operator]
+        times.setdefault(name, []).append(time.perf_counter() - started)
         return value
 
-    timed("index build s", lambda: silver.silver_ids(lake, ids[:1]))
+    first = bronze(1, prefix=f"first{size}-")
+    timed("index build s", silver.silver_ids, lake, pl.Series("event_id", first["event_id"].to_pylist()))
     # A micro-batch of other events first, the same size: suites, rules and the worker pool loaded.
     lake.append(RAW_EVENTS, bronze(batch_events, prefix=f"warm{size}-"))
     silver.ingest(lake, rules, f"warm-{size}", 10 * batch_events)
-    timed("scan ms", lambda: silver.prior_hashes(lake, ids))
-    timed("index ms", lambda: silver.silver_ids(lake, ids))
     index = shared_key_index(lake.local_dir("index") / EVENTS.name, lake, EVENTS, "event_id", "content_hash")
-    timed("of which sync ms", index.sync)
-    timed("lookup ms", lambda: index.lookup(events["event_id"]))
-    lake.append(RAW_EVENTS, events)
-    new = timed("new batch s", lambda: silver.ingest(lake, rules, f"new-{size}", 10 * batch_events))
-    lake.append(RAW_EVENTS, events)
-    retried = timed("retried batch s", lambda: silver.ingest(lake, rules, f"retry-{size}", 10 * batch_events))
-    assert new.inserted > 0.9 * batch_events and retried.inserted == 0, (new, retried)  # type: ignore[attr-defined]
+    for round_ in range(rounds):
+        events = bronze(batch_events, prefix=f"at{size}r{round_}-")
+        ids = pl.Series("event_id", events["event_id"].to_pylist())
+        timed("scan ms", silver.prior_hashes, lake, ids)
+        timed("index ms", silver.silver_ids, lake, ids)
+        timed("of which sync ms", index.sync)
+        timed("lookup ms", index.lookup, events["event_id"])
+        lake.append(RAW_EVENTS, events)
+        new = timed("new batch s", silver.ingest, lake, rules, f"new-{size}-{round_}", 10 * batch_events)
+        lake.append(RAW_EVENTS, events)
+        retried = timed("retried batch s", silver.ingest, lake, rules, f"retry-{size}-{round_}", 10 * batch_events)
+        assert new.inserted > 0.9 * batch_events and retried.inserted == 0, (new, retried)  # type: ignore[attr-defined]
+    result = {name: statistics.median(values) for name, values in times.items()}
     for name in ("scan ms", "index ms", "of which sync ms", "lookup ms"):
         result[name] *= 1000
     return result
@@ -141,6 +147,7 @@ def main() -> None:
     parser.add_argument("--silver-rows", default="1000000,50000000", help="silver sizes, comma-separated")
     parser.add_argument("--batch-events", type=int, default=10_000, help="bronze events per micro-batch")
     parser.add_argument("--cold-share", type=float, default=0.0, help="share of silver's rows moved to the cold tier")
+    parser.add_argument("--rounds", type=int, default=3, help="micro-batches of each kind per size (medians)")
     args = parser.parse_args()
     sizes = sorted(int(v) for v in args.silver_rows.split(","))
     rows: list[tuple[int, dict[str, float]]] = []
@@ -152,7 +159,7 @@ def main() -> None:
             grow_silver(lake, size, grown)
             grown = size
             moved = move_to_cold(lake, size, args.cold_share) if args.cold_share else 0
-            stats = measure(lake, size, args.batch_events)
+            stats = measure(lake, size, args.batch_events, args.rounds)
             stats["cold days"] = moved
             rows.append((size, stats))
             sys.stderr.write(f"{size:,} silver rows: {stats}\n")
@@ -160,7 +167,7 @@ def main() -> None:
     names = list(rows[0][1])
     print(
         f"micro-batch of {args.batch_events:,} events; {os.cpu_count()} cores; index at the end: {index_mb:,.0f} MiB; "
-        f"cold share {args.cold_share:.0%}\n"
+        f"cold share {args.cold_share:.0%}; medians of {args.rounds} rounds\n"
     )
     print("| silver rows | " + " | ".join(names) + " |")
     print("|---" * (len(names) + 1) + "|")
