@@ -104,6 +104,11 @@ def test_naive_timestamp_is_read_as_utc_and_flagged() -> None:
         (1710325274000, datetime(2024, 3, 13, 10, 21, 14, tzinfo=UTC)),  # epoch milliseconds
         (99_999_999_999, datetime(5138, 11, 16, 9, 46, 39, tzinfo=UTC)),  # the last value read as seconds
         (100_000_000_000, datetime(1973, 3, 3, 9, 46, 40, tzinfo=UTC)),  # the first read as milliseconds
+        ("1710072000.5", datetime(2024, 3, 10, 12, 0, 0, 500000, tzinfo=UTC)),  # epoch seconds as text
+        (" 1710072000 ", datetime(2024, 3, 10, 12, 0, tzinfo=UTC)),
+        ("1710072000500", datetime(2024, 3, 10, 12, 0, 0, 500000, tzinfo=UTC)),  # epoch ms as text (Snowplow's dtm)
+        ("1710072000500.25", datetime(2024, 3, 10, 12, 0, 0, 500250, tzinfo=UTC)),
+        ("99999999999", datetime(5138, 11, 16, 9, 46, 39, tzinfo=UTC)),  # the same magnitude rule as numbers
         ("2024-03-13T10:21:14.123456-05:30", datetime(2024, 3, 13, 15, 51, 14, 123456, tzinfo=UTC)),
     ],
 )
@@ -115,8 +120,11 @@ def test_epoch_seconds_and_milliseconds_are_told_apart_by_magnitude(value: objec
         assert parse_client_timestamp(value)[0] == expected
 
 
-@pytest.mark.parametrize("value", ["1969-12-31T23:59:59Z", "2100-01-01T00:00:00Z", "0200-01-01T00:00:00Z", -1])
-def test_absurd_years_are_rejected(value: object) -> None:
+@pytest.mark.parametrize(
+    "value",
+    ["1969-12-31T23:59:59Z", "2100-01-01T00:00:00Z", "0200-01-01T00:00:00Z", -1, "-1", "1e12", "17100720 00", "0x65ed"],
+)
+def test_absurd_years_and_malformed_epoch_texts_are_rejected(value: object) -> None:
     with pytest.raises(StructuralError) as info:
         parse_client_timestamp(value)
     assert info.value.reason == "invalid_timestamp"

@@ -1,6 +1,8 @@
 """Timestamps (all formats): an RFC 3339 string with any offset; a string without offset is
-read as UTC and flagged ``timestamp_naive``; a JSON number is epoch seconds when its magnitude
-is below 1e11 and epoch milliseconds otherwise (1e11 s is the year 5138, 1e11 ms is 1973-03);
+read as UTC and flagged ``timestamp_naive``; an epoch time, as a JSON number or as a decimal
+numeric string (``"1710072000.5"``; trackers such as Snowplow's send epoch milliseconds as text),
+with or without a fraction, is epoch seconds when its magnitude is below 1e11 and epoch
+milliseconds otherwise (1e11 s is the year 5138, 1e11 ms is 1973-03);
 years outside [1970, 2100) are rejected. When the client sends ``sentAt``, its clock skew is
 removed as Segment, PostHog and Snowplow do: ``timestamp = received_at - (sent_at -
 original_timestamp)`` (https://segment.com/docs/connections/spec/common/#timestamps); the
@@ -11,6 +13,7 @@ is flagged ``timestamp_in_future`` (the pipeline's expectations decide what that
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,6 +38,9 @@ BAD_TIMESTAMP = "invalid_timestamp"
 
 _LARGEST_EPOCH = 10**18  # far past any valid epoch ms (year 2100 is ~4.1e12)
 
+#: An epoch time sent as text: optional sign, digits, optional fraction (no exponent, no spaces inside).
+_EPOCH_TEXT = re.compile(r"[+-]?[0-9]{1,19}(\.[0-9]{1,9})?")
+
 
 @dataclass(frozen=True)
 class EventTime:
@@ -55,8 +61,9 @@ def parse_client_timestamp(value: Any, field: str = "timestamp") -> tuple[dateti
     """Parse a client timestamp into ``(aware UTC datetime, naive)`` (µs precision).
 
     Accepts an RFC 3339 / ISO 8601 string (any offset; a string without offset is read as UTC
-    and ``naive`` is ``True``) or a JSON number of epoch seconds (magnitude below
-    :data:`EPOCH_SECONDS_BELOW`) or milliseconds (RFC 3339: https://www.rfc-editor.org/rfc/rfc3339).
+    and ``naive`` is ``True``), or epoch seconds (magnitude below :data:`EPOCH_SECONDS_BELOW`) or
+    milliseconds as a JSON number or a decimal string (``"1710072000.5"``, ``"1710072000500"``;
+    surrounding spaces ignored) (RFC 3339: https://www.rfc-editor.org/rfc/rfc3339).
 
     Raises:
         StructuralError: ``reason="invalid_timestamp"`` for booleans, other types, NaN/inf,
@@ -64,6 +71,9 @@ def parse_client_timestamp(value: Any, field: str = "timestamp") -> tuple[dateti
     """
     if isinstance(value, bool) or value is None:
         raise StructuralError(f"{field} must be an RFC 3339 string or epoch seconds/milliseconds", field, BAD_TIMESTAMP)
+    if isinstance(value, str) and _EPOCH_TEXT.fullmatch(value.strip()):
+        text = value.strip()
+        value = float(text) if "." in text else int(text)
     if isinstance(value, int | float):
         if isinstance(value, int) and abs(value) > _LARGEST_EPOCH:  # also: ints too big for a float
             raise StructuralError(f"{field} is out of range", field, BAD_TIMESTAMP)
