@@ -2,8 +2,9 @@
 
 The key is read, in this order, from the ``X-Write-Key`` header, HTTP Basic auth with the key
 as user name and an empty password (Segment's scheme, https://segment.com/docs/connections/
-sources/catalog/libraries/server/http-api/#authentication), or a ``writeKey`` field in the
-top-level JSON object of the body (analytics.js beacons, which cannot set headers).
+sources/catalog/libraries/server/http-api/#authentication), a ``writeKey`` field in the
+top-level JSON object of the body (analytics.js beacons, which cannot set headers), or the field a
+protocol keeps it in (PostHog's ``api_key``/``token``).
 """
 
 from __future__ import annotations
@@ -42,13 +43,16 @@ def write_key_from(request: Request, document: Any) -> str | None:
     return None
 
 
-def authenticate(registry: SourceRegistry, request: Request, document: Any) -> SourceConfig:
-    """The source of the request's write key.
+def authenticate(
+    registry: SourceRegistry, request: Request, document: Any, body_key: str | None = None
+) -> SourceConfig:
+    """The source of the request's write key (:func:`write_key_from`, else ``body_key``: where a
+    protocol carries it in its own field, e.g. PostHog's project token).
 
     Raises:
         ApiError: 401 ``missing_write_key`` or ``invalid_write_key``; nothing of the request is stored.
     """
-    write_key = write_key_from(request, document)
+    write_key = write_key_from(request, document) or body_key
     if not write_key:
         raise ApiError(
             401,

@@ -3,7 +3,8 @@
 Native routes: ``{"error": "<code>", "detail": ...}`` (:class:`~ingest_api.models.NativeError`).
 Segment-compatible routes (``/v1/batch``, ``/v1/track``…): ``{"success": false, "code": "<code>",
 "message": "<text>", "detail": ...}`` (:class:`~ingest_api.models.SegmentError`), because
-segment-analytics-python raises ``APIError(status, body["code"], body["message"])``.
+segment-analytics-python raises ``APIError(status, body["code"], body["message"])``. On Snowplow's
+routes a refusal a retry cannot cure is 400 or 422 whatever its cause (the trackers retry others).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ingest_api.models import NativeError, SegmentError
 from warehouse.contract.segment import SEGMENT_PATHS
+from warehouse.contract.snowplow import SNOWPLOW_ROUTES
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +44,24 @@ def error_body(request: Request, error: str, detail: Any) -> NativeError | Segme
     return NativeError(error=error, detail=detail)
 
 
+#: Snowplow's trackers retry every status but 400, 401, 403, 410 and 422 (their emitters'
+#: ``custom_retry_codes`` default): refusals that a retry cannot cure get one of those on its routes.
+_SNOWPLOW_STATUSES = {413: 422, 414: 400, 415: 400}
+
+
+def _status(request: Request, status: int) -> int:
+    """The status of a refusal on ``request``'s route (see :data:`_SNOWPLOW_STATUSES`)."""
+    if getattr(request.scope.get("route"), "path", None) in SNOWPLOW_ROUTES:
+        return _SNOWPLOW_STATUSES.get(status, status)
+    return status
+
+
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     error = exc.error if isinstance(exc, ApiError) else _STATUS_CODES.get(exc.status_code, "http_error")
-    return JSONResponse(error_body(request, error, exc.detail), status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse(
+        error_body(request, error, exc.detail), status_code=_status(request, exc.status_code), headers=exc.headers
+    )
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -24,7 +24,7 @@ from ingest_api.models import Rejection
 from ingest_api.ratelimit import SourceRateLimiter
 from warehouse.contract.errors import StructuralError
 from warehouse.contract.rows import RequestContext
-from warehouse.settings import Settings
+from warehouse.settings import Settings, SourceConfig
 from warehouse.sources import SourceRegistry
 
 #: One item (payload or message) + the request context + the remaining expansion budget (bytes) → rows.
@@ -92,12 +92,17 @@ class Intake:
         source_format: str,
         build: RowBuilder,
         count: EventCounter = lambda _item: 1,
+        write_key: str | None = None,
+        source: SourceConfig | None = None,
     ) -> IngestResult:
         """Store ``items`` from ``request`` and wait until they are durable in bronze.
 
         ``document`` is the parsed body (where a ``writeKey`` may be). ``count`` tells how many
         events an item becomes; the request's total is checked against ``max_events_per_request``
         and the source's rate limit before rows are built (off the event loop, in a thread).
+        ``write_key``: the key the protocol's body carries in its own field (PostHog's token),
+        used when no header or ``writeKey`` gives one. ``source``: the source when the route
+        resolved it itself (Snowplow's keyless pixel, by its app id); no write key is read then.
 
         Raises:
             ApiError: 401 no or unknown write key; 413 too many items or events, or every item was
@@ -107,7 +112,7 @@ class Intake:
         received_at = datetime.now(UTC)
         state: dict[str, Any] = {"source": "unknown", "format": source_format, "accepted": 0, "rejected": 0}
         request.state.ingest = state
-        source = authenticate(self.registry, request, document)
+        source = source or authenticate(self.registry, request, document, write_key)
         state["source"] = source.name
         self.limiter.check(source, self._event_count(items, count))
 

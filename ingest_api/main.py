@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from ingest_api.api.routes import events, health, segment
+from ingest_api.api.routes import events, health, posthog, segment, snowplow
 from ingest_api.errors import install_error_handlers
 from ingest_api.group_commit import GroupCommitWriter
 from ingest_api.intake import Intake
@@ -67,10 +67,13 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(application)
     application.add_middleware(IngestObserver)
     # Browser SDKs post cross-origin (and navigator.sendBeacon sends text/plain, which the
-    # routes accept: they parse the body whatever its Content-Type).
+    # routes accept: they parse the body whatever its Content-Type). Snowplow's JavaScript tracker
+    # sends credentials: the allowed origin is echoed with Access-Control-Allow-Credentials (the API
+    # sets no cookie and reads none: a write key, not a credential, authenticates a request).
     application.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
+        allow_credentials=True,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["*"],
         max_age=600,
@@ -78,6 +81,8 @@ def create_app(settings: Settings) -> FastAPI:
     application.include_router(health.router)
     application.include_router(events.router)
     application.include_router(segment.router)
+    application.include_router(posthog.router)
+    application.include_router(snowplow.router)
     return application
 
 

@@ -22,8 +22,8 @@ from prometheus_client import (
 
 REQUESTS = Counter(
     "eventlake_ingest_requests",
-    "Ingest requests by source, wire format and outcome (HTTP status code).",
-    ["source", "format", "status"],
+    "Every answer of the API by route template ('(unmatched)': no route), source, wire format and HTTP status.",
+    ["route", "source", "format", "status"],
 )
 EVENTS = Counter(
     "eventlake_ingest_events",

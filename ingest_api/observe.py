@@ -1,14 +1,20 @@
-"""One structured log line and one request metric per ingest request (pure ASGI middleware).
+"""One request metric and one structured log line per answer (pure ASGI middleware).
 
-The log line is JSON (structlog, https://www.structlog.org/en/stable/) on stderr with the
-source, wire format, path, status, events accepted/rejected, body bytes, duration (ms) and
-bronze version — never payload contents. Routes leave these in ``request.state.ingest``
-(``ingest_api.intake``).
+Every answer is counted, refusals before any route (404 unknown path, 405 wrong method) included,
+by route template (``/v1/events``; :data:`UNMATCHED` for a path no route knows: never the raw path,
+which a client chooses), source, wire format and status. The log line is JSON (structlog,
+https://www.structlog.org/en/stable/) on stderr with the route, path (the route's template; the raw
+path, write keys masked, when no route matched: a key may travel in a path), status, source, wire format,
+events accepted/rejected, body bytes, duration (ms) and bronze version — never payload contents;
+the successful answers of the probes and ``/metrics`` (:data:`QUIET_ROUTES`) are counted but not
+logged (a load balancer probes every few seconds). Routes leave what they stored in
+``request.state.ingest`` (``ingest_api.intake``).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -17,8 +23,16 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest_api import metrics
+from warehouse.sources import WRITE_KEY_PREFIX
 
-_INGEST_PREFIX = "/v1/"
+#: The route label of a request no route matched.
+UNMATCHED = "(unmatched)"
+
+#: A write key inside a path no route knows (a tracker endpoint set up with its key, then mistyped).
+_KEY_LIKE = re.compile(re.escape(WRITE_KEY_PREFIX) + r"[A-Za-z0-9_-]+")
+
+#: Routes whose successful answers are not logged (only counted).
+QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def configure_logging() -> None:
@@ -36,7 +50,7 @@ def configure_logging() -> None:
 
 
 class IngestObserver:
-    """Wraps the app; logs and counts every request under ``/v1/``."""
+    """Wraps the app; counts and logs every HTTP answer (module docstring)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -44,7 +58,7 @@ class IngestObserver:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request through, recording its status, size and what the route stored."""
-        if scope["type"] != "http" or not scope["path"].startswith(_INGEST_PREFIX) or scope["method"] == "OPTIONS":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -68,19 +82,27 @@ class IngestObserver:
         try:
             await self.app(scope, counting_receive, status_send)
         finally:
-            ingest = state.get("ingest") or {}
-            source = ingest.get("source", "unknown")
-            fmt = ingest.get("format", "unknown")
-            metrics.REQUESTS.labels(source, fmt, str(status)).inc()
-            self.log.info(
-                "ingest_request",
-                path=scope["path"],
-                status=status,
-                source=source,
-                format=fmt,
-                accepted=ingest.get("accepted", 0),
-                rejected=ingest.get("rejected", 0),
-                bytes=body_bytes,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                bronze_version=ingest.get("bronze_version"),
-            )
+            self._record(scope, state.get("ingest") or {}, status, body_bytes, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, ingest: dict[str, Any], status: int, body_bytes: int, seconds: float) -> None:
+        """Count the answer and log it (unless it is a quiet route's success)."""
+        source = ingest.get("source", "unknown")
+        fmt = ingest.get("format", "unknown")
+        route = getattr(scope.get("route"), "path", None) or UNMATCHED  # set by the router on a (partial) match
+        metrics.REQUESTS.labels(route, source, fmt, str(status)).inc()
+        if route in QUIET_ROUTES and status < 300:
+            return
+        self.log.info(
+            "ingest_request",
+            route=route,
+            method=scope["method"],
+            path=route if route != UNMATCHED else _KEY_LIKE.sub(WRITE_KEY_PREFIX + "…", scope["path"][:256]),
+            status=status,
+            source=source,
+            format=fmt,
+            accepted=ingest.get("accepted", 0),
+            rejected=ingest.get("rejected", 0),
+            bytes=body_bytes,
+            duration_ms=round(seconds * 1000, 2),
+            bronze_version=ingest.get("bronze_version"),
+        )

@@ -28,7 +28,8 @@ _crawlers = CrawlerDetect()
 PLATFORMS = ("web", "ios", "android", "desktop", "server")
 
 #: Official SDK names (``context.library.name``) → the platform they run on: Segment
-#: (https://segment.com/docs/connections/sources/catalog/), PostHog (``$lib``) and RudderStack.
+#: (https://segment.com/docs/connections/sources/catalog/), PostHog (``$lib``), RudderStack and Snowplow
+#: (``warehouse.contract.snowplow`` names its trackers by their ``tv`` prefix).
 #: Cross-platform SDKs (React Native, Flutter) are absent on purpose: their OS decides.
 _LIBRARY_PLATFORMS = {
     "analytics.js": "web",
@@ -60,6 +61,10 @@ _LIBRARY_PLATFORMS = {
     "posthog-go": "server",
     "posthog-java": "server",
     "posthog-php": "server",
+    "snowplow-javascript": "web",
+    "snowplow-python": "server",
+    "snowplow-ios": "ios",
+    "snowplow-android": "android",
 }
 _MOBILE_OS = {"ios": "ios", "ipados": "ios", "watchos": "ios", "tvos": "ios", "android": "android"}
 _DESKTOP_OS = {"windows", "mac", "mac os x", "macos", "linux", "ubuntu", "chrome os", "chromeos", "fedora", "debian"}

@@ -136,6 +136,15 @@ class Settings(BaseSettings):
         default="20000/second",
         description="Default per-source rate limit in events, per worker (limits notation, e.g. '5000/second').",
     )
+    snowplow_pixel_apps: dict[str, str] = Field(
+        default={},
+        description="Snowplow's GET /i pixel carries no write key: the app ids (`aid`) it accepts and the source "
+        'each is recorded as, JSON (e.g. \'{"shop": "web"}\'); an app id not listed is 403.',
+    )
+    snowplow_pixel_rate_limit: str = Field(
+        default="600/minute",
+        description="Requests one client IP may send to the keyless pixel per window, per worker (limits notation).",
+    )
 
     # pipelines: scrubbing
     scrub_rules_path: Path | None = Field(

@@ -166,10 +166,26 @@ class SourceRegistry:
         """
         digest = hash_key(write_key)
         source = self._by_hash.get(digest)
-        if source is None and self._path is not None and self._file_mtime() != self._mtime:
-            self._mtime = self._file_mtime()
-            self._by_hash = self._index(self._extra + read_sources_file(self._path))
+        if source is None and self._reload_if_changed():
             source = self._by_hash.get(digest)
         if source is None or not hmac.compare_digest(source.write_key_sha256, digest):
             return None
         return source
+
+    def named(self, name: str) -> SourceConfig | None:
+        """The source called ``name``, or ``None`` (re-reading the sources file when it changed)."""
+        for _ in range(2):
+            for source in self._by_hash.values():
+                if source.name == name:
+                    return source
+            if not self._reload_if_changed():
+                return None
+        return None
+
+    def _reload_if_changed(self) -> bool:
+        """Read the sources file again when it changed since it was read; whether it did."""
+        if self._path is None or self._file_mtime() == self._mtime:
+            return False
+        self._mtime = self._file_mtime()
+        self._by_hash = self._index(self._extra + read_sources_file(self._path))
+        return True

@@ -227,7 +227,13 @@ def test_metrics_and_readiness(api: ApiServer) -> None:
     assert httpx.get(f"{api.url}/readyz").json() == {"status": "ready"}
     api.post("/v1/events", json=[{"uuid": "m1", "timestamp": 0, "user": "u"}, {"uuid": 5}])
     httpx.post(f"{api.url}/v1/events", json={"uuid": "m2", "timestamp": 0})  # no key: 401
+    # Refusals before any route runs are answers too: counted under their route, never the raw path.
+    assert api.post("/batch/", json={"batch": []}).status_code == 404
+    assert api.post("/no/such/path-1234", json={}).status_code == 404
+    assert httpx.get(f"{api.url}/v1/events").status_code == 405
+    assert api.post("/v1/events", content=b"x", headers={"Content-Encoding": "br"}).status_code == 415
     text = httpx.get(f"{api.url}/metrics").text
+    assert "path-1234" not in text
 
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -241,14 +247,26 @@ def test_metrics_and_readiness(api: ApiServer) -> None:
     assert sample("eventlake_ingest_events_total", source="local", format="native", outcome="accepted") == 1
     assert sample("eventlake_ingest_events_total", source="local", format="native", outcome="rejected") == 1
     assert sample("eventlake_ingest_rejected_events_total", reason="invalid_event") == 1
-    assert sample("eventlake_ingest_requests_total", source="local", format="native", status="202") == 1
-    assert sample("eventlake_ingest_requests_total", source="unknown", format="native", status="401") == 1
+    requests = "eventlake_ingest_requests_total"
+    assert sample(requests, route="/v1/events", source="local", format="native", status="202") == 1
+    assert sample(requests, route="/v1/events", source="unknown", format="native", status="401") == 1
+    assert sample(requests, route="(unmatched)", source="unknown", format="unknown", status="404") == 2
+    assert sample(requests, route="/v1/events", source="unknown", format="unknown", status="405") == 1
+    assert sample(requests, route="/v1/events", source="unknown", format="unknown", status="415") == 1
+    assert sample(requests, route="/readyz", source="unknown", format="unknown", status="200") == 1
     assert sample("eventlake_group_commit_seconds_count") == 1
     assert sample("eventlake_buffer_events") == 0
     # one JSON log line per request, without payload contents
     lines = [orjson.loads(line) for line in api.log.read_text().splitlines() if line.startswith("{")]
-    requests = [line for line in lines if line.get("event") == "ingest_request"]
-    assert [(r["status"], r["accepted"], r["rejected"]) for r in requests] == [(202, 1, 1), (401, 0, 0)]
+    logged = [line for line in lines if line.get("event") == "ingest_request"]
+    assert [(r["route"], r["status"], r["accepted"], r["rejected"]) for r in logged] == [
+        ("/v1/events", 202, 1, 1),
+        ("/v1/events", 401, 0, 0),
+        ("(unmatched)", 404, 0, 0),
+        ("(unmatched)", 404, 0, 0),
+        ("/v1/events", 405, 0, 0),
+        ("/v1/events", 415, 0, 0),
+    ]  # the successful probe is counted, not logged
     assert "m1" not in api.log.read_text()
 
 

@@ -8,12 +8,16 @@ from typing import Any
 import orjson
 
 from warehouse.contract.native import read_native_fields
+from warehouse.contract.posthog import POSTHOG_FORMAT, read_posthog_fields
 from warehouse.contract.rows import NATIVE_FORMAT, EventFields
 from warehouse.contract.segment import SEGMENT_FORMAT, read_segment_fields
+from warehouse.contract.snowplow import SNOWPLOW_FORMAT, read_snowplow_fields
 
 _READERS: dict[str, Callable[[dict[str, Any], str], EventFields]] = {
     NATIVE_FORMAT: read_native_fields,
     SEGMENT_FORMAT: read_segment_fields,
+    POSTHOG_FORMAT: read_posthog_fields,
+    SNOWPLOW_FORMAT: read_snowplow_fields,
 }
 
 

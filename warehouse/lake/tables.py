@@ -65,7 +65,7 @@ _BRONZE_COLUMNS: dict[str, tuple[pa.DataType, str]] = {
     "event_type": (pa.string(), "native: key under the payload's `events`, or 'page_view'; Segment: see segment"),
     "app": (pa.string(), "product or dataset the event belongs to ('default' when not sent)"),
     "source": (pa.string(), "the source whose write key sent it (warehouse.sources)"),
-    "source_format": (pa.string(), "wire format it arrived in: 'native' or 'segment'"),
+    "source_format": (pa.string(), "wire format it arrived in: 'native', 'segment', 'posthog' or 'snowplow'"),
     "received_at": (UTC_TS, "when the ingest API received the request (UTC, µs)"),
     "received_date": (pa.date32(), "UTC day of received_at; the partition column"),
     "original_timestamp": (pa.string(), "the client's timestamp exactly as sent (RFC 3339 text or epoch s/ms)"),

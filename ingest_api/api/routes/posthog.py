@@ -1,0 +1,155 @@
+"""PostHog-compatible capture: the paths PostHog's SDKs post to, unchanged clients welcome.
+
+Paths (each with and without its trailing slash): ``/batch/``, ``/capture/``, ``/e/``, ``/i/v0/e/``,
+``/track/`` take events; ``/decide/`` and ``/flags/`` (posthog-js asks them at start-up) answer an
+empty, valid configuration: no feature flags, no session recording. The project token
+(``api_key``/``token``) is the source's write key.
+
+Bodies, as PostHog's capture service reads them: JSON (one event, ``{"batch": [...]}``, or an array
+of events), gzip (``Content-Encoding``, ``?compression=gzip``/``gzip-js`` or the magic bytes:
+``ingest_api.api.deps``), lz-string base64 (``?compression=lz64``), a form body whose ``data`` field
+holds the JSON (plain, base64 or lz64; ``compression`` may be a form field too), or base64 text.
+Every decoding is bounded by ``max_body_bytes`` (bombs are refused with 413). Success is ``200
+{"status": 1}`` (what posthog-python and posthog-js check), extended with ``accepted``,
+``rejected`` and ``bronze_version``; errors are the native ``{"error", "detail"}`` (posthog-python
+reports ``detail``). Mapping of fields: ``warehouse.contract.posthog``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from ingest_api.api.deps import BodyDep, IntakeDep, SettingsDep
+from ingest_api.auth import authenticate
+from ingest_api.decoding import parse_document
+from ingest_api.errors import ApiError
+from ingest_api.lzstring import Lz64Error, Lz64TooLarge, decompress_from_base64
+from warehouse.contract.posthog import POSTHOG_FORMAT, event_row, token_of
+
+router = APIRouter(tags=["posthog"])
+
+#: The capture paths of PostHog's SDKs and API (``/i/v0/e/``: the current one).
+CAPTURE_PATHS = ("/batch/", "/capture/", "/e/", "/i/v0/e/", "/track/")
+#: The configuration paths posthog-js calls at start-up.
+CONFIG_PATHS = ("/decide/", "/flags/")
+#: Every PostHog path, with and without the trailing slash.
+POSTHOG_PATHS = frozenset(path for base in (*CAPTURE_PATHS, *CONFIG_PATHS) for path in (base, base.rstrip("/")))
+
+_FORM = "application/x-www-form-urlencoded"
+
+
+def posthog_document(body: bytes, request: Request, limit: int) -> Any:
+    """The JSON document a PostHog request carries (module docstring), decoded within ``limit`` bytes.
+
+    Raises:
+        ApiError: 400 ``invalid_body`` (a form without ``data``, text that is neither JSON nor
+            base64), ``invalid_lz64`` or ``invalid_json``; 413 ``payload_too_large`` when lz64
+            inflates past ``limit``.
+    """
+    compression = request.query_params.get("compression", "").strip().lower()
+    content_type = request.headers.get("content-type", "").lower()
+    if content_type.startswith(_FORM) or body.startswith(b"data="):
+        form = parse_qs(body.decode("latin-1"), keep_blank_values=True)
+        if not form.get("data"):
+            raise ApiError(400, "invalid_body", "a form body needs its events in a 'data' field")
+        compression = (form.get("compression") or [compression])[0].strip().lower()
+        text = form["data"][0].strip().replace(" ", "+")  # a '+' the client left unescaped reads as a space
+    else:
+        text = body.decode("utf-8", errors="replace").strip()
+    if compression == "lz64":
+        try:
+            text = decompress_from_base64(text, limit)
+        except Lz64TooLarge as exc:
+            detail = {"limit": "max_body_bytes", "limit_bytes": limit, "decompressed": True}
+            raise ApiError(413, "payload_too_large", detail) from exc
+        except Lz64Error as exc:
+            raise ApiError(400, "invalid_lz64", str(exc)) from exc
+    elif text[:1] not in ("{", "[", ""):
+        try:  # base64 of the JSON (posthog-js's legacy encoding): it shrinks, the body limit holds
+            return parse_document(base64.b64decode(text, validate=True))
+        except (binascii.Error, ValueError) as exc:
+            raise ApiError(400, "invalid_body", "the body is neither JSON nor base64 of JSON") from exc
+    return parse_document(text.encode())
+
+
+def _events(document: Any) -> tuple[list[Any], Any]:
+    """The events of a document and the batch's ``sent_at``.
+
+    Raises:
+        ApiError: 400 ``invalid_body`` when it is not an event, a batch or an array.
+    """
+    if isinstance(document, list):
+        return document, None
+    if isinstance(document, dict):
+        if isinstance(document.get("batch"), list):
+            return document["batch"], document.get("sent_at")
+        if "event" in document:
+            return [document], None
+    raise ApiError(400, "invalid_body", "expected an event, {'batch': [events]} or an array of events")
+
+
+async def capture(request: Request, body: BodyDep, intake: IntakeDep, settings: SettingsDep) -> JSONResponse:
+    """Accept PostHog events; ``200 {"status": 1}`` once they are durable in bronze.
+
+    An event that cannot be stored is listed in ``rejected`` by index and the others are stored;
+    a request whose every event is rejected is 400 ``invalid_batch``. 401: no or unknown token.
+    """
+    document = posthog_document(body, request, settings.max_body_bytes)
+    events, sent_at = _events(document)
+    result = await intake.ingest(
+        request,
+        document,
+        events,
+        POSTHOG_FORMAT,
+        lambda event, ctx, _budget: [event_row(event, ctx, sent_at)],
+        write_key=token_of(document),
+    )
+    if not result.accepted and result.rejected:
+        raise ApiError(400, "invalid_batch", {"message": "every event was rejected", "rejected": result.rejected})
+    return JSONResponse(
+        {"status": 1, "accepted": result.accepted, "rejected": result.rejected, "bronze_version": result.bronze_version}
+    )
+
+
+async def configuration(request: Request, body: BodyDep, intake: IntakeDep, settings: SettingsDep) -> JSONResponse:
+    """Answer posthog-js's start-up call: no feature flags, no recording, the compressions we read.
+
+    Raises:
+        ApiError: 401 no or unknown token.
+    """
+    document = posthog_document(body, request, settings.max_body_bytes) if body.strip() else {}
+    token = token_of(document) or request.query_params.get("token")
+    authenticate(intake.registry, request, document, token)
+    return JSONResponse(
+        {
+            "flags": {},
+            "featureFlags": {},
+            "featureFlagPayloads": {},
+            "errorsWhileComputingFlags": False,
+            "config": {"enable_collect_everything": True},
+            "supportedCompression": ["gzip", "gzip-js", "lz64"],
+            "sessionRecording": False,
+            "autocapture_opt_out": False,
+            "capturePerformance": False,
+            "autocaptureExceptions": False,
+            "heatmaps": False,
+            "surveys": False,
+            "siteApps": [],
+            "toolbarParams": {},
+            "isAuthenticated": False,
+        }
+    )
+
+
+for _base in CAPTURE_PATHS:
+    for _path in (_base, _base.rstrip("/")):
+        router.add_api_route(_path, capture, methods=["POST"], include_in_schema=False)
+for _base in CONFIG_PATHS:
+    for _path in (_base, _base.rstrip("/")):
+        router.add_api_route(_path, configuration, methods=["POST", "GET"], include_in_schema=False)
