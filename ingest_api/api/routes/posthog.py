@@ -61,7 +61,7 @@ def posthog_document(body: bytes, request: Request, limit: int) -> Any:
         compression = (form.get("compression") or [compression])[0].strip().lower()
         text = form["data"][0].strip().replace(" ", "+")  # a '+' the client left unescaped reads as a space
     else:
-        text = body.decode("utf-8", errors="replace").strip()
+        text = body.decode("utf-8", errors="replace").strip().lstrip("\ufeff")  # a byte order mark: RFC 8259 §8.1
     if compression == "lz64":
         try:
             text = decompress_from_base64(text, limit)
