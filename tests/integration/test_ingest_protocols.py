@@ -228,7 +228,7 @@ def test_metrics_and_readiness(api: ApiServer) -> None:
     api.post("/v1/events", json=[{"uuid": "m1", "timestamp": 0, "user": "u"}, {"uuid": 5}])
     httpx.post(f"{api.url}/v1/events", json={"uuid": "m2", "timestamp": 0})  # no key: 401
     # Refusals before any route runs are answers too: counted under their route, never the raw path.
-    assert api.post("/batch/", json={"batch": []}).status_code == 404
+    assert api.post("/v2/events", json={}).status_code == 404
     assert api.post("/no/such/path-1234", json={}).status_code == 404
     assert httpx.get(f"{api.url}/v1/events").status_code == 405
     assert api.post("/v1/events", content=b"x", headers={"Content-Encoding": "br"}).status_code == 415

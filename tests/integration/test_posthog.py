@@ -110,7 +110,11 @@ def test_posthog_js_wire_forms_all_land(api: ApiServer, env: Env) -> None:
     paths = ["/e/", "/i/v0/e", "/batch/", "/capture", "/track/"]
     sent: list[str] = []
     for (name, form), path in zip(forms.items(), paths, strict=True):
-        events = [js_event(api.key, "$pageview", "dev-1", **{"$current_url": f"https://shop.example/{name}"})]
+        events = [
+            js_event(
+                api.key, "$pageview", "dev-1", **{"$current_url": f"https://shop.example/{name.replace(' ', '-')}"}
+            )
+        ]
         events.append(
             js_event(api.key, "$autocapture", "dev-1", **{"$event_type": "click", "$elements_chain": "a.buy"})
         )
