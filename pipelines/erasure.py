@@ -203,10 +203,13 @@ class _Source:
     """One table (and tier) erasure reads: its person rows as ``(part, app, user_id, anonymous_id,
     session_id)`` in silver form (``part``: the partition), and then its rows' event ids."""
 
-    def __init__(self, name: str, tier: Lake, table: TableDef, pseudonymizer: Pseudonymizer) -> None:
+    def __init__(
+        self, name: str, tier: Lake, table: TableDef, pseudonymizer: Pseudonymizer, handled: pl.Series | None = None
+    ) -> None:
         self.name, self.tier, self.table, self.pseudonymizer = name, tier, table, pseudonymizer
         self.part = table.partition_by[0]
         self.raw = table is not EVENTS  # bronze rows: identifiers inside the payload
+        self.handled = handled  # event ids an earlier erasure already queued for deletion: not theirs to find
 
     def _frames(self, parts: list[date] | None, needles: list[str] | None = None) -> Iterator[pl.DataFrame]:
         """The table's rows (of ``parts`` only, when given), batch by batch. ``needles``: for bronze
@@ -226,6 +229,8 @@ class _Source:
             for batch in dataset.to_batches(columns=columns, batch_size=200_000):
                 frame = pl.from_arrow(batch)
                 assert isinstance(frame, pl.DataFrame)
+                if self.handled is not None:
+                    frame = frame.filter(~pl.col("event_id").is_in(self.handled))
                 if not self.raw:
                     yield frame
                     continue
@@ -270,8 +275,14 @@ def _identifiers(frame: pl.DataFrame, pseudonymizer: Pseudonymizer) -> pl.DataFr
 
 
 def _sources(lake: Lake, pseudonymizer: Pseudonymizer) -> list[_Source]:
+    """Every table and tier an erasure reads. Bronze's rows already waiting in
+    ``_state/erasure_pending`` are left out: an earlier erasure found them (so erasing the same user
+    again the same day says it was erased before)."""
+    pending = None
+    if lake.version(ERASURE_PENDING) is not None:
+        pending = pl.Series(lake.dataset(ERASURE_PENDING).to_table(columns=["event_id"])["event_id"])
     sources = [
-        _Source(RAW_EVENTS.name, lake, RAW_EVENTS, pseudonymizer),
+        _Source(RAW_EVENTS.name, lake, RAW_EVENTS, pseudonymizer, pending),
         _Source(REJECTED_EVENTS.name, lake, REJECTED_EVENTS, pseudonymizer),
         _Source(EVENTS.name, lake, EVENTS, pseudonymizer),
     ]

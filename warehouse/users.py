@@ -26,6 +26,8 @@ import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable
 
+from warehouse.lake.store import arrow_dataset
+
 #: At most this many bad rows are named in an error (all of them are counted).
 _SHOWN = 5
 _KEY_COLUMNS = ("app", "user_id", "valid_from")
@@ -34,7 +36,7 @@ _RESERVED = ("valid_to", "attribute", "value")
 
 def _read(path: Path) -> pl.DataFrame:
     if path.is_dir():
-        frame = pl.from_arrow(DeltaTable(str(path)).to_pyarrow_table())
+        frame = pl.from_arrow(arrow_dataset(DeltaTable(str(path))).to_table())
         assert isinstance(frame, pl.DataFrame)
         return frame.select(pl.all().cast(pl.String))
     return pl.read_csv(path, infer_schema=False)

@@ -266,6 +266,10 @@ def test_the_cli_erases_in_process_and_says_clearly_when_the_user_is_unknown(
     out = capsys.readouterr().out
     assert "erased the user (app default)" in out and "  raw_events_after_the_day: 5 rows" in out and ALICE not in out
     assert users_of(env) == [pseudonym(env, BOB)] * 3
+    # Regression (a new-user trial): the same request again the same day found her bronze rows of
+    # today, already waiting for the day's end, and "erased" her again (exit 0).
+    assert erase_cli.main(["--user", ALICE, "--app", "default", "--in-process"]) == 1
+    assert "in app default (it was erased before): nothing erased" in capsys.readouterr().err
     erasure.purge_pending(env.lake, tomorrow())  # her bronze rows of today go once the day is over
     assert erase_cli.main(["--user", ALICE, "--in-process"]) == 1
     assert "in any app (it was erased before): nothing erased" in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from tests.conftest import Env
+from tests.conftest import ROOT, Env
 from warehouse.contract.native import explode_payload
 from warehouse.contract.rows import RequestContext
 from warehouse.lake.history import change_stream, commit_rows
@@ -162,3 +164,24 @@ def test_a_feed_from_the_start_reads_the_table_after_compaction_and_vacuum(env: 
     rows = change_stream(env.lake, RAW_EVENTS, -1, latest, columns=["event_id"]).read_all()
     assert sorted(rows["event_id"].to_pylist()) == sorted(bronze("v0", "v1", "v2")["event_id"].to_pylist())
     assert set(rows["_commit_version"].to_pylist()) == {latest}
+
+
+def test_a_process_that_read_a_table_exits_cleanly(tmp_path: Path) -> None:
+    """Regression: a short process that read a Delta table through the lake and exited aborted about
+    once in two ("terminate called without an active exception", exit 134: ``eventlake-erase`` for an
+    unknown user, found by a new-user trial): delta-rs's Python-implemented filesystem left pyarrow's
+    threaded scan running past the read. Local tables are read through pyarrow's own filesystem."""
+    lake = Lake(str(tmp_path / "lake"))
+    lake.append(RAW_EVENTS, bronze("a", "b"))
+    script = (
+        "import sys\n"
+        "from warehouse.lake.store import Lake\n"
+        "from warehouse.lake.tables import RAW_EVENTS\n"
+        f"rows = Lake({str(tmp_path / 'lake')!r}).dataset(RAW_EVENTS).to_table()\n"
+        "sys.exit(0 if rows.num_rows else 3)\n"
+    )
+    codes = [
+        subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, timeout=120).returncode
+        for _ in range(10)
+    ]
+    assert codes == [0] * 10

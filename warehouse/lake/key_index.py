@@ -44,7 +44,7 @@ from deltalake.exceptions import DeltaError
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
 from warehouse.lake.history import change_stream, commit_rows
-from warehouse.lake.store import Lake
+from warehouse.lake.store import Lake, arrow_dataset
 from warehouse.lake.tables import TableDef
 
 log = logging.getLogger(__name__)
@@ -257,12 +257,12 @@ class KeyIndex:
         dt = self.lake.open(self.table, version=hot.version)
         if dt is None:
             raise DeltaError(f"{self.table.name} v{hot.version} disappeared during the rebuild")
-        sources = [dt.to_pyarrow_dataset()]
+        sources = [arrow_dataset(dt)]
         if cold is not None and self.lake.cold is not None:
             cold_dt = self.lake.cold.open(self.table, version=cold.version)
             if cold_dt is None:
                 raise DeltaError(f"cold {self.table.name} v{cold.version} disappeared during the rebuild")
-            sources.append(cold_dt.to_pyarrow_dataset())
+            sources.append(arrow_dataset(cold_dt))
         rows = 0
         for source in sources:  # a key both tiers hold (a move in flight) is the same row: put twice
             for record_batch in source.to_batches(columns=[self.key, self.value]):

@@ -468,7 +468,7 @@ class Lake:
             dt = self._current(table)
             if dt is None:
                 return pads.dataset(table.schema.empty_table())
-            return dt.to_pyarrow_dataset(file_pruning_predicate=list(files) or None)
+            return arrow_dataset(dt, files)
 
     def watermark(self, consumer: str, upstream: str) -> int:
         """Last upstream version ``consumer`` fully processed, or -1 when it never ran."""
@@ -541,6 +541,24 @@ def snapshot(uri: str, version: int, storage_options: tuple[tuple[str, str], ...
     return DeltaTable(uri, version=version, storage_options=dict(storage_options) or None)
 
 
+def arrow_dataset(dt: DeltaTable, files: FileFilter = ()) -> pads.Dataset:
+    """``dt`` as a pyarrow dataset of the files ``files`` chooses (delta-rs tuple filters, ANDed).
+
+    A local table is read through pyarrow's own local filesystem: through delta-rs's default, a
+    Python-implemented filesystem, a threaded scan left I/O tasks running after it returned, and a
+    process that exited then aborted ("terminate called without an active exception", exit 134: 11
+    of 12 short runs of ``DeltaTable.to_pyarrow_dataset().to_table()`` on deltalake 1.6 and pyarrow
+    26). Other stores keep delta-rs's filesystem, which carries their storage options.
+    """
+    uri = dt.table_uri
+    local = uri.startswith("file://") or "://" not in uri
+    filesystem = None
+    if local:
+        root = uri.removeprefix("file://").rstrip("/") or "/"
+        filesystem = pafs.SubTreeFileSystem(root, pafs.LocalFileSystem())
+    return dt.to_pyarrow_dataset(filesystem=filesystem, file_pruning_predicate=list(files) or None)
+
+
 @lru_cache(maxsize=32)
 def _frozen_dataset(
     uri: str, version: int, storage_options: tuple[tuple[str, str], ...], files: FileFilter = ()
@@ -550,7 +568,7 @@ def _frozen_dataset(
     Raises:
         TableNotFoundError: there is no table at ``uri``.
     """
-    return snapshot(uri, version, storage_options).to_pyarrow_dataset(file_pruning_predicate=list(files) or None)
+    return arrow_dataset(snapshot(uri, version, storage_options), files)
 
 
 def tier_union(
@@ -626,20 +644,18 @@ def _union(
         hot_keys = hot.to_table(columns=[key], filter=in_day)[key]
         if len(hot_keys) == 0:  # none of the day's hot files is chosen (``files`` on statistics)
             continue
-        cold_day = cold_dt.to_pyarrow_dataset(file_pruning_predicate=[(column, "=", str(day))])
+        cold_day = arrow_dataset(cold_dt, ((column, "=", str(day)),))
         keys = cold_day.to_table(columns=[key], filter=in_day & pads.field(key).isin(hot_keys))[key]
         if len(keys):
             copied[day] = keys
     if not copied:
-        cold = cold_dt.to_pyarrow_dataset(file_pruning_predicate=list(files) or None)
+        cold = arrow_dataset(cold_dt, files)
         return pads.dataset([hot, cold])
     # A move in flight: those partitions' cold rows without the keys hot still holds, in memory.
     others = [*files, (column, "not in", [str(day) for day in copied])]
-    parts = [hot, cold_dt.to_pyarrow_dataset(file_pruning_predicate=others)]
+    parts = [hot, arrow_dataset(cold_dt, tuple(others))]
     for day, keys in copied.items():
-        rows = cold_dt.to_pyarrow_dataset(file_pruning_predicate=[(column, "=", str(day))]).to_table(
-            filter=~pads.field(key).isin(keys)
-        )
+        rows = arrow_dataset(cold_dt, ((column, "=", str(day)),)).to_table(filter=~pads.field(key).isin(keys))
         parts.append(pads.dataset(rows))
     return pads.dataset(parts)
 

@@ -30,7 +30,7 @@ from deltalake import DeltaTable, WriterProperties
 
 from warehouse.lake.history import LIFECYCLE_KEY, commit_summaries
 from warehouse.lake.maintenance import AutoCompactor, TableState, set_table_properties, table_properties, table_state
-from warehouse.lake.store import Lake
+from warehouse.lake.store import Lake, arrow_dataset
 from warehouse.lake.tables import TableDef
 
 log = logging.getLogger(__name__)
@@ -289,7 +289,7 @@ def _added_rows(lake: Lake, table: TableDef, column: str, value: str, version: i
     if after is None:
         return table.schema.empty_table()
     added = _files_of(after, column, value) - (set() if before is None else _files_of(before, column, value))
-    dataset = after.to_pyarrow_dataset(file_pruning_predicate=[(column, "=", value)])
+    dataset = arrow_dataset(after, ((column, "=", value),))
     fragments = [fragment for fragment in dataset.get_fragments() if fragment.path in added]
     return pads.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem).to_table()
 
