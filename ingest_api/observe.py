@@ -23,7 +23,14 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest_api import metrics
+from warehouse.contract.posthog import POSTHOG_FORMAT
+from warehouse.contract.rows import NATIVE_FORMAT
+from warehouse.contract.segment import SEGMENT_FORMAT
+from warehouse.contract.snowplow import SNOWPLOW_FORMAT
 from warehouse.sources import WRITE_KEY_PREFIX
+
+#: Wire formats, as their routers tag their routes.
+FORMATS = frozenset({NATIVE_FORMAT, SEGMENT_FORMAT, POSTHOG_FORMAT, SNOWPLOW_FORMAT})
 
 #: The route label of a request no route matched.
 UNMATCHED = "(unmatched)"
@@ -87,8 +94,12 @@ class IngestObserver:
     def _record(self, scope: Scope, ingest: dict[str, Any], status: int, body_bytes: int, seconds: float) -> None:
         """Count the answer and log it (unless it is a quiet route's success)."""
         source = ingest.get("source", "unknown")
-        fmt = ingest.get("format", "unknown")
-        route = getattr(scope.get("route"), "path", None) or UNMATCHED  # set by the router on a (partial) match
+        matched = scope.get("route")  # set by the router on a (partial) match
+        route = getattr(matched, "path", None) or UNMATCHED
+        # A refusal before the route ran (body too large, wrong method) has the format of its router's tag.
+        fmt = ingest.get("format") or next(
+            (tag for tag in getattr(matched, "tags", None) or [] if tag in FORMATS), "unknown"
+        )
         metrics.REQUESTS.labels(route, source, fmt, str(status)).inc()
         if route in QUIET_ROUTES and status < 300:
             return

@@ -150,11 +150,18 @@ def test_posthog_refusals_are_clear_and_store_nothing(api: ApiServer, env: Env) 
     for request, status, error in cases:
         response = httpx.post(f"{api.url}/e/", **request)  # type: ignore[arg-type]
         assert (response.status_code, response.json()["error"]) == (status, error), response.text
+    # `curl -d '{…}'` labels JSON as a form body: it is read as JSON.
+    as_curl = httpx.post(
+        f"{api.url}/e/",
+        content=orjson.dumps({"api_key": api.key, "batch": [event]}),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert as_curl.status_code == 200 and as_curl.json()["accepted"] == 1
     # A decompression bomb: a few kilobytes of lz64 that would inflate past max_body_bytes.
     bomb = [{**event, "properties": {**event["properties"], "pad": "A" * 600_000}}]  # type: ignore[dict-item]
     response = httpx.post(f"{api.url}/batch/", content=lz64(bomb), params={"compression": "lz64"})
     assert (response.status_code, response.json()["error"]) == (413, "payload_too_large")
-    assert bronze(env).height == 0
+    assert bronze(env).height == 1  # the curl-style event only
 
 
 def test_decide_and_flags_answer_an_empty_configuration(api: ApiServer) -> None:

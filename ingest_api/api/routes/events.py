@@ -14,7 +14,7 @@ from ingest_api.models import NativeAccepted, NativeBody, NativeError, answers, 
 from warehouse.contract.native import explode_payload, native_event_count
 from warehouse.contract.rows import NATIVE_FORMAT
 
-router = APIRouter()
+router = APIRouter(tags=[NATIVE_FORMAT])
 
 
 @router.post(

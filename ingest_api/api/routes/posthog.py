@@ -9,6 +9,7 @@ Bodies, as PostHog's capture service reads them: JSON (one event, ``{"batch": [.
 of events), gzip (``Content-Encoding``, ``?compression=gzip``/``gzip-js`` or the magic bytes:
 ``ingest_api.api.deps``), lz-string base64 (``?compression=lz64``), a form body whose ``data`` field
 holds the JSON (plain, base64 or lz64; ``compression`` may be a form field too), or base64 text.
+JSON sent with a form content type (``curl -d``) is read as JSON.
 Every decoding is bounded by ``max_body_bytes`` (bombs are refused with 413). Success is ``200
 {"status": 1}`` (what posthog-python and posthog-js check), extended with ``accepted``,
 ``rejected`` and ``bronze_version``; errors are the native ``{"error", "detail"}`` (posthog-python
@@ -32,7 +33,7 @@ from ingest_api.errors import ApiError
 from ingest_api.lzstring import Lz64Error, Lz64TooLarge, decompress_from_base64
 from warehouse.contract.posthog import POSTHOG_FORMAT, event_row, token_of
 
-router = APIRouter(tags=["posthog"])
+router = APIRouter(tags=[POSTHOG_FORMAT])
 
 #: The capture paths of PostHog's SDKs and API (``/i/v0/e/``: the current one).
 CAPTURE_PATHS = ("/batch/", "/capture/", "/e/", "/i/v0/e/", "/track/")
@@ -54,7 +55,8 @@ def posthog_document(body: bytes, request: Request, limit: int) -> Any:
     """
     compression = request.query_params.get("compression", "").strip().lower()
     content_type = request.headers.get("content-type", "").lower()
-    if content_type.startswith(_FORM) or body.startswith(b"data="):
+    json_text = body.lstrip()[:1] in (b"{", b"[")  # `curl -d '{…}'` labels JSON as a form
+    if (content_type.startswith(_FORM) and not json_text) or body.startswith(b"data="):
         form = parse_qs(body.decode("latin-1"), keep_blank_values=True)
         if not form.get("data"):
             raise ApiError(400, "invalid_body", "a form body needs its events in a 'data' field")

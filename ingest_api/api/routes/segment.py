@@ -22,7 +22,7 @@ from ingest_api.intake import IngestResult
 from ingest_api.models import SegmentAccepted, SegmentBatch, SegmentError, answers, request_body, segment_message
 from warehouse.contract.segment import MESSAGE_TYPES, SEGMENT_FORMAT, SHORT_PATHS, MessageType, message_row
 
-router = APIRouter(tags=["segment"])
+router = APIRouter(tags=[SEGMENT_FORMAT])
 
 
 def _answer(result: IngestResult, single: bool) -> JSONResponse:

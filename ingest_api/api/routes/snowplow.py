@@ -32,7 +32,7 @@ from warehouse.contract.rows import RequestContext
 from warehouse.contract.snowplow import PIXEL_PATH, SNOWPLOW_FORMAT, TP2_PATH, tracker_event_row
 from warehouse.settings import Settings, SourceConfig
 
-router = APIRouter(tags=["snowplow"])
+router = APIRouter(tags=[SNOWPLOW_FORMAT])
 
 #: A transparent 1×1 GIF, the pixel's answer.
 PIXEL_GIF = (
