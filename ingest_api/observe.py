@@ -36,7 +36,7 @@ FORMATS = frozenset({NATIVE_FORMAT, SEGMENT_FORMAT, POSTHOG_FORMAT, SNOWPLOW_FOR
 UNMATCHED = "(unmatched)"
 
 #: A write key inside a path no route knows (a tracker endpoint set up with its key, then mistyped).
-_KEY_LIKE = re.compile(re.escape(WRITE_KEY_PREFIX) + r"[A-Za-z0-9_-]+")
+_KEY_LIKE = re.compile(re.escape(WRITE_KEY_PREFIX) + r"[^/]*")  # the whole path segment, whatever it holds
 
 #: Routes whose successful answers are not logged (only counted).
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})

@@ -132,9 +132,10 @@ def test_posthog_js_wire_forms_all_land(api: ApiServer, env: Env) -> None:
 
 def test_posthog_refusals_are_clear_and_store_nothing(api: ApiServer, env: Env) -> None:
     event = js_event(api.key, "$pageview", "d")
+    unsigned = {**event, "properties": {"distinct_id": "d"}}
     cases = [
-        ({"content": orjson.dumps([{**event, "properties": {"distinct_id": "d"}}])}, 401, "missing_write_key"),
-        ({"content": orjson.dumps({"api_key": "wrong", "batch": [event]})}, 401, "invalid_write_key"),
+        ({"content": orjson.dumps([unsigned])}, 401, "missing_write_key"),
+        ({"content": orjson.dumps({"api_key": "wrong", "batch": [unsigned]})}, 401, "invalid_write_key"),
         (
             {
                 "content": "data=%21%21%21&compression=lz64",

@@ -114,13 +114,15 @@ def test_the_pixel_answers_a_gif_and_takes_only_allowed_apps_without_a_key(
         assert answer.status_code == 200 and answer.headers["content-type"] == "image/gif"
         assert answer.content.startswith(b"GIF89a")
         assert httpx.get(url, params={**page, "eid": str(uuid.uuid4()), "aid": "other"}).status_code == 403
-        keyed = httpx.get(
-            f"{server.url}/{server.key}{PIXEL_PATH}", params={**page, "eid": str(uuid.uuid4()), "aid": "x"}
+        keyed = httpx.get(  # with a NUL in its user agent: repaired, as in bodies
+            f"{server.url}/{server.key}{PIXEL_PATH}",
+            params={**page, "eid": str(uuid.uuid4()), "aid": "x", "ua": "a\x00b"},
         )
         assert keyed.status_code == 200  # with its key, any app id
         assert httpx.get(url, params={**page, "eid": "e", "pad": "x" * 9000}).status_code == 400  # query too large
         statuses = [httpx.get(url, params={**page, "eid": str(uuid.uuid4())}).status_code for _ in range(3)]
         assert statuses == [200, 200, 429]  # 3 a minute from one IP, the first one counted
+        assert "a\ufffdb" in pl.read_delta(env.lake.uri(RAW_EVENTS))["user_agent"].to_list()
         materialize_all(env)
         rows = silver(env)
         assert rows.height == 4 and set(rows["source"]) == {"local"}

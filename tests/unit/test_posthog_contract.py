@@ -191,3 +191,28 @@ def test_the_token_is_found_where_each_sdk_puts_it() -> None:
     assert token_of({"event": "x", "token": "k3"}) == "k3"
     assert token_of({"batch": [{"event": "x", "properties": {"token": "k4"}}]}) == "k4"
     assert token_of({"event": "x"}) is None
+
+
+def test_breaker_findings_token_resend_ids_and_form_bodies() -> None:
+    """Regressions from breaking the routes: the token of a later event counts and two tokens are
+    refused; a resend with another sent_at keeps a uuid-less event's id; a form's plain JSON keeps
+    its spaces and UTF-8; lz64 is bounded in UTF-8 bytes, not UTF-16 units."""
+    assert token_of([{"event": "bad_first"}, {"event": "ok", "properties": {"token": "k"}}]) == "k"
+    with pytest.raises(StructuralError, match="2 different project tokens"):
+        token_of([{"event": "a", "properties": {"token": "k"}}, {"event": "b", "properties": {"token": "other"}}])
+    event = {"event": "retry", "distinct_id": "u9", "timestamp": "2026-12-06T01:00:00Z"}
+    first = event_row(event, CTX, batch_sent_at="2026-12-06T01:00:05Z")
+    again = event_row(dict(event), CTX, batch_sent_at="2026-12-06T01:00:35Z")
+    assert first["event_id"] == again["event_id"]
+    assert event_row({**event, "offset": 5}, CTX)["event_id"] == event_row({**event, "offset": 9}, CTX)["event_id"]
+
+    from ingest_api.api.routes.posthog import posthog_document
+    from ingest_api.errors import ApiError
+
+    form = "data=" + '{"event": "sign up", "distinct_id": "u", "properties": {"city": "São Paulo"}}'
+    document = posthog_document(form.encode(), "", "application/x-www-form-urlencoded", 10_000)
+    assert document["event"] == "sign up" and document["properties"]["city"] == "São Paulo"
+    wide = compress(orjson.dumps([{"event": "x", "distinct_id": "u", "p": "中" * 4000}]).decode())
+    with pytest.raises(ApiError) as info:  # 4,000 UTF-16 units, 12,000 UTF-8 bytes
+        posthog_document(wide.encode(), "lz64", "text/plain", 10_000)
+    assert info.value.status_code == 413

@@ -248,3 +248,11 @@ def test_a_source_added_while_running_is_picked_up_without_restart(tmp_path: Pat
     key = add_source(path, "late")
     source = registry.authenticate(key)
     assert source is not None and source.name == "late"
+
+
+def test_numbers_out_of_range_are_not_json_even_with_bad_characters() -> None:
+    """Regression: orjson refuses 1e400, but a body that also held a lone surrogate went to the
+    lenient parser, which read it as infinity and stored null."""
+    with pytest.raises(ApiError) as info:
+        parse_document(b'{"a": "\\ud800", "n": 1e400}')
+    assert info.value.status_code == 400

@@ -121,3 +121,16 @@ def test_events_that_cannot_be_stored_name_their_field(event: dict[str, object],
     with pytest.raises(StructuralError) as info:
         tracker_event_row(event, CTX)
     assert info.value.field == field
+
+
+def test_breaker_findings_bad_characters_are_repaired_and_booleans_refused() -> None:
+    """Regressions from breaking the routes: a lone surrogate or a NUL inside ue_px/cx is repaired
+    (U+FFFD) as in bodies, not a rejected event; a boolean is not text."""
+    inner = '{"schema": "iglu:com.acme/ev/jsonschema/1-0-0", "data": {"t": "cut \\ud83d", "n": "a\\u0000b"}}'
+    encoded = base64.urlsafe_b64encode(('{"schema": "iglu:u", "data": ' + inner + "}").encode()).decode()
+    row, fields = read({"e": "ue", "ue_px": encoded})
+    assert fields.properties["t"] == "cut \ufffd" and fields.properties["n"] == "a\ufffdb"  # type: ignore[attr-defined]
+    assert "\\u0000" not in row["payload"]
+    with pytest.raises(StructuralError) as info:
+        tracker_event_row({"eid": EID, "e": "pv", "aid": True}, CTX)
+    assert info.value.field == "aid"

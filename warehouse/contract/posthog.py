@@ -35,7 +35,8 @@ or ``$device_id``, so identity stitching links them. ``$session_id`` is the sess
 
 ``uuid`` → ``event_id`` (the UUID itself, canonical, else ``uuid5(EVENT_ID_NAMESPACE,
 "posthog/<uuid>")``), so an SDK's retry keeps its id; an event without ``uuid`` gets
-``uuid5(EVENT_ID_NAMESPACE, "posthog-content/<its JSON>")``: a retry of it is the same text.
+``uuid5(EVENT_ID_NAMESPACE, "posthog-content/<its JSON>")`` without ``sent_at``, ``offset`` and the
+token, which a resend changes.
 Time, as PostHog's ingestion computes it (``parseEventTimestamp``): ``timestamp`` corrected by
 ``sent_at`` (the event's, else the batch's) when both are there; ``timestamp`` alone; else
 ``received_at - offset`` (ms, posthog-js); else the receive time. The project token
@@ -119,15 +120,21 @@ _CONTENT_PROPERTIES = frozenset(
 )
 
 
+#: What an SDK changes when it sends an event again: left out of a content-derived event id.
+_SEND_KEYS = frozenset({"sent_at", "offset", *TOKEN_KEYS})
+
+
 def posthog_event_id(event: dict[str, Any]) -> str:
-    """``event_id`` of a PostHog event (module docstring): from its ``uuid``, else its content."""
+    """``event_id`` of a PostHog event (module docstring): from its ``uuid``, else its content
+    without what a resend changes (``sent_at``, ``offset``, the token)."""
     value = event.get("uuid")
     if isinstance(value, str) and value.strip():
         try:
             return str(uuid.UUID(value))
         except ValueError:
             return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"posthog/{value}"))
-    digest = hashlib.sha256(dumps(event).encode()).hexdigest()
+    content = {key: item for key, item in event.items() if key not in _SEND_KEYS}
+    digest = hashlib.sha256(dumps(content).encode()).hexdigest()
     return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"posthog-content/{digest}"))
 
 
@@ -157,26 +164,35 @@ def distinct_id_of(event: dict[str, Any]) -> str | None:
 
 
 def token_of(document: Any) -> str | None:
-    """The project token a PostHog body carries: ``api_key``/``token`` of the body (an object), else
-    of its first event (``batch`` item, array item, or the body itself) or that event's
-    ``properties``; ``None`` when there is none."""
-    candidates: list[Any] = []
+    """The project token a PostHog body carries: ``api_key``/``token`` of the body (an object), of
+    its events (``batch`` items, array items, or the body itself) or of their ``properties``;
+    ``None`` when there is none.
+
+    Raises:
+        StructuralError: the body carries two different tokens (``field="api_key"``): PostHog's
+            capture refuses a batch of several projects too.
+    """
+    holders: list[Any] = []
+    events: list[Any] = []
     if isinstance(document, dict):
-        candidates.append(document)
-        batch = document.get("batch")
-        if isinstance(batch, list) and batch:
-            candidates.append(batch[0])
-    elif isinstance(document, list) and document:
-        candidates.append(document[0])
-    for candidate in candidates:
-        if not isinstance(candidate, dict):
-            continue
-        properties = candidate.get("properties")
-        for holder in (candidate, properties if isinstance(properties, dict) else {}):
-            for key in TOKEN_KEYS:
-                if isinstance(holder.get(key), str) and holder[key].strip():
-                    return str(holder[key]).strip()
-    return None
+        holders.append(document)
+        events = document["batch"] if isinstance(document.get("batch"), list) else [document]
+    elif isinstance(document, list):
+        events = document
+    for event in events:
+        if isinstance(event, dict):
+            holders.append(event)
+            if isinstance(event.get("properties"), dict):
+                holders.append(event["properties"])
+    found = {
+        str(holder[key]).strip()
+        for holder in holders
+        for key in TOKEN_KEYS
+        if isinstance(holder.get(key), str) and holder[key].strip()
+    }
+    if len(found) > 1:
+        raise StructuralError(f"the body carries {len(found)} different project tokens", "api_key")
+    return found.pop() if found else None
 
 
 def _event_time(event: dict[str, Any], batch_sent_at: Any, ctx: RequestContext) -> EventTime:

@@ -45,8 +45,6 @@ import binascii
 import uuid
 from typing import Any
 
-import orjson
-
 from warehouse.contract.errors import StructuralError
 from warehouse.contract.rows import (
     DEFAULT_APP,
@@ -60,6 +58,7 @@ from warehouse.contract.rows import (
     str_or_none,
 )
 from warehouse.contract.segment import event_name
+from warehouse.contract.text import loads_lenient
 from warehouse.contract.time import resolve_event_time
 
 SNOWPLOW_FORMAT = "snowplow"
@@ -123,8 +122,8 @@ def _decoded_json(event: dict[str, Any], plain: str, encoded: str) -> Any:
     else:
         return None
     try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
+        return loads_lenient(text)
+    except ValueError as exc:  # orjson.JSONDecodeError included
         raise StructuralError(f"{field} is not JSON", field) from exc
 
 
@@ -195,7 +194,11 @@ def tracker_event_row(event: Any, ctx: RequestContext) -> dict[str, Any]:
     if contexts is not None:
         stored["co"] = contexts
     for key, value in stored.items():
-        if key not in ("ue_pr", "co") and value is not None and not isinstance(value, str | int | float):
+        if (
+            key not in ("ue_pr", "co")
+            and value is not None
+            and (isinstance(value, bool) or not isinstance(value, str | int | float))
+        ):
             raise StructuralError(f"{key} must be text", key)
     if event.get("ttm") is not None:
         time = resolve_event_time(event["ttm"], None, ctx.received_at)

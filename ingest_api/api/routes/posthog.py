@@ -18,6 +18,7 @@ reports ``detail``). Mapping of fields: ``warehouse.contract.posthog``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from typing import Any
@@ -31,6 +32,7 @@ from ingest_api.auth import authenticate
 from ingest_api.decoding import parse_document
 from ingest_api.errors import ApiError
 from ingest_api.lzstring import Lz64Error, Lz64TooLarge, decompress_from_base64
+from warehouse.contract.errors import StructuralError
 from warehouse.contract.posthog import POSTHOG_FORMAT, event_row, token_of
 
 router = APIRouter(tags=[POSTHOG_FORMAT])
@@ -45,39 +47,65 @@ POSTHOG_PATHS = frozenset(path for base in (*CAPTURE_PATHS, *CONFIG_PATHS) for p
 _FORM = "application/x-www-form-urlencoded"
 
 
-def posthog_document(body: bytes, request: Request, limit: int) -> Any:
+def posthog_document(body: bytes, compression: str, content_type: str, limit: int) -> Any:
     """The JSON document a PostHog request carries (module docstring), decoded within ``limit`` bytes.
+
+    ``compression``: the request's ``?compression=``; ``content_type``: its Content-Type header.
+    CPU-bound (lz64 is decoded in Python): the routes call it in a worker thread.
 
     Raises:
         ApiError: 400 ``invalid_body`` (a form without ``data``, text that is neither JSON nor
             base64), ``invalid_lz64`` or ``invalid_json``; 413 ``payload_too_large`` when lz64
-            inflates past ``limit``.
+            inflates past ``limit`` bytes (of UTF-8).
     """
-    compression = request.query_params.get("compression", "").strip().lower()
-    content_type = request.headers.get("content-type", "").lower()
+    compression = compression.strip().lower()
     json_text = body.lstrip()[:1] in (b"{", b"[")  # `curl -d '{…}'` labels JSON as a form
-    if (content_type.startswith(_FORM) and not json_text) or body.startswith(b"data="):
-        form = parse_qs(body.decode("latin-1"), keep_blank_values=True)
+    if (content_type.lower().startswith(_FORM) and not json_text) or body.startswith(b"data="):
+        form = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
         if not form.get("data"):
             raise ApiError(400, "invalid_body", "a form body needs its events in a 'data' field")
         compression = (form.get("compression") or [compression])[0].strip().lower()
-        text = form["data"][0].strip().replace(" ", "+")  # a '+' the client left unescaped reads as a space
+        text = form["data"][0].strip()
     else:
         text = body.decode("utf-8", errors="replace").strip().lstrip("\ufeff")  # a byte order mark: RFC 8259 §8.1
+    encoded = text[:1] not in ("{", "[", "")
+    if encoded:  # base64 and lz64 hold no space: one is a '+' the client left unescaped in a form
+        text = text.replace(" ", "+")
+    too_large = ApiError(
+        413, "payload_too_large", {"limit": "max_body_bytes", "limit_bytes": limit, "decompressed": True}
+    )
     if compression == "lz64":
         try:
             text = decompress_from_base64(text, limit)
         except Lz64TooLarge as exc:
-            detail = {"limit": "max_body_bytes", "limit_bytes": limit, "decompressed": True}
-            raise ApiError(413, "payload_too_large", detail) from exc
+            raise too_large from exc
         except Lz64Error as exc:
             raise ApiError(400, "invalid_lz64", str(exc)) from exc
-    elif text[:1] not in ("{", "[", ""):
+        data = text.encode()
+        if len(data) > limit:  # the decoder counts UTF-16 units; UTF-8 takes up to 3 bytes for one
+            raise too_large
+        return parse_document(data)
+    if encoded:
         try:  # base64 of the JSON (posthog-js's legacy encoding): it shrinks, the body limit holds
             return parse_document(base64.b64decode(text, validate=True))
         except (binascii.Error, ValueError) as exc:
             raise ApiError(400, "invalid_body", "the body is neither JSON nor base64 of JSON") from exc
     return parse_document(text.encode())
+
+
+async def _document(request: Request, body: bytes, limit: int) -> Any:
+    """:func:`posthog_document` of the request, off the event loop."""
+    compression = request.query_params.get("compression", "")
+    content_type = request.headers.get("content-type", "")
+    return await asyncio.to_thread(posthog_document, body, compression, content_type, limit)
+
+
+def _token(document: Any) -> str | None:
+    """:func:`warehouse.contract.posthog.token_of`, refusals as 400 ``multiple_tokens``."""
+    try:
+        return token_of(document)
+    except StructuralError as exc:
+        raise ApiError(400, "multiple_tokens", exc.message) from exc
 
 
 def _events(document: Any) -> tuple[list[Any], Any]:
@@ -102,7 +130,7 @@ async def capture(request: Request, body: BodyDep, intake: IntakeDep, settings: 
     An event that cannot be stored is listed in ``rejected`` by index and the others are stored;
     a request whose every event is rejected is 400 ``invalid_batch``. 401: no or unknown token.
     """
-    document = posthog_document(body, request, settings.max_body_bytes)
+    document = await _document(request, body, settings.max_body_bytes)
     events, sent_at = _events(document)
     result = await intake.ingest(
         request,
@@ -110,7 +138,7 @@ async def capture(request: Request, body: BodyDep, intake: IntakeDep, settings: 
         events,
         POSTHOG_FORMAT,
         lambda event, ctx, _budget: [event_row(event, ctx, sent_at)],
-        write_key=token_of(document),
+        write_key=_token(document),
     )
     if not result.accepted and result.rejected:
         raise ApiError(400, "invalid_batch", {"message": "every event was rejected", "rejected": result.rejected})
@@ -125,8 +153,8 @@ async def configuration(request: Request, body: BodyDep, intake: IntakeDep, sett
     Raises:
         ApiError: 401 no or unknown token.
     """
-    document = posthog_document(body, request, settings.max_body_bytes) if body.strip() else {}
-    token = token_of(document) or request.query_params.get("token")
+    document = await _document(request, body, settings.max_body_bytes) if body.strip() else {}
+    token = _token(document) or request.query_params.get("token")
     authenticate(intake.registry, request, document, token)
     return JSONResponse(
         {

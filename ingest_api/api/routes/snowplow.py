@@ -30,6 +30,7 @@ from ingest_api.errors import ApiError
 from ingest_api.intake import IngestResult, Intake
 from warehouse.contract.rows import RequestContext
 from warehouse.contract.snowplow import PIXEL_PATH, SNOWPLOW_FORMAT, TP2_PATH, tracker_event_row
+from warehouse.contract.text import repair
 from warehouse.settings import Settings, SourceConfig
 
 router = APIRouter(tags=[SNOWPLOW_FORMAT])
@@ -75,7 +76,7 @@ async def _pixel(request: Request, intake: Intake, settings: Settings, key: str 
     query = request.scope.get("query_string", b"")
     if len(query) > MAX_PIXEL_QUERY_BYTES:
         raise ApiError(400, "query_too_large", {"limit_bytes": MAX_PIXEL_QUERY_BYTES, "received": len(query)})
-    event: dict[str, Any] = dict(request.query_params)
+    event: dict[str, Any] = repair(dict(request.query_params))  # NUL and lone surrogates, as in bodies
     source = None
     if key is None and not request.headers.get("x-write-key"):
         source = _pixel_source(request, intake, settings, event.get("aid"))
