@@ -61,6 +61,7 @@ from warehouse.contract.rows import (
     check_event_size,
     dumps,
     json_text_or_none,
+    nonblank_str,
     str_or_none,
 )
 from warehouse.contract.segment import event_name
@@ -247,8 +248,8 @@ def event_row(event: Any, ctx: RequestContext, batch_sent_at: Any = None) -> dic
         app=_app(properties),
         ctx=ctx,
         time=time,
-        user_agent=_text(properties.get("$raw_user_agent")) or ctx.user_agent,
-        ip=_text(properties.get("$ip")) or ctx.ip,
+        user_agent=nonblank_str(properties.get("$raw_user_agent")) or ctx.user_agent,
+        ip=nonblank_str(properties.get("$ip")) or ctx.ip,
         payload=text,
     )
 
@@ -259,12 +260,8 @@ def _properties(event: dict[str, Any]) -> dict[str, Any]:
     return properties if isinstance(properties, dict) else {}
 
 
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value.strip() else None
-
-
 def _app(properties: dict[str, Any]) -> str:
-    return _text(properties.get("$app_name")) or _text(properties.get("$host")) or DEFAULT_APP
+    return nonblank_str(properties.get("$app_name")) or nonblank_str(properties.get("$host")) or DEFAULT_APP
 
 
 def _identity(event: dict[str, Any], properties: dict[str, Any]) -> tuple[str | None, str | None]:

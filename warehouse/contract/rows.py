@@ -156,6 +156,11 @@ def str_or_none(value: Any) -> str | None:
     return None
 
 
+def nonblank_str(value: Any) -> str | None:
+    """``value`` when it is a string with something besides whitespace, else ``None``."""
+    return value if isinstance(value, str) and value.strip() else None
+
+
 def json_text_or_none(value: Any) -> str | None:
     """A string as is, ``None`` as ``None``, anything else as its JSON text (keys sorted, so the
     same object always reads the same)."""

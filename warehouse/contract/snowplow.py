@@ -55,6 +55,7 @@ from warehouse.contract.rows import (
     check_event_size,
     dumps,
     json_text_or_none,
+    nonblank_str,
     str_or_none,
 )
 from warehouse.contract.segment import event_name
@@ -211,17 +212,13 @@ def tracker_event_row(event: Any, ctx: RequestContext) -> dict[str, Any]:
     return bronze_row(
         event_id=snowplow_event_id(eid.strip()),
         event_type=event_type,
-        app=_text(event.get("aid")) or DEFAULT_APP,
+        app=nonblank_str(event.get("aid")) or DEFAULT_APP,
         ctx=ctx,
         time=time,
-        user_agent=_text(event.get("ua")) or ctx.user_agent,
-        ip=_text(event.get("ip")) or ctx.ip,
+        user_agent=nonblank_str(event.get("ua")) or ctx.user_agent,
+        ip=nonblank_str(event.get("ip")) or ctx.ip,
         payload=text,
     )
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value.strip() else None
 
 
 def _number(value: Any) -> float | None:
@@ -263,7 +260,7 @@ def _self_describing(unstructured: Any) -> dict[str, Any]:
     key = _schema_key(inner.get("schema"))
     if key == "com.snowplowanalytics.snowplow/link_click":
         classes: list[Any] = data["elementClasses"] if isinstance(data.get("elementClasses"), list) else []
-        element_id = _text(data.get("elementId"))
+        element_id = nonblank_str(data.get("elementId"))
         found["selector"] = "a" + (f"#{element_id}" if element_id else "") + "".join(f".{c}" for c in classes)
         found["href"] = data.get("targetUrl")
     elif key == "com.snowplowanalytics.snowplow/application_error":
