@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -27,6 +28,15 @@ class SourceConfig(BaseModel):
     write_key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     rate_limit: str | None = None
 
+
+
+@functools.cache
+def _duckdb_time_zones() -> frozenset[str]:
+    """Time zone names DuckDB's ICU knows. A private connection: DuckDB's module-level default
+    connection is shared by every thread, and a second thread using it at the same time made
+    ``fetchall()`` return no rows (settings built in two threads failed with IndexError)."""
+    with duckdb.connect() as con:
+        return frozenset(name for (name,) in con.execute("select name from pg_timezone_names()").fetchall())
 
 class Settings(BaseSettings):
     """Configuration read from ``EVENTLAKE_*`` environment variables, with local defaults.
@@ -357,8 +367,7 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown IANA time zone {name!r} (e.g. 'UTC', 'Europe/Berlin')") from exc
         # zoneinfo also reads file names DuckDB's ICU does not know (posixrules, right/UTC…).
-        known = duckdb.execute("select count(*) from pg_timezone_names() where name = $name", {"name": name}).fetchall()
-        if known[0][0] == 0:
+        if name not in _duckdb_time_zones():
             raise ValueError(f"time zone {name!r} is not one DuckDB knows (use an IANA name such as 'Europe/Berlin')")
         return name
 

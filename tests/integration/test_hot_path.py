@@ -78,13 +78,15 @@ def stop_reason(result: dg.ExecuteInProcessResult) -> str:
 
 def test_one_run_carries_each_new_micro_batch_to_gold_then_stops_when_bronze_is_idle(env: Env) -> None:
     instance = dg.DagsterInstance.ephemeral()
-    append_bronze(env, "a", 3)
+    first = append_bronze(env, "a", 3)
     late: list[int] = []
 
     def post_after_first_batch() -> None:
+        # Watches the lake, not the instance: the ephemeral instance's in-memory SQLite is not safe to read
+        # from a second thread while the run writes to it ("database table is locked: runs").
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if any(run.status == dg.DagsterRunStatus.SUCCESS for run in micro_batches(instance)):
+            if env.lake.watermark(EVENTS.name, RAW_EVENTS.name) == first:
                 late.append(append_bronze(env, "b", 2))
                 return
             time.sleep(0.1)

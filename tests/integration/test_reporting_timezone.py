@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
@@ -125,3 +126,13 @@ def test_zones_duckdb_cannot_use_are_refused_at_start_up(name: str) -> None:
     # Regression (hostile review): zoneinfo accepted posixrules, then every refresh failed in DuckDB.
     with pytest.raises(ValueError, match="time zone"):
         Settings(reporting_timezone=name)
+
+
+def test_settings_are_built_safely_in_many_threads_at_once() -> None:
+    # Regression (CI): the zone check used DuckDB's shared default connection; a second thread
+    # building settings at the same time got no rows back and failed with IndexError.
+    def build(_: int) -> str:
+        return Settings(reporting_timezone="Europe/Berlin").reporting_timezone
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert set(pool.map(build, range(400))) == {"Europe/Berlin"}
