@@ -29,7 +29,6 @@ class SourceConfig(BaseModel):
     rate_limit: str | None = None
 
 
-
 @functools.cache
 def _duckdb_time_zones() -> frozenset[str]:
     """Time zone names DuckDB's ICU knows. A private connection: DuckDB's module-level default
@@ -37,6 +36,7 @@ def _duckdb_time_zones() -> frozenset[str]:
     ``fetchall()`` return no rows (settings built in two threads failed with IndexError)."""
     with duckdb.connect() as con:
         return frozenset(name for (name,) in con.execute("select name from pg_timezone_names()").fetchall())
+
 
 class Settings(BaseSettings):
     """Configuration read from ``EVENTLAKE_*`` environment variables, with local defaults.
