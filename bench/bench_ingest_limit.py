@@ -171,6 +171,7 @@ class LoadSpec:
     duration: float
     server_pgid: int  # uvicorn's process group: its workers hold the accepted sockets
     workers: int
+    rate: float = 0.0  # open loop: requests/s this process starts on a fixed schedule (0: closed loop)
 
 
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -254,39 +255,71 @@ async def _client_main(spec: LoadSpec, ready: Any, start: Any) -> ClientResult:
     ready.put(os.getpid())
     await asyncio.get_running_loop().run_in_executor(None, start.wait)
 
-    async def worker(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
-        nonlocal next_index
+    async def send(conn: Connection, request: bytes, since: float) -> Connection:
+        """One request on ``conn``; its latency counts from ``since``. The connection to use next."""
         reader, writer = conn
-        # every body once, then round again until the duration is over
+        try:
+            writer.write(request)
+            status, body, keep_alive = await _read_response(reader)
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            result.statuses[0] += 1
+            if len(result.error_samples) < 5:
+                result.error_samples.append(f"transport: {exc!r}")
+            writer.close()
+            return await connect()
+        result.latencies.append(time.perf_counter() - since)
+        result.statuses[status] += 1
+        if 200 <= status < 300:
+            result.accepted += int(orjson.loads(body).get("accepted", 0))
+        elif len(result.error_samples) < 5:
+            result.error_samples.append(f"{status}: {body[:300].decode(errors='replace')}")
+        if not keep_alive:
+            writer.close()
+            return await connect()
+        return conn
+
+    async def closed_loop(conn: Connection) -> None:
+        """Send the next body as soon as the previous answer arrived: every body once, then round
+        again until the duration is over."""
+        nonlocal next_index
         while next_index < len(requests) or time.monotonic() < deadline:
             request = requests[next_index % len(requests)]
             next_index += 1
-            sent = time.perf_counter()
-            try:
-                writer.write(request)
-                status, body, keep_alive = await _read_response(reader)
-            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-                result.statuses[0] += 1
-                if len(result.error_samples) < 5:
-                    result.error_samples.append(f"transport: {exc!r}")
-                writer.close()
-                reader, writer = await connect()
-                continue
-            result.latencies.append(time.perf_counter() - sent)
-            result.statuses[status] += 1
-            if 200 <= status < 300:
-                result.accepted += int(orjson.loads(body).get("accepted", 0))
-            elif len(result.error_samples) < 5:
-                result.error_samples.append(f"{status}: {body[:300].decode(errors='replace')}")
-            if not keep_alive:
-                writer.close()
-                reader, writer = await connect()
-        writer.close()
+            conn = await send(conn, request, time.perf_counter())
+        conn[1].close()
+
+    async def open_loop() -> None:
+        """Start request k at ``k / rate`` s for the duration, whatever the answers do. Its latency
+        counts from that planned start, so waiting for a free connection counts too (no coordinated
+        omission: a slow server cannot slow the client down and hide its queue)."""
+        idle: asyncio.Queue[Connection] = asyncio.Queue()
+        for conn in connections:
+            idle.put_nowait(conn)
+        in_flight: set[asyncio.Task[None]] = set()
+
+        async def one(request: bytes, planned: float) -> None:
+            conn = await idle.get()
+            idle.put_nowait(await send(conn, request, planned))
+
+        began, k = time.perf_counter(), 0
+        while time.monotonic() < deadline:
+            planned = began + k / spec.rate
+            await asyncio.sleep(max(0.0, planned - time.perf_counter()))
+            task = asyncio.create_task(one(requests[k % len(requests)], planned))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+            k += 1
+        await asyncio.gather(*in_flight)
+        while not idle.empty():
+            idle.get_nowait()[1].close()
 
     cpu = os.times()
     result.started = time.monotonic()
     deadline = result.started + spec.duration
-    await asyncio.gather(*(worker(conn) for conn in connections))
+    if spec.rate:
+        await open_loop()
+    else:
+        await asyncio.gather(*(closed_loop(conn) for conn in connections))
     result.ended = time.monotonic()
     after = os.times()
     result.cpu_s = (after.user - cpu.user) + (after.system - cpu.system)
@@ -420,7 +453,15 @@ def load(server: Server, route: str, bodies: list[bytes], args: argparse.Namespa
         share = bodies[p::procs]
         concurrency = clients // procs + (1 if p < clients % procs else 0)
         spec = LoadSpec(
-            server.port, path, server.key, share, max(1, concurrency), args.duration, server.proc.pid, server.workers
+            server.port,
+            path,
+            server.key,
+            share,
+            max(1, concurrency),
+            args.duration,
+            server.proc.pid,
+            server.workers,
+            args.rate / args.batch / procs,
         )
         children.append(ctx.Process(target=_client_process, args=(spec, ready, start, out), daemon=True))
     for child in children:
@@ -515,7 +556,8 @@ def run_eventlake(workers: int, route: str, bodies: list[bytes], args: argparse.
     """Measure the real API on ``route`` with a fresh data folder, then check bronze against the answers."""
     with tempfile.TemporaryDirectory() as tmp:
         env = Env(Path(tmp))
-        api = start_api(env, {"EVENTLAKE_RATE_LIMIT": "10000000/second"}, workers=workers)
+        overrides = {"EVENTLAKE_RATE_LIMIT": "10000000/second", "EVENTLAKE_FLUSH_INTERVAL_MS": str(args.flush_ms)}
+        api = start_api(env, overrides, workers=workers)
         server = Server(api.url, int(api.url.rsplit(":", 1)[1]), api.proc, api.log, workers, api.key)
         try:
             warm = warm_up(server, route, args.batch, 2 * workers)
@@ -559,13 +601,21 @@ def report_log(run: Run, log: Path) -> None:
 
 def print_table(runs: list[Run], args: argparse.Namespace) -> None:
     """One row per run; 'x noop' is events/s over the no-op server's on the same route and worker count."""
-    print(
-        f"{args.events} pre-built events (sent at least once, and again for at least {args.duration:.0f} s per run), "
-        f"{args.batch} events per request, {args.clients} requests in flight from {args.procs} client processes"
-    )
+    if args.rate:
+        print(
+            f"open loop: {args.rate:.0f} events/s sent on a fixed schedule for {args.duration:.0f} s, {args.batch} "
+            f"events per request, over at most {args.clients} connections from {args.procs} client processes; "
+            "latency from each request's planned start"
+        )
+    else:
+        print(
+            f"{args.events} pre-built events (sent at least once, and again for at least {args.duration:.0f} s per "
+            f"run), {args.batch} events per request, {args.clients} requests in flight from {args.procs} client "
+            "processes"
+        )
     print(
         f"{os.cpu_count()} cores shared by the client processes and the server; "
-        f"flush interval {os.environ.get('EVENTLAKE_FLUSH_INTERVAL_MS', '50')} ms; rate limit lifted"
+        f"flush interval {args.flush_ms} ms; rate limit lifted"
     )
     print(
         "srv/cli/other = cores used (CPU s per s of run) by the server's processes, the client processes and "
@@ -606,6 +656,14 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="least seconds per run (bodies are re-sent)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="uvicorn worker counts")
     parser.add_argument("--routes", nargs="+", choices=sorted(ROUTES), default=["native", "segment"])
+    parser.add_argument("--flush-ms", type=int, default=50, help="EVENTLAKE_FLUSH_INTERVAL_MS of the real API")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="open loop: events/s to send on a fixed schedule for --duration s, over at most --clients connections "
+        "(latency counted from each request's planned start); 0 (default): closed loop",
+    )
     args = parser.parse_args()
 
     n_requests = max(1, args.events // args.batch)

@@ -16,10 +16,9 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ingest_api.models import NativeError, SegmentError
+from ingest_api.models import JsonAnswer, NativeError, SegmentError
 from warehouse.contract.segment import SEGMENT_PATHS
 from warehouse.contract.snowplow import SNOWPLOW_ROUTES
 
@@ -56,22 +55,22 @@ def _status(request: Request, status: int) -> int:
     return status
 
 
-async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+async def _api_error(request: Request, exc: Exception) -> JsonAnswer:
     assert isinstance(exc, StarletteHTTPException)
     error = exc.error if isinstance(exc, ApiError) else _STATUS_CODES.get(exc.status_code, "http_error")
-    return JSONResponse(
+    return JsonAnswer(
         error_body(request, error, exc.detail), status_code=_status(request, exc.status_code), headers=exc.headers
     )
 
 
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JsonAnswer:
     assert isinstance(exc, RequestValidationError)
-    return JSONResponse(error_body(request, "invalid_request", exc.errors()), status_code=422)
+    return JsonAnswer(error_body(request, "invalid_request", exc.errors()), status_code=422)
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+async def _unexpected_error(request: Request, exc: Exception) -> JsonAnswer:
     log.error("unhandled error", exc_info=exc)
-    return JSONResponse(error_body(request, "internal_error", "unexpected server error; nothing was acknowledged"), 500)
+    return JsonAnswer(error_body(request, "internal_error", "unexpected server error; nothing was acknowledged"), 500)
 
 
 _STATUS_CODES = {404: "not_found", 405: "method_not_allowed"}

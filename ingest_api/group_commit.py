@@ -1,10 +1,13 @@
 """Durable group commit: many requests, one Delta append per micro-batch.
 
 Requests hand their rows to :class:`GroupCommitWriter` and wait; a background flusher
-commits everything buffered every ``interval_ms`` or as soon as ``max_rows`` are waiting,
-then wakes each request with the bronze version that holds its rows. A request is only
-acknowledged after that commit, and a failed commit fails every request in the micro-batch
-(nothing of it is acknowledged).
+commits everything buffered, starting a commit at most once every ``interval_ms`` (the next one
+starts ``interval_ms`` after the previous one started, or when it ends if it took longer), then
+wakes each request with the bronze version that holds its rows. So a worker makes at most
+``1000 / interval_ms`` commits a second whatever the load: more load makes larger commits, not more
+of them (the Delta log, its checkpoints and every reader of it grow with commits, not rows). A
+request is only acknowledged after that commit, and a failed commit fails every request in the
+micro-batch (nothing of it is acknowledged).
 
 The buffer is bounded: rows waiting plus rows being committed may not pass ``max_buffer_rows``
 events or ``max_buffer_bytes`` bytes of payload JSON. A request that does not fit is refused at
@@ -23,13 +26,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
-
 # delta-rs's writer imports pyarrow.dataset (and with it pandas, ~1 s) on its first commit: imported
 # with this module, at the worker's start, so the first requests do not wait for it.
 import pyarrow.dataset  # noqa: F401
 
 from ingest_api import metrics
+from warehouse.contract.rows import bronze_table
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import RAW_EVENTS
 
@@ -56,8 +58,8 @@ class GroupCommitWriter:
 
     Args:
         lake: the lake holding ``raw_events``.
-        interval_ms: longest time a row waits in the buffer (ms).
-        max_rows: commit early once this many rows are buffered.
+        interval_ms: least time between the starts of two commits (ms); a row waits in the buffer at
+            most this long, plus the commit before it when that one takes longer.
         max_buffer_rows: most rows buffered or being committed (back-pressure bound).
         max_buffer_bytes: most bytes of row payload JSON buffered or being committed.
     """
@@ -66,17 +68,14 @@ class GroupCommitWriter:
         self,
         lake: Lake,
         interval_ms: int,
-        max_rows: int,
         max_buffer_rows: int = 200_000,
         max_buffer_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         self.lake = lake
         self._interval_s = interval_ms / 1000
-        self._max_rows = max_rows
         self._max_buffer_rows = max_buffer_rows
         self._max_buffer_bytes = max_buffer_bytes
         self._pending: list[_Pending] = []
-        self._buffered_rows = 0
         self._held_rows = 0  # buffered + being committed
         self._held_bytes = 0
         self._wake = asyncio.Event()
@@ -134,23 +133,28 @@ class GroupCommitWriter:
             )
         pending = _Pending(rows, size)
         self._pending.append(pending)
-        self._buffered_rows += len(rows)
         self._hold(len(rows), size)
-        if self._buffered_rows >= self._max_rows:
-            self._wake.set()
         return await pending.done
 
     def _hold(self, rows: int, size: int) -> None:
         self._held_rows += rows
         self._held_bytes += size
+
+    def _report_buffer(self) -> None:
+        """The buffer gauges, set once per micro-batch (at its flush and its answer), not per request:
+        in multiprocess mode each set is a write to a shared file."""
         metrics.BUFFER_EVENTS.set(self._held_rows)
         metrics.BUFFER_BYTES.set(self._held_bytes)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         while True:
-            with contextlib.suppress(TimeoutError):  # the interval elapsed: flush what is there
-                await asyncio.wait_for(self._wake.wait(), timeout=self._interval_s)
-            self._wake.clear()
+            wait = started + self._interval_s - loop.time()
+            if wait > 0 and not self._closing:
+                with contextlib.suppress(TimeoutError):  # the interval elapsed: commit what is there
+                    await asyncio.wait_for(self._wake.wait(), timeout=wait)  # woken early only to stop
+            started = loop.time()  # a tick: a commit of what is there, or nothing to commit
             if self._pending:
                 await self._flush()
             if self._closing and not self._pending:
@@ -158,12 +162,11 @@ class GroupCommitWriter:
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending, []
-        self._buffered_rows = 0
+        self._report_buffer()
         rows = [row for pending in batch for row in pending.rows]
         started = time.perf_counter()
         try:
-            table = pa.Table.from_pylist(rows, schema=RAW_EVENTS.schema)
-            version = await asyncio.to_thread(self.lake.append, RAW_EVENTS, table, self._commit_metadata)
+            version = await asyncio.to_thread(self._write, rows)
         except Exception as exc:  # every failure must reach the waiting requests as a 503
             log.exception("group commit of %d rows from %d requests failed", len(rows), len(batch))
             metrics.COMMIT_FAILURES.inc()
@@ -174,8 +177,15 @@ class GroupCommitWriter:
         log.debug("committed %d rows from %d requests as bronze v%d", len(rows), len(batch), version)
         self._resolve(batch, version=version)
 
+    def _write(self, rows: list[dict[str, Any]]) -> int:
+        """One Delta append of ``rows``, in a worker thread. The Arrow table is built here, once per
+        micro-batch (per request, Arrow's fixed cost of ~50 µs a call would come back), not on the
+        event loop: requests go on being answered between the GIL's switches."""
+        return self.lake.append(RAW_EVENTS, bronze_table(rows), self._commit_metadata)
+
     def _resolve(self, batch: list[_Pending], version: int = -1, error: Exception | None = None) -> None:
         self._hold(-sum(len(p.rows) for p in batch), -sum(p.size for p in batch))
+        self._report_buffer()
         for pending in batch:
             if pending.done.done():  # the client may have gone away meanwhile
                 continue

@@ -32,6 +32,10 @@ RowBuilder = Callable[[Any, RequestContext, int], list[dict[str, Any]]]
 #: How many events one item will become, counted cheaply before any row is built.
 EventCounter = Callable[[Any], int]
 
+#: A request of more events than this builds its rows in a thread: at ~8 µs an event, fewer take
+#: under 10 ms of the event loop, less than the thread hand-off costs other requests.
+INLINE_BUILD_EVENTS = 1_000
+
 
 @dataclass
 class IngestResult:
@@ -114,7 +118,8 @@ class Intake:
         request.state.ingest = state
         source = source or authenticate(self.registry, request, document, write_key)
         state["source"] = source.name
-        self.limiter.check(source, self._event_count(items, count))
+        events = self._event_count(items, count)
+        self.limiter.check(source, events)
 
         ctx = RequestContext(
             received_at=received_at,
@@ -124,9 +129,13 @@ class Intake:
             source_format=source_format,
             max_event_bytes=self.settings.max_event_bytes,
         )
-        rows, rejected, size = await asyncio.to_thread(self._build_rows, items, ctx, build)
+        if events > INLINE_BUILD_EVENTS:  # long enough to hold the event loop up: built in a thread
+            rows, rejected, size = await asyncio.to_thread(self._build_rows, items, ctx, build)
+        else:  # a thread hand-off costs more than building a few rows
+            rows, rejected, size = self._build_rows(items, ctx, build)
         state["rejected"] = len(rejected)
-        metrics.EVENTS.labels(source.name, source_format, "rejected").inc(len(rejected))
+        if rejected:
+            metrics.EVENTS.labels(source.name, source_format, "rejected").inc(len(rejected))
         if not rows and rejected and all(r["reason"] == "event_too_large" for r in rejected):
             raise ApiError(
                 413,

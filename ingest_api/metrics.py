@@ -9,6 +9,7 @@ shows the one worker that answered.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -50,6 +51,20 @@ BUFFER_EVENTS = Gauge("eventlake_buffer_events", "Events buffered or being commi
 BUFFER_BYTES = Gauge(
     "eventlake_buffer_bytes", "Bytes of event JSON buffered or being committed.", multiprocess_mode="livesum"
 )
+
+
+def count_request(route: str, source: str, fmt: str, status: int) -> None:
+    """Count one answer in :data:`REQUESTS`. The labelled child is looked up once per label set
+    (``labels()`` costs a lock and a tuple each call, once per request)."""
+    key = (route, source, fmt, status)
+    child = _REQUEST_CHILDREN.get(key)
+    if child is None:
+        child = _REQUEST_CHILDREN[key] = REQUESTS.labels(route, source, fmt, str(status))
+    child.inc()
+
+
+#: Bounded by the routes × sources × formats × statuses the API has (the route is a template).
+_REQUEST_CHILDREN: dict[tuple[str, str, str, int], Any] = {}
 
 
 def render() -> tuple[bytes, str]:

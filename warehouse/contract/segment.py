@@ -35,13 +35,13 @@ from warehouse.contract.errors import StructuralError
 from warehouse.contract.rows import (
     CREDENTIAL_KEYS,
     DEFAULT_APP,
-    EVENT_ID_NAMESPACE,
     EventFields,
     RequestContext,
     bronze_row,
     check_event_size,
     dumps,
     json_text_or_none,
+    name_id,
     optional_str,
     str_or_none,
 )
@@ -90,7 +90,7 @@ def segment_event_id(message_id: str) -> str:
     try:
         return str(uuid.UUID(message_id))
     except ValueError:
-        return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"segment/{message_id}"))
+        return name_id(f"segment/{message_id}")
 
 
 def _object(message: dict[str, Any], key: str) -> dict[str, Any]:

@@ -48,13 +48,13 @@ from typing import Any
 from warehouse.contract.errors import StructuralError
 from warehouse.contract.rows import (
     DEFAULT_APP,
-    EVENT_ID_NAMESPACE,
     EventFields,
     RequestContext,
     bronze_row,
     check_event_size,
     dumps,
     json_text_or_none,
+    name_id,
     nonblank_str,
     str_or_none,
 )
@@ -133,7 +133,7 @@ def snowplow_event_id(eid: str) -> str:
     try:
         return str(uuid.UUID(eid))
     except ValueError:
-        return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"snowplow/{eid}"))
+        return name_id(f"snowplow/{eid}")
 
 
 def _schema_key(uri: Any) -> str | None:

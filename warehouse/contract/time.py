@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from warehouse.contract.errors import StructuralError
 
@@ -42,9 +41,11 @@ _LARGEST_EPOCH = 10**18  # far past any valid epoch ms (year 2100 is ~4.1e12)
 _EPOCH_TEXT = re.compile(r"[+-]?[0-9]{1,19}(\.[0-9]{1,9})?")
 
 
-@dataclass(frozen=True)
-class EventTime:
+class EventTime(NamedTuple):
     """When an event happened, after clock-skew correction (all datetimes aware UTC, µs).
+
+    A named tuple, not a frozen dataclass: one is built per ingested event, where a frozen
+    dataclass's ``__init__`` costs twice as much.
 
     ``original`` is the client's timestamp exactly as sent (text, or the number's repr);
     ``sent_at`` the client's clock at send time, if sent.
@@ -74,7 +75,7 @@ def parse_client_timestamp(value: Any, field: str = "timestamp") -> tuple[dateti
     if isinstance(value, str) and _EPOCH_TEXT.fullmatch(value.strip()):
         text = value.strip()
         value = float(text) if "." in text else int(text)
-    if isinstance(value, int | float):
+    if isinstance(value, (int, float)):  # a tuple: the union is built at each call
         if isinstance(value, int) and abs(value) > _LARGEST_EPOCH:  # also: ints too big for a float
             raise StructuralError(f"{field} is out of range", field, BAD_TIMESTAMP)
         if not math.isfinite(value):

@@ -6,6 +6,7 @@ are ``date32`` (a calendar day in UTC).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -54,9 +55,9 @@ class TableDef:
             properties["delta.dataSkippingStatsColumns"] = ",".join(self.stats_columns)
         return properties
 
-    @property
+    @functools.cached_property
     def schema(self) -> pa.Schema:
-        """The Arrow schema, columns in declaration order."""
+        """The Arrow schema, columns in declaration order (built once: ~5 µs, read per request)."""
         return pa.schema([pa.field(name, dtype) for name, (dtype, _) in self.columns.items()])
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
-from ingest_api.api.deps import BodyDep, IntakeDep
+from ingest_api.api.deps import intake_of, read_body
 from ingest_api.decoding import parse_document
 from ingest_api.errors import ApiError
-from ingest_api.models import NativeAccepted, NativeBody, NativeError, answers, request_body
+from ingest_api.models import JsonAnswer, NativeAccepted, NativeBody, NativeError, answers, request_body
 from warehouse.contract.native import explode_payload, native_event_count
 from warehouse.contract.rows import NATIVE_FORMAT
 
@@ -23,7 +22,7 @@ router = APIRouter(tags=[NATIVE_FORMAT])
     openapi_extra=request_body(NativeBody),
     responses=answers(202, NativeAccepted, NativeError),
 )
-async def post_events(request: Request, body: BodyDep, intake: IntakeDep) -> JSONResponse:
+async def post_events(request: Request) -> JsonAnswer:
     """Accept one native payload or an array of them; answer once they are durable in bronze.
 
     Responses:
@@ -38,6 +37,8 @@ async def post_events(request: Request, body: BodyDep, intake: IntakeDep) -> JSO
             over ``max_event_bytes``. 429 rate limited. 503 buffer full or commit failed: nothing
             of this request is acknowledged.
     """
+    body = await read_body(request)
+    intake = intake_of(request)
     document = parse_document(body)
     if isinstance(document, dict):
         payloads: list[Any] = [document]
@@ -58,4 +59,4 @@ async def post_events(request: Request, body: BodyDep, intake: IntakeDep) -> JSO
         "rejected": result.rejected,
         "bronze_version": result.bronze_version,
     }
-    return JSONResponse(answer, status_code=202)
+    return JsonAnswer(answer, status_code=202)

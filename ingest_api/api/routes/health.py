@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from ingest_api import metrics
 from ingest_api.intake import Intake
-from ingest_api.models import Readiness
+from ingest_api.models import JsonAnswer, Readiness
 from warehouse.lake.tables import RAW_EVENTS
 
 router = APIRouter(tags=["operations"])
@@ -28,7 +28,7 @@ async def healthz() -> dict[str, str]:
         503: {"model": Readiness, "description": "Cannot commit now; the body says why."},
     },
 )
-async def readyz(request: Request) -> JSONResponse:
+async def readyz(request: Request) -> JsonAnswer:
     """200 ``{"status": "ready"}`` when this worker can commit events now, else 503 with the reason.
 
     Ready means: the group-commit writer runs, its buffer has room, and bronze can be opened
@@ -43,11 +43,11 @@ async def readyz(request: Request) -> JSONResponse:
         await asyncio.wait_for(asyncio.to_thread(intake.writer.lake.probe, RAW_EVENTS), timeout=5)
     except Exception as exc:  # any storage error means "cannot commit"
         return _not_ready(f"storage: {exc}"[:500])
-    return JSONResponse(Readiness(status="ready"))
+    return JsonAnswer(Readiness(status="ready"))
 
 
-def _not_ready(reason: str) -> JSONResponse:
-    return JSONResponse(Readiness(status="not_ready", reason=reason), status_code=503)
+def _not_ready(reason: str) -> JsonAnswer:
+    return JsonAnswer(Readiness(status="not_ready", reason=reason), status_code=503)
 
 
 @router.get("/metrics", response_class=Response)

@@ -25,13 +25,13 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
-from ingest_api.api.deps import BodyDep, IntakeDep, SettingsDep
+from ingest_api.api.deps import intake_of, read_body, settings_of
 from ingest_api.auth import authenticate
 from ingest_api.decoding import parse_document
 from ingest_api.errors import ApiError
 from ingest_api.lzstring import Lz64Error, Lz64TooLarge, decompress_from_base64
+from ingest_api.models import JsonAnswer
 from warehouse.contract.errors import StructuralError
 from warehouse.contract.posthog import POSTHOG_FORMAT, event_row, token_of
 
@@ -124,12 +124,15 @@ def _events(document: Any) -> tuple[list[Any], Any]:
     raise ApiError(400, "invalid_body", "expected an event, {'batch': [events]} or an array of events")
 
 
-async def capture(request: Request, body: BodyDep, intake: IntakeDep, settings: SettingsDep) -> JSONResponse:
+async def capture(request: Request) -> JsonAnswer:
     """Accept PostHog events; ``200 {"status": 1}`` once they are durable in bronze.
 
     An event that cannot be stored is listed in ``rejected`` by index and the others are stored;
     a request whose every event is rejected is 400 ``invalid_batch``. 401: no or unknown token.
     """
+    body = await read_body(request)
+    intake = intake_of(request)
+    settings = settings_of(request)
     document = await _document(request, body, settings.max_body_bytes)
     events, sent_at = _events(document)
     result = await intake.ingest(
@@ -142,21 +145,24 @@ async def capture(request: Request, body: BodyDep, intake: IntakeDep, settings: 
     )
     if not result.accepted and result.rejected:
         raise ApiError(400, "invalid_batch", {"message": "every event was rejected", "rejected": result.rejected})
-    return JSONResponse(
+    return JsonAnswer(
         {"status": 1, "accepted": result.accepted, "rejected": result.rejected, "bronze_version": result.bronze_version}
     )
 
 
-async def configuration(request: Request, body: BodyDep, intake: IntakeDep, settings: SettingsDep) -> JSONResponse:
+async def configuration(request: Request) -> JsonAnswer:
     """Answer posthog-js's start-up call: no feature flags, no recording, the compressions we read.
 
     Raises:
         ApiError: 401 no or unknown token.
     """
+    body = await read_body(request)
+    intake = intake_of(request)
+    settings = settings_of(request)
     document = await _document(request, body, settings.max_body_bytes) if body.strip() else {}
     token = _token(document) or request.query_params.get("token")
     authenticate(intake.registry, request, document, token)
-    return JSONResponse(
+    return JsonAnswer(
         {
             "flags": {},
             "featureFlags": {},

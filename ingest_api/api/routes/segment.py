@@ -13,19 +13,26 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
-from ingest_api.api.deps import BodyDep, IntakeDep
+from ingest_api.api.deps import intake_of, read_body
 from ingest_api.decoding import parse_document
 from ingest_api.errors import ApiError
 from ingest_api.intake import IngestResult
-from ingest_api.models import SegmentAccepted, SegmentBatch, SegmentError, answers, request_body, segment_message
+from ingest_api.models import (
+    JsonAnswer,
+    SegmentAccepted,
+    SegmentBatch,
+    SegmentError,
+    answers,
+    request_body,
+    segment_message,
+)
 from warehouse.contract.segment import MESSAGE_TYPES, SEGMENT_FORMAT, SHORT_PATHS, MessageType, message_row
 
 router = APIRouter(tags=[SEGMENT_FORMAT])
 
 
-def _answer(result: IngestResult, single: bool) -> JSONResponse:
+def _answer(result: IngestResult, single: bool) -> JsonAnswer:
     if not result.accepted and result.rejected:
         first = result.rejected[0]
         code = "invalid_event" if single else "invalid_batch"
@@ -37,7 +44,7 @@ def _answer(result: IngestResult, single: bool) -> JSONResponse:
         "rejected": result.rejected,
         "bronze_version": result.bronze_version,
     }
-    return JSONResponse(answer)
+    return JsonAnswer(answer)
 
 
 @router.post(
@@ -46,12 +53,14 @@ def _answer(result: IngestResult, single: bool) -> JSONResponse:
     responses=answers(200, SegmentAccepted, SegmentError),
 )
 @router.post("/v1/import", include_in_schema=False)
-async def post_batch(request: Request, body: BodyDep, intake: IntakeDep) -> JSONResponse:
+async def post_batch(request: Request) -> JsonAnswer:
     """Accept a Segment batch ``{"batch": [messages], "sentAt"?, "context"?, "writeKey"?}``; 200 once durable.
 
     A message that cannot become an event is listed in ``rejected`` by index and the others
     are stored; a batch whose every message is rejected is 400 ``invalid_batch``.
     """
+    body = await read_body(request)
+    intake = intake_of(request)
     document = parse_document(body)
     if not isinstance(document, dict) or not isinstance(document.get("batch"), list):
         raise ApiError(400, "invalid_body", "expected a JSON object with a 'batch' array of messages")
@@ -66,7 +75,9 @@ async def post_batch(request: Request, body: BodyDep, intake: IntakeDep) -> JSON
 
 
 def _single_route(message_type: MessageType) -> Any:
-    async def post_message(request: Request, body: BodyDep, intake: IntakeDep) -> JSONResponse:
+    async def post_message(request: Request) -> JsonAnswer:
+        body = await read_body(request)
+        intake = intake_of(request)
         document = parse_document(body)
         if not isinstance(document, dict):
             raise ApiError(400, "invalid_body", "expected one JSON object (a Segment message)")

@@ -19,15 +19,16 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from limits import parse
 from limits.storage import MemoryStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 
-from ingest_api.api.deps import BodyDep, IntakeDep, SettingsDep
+from ingest_api.api.deps import intake_of, read_body, settings_of
 from ingest_api.decoding import parse_document
 from ingest_api.errors import ApiError
 from ingest_api.intake import IngestResult, Intake
+from ingest_api.models import JsonAnswer
 from warehouse.contract.rows import RequestContext
 from warehouse.contract.snowplow import PIXEL_PATH, SNOWPLOW_FORMAT, TP2_PATH, tracker_event_row
 from warehouse.contract.text import repair
@@ -46,15 +47,15 @@ MAX_PIXEL_QUERY_BYTES = 8_192
 _pixel_limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
 
 
-def _answer(result: IngestResult) -> JSONResponse:
+def _answer(result: IngestResult) -> JsonAnswer:
     if not result.accepted and result.rejected:
         raise ApiError(400, "invalid_batch", {"message": "every event was rejected", "rejected": result.rejected})
-    return JSONResponse(
+    return JsonAnswer(
         {"accepted": result.accepted, "rejected": result.rejected, "bronze_version": result.bronze_version}
     )
 
 
-async def _tp2(request: Request, body: bytes, intake: Intake, key: str | None) -> JSONResponse:
+async def _tp2(request: Request, body: bytes, intake: Intake, key: str | None) -> JsonAnswer:
     """Accept a ``payload_data`` batch; ``200`` once durable. An event that cannot be stored is listed
     in ``rejected`` by index and the others are stored; all refused is 400 ``invalid_batch``."""
     document = parse_document(body)
@@ -90,23 +91,31 @@ def _build(event: Any, ctx: RequestContext, _budget: int) -> list[dict[str, Any]
     return [tracker_event_row(event, ctx)]
 
 
-async def post_tp2(request: Request, body: BodyDep, intake: IntakeDep) -> JSONResponse:
+async def post_tp2(request: Request) -> JsonAnswer:
     """``POST /com.snowplowanalytics.snowplow/tp2``, the key in a header."""
+    body = await read_body(request)
+    intake = intake_of(request)
     return await _tp2(request, body, intake, None)
 
 
-async def post_tp2_with_key(request: Request, body: BodyDep, intake: IntakeDep, key: str) -> JSONResponse:
+async def post_tp2_with_key(request: Request, key: str) -> JsonAnswer:
     """``POST /<key>/com.snowplowanalytics.snowplow/tp2``."""
+    body = await read_body(request)
+    intake = intake_of(request)
     return await _tp2(request, body, intake, key)
 
 
-async def get_pixel(request: Request, intake: IntakeDep, settings: SettingsDep) -> Response:
+async def get_pixel(request: Request) -> Response:
     """``GET /i``: the key in a header, or an allowed app id."""
+    intake = intake_of(request)
+    settings = settings_of(request)
     return await _pixel(request, intake, settings, None)
 
 
-async def get_pixel_with_key(request: Request, intake: IntakeDep, settings: SettingsDep, key: str) -> Response:
+async def get_pixel_with_key(request: Request, key: str) -> Response:
     """``GET /<key>/i``."""
+    intake = intake_of(request)
+    settings = settings_of(request)
     return await _pixel(request, intake, settings, key)
 
 
