@@ -14,7 +14,11 @@ else
 STACK_DEPS := install superset-venv
 endif
 
-.PHONY: install superset-venv up demo test lint lock clean
+# The trackers' browser bundles (posthog-js, Snowplow's browser tracker) the browser tests load, from npm.
+BROWSER_DIR := tests/browser
+BROWSER_STAMP := $(BROWSER_DIR)/node_modules/.installed-$(shell cat $(BROWSER_DIR)/package-lock.json | cksum | cut -d' ' -f1)
+
+.PHONY: install superset-venv browser-clients up demo test lint lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,13 +42,19 @@ $(SUPERSET_STAMP): dashboards/requirements.txt dashboards/constraints.txt
 
 superset-venv: $(SUPERSET_STAMP)  ## Superset's own venv (it pins SQLAlchemy 1.4 / pandas 2)
 
+$(BROWSER_STAMP): $(BROWSER_DIR)/package.json $(BROWSER_DIR)/package-lock.json
+	npm ci --prefix $(BROWSER_DIR) --ignore-scripts --no-audit --no-fund --loglevel=error
+	@rm -f $(BROWSER_DIR)/node_modules/.installed-* && touch $@
+
+browser-clients: $(BROWSER_STAMP)  ## the trackers' browser bundles for the browser tests (npm ci)
+
 up: $(STACK_DEPS)  ## start API + Dagster, replay the samples, print DAU/MAU, serve until Ctrl-C
 	EVENTLAKE_SUPERSET=$(SUPERSET) $(BIN)/python scripts/stack.py up
 
 demo: $(STACK_DEPS)  ## the same as `up`, then stop (CI's smoke test of the main job)
 	EVENTLAKE_SUPERSET=$(SUPERSET) $(BIN)/python scripts/stack.py demo
 
-test: install superset-venv  ## unit and integration tests (Superset ones included)
+test: install superset-venv browser-clients  ## unit and integration tests (Superset and browser ones included)
 	$(BIN)/pytest
 
 lint: install

@@ -176,3 +176,16 @@ def test_decide_and_flags_answer_an_empty_configuration(api: ApiServer) -> None:
         assert response.status_code == 200, response.text
         assert response.json()["featureFlags"] == {} and response.json()["sessionRecording"] is False
     assert httpx.post(f"{api.url}/flags/?v=2", json={"token": "wrong", "distinct_id": "d"}).status_code == 401
+
+
+def test_the_remote_configuration_posthog_js_loads_at_start_up(api: ApiServer) -> None:
+    # posthog-js 1.449 first loads /array/<token>/config.js as a script, then asks /array/<token>/config.
+    answer = httpx.get(f"{api.url}/array/{api.key}/config")
+    assert answer.status_code == 200 and answer.json()["flags"] == {} and answer.json()["sessionRecording"] is False
+    script = httpx.get(f"{api.url}/array/{api.key}/config.js")
+    assert script.status_code == 200 and script.headers["content-type"].startswith("application/javascript")
+    assignment = script.text.split("window._POSTHOG_REMOTE_CONFIG || {}, ", 1)[1].rsplit(");", 1)[0]
+    assert orjson.loads(assignment)[api.key]["config"]["flags"] == {}
+    for path in ("/array/phc_unknown/config", "/array/phc_unknown/config.js"):
+        refused = httpx.get(f"{api.url}{path}")
+        assert refused.status_code == 401 and refused.json()["error"] == "invalid_write_key"

@@ -1,8 +1,9 @@
 """PostHog-compatible capture: the paths PostHog's SDKs post to, unchanged clients welcome.
 
 Paths (each with and without its trailing slash): ``/batch/``, ``/capture/``, ``/e/``, ``/i/v0/e/``,
-``/track/`` take events; ``/decide/`` and ``/flags/`` (posthog-js asks them at start-up) answer an
-empty, valid configuration: no feature flags, no session recording. The project token
+``/track/`` take events; ``/decide/``, ``/flags/`` and ``/array/<token>/config`` (``.js``: as a script)
+(posthog-js asks them at start-up) answer an empty, valid configuration: no feature flags, no session
+recording. The project token
 (``api_key``/``token``) is the source's write key.
 
 Bodies, as PostHog's capture service reads them: JSON (one event, ``{"batch": [...]}``, or an array
@@ -24,7 +25,9 @@ import binascii
 from typing import Any
 from urllib.parse import parse_qs
 
+import orjson
 from fastapi import APIRouter, Request
+from fastapi.responses import Response
 
 from ingest_api.api.deps import intake_of, read_body, settings_of
 from ingest_api.auth import authenticate
@@ -41,6 +44,8 @@ router = APIRouter(tags=[POSTHOG_FORMAT])
 CAPTURE_PATHS = ("/batch/", "/capture/", "/e/", "/i/v0/e/", "/track/")
 #: The configuration paths posthog-js calls at start-up.
 CONFIG_PATHS = ("/decide/", "/flags/")
+#: posthog-js's remote configuration (``.js``: as a script).
+REMOTE_CONFIG_PATH = "/array/{token}/config"
 #: Every PostHog path, with and without the trailing slash.
 POSTHOG_PATHS = frozenset(path for base in (*CAPTURE_PATHS, *CONFIG_PATHS) for path in (base, base.rstrip("/")))
 
@@ -162,25 +167,52 @@ async def configuration(request: Request) -> JsonAnswer:
     document = await _document(request, body, settings.max_body_bytes) if body.strip() else {}
     token = _token(document) or request.query_params.get("token")
     authenticate(intake.registry, request, document, token)
-    return JsonAnswer(
-        {
-            "flags": {},
-            "featureFlags": {},
-            "featureFlagPayloads": {},
-            "errorsWhileComputingFlags": False,
-            "config": {"enable_collect_everything": True},
-            "supportedCompression": ["gzip", "gzip-js", "lz64"],
-            "sessionRecording": False,
-            "autocapture_opt_out": False,
-            "capturePerformance": False,
-            "autocaptureExceptions": False,
-            "heatmaps": False,
-            "surveys": False,
-            "siteApps": [],
-            "toolbarParams": {},
-            "isAuthenticated": False,
-        }
-    )
+    return JsonAnswer(CONFIGURATION)
+
+
+#: What ``/decide/``, ``/flags/`` and the remote config answer: no feature flags, no recording, no
+#: site apps, the compressions the capture routes read.
+CONFIGURATION: dict[str, Any] = {
+    "flags": {},
+    "featureFlags": {},
+    "featureFlagPayloads": {},
+    "errorsWhileComputingFlags": False,
+    "config": {"enable_collect_everything": True},
+    "supportedCompression": ["gzip", "gzip-js", "lz64"],
+    "sessionRecording": False,
+    "autocapture_opt_out": False,
+    "capturePerformance": False,
+    "autocaptureExceptions": False,
+    "heatmaps": False,
+    "surveys": False,
+    "siteApps": [],
+    "toolbarParams": {},
+    "isAuthenticated": False,
+}
+
+
+async def remote_config(request: Request, token: str) -> JsonAnswer:
+    """``GET /array/<token>/config``: posthog-js's remote configuration (it asks at start-up when
+    the script below did not load), the same empty configuration.
+
+    Raises:
+        ApiError: 401 unknown token.
+    """
+    authenticate(intake_of(request).registry, request, {}, token)
+    return JsonAnswer(CONFIGURATION)
+
+
+async def remote_config_script(request: Request, token: str) -> Response:
+    """``GET /array/<token>/config.js``: the remote configuration as the script posthog-js loads
+    first (it sets ``window._POSTHOG_REMOTE_CONFIG[token]``, as PostHog's own does).
+
+    Raises:
+        ApiError: 401 unknown token.
+    """
+    authenticate(intake_of(request).registry, request, {}, token)
+    entry = orjson.dumps({token: {"config": CONFIGURATION, "siteApps": []}}).decode()
+    script = f"window._POSTHOG_REMOTE_CONFIG = Object.assign(window._POSTHOG_REMOTE_CONFIG || {{}}, {entry});\n"
+    return Response(script, media_type="application/javascript")
 
 
 for _base in CAPTURE_PATHS:
@@ -189,3 +221,5 @@ for _base in CAPTURE_PATHS:
 for _base in CONFIG_PATHS:
     for _path in (_base, _base.rstrip("/")):
         router.add_api_route(_path, configuration, methods=["POST", "GET"], include_in_schema=False)
+router.add_api_route(REMOTE_CONFIG_PATH, remote_config, methods=["GET"], include_in_schema=False)
+router.add_api_route(REMOTE_CONFIG_PATH + ".js", remote_config_script, methods=["GET"], include_in_schema=False)
