@@ -7,7 +7,9 @@ group commit), both with ``start_api``'s uvicorn command, and sends the same pre
 bodies to:
 
 - ``noop /v1/events`` and ``eventlake /v1/events`` (native payloads, ``--batch`` events per request),
-- ``noop /v1/batch`` and ``eventlake /v1/batch`` (Segment track messages, ``--batch`` per request).
+- ``noop /v1/batch`` and ``eventlake /v1/batch`` (Segment track messages, ``--batch`` per request),
+- ``/batch/`` (PostHog events) and ``/com.snowplowanalytics.snowplow/tp2`` (Snowplow structured events), with
+  ``--routes posthog snowplow``.
 
 Each run sends all ``--events`` pre-built events once, then re-sends them until ``--duration``
 seconds have passed, and prints events/s (acknowledged), requests/s, p50/p95/p99 latency,
@@ -30,8 +32,15 @@ before the clock starts: it finds the worker holding each accepted socket (``/pr
 share the machine's cores, which the output states: compare the ratios within one run rather
 than absolute numbers.
 
+With ``--rate`` the load is an open loop instead: requests start on a fixed schedule (``--rate``
+events/s in all) for ``--duration`` s over at most ``--clients`` connections, whatever the answers
+do, and each latency counts from the request's planned start, so a queue in the server shows in the
+percentiles instead of slowing the client down (a closed loop hides it). Measure the maximum with a
+closed loop first, then the acknowledgement latency at a fraction of it.
+
 Usage: .venv/bin/python bench/bench_ingest_limit.py [--events 100000] [--batch 100] [--clients 64]
-       [--procs 2] [--duration 10] [--workers 1 2] [--routes native segment]
+       [--procs 2] [--duration 10] [--workers 1 2] [--routes native segment posthog snowplow]
+       [--flush-ms 50] [--rate EVENTS_PER_S]
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -65,7 +75,12 @@ from tests import conftest  # noqa: E402
 from tests.conftest import Env, start_api  # noqa: E402
 from warehouse.lake.tables import RAW_EVENTS  # noqa: E402
 
-ROUTES = {"native": "/v1/events", "segment": "/v1/batch"}
+ROUTES = {
+    "native": "/v1/events",
+    "segment": "/v1/batch",
+    "posthog": "/batch/",
+    "snowplow": "/com.snowplowanalytics.snowplow/tp2",
+}
 TIMESTAMP_MS = 1714557600000  # 2024-05-01T10:00:00Z
 
 
@@ -108,7 +123,53 @@ def segment_body(prefix: str, batch: int) -> bytes:
     )
 
 
-BODY = {"native": native_body, "segment": segment_body}
+def posthog_body(prefix: str, batch: int) -> bytes:
+    """One PostHog ``POST /batch/`` body: ``batch`` custom events with their uuids (the write key
+    goes in the header, as for every route here)."""
+    return orjson.dumps(
+        {
+            "batch": [
+                {
+                    "event": "clicked_buy",
+                    "uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{prefix}-{j}")),
+                    "distinct_id": f"u{j % 500}",
+                    "properties": {"component": "buy", "$current_url": "https://shop.example/p", "$lib": "web"},
+                    "timestamp": "2024-05-01T10:00:00Z",
+                }
+                for j in range(batch)
+            ],
+            "sent_at": "2024-05-01T10:00:01Z",
+        }
+    )
+
+
+def snowplow_body(prefix: str, batch: int) -> bytes:
+    """One Snowplow ``POST /com.snowplowanalytics.snowplow/tp2`` body: ``batch`` structured events, as
+    the JavaScript tracker sends them (every value text)."""
+    return orjson.dumps(
+        {
+            "schema": "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4",
+            "data": [
+                {
+                    "e": "se",
+                    "se_ca": "shop",
+                    "se_ac": "buy",
+                    "eid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{prefix}-{j}")),
+                    "uid": f"u{j % 500}",
+                    "aid": "shop",
+                    "p": "web",
+                    "tv": "js-4.10.1",
+                    "url": "https://shop.example/p",
+                    "dtm": str(TIMESTAMP_MS),
+                    "stm": str(TIMESTAMP_MS + 1000),
+                }
+                for j in range(batch)
+            ],
+        }
+    )
+
+
+BODY = {"native": native_body, "segment": segment_body, "posthog": posthog_body, "snowplow": snowplow_body}
 
 
 # ---------------------------------------------------------------- load generator (client processes)
@@ -676,7 +737,11 @@ def main() -> None:
         for route in args.routes:
             runs.append(run_eventlake(workers, route, bodies[route], args))
             print(f"... {route} workers={workers} done ({time.monotonic() - began:.0f} s)", file=sys.stderr)
-    order = {("noop", "native"): 0, ("eventlake", "native"): 1, ("noop", "segment"): 2, ("eventlake", "segment"): 3}
+    order = {
+        (target, route): 2 * i + (target == "eventlake")
+        for i, route in enumerate(ROUTES)
+        for target in ("noop", "eventlake")
+    }
     runs.sort(key=lambda r: (r.workers, order[(r.target, r.route)]))
     print(f"\n# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {time.monotonic() - began:.0f} s in all")
     print_table(runs, args)

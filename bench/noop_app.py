@@ -1,6 +1,7 @@
 """A no-op ingest API: the framework's own limit, for ``bench/bench_ingest_limit.py``.
 
-Same routes as the real API (``POST /v1/events``, ``POST /v1/batch``, ``GET /healthz``) on plain
+Same routes as the real API (``POST /v1/events``, ``POST /v1/batch``, PostHog's ``POST /batch/``,
+Snowplow's ``POST /com.snowplowanalytics.snowplow/tp2``, ``GET /healthz``) on plain
 FastAPI, without middleware, auth, rate limiting or storage: each POST reads the whole body,
 parses it with orjson (so JSON parsing is paid, like a minimal collector) and answers at once
 with the number of items it saw. The benchmark serves it with the real API's own uvicorn command
@@ -44,3 +45,19 @@ async def post_batch(request: Request) -> Response:
     document = orjson.loads(await request.body())
     accepted = len(document.get("batch", [])) if isinstance(document, dict) else 0
     return _json({"success": True, "accepted": accepted, "rejected": [], "bronze_version": None}, 200)
+
+
+@app.post("/batch/")
+async def post_posthog_batch(request: Request) -> Response:
+    """Read and parse a PostHog batch; 200 ``{"status": 1}``, nothing stored."""
+    document = orjson.loads(await request.body())
+    accepted = len(document.get("batch", [])) if isinstance(document, dict) else 0
+    return _json({"status": 1, "accepted": accepted, "rejected": [], "bronze_version": None}, 200)
+
+
+@app.post("/com.snowplowanalytics.snowplow/tp2")
+async def post_tp2(request: Request) -> Response:
+    """Read and parse a Snowplow ``payload_data`` batch; 200 with its event count, nothing stored."""
+    document = orjson.loads(await request.body())
+    accepted = len(document.get("data", [])) if isinstance(document, dict) else 0
+    return _json({"accepted": accepted, "rejected": [], "bronze_version": None}, 200)
