@@ -57,7 +57,8 @@ def authenticate(
         raise ApiError(
             401,
             "missing_write_key",
-            "send the source's write key as X-Write-Key, as Basic auth 'writeKey:' or as writeKey in the body",
+            "send the source's write key as X-Write-Key, as Basic auth 'writeKey:', as writeKey in the body, "
+            "or in the protocol's own place (PostHog: api_key/token; Snowplow: a path prefix)",
         )
     source = registry.authenticate(write_key)
     if source is None:

@@ -46,6 +46,10 @@ class BufferFullError(RuntimeError):
     """The bounded buffer has no room for a request's rows right now; retry later."""
 
 
+class RequestOverBufferError(BufferFullError):
+    """A request's rows alone are over the buffer's bounds: they can never be buffered."""
+
+
 @dataclass
 class _Pending:
     rows: list[dict[str, Any]]
@@ -120,12 +124,16 @@ class GroupCommitWriter:
             The bronze Delta version whose commit holds the rows.
 
         Raises:
-            BufferFullError: the buffer has no room for ``rows`` (nothing was buffered).
+            BufferFullError: the buffer has no room for ``rows`` now (nothing was buffered);
+                :class:`RequestOverBufferError` when it never would.
             CommitError: the writer is stopping, or the commit failed; none of the rows are
                 acknowledged.
         """
         if not self.running:
             raise CommitError("the group-commit writer is not running")
+        if len(rows) > self._max_buffer_rows or size > self._max_buffer_bytes:
+            bounds = f"{self._max_buffer_rows} / {self._max_buffer_bytes}"
+            raise RequestOverBufferError(f"{len(rows)} events / {size} bytes; the buffer holds {bounds}")
         if self._held_rows + len(rows) > self._max_buffer_rows or self._held_bytes + size > self._max_buffer_bytes:
             raise BufferFullError(
                 f"buffer holds {self._held_rows} events / {self._held_bytes} bytes; "

@@ -187,6 +187,20 @@ def test_full_buffer_answers_503_with_retry_after_instead_of_growing(env: Env) -
     assert sorted(bronze_ids(env)) == sorted(acked)
 
 
+def test_a_request_larger_than_the_whole_buffer_is_413_not_a_503_to_retry_forever(env: Env) -> None:
+    # Regression (breaking the new code): 101 events with a 100-event buffer got 503 + Retry-After
+    # on an empty buffer, every time.
+    server = start_api(env, {"EVENTLAKE_MAX_BUFFER_EVENTS": "100"})
+    try:
+        response = server.post("/v1/events", json=payloads("big", 101))
+        assert response.status_code == 413 and "Retry-After" not in response.headers
+        assert response.json()["error"] == "request_over_buffer"
+        assert server.post("/v1/events", json=payloads("fits", 100)).status_code == 202
+    finally:
+        stop(server)
+    assert sorted(bronze_ids(env)) == sorted(ids(payloads("fits", 100)))
+
+
 def test_sigterm_finishes_in_flight_commits_then_exits_cleanly(env: Env) -> None:
     server = start_api(env, {"EVENTLAKE_FLUSH_INTERVAL_MS": "3000"})
     with ThreadPoolExecutor(1) as pool:

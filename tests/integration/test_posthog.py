@@ -189,3 +189,15 @@ def test_the_remote_configuration_posthog_js_loads_at_start_up(api: ApiServer) -
     for path in ("/array/phc_unknown/config", "/array/phc_unknown/config.js"):
         refused = httpx.get(f"{api.url}{path}")
         assert refused.status_code == 401 and refused.json()["error"] == "invalid_write_key"
+
+
+def test_the_remote_configuration_answers_the_path_token_only_and_records_its_source(api: ApiServer) -> None:
+    # Regression (breaking the new code): a valid X-Write-Key made any path token answered (and echoed
+    # into the script); a garbled Basic header refused a valid path token; the answers counted as "unknown".
+    header = {"X-Write-Key": api.key}
+    assert httpx.get(f"{api.url}/array/phc_other/config.js", headers=header).status_code == 401
+    garbled = {"Authorization": "Basic !!!"}
+    assert httpx.get(f"{api.url}/array/{api.key}/config", headers=garbled).status_code == 200
+    logged = [orjson.loads(line) for line in api.log.read_text().splitlines() if line.startswith("{")]
+    answered = [line for line in logged if line.get("route") == "/array/{token}/config"]
+    assert [(line["status"], line["source"], line["format"]) for line in answered] == [(200, "local", "posthog")]

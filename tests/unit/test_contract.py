@@ -13,7 +13,7 @@ import pytest
 from warehouse.contract.errors import StructuralError
 from warehouse.contract.formats import read_event_fields
 from warehouse.contract.native import explode_payload
-from warehouse.contract.rows import EVENT_ID_NAMESPACE, RequestContext, bronze_table, event_id_for, name_id
+from warehouse.contract.rows import EVENT_ID_NAMESPACE, RequestContext, bronze_table, event_id_for, name_id, utf8_len
 from warehouse.contract.time import parse_client_timestamp, resolve_event_time
 from warehouse.lake.tables import RAW_EVENTS
 
@@ -238,3 +238,35 @@ def test_the_columnar_bronze_table_equals_arrows_own_row_conversion() -> None:
     table = bronze_table(rows)
     assert table.equals(pa.Table.from_pylist(rows, schema=RAW_EVENTS.schema))
     assert table.num_rows == 4 and table.column("sent_at").null_count == 3
+
+
+def test_an_event_alone_over_its_size_limit_is_event_too_large_before_the_expansion_check() -> None:
+    # Regression: with a small expansion budget, a single oversized page view was rejected as
+    # expansion_too_large (202 with a rejection) instead of event_too_large (413).
+    ctx = RequestContext(received_at=datetime(2024, 5, 1, tzinfo=UTC), max_event_bytes=1_000)
+    with pytest.raises(StructuralError) as raised:
+        explode_payload({"uuid": "a", "timestamp": 1714557600, "page": "x" * 6_000}, ctx, max_bytes=5_000)
+    assert raised.value.reason == "event_too_large"
+
+
+@pytest.mark.parametrize("events", [None, {"click": {"v": "😀" * 300}, "scroll": {"v": "😀" * 300}}])
+def test_the_expansion_budget_counts_utf8_bytes_not_characters(events: dict[str, object] | None) -> None:
+    # Regression: the budget counted characters: 500 emoji (2,000 bytes) passed a 2,000-byte budget.
+    payload: dict[str, object] = {"uuid": "a", "timestamp": 1714557600, "page": "😀" * 500}
+    if events:
+        payload["events"] = events
+    ctx = RequestContext(received_at=datetime(2024, 5, 1, tzinfo=UTC))
+    with pytest.raises(StructuralError) as raised:
+        explode_payload(payload, ctx, max_bytes=2_000)
+    assert raised.value.reason == "expansion_too_large"
+    assert utf8_len("é😀a") == len("é😀a".encode()) == 7
+
+
+def test_a_sent_at_before_the_event_corrects_to_the_receive_time_not_after_it() -> None:
+    # Regression (new-user trial): snowplow-tracker sends stm in whole seconds and dtm in ms, so
+    # stm < dtm by up to 1 s, and the correction put events up to 1 s after they were received.
+    received = datetime(2026, 12, 6, 4, 7, 45, 980000, tzinfo=UTC)
+    time = resolve_event_time("1765001265970", "1765001265000", received)
+    assert time.timestamp == received
+    later = resolve_event_time("1765001265000", "1765001266000", received)  # sent 1 s after: 1 s earlier
+    assert later.timestamp == received - timedelta(seconds=1)

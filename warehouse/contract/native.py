@@ -39,6 +39,7 @@ from warehouse.contract.rows import (
     json_text_or_none,
     optional_str,
     str_or_none,
+    utf8_len,
 )
 from warehouse.contract.time import BAD_TIMESTAMP, resolve_event_time
 
@@ -94,7 +95,7 @@ def explode_payload(payload: Any, ctx: RequestContext, max_bytes: int | None = N
         raise StructuralError(f"at most {MAX_EVENTS_PER_PAYLOAD} events per payload, got {len(events)}", "events")
     if max_bytes is not None and events and len(events) > 1:  # one row's text is checked once built, below
         others = dumps({key: value for key, value in payload.items() if key != "events"})
-        expanded = len(events) * len(others) + len(dumps(events))
+        expanded = len(events) * utf8_len(others) + utf8_len(dumps(events))
         if expanded > max_bytes:
             raise StructuralError(
                 f"payload expands to {expanded} bytes of events, over the {max_bytes} limit",
@@ -117,9 +118,10 @@ def explode_payload(payload: Any, ctx: RequestContext, max_bytes: int | None = N
 
     if not events or len(events) == 1:  # the payload is its one row's text (its one event kept as is)
         text = dumps(payload)
-        if max_bytes is not None and len(text) > max_bytes:
+        check_event_size(text, ctx.max_event_bytes)  # first: an event alone over its limit is 413-worthy
+        if max_bytes is not None and (size := utf8_len(text)) > max_bytes:
             raise StructuralError(
-                f"payload expands to {len(text)} bytes of events, over the {max_bytes} limit",
+                f"payload expands to {size} bytes of events, over the {max_bytes} limit",
                 None,
                 "expansion_too_large",
             )

@@ -87,6 +87,11 @@ def dumps(value: Any) -> str:
         raise StructuralError(f"payload cannot be stored: {exc}") from exc
 
 
+def utf8_len(text: str) -> int:
+    """Length of ``text`` in UTF-8 bytes; an ASCII string's length without encoding it."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
 def check_event_size(event_json: str, limit: int | None) -> None:
     """Refuse one event whose JSON text is over ``limit`` bytes (Segment's 32 KB per event).
 

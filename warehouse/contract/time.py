@@ -5,7 +5,8 @@ with or without a fraction, is epoch seconds when its magnitude is below 1e11 an
 milliseconds otherwise (1e11 s is the year 5138, 1e11 ms is 1973-03);
 years outside [1970, 2100) are rejected. When the client sends ``sentAt``, its clock skew is
 removed as Segment, PostHog and Snowplow do: ``timestamp = received_at - (sent_at -
-original_timestamp)`` (https://segment.com/docs/connections/spec/common/#timestamps); the
+original_timestamp)`` (https://segment.com/docs/connections/spec/common/#timestamps), never after
+``received_at`` (a ``sent_at`` before the timestamp is a coarse clock); the
 original text and ``sent_at`` are kept, and a result still more than 24 h after ``received_at``
 is flagged ``timestamp_in_future`` (the pipeline's expectations decide what that means).
 """
@@ -30,6 +31,8 @@ MIN_YEAR, MAX_YEAR = 1970, 2100
 #: A corrected timestamp more than this after received_at is flagged ``timestamp_in_future``.
 FUTURE_TOLERANCE = timedelta(hours=24)
 
+
+_NO_SKEW = timedelta(0)
 
 #: ``StructuralError.reason`` of a timestamp that cannot be read.
 BAD_TIMESTAMP = "invalid_timestamp"
@@ -108,7 +111,9 @@ def resolve_event_time(timestamp: Any, sent_at: Any, received_at: datetime) -> E
     """Parse the client's timestamp and remove its clock skew when ``sent_at`` is given.
 
     ``timestamp = received_at - (sent_at - original)`` (Segment's spec, see module docstring);
-    without ``sent_at`` the parsed timestamp is kept as is.
+    without ``sent_at`` the parsed timestamp is kept as is. A ``sent_at`` before the timestamp (an
+    event sent before it happened: a clock coarser than the other, as snowplow-tracker's ``stm`` in
+    whole seconds beside its ``dtm`` in ms) corrects to ``received_at``, never after it.
 
     Raises:
         StructuralError: either value is not a valid timestamp (see
@@ -118,8 +123,8 @@ def resolve_event_time(timestamp: Any, sent_at: Any, received_at: datetime) -> E
     corrected, sent = original, None
     if sent_at is not None:
         sent, _ = parse_client_timestamp(sent_at, "sentAt")
-        try:
-            corrected = received_at - (sent - original)
+        try:  # sent before it happened is a coarse clock (snowplow-tracker's stm is in whole seconds)
+            corrected = received_at - max(sent - original, _NO_SKEW)
         except OverflowError as exc:
             raise StructuralError("sentAt and timestamp are too far apart", "sentAt", BAD_TIMESTAMP) from exc
         if not MIN_YEAR <= corrected.year < MAX_YEAR:

@@ -37,6 +37,7 @@ from ingest_api.lzstring import Lz64Error, Lz64TooLarge, decompress_from_base64
 from ingest_api.models import JsonAnswer
 from warehouse.contract.errors import StructuralError
 from warehouse.contract.posthog import POSTHOG_FORMAT, event_row, token_of
+from warehouse.settings import SourceConfig
 
 router = APIRouter(tags=[POSTHOG_FORMAT])
 
@@ -166,8 +167,27 @@ async def configuration(request: Request) -> JsonAnswer:
     settings = settings_of(request)
     document = await _document(request, body, settings.max_body_bytes) if body.strip() else {}
     token = _token(document) or request.query_params.get("token")
-    authenticate(intake.registry, request, document, token)
+    _record_source(request, authenticate(intake.registry, request, document, token))
     return JsonAnswer(CONFIGURATION)
+
+
+def _record_source(request: Request, source: SourceConfig) -> None:
+    """Leave the source a configuration answer went to for the request log and ``/metrics``."""
+    request.state.ingest = {"source": source.name, "format": POSTHOG_FORMAT, "accepted": 0, "rejected": 0}
+
+
+def _path_token_source(request: Request, token: str) -> SourceConfig:
+    """The source whose write key is the project token in the path (headers do not count: the path
+    names the project whose configuration is asked for).
+
+    Raises:
+        ApiError: 401 ``invalid_write_key``.
+    """
+    source = intake_of(request).registry.authenticate(token)
+    if source is None:
+        raise ApiError(401, "invalid_write_key", "the project token in the path does not belong to any source")
+    _record_source(request, source)
+    return source
 
 
 #: What ``/decide/``, ``/flags/`` and the remote config answer: no feature flags, no recording, no
@@ -196,9 +216,9 @@ async def remote_config(request: Request, token: str) -> JsonAnswer:
     the script below did not load), the same empty configuration.
 
     Raises:
-        ApiError: 401 unknown token.
+        ApiError: 401 unknown token (whatever key a header carries).
     """
-    authenticate(intake_of(request).registry, request, {}, token)
+    _path_token_source(request, token)
     return JsonAnswer(CONFIGURATION)
 
 
@@ -207,9 +227,9 @@ async def remote_config_script(request: Request, token: str) -> Response:
     first (it sets ``window._POSTHOG_REMOTE_CONFIG[token]``, as PostHog's own does).
 
     Raises:
-        ApiError: 401 unknown token.
+        ApiError: 401 unknown token (whatever key a header carries).
     """
-    authenticate(intake_of(request).registry, request, {}, token)
+    _path_token_source(request, token)
     entry = orjson.dumps({token: {"config": CONFIGURATION, "siteApps": []}}).decode()
     script = f"window._POSTHOG_REMOTE_CONFIG = Object.assign(window._POSTHOG_REMOTE_CONFIG || {{}}, {entry});\n"
     return Response(script, media_type="application/javascript")
