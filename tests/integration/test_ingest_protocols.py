@@ -287,7 +287,7 @@ def test_retry_with_another_sent_at_is_one_silver_row_first_received_wins(api: A
         ]
     }
     first = api.post("/v1/batch", json={**batch, "sentAt": "2024-05-01T10:00:00Z"}).json()
-    retry = api.post("/v1/batch", json={**batch, "sentAt": "2024-04-30T10:00:00Z"}).json()
+    retry = api.post("/v1/batch", json={**batch, "sentAt": "2024-05-02T10:00:00Z"}).json()
     assert first["accepted"] == retry["accepted"] == 3
     copies = bronze(env).group_by("event_id").agg(pl.col("timestamp").dt.date().n_unique().alias("days"))
     assert copies["days"].to_list() == [2, 2, 2]  # bronze keeps both, on different days
