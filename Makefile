@@ -48,11 +48,13 @@ $(BROWSER_STAMP): $(BROWSER_DIR)/package.json $(BROWSER_DIR)/package-lock.json
 
 browser-clients: $(BROWSER_STAMP)  ## the trackers' browser bundles for the browser tests (npm ci)
 
+# `exec`: the stack's CLI is make's own child (no shell between), so a SIGTERM to make reaches it and
+# stops the stack, and the CLI stops it too when make dies of a SIGKILL (scripts/stack.py).
 up: $(STACK_DEPS)  ## start API + Dagster, replay the samples, print DAU/MAU, serve until Ctrl-C
-	EVENTLAKE_SUPERSET=$(SUPERSET) $(BIN)/python scripts/stack.py up
+	exec env EVENTLAKE_SUPERSET=$(SUPERSET) $(BIN)/python scripts/stack.py up
 
 demo: $(STACK_DEPS)  ## the same as `up`, then stop (CI's smoke test of the main job)
-	EVENTLAKE_SUPERSET=$(SUPERSET) $(BIN)/python scripts/stack.py demo
+	exec env EVENTLAKE_SUPERSET=$(SUPERSET) $(BIN)/python scripts/stack.py demo
 
 test: install superset-venv browser-clients  ## unit and integration tests (Superset and browser ones included)
 	$(BIN)/pytest

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from stack_dagster import DAGSTER_YAML, RunFailedError, fail_orphaned_runs, failed_run_check, migrate, terminate_runs
-from stack_processes import Program, ProgramFailedError, Supervisor, wait_ready
+from stack_processes import Program, ProgramFailedError, Supervisor, exit_with_parent, wait_ready
 
 from dashboards import service
 from pipelines.cli.replay import replay
@@ -279,6 +279,7 @@ def main() -> int:
 
     supervisor = Supervisor(data_dir / "run", data_dir / "logs", ROOT)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    exit_with_parent()  # `make up` killed (even with SIGKILL) stops the stack instead of orphaning it
     # Ctrl-C must stop the stack even when it was started in the background by a script (a
     # non-interactive shell starts background jobs with SIGINT ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -47,8 +47,9 @@ class ProgramFailedError(RuntimeError):
 def exit_with_parent() -> None:
     """Have the kernel send this process SIGTERM when its parent process dies (Linux).
 
-    Used by supervisord (its parent is the CLI: a killed CLI stops the stack) and by each uvicorn
-    worker (its parent is the uvicorn master: see ``scripts/ingest_worker.py``).
+    Used by the CLI (its parent is make, or the shell that ran it: a killed `make up` stops the
+    stack), by supervisord (its parent is the CLI) and by each uvicorn worker (its parent is the
+    uvicorn master: see ``scripts/ingest_worker.py``).
 
     Raises:
         OSError: ``prctl(PR_SET_PDEATHSIG)`` failed.

@@ -108,8 +108,13 @@ def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> 
         time.sleep(0.1)
 
 
-def start_stack(tmp_path: Path) -> RunningStack:
-    """``scripts/stack.py serve`` with SUPERSET=0 on free ports; returns once it serves."""
+#: A parent process between the test and the CLI, as `make up` is: it waits for its one child.
+PARENT = [sys.executable, "-c", "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"]
+
+
+def start_stack(tmp_path: Path, parent: list[str] | None = None) -> RunningStack:
+    """``scripts/stack.py serve`` with SUPERSET=0 on free ports (run by ``parent``, a command the CLI's
+    command is appended to, when given); returns once it serves."""
     data_dir, log, ingest_port, dagster_port = tmp_path / "data", tmp_path / "stack.log", free_port(), free_port()
     env = {
         **{k: v for k, v in os.environ.items() if k != "EVENTLAKE_INGEST_WORKERS"},  # the stack's default: 2
@@ -120,7 +125,11 @@ def start_stack(tmp_path: Path) -> RunningStack:
     }
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts" / "stack.py"), "serve"], cwd=ROOT, env=env, stdout=out, stderr=out
+            [*(parent or []), sys.executable, str(ROOT / "scripts" / "stack.py"), "serve"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=out,
         )
     stack = RunningStack(proc, data_dir, ingest_port, dagster_port, log)
     wait_until(
@@ -289,4 +298,22 @@ def test_a_signal_to_the_stack_stops_every_process_and_frees_every_port(
     assert not survivors
     assert port_free(stack.ingest_port) and port_free(stack.dagster_port)
     assert not (stack.data_dir / "run" / "supervisord.sock").exists()  # supervisord's control socket
+    assert "stopped every process of the stack" in stack.log.read_text()
+
+
+def test_a_killed_parent_of_the_cli_stops_the_stack_instead_of_orphaning_it(tmp_path: Path) -> None:
+    # Regression (new-user trial): killing `make up` itself left the CLI, supervisord, the API and
+    # Dagster running on their ports. The CLI now gets SIGTERM when its parent dies (even by SIGKILL).
+    stack = start_stack(tmp_path, parent=PARENT)
+    processes = descendants(stack.proc.pid)
+    assert any("stack.py" in cmdline(pid) for pid in processes)
+    stack.proc.kill()
+    stack.proc.wait(timeout=30)
+    try:
+        wait_until(lambda: not any(alive(pid) for pid in processes), 180, "the orphaned stack stops")
+    finally:
+        for pid in processes:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert port_free(stack.ingest_port) and port_free(stack.dagster_port)
     assert "stopped every process of the stack" in stack.log.read_text()
