@@ -109,7 +109,7 @@ class Intake:
 
         ``document`` is the parsed body (where a ``writeKey`` may be). ``count`` tells how many
         events an item becomes; the request's total is checked against ``max_events_per_request``
-        and the source's rate limit before rows are built (off the event loop, in a thread).
+        and the source's rate limit before rows are built (on the event loop, in slices: :data:`BUILD_SLICE_S`).
         ``write_key``: the key the protocol's body carries in its own field (PostHog's token),
         used when no header or ``writeKey`` gives one. ``source``: the source when the route
         resolved it itself (Snowplow's keyless pixel, by its app id); no write key is read then.
