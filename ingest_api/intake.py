@@ -52,6 +52,14 @@ class IngestResult:
     bronze_version: int | None = None
 
 
+def record_request(request: Request, source_format: str, source: str = "unknown") -> dict[str, Any]:
+    """Start what ``request.state.ingest`` tells the request log and ``/metrics`` of a request (its
+    source, wire format, events accepted and rejected); the returned dict is filled in as it goes."""
+    state: dict[str, Any] = {"source": source, "format": source_format, "accepted": 0, "rejected": 0}
+    request.state.ingest = state
+    return state
+
+
 class Intake:
     """The shared ingest flow; one per worker process (``app.state.intake``)."""
 
@@ -120,8 +128,7 @@ class Intake:
                 or the commit failed — in every case nothing of the request is stored.
         """
         received_at = datetime.now(UTC)
-        state: dict[str, Any] = {"source": "unknown", "format": source_format, "accepted": 0, "rejected": 0}
-        request.state.ingest = state
+        state = record_request(request, source_format)
         source = source or authenticate(self.registry, request, document, write_key)
         state["source"] = source.name
         events = self._event_count(items, count)

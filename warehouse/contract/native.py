@@ -118,14 +118,14 @@ def explode_payload(payload: Any, ctx: RequestContext, max_bytes: int | None = N
 
     if not events or len(events) == 1:  # the payload is its one row's text (its one event kept as is)
         text = dumps(payload)
-        check_event_size(text, ctx.max_event_bytes)  # first: an event alone over its limit is 413-worthy
+        built = row(next(iter(events)) if events else PAGE_VIEW, text)  # first: its own size limit (413)
         if max_bytes is not None and (size := utf8_len(text)) > max_bytes:
             raise StructuralError(
                 f"payload expands to {size} bytes of events, over the {max_bytes} limit",
                 None,
                 "expansion_too_large",
             )
-        return [row(next(iter(events)) if events else PAGE_VIEW, text)]
+        return [built]
     return [row(event_type, dumps({**payload, "events": {event_type: value}})) for event_type, value in events.items()]
 
 

@@ -33,6 +33,7 @@ from ingest_api.api.deps import intake_of, read_body, settings_of
 from ingest_api.auth import authenticate
 from ingest_api.decoding import parse_document
 from ingest_api.errors import ApiError
+from ingest_api.intake import record_request
 from ingest_api.lzstring import Lz64Error, Lz64TooLarge, decompress_from_base64
 from ingest_api.models import JsonAnswer
 from warehouse.contract.errors import StructuralError
@@ -77,10 +78,10 @@ def posthog_document(body: bytes, compression: str, content_type: str, limit: in
     encoded = text[:1] not in ("{", "[", "")
     if encoded:  # base64 and lz64 hold no space: one is a '+' the client left unescaped in a form
         text = text.replace(" ", "+")
-    too_large = ApiError(
-        413, "payload_too_large", {"limit": "max_body_bytes", "limit_bytes": limit, "decompressed": True}
-    )
     if compression == "lz64":
+        too_large = ApiError(
+            413, "payload_too_large", {"limit": "max_body_bytes", "limit_bytes": limit, "decompressed": True}
+        )
         try:
             text = decompress_from_base64(text, limit)
         except Lz64TooLarge as exc:
@@ -167,13 +168,8 @@ async def configuration(request: Request) -> JsonAnswer:
     settings = settings_of(request)
     document = await _document(request, body, settings.max_body_bytes) if body.strip() else {}
     token = _token(document) or request.query_params.get("token")
-    _record_source(request, authenticate(intake.registry, request, document, token))
+    record_request(request, POSTHOG_FORMAT, authenticate(intake.registry, request, document, token).name)
     return JsonAnswer(CONFIGURATION)
-
-
-def _record_source(request: Request, source: SourceConfig) -> None:
-    """Leave the source a configuration answer went to for the request log and ``/metrics``."""
-    request.state.ingest = {"source": source.name, "format": POSTHOG_FORMAT, "accepted": 0, "rejected": 0}
 
 
 def _path_token_source(request: Request, token: str) -> SourceConfig:
@@ -186,7 +182,7 @@ def _path_token_source(request: Request, token: str) -> SourceConfig:
     source = intake_of(request).registry.authenticate(token)
     if source is None:
         raise ApiError(401, "invalid_write_key", "the project token in the path does not belong to any source")
-    _record_source(request, source)
+    record_request(request, POSTHOG_FORMAT, source.name)
     return source
 
 
