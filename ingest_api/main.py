@@ -1,7 +1,8 @@
 """The ingest API application: ``uvicorn ingest_api.main:app`` (one or more workers).
 
-Each worker process runs its own group-commit writer; all of them append to the same bronze
-Delta table (delta-rs retries conflicting appends). On SIGTERM uvicorn stops accepting
+Each worker process runs a group-commit writer; the workers of one uvicorn master (a node) share
+one committer among them (``ingest_api.node_commit``), and nodes append to the same bronze Delta
+table (delta-rs retries conflicting appends). On SIGTERM uvicorn stops accepting
 connections and waits for in-flight requests; the lifespan's shutdown then commits whatever is
 still buffered, so every request that was being served gets its answer.
 """
@@ -20,6 +21,7 @@ from ingest_api.api.routes import events, health, posthog, segment, snowplow
 from ingest_api.errors import install_error_handlers
 from ingest_api.group_commit import GroupCommitWriter
 from ingest_api.intake import Intake
+from ingest_api.node_commit import node_address
 from ingest_api.observe import IngestObserver, configure_logging
 from ingest_api.ratelimit import SourceRateLimiter
 from warehouse.lake.maintenance import auto_compactor
@@ -40,6 +42,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         interval_ms=settings.flush_interval_ms,
         max_buffer_rows=settings.max_buffer_events,
         max_buffer_bytes=settings.max_buffer_bytes,
+        node=node_address(str(settings.lake_root)),
     )
     await writer.start()
     app.state.intake = Intake(

@@ -66,7 +66,7 @@ def test_four_processes_append_to_one_table_at_once_and_no_commit_is_lost(env: E
     assert len(bronze_ids(env)) == len(set(bronze_ids(env))) == 4 * 10 * 50
 
 
-def test_four_worker_processes_append_concurrently_and_no_commit_is_lost(env: Env) -> None:
+def test_four_workers_of_one_node_share_one_committer_and_no_commit_is_lost(env: Env) -> None:
     server = start_api(env, workers=4)
     deadline = time.monotonic() + 60
     while server.log.read_text().count("Application startup complete.") < 4:  # every worker serves
@@ -91,8 +91,14 @@ def test_four_worker_processes_append_concurrently_and_no_commit_is_lost(env: En
     assert len(found) == len(set(found)) == acknowledged  # count == sum of acks, nothing twice
     dt = env.lake.open(RAW_EVENTS)
     assert dt is not None
-    writers = {c.get("eventlake.writer") for c in dt.history() if c.get("operation") == "WRITE"}
-    assert len(writers - {None}) >= 2  # several worker processes really committed to one table
+    writes = [c for c in dt.history() if c.get("operation") == "WRITE"]
+    assert len({c.get("eventlake.writer") for c in writes}) == 1  # the node's one committer
+    assert sum(int(c["eventlake.peer_batches"]) for c in writes) > 0  # ... committing its peers' rows too
+    # At most one commit per flush interval (50 ms in tests) for the whole node, whatever its workers:
+    # no second holds more than 20 commits (+1 for a window's edge).
+    starts = sorted(c["timestamp"] for c in writes)  # ms
+    busiest = max(sum(1 for t in starts if s <= t < s + 1000) for s in starts)
+    assert busiest <= 21, f"{busiest} commits in one second"
 
 
 def test_kill_9_under_load_never_loses_an_acknowledged_event(env: Env) -> None:
@@ -215,3 +221,78 @@ def test_sigterm_finishes_in_flight_commits_then_exits_cleanly(env: Env) -> None
     with pytest.raises(httpx.ConnectError):
         server.post("/v1/events", json=payloads("refused", 1))
     assert sorted(bronze_ids(env)) == sorted(ids(payloads("term", 5)))
+
+
+def _committer_pid(env: Env) -> int:
+    """The pid of the worker that wrote bronze's latest WRITE commit (its ``eventlake.writer`` is host:pid)."""
+    dt = env.lake.open(RAW_EVENTS)
+    assert dt is not None
+    writes = [c for c in dt.history() if c.get("operation") == "WRITE" and c.get("eventlake.writer")]
+    return int(str(writes[0]["eventlake.writer"]).rsplit(":", 1)[1])  # history is newest first
+
+
+def test_kill_9_of_the_node_committer_loses_no_acknowledged_event_and_a_peer_takes_over(env: Env) -> None:
+    server = start_api(env, workers=2)
+    acked: list[list[str]] = []
+    unacked: list[list[str]] = []
+    lock = threading.Lock()
+    halt = threading.Event()
+
+    def client(cid: int) -> None:
+        no_keepalive = httpx.Limits(max_keepalive_connections=0)  # both workers serve requests
+        with httpx.Client(headers=server.auth, timeout=10, limits=no_keepalive) as http:
+            n = 0
+            while not halt.is_set():
+                batch = payloads(f"c{cid}-{n}", 20)
+                n += 1
+                try:
+                    ok = http.post(f"{server.url}/v1/events", json=batch).status_code == 202
+                except httpx.TransportError:
+                    ok = False
+                with lock:
+                    (acked if ok else unacked).append(ids(batch))
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(6)]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(1.5)
+        committer = _committer_pid(env)
+        os.kill(committer, signal.SIGKILL)  # the node's committer only, mid-flight
+        with lock:
+            acked_before_kill = len(acked)
+        time.sleep(3)  # the peer takes over; uvicorn starts a new worker
+        halt.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert _committer_pid(env) != committer  # someone else commits for the node now
+    finally:
+        halt.set()
+        stop(server)
+    found = bronze_ids(env)
+    present = set(found)
+    assert len(found) == len(present), "an event was stored twice"
+    assert not [i for batch in acked for i in batch if i not in present], "acknowledged events missing"
+    for batch in unacked:  # no 2xx: absent or present, but never half a request
+        assert sum(i in present for i in batch) in (0, len(batch))
+    assert len(acked) > acked_before_kill + 20  # the node went on acknowledging after the kill
+
+
+def test_sigterm_of_a_node_answers_the_requests_its_peers_hold(env: Env) -> None:
+    server = start_api(env, {"EVENTLAKE_FLUSH_INTERVAL_MS": "3000"}, workers=2)
+    deadline = time.monotonic() + 60
+    while server.log.read_text().count("Application startup complete.") < 2:  # both workers serve
+        assert time.monotonic() < deadline, server.log.read_text()
+        time.sleep(0.2)
+    no_keepalive = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(headers=server.auth, timeout=30, limits=no_keepalive) as http, ThreadPoolExecutor(8) as pool:
+        pending = [pool.submit(http.post, f"{server.url}/v1/events", json=payloads(f"t{i}", 5)) for i in range(8)]
+        time.sleep(0.5)  # the requests now wait, on both workers, for the node's group commit
+        server.proc.send_signal(signal.SIGTERM)
+        statuses = [future.result().status_code for future in pending]
+    assert server.proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert statuses == [202] * 8
+    assert sorted(bronze_ids(env)) == sorted(i for n in range(8) for i in ids(payloads(f"t{n}", 5)))
+    dt = env.lake.open(RAW_EVENTS)
+    assert dt is not None  # the peer's requests were among them, and answered
+    assert sum(int(c.get("eventlake.peer_batches", 0)) for c in dt.history()) > 0
