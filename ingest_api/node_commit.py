@@ -230,4 +230,3 @@ class NodeLink:
             self._reader_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader_task
-
