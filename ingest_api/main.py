@@ -1,8 +1,8 @@
 """The ingest API application: ``uvicorn ingest_api.main:app`` (one or more workers).
 
-Each worker process runs a group-commit writer; the workers of one uvicorn master (a node) share
-one committer among them (``ingest_api.node_commit``), and nodes append to the same bronze Delta
-table (delta-rs retries conflicting appends). On SIGTERM uvicorn stops accepting
+Each worker process runs a group-commit writer; the workers of one uvicorn master (a node) send
+their micro-batches to the node's one committer process (``ingest_api.node_commit``), and nodes
+append to the same bronze Delta table (delta-rs retries conflicting appends). On SIGTERM uvicorn stops accepting
 connections and waits for in-flight requests; the lifespan's shutdown then commits whatever is
 still buffered, so every request that was being served gets its answer.
 """
@@ -21,11 +21,9 @@ from ingest_api.api.routes import events, health, posthog, segment, snowplow
 from ingest_api.errors import install_error_handlers
 from ingest_api.group_commit import GroupCommitWriter
 from ingest_api.intake import Intake
-from ingest_api.node_commit import node_address
+from ingest_api.node_commit import bronze_lake, node_of
 from ingest_api.observe import IngestObserver, configure_logging
 from ingest_api.ratelimit import SourceRateLimiter
-from warehouse.lake.maintenance import auto_compactor
-from warehouse.lake.store import Lake
 from warehouse.settings import Settings, read_settings
 from warehouse.sources import SourceRegistry, ensure_local_source
 
@@ -38,11 +36,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     ensure_local_source(settings)
     writer = GroupCommitWriter(
-        Lake(settings.lake_root, compactor=auto_compactor(settings.auto_compact_files, settings.auto_compact_mb)),
+        bronze_lake(settings),
         interval_ms=settings.flush_interval_ms,
         max_buffer_rows=settings.max_buffer_events,
         max_buffer_bytes=settings.max_buffer_bytes,
-        node=node_address(str(settings.lake_root)),
+        node=node_of(settings.lake_root),
     )
     await writer.start()
     app.state.intake = Intake(

@@ -1,24 +1,29 @@
-"""One bronze committer per ingest node: a node's workers hand their micro-batches to one of them.
+"""One bronze committer per ingest node: a process that commits its node's micro-batches together.
 
-A node is the worker processes one uvicorn master spawned (or one process alone). Each worker runs
-a :class:`~ingest_api.group_commit.GroupCommitWriter`; the first to bind the node's Unix socket (in
-Linux's abstract namespace: no file, the kernel frees the name when the process dies) is the node's
-**committer**. It commits its own requests' rows together with the micro-batches the other workers,
-its **peers**, send it, at most once per interval: the node makes at most ``1000 / interval_ms``
-commits a second whatever its worker count, and its workers never conflict on the Delta log.
+A node is the worker processes one uvicorn master spawned. Its workers do not append to bronze
+themselves: every :data:`SHIP_INTERVAL_S` each builds what its requests buffered into an Arrow table
+and sends it (an Arrow IPC stream) over a Unix socket to the node's committer process, which commits
+every batch that reached it in one Delta append at most once per flush interval, then answers each
+worker with the bronze version; the worker answers its requests only then (2xx after the commit, as
+always). So a node makes at most ``1000 / interval_ms`` commits a second whatever its worker count,
+its workers never conflict on the Delta log, and the committer's CPU (Parquet encoding, the log) is
+off the workers' event loops. A process that is not a uvicorn worker is a node by itself and
+commits in-process (:class:`~ingest_api.group_commit.GroupCommitWriter`).
 
-A peer builds its buffered rows into an Arrow table every :data:`SHIP_INTERVAL_S`, sends it as an
-Arrow IPC stream and answers its requests once the committer replies with the bronze version holding
-it. Wire format (both ways, big-endian): a peer sends ``seq: u64, payload bytes: u64, body length:
+Election: the socket's name is in Linux's abstract namespace (``unix(7)``: no file; the kernel frees
+it with the last descriptor). A worker that cannot connect binds the name; the one that succeeds
+listens, starts the committer (``python -m ingest_api.node_commit``) with the listening socket, and
+connects like every other worker (connections wait in the backlog while the committer starts).
+
+Wire format (both ways, big-endian): a worker sends ``seq: u64, payload bytes: u64, body length:
 u32`` then the IPC body; the committer answers ``seq: u64, version: i64``, where ``version`` is the
-bronze version, :data:`FAILED` (the commit failed) or :data:`REFUSED` (the committer is stopping and
-did not take the batch).
+bronze version or :data:`FAILED` (the commit failed; nothing acknowledged).
 
-Failures keep the ingest contract (2xx only after the commit): a peer whose committer dies fails the
-batches it had sent and not heard back about (503; committed or not, they were never acknowledged,
-and a client's retry duplicates at most in bronze, where silver's dedup absorbs it like any lost
-answer). It then binds the name itself or connects to the peer that did. A refused batch was not
-committed: it is sent again to the next committer.
+Failures keep the ingest contract: a worker whose committer dies fails the batches it has not heard
+back about (503: committed or not, they were never acknowledged, and a client's retry duplicates at
+most in bronze, where silver's dedup absorbs it like any lost answer), and the next worker to tick
+starts a new committer. The committer stops once the uvicorn master has gone (or on SIGTERM/SIGINT)
+and no worker is connected any more — at most :data:`STOP_WAIT_S` later — committing what it holds.
 """
 
 from __future__ import annotations
@@ -29,49 +34,72 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import signal
 import socket
 import struct
-from collections.abc import Callable
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow as pa
 
+from ingest_api import metrics
+from warehouse.lake.maintenance import auto_compactor
+from warehouse.lake.store import Lake
+from warehouse.lake.tables import RAW_EVENTS
+from warehouse.settings import Settings, read_settings
+
 log = logging.getLogger(__name__)
 
-#: How often a peer sends what its requests buffered (s): short next to the commit interval, so
-#: a row waits at most about this long more than on the committer itself.
+#: How often a worker sends what its requests buffered (s): short next to the commit interval, so
+#: a row waits about this much longer than in a single-process node.
 SHIP_INTERVAL_S = 0.005
 #: A committer's reply: the batch's commit failed (nothing acknowledged).
 FAILED = -1
-#: A committer's reply: it is stopping and did not take the batch (safe to send again).
-REFUSED = -2
-_BATCH = struct.Struct("!QQI")  # seq, payload bytes, body length
-_REPLY = struct.Struct("!Qq")  # seq, version or FAILED / REFUSED
+#: How long a stopping committer goes on committing for workers still connected (s).
+STOP_WAIT_S = 10.0
+#: Least time between two committer starts by one worker (s): a committer that cannot start is
+#: not restarted in a tight loop.
+SPAWN_EVERY_S = 1.0
 
-#: What the committer does with a peer's batch: (rows, payload bytes, reply(version)).
-BatchHandler = Callable[[pa.Table, int, Callable[[int], None]], None]
+_BATCH = struct.Struct("!QQI")  # seq, payload bytes, body length
+_REPLY = struct.Struct("!Qq")  # seq, version or FAILED
 
 
 class ShipError(RuntimeError):
-    """A peer's batch has no bronze version: no committer could be reached, it went away before
-    answering (the batch may or may not be committed), it refused the batch, or its commit failed."""
+    """A worker's batch has no bronze version: no committer could be reached, it went away before
+    answering (the batch may or may not be committed), or its commit failed."""
 
 
-def node_address(lake_root: str) -> str | None:
-    """The node's socket name for a worker writing to ``lake_root``; ``None`` when the process is a
-    node by itself (not a worker of a uvicorn master: ``multiprocessing.parent_process()`` is ``None``).
+class Node(NamedTuple):
+    """A node's committer socket (an abstract name) and its uvicorn master's pid."""
 
-    uvicorn starts its workers with multiprocessing's spawn, so workers of one master share its pid.
-    The name is in the abstract namespace (a leading NUL byte, Linux ``unix(7)``).
+    address: str
+    master_pid: int
+
+
+def node_of(lake_root: str) -> Node | None:
+    """The node of this worker, writing to ``lake_root``; ``None`` when the process is a node by itself
+    (not a worker of a uvicorn master: ``multiprocessing.parent_process()`` is ``None``).
+
+    uvicorn starts its workers with multiprocessing's spawn, so the workers of one master share its pid.
     """
     parent = multiprocessing.parent_process()
-    if parent is None:
+    if parent is None or parent.pid is None:
         return None
-    lake = hashlib.sha256(str(lake_root).encode()).hexdigest()[:16]
-    return f"\0eventlake-ingest-{parent.pid}-{lake}"
+    lake = hashlib.sha256(lake_root.encode()).hexdigest()[:16]
+    return Node(f"\0eventlake-ingest-{parent.pid}-{lake}", parent.pid)
+
+
+def bronze_lake(settings: Settings) -> Lake:
+    """The lake the ingest API appends bronze to, compacting small files as it goes (one per process)."""
+    return Lake(settings.lake_root, compactor=auto_compactor(settings.auto_compact_files, settings.auto_compact_mb))
 
 
 def ipc_bytes(table: pa.Table) -> pa.Buffer:
-    """``table`` as an Arrow IPC stream (what a peer sends)."""
+    """``table`` as an Arrow IPC stream (what a worker sends)."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as stream:
         stream.write_table(table)
@@ -79,106 +107,77 @@ def ipc_bytes(table: pa.Table) -> pa.Buffer:
 
 
 class NodeLink:
-    """A worker's place in its node: the committer (serving its peers) or a peer of it.
+    """A worker's connection to its node's committer, started by this worker when there is none."""
 
-    Args:
-        address: the node's abstract socket name (:func:`node_address`).
-        on_batch: how the committer takes a peer's batch; it must call ``reply`` exactly once.
-    """
-
-    def __init__(self, address: str, on_batch: BatchHandler) -> None:
-        self.address = address
-        self._on_batch = on_batch
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+    def __init__(self, node: Node) -> None:
+        self.node = node
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._waiting: dict[int, asyncio.Future[int]] = {}
         self._seq = 0
+        self._spawned_at = float("-inf")
         self._lock = asyncio.Lock()
 
     @property
-    def committer(self) -> bool:
-        """This worker is its node's committer."""
-        return self._server is not None
-
-    @property
-    def peers(self) -> int:
-        """Peers connected to this committer now."""
-        return len(self._connections)
-
-    async def establish(self) -> bool:
-        """Become the node's committer, or connect to it, unless this worker already is one or the
-        other; one attempt of each (the caller tries again at its next tick). Whether it worked."""
-        async with self._lock:
-            return self.committer or self._connected or await self._try_serve() or await self._try_connect()
-
-    @property
-    def _connected(self) -> bool:
+    def connected(self) -> bool:
+        """Connected to a committer now."""
         return self._writer is not None and not self._writer.is_closing()
 
-    async def _try_serve(self) -> bool:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(self.address)
-        except OSError:  # EADDRINUSE: another worker is the committer
-            sock.close()
-            return False
-        self._server = await asyncio.start_unix_server(self._serve_peer, sock=sock)
-        log.info("worker %d is the node's bronze committer", os.getpid())
-        return True
+    async def connect(self) -> bool:
+        """Connect to the node's committer, starting it first when nobody serves the name (and this
+        worker has not started one in the last :data:`SPAWN_EVERY_S`). Whether it is connected."""
+        async with self._lock:
+            if self.connected:
+                return True
+            sock = self._try_connect()
+            if sock is None and self._try_start():
+                sock = self._try_connect()
+            if sock is None:
+                return False
+            reader, self._writer = await asyncio.open_unix_connection(sock=sock)
+            self._reader_task = asyncio.create_task(self._read_replies(reader), name="node-commit-replies")
+            return True
 
-    async def _try_connect(self) -> bool:
-        # Connected here, then handed over: uvloop's open_unix_connection refuses abstract names
+    def _try_connect(self) -> socket.socket | None:
+        # Connected here, then handed to asyncio: uvloop's open_unix_connection refuses abstract names
         # (EINVAL). A local connect does not wait: it fails at once when nobody listens.
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.connect(self.address)
-            reader, self._writer = await asyncio.open_unix_connection(sock=sock)
-        except OSError:  # nobody listens yet (or any more)
+            sock.connect(self.node.address)
+        except OSError:
+            sock.close()
+            return None
+        return sock
+
+    def _try_start(self) -> bool:
+        """Bind the node's name and start the committer on it; whether this worker did."""
+        now = time.monotonic()
+        if now - self._spawned_at < SPAWN_EVERY_S:
+            return False
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(self.node.address)
+        except OSError:  # EADDRINUSE: another worker started one meanwhile
             sock.close()
             return False
-        self._reader_task = asyncio.create_task(self._read_replies(reader), name="node-commit-replies")
-        log.info("worker %d sends its micro-batches to the node's committer", os.getpid())
+        self._spawned_at = now
+        sock.listen(128)  # from here on, workers' connections wait in the backlog
+        args = [sys.executable, "-m", "ingest_api.node_commit", str(sock.fileno()), str(self.node.master_pid)]
+        process = subprocess.Popen(args, pass_fds=[sock.fileno()])
+        sock.close()  # the committer holds the name now
+        log.info("worker %d started the node's bronze committer (pid %d)", os.getpid(), process.pid)
         return True
 
-    # --- committer side -------------------------------------------------------------------------
-
-    async def _serve_peer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-
-        def reply(seq: int) -> Callable[[int], None]:
-            def send(version: int) -> None:
-                if not writer.is_closing():
-                    writer.write(_REPLY.pack(seq, version))
-
-            return send
-
-        try:
-            while True:
-                seq, size, length = _BATCH.unpack(await reader.readexactly(_BATCH.size))
-                table = pa.ipc.open_stream(await reader.readexactly(length)).read_all()
-                self._on_batch(table, size, reply(seq))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the peer stopped or died; its unanswered batches answer no one
-        finally:
-            self._connections.discard(task)
-            writer.close()
-
-    # --- peer side ------------------------------------------------------------------------------
-
     async def ship(self, body: pa.Buffer, rows: int, size: int) -> int:
-        """Send one batch (``body``: :func:`ipc_bytes`; ``rows`` of ``size`` payload bytes) and wait
-        for the committer's answer; the bronze version holding it.
+        """Send one batch (``body``: :func:`ipc_bytes`; ``rows`` rows of ``size`` payload bytes) and
+        wait for the committer's answer; the bronze version holding it.
 
         Raises:
-            ShipError: not connected, the connection broke before the answer (maybe committed), the
-                committer refused the batch (stopping; not committed) or its commit failed.
+            ShipError: no committer, the connection broke before the answer (maybe committed), or the
+                commit failed.
         """
-        if not self._connected:
-            raise ShipError("not connected to the node's committer")
+        if not await self.connect():
+            raise ShipError("no committer on this node could be reached")
         assert self._writer is not None
         self._seq += 1
         seq = self._seq
@@ -192,8 +191,6 @@ class NodeLink:
             self._waiting.pop(seq, None)
             raise ShipError(f"lost the node's committer: {exc}") from exc
         version = await answer
-        if version == REFUSED:
-            raise ShipError("the node's committer is stopping and did not take the batch")
         if version == FAILED:
             raise ShipError(f"the node's committer failed to commit {rows} rows")
         return version
@@ -216,17 +213,116 @@ class NodeLink:
                     answer.set_exception(ShipError("the node's committer went away before answering"))
 
     async def close(self) -> None:
-        """Stop serving peers (a committer) or close the connection (a peer)."""
-        if self._server is not None:
-            self._server.close()
-            for task in list(self._connections):
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*self._connections, return_exceptions=True)
-            self._server = None
+        """Close the connection (the committer stops once no worker is connected and the master is gone)."""
         if self._writer is not None:
             self._writer.close()
         if self._reader_task is not None:
             self._reader_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader_task
+
+
+class NodeCommitter:
+    """The committer process: takes the workers' batches and commits them together.
+
+    Args:
+        lake: the lake holding ``raw_events``.
+        interval_ms: least time between the starts of two commits (ms).
+        listener: the node's listening socket (bound and listening already).
+        master_pid: the node's uvicorn master; once it has gone, so does the committer.
+    """
+
+    def __init__(self, lake: Lake, interval_ms: int, listener: socket.socket, master_pid: int) -> None:
+        self.lake = lake
+        self._interval_s = interval_ms / 1000
+        self._listener = listener
+        self._master_pid = master_pid
+        self._batches: list[tuple[pa.Table, asyncio.StreamWriter, int]] = []
+        self._workers: set[asyncio.StreamWriter] = set()
+        self._stop_requested = False
+        self._metadata = {"eventlake.writer": f"{socket.gethostname()}:{os.getpid()}"}
+
+    def _master_alive(self) -> bool:
+        """The master runs (a zombie, dead but not yet reaped by its parent, does not count: proc(5))."""
+        try:
+            stat = Path(f"/proc/{self._master_pid}/stat").read_text()
+        except FileNotFoundError:
+            return False
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+    async def run(self) -> None:
+        """Serve the workers and commit every interval until stopped (module docstring)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_stop)
+        server = await asyncio.start_unix_server(self._serve_worker, sock=self._listener)
+        log.info("bronze committer %d serving node of uvicorn master %d", os.getpid(), self._master_pid)
+        started = loop.time()
+        stop_deadline = float("inf")
+        while True:
+            if stop_deadline == float("inf") and (self._stop_requested or not self._master_alive()):
+                stop_deadline = loop.time() + STOP_WAIT_S
+            last = stop_deadline < float("inf") and (not self._workers or loop.time() > stop_deadline)
+            wait = started + self._interval_s - loop.time()
+            if wait > 0 and not last:
+                await asyncio.sleep(wait)
+            started = loop.time()
+            if self._batches:
+                await self._commit()
+            if last:
+                server.close()
+                return
+
+    def _request_stop(self) -> None:
+        self._stop_requested = True
+
+    async def _serve_worker(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._workers.add(writer)
+        try:
+            while True:
+                seq, _size, length = _BATCH.unpack(await reader.readexactly(_BATCH.size))
+                table = pa.ipc.open_stream(await reader.readexactly(length)).read_all()
+                self._batches.append((table, writer, seq))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the worker stopped or died; what it sent and has not heard back about answers no one
+        finally:
+            self._workers.discard(writer)
+            writer.close()
+
+    async def _commit(self) -> None:
+        batches, self._batches = self._batches, []
+        rows = sum(table.num_rows for table, _, _ in batches)
+        started = time.perf_counter()
+        try:
+            workers = len({id(writer) for _, writer, _ in batches})
+            version = await asyncio.to_thread(self._append, [table for table, _, _ in batches], workers)
+        except Exception:  # every failure must reach the waiting workers (their requests get 503)
+            log.exception("group commit of %d rows from %d batches failed", rows, len(batches))
+            metrics.COMMIT_FAILURES.inc()
+            version = FAILED
+        else:
+            metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
+            metrics.FLUSH_ROWS.observe(rows)
+        for _, writer, seq in batches:
+            if not writer.is_closing():
+                writer.write(_REPLY.pack(seq, version))
+
+    def _append(self, tables: list[pa.Table], workers: int) -> int:
+        """One Delta append of the batches; lineage in the commit: the committer (host:pid) and how
+        many batches from how many workers it holds."""
+        metadata = {**self._metadata, "eventlake.batches": str(len(tables)), "eventlake.workers": str(workers)}
+        return self.lake.append(RAW_EVENTS, pa.concat_tables(tables), metadata)
+
+
+def main(argv: list[str]) -> None:
+    """``python -m ingest_api.node_commit LISTENING_FD MASTER_PID``: run a node's committer (started
+    by a worker, :class:`NodeLink`), with the settings of the environment it inherits."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    settings: Settings = read_settings("ingest committer")
+    listener = socket.socket(fileno=int(argv[0]))
+    committer = NodeCommitter(bronze_lake(settings), settings.flush_interval_ms, listener, int(argv[1]))
+    asyncio.run(committer.run())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
