@@ -1,9 +1,10 @@
 """Durable group commit: many requests, one Delta append per micro-batch.
 
 Requests hand their rows to :class:`GroupCommitWriter` and wait; a background flusher
-commits everything buffered, starting a commit at most once every ``interval_ms`` (the next one
-starts ``interval_ms`` after the previous one started, or when it ends if it took longer), then
-wakes each request with the bronze version that holds its rows. So a worker makes at most
+commits everything buffered as soon as rows wait, but never sooner than ``interval_ms`` after the
+previous commit started (nor before it ended), then wakes each request with the bronze version that
+holds its rows: a lone request is committed at once, and under load commits follow each other
+every ``interval_ms``. So a worker makes at most
 ``1000 / interval_ms`` commits a second whatever the load: more load makes larger commits, not more
 of them (the Delta log, its checkpoints and every reader of it grow with commits, not rows). A
 request is only acknowledged after that commit, and a failed commit fails every request in the
@@ -92,7 +93,8 @@ class GroupCommitWriter:
         self._pending: list[_Pending] = []
         self._held_rows = 0  # buffered + being committed
         self._held_bytes = 0
-        self._wake = asyncio.Event()
+        self._arrived = asyncio.Event()  # rows wait (or stop() was called)
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._shipping: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -126,7 +128,8 @@ class GroupCommitWriter:
     async def stop(self) -> None:
         """Refuse new rows, commit what is still buffered (answering its requests), then stop."""
         self._closing = True
-        self._wake.set()
+        self._stopping.set()
+        self._arrived.set()
         if self._task is not None:
             await self._task
         if self._shipping:
@@ -159,6 +162,7 @@ class GroupCommitWriter:
         pending = _Pending(rows, size)
         self._pending.append(pending)
         self._hold(len(rows), size)
+        self._arrived.set()
         return await pending.done
 
     def _hold(self, rows: int, size: int) -> None:
@@ -173,17 +177,20 @@ class GroupCommitWriter:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        started = loop.time()
+        last_start = float("-inf")
         while True:
-            wait = started + self._interval_s - loop.time()
-            if wait > 0 and not self._closing:
-                with contextlib.suppress(TimeoutError):  # the interval elapsed: commit what is there
-                    await asyncio.wait_for(self._wake.wait(), timeout=wait)  # woken early only to stop
-            started = loop.time()  # a tick: a commit of what is there, or nothing to commit
-            if self._pending:
+            if self._pending:  # a commit, as soon as the interval since the last one's start allows
+                due = last_start + self._interval_s - loop.time()
+                if due > 0 and not self._closing:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), timeout=due)  # woken early only to stop
+                last_start = loop.time()
                 await self._flush()
-            if self._closing and not self._pending:
+            elif self._closing:
                 return
+            else:  # idle until a request's rows (or stop()) arrive
+                self._arrived.clear()
+                await self._arrived.wait()
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending, []

@@ -60,6 +60,8 @@ SHIP_INTERVAL_S = 0.005
 FAILED = -1
 #: How long a stopping committer goes on committing for workers still connected (s).
 STOP_WAIT_S = 10.0
+#: How often an idle committer looks whether its master is still there (s).
+IDLE_CHECK_S = 0.2
 #: Least time between two committer starts by one worker (s): a committer that cannot start is
 #: not restarted in a tight loop.
 SPAWN_EVERY_S = 1.0
@@ -240,6 +242,7 @@ class NodeCommitter:
         self._batches: list[tuple[pa.Table, asyncio.StreamWriter, int]] = []
         self._workers: set[asyncio.StreamWriter] = set()
         self._stop_requested = False
+        self._arrived = asyncio.Event()
         self._metadata = {"eventlake.writer": f"{socket.gethostname()}:{os.getpid()}"}
 
     def _master_alive(self) -> bool:
@@ -251,27 +254,30 @@ class NodeCommitter:
         return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
     async def run(self) -> None:
-        """Serve the workers and commit every interval until stopped (module docstring)."""
+        """Serve the workers until stopped (module docstring): commit what they sent as soon as it
+        arrives, but never sooner than ``interval_ms`` after the previous commit's start."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop)
         server = await asyncio.start_unix_server(self._serve_worker, sock=self._listener)
         log.info("bronze committer %d serving node of uvicorn master %d", os.getpid(), self._master_pid)
-        started = loop.time()
+        last_start = float("-inf")
         stop_deadline = float("inf")
         while True:
             if stop_deadline == float("inf") and (self._stop_requested or not self._master_alive()):
                 stop_deadline = loop.time() + STOP_WAIT_S
-            last = stop_deadline < float("inf") and (not self._workers or loop.time() > stop_deadline)
-            wait = started + self._interval_s - loop.time()
-            if wait > 0 and not last:
-                await asyncio.sleep(wait)
-            started = loop.time()
-            if self._batches:
+            finishing = stop_deadline < float("inf") and (not self._workers or loop.time() > stop_deadline)
+            if self._batches:  # a commit, as soon as the interval since the last one's start allows
+                await asyncio.sleep(max(0.0, last_start + self._interval_s - loop.time()))
+                last_start = loop.time()
                 await self._commit()
-            if last:
+            elif finishing:
                 server.close()
                 return
+            else:  # idle: wait for a batch, looking at the master and the signals now and then
+                self._arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), timeout=IDLE_CHECK_S)
 
     def _request_stop(self) -> None:
         self._stop_requested = True
@@ -283,6 +289,7 @@ class NodeCommitter:
                 seq, _size, length = _BATCH.unpack(await reader.readexactly(_BATCH.size))
                 table = pa.ipc.open_stream(await reader.readexactly(length)).read_all()
                 self._batches.append((table, writer, seq))
+                self._arrived.set()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the worker stopped or died; what it sent and has not heard back about answers no one
         finally:

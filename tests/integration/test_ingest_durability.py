@@ -209,9 +209,10 @@ def test_a_request_larger_than_the_whole_buffer_is_413_not_a_503_to_retry_foreve
 
 def test_sigterm_finishes_in_flight_commits_then_exits_cleanly(env: Env) -> None:
     server = start_api(env, {"EVENTLAKE_FLUSH_INTERVAL_MS": "3000"})
+    assert server.post("/v1/events", json=payloads("first", 1)).status_code == 202  # committed at once
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(server.post, "/v1/events", json=payloads("term", 5), timeout=30)
-        time.sleep(0.5)  # the request now waits in the buffer for its group commit
+        time.sleep(0.5)  # the request now waits in the buffer: 3 s from the first commit to the next
         server.proc.send_signal(signal.SIGTERM)
         response = pending.result()
     assert response.status_code == 202 and response.json()["accepted"] == 5
@@ -220,7 +221,7 @@ def test_sigterm_finishes_in_flight_commits_then_exits_cleanly(env: Env) -> None
     assert "Application shutdown complete." in server.log.read_text()
     with pytest.raises(httpx.ConnectError):
         server.post("/v1/events", json=payloads("refused", 1))
-    assert sorted(bronze_ids(env)) == sorted(ids(payloads("term", 5)))
+    assert sorted(bronze_ids(env)) == sorted(ids(payloads("first", 1)) + ids(payloads("term", 5)))
 
 
 def _committer_pid(env: Env) -> int:
@@ -284,15 +285,32 @@ def test_sigterm_of_a_node_answers_the_requests_its_peers_hold(env: Env) -> None
     while server.log.read_text().count("Application startup complete.") < 2:  # both workers serve
         assert time.monotonic() < deadline, server.log.read_text()
         time.sleep(0.2)
+    assert server.post("/v1/events", json=payloads("first", 1)).status_code == 202  # committed at once
     no_keepalive = httpx.Limits(max_keepalive_connections=0)
     with httpx.Client(headers=server.auth, timeout=30, limits=no_keepalive) as http, ThreadPoolExecutor(8) as pool:
         pending = [pool.submit(http.post, f"{server.url}/v1/events", json=payloads(f"t{i}", 5)) for i in range(8)]
-        time.sleep(0.5)  # the requests now wait, on both workers, for the node's group commit
+        time.sleep(0.5)  # the requests now wait, on both workers, for the node's next group commit
         server.proc.send_signal(signal.SIGTERM)
         statuses = [future.result().status_code for future in pending]
     assert server.proc.wait(timeout=30) in (0, -signal.SIGTERM)
     assert statuses == [202] * 8
-    assert sorted(bronze_ids(env)) == sorted(i for n in range(8) for i in ids(payloads(f"t{n}", 5)))
+    expected = ids(payloads("first", 1)) + [i for n in range(8) for i in ids(payloads(f"t{n}", 5))]
+    assert sorted(bronze_ids(env)) == sorted(expected)
     dt = env.lake.open(RAW_EVENTS)
     assert dt is not None  # both workers' requests were among them, and answered
     assert max(int(c.get("eventlake.workers", 0)) for c in dt.history()) == 2
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_lone_request_is_committed_at_once_and_the_next_commit_waits_for_the_interval(env: Env, workers: int) -> None:
+    server = start_api(env, {"EVENTLAKE_FLUSH_INTERVAL_MS": "3000"}, workers=workers)
+    try:
+        started = time.monotonic()
+        assert server.post("/v1/events", json=payloads("lone", 1), timeout=30).status_code == 202
+        first = time.monotonic() - started
+        assert server.post("/v1/events", json=payloads("next", 1), timeout=30).status_code == 202
+        second = time.monotonic() - started
+    finally:
+        stop(server)
+    assert first < 1.5  # not held for the 3 s interval
+    assert second >= 2.9  # at most one commit per 3 s (the node's committer when there are workers)
