@@ -79,6 +79,7 @@ def test_settings_are_read_only_where_a_process_starts() -> None:
         "pipelines.definitions",  # the Dagster code locations
         "pipelines.definitions_maintenance",
         "ingest_api.main",  # the API's application
+        "ingest_api.node_commit",  # an ingest node's committer process, at its start
         "pipelines.cli.replay",  # the console scripts, at their start
         "pipelines.cli.sources",
         "pipelines.cli.status",
