@@ -16,7 +16,8 @@ seconds have passed, and prints events/s (acknowledged), requests/s, p50/p95/p99
 errors (non-2xx and transport), the CPU used by the server, the clients and anything else (in
 cores), server CPU per event, and ``x noop``: events/s as a ratio of the no-op server on the same
 route and worker count. For eventlake runs it also prints the bronze commits and the mean group
-commit duration (``eventlake_group_commit_seconds`` from each worker's ``/metrics``); after each
+commit duration (``eventlake_group_commit_seconds`` from ``/metrics``, which covers the workers
+and the node's committer: the API runs with ``PROMETHEUS_MULTIPROC_DIR`` as under ``make up``); after each
 run the server is stopped and bronze is read back: its row count must equal the events the API
 acknowledged (``verified``). Warnings, errors and 4xx/5xx lines of its log are printed if there
 are any.
@@ -579,45 +580,36 @@ def run_noop(workers: int, routes: list[str], bodies: dict[str, list[bytes]], ar
 
 
 def commit_seconds(server: Server) -> tuple[float, int]:
-    """Sum and count of the group-commit durations over all workers (``eventlake_group_commit_seconds``).
-
-    Without ``PROMETHEUS_MULTIPROC_DIR`` each worker answers ``/metrics`` with its own numbers, so
-    connections are opened until one has been served by each worker (found like in ``_open_balanced``).
-    """
-    per_worker: dict[int, tuple[float, int]] = {}
-    for _ in range(100):
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-        try:
-            conn.request("GET", "/healthz")
-            conn.getresponse().read()
-            assert conn.sock is not None
-            inode = _server_side_inodes(server.port).get(conn.sock.getsockname()[1], "")
-            pid = _socket_owners(server.proc.pid).get(inode, -1)
-            if pid in per_worker:
-                continue
-            conn.request("GET", "/metrics")
-            text = conn.getresponse().read().decode()
-        finally:
-            conn.close()
-        values = dict(
-            line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("eventlake_group_commit_seconds_")
-        )
-        if "eventlake_group_commit_seconds_count" not in values:  # metric renamed: no commit ms column
-            return 0.0, 0
-        per_worker[pid] = (
-            float(values["eventlake_group_commit_seconds_sum"]),
-            int(float(values["eventlake_group_commit_seconds_count"])),
-        )
-        if len(per_worker) == server.workers:
-            break
-    return sum(s for s, _ in per_worker.values()), sum(n for _, n in per_worker.values())
+    """Sum and count of the node's group-commit durations (``eventlake_group_commit_seconds``): the
+    API runs with ``PROMETHEUS_MULTIPROC_DIR``, as under ``make up``, so one ``/metrics`` answer
+    covers every worker and the node's committer process."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    values = dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("eventlake_group_commit_seconds_")
+    )
+    if "eventlake_group_commit_seconds_count" not in values:  # metric renamed: no commit ms column
+        return 0.0, 0
+    return float(values["eventlake_group_commit_seconds_sum"]), int(
+        float(values["eventlake_group_commit_seconds_count"])
+    )
 
 
 def run_eventlake(workers: int, route: str, bodies: list[bytes], args: argparse.Namespace) -> Run:
     """Measure the real API on ``route`` with a fresh data folder, then check bronze against the answers."""
     with tempfile.TemporaryDirectory() as tmp:
         env = Env(Path(tmp))
-        overrides = {"EVENTLAKE_RATE_LIMIT": "10000000/second", "EVENTLAKE_FLUSH_INTERVAL_MS": str(args.flush_ms)}
+        metrics_dir = Path(tmp) / "prometheus"
+        metrics_dir.mkdir()
+        overrides = {
+            "EVENTLAKE_RATE_LIMIT": "10000000/second",
+            "EVENTLAKE_FLUSH_INTERVAL_MS": str(args.flush_ms),
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        }
         api = start_api(env, overrides, workers=workers)
         server = Server(api.url, int(api.url.rsplit(":", 1)[1]), api.proc, api.log, workers, api.key)
         try:
@@ -680,7 +672,8 @@ def print_table(runs: list[Run], args: argparse.Namespace) -> None:
     )
     print(
         "srv/cli/other = cores used (CPU s per s of run) by the server's processes, the client processes and "
-        "anything else; srv us/ev = server CPU per event; per worker = cores of the busiest worker processes"
+        "anything else; srv us/ev = server CPU per event; per process = cores of each server process "
+        "using at least 0.01 (the workers, and with several the node's committer; the master is idle)"
     )
     print(
         "commits = bronze Delta versions written (warm-up included); commit ms = mean group commit (Arrow table + "
@@ -689,7 +682,7 @@ def print_table(runs: list[Run], args: argparse.Namespace) -> None:
     print(
         f"{'target':<24} {'wk':>2} {'events/s':>9} {'req/s':>7} {'x noop':>6} {'p50 ms':>7} {'p95 ms':>7} "
         f"{'p99 ms':>7} {'errors':>6} {'srv':>5} {'cli':>5} {'other':>5} {'srv us/ev':>9} "
-        f"{'per worker':>10} {'commits':>7} {'commit ms':>9} {'verified':>8}"
+        f"{'per process':>11} {'commits':>7} {'commit ms':>9} {'verified':>8}"
     )
     noop = {(r.route, r.workers): r.accepted / r.elapsed for r in runs if r.target == "noop"}
     for r in runs:
@@ -699,12 +692,12 @@ def print_table(runs: list[Run], args: argparse.Namespace) -> None:
         us_per_event = r.server_cpu / r.accepted * 1e6 if r.accepted else float("nan")
         commits = "-" if r.commits is None else str(r.commits)
         commit_ms = "-" if r.commit_ms is None else f"{r.commit_ms:.1f}"
-        split = "/".join(f"{cpu / r.elapsed:.2f}" for cpu in r.server_cpu_split[: r.workers])
+        split = "/".join(f"{cpu / r.elapsed:.2f}" for cpu in r.server_cpu_split if cpu / r.elapsed >= 0.01)
         print(
             f"{r.target + ' ' + ROUTES[r.route]:<24} {r.workers:>2} {eps:>9.0f} {r.requests / r.elapsed:>7.1f} "
             f"{ratio:>6.2f} {r.pct_ms(0.50):>7.1f} {r.pct_ms(0.95):>7.1f} {r.pct_ms(0.99):>7.1f} {r.errors:>6} "
             f"{r.server_cpu / r.elapsed:>5.2f} {r.client_cpu / r.elapsed:>5.2f} {other / r.elapsed:>5.2f} "
-            f"{us_per_event:>9.1f} {split:>10} {commits:>7} {commit_ms:>9} {r.verified:>8}"
+            f"{us_per_event:>9.1f} {split:>11} {commits:>7} {commit_ms:>9} {r.verified:>8}"
         )
 
 

@@ -118,6 +118,7 @@ class NodeLink:
         self._waiting: dict[int, asyncio.Future[int]] = {}
         self._seq = 0
         self._spawned_at = float("-inf")
+        self._committer: subprocess.Popen[bytes] | None = None  # the one this worker started, if any
         self._lock = asyncio.Lock()
 
     @property
@@ -132,7 +133,8 @@ class NodeLink:
             if self.connected:
                 return True
             sock = self._try_connect()
-            if sock is None and self._try_start():
+            if sock is None:  # nobody serves the name: start a committer, or another worker just did
+                self._try_start()
                 sock = self._try_connect()
             if sock is None:
                 return False
@@ -151,24 +153,25 @@ class NodeLink:
             return None
         return sock
 
-    def _try_start(self) -> bool:
-        """Bind the node's name and start the committer on it; whether this worker did."""
+    def _try_start(self) -> None:
+        """Bind the node's name and start the committer on it, unless another worker holds the name."""
+        if self._committer is not None:
+            self._committer.poll()  # reaps the one this worker started before, once it has exited
         now = time.monotonic()
         if now - self._spawned_at < SPAWN_EVERY_S:
-            return False
+            return
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(self.node.address)
         except OSError:  # EADDRINUSE: another worker started one meanwhile
             sock.close()
-            return False
+            return
         self._spawned_at = now
         sock.listen(128)  # from here on, workers' connections wait in the backlog
         args = [sys.executable, "-m", "ingest_api.node_commit", str(sock.fileno()), str(self.node.master_pid)]
-        process = subprocess.Popen(args, pass_fds=[sock.fileno()])
+        self._committer = subprocess.Popen(args, pass_fds=[sock.fileno()])
         sock.close()  # the committer holds the name now
-        log.info("worker %d started the node's bronze committer (pid %d)", os.getpid(), process.pid)
-        return True
+        log.info("worker %d started the node's bronze committer (pid %d)", os.getpid(), self._committer.pid)
 
     async def ship(self, body: pa.Buffer, rows: int, size: int) -> int:
         """Send one batch (``body``: :func:`ipc_bytes`; ``rows`` rows of ``size`` payload bytes) and

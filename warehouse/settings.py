@@ -73,8 +73,9 @@ class Settings(BaseSettings):
     flush_interval_ms: int = Field(
         default=50,
         ge=1,
-        description="Group commit: least time between two bronze commits of one worker (ms), so at most "
-        "1000/interval commits a second per worker whatever the load; a request waits about this long.",
+        description="Group commit: least time between the starts of two bronze commits of one ingest node "
+        "(ms), so at most 1000/interval commits a second per node whatever the load and its workers; a "
+        "lone request is committed at once, under load a request waits up to about this long.",
     )
     max_body_bytes: int = Field(
         default=512_000,

@@ -139,18 +139,14 @@ def bronze_row(
 def bronze_table(rows: list[dict[str, Any]]) -> pa.Table:
     """Bronze rows (:func:`bronze_row`'s dicts) as one Arrow table of ``raw_events``'s schema.
 
-    Column by column (one list per column, then ``pa.array``): 1.3 µs a row against 2.6 µs for
-    ``pa.Table.from_pylist``, which looks up every key of every row through its generic path; the
-    group commit converts every ingested event.
+    ``pa.Table.from_pylist``: 1.2 µs a row (pyarrow 26; as fast as transposing the rows by hand, and
+    twice as fast as a list comprehension per column), plus ~50 µs a call, so the group commit calls it
+    once per micro-batch, not per request.
 
     Raises:
-        KeyError: a row misses a column. pyarrow.ArrowInvalid / ArrowTypeError: a value does not fit
-            its column's type.
+        pyarrow.ArrowInvalid / ArrowTypeError: a value does not fit its column's type.
     """
-    schema = RAW_EVENTS.schema
-    return pa.Table.from_arrays(
-        [pa.array([row[field.name] for row in rows], type=field.type) for field in schema], schema=schema
-    )
+    return pa.Table.from_pylist(rows, schema=RAW_EVENTS.schema)
 
 
 def optional_str(obj: dict[str, Any], key: str) -> str | None:
