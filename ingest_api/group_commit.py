@@ -106,6 +106,10 @@ class GroupCommitWriter:
         """The flusher runs and new rows are accepted."""
         return self._task is not None and not self._task.done() and not self._closing
 
+    async def committer_reachable(self) -> bool:
+        """This process commits, or it reaches its node's committer (starting one if there is none)."""
+        return self._link is None or await self._link.connect()
+
     @property
     def has_room(self) -> bool:
         """The buffer is below both bounds."""
@@ -226,7 +230,7 @@ class GroupCommitWriter:
         rows = [row for pending in batch for row in pending.rows]
         try:
             body = await asyncio.to_thread(lambda: ipc_bytes(bronze_table(rows)))
-            version = await self._link.ship(body, len(rows), sum(pending.size for pending in batch))
+            version = await self._link.ship(body, len(rows))
         except ShipError as exc:
             log.warning("micro-batch of %d rows not acknowledged: %s", len(rows), exc)
             self._resolve(batch, error=CommitError(str(exc)))

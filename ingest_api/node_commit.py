@@ -3,11 +3,12 @@
 A node is the worker processes one uvicorn master spawned. Its workers do not append to bronze
 themselves: every :data:`SHIP_INTERVAL_S` each builds what its requests buffered into an Arrow table
 and sends it (an Arrow IPC stream) over a Unix socket to the node's committer process, which commits
-every batch that reached it in one Delta append at most once per flush interval, then answers each
-worker with the bronze version; the worker answers its requests only then (2xx after the commit, as
-always). So a node makes at most ``1000 / interval_ms`` commits a second whatever its worker count,
-its workers never conflict on the Delta log, and the committer's CPU (Parquet encoding, the log) is
-off the workers' event loops. A process that is not a uvicorn worker is a node by itself and
+every batch that reached it in one Delta append — as soon as batches wait, but never sooner than the
+flush interval after the previous commit started — then answers each worker with the bronze version;
+the worker answers its requests only then (2xx after the commit, as always). So a node makes at
+most ``1000 / interval_ms`` commits a second whatever its worker count, its workers never conflict
+on the Delta log, and the committer's CPU (Parquet encoding, the log) is off the workers' event
+loops. A process that is not a uvicorn worker is a node by itself and
 commits in-process (:class:`~ingest_api.group_commit.GroupCommitWriter`).
 
 Election: the socket's name is in Linux's abstract namespace (``unix(7)``: no file; the kernel frees
@@ -15,9 +16,9 @@ it with the last descriptor). A worker that cannot connect binds the name; the o
 listens, starts the committer (``python -m ingest_api.node_commit``) with the listening socket, and
 connects like every other worker (connections wait in the backlog while the committer starts).
 
-Wire format (both ways, big-endian): a worker sends ``seq: u64, payload bytes: u64, body length:
-u32`` then the IPC body; the committer answers ``seq: u64, version: i64``, where ``version`` is the
-bronze version or :data:`FAILED` (the commit failed; nothing acknowledged).
+Wire format (both ways, big-endian): a worker sends ``seq: u64, body length: u32`` then the IPC
+body; the committer answers ``seq: u64, version: i64``, where ``version`` is the bronze version or
+:data:`FAILED` (the commit failed; nothing acknowledged).
 
 Failures keep the ingest contract: a worker whose committer dies fails the batches it has not heard
 back about (503: committed or not, they were never acknowledged, and a client's retry duplicates at
@@ -66,7 +67,7 @@ IDLE_CHECK_S = 0.2
 #: not restarted in a tight loop.
 SPAWN_EVERY_S = 1.0
 
-_BATCH = struct.Struct("!QQI")  # seq, payload bytes, body length
+_BATCH = struct.Struct("!QI")  # seq, body length
 _REPLY = struct.Struct("!Qq")  # seq, version or FAILED
 
 
@@ -173,9 +174,9 @@ class NodeLink:
         sock.close()  # the committer holds the name now
         log.info("worker %d started the node's bronze committer (pid %d)", os.getpid(), self._committer.pid)
 
-    async def ship(self, body: pa.Buffer, rows: int, size: int) -> int:
-        """Send one batch (``body``: :func:`ipc_bytes`; ``rows`` rows of ``size`` payload bytes) and
-        wait for the committer's answer; the bronze version holding it.
+    async def ship(self, body: pa.Buffer, rows: int) -> int:
+        """Send one batch (``body``: :func:`ipc_bytes` of ``rows`` rows) and wait for the committer's
+        answer; the bronze version holding it.
 
         Raises:
             ShipError: no committer, the connection broke before the answer (maybe committed), or the
@@ -189,7 +190,7 @@ class NodeLink:
         answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiting[seq] = answer
         try:
-            self._writer.write(_BATCH.pack(seq, size, body.size))
+            self._writer.write(_BATCH.pack(seq, body.size))
             self._writer.write(memoryview(body))
             await self._writer.drain()
         except ConnectionError as exc:
@@ -289,7 +290,7 @@ class NodeCommitter:
         self._workers.add(writer)
         try:
             while True:
-                seq, _size, length = _BATCH.unpack(await reader.readexactly(_BATCH.size))
+                seq, length = _BATCH.unpack(await reader.readexactly(_BATCH.size))
                 table = pa.ipc.open_stream(await reader.readexactly(length)).read_all()
                 self._batches.append((table, writer, seq))
                 self._arrived.set()
