@@ -307,7 +307,7 @@ class Settings(BaseSettings):
     )
     compact_target_mb: int = Field(default=128, ge=1, description="Size of the files compaction writes (MB).")
     auto_compact_files: int = Field(
-        default=50,
+        default=100,
         ge=0,
         description="Auto compaction: a partition a writer appends to is compacted (in the background) once it "
         "holds this many files smaller than EVENTLAKE_AUTO_COMPACT_MB; 0: off.",
