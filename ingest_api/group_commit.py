@@ -37,7 +37,7 @@ from typing import Any
 import pyarrow.dataset  # noqa: F401
 
 from ingest_api import metrics
-from ingest_api.node_commit import SHIP_INTERVAL_S, Node, NodeLink, ShipError, ipc_bytes
+from ingest_api.node_commit import SHIP_INTERVAL_S, CommitterLostError, Node, NodeLink, ShipError, ipc_bytes
 from warehouse.contract.rows import bronze_table
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import RAW_EVENTS
@@ -231,7 +231,9 @@ class GroupCommitWriter:
         try:
             body = await asyncio.to_thread(lambda: ipc_bytes(bronze_table(rows)))
             version = await self._link.ship(body, len(rows))
-        except ShipError as exc:
+        except ShipError as exc:  # a failed commit was counted by the committer; a lost one is counted here
+            if isinstance(exc, CommitterLostError):
+                metrics.COMMIT_FAILURES.inc()
             log.warning("micro-batch of %d rows not acknowledged: %s", len(rows), exc)
             self._resolve(batch, error=CommitError(str(exc)))
             return

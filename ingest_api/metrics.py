@@ -46,7 +46,10 @@ FLUSH_ROWS = Histogram(
     "Events per group commit.",
     buckets=(1, 10, 100, 1_000, 5_000, 20_000, 100_000),
 )
-COMMIT_FAILURES = Counter("eventlake_group_commit_failures", "Group commits that failed (their requests got 503).")
+COMMIT_FAILURES = Counter(
+    "eventlake_group_commit_failures",
+    "Group commits that failed, and micro-batches a worker's committer went away with (their requests got 503).",
+)
 BUFFER_EVENTS = Gauge("eventlake_buffer_events", "Events buffered or being committed.", multiprocess_mode="livesum")
 BUFFER_BYTES = Gauge(
     "eventlake_buffer_bytes", "Bytes of event JSON buffered or being committed.", multiprocess_mode="livesum"

@@ -72,8 +72,13 @@ _REPLY = struct.Struct("!Qq")  # seq, version or FAILED
 
 
 class ShipError(RuntimeError):
-    """A worker's batch has no bronze version: no committer could be reached, it went away before
-    answering (the batch may or may not be committed), or its commit failed."""
+    """A worker's batch has no bronze version: the committer's commit failed, or
+    :class:`CommitterLostError`."""
+
+
+class CommitterLostError(ShipError):
+    """No committer could be reached, or it went away before answering (the batch may or may not be
+    committed)."""
 
 
 class Node(NamedTuple):
@@ -179,11 +184,11 @@ class NodeLink:
         answer; the bronze version holding it.
 
         Raises:
-            ShipError: no committer, the connection broke before the answer (maybe committed), or the
-                commit failed.
+            CommitterLostError: no committer, or the connection broke before the answer (maybe
+                committed). ShipError: the commit failed.
         """
         if not await self.connect():
-            raise ShipError("no committer on this node could be reached")
+            raise CommitterLostError("no committer on this node could be reached")
         assert self._writer is not None
         self._seq += 1
         seq = self._seq
@@ -195,7 +200,7 @@ class NodeLink:
             await self._writer.drain()
         except ConnectionError as exc:
             self._waiting.pop(seq, None)
-            raise ShipError(f"lost the node's committer: {exc}") from exc
+            raise CommitterLostError(f"lost the node's committer: {exc}") from exc
         version = await answer
         if version == FAILED:
             raise ShipError(f"the node's committer failed to commit {rows} rows")
@@ -216,7 +221,7 @@ class NodeLink:
             waiting, self._waiting = self._waiting, {}
             for answer in waiting.values():
                 if not answer.done():
-                    answer.set_exception(ShipError("the node's committer went away before answering"))
+                    answer.set_exception(CommitterLostError("the node's committer went away before answering"))
 
     async def close(self) -> None:
         """Close the connection (the committer stops once no worker is connected and the master is gone)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from prometheus_client import REGISTRY
 
 from ingest_api.group_commit import CommitError, GroupCommitWriter
 from ingest_api.node_commit import Node, ipc_bytes, node_of
@@ -33,6 +34,9 @@ def test_a_worker_that_reaches_no_committer_answers_503_and_says_not_ready(tmp_p
     lake = Lake(str(tmp_path / "lake"))
     rows = explode_payload({"uuid": "a", "timestamp": 0}, RequestContext(received_at=datetime.now(UTC)))
 
+    failures = "eventlake_group_commit_failures_total"
+    before = REGISTRY.get_sample_value(failures) or 0.0
+
     async def main() -> bool:
         writer = GroupCommitWriter(lake, interval_ms=50, node=Node(address, os.getpid()))
         await writer.start()
@@ -47,6 +51,7 @@ def test_a_worker_that_reaches_no_committer_answers_503_and_says_not_ready(tmp_p
         assert asyncio.run(main()) is False
     finally:
         squatter.close()
+    assert REGISTRY.get_sample_value(failures) == before + 1  # counted, like a failed commit (new-user trial)
     dt = lake.open(RAW_EVENTS)
     assert dt is None or dt.to_pyarrow_table().num_rows == 0  # nothing stored
 
