@@ -111,6 +111,11 @@ class GroupCommitWriter:
         return self._link is None or await self._link.connect()
 
     @property
+    def committer_stalled(self) -> bool:
+        """The node's committer has not answered a batch for a while (``NodeLink.stalled``)."""
+        return self._link is not None and self._link.stalled
+
+    @property
     def has_room(self) -> bool:
         """The buffer is below both bounds."""
         return self._held_rows < self._max_buffer_rows and self._held_bytes < self._max_buffer_bytes

@@ -20,11 +20,15 @@ Wire format (both ways, big-endian): a worker sends ``seq: u64, body length: u32
 body; the committer answers ``seq: u64, version: i64``, where ``version`` is the bronze version or
 :data:`FAILED` (the commit failed; nothing acknowledged).
 
-Failures keep the ingest contract: a worker whose committer dies fails the batches it has not heard
-back about (503: committed or not, they were never acknowledged, and a client's retry duplicates at
-most in bronze, where silver's dedup absorbs it like any lost answer), and the next worker to tick
-starts a new committer. The committer stops once the uvicorn master has gone (or on SIGTERM/SIGINT)
-and no worker is connected any more — at most :data:`STOP_WAIT_S` later — committing what it holds.
+Failures keep the ingest contract: a worker whose committer dies, or does not answer within
+:data:`ANSWER_TIMEOUT_S`, fails the batches it has not heard back about (503: committed or not, they
+were never acknowledged, and a client's retry duplicates at most in bronze, where silver's dedup
+absorbs it like any lost answer), and the next worker to send starts a new committer. Both ends check
+that the other runs as the same user (``SO_PEERCRED``): an abstract name has no permissions. The
+committer answers a batch that is not in bronze's schema with :data:`FAILED` alone, so it cannot fail
+the others' commit. It stops on SIGTERM/SIGINT once no worker is connected (at most
+:data:`STOP_WAIT_S` later), or once the uvicorn master has gone and so have its workers, committing
+what it holds.
 """
 
 from __future__ import annotations
@@ -61,6 +65,11 @@ SHIP_INTERVAL_S = 0.005
 FAILED = -1
 #: How long a stopping committer goes on committing for workers still connected (s).
 STOP_WAIT_S = 10.0
+#: How long a worker waits for the committer's answer to a batch before failing it (503; the batch
+#: may still be committed later, unacknowledged): a committer that hangs must not hang every request.
+ANSWER_TIMEOUT_S = 30.0
+#: A worker whose oldest unanswered batch is older than this is not ready (``/readyz``).
+STALLED_AFTER_S = 5.0
 #: How often an idle committer looks whether its master is still there (s).
 IDLE_CHECK_S = 0.2
 #: Least time between two committer starts by one worker (s): a committer that cannot start is
@@ -97,8 +106,29 @@ def node_of(lake_root: str) -> Node | None:
     parent = multiprocessing.parent_process()
     if parent is None or parent.pid is None:
         return None
-    lake = hashlib.sha256(lake_root.encode()).hexdigest()[:16]
-    return Node(f"\0eventlake-ingest-{parent.pid}-{lake}", parent.pid)
+    return Node(node_name(parent.pid, lake_root), parent.pid)
+
+
+def node_name(master_pid: int, lake_root: str) -> str:
+    """The abstract socket name (leading NUL) of the node of uvicorn master ``master_pid`` writing
+    to ``lake_root``. Pids repeat across pid namespaces (two containers on one network namespace,
+    each with uvicorn as pid 1) and over time, so the name also holds this pid namespace's inode and
+    the master's start time (proc(5): field 22 of ``/proc/<pid>/stat``), hashed.
+
+    Raises:
+        FileNotFoundError: no such process, or no ``/proc`` (not Linux).
+    """
+    started = Path(f"/proc/{master_pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    identity = f"{os.stat('/proc/self/ns/pid').st_ino}/{master_pid}/{started}/{lake_root}"
+    return f"\0eventlake-ingest-{hashlib.sha256(identity.encode()).hexdigest()[:32]}"
+
+
+def same_user(sock: socket.socket) -> bool:
+    """The process at the other end of the Unix socket ``sock`` runs as this process's user
+    (``SO_PEERCRED``, unix(7)): an abstract socket name has no permissions, so anyone on the machine
+    could connect to a committer, or bind a dead committer's name, without this check."""
+    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return uid == os.getuid()
 
 
 def bronze_lake(settings: Settings) -> Lake:
@@ -122,6 +152,7 @@ class NodeLink:
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._waiting: dict[int, asyncio.Future[int]] = {}
+        self._sent_at: dict[int, float] = {}  # monotonic time each unanswered batch was sent
         self._seq = 0
         self._spawned_at = float("-inf")
         self._committer: subprocess.Popen[bytes] | None = None  # the one this worker started, if any
@@ -131,6 +162,11 @@ class NodeLink:
     def connected(self) -> bool:
         """Connected to a committer now."""
         return self._writer is not None and not self._writer.is_closing()
+
+    @property
+    def stalled(self) -> bool:
+        """A batch has waited more than :data:`STALLED_AFTER_S` for the committer's answer."""
+        return bool(self._sent_at) and time.monotonic() - min(self._sent_at.values()) > STALLED_AFTER_S
 
     async def connect(self) -> bool:
         """Connect to the node's committer, starting it first when nobody serves the name (and this
@@ -155,6 +191,10 @@ class NodeLink:
         try:
             sock.connect(self.node.address)
         except OSError:
+            sock.close()
+            return None
+        if not same_user(sock):
+            log.error("refused the node's committer socket: it belongs to another user")
             sock.close()
             return None
         return sock
@@ -201,7 +241,14 @@ class NodeLink:
         except ConnectionError as exc:
             self._waiting.pop(seq, None)
             raise CommitterLostError(f"lost the node's committer: {exc}") from exc
-        version = await answer
+        self._sent_at[seq] = time.monotonic()
+        try:
+            version = await asyncio.wait_for(answer, timeout=ANSWER_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise CommitterLostError(f"the node's committer did not answer in {ANSWER_TIMEOUT_S:.0f} s") from exc
+        finally:
+            self._waiting.pop(seq, None)
+            self._sent_at.pop(seq, None)
         if version == FAILED:
             raise ShipError(f"the node's committer failed to commit {rows} rows")
         return version
@@ -240,11 +287,18 @@ class NodeCommitter:
         lake: the lake holding ``raw_events``.
         interval_ms: least time between the starts of two commits (ms).
         listener: the node's listening socket (bound and listening already).
-        master_pid: the node's uvicorn master; once it has gone, so does the committer.
+        master_pid: the node's uvicorn master; once it has gone, and its workers too, so does the
+            committer.
+        max_batch_bytes: the largest batch a worker may send (bytes of IPC stream); a connection
+            announcing more is closed.
     """
 
-    def __init__(self, lake: Lake, interval_ms: int, listener: socket.socket, master_pid: int) -> None:
+    def __init__(
+        self, lake: Lake, interval_ms: int, listener: socket.socket, master_pid: int, max_batch_bytes: int
+    ) -> None:
         self.lake = lake
+        self._max_batch_bytes = max_batch_bytes
+        self._last_worker_seen = 0.0  # loop time a worker was last connected
         self._interval_s = interval_ms / 1000
         self._listener = listener
         self._master_pid = master_pid
@@ -272,10 +326,11 @@ class NodeCommitter:
         log.info("bronze committer %d serving node of uvicorn master %d", os.getpid(), self._master_pid)
         last_start = float("-inf")
         stop_deadline = float("inf")
+        self._last_worker_seen = loop.time()
         while True:
-            if stop_deadline == float("inf") and (self._stop_requested or not self._master_alive()):
+            if stop_deadline == float("inf") and self._stop_requested:
                 stop_deadline = loop.time() + STOP_WAIT_S
-            finishing = stop_deadline < float("inf") and (not self._workers or loop.time() > stop_deadline)
+            finishing = self._finished(loop.time(), stop_deadline)
             if self._batches:  # a commit, as soon as the interval since the last one's start allows
                 await asyncio.sleep(max(0.0, last_start + self._interval_s - loop.time()))
                 last_start = loop.time()
@@ -288,21 +343,47 @@ class NodeCommitter:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), timeout=IDLE_CHECK_S)
 
+    def _finished(self, now: float, stop_deadline: float) -> bool:
+        """Time to stop: asked to (SIGTERM/SIGINT) and no worker is connected, or they had
+        :data:`STOP_WAIT_S`; or the master has gone and no worker has been connected for
+        :data:`IDLE_CHECK_S` (workers a dead master left behind are still served)."""
+        if self._stop_requested:
+            return not self._workers or now > stop_deadline
+        idle = not self._workers and now - self._last_worker_seen > IDLE_CHECK_S
+        return idle and not self._master_alive()
+
     def _request_stop(self) -> None:
         self._stop_requested = True
 
     async def _serve_worker(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not same_user(writer.get_extra_info("socket")):
+            log.error("refused a connection from another user's process")
+            writer.close()
+            return
         self._workers.add(writer)
+        self._last_worker_seen = asyncio.get_running_loop().time()
         try:
             while True:
                 seq, length = _BATCH.unpack(await reader.readexactly(_BATCH.size))
+                if length > self._max_batch_bytes:
+                    log.error(
+                        "a worker sent a %d-byte batch, over %d: connection closed", length, self._max_batch_bytes
+                    )
+                    return
                 table = pa.ipc.open_stream(await reader.readexactly(length)).read_all()
+                if not table.schema.equals(RAW_EVENTS.schema):  # never let one batch fail the others' commit
+                    log.error("a worker sent a batch that is not in bronze's schema: refused")
+                    writer.write(_REPLY.pack(seq, FAILED))
+                    continue
                 self._batches.append((table, writer, seq))
                 self._arrived.set()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the worker stopped or died; what it sent and has not heard back about answers no one
+        except pa.ArrowException:
+            log.exception("a worker sent a batch that is not an Arrow IPC stream: connection closed")
         finally:
             self._workers.discard(writer)
+            self._last_worker_seen = asyncio.get_running_loop().time()
             writer.close()
 
     async def _commit(self) -> None:
@@ -336,7 +417,9 @@ def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     settings: Settings = read_settings("ingest committer")
     listener = socket.socket(fileno=int(argv[0]))
-    committer = NodeCommitter(bronze_lake(settings), settings.flush_interval_ms, listener, int(argv[1]))
+    # A worker's batch holds at most its buffer's payload bytes, with the other columns beside them.
+    max_batch = 4 * settings.max_buffer_bytes
+    committer = NodeCommitter(bronze_lake(settings), settings.flush_interval_ms, listener, int(argv[1]), max_batch)
     asyncio.run(committer.run())
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -17,9 +20,10 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
+from ingest_api.node_commit import STALLED_AFTER_S, ipc_bytes, node_name
 from tests.conftest import ApiServer, Env, free_port, start_api
 from warehouse.contract.native import explode_payload
-from warehouse.contract.rows import RequestContext, event_id_for
+from warehouse.contract.rows import RequestContext, bronze_table, event_id_for
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import RAW_EVENTS
 
@@ -314,3 +318,155 @@ def test_a_lone_request_is_committed_at_once_and_the_next_commit_waits_for_the_i
         stop(server)
     assert first < 1.5  # not held for the 3 s interval
     assert second >= 2.9  # at most one commit per 3 s (the node's committer when there are workers)
+
+
+#: Run as another user (uid/gid 65534, "nobody"): the Python of the project's venv with ``-c``.
+AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c"]
+
+#: Sends one batch (stdin: an Arrow IPC stream) to the abstract socket named argv[1] (without its NUL);
+#: prints the reply, or "closed" when the committer hangs up instead.
+INJECT = """
+import socket, struct, sys
+body = sys.stdin.buffer.read()
+s = socket.socket(socket.AF_UNIX)
+s.connect("\\0" + sys.argv[1])
+try:
+    s.sendall(struct.pack("!QI", 1, len(body)) + body)
+    reply = s.recv(16)
+except (ConnectionResetError, BrokenPipeError):
+    reply = b""
+print(struct.unpack("!Qq", reply) if len(reply) == 16 else "closed", flush=True)
+"""
+
+#: Binds the abstract name argv[1] and answers every batch with version 424242 without storing it.
+IMPOSTOR = """
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind("\\0" + sys.argv[1])
+s.listen(8)
+print("bound", flush=True)
+while True:
+    c, _ = s.accept()
+    try:
+        while len(header := c.recv(12, socket.MSG_WAITALL)) == 12:
+            seq, n = struct.unpack("!QI", header)
+            c.recv(n, socket.MSG_WAITALL)
+            c.sendall(struct.pack("!Qq", seq, 424242))
+    except OSError:
+        pass
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another user needs root (CI runs as root)")
+def test_another_user_can_neither_commit_through_the_node_socket_nor_stand_in_for_its_committer(env: Env) -> None:
+    # Regression (breaker): the abstract socket has no permissions; uid 65534 appended rows to bronze
+    # past the write key, and after a committer crash bound the name and acknowledged without storing.
+    server = start_api(env, workers=2)
+    impostor = None
+    try:
+        assert server.post("/v1/events", json=payloads("first", 1)).status_code == 202  # a committer runs
+        name = node_name(server.proc.pid, env.lake_root)[1:]
+        ctx = RequestContext(received_at=datetime.now(UTC))
+        body = ipc_bytes(bronze_table([r for p in payloads("INJECTED", 3) for r in explode_payload(p, ctx)]))
+        injected = subprocess.run(
+            [*AS_NOBODY, INJECT, name], input=body.to_pybytes(), capture_output=True, timeout=30, check=False
+        )
+        assert injected.stdout.decode().strip() == "closed", injected
+        os.kill(_committer_pid(env), signal.SIGKILL)
+        time.sleep(0.3)
+        impostor = subprocess.Popen([*AS_NOBODY, IMPOSTOR, name], stdout=subprocess.PIPE, text=True)
+        assert impostor.stdout is not None and impostor.stdout.readline().strip() == "bound"
+        refused = server.post("/v1/events", json=payloads("victim", 2), timeout=30)
+        assert refused.status_code == 503  # not a 202 for events nobody stored
+        assert httpx.get(f"{server.url}/readyz", timeout=30).status_code == 503
+        impostor.kill()
+        impostor.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while server.post("/v1/events", json=payloads("after", 1)).status_code != 202:  # a real committer again
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        if impostor is not None and impostor.poll() is None:
+            impostor.kill()
+        stop(server)
+    present = set(bronze_ids(env))
+    assert not present & set(ids(payloads("INJECTED", 3)))
+    assert not present & set(ids(payloads("victim", 2)))
+    assert set(ids(payloads("first", 1)) + ids(payloads("after", 1))) <= present
+
+
+def test_a_batch_off_bronzes_schema_is_refused_alone(env: Env) -> None:
+    # Regression (breaker): one off-schema batch failed the whole group commit (503 for every request in it).
+    server = start_api(env, workers=2)
+    try:
+        assert server.post("/v1/events", json=payloads("first", 1)).status_code == 202
+        name = node_name(server.proc.pid, env.lake_root)[1:]
+        off_schema = ipc_bytes(pa.table({"x": [1]})).to_pybytes()
+        with ThreadPoolExecutor(1) as pool:
+            real = pool.submit(server.post, "/v1/events", json=payloads("beside", 2), timeout=30)
+            refused = subprocess.run(
+                [sys.executable, "-c", INJECT, name], input=off_schema, capture_output=True, timeout=30, check=False
+            )
+            assert real.result().status_code == 202
+        assert refused.stdout.decode().strip() == "(1, -1)", refused  # FAILED, for that batch only
+    finally:
+        stop(server)
+    assert set(ids(payloads("beside", 2))) <= set(bronze_ids(env))
+
+
+def _committer_pids(master: int) -> list[int]:
+    """Pids of the committer processes started for uvicorn master ``master`` (their command line names it)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"ingest_api.node_commit" in argv and str(master).encode() in argv:
+            found.append(int(proc.name))
+    return found
+
+
+def test_a_committer_that_stops_answering_makes_the_node_not_ready_until_it_answers_again(env: Env) -> None:
+    server = start_api(env, workers=2)
+    try:
+        assert server.post("/v1/events", json=payloads("first", 1)).status_code == 202
+        (committer,) = _committer_pids(server.proc.pid)
+        os.kill(committer, signal.SIGSTOP)  # hung: its socket still accepts, nothing answers
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                waiting = pool.submit(server.post, "/v1/events", json=payloads("held", 2), timeout=60)
+                time.sleep(STALLED_AFTER_S + 1.5)
+                readiness = [httpx.get(f"{server.url}/readyz", timeout=30) for _ in range(4)]  # both workers
+                assert any(r.status_code == 503 and "not answering" in r.text for r in readiness)
+                os.kill(committer, signal.SIGCONT)
+                assert waiting.result().status_code == 202  # answered once it commits again
+        finally:
+            os.kill(committer, signal.SIGCONT)
+        assert httpx.get(f"{server.url}/readyz", timeout=30).json() == {"status": "ready"}
+    finally:
+        stop(server)
+
+
+def test_the_committer_serves_the_workers_a_killed_master_left_then_goes_with_them(env: Env) -> None:
+    # Regression (breaker): after a kill -9 of the master alone, its workers lived on but the committer
+    # left, and every request got 503 (each new committer saw the master gone and exited at once).
+    server = start_api(env, workers=2)
+    master = server.proc.pid
+    (committer,) = _committer_pids(master)
+    workers = [int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+    try:
+        os.kill(master, signal.SIGKILL)
+        server.proc.wait(timeout=10)
+        time.sleep(1)  # the committer has seen its master go
+        assert server.post("/v1/events", json=payloads("orphaned", 2)).status_code == 202
+        assert _committer_pids(master) == [committer]
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _committer_pids(master):  # no worker left: it goes too
+        assert time.monotonic() < deadline, "the committer outlived its master and workers"
+        time.sleep(0.2)
+    assert set(ids(payloads("orphaned", 2))) <= set(bronze_ids(env))

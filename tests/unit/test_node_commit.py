@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from ingest_api.group_commit import CommitError, GroupCommitWriter
-from ingest_api.node_commit import Node, ipc_bytes, node_of
+from ingest_api.node_commit import Node, ipc_bytes, node_name, node_of
 from warehouse.contract.native import explode_payload
 from warehouse.contract.rows import RequestContext, bronze_table
 from warehouse.lake.store import Lake
@@ -60,3 +62,21 @@ def test_a_batch_travels_as_an_arrow_ipc_stream_unchanged() -> None:
     ctx = RequestContext(received_at=datetime(2024, 5, 1, tzinfo=UTC), ip="192.0.2.1")
     table = bronze_table(explode_payload({"uuid": "b", "timestamp": 1714557600, "events": {"a": 1, "b": 2}}, ctx))
     assert pa.ipc.open_stream(ipc_bytes(table)).read_all().equals(table)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a new pid namespace needs root (CI runs as root)")
+def test_the_same_master_pid_and_lake_in_another_pid_namespace_is_another_node(tmp_path: Path) -> None:
+    # Regression (breaker): two containers sharing the network namespace, each with uvicorn as pid 1
+    # and its own volume at the same path, got one socket name: node B's acknowledged events were
+    # committed by node A's committer, into A's lake.
+    code = f"from ingest_api.node_commit import node_name; print(repr(node_name(1, {str(tmp_path)!r})))"
+    inside = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    assert inside.startswith("'\\x00eventlake-ingest-")
+    assert inside != repr(node_name(1, str(tmp_path)))  # pid 1 here is another process in another namespace
+    assert node_name(os.getpid(), str(tmp_path)) != node_name(os.getpid(), str(tmp_path / "other"))

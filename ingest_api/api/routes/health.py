@@ -32,7 +32,7 @@ async def readyz(request: Request) -> JsonAnswer:
     """200 ``{"status": "ready"}`` when this worker can commit events now, else 503 with the reason.
 
     Ready means: the group-commit writer runs, its buffer has room, it reaches its node's committer
-    (a worker of several), and bronze can be opened and the lake root written (a probe file is
+    (a worker of several) and that one answers, and bronze can be opened and the lake root written (a probe file is
     written and deleted).
     """
     intake: Intake = request.app.state.intake
@@ -42,6 +42,8 @@ async def readyz(request: Request) -> JsonAnswer:
         return _not_ready("buffer full")
     if not await intake.writer.committer_reachable():
         return _not_ready("no bronze committer on this node")
+    if intake.writer.committer_stalled:
+        return _not_ready("the node's bronze committer is not answering")
     try:
         await asyncio.wait_for(asyncio.to_thread(intake.writer.lake.probe, RAW_EVENTS), timeout=5)
     except Exception as exc:  # any storage error means "cannot commit"
