@@ -133,7 +133,8 @@ def same_user(sock: socket.socket) -> bool:
 
 def bronze_lake(settings: Settings) -> Lake:
     """The lake the ingest API appends bronze to, compacting small files as it goes (one per process)."""
-    return Lake(settings.lake_root, compactor=auto_compactor(settings.auto_compact_files, settings.auto_compact_mb))
+    compactor = auto_compactor(settings.auto_compact_files, settings.auto_compact_mb)
+    return Lake(settings.lake_root, storage_options=settings.storage_options, compactor=compactor)
 
 
 def ipc_bytes(table: pa.Table) -> pa.Buffer:

@@ -183,6 +183,18 @@ def start_api(
     raise RuntimeError(f"uvicorn did not start: {log.read_text()}")
 
 
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real S3 server for the session: a single-node Ceph RGW on 127.0.0.1, objects in RAM
+    (``scripts/s3_server.py``; the Debian packages are installed by ``.ci/run`` when missing)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import s3_server  # noqa: PLC0415
+
+    server = s3_server.start(tmp_path_factory.mktemp("rgw"))
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def api(env: Env) -> Iterator[ApiServer]:
     server = start_api(env)

@@ -59,6 +59,15 @@ class Settings(BaseSettings):
         description="Cold lake root, where silver's old partitions move (cheaper storage: a local path or any "
         "object-store URI delta-rs supports); default <data_dir>/cold.",
     )
+    s3_endpoint: str | None = Field(
+        default=None,
+        description="Object storage: the S3 endpoint URL of s3:// lake roots (e.g. http://127.0.0.1:7480 for a "
+        "local Ceph RGW); unset: AWS's own.",
+    )
+    s3_access_key_id: str | None = Field(default=None, description="Object storage: the S3 access key id.")
+    s3_secret_access_key: str | None = Field(default=None, description="Object storage: the S3 secret key.")
+    s3_region: str = Field(default="us-east-1", description="Object storage: the S3 region.")
+    s3_allow_http: bool = Field(default=False, description="Object storage: allow a plain-HTTP endpoint.")
     warehouse_path: Path | None = Field(
         default=None, description="DuckDB file holding the gold marts; default <data_dir>/warehouse.duckdb."
     )
@@ -386,13 +395,35 @@ class Settings(BaseSettings):
             return self.cold_uri.rstrip("/")
         return str((self.data_dir / "cold").resolve())
 
+    @property
+    def storage_options(self) -> dict[str, str] | None:
+        """The object-storage configuration as delta-rs's storage options (``AWS_*``), which
+        :func:`warehouse.lake.store.filesystem` also turns into pyarrow's filesystem; ``None`` when
+        no ``EVENTLAKE_S3_*`` setting is given (local roots, or the environment's own AWS settings)."""
+        if not (self.s3_endpoint or self.s3_access_key_id):
+            return None
+        options = {"AWS_REGION": self.s3_region, "AWS_ALLOW_HTTP": str(self.s3_allow_http).lower()}
+        if self.s3_endpoint:
+            options["AWS_ENDPOINT_URL"] = self.s3_endpoint
+        if self.s3_access_key_id:
+            options["AWS_ACCESS_KEY_ID"] = self.s3_access_key_id
+            options["AWS_SECRET_ACCESS_KEY"] = self.s3_secret_access_key or ""
+        return options
+
     def tier_policy(self) -> TierPolicy:
         """How long data stays in each tier (:class:`warehouse.lake.tiers.TierPolicy`)."""
         return TierPolicy(self.silver_hot_days, self.silver_cold_days, self.bronze_ttl_days, self.quarantine_ttl_days)
 
     def lake(self, compactor: AutoCompactor | None = None) -> Lake:
         """The hot lake with its cold tier (:func:`warehouse.lake.tiers.tiered_lake`)."""
-        return tiered_lake(self.lake_root, self.cold_root, self.cold_compression_level, self.cold_target_mb, compactor)
+        return tiered_lake(
+            self.lake_root,
+            self.cold_root,
+            self.cold_compression_level,
+            self.cold_target_mb,
+            compactor,
+            self.storage_options,
+        )
 
     @property
     def serving_file(self) -> Path:

@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"eventlake-status: no serving snapshot at {path} yet\n")
         return 1
     covered = covered_bronze_version(path)
-    latest = Lake(settings.lake_root).version(RAW_EVENTS)
+    latest = Lake(settings.lake_root, storage_options=settings.storage_options).version(RAW_EVENTS)
     sys.stdout.write(f"served gold covers bronze version {covered}; bronze is at version {latest}\n\n")
     sys.stdout.write(format_summary(active_users_summary(path)) + "\n")
     return 0

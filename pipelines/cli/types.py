@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
         accepting.add_argument(name)
     accepting.add_argument("json_type", choices=JSON_TYPES)
     args = parser.parse_args(argv)
-    store = Lake(read_settings("eventlake-types").lake_root)
+    settings = read_settings("eventlake-types")
+    store = Lake(settings.lake_root, storage_options=settings.storage_options)
     if args.command == "list":  # tab-separated; names shown as stored (% escapes)
         for row in known_types(store).sort("app", "event_type", "property", "json_type").iter_rows():
             sys.stdout.write("\t".join(row) + "\n")

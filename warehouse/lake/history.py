@@ -14,11 +14,10 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 from deltalake import DeltaTable, QueryBuilder
 from deltalake.exceptions import TableNotFoundError
 
-from warehouse.lake.store import Lake, snapshot
+from warehouse.lake.store import Lake, filesystem, snapshot
 from warehouse.lake.tables import TableDef
 
 
@@ -228,7 +227,7 @@ def commit_summaries(
     """
     column = table.partition_by[0] if table.partition_by else None
     for version in range(after_version + 1, until_version + 1):
-        yield version, _commit_summary(lake.uri(table), version, column)
+        yield version, _commit_summary(lake.uri(table), version, column, lake.options_key)
 
 
 def commit_rows(lake: Lake, table: TableDef, after_version: int, until_version: int) -> Iterator[tuple[int, int]]:
@@ -253,9 +252,10 @@ def lifecycle_versions(lake: Lake, table: TableDef, after_version: int, until_ve
 
 
 @functools.lru_cache(maxsize=16_384)
-def _commit_summary(uri: str, version: int, column: str | None) -> CommitSummary:
-    """:class:`CommitSummary` of the commit file of ``version`` of the table at ``uri``."""
-    fs, base = pafs.FileSystem.from_uri(uri)
+def _commit_summary(uri: str, version: int, column: str | None, storage: tuple[tuple[str, str], ...]) -> CommitSummary:
+    """:class:`CommitSummary` of the commit file of ``version`` of the table at ``uri`` (``storage``:
+    the lake's storage options as sorted pairs, hashable for the cache)."""
+    fs, base = filesystem(uri, dict(storage))
     with fs.open_input_stream(f"{base}/_delta_log/{version:020d}.json") as stream:
         actions = [orjson.loads(line) for line in stream.read().splitlines() if line.strip()]
     info: dict[str, Any] = next((action["commitInfo"] for action in actions if "commitInfo" in action), {})

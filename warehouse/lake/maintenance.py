@@ -25,7 +25,7 @@ import pyarrow.fs as pafs
 from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError
 
-from warehouse.lake.store import Lake, retry_commit
+from warehouse.lake.store import Lake, filesystem, retry_commit
 from warehouse.lake.tables import TableDef
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ def auto_compactor(min_files: int, target_mb: int) -> AutoCompactor | None:
 
 def _log_files(lake: Lake, table: TableDef) -> list[tuple[int, str, pafs.FileInfo]]:
     """``(version, kind, info)`` of every file of the table's ``_delta_log`` named by a version."""
-    fs, base = pafs.FileSystem.from_uri(lake.uri(table))
+    fs, base = filesystem(lake.uri(table), lake.storage_options)
     files = []
     for info in fs.get_file_info(pafs.FileSelector(f"{base}/_delta_log")):
         match = _LOG_FILE.match(info.base_name)
@@ -222,7 +222,7 @@ def expire_log(lake: Lake, table: TableDef, keep_from: int, retention: timedelta
         for version, _, info in files
         if version < boundary and info.mtime is not None and info.mtime.replace(tzinfo=UTC) < cutoff
     ]
-    fs, _ = pafs.FileSystem.from_uri(lake.uri(table))
+    fs, _ = filesystem(lake.uri(table), lake.storage_options)
     for info in sorted(expired, key=lambda info: info.base_name):  # oldest first: a crash leaves a suffix
         fs.delete_file(info.path)
     if expired:
@@ -265,7 +265,7 @@ def _sweep(lake: Lake, table: TableDef, keep_from: int, min_age: timedelta) -> l
         return []
     cutoff = min(datetime.now(UTC), committed.mtime.replace(tzinfo=UTC)) - min_age
     needed = {unquote(path) for dt in (kept, latest) for path in pa.table(dt.get_add_actions())["path"].to_pylist()}
-    fs, base = pafs.FileSystem.from_uri(lake.uri(table))
+    fs, base = filesystem(lake.uri(table), lake.storage_options)
     deleted = []
     for info in fs.get_file_info(pafs.FileSelector(base, recursive=True)):
         path = info.path[len(base) :].lstrip("/")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
+import os
 import tempfile
 import threading
 import uuid
@@ -278,7 +279,7 @@ class Lake:
         A readiness probe: appends would fail if any of this does not hold.
 
         Writes and deletes a small file under ``<root>/_probe/`` through pyarrow's filesystem
-        for the root's URI.
+        for the root's URI and the lake's storage options (:func:`filesystem`).
 
         Raises:
             TableNotFoundError: the table does not exist.
@@ -291,7 +292,7 @@ class Lake:
         columns = [field.name for field in dt.schema().fields]
         if columns != table.schema.names:  # e.g. a table left by an older version: every append would fail
             raise ValueError(f"{table.name} has columns {columns}, expected {table.schema.names}")
-        fs, base = pafs.FileSystem.from_uri(self.root)
+        fs, base = filesystem(self.root, self.storage_options)
         probe_dir = f"{base}/_probe"
         fs.create_dir(probe_dir)
         probe = f"{probe_dir}/{uuid.uuid4().hex}"
@@ -525,6 +526,31 @@ def sql_literal(text: str) -> str:
 def in_predicate(column: str, values: list[str]) -> str:
     """A delta-rs predicate: ``column`` is one of ``values`` (string literals)."""
     return f"{column} in ({', '.join(sql_literal(value) for value in values)})"
+
+
+def filesystem(uri: str, storage_options: dict[str, str] | None = None) -> tuple[pafs.FileSystem, str]:
+    """pyarrow's filesystem for ``uri`` and the path within it, configured by delta-rs's
+    ``storage_options`` for ``s3://`` URIs (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ALLOW_HTTP``), so the code that reads the Delta
+    log by file name sees the same store as delta-rs; other URIs as ``pyarrow.fs.FileSystem.from_uri``.
+    """
+    options = storage_options or {}
+    if not uri.startswith("s3://") or not options:
+        return pafs.FileSystem.from_uri(uri)
+    endpoint = options.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        # The AWS SDK (in pyarrow) sends trailing checksums (aws-chunked) by default since 2025; S3
+        # servers other than AWS's, such as Ceph RGW 16, refuse them (HTTP 411 on every upload). The
+        # SDK's own switch turns them off, for this process: checksums only where an operation requires one.
+        os.environ.setdefault("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
+    fs = pafs.S3FileSystem(
+        access_key=options.get("AWS_ACCESS_KEY_ID"),
+        secret_key=options.get("AWS_SECRET_ACCESS_KEY"),
+        region=options.get("AWS_REGION"),
+        endpoint_override=endpoint,
+        scheme="http" if endpoint and endpoint.startswith("http://") else "https",
+    )
+    return fs, uri.removeprefix("s3://")
 
 
 @lru_cache(maxsize=8)

@@ -88,10 +88,16 @@ class MoveReport:
 
 
 def tiered_lake(
-    hot_root: str, cold_root: str, cold_level: int, cold_target_mb: int, compactor: AutoCompactor | None = None
+    hot_root: str,
+    cold_root: str,
+    cold_level: int,
+    cold_target_mb: int,
+    compactor: AutoCompactor | None = None,
+    storage_options: dict[str, str] | None = None,
 ) -> Lake:
     """The lake at ``hot_root`` (``compactor``: see :class:`warehouse.lake.store.Lake`) with its cold
     tier at ``cold_root``, whose files are zstd-compressed at ``cold_level`` and ``cold_target_mb`` MB.
+    ``storage_options``: delta-rs's, for object-store roots (both tiers).
 
     Raises:
         ValueError: the roots are the same, or one is inside the other (:func:`check_roots`).
@@ -99,10 +105,11 @@ def tiered_lake(
     check_roots(hot_root, cold_root)
     cold = Lake(
         cold_root,
+        storage_options=storage_options,
         writer=WriterProperties(compression="ZSTD", compression_level=cold_level),
         target_file_bytes=cold_target_mb * 1024 * 1024,
     )
-    return Lake(hot_root, compactor=compactor, cold=cold)
+    return Lake(hot_root, storage_options=storage_options, compactor=compactor, cold=cold)
 
 
 def check_roots(hot_root: str, cold_root: str) -> None:
