@@ -42,6 +42,32 @@ def ids(batch: list[dict[str, object]]) -> list[str]:
     return [event_id_for(str(p["uuid"]), "page_view") for p in batch]
 
 
+def send_until(
+    server: ApiServer,
+    prefix: str,
+    halt: threading.Event,
+    acked: list[list[str]],
+    unacked: list[list[str]],
+    lock: threading.Lock,
+    spread: bool = False,
+) -> None:
+    """One client: requests of 20 events (uuids ``<prefix>-<n>-<j>``) until ``halt``; each request's event
+    ids go to ``acked`` (202) or ``unacked`` (anything else, or no answer). ``spread``: a new connection
+    per request, so the kernel spreads them over the workers."""
+    limits = httpx.Limits(max_keepalive_connections=0) if spread else httpx.Limits()
+    with httpx.Client(headers=server.auth, timeout=10, limits=limits) as http:
+        n = 0
+        while not halt.is_set():
+            batch = payloads(f"{prefix}-{n}", 20)
+            n += 1
+            try:
+                ok = http.post(f"{server.url}/v1/events", json=batch).status_code == 202
+            except httpx.TransportError:
+                ok = False
+            with lock:
+                (acked if ok else unacked).append(ids(batch))
+
+
 def stop(server: ApiServer) -> None:
     server.proc.terminate()
     server.proc.wait(timeout=30)
@@ -116,20 +142,8 @@ def test_kill_9_under_load_never_loses_an_acknowledged_event(env: Env) -> None:
         server = start_api(env, workers=2, port=port)
         halt = threading.Event()
 
-        def client(cid: int, server: ApiServer = server, crash: int = crash, halt: threading.Event = halt) -> None:
-            with httpx.Client(headers=server.auth, timeout=10) as http:
-                n = 0
-                while not halt.is_set():
-                    batch = payloads(f"k{crash}-{cid}-{n}", 20)
-                    n += 1
-                    try:
-                        ok = http.post(f"{server.url}/v1/events", json=batch).status_code == 202
-                    except httpx.TransportError:
-                        ok = False
-                    with lock:
-                        (acked if ok else unacked).append(ids(batch))
-
-        threads = [threading.Thread(target=client, args=(c,)) for c in range(6)]
+        loads = [(server, f"k{crash}-{c}", halt, acked, unacked, lock) for c in range(6)]
+        threads = [threading.Thread(target=send_until, args=args) for args in loads]
         for thread in threads:
             thread.start()
         time.sleep(rng.uniform(0.5, 2.5))
@@ -243,21 +257,8 @@ def test_kill_9_of_the_node_committer_loses_no_acknowledged_event_and_a_peer_tak
     lock = threading.Lock()
     halt = threading.Event()
 
-    def client(cid: int) -> None:
-        no_keepalive = httpx.Limits(max_keepalive_connections=0)  # both workers serve requests
-        with httpx.Client(headers=server.auth, timeout=10, limits=no_keepalive) as http:
-            n = 0
-            while not halt.is_set():
-                batch = payloads(f"c{cid}-{n}", 20)
-                n += 1
-                try:
-                    ok = http.post(f"{server.url}/v1/events", json=batch).status_code == 202
-                except httpx.TransportError:
-                    ok = False
-                with lock:
-                    (acked if ok else unacked).append(ids(batch))
-
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(6)]
+    loads = [(server, f"c{c}", halt, acked, unacked, lock, True) for c in range(6)]
+    threads = [threading.Thread(target=send_until, args=args) for args in loads]
     try:
         for thread in threads:
             thread.start()
