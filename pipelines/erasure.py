@@ -88,6 +88,15 @@ class ErasureRequest:
     app: str | None
 
 
+def _commit_metadata(request: ErasureRequest | None = None) -> dict[str, str]:
+    """The Delta commit metadata of an erasure's deletes: the operation, and the request's id when
+    one request made them (not for later arrivals and pending rows, deleted for every erasure)."""
+    metadata = {"eventlake.operation": ERASE_OPERATION}
+    if request is not None:
+        metadata["eventlake.erasure"] = request.request_id
+    return metadata
+
+
 def erasure_request(pseudonymizer: Pseudonymizer, user_id: str, app: str | None = None) -> ErasureRequest:
     """The request to erase ``user_id`` (as the client sent it) in ``app`` (``None``: every app).
 
@@ -183,7 +192,7 @@ def delete_arrivals(lake: Lake, rows: pl.DataFrame, today: date | None = None) -
     rows when the day is over (:func:`_delete_bronze`). A crash before it leaves them in bronze, where
     silver has read them: a reprocess would drop them again. Returns the versions of the deletes."""
     day = today or datetime.now(UTC).date()
-    return _delete_bronze(lake, rows, {"eventlake.operation": ERASE_OPERATION}, day)[0]
+    return _delete_bronze(lake, rows, _commit_metadata(), day)[0]
 
 
 @dataclass
@@ -474,7 +483,7 @@ def _delete(source: _Source, request: ErasureRequest, matched: pl.DataFrame, tod
     the day is over, :func:`_delete_bronze`); returns rows deleted (and, for bronze, waiting)."""
     if matched.height == 0:
         return {source.name: 0}
-    metadata = {"eventlake.operation": ERASE_OPERATION, "eventlake.erasure": request.request_id}
+    metadata = _commit_metadata(request)
     if source.table is RAW_EVENTS:  # appended to meanwhile: a count before and after would not tell
         waiting = _delete_bronze(source.tier, matched, metadata, today)[1]
         closed = matched.filter(pl.col("received_date") < today).height
@@ -528,7 +537,7 @@ def purge_pending(lake: Lake, today: date) -> int:
     due = rows.filter(pl.col("received_date") < today)
     if due.height == 0:
         return 0
-    _delete_ids(lake, RAW_EVENTS, due, {"eventlake.operation": ERASE_OPERATION})
+    _delete_ids(lake, RAW_EVENTS, due, _commit_metadata())
     before = f"received_date < '{today.isoformat()}'"
     lake.replace_where(ERASURE_PENDING, ERASURE_PENDING.schema.empty_table(), before)
     log.info("deleted %d bronze rows of erased people from days before %s", due.height, today)
@@ -547,8 +556,7 @@ def _delete_attributes(lake: Lake, tombstones: Tombstones, request: ErasureReque
     erased = tombstones.user_mask(frame["app"], frame["user_id"])
     if not erased.any():
         return 0
-    metadata = {"eventlake.operation": ERASE_OPERATION, "eventlake.erasure": request.request_id}
-    lake.overwrite(USER_ATTRIBUTES, table.filter(pa.array((~erased).to_list())), metadata)
+    lake.overwrite(USER_ATTRIBUTES, table.filter(pa.array((~erased).to_list())), _commit_metadata(request))
     return int(erased.sum())
 
 
