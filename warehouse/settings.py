@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from warehouse.gold import GoldOptions
 from warehouse.lake.maintenance import AutoCompactor
+from warehouse.lake.object_store import s3_storage_options
 from warehouse.lake.store import Lake
 from warehouse.lake.tiers import TierPolicy, check_roots, tiered_lake
 
@@ -65,7 +66,7 @@ class Settings(BaseSettings):
         "local Ceph RGW); unset: AWS's own.",
     )
     s3_access_key_id: str | None = Field(default=None, description="Object storage: the S3 access key id.")
-    s3_secret_access_key: str | None = Field(default=None, description="Object storage: the S3 secret key.")
+    s3_secret_access_key: SecretStr | None = Field(default=None, description="Object storage: the S3 secret key.")
     s3_region: str = Field(default="us-east-1", description="Object storage: the S3 region.")
     s3_allow_http: bool = Field(default=False, description="Object storage: allow a plain-HTTP endpoint.")
     warehouse_path: Path | None = Field(
@@ -398,17 +399,15 @@ class Settings(BaseSettings):
     @property
     def storage_options(self) -> dict[str, str] | None:
         """The object-storage configuration as delta-rs's storage options (``AWS_*``), which
-        :func:`warehouse.lake.store.filesystem` also turns into pyarrow's filesystem; ``None`` when
+        :func:`warehouse.lake.object_store.filesystem` also turns into pyarrow's filesystem; ``None`` when
         no ``EVENTLAKE_S3_*`` setting is given (local roots, or the environment's own AWS settings)."""
-        if not (self.s3_endpoint or self.s3_access_key_id):
-            return None
-        options = {"AWS_REGION": self.s3_region, "AWS_ALLOW_HTTP": str(self.s3_allow_http).lower()}
-        if self.s3_endpoint:
-            options["AWS_ENDPOINT_URL"] = self.s3_endpoint
-        if self.s3_access_key_id:
-            options["AWS_ACCESS_KEY_ID"] = self.s3_access_key_id
-            options["AWS_SECRET_ACCESS_KEY"] = self.s3_secret_access_key or ""
-        return options
+        return s3_storage_options(
+            self.s3_endpoint,
+            self.s3_access_key_id,
+            self.s3_secret_access_key.get_secret_value() if self.s3_secret_access_key else None,
+            self.s3_region,
+            self.s3_allow_http,
+        )
 
     def tier_policy(self) -> TierPolicy:
         """How long data stays in each tier (:class:`warehouse.lake.tiers.TierPolicy`)."""

@@ -60,9 +60,14 @@ def pipeline_assets(settings: Settings) -> PipelineAssets:
 
 
 def pipeline_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
-    """The resources these settings describe. The pseudonym key, when set in the environment, is
-    passed as ``dg.EnvVar`` so the UI shows its name, not its value."""
+    """The resources these settings describe. The pseudonym key and the object store's secret key,
+    when set in the environment, are passed as ``dg.EnvVar`` so the UI shows their names, not their values."""
     key = dg.EnvVar("EVENTLAKE_PSEUDONYM_KEY") if os.environ.get("EVENTLAKE_PSEUDONYM_KEY") else None
+    secret: str | dg.EnvVar | None = None  # the object store's secret key
+    if os.environ.get("EVENTLAKE_S3_SECRET_ACCESS_KEY"):
+        secret = dg.EnvVar("EVENTLAKE_S3_SECRET_ACCESS_KEY")
+    elif settings.s3_secret_access_key:  # from a .env file: passed as its value
+        secret = settings.s3_secret_access_key.get_secret_value()
     return {
         "lake": LakeResource(
             root=settings.lake_root,
@@ -71,6 +76,11 @@ def pipeline_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]
             cold_target_mb=settings.cold_target_mb,
             auto_compact_files=settings.auto_compact_files,
             auto_compact_mb=settings.auto_compact_mb,
+            s3_endpoint=settings.s3_endpoint,
+            s3_access_key_id=settings.s3_access_key_id,
+            s3_secret_access_key=secret,
+            s3_region=settings.s3_region,
+            s3_allow_http=settings.s3_allow_http,
         ),
         "warehouse": WarehouseResource.from_settings(settings),
         "silver_step": SilverResource.from_settings(settings, pseudonym_key=key),

@@ -19,6 +19,7 @@ from pipelines.scrub_rules import DEFAULT_RULES_PATH
 from pipelines.validation import load_suite, suite_path
 from warehouse import gold
 from warehouse.lake.maintenance import auto_compactor
+from warehouse.lake.object_store import s3_storage_options
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS, RAW_EVENTS
 from warehouse.lake.tiers import tiered_lake
@@ -36,11 +37,26 @@ class LakeResource(dg.ConfigurableResource):
     cold_target_mb: int = Field(default=512, ge=1, description="Size of the files written to the cold root (MB).")
     auto_compact_files: int = Field(default=0, ge=0, description="Small files that trigger auto compaction; 0: off.")
     auto_compact_mb: int = Field(default=16, ge=1, description="Size of the files auto compaction writes (MB).")
+    # The object store of s3:// roots (warehouse.lake.object_store); the secret comes from the environment.
+    s3_endpoint: str | None = Field(default=None, description="S3 endpoint URL; none: AWS's own.")
+    s3_access_key_id: str | None = Field(default=None, description="S3 access key id.")
+    s3_secret_access_key: str | None = Field(default=None, description="S3 secret key.")
+    s3_region: str = Field(default="us-east-1", description="S3 region.")
+    s3_allow_http: bool = Field(default=False, description="Allow a plain-HTTP endpoint.")
 
     def lake(self) -> Lake:
-        """A :class:`warehouse.lake.store.Lake` over the hot root, with its cold tier."""
+        """A :class:`warehouse.lake.store.Lake` over the hot root, with its cold tier.
+
+        Raises:
+            warehouse.lake.object_store.UnsafeStoreError: a root's store ignores conditional writes.
+        """
         compactor = auto_compactor(self.auto_compact_files, self.auto_compact_mb)
-        return tiered_lake(self.root, self.cold_root, self.cold_compression_level, self.cold_target_mb, compactor)
+        options = s3_storage_options(
+            self.s3_endpoint, self.s3_access_key_id, self.s3_secret_access_key, self.s3_region, self.s3_allow_http
+        )
+        return tiered_lake(
+            self.root, self.cold_root, self.cold_compression_level, self.cold_target_mb, compactor, options
+        )
 
 
 #: GoldOptions fields that are paths.

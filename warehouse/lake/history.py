@@ -17,7 +17,8 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable, QueryBuilder
 from deltalake.exceptions import TableNotFoundError
 
-from warehouse.lake.store import Lake, filesystem, snapshot
+from warehouse.lake.object_store import filesystem
+from warehouse.lake.store import Lake, snapshot
 from warehouse.lake.tables import TableDef
 
 

@@ -25,7 +25,8 @@ import pyarrow.fs as pafs
 from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError
 
-from warehouse.lake.store import Lake, filesystem, retry_commit
+from warehouse.lake.object_store import filesystem
+from warehouse.lake.store import Lake, retry_commit
 from warehouse.lake.tables import TableDef
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
-import os
 import tempfile
 import threading
 import uuid
@@ -26,6 +25,7 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.schema import Schema as DeltaSchema
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from warehouse.lake.object_store import check_conditional_writes, filesystem, is_local
 from warehouse.lake.tables import WATERMARKS, TableDef
 
 # pyarrow.dataset is imported where it is used: it imports pandas (~1 s), which a process that only
@@ -75,13 +75,19 @@ class Lake:
 
     Args:
         root: lake root, e.g. ``/abs/data/lake`` or ``s3://bucket/lake``.
-        storage_options: passed to delta-rs for object stores (credentials, region…).
+        storage_options: passed to delta-rs for object stores (credentials, region…;
+            :mod:`warehouse.lake.object_store`).
         compactor: auto compaction of the partitions this ``Lake`` appends to
             (:class:`warehouse.lake.maintenance.AutoCompactor`); ``None``: none (one-off writers).
         cold: the cold tier: a ``Lake`` over the cold root, holding the tiered tables' old partitions.
         writer: the Parquet writer properties of every file this ``Lake`` writes (the cold tier's
             higher compression level); ``None``: delta-rs's defaults.
         target_file_bytes: the size of the files its writes and compactions aim at; ``None``: delta-rs's.
+
+    Raises:
+        warehouse.lake.object_store.UnsafeStoreError: ``root`` is on an object store that ignores
+            conditional writes (checked once per process and root,
+            :func:`warehouse.lake.object_store.check_conditional_writes`).
     """
 
     def __init__(
@@ -96,6 +102,7 @@ class Lake:
     ) -> None:
         self.root = root.rstrip("/")
         self.storage_options = storage_options
+        check_conditional_writes(self.root, storage_options)
         self.compactor = compactor
         self.cold = cold
         self.writer = writer
@@ -117,7 +124,7 @@ class Lake:
         """This machine's folder for the lake's local state of one ``kind`` (``locks``, ``index``),
         created when missing: ``<root>/_<kind>`` for a local lake; for an object store, under the
         temporary folder, keyed by the root (each machine keeps its own)."""
-        if "://" in self.root and not self.root.startswith("file://"):
+        if not is_local(self.root):
             digest = hashlib.sha256(self.root.encode()).hexdigest()[:16]
             folder = Path(tempfile.gettempdir()) / f"eventlake-{kind}" / digest
         else:
@@ -526,31 +533,6 @@ def sql_literal(text: str) -> str:
 def in_predicate(column: str, values: list[str]) -> str:
     """A delta-rs predicate: ``column`` is one of ``values`` (string literals)."""
     return f"{column} in ({', '.join(sql_literal(value) for value in values)})"
-
-
-def filesystem(uri: str, storage_options: dict[str, str] | None = None) -> tuple[pafs.FileSystem, str]:
-    """pyarrow's filesystem for ``uri`` and the path within it, configured by delta-rs's
-    ``storage_options`` for ``s3://`` URIs (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
-    ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ALLOW_HTTP``), so the code that reads the Delta
-    log by file name sees the same store as delta-rs; other URIs as ``pyarrow.fs.FileSystem.from_uri``.
-    """
-    options = storage_options or {}
-    if not uri.startswith("s3://") or not options:
-        return pafs.FileSystem.from_uri(uri)
-    endpoint = options.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        # The AWS SDK (in pyarrow) sends trailing checksums (aws-chunked) by default since 2025; S3
-        # servers other than AWS's, such as Ceph RGW 16, refuse them (HTTP 411 on every upload). The
-        # SDK's own switch turns them off, for this process: checksums only where an operation requires one.
-        os.environ.setdefault("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
-    fs = pafs.S3FileSystem(
-        access_key=options.get("AWS_ACCESS_KEY_ID"),
-        secret_key=options.get("AWS_SECRET_ACCESS_KEY"),
-        region=options.get("AWS_REGION"),
-        endpoint_override=endpoint,
-        scheme="http" if endpoint and endpoint.startswith("http://") else "https",
-    )
-    return fs, uri.removeprefix("s3://")
 
 
 @lru_cache(maxsize=8)
