@@ -14,11 +14,17 @@ else
 STACK_DEPS := install superset-venv
 endif
 
+# `make up LAKE=s3`: the lake on a local S3 server (Ceph RGW, installed from Debian when missing).
+LAKE ?= local
+ifeq ($(LAKE),s3)
+STACK_DEPS += packages-s3
+endif
+
 # The trackers' browser bundles (posthog-js, Snowplow's browser tracker) the browser tests load, from npm.
 BROWSER_DIR := tests/browser
 BROWSER_STAMP := $(BROWSER_DIR)/node_modules/.installed-$(shell cat $(BROWSER_DIR)/package-lock.json | cksum | cut -d' ' -f1)
 
-.PHONY: install superset-venv browser-clients up demo test lint lock clean
+.PHONY: install superset-venv browser-clients packages packages-s3 up demo test lint lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,12 +57,18 @@ browser-clients: $(BROWSER_STAMP)  ## the trackers' browser bundles for the brow
 # `exec`: the stack's CLI is make's own child (no shell between), so a SIGTERM to make reaches it and
 # stops the stack, and the CLI stops it too when make dies of a SIGKILL (scripts/stack.py).
 up: $(STACK_DEPS)  ## start API + Dagster, replay the samples, print DAU/MAU, serve until Ctrl-C
-	exec env EVENTLAKE_SUPERSET=$(SUPERSET) $(BIN)/python scripts/stack.py up
+	exec env EVENTLAKE_SUPERSET=$(SUPERSET) $(BIN)/python scripts/stack.py up --lake $(LAKE)
 
 demo: $(STACK_DEPS)  ## the same as `up`, then stop (CI's smoke test of the main job)
-	exec env EVENTLAKE_SUPERSET=$(SUPERSET) $(BIN)/python scripts/stack.py demo
+	exec env EVENTLAKE_SUPERSET=$(SUPERSET) $(BIN)/python scripts/stack.py demo --lake $(LAKE)
 
-test: install superset-venv browser-clients  ## unit and integration tests (Superset and browser ones included)
+packages:  ## the Debian packages of the servers the tests start (Chromium, Node.js, Ceph RGW, HAProxy, Redis)
+	bash scripts/debian_packages.sh all
+
+packages-s3:  ## the Debian packages of the local S3 server (Ceph RGW)
+	bash scripts/debian_packages.sh s3
+
+test: packages install superset-venv browser-clients  ## unit and integration tests (Superset and browser ones included)
 	$(BIN)/pytest
 
 lint: install

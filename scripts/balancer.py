@@ -2,7 +2,7 @@
 ``.ci/run`` when missing), in front of several ingest nodes (or any HTTP servers).
 
 :func:`start` writes a configuration (round robin over the backends, health checks on ``/readyz``
-every ``check_ms``, a node that fails two taken out of rotation until it answers again, a request
+every ``check_ms``, each given 5 s to answer (a node's readiness probe writes to the lake's store), a node that fails two taken out of rotation until it answers again, a request
 whose connection to a node could not be opened retried once on another; a request a node received is
 never sent again, so a node that dies holding it cannot make an event twice: its client gets a 502 or
 503 and decides) and runs ``haproxy`` in the foreground as
@@ -33,6 +33,7 @@ defaults
   timeout connect 2s
   timeout client 60s
   timeout server 60s
+  timeout check 5s
   timeout http-keep-alive 60s
   retries 1
   option redispatch 1
@@ -75,7 +76,7 @@ def start(
     backends: list[str],
     *,
     check_path: str = "/readyz",
-    check_ms: int = 500,
+    check_ms: int = 1000,
     extra: list[str] | None = None,
     timeout_s: float = 10,
 ) -> Balancer:

@@ -13,6 +13,7 @@ stops them by those pids.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -123,20 +124,28 @@ class S3Server:
             _signal(pid, signal.SIGKILL)
 
 
-def start(root: Path, *, persistent: bool = False, size_mb: int = 2048, timeout_s: float = 90) -> S3Server:
+def start(
+    root: Path, *, persistent: bool = False, port: int | None = None, size_mb: int = 2048, timeout_s: float = 90
+) -> S3Server:
     """Start a single-node Ceph RGW with its data under ``root`` (created; ``persistent``: a
-    file-backed bluestore that survives a restart, else RAM) and an S3 user; return it once the
-    gateway answers.
+    file-backed bluestore that survives a restart, else RAM) and an S3 user, the gateway on
+    ``127.0.0.1:port`` (a free port when ``None``); return it once the gateway answers.
+
+    A persistent server started again on the same ``root`` keeps its cluster, objects, port and
+    credentials (``root/server.json``, readable by its owner only); ``port`` is then ignored.
 
     Raises:
         FileNotFoundError: the Ceph packages are not installed (:data:`PACKAGES`).
         RuntimeError: a daemon did not come up within ``timeout_s`` seconds (its log is under
             ``root/log``).
     """
+    state_file = root / "server.json"
+    if persistent and state_file.exists():
+        return _restart(root, json.loads(state_file.read_text()), timeout_s)
     for folder in ("mon", "osd", "run", "log", "rgw"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     conf = root / "ceph.conf"
-    port, fsid = free_port(), str(uuid.uuid4())
+    port, fsid = port or free_port(), str(uuid.uuid4())
     mon_v2, mon_v1 = free_port(), free_port()
     store = (_BLUESTORE if persistent else _MEMSTORE).format(root=root, size=size_mb * 1024 * 1024)
     conf.write_text(_CONF.format(fsid=fsid, mon_v2=mon_v2, mon_v1=mon_v1, root=root, store=store, port=port))
@@ -160,16 +169,44 @@ def start(root: Path, *, persistent: bool = False, size_mb: int = 2048, timeout_
         logs,
         timeout_s,
     )
+    _wait_answering(server, timeout_s)
+    if persistent:
+        state = {"endpoint": server.endpoint, "access_key_id": server.access_key_id, "osd_id": osd_id}
+        state_file.touch(mode=0o600)
+        state_file.write_text(json.dumps({**state, "secret_access_key": server.secret_access_key}))
+    return server
+
+
+def _restart(root: Path, state: dict[str, str], timeout_s: float) -> S3Server:
+    """Start the daemons of the persistent cluster under ``root`` again, as they were configured."""
+    c, logs = ["--conf", str(root / "ceph.conf")], root / "log"
+    server = S3Server(root, state["endpoint"], state["access_key_id"], state["secret_access_key"])
+    if _answers(server):  # still running (a stack that was killed without stopping it)
+        return server
+    server.stop()  # whatever half of it is left
+    _run(["ceph-mon", *c, "-i", "a"], logs)
+    _run(["ceph-osd", *c, "-i", state["osd_id"]], logs)
+    _run(["radosgw", *c, "-n", "client.rgw.a"], logs)
+    _wait_answering(server, timeout_s)
+    return server
+
+
+def _answers(server: S3Server) -> bool:
+    try:
+        server.create_bucket("eventlake-probe")
+    except OSError:
+        return False
+    return True
+
+
+def _wait_answering(server: S3Server, timeout_s: float) -> None:
+    """Wait until the gateway answers (once the OSD is up and its pools exist)."""
     deadline = time.monotonic() + timeout_s
-    while True:  # the gateway answers once the OSD is up and its pools exist
-        try:
-            server.create_bucket("eventlake-probe")
-            return server
-        except OSError:
-            if time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError(f"Ceph RGW did not answer on {server.endpoint}; logs in {root / 'log'}") from None
-            time.sleep(0.5)
+    while not _answers(server):
+        if time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"Ceph RGW did not answer on {server.endpoint}; logs in {server.root / 'log'}")
+        time.sleep(0.5)
 
 
 def _run(args: list[str], log_dir: Path, timeout_s: float = 60) -> str:

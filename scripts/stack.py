@@ -11,6 +11,11 @@
 4. ``up``: serves until Ctrl-C or SIGTERM; ``demo``: stops. Stopping terminates the Dagster runs in
    progress, then supervisord stops every program with its children.
 
+``--lake s3`` (``make up LAKE=s3``) first starts a local S3 server (Ceph RGW from Debian's packages,
+file-backed under ``<data_dir>/s3``, so the lake survives a restart) and puts both lake roots on it;
+it stops with the stack. Gold's DuckDB file and the serving snapshot stay local files (DuckDB cannot
+open ``s3://`` here; Superset reads the snapshot).
+
 ``serve`` skips steps 2 and 3 (``bench/bench_freshness.py`` and the stack's tests bring their own load).
 """
 
@@ -29,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
+import s3_server
 from stack_dagster import DAGSTER_YAML, RunFailedError, fail_orphaned_runs, failed_run_check, migrate, terminate_runs
 from stack_processes import Program, ProgramFailedError, Supervisor, exit_with_parent, wait_ready
 
@@ -49,6 +55,9 @@ SAMPLES = [
 #: ``EVENTLAKE_USERS_PATH`` names another source.
 USERS_SAMPLE = ROOT / "samples" / "ecom_scenarios_2024_users.csv"
 BIN = Path(sys.executable).parent
+#: ``--lake s3``: the local S3 server's port (RGW's usual one) and the hot and cold roots' buckets.
+S3_PORT = 7480
+S3_BUCKETS = ("eventlake-hot", "eventlake-cold")
 
 
 def say(message: str) -> None:
@@ -253,15 +262,75 @@ def stop(supervisor: Supervisor, dagster_home: Path) -> None:
     say("stopped every process of the stack")
 
 
+def start_object_store(data_dir: Path) -> s3_server.S3Server:
+    """Start the persistent local S3 server of ``--lake s3`` (Ceph RGW, its data under
+    ``<data_dir>/s3``, on :data:`S3_PORT` the first time) with the lake's two buckets, and point
+    this process's environment (which every program inherits) at it: the hot root
+    ``s3://eventlake-hot/lake``, the cold root ``s3://eventlake-cold/cold``. The same settings go
+    to ``<data_dir>/s3/eventlake.env`` (owner-only), for the CLIs in other shells.
+
+    Raises:
+        FileNotFoundError: the Ceph packages are missing (``make up LAKE=s3`` installs them).
+        RuntimeError: the server did not come up (its logs under ``<data_dir>/s3/log``).
+    """
+    root = data_dir / "s3"
+    if not (root / "server.json").exists() and not port_free(S3_PORT):
+        raise RuntimeError(f"port {S3_PORT} on 127.0.0.1 is in use: the S3 server needs it")
+    say(f"starting the local S3 server (Ceph RGW, data under {root}) …")
+    server = s3_server.start(root, persistent=True, port=S3_PORT)
+    for bucket in S3_BUCKETS:
+        server.create_bucket(bucket)
+    settings = {
+        "EVENTLAKE_LAKE_URI": f"s3://{S3_BUCKETS[0]}/lake",
+        "EVENTLAKE_COLD_URI": f"s3://{S3_BUCKETS[1]}/cold",
+        "EVENTLAKE_S3_ENDPOINT": server.endpoint,
+        "EVENTLAKE_S3_ACCESS_KEY_ID": server.access_key_id,
+        "EVENTLAKE_S3_SECRET_ACCESS_KEY": server.secret_access_key,
+        "EVENTLAKE_S3_ALLOW_HTTP": "true",
+    }
+    os.environ.update(settings)
+    env_file = root / "eventlake.env"  # for the CLIs run from other shells
+    env_file.touch(mode=0o600)
+    env_file.write_text("".join(f"{name}={value}\n" for name, value in settings.items()))
+    say(f"S3 server at {server.endpoint}: hot root s3://{S3_BUCKETS[0]}/lake, cold root s3://{S3_BUCKETS[1]}/cold")
+    say(f"the CLIs in another shell need its settings: set -a; . {env_file}; set +a")
+    return server
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("mode", choices=["up", "demo", "serve"])
+    parser.add_argument(
+        "--lake",
+        choices=["local", "s3"],
+        default="local",
+        help="where the lake lives: local folders (default) or a local S3 server started and stopped with the stack",
+    )
     args = parser.parse_args()
     started_at = time.monotonic()
     handler = logging.StreamHandler(sys.stdout)  # the helpers' warnings, said like the CLI's lines
     handler.setFormatter(logging.Formatter("[eventlake] %(message)s"))
     logging.getLogger("eventlake.stack").addHandler(handler)
+    if args.lake == "local":
+        return run(args.mode, started_at)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    exit_with_parent()
+    object_store = None
+    try:
+        object_store = start_object_store(Settings().data_dir.resolve())
+        return run(args.mode, started_at)
+    except (FileNotFoundError, RuntimeError) as exc:
+        say(f"ERROR: {exc}")
+        return 1
+    finally:
+        if object_store is not None:
+            object_store.stop()
+            say("stopped the S3 server")
 
+
+def run(mode: str, started_at: float) -> int:
+    """Start the stack, then replay and report (``up``, ``demo``) and serve (``up``, ``serve``) as
+    ``mode`` says; stop it. Returns the exit status."""
     settings = Settings()
     try:  # what the code location will load: a malformed mart folder fails here, not after a long wait
         build_definitions(settings)
@@ -269,7 +338,7 @@ def main() -> int:
         say(f"ERROR: {exc}")
         return 1
     data_dir = settings.data_dir.resolve()
-    env = prepare(settings, args.mode)
+    env = prepare(settings, mode)
     write_key = ensure_local_source(settings)
     ports = (settings.ingest_port, settings.dagster_port) + ((settings.superset_port,) if settings.superset else ())
     for port in ports:
@@ -285,10 +354,10 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         api_url = start(settings, supervisor, env, write_key)
-        if args.mode == "serve":
+        if mode == "serve":
             serve(supervisor, "serving an empty stack (no sample replay); press Ctrl-C to stop")
         replay_and_report(settings, supervisor, api_url, write_key, started_at)
-        if args.mode == "demo":
+        if mode == "demo":
             return 0
         serve(supervisor, "serving; press Ctrl-C to stop")
     except (ProgramFailedError, service.SupersetError, GoldNotReadyError, RunFailedError) as exc:

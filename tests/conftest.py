@@ -195,6 +195,31 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     server.stop()
 
 
+@dataclass(frozen=True)
+class BalancedPorts:
+    """The session's load balancer (HAProxy, ``scripts/balancer.py``): its ``url``, and the loopback
+    ``ports`` of the nodes behind it, which tests start ingest nodes on (a port with no node fails
+    the balancer's health checks and gets no traffic)."""
+
+    url: str
+    ports: tuple[int, ...]
+
+
+@pytest.fixture(scope="session")
+def balancer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BalancedPorts]:
+    """A real load balancer for the session: HAProxy on 127.0.0.1 (round robin, ``/readyz`` checked
+    every 500 ms) in front of four node ports (the Debian package is installed by ``make test``)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import balancer as haproxy  # noqa: PLC0415
+
+    ports = tuple(free_port() for _ in range(4))
+    server = haproxy.start(
+        tmp_path_factory.mktemp("haproxy"), free_port(), [f"127.0.0.1:{port}" for port in ports], check_ms=500
+    )
+    yield BalancedPorts(server.url, ports)
+    server.stop()
+
+
 @pytest.fixture
 def api(env: Env) -> Iterator[ApiServer]:
     server = start_api(env)
