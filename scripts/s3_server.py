@@ -57,7 +57,7 @@ osd_memory_target = 268435456
 bluestore_cache_size = 134217728
 
 [client.rgw.a]
-rgw_frontends = beast endpoint=127.0.0.1:{port}
+rgw_frontends = beast endpoint=127.0.0.1:{port} tcp_nodelay=1
 rgw_data = {root}/rgw
 auth_client_required = none
 ms_mon_client_mode = crc
