@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -68,6 +69,16 @@ async def _validation_error(request: Request, exc: Exception) -> JsonAnswer:
     return JsonAnswer(error_body(request, "invalid_request", exc.errors()), status_code=422)
 
 
+async def _shared_state_error(request: Request, exc: Exception) -> JsonAnswer:
+    log.warning("shared state (Redis) unavailable: %s", exc)
+    detail = "the nodes' shared state (Redis) cannot be reached; nothing was stored, send the request again"
+    return JsonAnswer(
+        error_body(request, "shared_state_unavailable", detail),
+        status_code=_status(request, 503),
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JsonAnswer:
     log.error("unhandled error", exc_info=exc)
     return JsonAnswer(error_body(request, "internal_error", "unexpected server error; nothing was acknowledged"), 500)
@@ -80,4 +91,6 @@ def install_error_handlers(app: FastAPI) -> None:
     """Make every error response of ``app`` a JSON body in its route's protocol shape."""
     app.add_exception_handler(StarletteHTTPException, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    # Sources and rate limits read Redis before any row is built: 503, and the client sends again.
+    app.add_exception_handler(redis.RedisError, _shared_state_error)
     app.add_exception_handler(Exception, _unexpected_error)

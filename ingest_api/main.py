@@ -44,7 +44,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     await writer.start()
     app.state.intake = Intake(
-        settings, writer, SourceRegistry.from_settings(settings), SourceRateLimiter(settings.rate_limit)
+        settings,
+        writer,
+        SourceRegistry.from_settings(settings),
+        SourceRateLimiter(settings.rate_limit, settings.redis_url),
     )
     # What start-up allocated (modules, the app, schemas) lives as long as the worker: out of the
     # collector's sight, full collections scan only what requests allocate (Python's gc.freeze docs).

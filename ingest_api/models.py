@@ -183,8 +183,10 @@ class Readiness(TypedDict):
     """Whether this worker can commit events now."""
 
     status: Literal["ready", "not_ready"]
+    shared_state: Literal["redis", "per_process"]
+    """Where rate limits and sources are kept: Redis (shared by every node) or each worker process."""
     reason: NotRequired[str]
-    """Why not (writer stopped, buffer full, storage error)."""
+    """Why not (writer stopped, buffer full, storage error, Redis unreachable)."""
 
 
 def request_body(body: Any) -> dict[str, Any]:

@@ -2,10 +2,11 @@
 
 Counted in events (a native payload counts as many events as it holds), before any row is built.
 
-Uses the ``limits`` library's sliding-window counter in memory
-(https://limits.readthedocs.io/en/stable/strategies.html#sliding-window-counter): two
-counters per source, cheap at any rate. The limit is per worker process: with N uvicorn
-workers a source can send up to N times it.
+Uses the ``limits`` library's sliding-window counter
+(https://limits.readthedocs.io/en/stable/strategies.html#sliding-window-counter): two counters per
+source, cheap at any rate. With ``EVENTLAKE_REDIS_URL`` the counters live in Redis, shared by every
+worker of every node (one Redis round trip per request; exact across nodes); without it, in memory,
+so the limit is per worker process: with N uvicorn workers a source can send up to N times it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 import time
 
 from limits import RateLimitItem, parse
-from limits.storage import MemoryStorage
+from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 
 from ingest_api.errors import ApiError
@@ -26,14 +27,17 @@ class SourceRateLimiter:
 
     Args:
         default_limit: limit for sources without their own, e.g. ``"20000/second"``.
+        redis_url: where the counters are shared (``redis://…``); ``None``: this process's memory.
 
     Raises:
         ValueError: a limit string that ``limits.parse`` cannot read.
     """
 
-    def __init__(self, default_limit: str) -> None:
+    def __init__(self, default_limit: str, redis_url: str | None = None) -> None:
         self._default = parse(default_limit)
-        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self.shared = redis_url is not None
+        storage = storage_from_string(redis_url) if redis_url else MemoryStorage()
+        self._limiter = SlidingWindowCounterRateLimiter(storage)
         self._items: dict[str, RateLimitItem] = {}
 
     def _item(self, source: SourceConfig) -> RateLimitItem:
@@ -47,6 +51,7 @@ class SourceRateLimiter:
         """Count a request's ``events`` against the source's limit.
 
         Raises:
+            redis.RedisError: the shared counters cannot be reached (the app answers 503).
             ApiError: 429 ``rate_limited`` with a ``Retry-After`` header (whole seconds, at least 1)
                 when the window has no room; 413 ``batch_over_rate_limit`` when one request alone
                 holds more events than the whole limit (retrying could never succeed).

@@ -195,6 +195,52 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     server.stop()
 
 
+@dataclass
+class RedisServer:
+    """A running ``redis-server`` on 127.0.0.1 (Debian's package), in memory only."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def start_redis(port: int | None = None) -> RedisServer:
+    """Start ``redis-server`` on ``port`` (a free one by default), nothing saved to disk; wait for PING."""
+    port = port or free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return RedisServer(port, proc)
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"redis-server did not answer on {port}")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real Redis for the session (the ingest nodes' shared state); tests use their own key prefixes
+    by flushing it first (``FLUSHDB``) where they depend on its content."""
+    server = start_redis()
+    yield server
+    server.stop()
+
+
 @dataclass(frozen=True)
 class BalancedPorts:
     """The session's load balancer (HAProxy, ``scripts/balancer.py``): its ``url``, and the loopback

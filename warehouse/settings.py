@@ -155,7 +155,19 @@ class Settings(BaseSettings):
     )
     rate_limit: str = Field(
         default="20000/second",
-        description="Default per-source rate limit in events, per worker (limits notation, e.g. '5000/second').",
+        description="Default per-source rate limit in events (limits notation, e.g. '5000/second'): for all "
+        "nodes together with EVENTLAKE_REDIS_URL, else per worker process.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis shared by the ingest nodes (e.g. redis://127.0.0.1:6379/0): per-source rate limits "
+        "counted for all nodes together, and sources added or revoked on one reach all; unset: per process.",
+    )
+    sources_refresh_ms: int = Field(
+        default=1000,
+        ge=50,
+        description="How often (ms) a worker looks for sources revoked since it read them (the sources file, or "
+        "Redis); a new write key works at its first use.",
     )
     snowplow_pixel_apps: dict[str, str] = Field(
         default={},

@@ -8,6 +8,12 @@ side). Sources come from the sources file (``<data_dir>/sources.json`` by defaul
 Keys are random 192-bit tokens, so an unsalted SHA-256 is enough to store them (unlike
 passwords, they cannot be guessed from a dictionary). ``eventlake-sources add NAME`` creates a
 source and prints its key once; a running API picks the new source up at its first request with that key.
+``eventlake-sources revoke NAME`` removes it; every worker refuses its key within
+``EVENTLAKE_SOURCES_REFRESH_MS`` (each looks for changes that often).
+
+Several ingest nodes share their sources through Redis (``EVENTLAKE_REDIS_URL``,
+:class:`SharedSources`): sources added there and revocations (of any source, wherever it is
+configured) reach every node within the same bounds. Without Redis each node has its own file.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import time
 from pathlib import Path
 
 import orjson
+import redis
 from pydantic import TypeAdapter
 
 from warehouse.settings import Settings, SourceConfig
@@ -89,6 +96,66 @@ def add_source(path: Path, name: str, rate_limit: str | None = None) -> str:
     return write_key
 
 
+def remove_source(path: Path, name: str) -> bool:
+    """Remove source ``name`` from the sources file; whether it was there."""
+    sources = read_sources_file(path)
+    kept = [source for source in sources if source.name != name]
+    if len(kept) == len(sources):
+        return False
+    document = {"sources": [source.model_dump(exclude_none=True) for source in kept]}
+    _write_atomically(path, orjson.dumps(document, option=orjson.OPT_INDENT_2), 0o600)
+    return True
+
+
+class SharedSources:
+    """The sources the ingest nodes share, in Redis: sources added there (hash
+    ``eventlake:sources``, name → the source as JSON), revoked key hashes (set
+    ``eventlake:sources:revoked``, whatever configured the source) and a version (``…:version``)
+    raised by every change, which workers poll (:class:`SourceRegistry`).
+
+    Raises (every method):
+        redis.RedisError: Redis cannot be reached or answered an error.
+    """
+
+    KEY = "eventlake:sources"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+    def version(self) -> int:
+        """The version of the shared sources (0 before any change)."""
+        return int(self.redis.get(f"{self.KEY}:version") or 0)
+
+    def read(self) -> tuple[int, list[SourceConfig], set[str]]:
+        """The version, the sources added here and the revoked key hashes, read together (MULTI)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.get(f"{self.KEY}:version")
+        pipe.hvals(self.KEY)
+        pipe.smembers(f"{self.KEY}:revoked")
+        version, values, revoked = pipe.execute()
+        sources = [SourceConfig.model_validate_json(value) for value in values]
+        return int(version or 0), sources, {digest.decode() for digest in revoked}
+
+    def add(self, source: SourceConfig) -> None:
+        """Add ``source``.
+
+        Raises:
+            ValueError: a source of that name is there already.
+        """
+        if not self.redis.hsetnx(self.KEY, source.name, source.model_dump_json(exclude_none=True)):
+            raise ValueError(f"source {source.name!r} already exists in {self.url}")
+        self.redis.incr(f"{self.KEY}:version")
+
+    def revoke(self, source: SourceConfig) -> None:
+        """Revoke ``source``'s write key on every node, and forget the source if it was added here."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hdel(self.KEY, source.name)
+        pipe.sadd(f"{self.KEY}:revoked", source.write_key_sha256)
+        pipe.incr(f"{self.KEY}:version")
+        pipe.execute()
+
+
 def ensure_local_source(settings: Settings) -> str:
     """The local source's write key, generating the source and key on first start.
 
@@ -125,19 +192,35 @@ class SourceRegistry:
     Args:
         sources: sources configured outside the file (``EVENTLAKE_SOURCES``).
         path: the sources file, read now and again when it changes.
+        shared: the sources shared through Redis, read now and again when their version changes.
+        refresh_s: how often (s) to look for changes (revocations), at a request; an unknown key
+            looks at once.
 
     Raises:
         ValueError: two sources share a name or a key hash.
+        redis.RedisError: ``shared`` cannot be read (also from :meth:`authenticate` and :meth:`named`).
     """
 
-    def __init__(self, sources: list[SourceConfig], path: Path | None = None) -> None:
+    def __init__(
+        self,
+        sources: list[SourceConfig],
+        path: Path | None = None,
+        shared: SharedSources | None = None,
+        refresh_s: float = 1.0,
+    ) -> None:
         self._extra = list(sources)
         self._path = path
-        self._mtime = self._file_mtime()
-        self._by_hash = self._index(sources + (read_sources_file(path) if path else []))
+        self.shared = shared
+        self._refresh_s = refresh_s
+        self._mtime: float | None = None
+        self._version: int | None = None
+        self._checked_at = 0.0
+        self._by_hash: dict[str, SourceConfig] = {}
+        self._loaded = False
+        self._reload_if_changed()
 
     @staticmethod
-    def _index(sources: list[SourceConfig]) -> dict[str, SourceConfig]:
+    def _index(sources: list[SourceConfig], revoked: set[str]) -> dict[str, SourceConfig]:
         by_hash: dict[str, SourceConfig] = {}
         names: set[str] = set()
         for source in sources:
@@ -145,7 +228,7 @@ class SourceRegistry:
                 raise ValueError(f"source {source.name!r} is configured twice (same name or same key)")
             names.add(source.name)
             by_hash[source.write_key_sha256] = source
-        return by_hash
+        return {digest: source for digest, source in by_hash.items() if digest not in revoked}
 
     def _file_mtime(self) -> float | None:
         try:
@@ -155,15 +238,18 @@ class SourceRegistry:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SourceRegistry:
-        """Sources from the sources file (re-read when it changes) plus ``settings.sources``."""
-        return cls(list(settings.sources), settings.sources_path)
+        """Sources from the sources file (re-read when it changes), ``settings.sources`` and, with
+        ``settings.redis_url``, the shared ones."""
+        shared = SharedSources(settings.redis_url) if settings.redis_url else None
+        return cls(list(settings.sources), settings.sources_path, shared, settings.sources_refresh_ms / 1000)
 
     def authenticate(self, write_key: str) -> SourceConfig | None:
-        """The source whose key this is, or ``None`` for an unknown key (constant-time compare).
+        """The source whose key this is, or ``None`` for an unknown or revoked key (constant-time compare).
 
-        An unknown key re-reads the sources file if it changed since it was read, so a source
-        added with ``eventlake-sources add`` works without restarting the API.
+        An unknown key looks for changes at once, so a source added with ``eventlake-sources add``
+        works at its first request without restarting the API.
         """
+        self._refresh_if_due()
         digest = hash_key(write_key)
         source = self._by_hash.get(digest)
         if source is None and self._reload_if_changed():
@@ -172,8 +258,13 @@ class SourceRegistry:
             return None
         return source
 
+    def names(self) -> list[str]:
+        """The names of the sources whose keys are valid now (as last read)."""
+        return [source.name for source in self._by_hash.values()]
+
     def named(self, name: str) -> SourceConfig | None:
-        """The source called ``name``, or ``None`` (re-reading the sources file when it changed)."""
+        """The source called ``name``, or ``None`` (looking for changes first when not found)."""
+        self._refresh_if_due()
         for _ in range(2):
             for source in self._by_hash.values():
                 if source.name == name:
@@ -182,10 +273,23 @@ class SourceRegistry:
                 return None
         return None
 
+    def _refresh_if_due(self) -> None:
+        if time.monotonic() - self._checked_at >= self._refresh_s:
+            self._reload_if_changed()
+
     def _reload_if_changed(self) -> bool:
-        """Read the sources file again when it changed since it was read; whether it did."""
-        if self._path is None or self._file_mtime() == self._mtime:
+        """Read the sources again when the file or the shared version changed since they were read; whether they did."""
+        self._checked_at = time.monotonic()
+        mtime = self._file_mtime()
+        version = self.shared.version() if self.shared else None
+        if self._loaded and mtime == self._mtime and version == self._version:
             return False
-        self._mtime = self._file_mtime()
-        self._by_hash = self._index(self._extra + read_sources_file(self._path))
+        shared: list[SourceConfig] = []
+        revoked: set[str] = set()
+        if self.shared is not None:
+            version, shared, revoked = self.shared.read()
+        self._mtime, self._version = mtime, version
+        self._by_hash = self._index(
+            self._extra + (read_sources_file(self._path) if self._path else []) + shared, revoked
+        )
         return True

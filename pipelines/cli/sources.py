@@ -1,27 +1,75 @@
-"""``eventlake-sources``: create a source and print its write key, or list the sources."""
+"""``eventlake-sources``: create a source and print its write key, revoke one, or list them.
+
+With ``EVENTLAKE_REDIS_URL`` the sources are the nodes' shared ones (:class:`warehouse.sources.SharedSources`):
+a source added here works on every node at its first request; a revoked one (wherever it was
+configured) is refused by every worker of every node within ``EVENTLAKE_SOURCES_REFRESH_MS``.
+Without it, the sources file of this machine."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from warehouse.settings import read_settings
-from warehouse.sources import add_source, read_sources_file
+from warehouse.settings import SourceConfig, read_settings
+from warehouse.sources import (
+    SharedSources,
+    SourceRegistry,
+    add_source,
+    hash_key,
+    new_write_key,
+    remove_source,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: ``eventlake-sources add NAME [--rate-limit 5000/second]`` or ``eventlake-sources list``."""
-    parser = argparse.ArgumentParser(prog="eventlake-sources", description=__doc__)
+    """CLI: ``eventlake-sources add NAME [--rate-limit 5000/second]``, ``eventlake-sources revoke NAME``
+    or ``eventlake-sources list``.
+
+    Exit status 0: done; 1: the name exists (add) or is unknown (revoke), or a source configured in
+    ``EVENTLAKE_SOURCES`` cannot be revoked without Redis.
+    """
+    parser = argparse.ArgumentParser(prog="eventlake-sources", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     add = commands.add_parser("add", help="create a source and print its write key (shown once)")
     add.add_argument("name")
     add.add_argument("--rate-limit", default=None, help="e.g. 5000/second (default: EVENTLAKE_RATE_LIMIT)")
-    commands.add_parser("list", help="list source names")
+    revoke = commands.add_parser("revoke", help="revoke a source's write key (every node refuses it)")
+    revoke.add_argument("name")
+    commands.add_parser("list", help="list source names and their rate limits")
     args = parser.parse_args(argv)
     settings = read_settings("eventlake-sources")
+    shared = SharedSources(settings.redis_url) if settings.redis_url else None
     if args.command == "add":
-        sys.stdout.write(add_source(settings.sources_path, args.name, args.rate_limit) + "\n")
-    else:
-        for source in read_sources_file(settings.sources_path) + list(settings.sources):
-            sys.stdout.write(f"{source.name}\t{source.rate_limit or settings.rate_limit}\n")
+        try:
+            if shared is None:
+                key = add_source(settings.sources_path, args.name, args.rate_limit)
+            else:
+                key = new_write_key()
+                shared.add(SourceConfig(name=args.name, write_key_sha256=hash_key(key), rate_limit=args.rate_limit))
+        except ValueError as error:
+            sys.stderr.write(f"eventlake-sources: {error}\n")
+            return 1
+        sys.stdout.write(key + "\n")
+        return 0
+    registry = SourceRegistry(list(settings.sources), settings.sources_path, shared)
+    if args.command == "list":
+        for name in sorted(registry.names()):
+            source = registry.named(name)
+            sys.stdout.write(f"{name}\t{(source.rate_limit if source else None) or settings.rate_limit}\n")
+        return 0
+    source = registry.named(args.name)
+    if source is None:
+        sys.stderr.write(f"eventlake-sources: no source {args.name!r} (or it is revoked already)\n")
+        return 1
+    if shared is not None:
+        shared.revoke(source)
+        remove_source(settings.sources_path, args.name)
+    elif not remove_source(settings.sources_path, args.name):
+        sys.stderr.write(
+            f"eventlake-sources: {args.name!r} comes from EVENTLAKE_SOURCES: remove it there and restart the API "
+            "(or share the sources through Redis, EVENTLAKE_REDIS_URL, where any source can be revoked)\n"
+        )
+        return 1
+    where = "every node" if shared is not None else "this machine's API"
+    sys.stdout.write(f"revoked {args.name!r}: {where} refuses its key within {settings.sources_refresh_ms} ms\n")
     return 0

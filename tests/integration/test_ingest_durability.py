@@ -183,7 +183,7 @@ def test_storage_failure_is_503_and_the_api_recovers_when_storage_does(api: ApiS
     finally:
         table.unlink()
         away.rename(table)
-    assert httpx.get(f"{api.url}/readyz", timeout=30).json() == {"status": "ready"}
+    assert httpx.get(f"{api.url}/readyz", timeout=30).json() == {"status": "ready", "shared_state": "per_process"}
     assert api.post("/v1/events", json=payloads("after", 3)).status_code == 202
     assert sorted(bronze_ids(env)) == sorted(ids(payloads("before", 3)) + ids(payloads("after", 3)))
 
@@ -449,7 +449,10 @@ def test_a_committer_that_stops_answering_makes_the_node_not_ready_until_it_answ
                 assert waiting.result().status_code == 202  # answered once it commits again
         finally:
             os.kill(committer, signal.SIGCONT)
-        assert httpx.get(f"{server.url}/readyz", timeout=30).json() == {"status": "ready"}
+        assert httpx.get(f"{server.url}/readyz", timeout=30).json() == {
+            "status": "ready",
+            "shared_state": "per_process",
+        }
     finally:
         stop(server)
 

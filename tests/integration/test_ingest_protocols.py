@@ -224,7 +224,7 @@ def test_timestamps_naive_epoch_seconds_and_future_flags_land_in_bronze(api: Api
 
 
 def test_metrics_and_readiness(api: ApiServer) -> None:
-    assert httpx.get(f"{api.url}/readyz").json() == {"status": "ready"}
+    assert httpx.get(f"{api.url}/readyz").json() == {"status": "ready", "shared_state": "per_process"}
     api.post("/v1/events", json=[{"uuid": "m1", "timestamp": 0, "user": "u"}, {"uuid": 5}])
     httpx.post(f"{api.url}/v1/events", json={"uuid": "m2", "timestamp": 0})  # no key: 401
     # Refusals before any route runs are answers too: counted under their route, never the raw path.

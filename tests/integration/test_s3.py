@@ -59,7 +59,10 @@ def test_the_ingest_api_commits_bronze_to_s3_and_probes_it_there(env: Env, s3: A
         for start in range(0, 20, 5):
             assert server.post("/v1/events", json=payloads[start : start + 5]).status_code == 202
         # the readiness probe writes through pyarrow's S3 filesystem with the same configuration
-        assert httpx.get(f"{server.url}/readyz", timeout=30).json() == {"status": "ready"}
+        assert httpx.get(f"{server.url}/readyz", timeout=30).json() == {
+            "status": "ready",
+            "shared_state": "per_process",
+        }
     finally:
         server.proc.terminate()
         server.proc.wait(timeout=30)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -32,27 +33,35 @@ async def readyz(request: Request) -> JsonAnswer:
     """200 ``{"status": "ready"}`` when this worker can commit events now, else 503 with the reason.
 
     Ready means: the group-commit writer runs, its buffer has room, it reaches its node's committer
-    (a worker of several) and that one answers, and bronze can be opened and the lake root written (a probe file is
-    written and deleted).
+    (a worker of several) and that one answers, Redis answers (when the nodes share their state
+    there), and bronze can be opened and the lake root written (a probe file is written and
+    deleted). ``shared_state`` says where rate limits and sources are kept: ``redis`` or ``per_process``.
     """
     intake: Intake = request.app.state.intake
+    shared = intake.registry.shared
+    state: Literal["redis", "per_process"] = "redis" if shared is not None else "per_process"
     if not intake.writer.running:
-        return _not_ready("writer stopped")
+        return _not_ready(state, "writer stopped")
     if not intake.writer.has_room:
-        return _not_ready("buffer full")
+        return _not_ready(state, "buffer full")
     if not await intake.writer.committer_reachable():
-        return _not_ready("no bronze committer on this node")
+        return _not_ready(state, "no bronze committer on this node")
     if intake.writer.committer_stalled:
-        return _not_ready("the node's bronze committer is not answering")
+        return _not_ready(state, "the node's bronze committer is not answering")
+    if shared is not None:
+        try:
+            await asyncio.wait_for(asyncio.to_thread(shared.version), timeout=5)
+        except Exception as exc:  # noqa: BLE001 (any error: the node cannot authenticate or count)
+            return _not_ready(state, f"shared state (Redis): {exc}"[:500])
     try:
         await asyncio.wait_for(asyncio.to_thread(intake.writer.lake.probe, RAW_EVENTS), timeout=5)
     except Exception as exc:  # any storage error means "cannot commit"
-        return _not_ready(f"storage: {exc}"[:500])
-    return JsonAnswer(Readiness(status="ready"))
+        return _not_ready(state, f"storage: {exc}"[:500])
+    return JsonAnswer(Readiness(status="ready", shared_state=state))
 
 
-def _not_ready(reason: str) -> JsonAnswer:
-    return JsonAnswer(Readiness(status="not_ready", reason=reason), status_code=503)
+def _not_ready(state: Literal["redis", "per_process"], reason: str) -> JsonAnswer:
+    return JsonAnswer(Readiness(status="not_ready", shared_state=state, reason=reason), status_code=503)
 
 
 @router.get("/metrics", response_class=Response)
