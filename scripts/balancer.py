@@ -1,13 +1,14 @@
 """A real load balancer on 127.0.0.1: HAProxy from Debian's package (``haproxy``, installed by
-``.ci/run`` when missing), in front of several ingest nodes (or any HTTP servers).
+``make packages`` when missing), in front of several ingest nodes (or any HTTP servers).
 
-:func:`start` writes a configuration (round robin over the backends, health checks on ``/readyz``
-every ``check_ms``, each given 5 s to answer (a node's readiness probe writes to the lake's store), a node that fails two taken out of rotation until it answers again, a request
-whose connection to a node could not be opened retried once on another; a request a node received is
-never sent again, so a node that dies holding it cannot make an event twice: its client gets a 502 or
-503 and decides) and runs ``haproxy`` in the foreground as
-a child process; :meth:`Balancer.stop` ends it. ``extra`` adds lines to the frontend (tests use it
-to make a proxy that misbehaves).
+:func:`start` writes a configuration and runs ``haproxy`` in the foreground as a child process;
+:meth:`Balancer.stop` ends it. The configuration: round robin over the backends; health checks on
+``/readyz`` every ``check_ms``, each given 5 s to answer (a node's readiness probe writes to the
+lake's store), a node that fails two taken out of rotation until it passes one again; a request
+whose connection to a node could not be opened retried once on another, while a request a node
+received is never sent again, so a node that dies holding it cannot make an event twice (its client
+gets a 502 or 503 and decides). ``extra`` adds lines to the frontend (tests use it to make a proxy
+that misbehaves).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-#: The Debian packages the server needs (installed by ``.ci/run`` when missing).
+#: The Debian packages the server needs (installed by ``make packages`` when missing: ``scripts/debian_packages.sh``).
 PACKAGES = ("radosgw", "ceph-mon", "ceph-osd")
 
 _CONF = """[global]

@@ -186,7 +186,7 @@ def start_api(
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real S3 server for the session: a single-node Ceph RGW on 127.0.0.1, objects in RAM
-    (``scripts/s3_server.py``; the Debian packages are installed by ``.ci/run`` when missing)."""
+    (``scripts/s3_server.py``; the Debian packages are installed by ``make packages`` when missing)."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import s3_server  # noqa: PLC0415
 

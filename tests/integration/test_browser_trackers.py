@@ -31,7 +31,7 @@ SNOWPLOW_JS = BUNDLES / "@snowplow" / "browser-tracker" / "dist" / "index.umd.mi
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is installed by .ci/run (apt-get)"),
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is installed by make packages (apt-get)"),
     pytest.mark.skipif(not POSTHOG_JS.exists(), reason="the trackers' bundles are installed by `make install` (npm)"),
 ]
 

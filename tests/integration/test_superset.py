@@ -324,7 +324,7 @@ DASHBOARDS = {
 }
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is installed by .ci/run (apt-get)")
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is installed by make packages (apt-get)")
 def test_every_dashboard_renders_every_chart_in_chromium(superset: Superset, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
