@@ -62,7 +62,7 @@ up: $(STACK_DEPS)  ## start API + Dagster, replay the samples, print DAU/MAU, se
 demo: $(STACK_DEPS)  ## the same as `up`, then stop (CI's smoke test of the main job)
 	exec env EVENTLAKE_SUPERSET=$(SUPERSET) $(BIN)/python scripts/stack.py demo --lake $(LAKE)
 
-packages:  ## the Debian packages of the servers the tests start (Chromium, Node.js, Ceph RGW, HAProxy, Redis)
+packages:  ## the Debian packages of the servers the tests start (Chromium, Node.js, Ceph RGW, HAProxy, Redis, PostgreSQL)
 	bash scripts/debian_packages.sh all
 
 packages-s3:  ## the Debian packages of the local S3 server (Ceph RGW)

@@ -4,6 +4,7 @@
 #   radosgw, ceph-mon, ceph-osd   a real S3 server, Ceph's RADOS gateway (scripts/s3_server.py)
 #   haproxy                       the load balancer in front of several ingest nodes (scripts/balancer.py)
 #   redis-server                  the ingest nodes' shared state (rate limits, write keys)
+#   postgresql                    Dagster's run and event-log storage for a cluster (scripts/postgres_server.py)
 # Usage: scripts/debian_packages.sh [all|s3]   (s3: only what `make up LAKE=s3` needs)
 set -euo pipefail
 want="${1:-all}"
@@ -17,6 +18,7 @@ bare="$bare $(need radosgw radosgw ceph-mon ceph-osd)"
 if [ "$want" = all ]; then
   full="$full $(need chromium chromium) $(need npm nodejs npm)"
   bare="$bare $(need haproxy haproxy) $(need redis-server redis-server)"
+  [ -x /usr/lib/postgresql/15/bin/initdb ] || bare="$bare postgresql"
 fi
 if [ -n "${full// /}" ] || [ -n "${bare// /}" ]; then
   apt-get update -qq

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import s3_server
-from stack_dagster import DAGSTER_YAML, RunFailedError, fail_orphaned_runs, failed_run_check, migrate, terminate_runs
+from stack_dagster import RunFailedError, dagster_yaml, fail_orphaned_runs, failed_run_check, migrate, terminate_runs
 from stack_processes import Program, ProgramFailedError, Supervisor, exit_with_parent, wait_ready
 
 from dashboards import service
@@ -75,7 +75,7 @@ def prepare(settings: Settings, mode: str) -> dict[str, str]:
     dagster_home = data_dir / "dagster"
     for folder in (data_dir / "logs", dagster_home):
         folder.mkdir(parents=True, exist_ok=True)
-    (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    (dagster_home / "dagster.yaml").write_text(dagster_yaml(settings.dagster_postgres_url is not None))
     # One directory per start for the API workers' Prometheus samples (multiprocess mode).
     metrics_dir = data_dir / "run" / "prometheus"
     shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -1,6 +1,7 @@
 """The stack's Dagster chores: its instance config, storage migration, and the runs it finds or leaves.
 
-``DAGSTER_YAML`` is written on every start; ``migrate`` creates or upgrades the SQLite storage
+``dagster_yaml`` is written on every start; ``migrate`` creates or upgrades the storage (SQLite files
+under ``DAGSTER_HOME``, or Postgres)
 before the webserver and the daemon start (both racing to create it left one of them dead,
 "alembic_version already exists"); runs an earlier, killed stack left in progress are marked
 failed; on stop, the runs in progress are terminated the way the UI's Terminate button does.
@@ -18,6 +19,15 @@ from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger("eventlake.stack")
+
+#: Dagster's run, event-log and schedule storage in Postgres (``EVENTLAKE_DAGSTER_POSTGRES_URL``); the URL
+#: (which may hold a password) is read from the environment, never written to the file.
+POSTGRES_STORAGE = """\
+storage:
+  postgres:
+    postgres_url:
+      env: EVENTLAKE_DAGSTER_POSTGRES_URL
+"""
 
 DAGSTER_YAML = """\
 # Written by scripts/stack.py on every start.
@@ -56,6 +66,13 @@ retention:
       failure: 7
       success: 2
 """
+
+
+def dagster_yaml(postgres: bool) -> str:
+    """The instance's ``dagster.yaml``: :data:`DAGSTER_YAML`, with :data:`POSTGRES_STORAGE` when
+    ``postgres`` (Dagster on Postgres, as a cluster's webserver, daemon and run hosts share it; else
+    SQLite files under ``DAGSTER_HOME``, one machine)."""
+    return DAGSTER_YAML + (POSTGRES_STORAGE if postgres else "")
 
 
 def migrate(dagster_home: Path, env: dict[str, str], log: Path, cwd: Path) -> None:

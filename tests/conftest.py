@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -239,6 +241,20 @@ def redis_server() -> Iterator[RedisServer]:
     server = start_redis()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A real PostgreSQL for the session (Debian's, ``scripts/postgres_server.py``), with an empty
+    ``dagster`` database; under ``/tmp`` (as root, the cluster belongs to the ``postgres`` user)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import postgres_server  # noqa: PLC0415
+
+    root = Path(tempfile.mkdtemp(prefix="eventlake-pg-"))
+    server = postgres_server.start(root)
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass(frozen=True)

@@ -158,6 +158,12 @@ class Settings(BaseSettings):
         description="Default per-source rate limit in events (limits notation, e.g. '5000/second'): for all "
         "nodes together with EVENTLAKE_REDIS_URL, else per worker process.",
     )
+    dagster_postgres_url: SecretStr | None = Field(
+        default=None,
+        description="Dagster's run, event-log and schedule storage in Postgres (e.g. "
+        "postgresql+psycopg2://dagster:secret@10.0.0.6:5432/dagster), as a cluster's Dagster hosts share it; unset: "
+        "SQLite files under <data_dir>/dagster. The stack's dagster.yaml reads it from the environment.",
+    )
     redis_url: str | None = Field(
         default=None,
         description="Redis shared by the ingest nodes (e.g. redis://127.0.0.1:6379/0): per-source rate limits "
