@@ -3,10 +3,13 @@ the cold tier in another bucket, and the refusal of a store that ignores conditi
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -148,3 +151,28 @@ def test_the_pipeline_runs_on_s3_with_the_cold_tier_in_another_bucket(
         dau = dict(con.execute("select day, dau from daily_active_users where app = 'shop'").fetchall())
     assert dau[old] == 5 and dau[recent] == 5
     assert not (env.data_dir / "lake").exists() and not (env.data_dir / "cold").exists()
+
+
+def test_the_persistent_server_keeps_its_objects_port_and_keys_across_a_restart() -> None:
+    """What ``make up LAKE=s3`` relies on: the file-backed server started again on its folder serves
+    the same endpoint and credentials, with the objects written before the stop."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import s3_server  # noqa: PLC0415
+
+    root = Path(tempfile.mkdtemp(prefix="eventlake-rgw-"))
+    try:
+        first = s3_server.start(root, persistent=True, size_mb=1024)
+        first.create_bucket("kept")
+        fs, _ = filesystem("s3://kept", first.storage_options)
+        with fs.open_output_stream("kept/object") as out:
+            out.write(b"acknowledged")
+        first.stop()
+        second = s3_server.start(root, persistent=True)
+        try:
+            assert second.storage_options == first.storage_options
+            fs, _ = filesystem("s3://kept", second.storage_options)
+            assert fs.open_input_stream("kept/object").read() == b"acknowledged"
+        finally:
+            second.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
