@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ingest_api.models import JsonAnswer, NativeError, SegmentError
 from warehouse.contract.segment import SEGMENT_PATHS
 from warehouse.contract.snowplow import SNOWPLOW_ROUTES
+from warehouse.sources import SourcesError
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,16 @@ async def _shared_state_error(request: Request, exc: Exception) -> JsonAnswer:
     )
 
 
+async def _sources_error(request: Request, exc: Exception) -> JsonAnswer:
+    log.error("%s", exc)
+    detail = "the sources and their write keys cannot be read now; nothing was stored, send the request again"
+    return JsonAnswer(
+        error_body(request, "sources_unavailable", detail),
+        status_code=_status(request, 503),
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JsonAnswer:
     log.error("unhandled error", exc_info=exc)
     return JsonAnswer(error_body(request, "internal_error", "unexpected server error; nothing was acknowledged"), 500)
@@ -93,4 +104,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     # Sources and rate limits read Redis before any row is built: 503, and the client sends again.
     app.add_exception_handler(redis.RedisError, _shared_state_error)
+    # Sources that cannot be read as a whole (a name twice, a bad entry in Redis): no key is accepted.
+    app.add_exception_handler(SourcesError, _sources_error)
     app.add_exception_handler(Exception, _unexpected_error)

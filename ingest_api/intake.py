@@ -71,6 +71,29 @@ class Intake:
         self.registry = registry
         self.limiter = limiter
 
+    def _admit(
+        self,
+        request: Request,
+        document: Any,
+        items: list[Any],
+        count: EventCounter,
+        write_key: str | None,
+        source: SourceConfig | None,
+        state: dict[str, Any],
+    ) -> SourceConfig:
+        """Authenticate the request (unless the route resolved its ``source``) and count its events
+        against the source's rate limit; the source.
+
+        Raises:
+            ApiError: 401, 413 or 429 (see :meth:`ingest`).
+            warehouse.sources.SourcesError, redis.RedisError: the sources or the shared counters
+                cannot be read (the app answers 503).
+        """
+        source = source or authenticate(self.registry, request, document, write_key)
+        state["source"] = source.name
+        self.limiter.check(source, self._event_count(items, count))
+        return source
+
     def _event_count(self, items: list[Any], count: EventCounter) -> int:
         """How many events ``items`` become; a request of too many payloads or events is refused (413)
         before any row is built."""
@@ -129,10 +152,11 @@ class Intake:
         """
         received_at = datetime.now(UTC)
         state = record_request(request, source_format)
-        source = source or authenticate(self.registry, request, document, write_key)
-        state["source"] = source.name
-        events = self._event_count(items, count)
-        self.limiter.check(source, events)
+        admit = (request, document, items, count, write_key, source, state)
+        if self.limiter.shared:  # Redis round trips: off the event loop, so a slow Redis stalls no other request
+            source = await asyncio.to_thread(self._admit, *admit)
+        else:
+            source = self._admit(*admit)
 
         ctx = RequestContext(
             received_at=received_at,

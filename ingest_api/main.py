@@ -25,7 +25,7 @@ from ingest_api.node_commit import bronze_lake, node_of
 from ingest_api.observe import IngestObserver, configure_logging
 from ingest_api.ratelimit import SourceRateLimiter
 from warehouse.settings import Settings, read_settings
-from warehouse.sources import SourceRegistry, ensure_local_source
+from warehouse.sources import SourceRegistry, SourcesError, ensure_local_source
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         node=node_of(settings.lake_root),
     )
     await writer.start()
+    registry = SourceRegistry.from_settings(settings)
+    try:
+        registry.check()
+    except SourcesError as error:  # the node starts; requests get 503 and /readyz says why until it is fixed
+        log.warning("%s", error)
     app.state.intake = Intake(
         settings,
         writer,
-        SourceRegistry.from_settings(settings),
+        registry,
         SourceRateLimiter(settings.rate_limit, settings.redis_url),
     )
     # What start-up allocated (modules, the app, schemas) lives as long as the worker: out of the

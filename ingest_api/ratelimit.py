@@ -36,15 +36,20 @@ class SourceRateLimiter:
     def __init__(self, default_limit: str, redis_url: str | None = None) -> None:
         self._default = parse(default_limit)
         self.shared = redis_url is not None
-        storage = storage_from_string(redis_url) if redis_url else MemoryStorage()
+        # A short timeout: a request waits at most this long on a slow Redis before its 503.
+        storage = (
+            storage_from_string(redis_url, socket_timeout=1, socket_connect_timeout=1) if redis_url else MemoryStorage()
+        )
         self._limiter = SlidingWindowCounterRateLimiter(storage)
         self._items: dict[str, RateLimitItem] = {}
 
     def _item(self, source: SourceConfig) -> RateLimitItem:
-        item = self._items.get(source.name)
+        """The source's limit, parsed once per limit string (a source re-added with another limit gets it)."""
+        if not source.rate_limit:
+            return self._default
+        item = self._items.get(source.rate_limit)
         if item is None:
-            item = parse(source.rate_limit) if source.rate_limit else self._default
-            self._items[source.name] = item
+            item = self._items[source.rate_limit] = parse(source.rate_limit)
         return item
 
     def check(self, source: SourceConfig, events: int) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
+from limits import parse_many
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -28,6 +30,28 @@ class SourceConfig(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
     write_key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     rate_limit: str | None = None
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _one_limit(cls, value: str | None) -> str | None:
+        return None if value is None else check_rate_limit(value)
+
+
+def check_rate_limit(value: str) -> str:
+    """``value`` when it is one rate limit in limits' notation (e.g. ``5000/second``) of at least one
+    event per window of at least one unit.
+
+    Raises:
+        ValueError: anything else (limits' parser reads only the first of several limits, and reads
+            a window of 0 as 1, so both are refused here rather than silently changed).
+    """
+    try:
+        items = parse_many(value)
+    except ValueError:
+        items = []
+    if len(items) != 1 or items[0].amount < 1 or not re.fullmatch(r"\s*\d+\s*(/|per)\s*([1-9]\d*\s*)?[a-z]+\s*", value):
+        raise ValueError(f"{value!r} is not one rate limit such as '5000/second' or '100 per 10 minutes'")
+    return value
 
 
 @functools.cache
@@ -379,6 +403,41 @@ class Settings(BaseSettings):
     )
     cold_target_mb: int = Field(default=512, ge=1, description="Size of the files written to the cold root (MB).")
 
+    @field_validator("rate_limit", "snowplow_pixel_rate_limit")
+    @classmethod
+    def _one_limit(cls, value: str) -> str:
+        return check_rate_limit(value)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://")):
+            raise ValueError("EVENTLAKE_REDIS_URL must be a redis:// or rediss:// URL")  # never echo it: a password
+        return value
+
+    @field_validator("dagster_postgres_url")
+    @classmethod
+    def _postgres_driver(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("postgresql+psycopg2://"):
+            raise ValueError(
+                "EVENTLAKE_DAGSTER_POSTGRES_URL must start with postgresql+psycopg2:// (the driver dagster-postgres "
+                "installs; SQLAlchemy reads a bare postgresql:// as psycopg 3, which is not installed)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _s3_endpoint_usable(self) -> Settings:
+        """An S3 endpoint is a URL with its scheme, and a plain-HTTP one is allowed explicitly."""
+        endpoint = self.s3_endpoint
+        if endpoint is not None:
+            if not endpoint.startswith(("http://", "https://")):
+                raise ValueError(f"EVENTLAKE_S3_ENDPOINT {endpoint!r} needs its scheme: http://… or https://…")
+            if endpoint.startswith("http://") and not self.s3_allow_http:
+                raise ValueError(
+                    f"EVENTLAKE_S3_ENDPOINT {endpoint!r} is plain HTTP: set EVENTLAKE_S3_ALLOW_HTTP=true to use it"
+                )
+        return self
+
     @model_validator(mode="after")
     def _tier_policy_holds(self) -> Settings:
         """The tier horizons make sense together (:class:`warehouse.lake.tiers.TierPolicy`) and the
@@ -489,5 +548,11 @@ def read_settings(prog: str) -> Settings:
     try:
         return Settings()
     except ValidationError as error:
-        sys.stderr.write(f"{prog}: invalid settings: {error}\n")
+        # Without the values given: one may hold a password (a Redis or Postgres URL, a key).
+        problems = [
+            (f"EVENTLAKE_{'_'.join(str(part) for part in problem['loc']).upper()}: " if problem["loc"] else "")
+            + problem["msg"]
+            for problem in error.errors(include_input=False, include_url=False)
+        ]
+        sys.stderr.write(f"{prog}: invalid settings: {'; '.join(problems)}\n")
         raise SystemExit(2) from None

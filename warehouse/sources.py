@@ -18,8 +18,10 @@ configured) reach every node within the same bounds. Without Redis each node has
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import tempfile
@@ -28,9 +30,11 @@ from pathlib import Path
 
 import orjson
 import redis
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from warehouse.settings import Settings, SourceConfig
+
+log = logging.getLogger(__name__)
 
 LOCAL_SOURCE = "local"
 _STALE_LOCK_S = 30
@@ -107,6 +111,11 @@ def remove_source(path: Path, name: str) -> bool:
     return True
 
 
+class SourcesError(RuntimeError):
+    """The sources cannot be read as a whole (two share a name or a key, an entry in Redis is not a
+    source, Redis cannot be reached): no key is accepted until they can (the API answers 503)."""
+
+
 class SharedSources:
     """The sources the ingest nodes share, in Redis: sources added there (hash
     ``eventlake:sources``, name → the source as JSON), revoked key hashes (set
@@ -115,13 +124,14 @@ class SharedSources:
 
     Raises (every method):
         redis.RedisError: Redis cannot be reached or answered an error.
+        SourcesError: (:meth:`read`) an entry is not a source.
     """
 
     KEY = "eventlake:sources"
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self.redis = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
 
     def version(self) -> int:
         """The version of the shared sources (0 before any change)."""
@@ -131,10 +141,18 @@ class SharedSources:
         """The version, the sources added here and the revoked key hashes, read together (MULTI)."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.get(f"{self.KEY}:version")
-        pipe.hvals(self.KEY)
+        pipe.hgetall(self.KEY)
         pipe.smembers(f"{self.KEY}:revoked")
-        version, values, revoked = pipe.execute()
-        sources = [SourceConfig.model_validate_json(value) for value in values]
+        version, entries, revoked = pipe.execute()
+        sources = []
+        for name, value in entries.items():
+            try:
+                sources.append(SourceConfig.model_validate_json(value))
+            except ValidationError as error:
+                problem = error.errors(include_input=False, include_url=False)[0]["msg"]
+                raise SourcesError(
+                    f"the entry {name.decode()!r} of Redis' {self.KEY} is not a source: {problem}"
+                ) from None
         return int(version or 0), sources, {digest.decode() for digest in revoked}
 
     def add(self, source: SourceConfig) -> None:
@@ -196,9 +214,13 @@ class SourceRegistry:
         refresh_s: how often (s) to look for changes (revocations), at a request; an unknown key
             looks at once.
 
+    Fails closed: while the sources cannot be read as a whole, :meth:`authenticate` and
+    :meth:`named` raise :class:`SourcesError` (never a key index that may miss a revocation), and a
+    key this process saw revoked stays refused even if Redis loses the revocation (a restart
+    without persistence).
+
     Raises:
-        ValueError: two sources share a name or a key hash.
-        redis.RedisError: ``shared`` cannot be read (also from :meth:`authenticate` and :meth:`named`).
+        SourcesError: (from every method but the constructor) see above.
     """
 
     def __init__(
@@ -212,12 +234,14 @@ class SourceRegistry:
         self._path = path
         self.shared = shared
         self._refresh_s = refresh_s
-        self._mtime: float | None = None
+        self._file: tuple[int, int, int] | None = None
         self._version: int | None = None
         self._checked_at = 0.0
         self._by_hash: dict[str, SourceConfig] = {}
-        self._loaded = False
-        self._reload_if_changed()
+        self._revoked: set[str] = set()  # every revocation seen by this process
+        self._error: SourcesError | None = None
+        with contextlib.suppress(SourcesError):  # e.g. Redis down at start: calls raise until it answers
+            self._reload_if_changed()
 
     @staticmethod
     def _index(sources: list[SourceConfig], revoked: set[str]) -> dict[str, SourceConfig]:
@@ -225,16 +249,21 @@ class SourceRegistry:
         names: set[str] = set()
         for source in sources:
             if source.name in names or source.write_key_sha256 in by_hash:
-                raise ValueError(f"source {source.name!r} is configured twice (same name or same key)")
+                raise SourcesError(
+                    f"source {source.name!r} is configured twice (same name or same key, in the sources file, "
+                    "EVENTLAKE_SOURCES or Redis): no key is accepted until one of them is removed"
+                )
             names.add(source.name)
             by_hash[source.write_key_sha256] = source
         return {digest: source for digest, source in by_hash.items() if digest not in revoked}
 
-    def _file_mtime(self) -> float | None:
+    def _file_signature(self) -> tuple[int, int, int] | None:
+        """The sources file's modification time (ns), size and inode: any write changes one of them."""
         try:
-            return self._path.stat().st_mtime if self._path else None
+            st = self._path.stat() if self._path else None
         except FileNotFoundError:
             return None
+        return None if st is None else (st.st_mtime_ns, st.st_size, st.st_ino)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SourceRegistry:
@@ -246,8 +275,8 @@ class SourceRegistry:
     def authenticate(self, write_key: str) -> SourceConfig | None:
         """The source whose key this is, or ``None`` for an unknown or revoked key (constant-time compare).
 
-        An unknown key looks for changes at once, so a source added with ``eventlake-sources add``
-        works at its first request without restarting the API.
+        An unknown key looks for changes at once (a version read), so a source added with
+        ``eventlake-sources add`` works at its first request without restarting the API.
         """
         self._refresh_if_due()
         digest = hash_key(write_key)
@@ -259,7 +288,8 @@ class SourceRegistry:
         return source
 
     def names(self) -> list[str]:
-        """The names of the sources whose keys are valid now (as last read)."""
+        """The names of the sources whose keys are valid now."""
+        self._refresh_if_due()
         return [source.name for source in self._by_hash.values()]
 
     def named(self, name: str) -> SourceConfig | None:
@@ -273,23 +303,53 @@ class SourceRegistry:
                 return None
         return None
 
+    def check(self) -> None:
+        """Look for changes now (readiness).
+
+        Raises:
+            SourcesError: the sources cannot be read as a whole.
+        """
+        self._reload_if_changed()
+
     def _refresh_if_due(self) -> None:
-        if time.monotonic() - self._checked_at >= self._refresh_s:
+        if self._error is not None or time.monotonic() - self._checked_at >= self._refresh_s:
             self._reload_if_changed()
 
     def _reload_if_changed(self) -> bool:
-        """Read the sources again when the file or the shared version changed since they were read; whether they did."""
+        """Read the sources again when the file or the shared version changed since they were read
+        (or the last read failed); whether they did. A failed read leaves nothing marked as read, so
+        the next call tries again; until one succeeds every call raises.
+
+        Raises:
+            SourcesError: they cannot be read as a whole (see the class).
+        """
         self._checked_at = time.monotonic()
-        mtime = self._file_mtime()
-        version = self.shared.version() if self.shared else None
-        if self._loaded and mtime == self._mtime and version == self._version:
-            return False
-        shared: list[SourceConfig] = []
-        revoked: set[str] = set()
-        if self.shared is not None:
-            version, shared, revoked = self.shared.read()
-        self._mtime, self._version = mtime, version
-        self._by_hash = self._index(
-            self._extra + (read_sources_file(self._path) if self._path else []) + shared, revoked
-        )
+        try:
+            signature = self._file_signature()
+            version = self.shared.version() if self.shared else None
+            if self._error is None and signature == self._file and version == self._version:
+                return False
+            shared: list[SourceConfig] = []
+            if self.shared is not None:
+                version, shared, revoked = self.shared.read()
+                if self._version is not None and version is not None and version < self._version:
+                    log.warning(
+                        "the shared sources' version went back from %d to %d: Redis lost its data (persistence "
+                        "off?); this process keeps refusing the keys it saw revoked",
+                        self._version,
+                        version,
+                    )
+                self._revoked |= revoked
+            from_file = read_sources_file(self._path) if self._path else []
+            by_hash = self._index(self._extra + from_file + shared, self._revoked)
+        except SourcesError as error:
+            self._error = error
+            raise
+        except (redis.RedisError, ValueError) as error:  # pydantic's ValidationError is a ValueError
+            where = f"Redis ({self.shared.url.split('@')[-1]})" if self.shared else "the sources file"
+            self._error = SourcesError(
+                f"the sources cannot be read from {where}: {type(error).__name__}: {error}"[:500]
+            )
+            raise self._error from error
+        self._file, self._version, self._by_hash, self._error = signature, version, by_hash, None
         return True

@@ -10,13 +10,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from warehouse.settings import SourceConfig, read_settings
+import redis
+from pydantic import ValidationError
+
+from warehouse.settings import Settings, SourceConfig, read_settings
 from warehouse.sources import (
     SharedSources,
     SourceRegistry,
+    SourcesError,
     add_source,
     hash_key,
     new_write_key,
+    read_sources_file,
     remove_source,
 )
 
@@ -25,8 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: ``eventlake-sources add NAME [--rate-limit 5000/second]``, ``eventlake-sources revoke NAME``
     or ``eventlake-sources list``.
 
-    Exit status 0: done; 1: the name exists (add) or is unknown (revoke), or a source configured in
-    ``EVENTLAKE_SOURCES`` cannot be revoked without Redis.
+    Exit status 0: done; 1: the name exists anywhere (add) or is unknown (revoke), a rate limit is
+    not one, a source configured in ``EVENTLAKE_SOURCES`` cannot be revoked without Redis, or the
+    sources cannot be read (Redis unreachable, a bad entry): one line on stderr says which.
     """
     parser = argparse.ArgumentParser(prog="eventlake-sources", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -39,19 +45,35 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = read_settings("eventlake-sources")
     shared = SharedSources(settings.redis_url) if settings.redis_url else None
+    try:
+        return _run(args, settings, shared)
+    except (SourcesError, redis.RedisError) as error:
+        sys.stderr.write(f"eventlake-sources: {error}\n")
+        return 1
+
+
+def _run(args: argparse.Namespace, settings: Settings, shared: SharedSources | None) -> int:
     if args.command == "add":
+        configured = read_sources_file(settings.sources_path) + list(settings.sources)
+        if shared is not None:
+            configured += shared.read()[1]
+        if any(source.name == args.name for source in configured):
+            sys.stderr.write(f"eventlake-sources: source {args.name!r} exists already\n")
+            return 1
         try:
             if shared is None:
                 key = add_source(settings.sources_path, args.name, args.rate_limit)
             else:
                 key = new_write_key()
                 shared.add(SourceConfig(name=args.name, write_key_sha256=hash_key(key), rate_limit=args.rate_limit))
-        except ValueError as error:
-            sys.stderr.write(f"eventlake-sources: {error}\n")
+        except ValidationError as error:  # the name or the rate limit
+            problem = error.errors(include_input=False)[0]
+            sys.stderr.write(f"eventlake-sources: {problem['loc'][-1]}: {problem['msg']}\n")
             return 1
         sys.stdout.write(key + "\n")
         return 0
     registry = SourceRegistry(list(settings.sources), settings.sources_path, shared)
+    registry.check()
     if args.command == "list":
         for name in sorted(registry.names()):
             source = registry.named(name)

@@ -144,7 +144,7 @@ def test_it_yields_to_a_queued_run_without_processing(env: Env) -> None:
 def test_a_failed_micro_batch_fails_the_run_and_names_it(env: Env, tmp_path: Path) -> None:
     home = tmp_path / "dagster"
     home.mkdir()
-    (home / "dagster.yaml").write_text(stack.DAGSTER_YAML)  # the stack's instance: SQLite storage
+    (home / "dagster.yaml").write_text(stack.dagster_yaml(postgres=False))  # the stack's instance: SQLite storage
     instance = dg.DagsterInstance.from_config(str(home))
     check = stack.failed_run_check(home, datetime.now(UTC), attempts=1)
     version = append_bronze(env, "a", 3)

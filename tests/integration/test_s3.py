@@ -21,7 +21,7 @@ import pytest
 from pipelines.maintenance import tier_lake
 from tests.conftest import ROOT, Env, free_port, materialize_all, start_api
 from warehouse.contract.rows import event_id_for
-from warehouse.lake.object_store import UnsafeStoreError, check_conditional_writes, filesystem
+from warehouse.lake.object_store import StoreAccessError, UnsafeStoreError, check_conditional_writes, filesystem
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS, RAW_EVENTS
 from warehouse.settings import Settings
@@ -103,6 +103,8 @@ def test_a_store_that_ignores_conditional_writes_is_refused_at_start(env: Env, s
         with pytest.raises(UnsafeStoreError, match="ignores conditional writes"):
             Lake(f"s3://{bucket}/lake", storage_options=options)
         check_conditional_writes(f"s3://{bucket}/lake", s3.storage_options)  # RGW itself honours them
+        with pytest.raises(StoreAccessError, match=r"cannot write to s3://no-such-bucket/lake at http://"):
+            Lake("s3://no-such-bucket/lake", storage_options=s3.storage_options)  # a clear message, not a trace
         with pytest.raises(RuntimeError, match="ignores conditional writes"):
             start_api(env, {**s3_settings(s3, bucket), "EVENTLAKE_S3_ENDPOINT": lying.url})
     finally:

@@ -6,8 +6,10 @@ Redis each worker process keeps its own, and ``/readyz`` says which."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,9 +17,10 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import ApiServer, Env, RedisServer, start_api, start_redis
+from tests.conftest import ApiServer, Env, RedisServer, free_port, start_api, start_redis
 from warehouse.contract.rows import event_id_for
 from warehouse.lake.tables import RAW_EVENTS
+from warehouse.sources import hash_key
 
 pytestmark = pytest.mark.integration
 
@@ -135,3 +138,88 @@ def test_redis_down_is_a_503_that_stores_nothing_and_the_node_recovers_with_it(e
     assert bronze is not None
     stored = set(bronze.to_pyarrow_table(columns=["event_id"])["event_id"].to_pylist())
     assert stored == {event_id_for(f"{prefix}-{i}", "page_view") for prefix in ("before", "after") for i in range(3)}
+
+
+def test_a_bad_or_duplicate_entry_in_redis_refuses_every_key_until_it_is_removed(env: Env) -> None:
+    """Fails closed: with a source twice (Redis and the file) or an entry that is not a source, no
+    key is accepted (503 ``sources_unavailable``, ``/readyz`` 503), a key revoked meanwhile is not
+    accepted either, and the CLI says what is wrong in one line; removing the entry recovers."""
+    server = start_redis()
+    client = redis.Redis.from_url(server.url)
+    node = start_api(env, {"EVENTLAKE_REDIS_URL": server.url, "EVENTLAKE_SOURCES_REFRESH_MS": "100"}, workers=2)
+    try:
+        mobile = sources_cli(env, server.url, "add", "mobile").stdout.strip()
+        assert post_fresh(node, mobile, "m0") == 202
+        assert sources_cli(env, server.url, "add", "local").returncode == 1  # in the file already
+        for entry in ('{"name": "local", "write_key_sha256": "' + "a" * 64 + '"}', "not a source"):
+            client.hset("eventlake:sources", "intruder", entry)
+            client.incr("eventlake:sources:version")
+            time.sleep(0.3)
+            statuses = {post_fresh(node, key, "x") for key in (node.key, mobile) for _ in range(4)}
+            assert statuses == {503}
+            assert httpx.get(f"{node.url}/readyz", timeout=30).status_code == 503
+            listed = sources_cli(env, server.url, "list")
+            assert listed.returncode == 1 and listed.stderr.count("\n") == 1 and "Traceback" not in listed.stderr
+            client.hdel("eventlake:sources", "intruder")
+        client.hset("eventlake:sources", "intruder", "not a source")
+        client.sadd("eventlake:sources:revoked", hash_key(mobile))  # revoked while the entry is bad
+        client.incr("eventlake:sources:version")
+        time.sleep(0.3)
+        assert post_fresh(node, mobile, "m1") == 503
+        client.hdel("eventlake:sources", "intruder")
+        client.incr("eventlake:sources:version")
+        time.sleep(0.3)
+        assert {post_fresh(node, mobile, f"m{i}") for i in range(4)} == {401}  # the revocation holds
+        assert {post_fresh(node, node.key, f"l{i}") for i in range(4)} == {202}
+    finally:
+        node.proc.terminate()
+        node.proc.wait(timeout=30)
+        server.stop()
+
+
+def test_a_running_worker_keeps_refusing_a_revoked_key_after_redis_lost_its_data(env: Env) -> None:
+    server = start_redis()
+    node = start_api(env, {"EVENTLAKE_REDIS_URL": server.url, "EVENTLAKE_SOURCES_REFRESH_MS": "100"})
+    try:
+        key = sources_cli(env, server.url, "add", "web").stdout.strip()
+        assert post_fresh(node, key, "w0") == 202
+        assert sources_cli(env, server.url, "revoke", "web").returncode == 0
+        time.sleep(0.3)
+        assert post_fresh(node, key, "w1") == 401
+        redis.Redis.from_url(server.url).flushdb()  # a restart without persistence
+        time.sleep(0.3)
+        assert post_fresh(node, key, "w2") == 401
+        assert post_fresh(node, node.key, "l0") == 202
+    finally:
+        node.proc.terminate()
+        node.proc.wait(timeout=30)
+        server.stop()
+
+
+def test_a_node_starts_while_redis_is_down_and_a_frozen_redis_stalls_no_other_request(env: Env) -> None:
+    port = free_port()
+    node = start_api(env, {"EVENTLAKE_REDIS_URL": f"redis://127.0.0.1:{port}/0"})  # nothing listens yet
+    server = None
+    try:
+        refused = node.post("/v1/events", json=events("down", 2))
+        assert refused.status_code == 503 and refused.json()["error"] in (
+            "sources_unavailable",
+            "shared_state_unavailable",
+        )
+        assert httpx.get(f"{node.url}/readyz", timeout=30).status_code == 503
+        server = start_redis(port)
+        assert node.post("/v1/events", json=events("up", 2)).status_code == 202
+        os.kill(server.proc.pid, signal.SIGSTOP)  # frozen: its requests time out after 1 s
+        slow = threading.Thread(target=lambda: node.post("/v1/events", json=events("frozen", 2)))
+        slow.start()
+        time.sleep(0.2)
+        started = time.monotonic()
+        assert httpx.get(f"{node.url}/healthz", timeout=30).status_code == 200
+        assert time.monotonic() - started < 0.5  # liveness does not wait for Redis
+        slow.join()
+        os.kill(server.proc.pid, signal.SIGCONT)
+    finally:
+        node.proc.terminate()
+        node.proc.wait(timeout=30)
+        if server is not None:
+            server.stop()

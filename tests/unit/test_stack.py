@@ -74,7 +74,7 @@ def test_waiting_for_gold_stops_with_the_error_of_a_failed_run(tmp_path: Path) -
 
     home = tmp_path / "dagster"
     home.mkdir()
-    (home / "dagster.yaml").write_text(stack.DAGSTER_YAML)
+    (home / "dagster.yaml").write_text(stack.dagster_yaml(postgres=False))
     started = datetime.now(UTC)
     check = stack.failed_run_check(home, started, attempts=1)
     patient = stack.failed_run_check(home, started)  # make up's: 3 attempts, the sensor retries

@@ -33,6 +33,10 @@ _checked: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
 _checked_lock = threading.Lock()
 
 
+class StoreAccessError(OSError):
+    """The object store of a lake root cannot be reached or written (endpoint, credentials, bucket)."""
+
+
 class UnsafeStoreError(RuntimeError):
     """The object store accepted a second creation of the same object: it ignores conditional writes,
     so concurrent Delta commits would overwrite each other without an error."""
@@ -98,7 +102,8 @@ def check_conditional_writes(root: str, storage_options: dict[str, str] | None =
 
     Raises:
         UnsafeStoreError: the second creation succeeded (the message says what to do).
-        obstore.exceptions.BaseError: the store cannot be reached or written (credentials, bucket).
+        StoreAccessError: the store cannot be reached or written (endpoint, credentials, bucket);
+            the message names the root, the endpoint and the store's answer.
     """
     key = (root, tuple(sorted((storage_options or {}).items())))
     if is_local(root) or key in _checked:
@@ -108,13 +113,17 @@ def check_conditional_writes(root: str, storage_options: dict[str, str] | None =
     # delta-rs's option names (AWS_*): obstore takes them as they are; its typed dicts spell them in lower case.
     store = from_url(root, config=options or None, client_options={"allow_http": allow_http})  # type: ignore[call-overload]
     path = f"_probe/create-{uuid.uuid4().hex}"
-    obstore.put(store, path, b"first", mode="create")
+    endpoint = options.get("AWS_ENDPOINT_URL", "the default endpoint")
+    try:
+        obstore.put(store, path, b"first", mode="create")
+    except Exception as error:
+        answer = " ".join(str(error).split())[:300]
+        raise StoreAccessError(f"cannot write to {root} at {endpoint}: {answer}") from error
     try:
         obstore.put(store, path, b"second", mode="create")
     except AlreadyExistsError:
         pass
     else:
-        endpoint = options.get("AWS_ENDPOINT_URL", "the default endpoint")
         raise UnsafeStoreError(
             f"the object store of {root} ({endpoint}) accepted a second creation of {path}: it ignores "
             "conditional writes (If-None-Match: *), so two Delta commits of the same version would "

@@ -85,6 +85,7 @@ class Lake:
         target_file_bytes: the size of the files its writes and compactions aim at; ``None``: delta-rs's.
 
     Raises:
+        warehouse.lake.object_store.StoreAccessError: ``root``'s object store cannot be reached or written.
         warehouse.lake.object_store.UnsafeStoreError: ``root`` is on an object store that ignores
             conditional writes (checked once per process and root,
             :func:`warehouse.lake.object_store.check_conditional_writes`).

@@ -33,8 +33,8 @@ async def readyz(request: Request) -> JsonAnswer:
     """200 ``{"status": "ready"}`` when this worker can commit events now, else 503 with the reason.
 
     Ready means: the group-commit writer runs, its buffer has room, it reaches its node's committer
-    (a worker of several) and that one answers, Redis answers (when the nodes share their state
-    there), and bronze can be opened and the lake root written (a probe file is written and
+    (a worker of several) and that one answers, the sources can be read (from Redis too, when the
+    nodes share their state there), and bronze can be opened and the lake root written (a probe file is written and
     deleted). ``shared_state`` says where rate limits and sources are kept: ``redis`` or ``per_process``.
     """
     intake: Intake = request.app.state.intake
@@ -48,11 +48,10 @@ async def readyz(request: Request) -> JsonAnswer:
         return _not_ready(state, "no bronze committer on this node")
     if intake.writer.committer_stalled:
         return _not_ready(state, "the node's bronze committer is not answering")
-    if shared is not None:
-        try:
-            await asyncio.wait_for(asyncio.to_thread(shared.version), timeout=5)
-        except Exception as exc:  # noqa: BLE001 (any error: the node cannot authenticate or count)
-            return _not_ready(state, f"shared state (Redis): {exc}"[:500])
+    try:
+        await asyncio.wait_for(asyncio.to_thread(intake.registry.check), timeout=5)
+    except Exception as exc:  # noqa: BLE001 (any error: the node cannot authenticate write keys)
+        return _not_ready(state, f"sources: {exc}"[:500])
     try:
         await asyncio.wait_for(asyncio.to_thread(intake.writer.lake.probe, RAW_EVENTS), timeout=5)
     except Exception as exc:  # any storage error means "cannot commit"
