@@ -80,14 +80,7 @@ def run_nodes(nodes: int, store: str, s3: Any, bodies: list[bytes], args: argpar
             bucket = f"bench-{uuid.uuid4().hex[:10]}"
             s3.create_bucket(bucket)
             options = s3.storage_options
-            overrides |= {
-                "EVENTLAKE_LAKE_URI": f"s3://{bucket}/lake",
-                "EVENTLAKE_COLD_URI": f"s3://{bucket}/cold",
-                "EVENTLAKE_S3_ENDPOINT": s3.endpoint,
-                "EVENTLAKE_S3_ACCESS_KEY_ID": s3.access_key_id,
-                "EVENTLAKE_S3_SECRET_ACCESS_KEY": s3.secret_access_key,
-                "EVENTLAKE_S3_ALLOW_HTTP": "true",
-            }
+            overrides |= s3.settings(f"s3://{bucket}/lake", f"s3://{bucket}/cold")
         ports = [free_port() for _ in range(nodes)]
         apis = [start_api(env, overrides, workers=args.workers_per_node, port=port) for port in ports]
         front = balancer.start(Path(tmp) / "haproxy", free_port(), [f"127.0.0.1:{port}" for port in ports])

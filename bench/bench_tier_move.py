@@ -14,7 +14,7 @@ side by side:
 
 Prints medians per size and the ratio of the largest size's to the smallest's (target: the late move
 within 1.3x). Usage: ``.venv/bin/python bench/bench_tier_move.py [--day-rows 100000,5000000]
-[--late 1000] [--rounds 5]``
+[--late 1000] [--rounds 5] [--cold local|s3]``
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -87,10 +89,17 @@ def stopped_then_moved(lake: Lake) -> float:
     return time.perf_counter() - started
 
 
-def measure(size: int, late: int, rounds: int) -> dict[str, float]:
-    """Medians (ms) of both moves at one cold day size."""
+def measure(size: int, late: int, rounds: int, s3: Any = None) -> dict[str, float]:
+    """Medians (ms) of both moves at one cold day size; ``s3``: the cold root in a fresh bucket of
+    this S3 server (``scripts/s3_server.py``), else a local folder."""
     with tempfile.TemporaryDirectory(prefix="bench_tier_move_") as tmp:
-        lake = tiered_lake(f"{tmp}/hot", f"{tmp}/cold", 9, 512)
+        cold, options = f"{tmp}/cold", None
+        if s3 is not None:
+            bucket = f"cold-{uuid.uuid4().hex[:10]}"
+            s3.create_bucket(bucket)
+            cold, options = f"s3://{bucket}/cold", s3.storage_options
+        # Both roots get the options; delta-rs and pyarrow apply them to s3:// URIs only.
+        lake = tiered_lake(f"{tmp}/hot", cold, 9, 512, storage_options=options)
         for first in range(0, size, 1_000_000):
             lake.append(EVENTS, day_rows(first, min(1_000_000, size - first)))
         move_partition(lake, EVENTS, DAY.isoformat())
@@ -118,11 +127,25 @@ def main() -> None:
     parser.add_argument("--day-rows", default="100000,5000000", help="cold day sizes, comma-separated")
     parser.add_argument("--late", type=int, default=1_000, help="late events per move")
     parser.add_argument("--rounds", type=int, default=5, help="moves of each kind per size (medians)")
+    parser.add_argument(
+        "--cold", choices=["local", "s3"], default="local", help="s3: the cold root on a file-backed local Ceph RGW"
+    )
     args = parser.parse_args()
     sizes = sorted(int(v) for v in args.day_rows.split(","))
-    results = [(size, measure(size, args.late, args.rounds)) for size in sizes]
+    s3 = None
+    with tempfile.TemporaryDirectory(prefix="bench_tier_move_rgw_") as rgw:
+        if args.cold == "s3":
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+            import s3_server  # noqa: PLC0415
+
+            s3 = s3_server.start(Path(rgw), persistent=True, size_mb=16384)
+        try:
+            results = [(size, measure(size, args.late, args.rounds, s3)) for size in sizes]
+        finally:
+            if s3 is not None:
+                s3.stop()
     names = list(results[0][1])
-    print(f"{args.late:,} late events per move, {args.rounds} rounds (medians)\n")
+    print(f"{args.late:,} late events per move, {args.rounds} rounds (medians), cold root: {args.cold}\n")
     print("| cold day rows | " + " | ".join(names) + " |")
     print("|---" * (len(names) + 1) + "|")
     for size, stats in results:

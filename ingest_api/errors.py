@@ -70,24 +70,22 @@ async def _validation_error(request: Request, exc: Exception) -> JsonAnswer:
     return JsonAnswer(error_body(request, "invalid_request", exc.errors()), status_code=422)
 
 
+def _retry_soon(request: Request, error: str, detail: str) -> JsonAnswer:
+    """A 503 with ``Retry-After: 1``: nothing of the request was stored, and sending it again soon may work."""
+    headers = {"Retry-After": "1"}
+    return JsonAnswer(error_body(request, error, detail), status_code=_status(request, 503), headers=headers)
+
+
 async def _shared_state_error(request: Request, exc: Exception) -> JsonAnswer:
     log.warning("shared state (Redis) unavailable: %s", exc)
     detail = "the nodes' shared state (Redis) cannot be reached; nothing was stored, send the request again"
-    return JsonAnswer(
-        error_body(request, "shared_state_unavailable", detail),
-        status_code=_status(request, 503),
-        headers={"Retry-After": "1"},
-    )
+    return _retry_soon(request, "shared_state_unavailable", detail)
 
 
 async def _sources_error(request: Request, exc: Exception) -> JsonAnswer:
     log.error("%s", exc)
     detail = "the sources and their write keys cannot be read now; nothing was stored, send the request again"
-    return JsonAnswer(
-        error_body(request, "sources_unavailable", detail),
-        status_code=_status(request, 503),
-        headers={"Retry-After": "1"},
-    )
+    return _retry_soon(request, "sources_unavailable", detail)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JsonAnswer:

@@ -98,6 +98,17 @@ class S3Server:
             "AWS_ALLOW_HTTP": "true",
         }
 
+    def settings(self, hot_root: str, cold_root: str) -> dict[str, str]:
+        """The ``EVENTLAKE_*`` environment that puts the lake's roots (``s3://bucket/prefix``) on this server."""
+        return {
+            "EVENTLAKE_LAKE_URI": hot_root,
+            "EVENTLAKE_COLD_URI": cold_root,
+            "EVENTLAKE_S3_ENDPOINT": self.endpoint,
+            "EVENTLAKE_S3_ACCESS_KEY_ID": self.access_key_id,
+            "EVENTLAKE_S3_SECRET_ACCESS_KEY": self.secret_access_key,
+            "EVENTLAKE_S3_ALLOW_HTTP": "true",
+        }
+
     def create_bucket(self, name: str) -> None:
         """Create bucket ``name`` (delta-rs writes into buckets, it does not create them)."""
         import pyarrow.fs as pafs  # noqa: PLC0415 (the server itself needs no pyarrow)

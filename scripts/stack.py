@@ -43,7 +43,7 @@ from pipelines.cli.replay import replay
 from pipelines.cli.status import GoldNotReadyError, active_users_summary, format_summary, wait_for_gold
 from pipelines.defs import build_definitions
 from warehouse.marts import MartError
-from warehouse.settings import Settings
+from warehouse.settings import STACK_S3_ENV, Settings
 from warehouse.sources import LOCAL_SOURCE, ensure_local_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -267,7 +267,8 @@ def start_object_store(data_dir: Path) -> s3_server.S3Server:
     ``<data_dir>/s3``, on :data:`S3_PORT` the first time) with the lake's two buckets, and point
     this process's environment (which every program inherits) at it: the hot root
     ``s3://eventlake-hot/lake``, the cold root ``s3://eventlake-cold/cold``. The same settings go
-    to ``<data_dir>/s3/eventlake.env`` (owner-only), for the CLIs in other shells.
+    to ``<data_dir>/s3/eventlake.env`` (owner-only) while the stack runs, where the CLIs in other
+    shells read them (:func:`warehouse.settings.read_settings`).
 
     Raises:
         FileNotFoundError: the Ceph packages are missing (``make up LAKE=s3`` installs them).
@@ -280,20 +281,12 @@ def start_object_store(data_dir: Path) -> s3_server.S3Server:
     server = s3_server.start(root, persistent=True, port=S3_PORT)
     for bucket in S3_BUCKETS:
         server.create_bucket(bucket)
-    settings = {
-        "EVENTLAKE_LAKE_URI": f"s3://{S3_BUCKETS[0]}/lake",
-        "EVENTLAKE_COLD_URI": f"s3://{S3_BUCKETS[1]}/cold",
-        "EVENTLAKE_S3_ENDPOINT": server.endpoint,
-        "EVENTLAKE_S3_ACCESS_KEY_ID": server.access_key_id,
-        "EVENTLAKE_S3_SECRET_ACCESS_KEY": server.secret_access_key,
-        "EVENTLAKE_S3_ALLOW_HTTP": "true",
-    }
+    settings = server.settings(f"s3://{S3_BUCKETS[0]}/lake", f"s3://{S3_BUCKETS[1]}/cold")
     os.environ.update(settings)
-    env_file = root / "eventlake.env"  # for the CLIs run from other shells
+    env_file = data_dir / STACK_S3_ENV  # the CLIs in other shells read it while the stack runs
     env_file.touch(mode=0o600)
     env_file.write_text("".join(f"{name}={value}\n" for name, value in settings.items()))
     say(f"S3 server at {server.endpoint}: hot root s3://{S3_BUCKETS[0]}/lake, cold root s3://{S3_BUCKETS[1]}/cold")
-    say(f"the CLIs in another shell need its settings: set -a; . {env_file}; set +a")
     return server
 
 
@@ -311,19 +304,22 @@ def main() -> int:
     handler = logging.StreamHandler(sys.stdout)  # the helpers' warnings, said like the CLI's lines
     handler.setFormatter(logging.Formatter("[eventlake] %(message)s"))
     logging.getLogger("eventlake.stack").addHandler(handler)
+    data_dir = Settings().data_dir.resolve()
     if args.lake == "local":
+        (data_dir / STACK_S3_ENV).unlink(missing_ok=True)  # left by an S3 stack that was killed
         return run(args.mode, started_at)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     exit_with_parent()
     object_store = None
     try:
-        object_store = start_object_store(Settings().data_dir.resolve())
+        object_store = start_object_store(data_dir)
         return run(args.mode, started_at)
     except (FileNotFoundError, RuntimeError) as exc:
         say(f"ERROR: {exc}")
         return 1
     finally:
         if object_store is not None:
+            (data_dir / STACK_S3_ENV).unlink(missing_ok=True)
             object_store.stop()
             say("stopped the S3 server")
 

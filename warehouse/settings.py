@@ -538,15 +538,26 @@ class Settings(BaseSettings):
         )
 
 
+#: The object-storage settings ``make up LAKE=s3`` writes under the data folder while its stack runs
+#: (scripts/stack.py): :func:`read_settings` reads them when no lake URI is set, so the CLIs in
+#: another shell see the lake the stack uses.
+STACK_S3_ENV = "s3/eventlake.env"
+
+
 def read_settings(prog: str) -> Settings:
     """The settings from the ``EVENTLAKE_*`` environment, read once where a process starts (a CLI, an
-    API worker).
+    API worker); with no ``EVENTLAKE_LAKE_URI`` while a ``make up LAKE=s3`` stack runs on this data
+    folder, its object-storage settings too (:data:`STACK_S3_ENV`; the environment wins).
 
     Raises:
         SystemExit: (code 2) a setting is invalid; the message, naming it, is on stderr.
     """
     try:
-        return Settings()
+        settings = Settings()
+        stack_s3 = settings.data_dir / STACK_S3_ENV
+        if settings.lake_uri is None and stack_s3.exists():  # `make up LAKE=s3` runs: its lake is on S3
+            return Settings(_env_file=stack_s3)  # type: ignore[call-arg]
+        return settings
     except ValidationError as error:
         # Without the values given: one may hold a password (a Redis or Postgres URL, a key).
         problems = [

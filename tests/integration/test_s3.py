@@ -31,14 +31,7 @@ pytestmark = pytest.mark.integration
 
 def s3_settings(s3: Any, bucket: str) -> dict[str, str]:
     """The environment that puts both lake roots in ``bucket`` on the server."""
-    return {
-        "EVENTLAKE_LAKE_URI": f"s3://{bucket}/lake",
-        "EVENTLAKE_COLD_URI": f"s3://{bucket}/cold",
-        "EVENTLAKE_S3_ENDPOINT": s3.endpoint,
-        "EVENTLAKE_S3_ACCESS_KEY_ID": s3.access_key_id,
-        "EVENTLAKE_S3_SECRET_ACCESS_KEY": s3.secret_access_key,
-        "EVENTLAKE_S3_ALLOW_HTTP": "true",
-    }
+    return dict(s3.settings(f"s3://{bucket}/lake", f"s3://{bucket}/cold"))
 
 
 def test_the_settings_storage_options_are_delta_rs_own(s3: Any, tmp_path: Any) -> None:

@@ -9,7 +9,7 @@ import pytest
 import warehouse.sources as sources_module
 from ingest_api.errors import ApiError
 from ingest_api.ratelimit import SourceRateLimiter
-from warehouse.settings import Settings, SourceConfig, check_rate_limit, read_settings
+from warehouse.settings import STACK_S3_ENV, Settings, SourceConfig, check_rate_limit, read_settings
 from warehouse.sources import SourceRegistry, add_source, hash_key
 
 
@@ -86,3 +86,24 @@ def test_an_s3_endpoint_must_say_its_scheme_and_plain_http_must_be_allowed(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         Settings(data_dir=tmp_path, s3_endpoint=endpoint, s3_allow_http=allow_http)
+
+
+def test_the_clis_see_the_lake_of_a_running_s3_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From the new-user trial: with the stack on S3, eventlake-query in another shell counted 0
+    events (it read the local folder). While the stack runs, its settings file is read; the
+    environment still wins."""
+    env_file = tmp_path / STACK_S3_ENV
+    env_file.parent.mkdir()
+    env_file.write_text(
+        "EVENTLAKE_LAKE_URI=s3://eventlake-hot/lake\nEVENTLAKE_S3_ENDPOINT=http://127.0.0.1:7480\n"
+        "EVENTLAKE_S3_ALLOW_HTTP=true\nEVENTLAKE_S3_ACCESS_KEY_ID=k\nEVENTLAKE_S3_SECRET_ACCESS_KEY=s\n"
+    )
+    monkeypatch.setenv("EVENTLAKE_DATA_DIR", str(tmp_path))
+    settings = read_settings("test")
+    assert settings.lake_root == "s3://eventlake-hot/lake"
+    assert settings.storage_options is not None and settings.storage_options["AWS_ENDPOINT_URL"].endswith(":7480")
+    monkeypatch.setenv("EVENTLAKE_LAKE_URI", str(tmp_path / "elsewhere"))
+    assert read_settings("test").lake_root == str(tmp_path / "elsewhere")
+    env_file.unlink()  # the stack stopped
+    monkeypatch.delenv("EVENTLAKE_LAKE_URI")
+    assert read_settings("test").lake_root == str((tmp_path / "lake").resolve())
