@@ -25,6 +25,7 @@ import logging
 import os
 import secrets
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -240,6 +241,7 @@ class SourceRegistry:
         self._by_hash: dict[str, SourceConfig] = {}
         self._revoked: set[str] = set()  # every revocation seen by this process
         self._error: SourcesError | None = None
+        self._lock = threading.Lock()  # requests look from worker threads when Redis is shared
         with contextlib.suppress(SourcesError):  # e.g. Redis down at start: calls raise until it answers
             self._reload_if_changed()
 
@@ -323,6 +325,10 @@ class SourceRegistry:
         Raises:
             SourcesError: they cannot be read as a whole (see the class).
         """
+        with self._lock:
+            return self._reload_locked()
+
+    def _reload_locked(self) -> bool:
         self._checked_at = time.monotonic()
         try:
             signature = self._file_signature()
