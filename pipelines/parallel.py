@@ -1,9 +1,19 @@
-"""Worker processes for the silver step's per-row Python stages (decode, property scrub).
+"""Worker processes, or a Ray cluster, for the silver step's per-row Python stages (decode, property scrub).
 
-Those stages walk rows in Python and hold the GIL, so a second core needs a second process.
-:class:`RowPool` cuts a frame into one contiguous slice per process: the calling process works
-on the first slice itself while each worker gets another as Arrow IPC; the results come back in
-slice order, so concatenated they are the rows a single-process run gives.
+Those stages walk rows in Python and hold the GIL, so a second core needs a second process. A
+stage is a module-level function from a frame to a frame of the same rows
+(:func:`pipelines.decoding.decode_fields`, :func:`pipelines.scrubbing.scrub_json_texts`): one
+implementation, whichever engine runs it.
+
+* Embedded (the default): :class:`RowPool` cuts a frame into one contiguous slice per process:
+  the calling process works on the first slice itself while each worker gets another as Arrow
+  IPC; the results come back in slice order, so concatenated they are the rows a single-process
+  run gives.
+* Ray (``EVENTLAKE_RAY_ADDRESS`` set): the frame becomes a Daft DataFrame of one partition per
+  CPU of the cluster, and the stage runs as a Daft batch UDF on Ray's nodes (Daft's flotilla
+  runner); the rows come back to the calling process in order. The caller, the silver step's
+  Dagster run, stays the one writer: it validates, deduplicates and makes the one Delta commit
+  of the micro-batch, and gold reads silver's change feed as before.
 
 Workers are spawned (not forked: Polars' thread pool is not fork-safe) once per silver run and
 only for batches of at least ``silver_parallel_min_rows`` rows: a worker takes ~0.5 s to start
@@ -14,6 +24,7 @@ and the calling process decodes its own slice meanwhile.
 from __future__ import annotations
 
 import io
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -22,20 +33,28 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import polars as pl
+import pyarrow as pa
 
-R = TypeVar("R")
+log = logging.getLogger(__name__)
+
+#: A per-row stage: a module-level function of a frame (and plain, picklable arguments) that
+#: returns a frame of the same rows in the same order.
+Stage = Callable[..., pl.DataFrame]
 
 
 @dataclass(frozen=True)
 class Parallelism:
-    """How many processes run the per-row stages (``workers``; ``0`` = one per CPU core) and the
-    smallest batch, in rows, worth starting worker processes for (``min_rows``)."""
+    """How many processes run the per-row stages (``workers``; ``0`` = one per CPU core), the
+    smallest batch, in rows, worth starting worker processes or going to Ray for (``min_rows``),
+    and the Ray cluster to run them on (``ray_address``, ``host:port`` of its head; ``None``:
+    embedded)."""
 
     workers: int = 1
     min_rows: int = 50_000
+    ray_address: str | None = None
 
     def processes(self, rows: int) -> int:
         """Processes to use for a batch of ``rows`` rows, the calling one included (1: no workers).
@@ -49,18 +68,30 @@ class Parallelism:
 
 
 class RowPool:
-    """Runs a per-row function over slices of a frame, in this process and workers (a context manager).
+    """Runs a per-row stage over slices of a frame, in this process and workers, or on a Ray
+    cluster (a context manager).
 
     With one process (a small batch, or ``workers=1``) :meth:`map` calls the function on the
-    whole frame, so both paths run the same code on the rows.
+    whole frame, so every path runs the same code on the rows. ``engine`` says which ran
+    (``local``, ``processes`` or ``ray``) and ``processes`` how many processes (Ray: the
+    cluster's CPUs, one partition each).
     """
 
     def __init__(self, parallelism: Parallelism, rows: int) -> None:
-        self.processes = parallelism.processes(rows)
+        self._ray_address = parallelism.ray_address if rows >= parallelism.min_rows else None
+        self.processes = 1 if self._ray_address else parallelism.processes(rows)
+        self.engine = "ray" if self._ray_address else "processes" if self.processes > 1 else "local"
         self._executor: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> RowPool:
-        if self.processes > 1:
+        """Start the worker processes, or connect to the Ray cluster.
+
+        Raises:
+            ConnectionError: the Ray cluster does not answer at ``ray_address``.
+        """
+        if self._ray_address:
+            self.processes = _connect_ray(self._ray_address)
+        elif self.processes > 1:
             self._executor = ProcessPoolExecutor(
                 self.processes - 1, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent
             )
@@ -74,19 +105,58 @@ class RowPool:
         if self._executor is not None:
             self._executor.shutdown(cancel_futures=True)
 
-    def map(self, fn: Callable[..., R], frame: pl.DataFrame, *args: Any) -> list[R]:
-        """``[fn(slice, *args) for slice in slices of frame]``, in slice order.
+    def map(self, fn: Stage, frame: pl.DataFrame, *args: Any) -> pl.DataFrame:
+        """``fn(frame, *args)``, computed slice by slice: the slices' results concatenated in order.
 
-        ``fn`` must be a module-level function (workers import it by name) whose arguments and
-        result pickle. Raises what ``fn`` raises.
+        ``fn`` must be a module-level function (workers import it by name) whose arguments
+        pickle. Raises what ``fn`` raises (on Ray: wrapped in ``ray.exceptions.RayTaskError``,
+        which is also an instance of the original error's class).
         """
-        if self._executor is None or frame.height < self.processes:
-            return [fn(frame, *args)]
+        if frame.height < max(self.processes, 2):
+            return fn(frame, *args)
+        if self._ray_address:
+            return _map_on_ray(fn, frame, args, self.processes)
+        if self._executor is None:
+            return fn(frame, *args)
         bounds = [frame.height * i // self.processes for i in range(self.processes + 1)]
         slices = [frame.slice(start, end - start) for start, end in zip(bounds, bounds[1:], strict=False)]
-        futures: list[Future[R]] = [self._executor.submit(_run, fn, _to_ipc(part), args) for part in slices[1:]]
+        futures: list[Future[pl.DataFrame]] = [
+            self._executor.submit(_run, fn, _to_ipc(part), args) for part in slices[1:]
+        ]
         own = fn(slices[0], *args)
-        return [own, *(future.result() for future in futures)]
+        return pl.concat([own, *(future.result() for future in futures)])
+
+
+def _connect_ray(address: str) -> int:
+    # Once per process: Daft's runner is chosen once, and ray.init's connection is kept.
+    import daft
+    import ray
+
+    if not ray.is_initialized():
+        log.info("connecting to the Ray cluster at %s", address)
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)
+        daft.set_runner_ray(noop_if_initialized=True)
+    return max(int(ray.cluster_resources().get("CPU", 1)), 1)
+
+
+def _map_on_ray(fn: Stage, frame: pl.DataFrame, args: tuple[Any, ...], partitions: int) -> pl.DataFrame:
+    # The stage as a Daft batch UDF over one partition per CPU; its output schema is what it
+    # returns for no rows, its result struct is unnested back into columns.
+    import daft
+
+    schema = fn(frame.clear(), *args).to_arrow().schema
+    columns = frame.columns
+
+    @daft.func.batch(return_dtype=daft.DataType.from_arrow_type(pa.struct(list(schema))), unnest=True)
+    def stage(*series: daft.Series) -> pa.Array:
+        part = pl.from_arrow(pa.table([s.to_arrow() for s in series], names=columns))
+        assert isinstance(part, pl.DataFrame)
+        return fn(part, *args).to_arrow().cast(schema).combine_chunks().to_struct_array()
+
+    rows = daft.from_arrow(frame.to_arrow()).into_partitions(partitions)
+    result = pl.from_arrow(rows.select(stage(*(daft.col(c) for c in columns))).to_arrow())
+    assert isinstance(result, pl.DataFrame)
+    return result
 
 
 def _exit_with_parent() -> None:
@@ -114,5 +184,5 @@ def _to_ipc(frame: pl.DataFrame) -> bytes:
     return sink.getvalue()
 
 
-def _run(fn: Callable[..., R], ipc: bytes, args: tuple[Any, ...]) -> R:
+def _run(fn: Stage, ipc: bytes, args: tuple[Any, ...]) -> pl.DataFrame:
     return fn(pl.read_ipc_stream(io.BytesIO(ipc)), *args)

@@ -75,7 +75,7 @@ def reprocess(store: Lake, rules: Rules, run_id: str, first: date, last: date) -
         event_day = pl.col("timestamp").dt.date()
         ids = decoded.filter(event_day.is_between(first, last))["event_id"].unique()
         decoded = decoded.filter(pl.col("event_id").is_in(ids.implode()))
-        stats.rows, stats.processes = decoded.height, pool.processes
+        stats.rows, stats.processes, stats.engine = decoded.height, pool.processes, pool.engine
         range_expr = (pads.field("event_date") >= pa.scalar(first, pa.date32())) & (
             pads.field("event_date") <= pa.scalar(last, pa.date32())
         )

@@ -206,15 +206,38 @@ class Scrubber:
         return self.value(item)
 
 
-def scrub_json_texts(texts: pl.DataFrame, rules: ScrubRules) -> tuple[pl.Series, Counter[str]]:
+#: The column :func:`scrub_json_texts` adds: what the rules masked in a row, as a JSON object of
+#: counts by rule name (``null`` when nothing was masked), so the counts survive any cut of the rows.
+MASKED_COLUMN = "masked"
+
+
+def scrub_json_texts(texts: pl.DataFrame, rules: ScrubRules) -> pl.DataFrame:
     """Scrub the JSON texts of ``texts``' first column with ``rules`` (:meth:`Scrubber.value`).
 
-    Returns the scrubbed texts (nulls stay null) and what each rule masked in them. A module-level
-    function of plain arguments, so :class:`pipelines.parallel.RowPool` can run it on slices.
+    Returns a frame of the same height: the first column scrubbed (nulls stay null) and
+    :data:`MASKED_COLUMN`, what each rule masked in that row (sum them with :func:`masked_counts`).
+    A module-level function of a frame to a frame of the same rows, so
+    :class:`pipelines.parallel.RowPool` can run it on slices in any engine.
 
     Raises:
         orjson.JSONDecodeError: a text is not JSON.
     """
     scrubber = Scrubber(rules)
-    scrubbed = [None if text is None else scrubber.json_text(text) for text in texts.to_series(0)]
-    return pl.Series(texts.columns[0], scrubbed, dtype=pl.String), scrubber.counts
+    scrubbed: list[str | None] = []
+    masked: list[str | None] = []
+    for text in texts.to_series(0):
+        scrubbed.append(None if text is None else scrubber.json_text(text))
+        masked.append(orjson.dumps(scrubber.counts).decode() if scrubber.counts else None)
+        scrubber.counts.clear()
+    return pl.DataFrame(
+        {texts.columns[0]: scrubbed, MASKED_COLUMN: masked},
+        schema={texts.columns[0]: pl.String, MASKED_COLUMN: pl.String},
+    )
+
+
+def masked_counts(masked: pl.Series) -> Counter[str]:
+    """What the rules masked in all rows of a :data:`MASKED_COLUMN` column, by rule name."""
+    counts: Counter[str] = Counter()
+    for row in masked.drop_nulls():
+        counts.update(orjson.loads(row))
+    return counts

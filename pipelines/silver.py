@@ -64,6 +64,7 @@ class BatchStats:
     expired: int = 0
     replaced_days: int = 0
     processes: int = 1
+    engine: str = "local"
     bronze_from: int = -1
     bronze_to: int = -1
     bronze_latest: int = -1
@@ -78,8 +79,8 @@ class BatchStats:
 class Rules:
     """What the silver step applies: the bronze suite (a GE ``ExpectationSuite``) that splits rows,
     scrub rules and pseudonymization (its ``Scrubber`` and ``Pseudonymizer`` also count what they
-    changed), and the silver suite checked on the rows written; ``parallel``: how many processes
-    run the per-row stages."""
+    changed), and the silver suite checked on the rows written; ``parallel``: where the per-row
+    stages run (processes on this host, or a Ray cluster)."""
 
     suite: Any
     scrubber: Scrubber
@@ -272,6 +273,7 @@ def ingest(store: Lake, rules: Rules, run_id: str, max_rows: int) -> BatchStats:
             bronze_to=until,
             bronze_latest=latest,
             processes=pool.processes,
+            engine=pool.engine,
         )
         prior = silver_ids(store, decoded["event_id"])
         split = validate(store, decoded, rules.suite, prior, run_id)
@@ -306,7 +308,9 @@ def replay_quarantine(store: Lake, rules: Rules, run_id: str) -> BatchStats:
         rows = decoded.height
         decoded, expired = within_retention(store, decoded)
         decoded, erased, _ = without_erased(store, rules, decoded)
-        stats = BatchStats("replay", rows=rows, erased=erased, expired=expired, processes=pool.processes)
+        stats = BatchStats(
+            "replay", rows=rows, erased=erased, expired=expired, processes=pool.processes, engine=pool.engine
+        )
         prior = silver_ids(store, decoded["event_id"])
         split = validate(store, decoded, rules.suite, prior, run_id)
         silver = transform.build_silver(split.valid, run_id, rules.scrubber, rules.pseudonymizer, pool)

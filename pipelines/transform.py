@@ -24,7 +24,7 @@ from pipelines.enrichment import Device, device_from_user_agent, platform_from_c
 from pipelines.geo import country_from_location
 from pipelines.parallel import RowPool
 from pipelines.pseudonyms import PERSONAL_ID_COLUMNS, Pseudonymizer
-from pipelines.scrubbing import Scrubber, scrub_json_texts
+from pipelines.scrubbing import MASKED_COLUMN, Scrubber, masked_counts, scrub_json_texts
 from pipelines.sensitive_values import truncate_ip
 from pipelines.validation import SplitResult
 from warehouse.lake.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
@@ -38,12 +38,12 @@ def decode(changes: pa.Table, pool: RowPool | None = None) -> pl.DataFrame:
     Adds :data:`pipelines.decoding.DECODED_SCHEMA`'s columns (see
     :func:`pipelines.decoding.decode_fields`), ``payload_bytes`` (UTF-8 size of the payload) and
     ``bronze_version`` (the commit that holds the row). ``pool`` spreads the per-row decode over
-    worker processes (the same rows, in the same order).
+    worker processes or a Ray cluster (the same rows, in the same order).
     """
     frame = pl.from_arrow(changes)
     assert isinstance(frame, pl.DataFrame)
     rows = frame.select("payload", "event_type", "source_format")
-    fields = pl.concat(pool.map(decode_fields, rows) if pool is not None else [decode_fields(rows)])
+    fields = pool.map(decode_fields, rows) if pool is not None else decode_fields(rows)
     return pl.concat([frame.rename({"_commit_version": "bronze_version"}), fields], how="horizontal").with_columns(
         pl.col("payload").str.len_bytes().cast(pl.Int64).alias("payload_bytes")
     )
@@ -151,7 +151,7 @@ def scrub_silver_columns(frame: pl.DataFrame, scrubber: Scrubber, pool: RowPool 
     """``frame`` (silver columns) with the scrub rules applied to every free-text column.
 
     URLs by :meth:`Scrubber.url`, JSON by :meth:`Scrubber.json_text` (``properties`` row by row,
-    spread over ``pool``'s worker processes when given), the other text columns by
+    spread over ``pool``'s processes or Ray cluster when given), the other text columns by
     :meth:`Scrubber.text`, each distinct value once; ``ip`` truncated to its network
     (:func:`pipelines.sensitive_values.truncate_ip`, ``None`` when it is not an address). Idempotent: the
     rescrub (:mod:`pipelines.rescrub`) applies it again to rows already in silver.
@@ -160,15 +160,14 @@ def scrub_silver_columns(frame: pl.DataFrame, scrubber: Scrubber, pool: RowPool 
         orjson.JSONDecodeError: a ``properties`` or ``context`` value is not JSON.
     """
     texts = frame.select("properties")
-    parts = (
+    scrubbed = (
         pool.map(scrub_json_texts, texts, scrubber.rules)
         if pool is not None
-        else [scrub_json_texts(texts, scrubber.rules)]
+        else scrub_json_texts(texts, scrubber.rules)
     )
-    for _, masked in parts:
-        scrubber.counts.update(masked)
+    scrubber.counts.update(masked_counts(scrubbed[MASKED_COLUMN]))
     return frame.with_columns(
-        pl.concat([scrubbed for scrubbed, _ in parts]),
+        scrubbed["properties"],
         *(_map_distinct(frame[column], scrubber.url).alias(column) for column in URL_COLUMNS),
         *(_map_distinct(frame[column], scrubber.json_text).alias(column) for column in JSON_COLUMNS),
         *(_map_distinct(frame[column], scrubber.text).alias(column) for column in TEXT_COLUMNS),

@@ -257,6 +257,24 @@ def postgres() -> Iterator[Any]:
     shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """A real local Ray cluster for the session (``scripts/ray_cluster.py``): two nodes of one CPU
+    and a 200 MB object store each on 127.0.0.1, its state API on the dashboard port. This process
+    may connect to it as a driver (``EVENTLAKE_RAY_ADDRESS``): its environment gets
+    ``ray_cluster.DRIVER_ENV`` for the session."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import ray_cluster as cluster  # noqa: PLC0415
+
+    server = cluster.start(2, free_port(), free_port(), cpus=1, object_store_bytes=200_000_000)
+    os.environ.update(cluster.DRIVER_ENV)
+    yield server
+    import ray  # noqa: PLC0415
+
+    ray.shutdown()
+    server.stop()
+
+
 @dataclass(frozen=True)
 class BalancedPorts:
     """The session's load balancer (HAProxy, ``scripts/balancer.py``): its ``url``, and the loopback

@@ -221,7 +221,14 @@ class Settings(BaseSettings):
         description="Processes for silver's per-row stages (decode, property scrub); 0 = one per CPU core (the cap).",
     )
     silver_parallel_min_rows: int = Field(
-        default=50_000, ge=1, description="Smallest bronze batch (rows) for which silver starts worker processes."
+        default=50_000,
+        ge=1,
+        description="Smallest bronze batch (rows) for which silver starts worker processes (or goes to Ray).",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="host:port of a Ray cluster's head (GCS): silver's per-row stages of batches of at least "
+        "EVENTLAKE_SILVER_PARALLEL_MIN_ROWS rows run there, on Daft; unset: on this host (docs/scale.md).",
     )
     silver_max_batch_rows: int = Field(
         default=250_000,

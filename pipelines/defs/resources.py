@@ -105,7 +105,7 @@ class WarehouseResource(dg.ConfigurableResource):
 
 class SilverResource(dg.ConfigurableResource):
     """What the silver step applies and how it runs (settings ``EVENTLAKE_SCRUB_RULES_PATH``,
-    ``_PSEUDONYM_KEY``, ``_SILVER_*``, ``_QUARANTINE_*_RATE``, ``_USERS_PATH``)."""
+    ``_PSEUDONYM_KEY``, ``_SILVER_*``, ``_RAY_ADDRESS``, ``_QUARANTINE_*_RATE``, ``_USERS_PATH``)."""
 
     scrub_rules_path: str | None
     pseudonym_key: str | None = Field(default=None, description="HMAC key; from EVENTLAKE_PSEUDONYM_KEY (hidden).")
@@ -113,6 +113,7 @@ class SilverResource(dg.ConfigurableResource):
     pseudonymize_all_ids: bool
     workers: int
     parallel_min_rows: int
+    ray_address: str | None = None
     max_batch_rows: int
     quarantine_warn_rate: float
     quarantine_error_rate: float
@@ -130,6 +131,7 @@ class SilverResource(dg.ConfigurableResource):
             pseudonymize_all_ids=settings.pseudonymize_all_ids,
             workers=settings.silver_workers,
             parallel_min_rows=settings.silver_parallel_min_rows,
+            ray_address=settings.ray_address,
             max_batch_rows=settings.silver_max_batch_rows,
             quarantine_warn_rate=settings.quarantine_warn_rate,
             quarantine_error_rate=settings.quarantine_error_rate,
@@ -158,5 +160,5 @@ class SilverResource(dg.ConfigurableResource):
             pseudonymizer.scrubber,
             pseudonymizer,
             load_suite(suite_path(EVENTS.name)),
-            Parallelism(self.workers, self.parallel_min_rows),
+            Parallelism(self.workers, self.parallel_min_rows, self.ray_address),
         )

@@ -157,7 +157,8 @@ def _silver_metadata(stats: silver.BatchStats, rules: silver.Rules) -> dict[str,
         "erased_rows": stats.erased,  # events of erased people, dropped (pipelines.erasure)
         "beyond_retention_rows": stats.expired,  # events of days the cold tier's retention deleted, dropped
         "replaced_days": stats.replaced_days,
-        "processes": stats.processes,  # the calling one plus workers for the per-row stages
+        "processes": stats.processes,  # the calling one plus workers for the per-row stages (Ray: its CPUs)
+        "engine": stats.engine,  # where they ran: local, processes or ray
         "pseudonymized_ids": rules.pseudonymizer.count,
         # distinct URLs/locations are scrubbed once, so those count distinct values, not rows
         "scrub_report": dg.MetadataValue.json(dict(sorted(rules.scrubber.counts.items()))),

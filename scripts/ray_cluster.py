@@ -1,0 +1,106 @@
+"""A local Ray cluster of several nodes on 127.0.0.1, for tests and benchmarks (the thing a user
+runs on real hosts is ``ray start``, see docs/scale.md).
+
+Each node is a ``ray start`` (its raylet, object store and workers) with its own CPUs and a bounded
+object store; the first is the head (GCS on ``port``, the dashboard and state API on
+``dashboard_port``). They share this machine, so two nodes of one CPU each on 2 cores is a
+cluster of two one-core hosts.
+
+Ray replaces a loopback node address with the machine's own address (``resolve_ip_for_localhost``)
+when it may form a multi-node cluster, so ``--node-ip-address=127.0.0.1`` alone leaves it listening
+and registering on the machine's network address. The nodes here are started through
+:data:`_LAUNCHER`, which keeps ``127.0.0.1`` as given; a driver connecting to such a cluster needs
+``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` in its environment (:data:`DRIVER_ENV`) for the same reason.
+:meth:`RayCluster.stop` runs ``ray stop``, which ends every Ray node of this machine's user: one
+local cluster at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+#: What a driver on this machine needs in its environment to connect to a cluster on 127.0.0.1.
+DRIVER_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+_LAUNCHER = """
+import sys
+import ray._private.services as services
+services.resolve_ip_for_localhost = lambda host: host
+from ray.scripts.scripts import main
+sys.argv = ["ray", *sys.argv[1:]]
+main()
+"""
+
+
+@dataclass
+class RayCluster:
+    """A running local cluster: ``address`` (``127.0.0.1:<port>`` of the head's GCS, what
+    ``EVENTLAKE_RAY_ADDRESS`` takes), ``dashboard`` (its HTTP address, where Ray's state API
+    answers) and ``nodes`` (how many)."""
+
+    address: str
+    dashboard: str
+    nodes: int
+    temp_dir: Path
+    env: dict[str, str]
+
+    def stop(self) -> None:
+        """Stop the cluster (``ray stop --force``: every Ray node of this user on this machine)."""
+        subprocess.run(
+            [sys.executable, "-c", _LAUNCHER, "stop", "--force"],
+            env=self.env,
+            capture_output=True,
+            timeout=120,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def start(
+    nodes: int, port: int, dashboard_port: int, cpus: int = 1, object_store_bytes: int = 300_000_000
+) -> RayCluster:
+    """Start ``nodes`` Ray nodes of ``cpus`` CPUs and ``object_store_bytes`` of object store each on
+    127.0.0.1, the head's GCS on ``port``; returns when every node has joined.
+
+    Raises:
+        subprocess.CalledProcessError: a node did not start (its output is in the error).
+    """
+    temp_dir = Path(tempfile.mkdtemp(prefix="eventlake-ray-"))
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "DAFT_PROGRESS_BAR": "0"}
+    common = [f"--num-cpus={cpus}", f"--object-store-memory={object_store_bytes}", "--disable-usage-stats"]
+    head = [
+        "start",
+        "--head",
+        "--node-ip-address=127.0.0.1",
+        f"--port={port}",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard_port}",
+        f"--temp-dir={temp_dir}",
+        *common,
+    ]
+    worker = ["start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", *common]
+    cluster = RayCluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}", 0, temp_dir, env)
+    try:
+        for args in [head, *[worker] * (nodes - 1)]:
+            subprocess.run(
+                [sys.executable, "-c", _LAUNCHER, *args],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=True,
+                stdin=subprocess.DEVNULL,
+            )
+            cluster.nodes += 1
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
