@@ -44,11 +44,11 @@ class WorkerPeaks(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.largest = 0.0
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
         me = os.getpid()
-        while not self._stop.wait(0.2):
+        while not self._done.wait(0.2):
             for proc in Path("/proc").glob("[0-9]*"):
                 try:
                     ray_worker = (proc / "cmdline").read_bytes().startswith(b"ray::")
@@ -60,7 +60,7 @@ class WorkerPeaks(threading.Thread):
 
     def stop(self) -> float:
         """Stop sampling; returns the largest peak seen, MiB."""
-        self._stop.set()
+        self._done.set()
         self.join()
         return self.largest
 

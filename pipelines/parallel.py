@@ -28,6 +28,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -39,6 +40,9 @@ import polars as pl
 import pyarrow as pa
 
 log = logging.getLogger(__name__)
+
+#: Seconds a Ray head's port is given to accept a connection before a batch stays on this host.
+_RAY_PROBE_S = 3.0
 
 #: A per-row stage: a module-level function of a frame (and plain, picklable arguments) that
 #: returns a frame of the same rows in the same order.
@@ -79,19 +83,25 @@ class RowPool:
 
     def __init__(self, parallelism: Parallelism, rows: int) -> None:
         self._ray_address = parallelism.ray_address if rows >= parallelism.min_rows else None
-        self.processes = 1 if self._ray_address else parallelism.processes(rows)
+        self._local = parallelism.processes(rows)
+        self.processes = 1 if self._ray_address else self._local
         self.engine = "ray" if self._ray_address else "processes" if self.processes > 1 else "local"
         self._executor: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> RowPool:
-        """Start the worker processes, or connect to the Ray cluster.
-
-        Raises:
-            ConnectionError: the Ray cluster does not answer at ``ray_address``.
-        """
+        """Start the worker processes, or connect to the Ray cluster. A cluster that cannot be
+        reached is logged (a warning) and the batch runs on this host's processes instead: a
+        backlog is worked off either way, and the run's ``engine`` says where."""
         if self._ray_address:
-            self.processes = _connect_ray(self._ray_address)
-        elif self.processes > 1:
+            try:
+                self.processes = _connect_ray(self._ray_address)
+            except OSError as error:  # ConnectionError, a timeout, an unknown host
+                log.warning(
+                    "Ray cluster at %s unreachable (%s): this batch runs on this host", self._ray_address, error
+                )
+                self._ray_address, self.processes = None, self._local
+                self.engine = "processes" if self.processes > 1 else "local"
+        if self.processes > 1 and not self._ray_address:
             self._executor = ProcessPoolExecutor(
                 self.processes - 1, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent
             )
@@ -133,6 +143,9 @@ def _connect_ray(address: str) -> int:
     import ray
 
     if not ray.is_initialized():
+        # ray.init waits minutes for a head that is not there: a plain TCP connection says first.
+        host, _, port = address.rpartition(":")
+        socket.create_connection((host, int(port)), timeout=_RAY_PROBE_S).close()
         log.info("connecting to the Ray cluster at %s", address)
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)
         daft.set_runner_ray(noop_if_initialized=True)

@@ -422,6 +422,17 @@ class Settings(BaseSettings):
             raise ValueError("EVENTLAKE_REDIS_URL must be a redis:// or rediss:// URL")  # never echo it: a password
         return value
 
+    @field_validator("ray_address")
+    @classmethod
+    def _ray_host_port(cls, value: str | None) -> str | None:
+        host, _, port = (value or "").rpartition(":")
+        if value is not None and (not host or "/" in value or not port.isdigit()):
+            raise ValueError(
+                "EVENTLAKE_RAY_ADDRESS must be host:port of the Ray head's GCS (e.g. 10.0.0.7:6379; "
+                "not a ray:// client address)"
+            )
+        return value
+
     @field_validator("dagster_postgres_url")
     @classmethod
     def _postgres_driver(cls, value: SecretStr | None) -> SecretStr | None:

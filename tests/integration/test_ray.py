@@ -16,8 +16,11 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
+from pipelines import transform
+from pipelines.parallel import Parallelism, RowPool
 from tests.conftest import ROOT, Env, materialize_all
 from tests.integration.test_canary import payloads
+from tests.unit.test_parallel import bronze
 from warehouse.contract.native import explode_payload
 from warehouse.contract.rows import RequestContext
 from warehouse.lake.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
@@ -117,3 +120,14 @@ def test_silver_on_ray_runs_on_both_nodes_and_equals_the_embedded_path(
     assert lake_rows(on_ray, REJECTED_EVENTS).equals(lake_rows(embedded, REJECTED_EVENTS))
     assert lake_rows(on_ray, REJECTED_EVENTS).height == 1500  # the events from the future
     assert gold_rows(on_ray) == gold_rows(embedded)
+
+
+def test_an_error_in_a_stage_on_ray_reaches_the_caller(ray_cluster: Any) -> None:
+    changes = bronze(2)
+    payload = changes["payload"].to_pylist()
+    payload[-1] = "{not json"  # in the last partition, on whichever node runs it
+    corrupted = changes.set_column(changes.schema.get_field_index("payload"), "payload", pa.array(payload))
+    on_ray = Parallelism(min_rows=1, ray_address=ray_cluster.address)
+    with RowPool(on_ray, corrupted.num_rows) as pool, pytest.raises(orjson.JSONDecodeError):
+        transform.decode(corrupted, pool)
+    assert pool.engine == "ray"

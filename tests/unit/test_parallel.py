@@ -20,10 +20,12 @@ from pipelines.decoding import decode_fields
 from pipelines.parallel import Parallelism, RowPool
 from pipelines.pseudonyms import Pseudonymizer
 from pipelines.scrubbing import Scrubber
+from tests.conftest import free_port
 from tests.integration.test_canary import payloads
 from warehouse.contract.native import explode_payload
 from warehouse.contract.rows import RequestContext
 from warehouse.lake.tables import RAW_EVENTS
+from warehouse.settings import Settings
 
 POOLED = Parallelism(workers=2, min_rows=1)
 COLUMNS = ("payload", "event_type", "source_format")
@@ -118,3 +120,37 @@ def test_workers_exit_when_the_silver_process_is_killed(tmp_path: Path) -> None:
     while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(alive(pid) for pid in workers)
+
+
+@pytest.mark.parametrize("address", ["ray://10.0.0.7:10001", "10.0.0.7", "10.0.0.7:head", ":6379"])
+def test_a_ray_address_is_host_and_port(address: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="EVENTLAKE_RAY_ADDRESS must be host:port"):
+        Settings(data_dir=tmp_path, ray_address=address)
+    assert Settings(data_dir=tmp_path, ray_address="10.0.0.7:6379").ray_address == "10.0.0.7:6379"
+
+
+UNREACHABLE = """
+import logging, sys, time
+sys.path.insert(0, {root!r})
+from pipelines import transform
+from pipelines.parallel import Parallelism, RowPool
+from tests.unit.test_parallel import bronze
+
+logging.basicConfig(level=logging.WARNING)
+changes = bronze(1)
+started = time.monotonic()
+with RowPool(Parallelism(workers=2, min_rows=1, ray_address="127.0.0.1:{port}"), changes.num_rows) as pool:
+    decoded = transform.decode(changes, pool)
+print(pool.engine, decoded.equals(transform.decode(changes)), round(time.monotonic() - started))
+"""
+
+
+def test_an_unreachable_ray_cluster_leaves_the_batch_on_this_host() -> None:
+    # From trying it: ray.init waited minutes for a head that was not there. In a fresh process: a
+    # process connected to a cluster keeps that connection.
+    script = UNREACHABLE.format(root=str(Path(__file__).resolve().parents[2]), port=free_port())
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    engine, equal, seconds = out.stdout.split()
+    assert engine == ("processes" if (os.cpu_count() or 1) > 1 else "local")
+    assert equal == "True" and int(seconds) < 20
+    assert "unreachable" in out.stderr
