@@ -42,25 +42,28 @@ main()
 class RayCluster:
     """A running local cluster: ``address`` (``127.0.0.1:<port>`` of the head's GCS, what
     ``EVENTLAKE_RAY_ADDRESS`` takes), ``dashboard`` (its HTTP address, where Ray's state API
-    answers) and ``nodes`` (how many)."""
+    answers), ``nodes`` (how many) and ``temp_dir`` (the head's session files, removed at :meth:`stop`)."""
 
     address: str
     dashboard: str
     nodes: int
     temp_dir: Path
-    env: dict[str, str]
 
     def stop(self) -> None:
-        """Stop the cluster (``ray stop --force``: every Ray node of this user on this machine)."""
-        subprocess.run(
-            [sys.executable, "-c", _LAUNCHER, "stop", "--force"],
-            env=self.env,
-            capture_output=True,
-            timeout=120,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
+        """Stop the cluster (:func:`stop`: every Ray node of this user on this machine)."""
+        stop()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def stop() -> None:
+    """``ray stop --force``: every Ray node of this machine's user, this cluster's or not."""
+    subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, "stop", "--force"],
+        capture_output=True,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def start(
@@ -87,7 +90,7 @@ def start(
         *common,
     ]
     worker = ["start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", *common]
-    cluster = RayCluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}", 0, temp_dir, env)
+    cluster = RayCluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}", 0, temp_dir)
     try:
         for args in [head, *[worker] * (nodes - 1)]:
             subprocess.run(
@@ -104,3 +107,34 @@ def start(
         cluster.stop()
         raise
     return cluster
+
+
+def main() -> None:
+    """``python scripts/ray_cluster.py start [--nodes 2] [--port 6380] [--dashboard-port 8265]`` starts
+    a local cluster and prints what to set; ``… stop`` stops it (every Ray node of this user)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A local Ray cluster on 127.0.0.1 (one machine: tests, trials).")
+    parser.add_argument("action", choices=["start", "stop"])
+    parser.add_argument("--nodes", type=int, default=2, help="nodes of --cpus CPUs each (default 2)")
+    parser.add_argument("--cpus", type=int, default=1)
+    parser.add_argument("--object-store-mb", type=int, default=500, help="each node's object store (default 500)")
+    parser.add_argument("--port", type=int, default=6380, help="the head's GCS port (default 6380; Redis has 6379)")
+    parser.add_argument("--dashboard-port", type=int, default=8265)
+    args = parser.parse_args()
+    if args.action == "stop":
+        stop()
+        for folder in Path(tempfile.gettempdir()).glob("eventlake-ray-*"):
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    cluster = start(args.nodes, args.port, args.dashboard_port, args.cpus, args.object_store_mb * 1_000_000)
+    env = " ".join(f"{name}={value}" for name, value in DRIVER_ENV.items())
+    sys.stdout.write(
+        f"Ray: {cluster.nodes} node(s) on 127.0.0.1, head {cluster.address}, dashboard {cluster.dashboard}\n"
+        f"Run the stack with it:  {env} EVENTLAKE_RAY_ADDRESS={cluster.address} make up\n"
+        f"Stop it:  .venv/bin/python scripts/ray_cluster.py stop\n"
+    )
+
+
+if __name__ == "__main__":
+    main()

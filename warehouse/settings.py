@@ -428,7 +428,7 @@ class Settings(BaseSettings):
         host, _, port = (value or "").rpartition(":")
         if value is not None and (not host or "/" in value or not port.isdigit()):
             raise ValueError(
-                "EVENTLAKE_RAY_ADDRESS must be host:port of the Ray head's GCS (e.g. 10.0.0.7:6379; "
+                "EVENTLAKE_RAY_ADDRESS must be host:port of the Ray head's GCS (e.g. 10.0.0.7:6380; "
                 "not a ray:// client address)"
             )
         return value
