@@ -28,7 +28,6 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
-import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -41,7 +40,7 @@ import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
-#: Seconds a Ray head's port is given to accept a connection before a batch stays on this host.
+#: Seconds a Ray head's GCS is given to answer a gRPC handshake before a batch stays on this host.
 _RAY_PROBE_S = 3.0
 
 #: A per-row stage: a module-level function of a frame (and plain, picklable arguments) that
@@ -143,13 +142,25 @@ def _connect_ray(address: str) -> int:
     import ray
 
     if not ray.is_initialized():
-        # ray.init waits minutes for a head that is not there: a plain TCP connection says first.
-        host, _, port = address.rpartition(":")
-        socket.create_connection((host, int(port)), timeout=_RAY_PROBE_S).close()
+        _probe_gcs(address)
         log.info("connecting to the Ray cluster at %s", address)
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, configure_logging=False)
         daft.set_runner_ray(noop_if_initialized=True)
     return max(int(ray.cluster_resources().get("CPU", 1)), 1)
+
+
+def _probe_gcs(address: str) -> None:
+    # ray.init waits minutes for a head that is not there, and for ever on a port where something
+    # else listens: a gRPC handshake with the head's GCS (a gRPC server) must complete first.
+    import grpc
+
+    channel = grpc.insecure_channel(address)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=_RAY_PROBE_S)
+    except grpc.FutureTimeoutError as error:
+        raise ConnectionError(f"no gRPC server (a Ray head's GCS) answered in {_RAY_PROBE_S:.0f} s") from error
+    finally:
+        channel.close()
 
 
 def _map_on_ray(fn: Stage, frame: pl.DataFrame, args: tuple[Any, ...], partitions: int) -> pl.DataFrame:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +22,6 @@ from pipelines.decoding import decode_fields
 from pipelines.parallel import Parallelism, RowPool
 from pipelines.pseudonyms import Pseudonymizer
 from pipelines.scrubbing import Scrubber
-from tests.conftest import free_port
 from tests.integration.test_canary import payloads
 from warehouse.contract.native import explode_payload
 from warehouse.contract.rows import RequestContext
@@ -145,11 +146,20 @@ print(pool.engine, decoded.equals(transform.decode(changes)), round(time.monoton
 """
 
 
-def test_an_unreachable_ray_cluster_leaves_the_batch_on_this_host() -> None:
-    # From trying it: ray.init waited minutes for a head that was not there. In a fresh process: a
-    # process connected to a cluster keeps that connection.
-    script = UNREACHABLE.format(root=str(Path(__file__).resolve().parents[2]), port=free_port())
+@pytest.mark.parametrize("listener", ["nothing", "a server that never answers"])
+def test_an_unreachable_ray_cluster_leaves_the_batch_on_this_host(listener: str) -> None:
+    # From trying it: ray.init waited minutes for a head that was not there, and for ever (the
+    # breaker's run) on a port where a server accepted connections and never answered.
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    if listener == "nothing":
+        server.close()
+    else:
+        threading.Thread(target=lambda: [server.accept() for _ in range(64)], daemon=True).start()
+    # In a fresh process: a process connected to a cluster keeps that connection.
+    script = UNREACHABLE.format(root=str(Path(__file__).resolve().parents[2]), port=port)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    server.close()
     engine, equal, seconds = out.stdout.split()
     assert engine == ("processes" if (os.cpu_count() or 1) > 1 else "local")
     assert equal == "True" and int(seconds) < 20
