@@ -75,9 +75,9 @@ class RowPool:
     cluster (a context manager).
 
     With one process (a small batch, or ``workers=1``) :meth:`map` calls the function on the
-    whole frame, so every path runs the same code on the rows. ``engine`` says which ran
-    (``local``, ``processes`` or ``ray``) and ``processes`` how many processes (Ray: the
-    cluster's CPUs, one partition each).
+    whole frame, so every path runs the same code on the rows. ``engine`` says where batches of
+    at least two rows per process run (``local``, ``processes`` or ``ray``) and ``processes``
+    how many processes (Ray: the cluster's CPUs when connecting, one partition each).
     """
 
     def __init__(self, parallelism: Parallelism, rows: int) -> None:
@@ -119,7 +119,8 @@ class RowPool:
 
         ``fn`` must be a module-level function (workers import it by name) whose arguments
         pickle. Raises what ``fn`` raises (on Ray: wrapped in ``ray.exceptions.RayTaskError``,
-        which is also an instance of the original error's class).
+        which is also an instance of the original error's class), and on Ray its failures (a node
+        lost mid-stage: ``ray.exceptions.RayError``): the run fails and is run again.
         """
         if frame.height < max(self.processes, 2):
             return fn(frame, *args)
@@ -137,7 +138,10 @@ class RowPool:
 
 
 def _connect_ray(address: str) -> int:
-    # Once per process: Daft's runner is chosen once, and ray.init's connection is kept.
+    # Once per process: Daft's runner is chosen once and keeps the cluster's actors, so the
+    # connection is kept too (after ray.shutdown, a new connection failed: "Can't find actor").
+    # A head stopped or restarted later ends the process within ~60 s (Ray's own check): the hot
+    # path starts again, and its micro-batch is run again from the watermark.
     import daft
     import ray
 

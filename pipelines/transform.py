@@ -196,7 +196,7 @@ def build_silver(
     column (:func:`scrub_silver_columns`) and counts what each masked.
     ``pseudonymizer`` replaces identifiers holding personal data by their HMAC pseudonym
     (without one, such identifiers are kept: only tests and benchmarks pass none).
-    ``pool`` spreads the per-row property scrub over worker processes (the same result).
+    ``pool`` spreads the per-row property scrub over worker processes or a Ray cluster (the same result).
     Device, platform and country come from :mod:`pipelines.enrichment`, once per distinct user
     agent, context and location, read before scrubbing; the values they give are scrubbed too.
     """

@@ -73,10 +73,12 @@ def start(
     127.0.0.1, the head's GCS on ``port``; returns when every node has joined.
 
     Raises:
-        subprocess.CalledProcessError: a node did not start (its output is in the error).
+        RuntimeError: a node did not start (its ``ray start`` output is in the message).
     """
     temp_dir = Path(tempfile.mkdtemp(prefix="eventlake-ray-"))
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "DAFT_PROGRESS_BAR": "0"}
+    # Without the drivers' setting: with it, a second node refuses to join.
+    env = {name: value for name, value in os.environ.items() if name not in DRIVER_ENV}
+    env |= {"RAY_USAGE_STATS_ENABLED": "0", "DAFT_PROGRESS_BAR": "0"}
     common = [f"--num-cpus={cpus}", f"--object-store-memory={object_store_bytes}", "--disable-usage-stats"]
     head = [
         "start",
@@ -103,6 +105,9 @@ def start(
                 stdin=subprocess.DEVNULL,
             )
             cluster.nodes += 1
+    except subprocess.CalledProcessError as error:
+        cluster.stop()
+        raise RuntimeError(f"ray start {' '.join(error.cmd[3:])} failed:\n{error.stdout}{error.stderr}") from error
     except BaseException:
         cluster.stop()
         raise

@@ -426,10 +426,11 @@ class Settings(BaseSettings):
     @classmethod
     def _ray_host_port(cls, value: str | None) -> str | None:
         host, _, port = (value or "").rpartition(":")
-        if value is not None and (not host or "/" in value or not port.isdigit()):
+        valid_port = port.isdigit() and 0 < int(port) < 65536
+        if value is not None and (not host or "/" in value or host.startswith("[") or not valid_port):
             raise ValueError(
                 "EVENTLAKE_RAY_ADDRESS must be host:port of the Ray head's GCS (e.g. 10.0.0.7:6380; "
-                "not a ray:// client address)"
+                "an IPv4 address or a host name, not a ray:// client address)"
             )
         return value
 

@@ -123,7 +123,9 @@ def test_workers_exit_when_the_silver_process_is_killed(tmp_path: Path) -> None:
     assert not any(alive(pid) for pid in workers)
 
 
-@pytest.mark.parametrize("address", ["ray://10.0.0.7:10001", "10.0.0.7", "10.0.0.7:head", ":6379"])
+@pytest.mark.parametrize(
+    "address", ["ray://10.0.0.7:10001", "10.0.0.7", "10.0.0.7:head", ":6379", "10.0.0.7:99999", "[::1]:6379"]
+)
 def test_a_ray_address_is_host_and_port(address: str, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="EVENTLAKE_RAY_ADDRESS must be host:port"):
         Settings(data_dir=tmp_path, ray_address=address)
