@@ -25,7 +25,7 @@ from pipelines.registry import known_types
 from pipelines.scrub_rules import ScrubRules
 from pipelines.scrubbing import Scrubber
 from pipelines.silver import prior_hashes, write_checked
-from pipelines.validation import SplitResult, load_suite, split_by_suite, suite_path
+from pipelines.validation import FAILED_CHECKS, SplitResult, failed_checks, load_suite, split_rows, suite_path
 from warehouse import gold
 from warehouse.contract.native import explode_payload
 from warehouse.contract.rows import RequestContext
@@ -112,7 +112,11 @@ def run(lake: Lake, version: int, variant: str) -> dict[str, float]:
                 return prior, transform.with_consistency(decoded, prior, known_types(lake))[0]
 
             prior, checked = timed("consistency", consistency)
-            split = timed("validate_ge", lambda: split_by_suite(transform.validation_frame(checked), suite))
+            rows = transform.validation_frame(checked)
+            split = timed(
+                "validate_ge",
+                lambda: split_rows(pool.map(failed_checks, rows, suite, host_workers=False)[FAILED_CHECKS], suite),
+            )
         valid, _, _ = transform.apply_split(checked, split)
         started = time.perf_counter()
         silver = transform.build_silver(valid, "bench", scrubber, pseudonymizer, pool)

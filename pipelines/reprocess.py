@@ -80,7 +80,7 @@ def reprocess(store: Lake, rules: Rules, run_id: str, first: date, last: date) -
             pads.field("event_date") <= pa.scalar(last, pa.date32())
         )
         prior = prior_hashes(store, decoded["event_id"], exclude=range_expr)
-        split = validate(store, decoded, rules.suite, prior, run_id)
+        split = validate(store, decoded, rules.suite, prior, run_id, pool)
         stats.quarantine_inserted, silver = quarantine_and_build(store, rules, split, run_id, pool)
     silver = _in_range_only(store, silver, first, last, range_expr)
     _, checks = write_checked(lambda: store.replace_where(EVENTS, silver, in_range), silver, rules.silver_suite)

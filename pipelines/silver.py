@@ -37,7 +37,7 @@ from pipelines.pseudonyms import Pseudonymizer
 from pipelines.registry import known_types, register
 from pipelines.scrub_rules import RULES_PROPERTY
 from pipelines.scrubbing import Scrubber
-from pipelines.validation import CheckOutcome, split_by_suite, suite_columns
+from pipelines.validation import FAILED_CHECKS, CheckOutcome, failed_checks, split_by_suite, split_rows, suite_columns
 from warehouse.lake.history import change_stream, commit_rows
 from warehouse.lake.key_index import IndexBusyError, shared_key_index
 from warehouse.lake.store import Lake
@@ -131,12 +131,14 @@ def silver_ids(store: Lake, event_ids: pl.Series) -> pl.DataFrame:
     return frame
 
 
-def validate(store: Lake, decoded: pl.DataFrame, suite: Any, prior: pl.DataFrame, run_id: str) -> Split:
+def validate(store: Lake, decoded: pl.DataFrame, suite: Any, prior: pl.DataFrame, run_id: str, pool: RowPool) -> Split:
     """Check consistency against ``prior`` silver rows and the type registry, validate with ``suite``
-    and split; registers the first types of the valid rows' new properties."""
+    (on ``pool``'s Ray cluster when it has one) and split; registers the first types of the valid
+    rows' new properties."""
     known = known_types(store)
     checked, _ = transform.with_consistency(decoded, prior, known)
-    split = split_by_suite(transform.validation_frame(checked), suite)
+    rows = transform.validation_frame(checked)
+    split = split_rows(pool.map(failed_checks, rows, suite, host_workers=False)[FAILED_CHECKS], suite)
     valid, invalid, reasons = transform.apply_split(checked, split)
     # Only rows that passed register a property's first type: a quarantined row never decides it.
     # Registered before silver is written, so a rerun after a crash sees the same registry.
@@ -276,7 +278,7 @@ def ingest(store: Lake, rules: Rules, run_id: str, max_rows: int) -> BatchStats:
             engine=pool.engine,
         )
         prior = silver_ids(store, decoded["event_id"])
-        split = validate(store, decoded, rules.suite, prior, run_id)
+        split = validate(store, decoded, rules.suite, prior, run_id, pool)
         stats.quarantine_inserted, silver = quarantine_and_build(store, rules, split, run_id, pool)
     # The ids already in silver were read for the conflict check: the anti-join reuses them.
     existing = prior["event_id"].to_arrow().cast(pa.string())
@@ -312,7 +314,7 @@ def replay_quarantine(store: Lake, rules: Rules, run_id: str) -> BatchStats:
             "replay", rows=rows, erased=erased, expired=expired, processes=pool.processes, engine=pool.engine
         )
         prior = silver_ids(store, decoded["event_id"])
-        split = validate(store, decoded, rules.suite, prior, run_id)
+        split = validate(store, decoded, rules.suite, prior, run_id, pool)
         silver = transform.build_silver(split.valid, run_id, rules.scrubber, rules.pseudonymizer, pool)
     # The ids already in silver were read for the conflict check: the anti-join reuses them.
     existing = prior["event_id"].to_arrow().cast(pa.string())

@@ -14,7 +14,6 @@ from functools import partial
 from typing import Any
 
 import orjson
-import pandas as pd
 import polars as pl
 import pyarrow as pa
 
@@ -49,8 +48,9 @@ def decode(changes: pa.Table, pool: RowPool | None = None) -> pl.DataFrame:
     )
 
 
-def validation_frame(decoded: pl.DataFrame) -> pd.DataFrame:
-    """The columns ``expectations/raw_events.json`` checks, as a pandas frame (GE input).
+def validation_frame(decoded: pl.DataFrame) -> pl.DataFrame:
+    """The columns ``expectations/raw_events.json`` checks (the input of
+    :func:`pipelines.validation.failed_checks`).
 
     ``timestamp_ms``: client timestamp in epoch ms (UTC). ``future_skew_ms``: timestamp minus
     received_at in ms. ``person_key``: user id, else anonymous id, else session id. Ids, URLs,
@@ -74,7 +74,7 @@ def validation_frame(decoded: pl.DataFrame) -> pd.DataFrame:
         "scroll_type",
         "duplicate_conflict",
         "type_conflict",
-    ).to_pandas()
+    )
 
 
 def with_consistency(
@@ -196,13 +196,33 @@ def build_silver(
     column (:func:`scrub_silver_columns`) and counts what each masked.
     ``pseudonymizer`` replaces identifiers holding personal data by their HMAC pseudonym
     (without one, such identifiers are kept: only tests and benchmarks pass none).
-    ``pool`` spreads the per-row property scrub over worker processes or a Ray cluster (the same result).
-    Device, platform and country come from :mod:`pipelines.enrichment`, once per distinct user
-    agent, context and location, read before scrubbing; the values they give are scrubbed too.
+    ``pool`` spreads the per-row property scrub over worker processes or a Ray cluster, and on Ray
+    the enrichment too (the same result).
+    Device, platform and country come from :func:`enrich_fields`, read before scrubbing; the
+    values they give are scrubbed too.
     """
     scrubber = scrubber or Scrubber()
+    clients = valid.select("user_agent", "context", "location")
+    fields = pool.map(enrich_fields, clients, host_workers=False) if pool is not None else enrich_fields(clients)
+    enriched = pl.concat([valid, fields], how="horizontal").with_columns(
+        pl.col("timestamp").dt.date().alias("event_date"), pl.lit(run_id).alias("run_id")
+    )
+    silver = scrub_silver_columns(enriched, scrubber, pool)
+    if pseudonymizer is not None:
+        silver = pseudonymize_columns(silver, pseudonymizer)
+    return silver.select(EVENTS.schema.names).to_arrow().cast(EVENTS.schema)
+
+
+def enrich_fields(clients: pl.DataFrame) -> pl.DataFrame:
+    """A per-row stage (:mod:`pipelines.parallel`): what each row's ``user_agent``, ``context``
+    (SDK context, JSON text) and ``location`` say about its client, each distinct value once.
+
+    Returns :class:`pipelines.enrichment.Device`'s columns, with ``platform`` the SDK context's
+    word first (:func:`pipelines.enrichment.platform_from_context`) and the user agent's otherwise,
+    and ``country`` (:func:`pipelines.geo.country_from_location`), for the same rows in order.
+    """
     devices = (
-        valid.select("user_agent")
+        clients.select("user_agent")
         .unique()
         .with_columns(
             pl.col("user_agent")
@@ -215,17 +235,14 @@ def build_silver(
         )
         .unnest("device")
     )
-    enriched = valid.join(devices, on="user_agent", how="left", nulls_equal=True, maintain_order="left").with_columns(
-        pl.col("timestamp").dt.date().alias("event_date"),
-        pl.lit(run_id).alias("run_id"),
-        # The SDK's own word on its platform beats what its user agent suggests.
-        pl.coalesce(_map_distinct(valid["context"], platform_from_context), pl.col("platform")).alias("platform"),
-        _map_distinct(valid["location"], country_from_location).alias("country"),
+    joined = clients.select("user_agent").join(
+        devices, on="user_agent", how="left", nulls_equal=True, maintain_order="left"
     )
-    silver = scrub_silver_columns(enriched, scrubber, pool)
-    if pseudonymizer is not None:
-        silver = pseudonymize_columns(silver, pseudonymizer)
-    return silver.select(EVENTS.schema.names).to_arrow().cast(EVENTS.schema)
+    return joined.select(
+        *(name for name in _DEVICE_SCHEMA.to_schema() if name != "platform"),
+        pl.coalesce(_map_distinct(clients["context"], platform_from_context), pl.col("platform")).alias("platform"),
+        _map_distinct(clients["location"], country_from_location).alias("country"),
+    )
 
 
 def pseudonymize_columns(frame: pl.DataFrame, pseudonymizer: Pseudonymizer) -> pl.DataFrame:

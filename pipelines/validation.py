@@ -3,6 +3,11 @@
 The split is read from the validation result itself: every row an expectation reports in
 its ``unexpected_index_list`` is quarantined with that expectation's ``meta.check`` as
 reason. Index labels (not id columns) are requested, which keeps GE fast when many rows fail.
+
+A row-split suite's expectations are all row-wise (a row passes or is quarantined on its own, so no
+``mostly``): :func:`failed_checks` validates any cut of a micro-batch's rows (a slice, a Ray
+partition) and :func:`split_rows` puts the cuts' per-row results back together into the split and the
+suite's outcomes the whole batch gives.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import polars as pl
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -36,6 +42,8 @@ REASON_TYPES = frozenset(
         "type_conflict",
     }
 )
+#: The column :func:`failed_checks` returns: the checks (``meta.check``) a row failed, in suite order; null when valid.
+FAILED_CHECKS = "failed_checks"
 #: The lake tables' suites (package data of the ``expectations`` folder, read with importlib.resources).
 EXPECTATIONS_DIR = files("expectations")
 
@@ -87,13 +95,16 @@ def _read_suite(path: Traversable) -> dict[str, Any]:
 def _suite_document(text: str) -> dict[str, Any]:
     document: dict[str, Any] = json.loads(text)
     name = document["name"]
-    for expectation in document["expectations"]:
-        if not expectation.get("meta", {}).get("check"):
+    checks = [expectation.get("meta", {}).get("check") for expectation in document["expectations"]]
+    for expectation, check in zip(document["expectations"], checks, strict=True):
+        if not check:
             raise ValueError(f"suite {name}: every expectation needs meta.check ({expectation['type']})")
+        if checks.count(check) > 1:
+            raise ValueError(f"suite {name}: two expectations are named {check}")
         if name in ROW_SPLIT_SUITES and expectation["meta"].get("reason") not in REASON_TYPES:
-            raise ValueError(
-                f"suite {name}: {expectation['meta']['check']} needs meta.reason, one of {sorted(REASON_TYPES)}"
-            )
+            raise ValueError(f"suite {name}: {check} needs meta.reason, one of {sorted(REASON_TYPES)}")
+        if name in ROW_SPLIT_SUITES and "mostly" in expectation.get("kwargs", {}):
+            raise ValueError(f"suite {name}: {check} sets mostly, but each row passes or is quarantined on its own")
     return document
 
 
@@ -102,8 +113,8 @@ def load_suite(path: Traversable) -> gx.ExpectationSuite:
 
     Raises:
         FileNotFoundError: when the suite file is missing.
-        ValueError: when an expectation has no ``meta.check`` name, or (row-split suites) no
-            ``meta.reason`` from :data:`REASON_TYPES`.
+        ValueError: when an expectation has no ``meta.check`` name or shares it, or (row-split
+            suites) has no ``meta.reason`` from :data:`REASON_TYPES` or sets ``mostly``.
     """
     return _suite(path.read_text())
 
@@ -208,6 +219,73 @@ def split_by_suite(frame: pd.DataFrame, suite: gx.ExpectationSuite) -> SplitResu
             )
         )
     return SplitResult(valid, failures, checks)
+
+
+def failed_checks(frame: pl.DataFrame, suite: gx.ExpectationSuite) -> pl.DataFrame:
+    """A per-row stage (:mod:`pipelines.parallel`): validate ``frame``'s rows against the row-split
+    ``suite`` (:func:`split_by_suite`); returns one column, :data:`FAILED_CHECKS`
+    (``List[String]``): the checks each row failed, in suite order, null for a valid row.
+
+    Raises:
+        ValidationError: as :func:`split_by_suite`.
+    """
+    split = split_by_suite(frame.to_pandas(), suite)
+    order = {check: position for position, (check, _) in enumerate(_reasons(suite))}
+    failed = sorted((row, order[f["check"]], f["check"]) for row, fs in split.failures.items() for f in fs)
+    per_row = (
+        pl.DataFrame(
+            {"row": [r for r, _, _ in failed], FAILED_CHECKS: [c for _, _, c in failed]},
+            schema={"row": pl.Int64, FAILED_CHECKS: pl.String},
+        )
+        .group_by("row", maintain_order=True)
+        .agg(FAILED_CHECKS)
+    )
+    rows = pl.int_range(frame.height, dtype=pl.Int64, eager=True).alias("row").to_frame()
+    return rows.join(per_row, on="row", how="left", maintain_order="left").select(FAILED_CHECKS)
+
+
+def split_rows(failed: pl.Series, suite: gx.ExpectationSuite) -> SplitResult:
+    """The split and outcomes of a micro-batch from :func:`failed_checks`' column over all its rows
+    (computed whole or by parts: the same result). An expectation's unexpected count is the rows
+    that failed it, its element count the rows, and it succeeded when no row failed it (a row-split
+    suite has no ``mostly``): what GE reports for the whole batch at once."""
+    reasons = dict(_reasons(suite))
+    invalid = failed.is_not_null()
+    positions = invalid.arg_true().to_list()
+    failures = {
+        int(row): [reasons[check] for check in checks]
+        for row, checks in zip(positions, failed.filter(invalid).to_list(), strict=True)
+    }
+    counts = failed.explode().drop_nulls().value_counts()
+    unexpected = dict(zip(counts[failed.name].to_list(), counts["count"].to_list(), strict=True))
+    checks = [
+        CheckOutcome(
+            check,
+            reason["expectation"],
+            reason["column"],
+            (e.meta or {}).get("description", ""),
+            not unexpected.get(check),
+            int(unexpected.get(check, 0)),
+            len(failed),
+        )
+        for e, (check, reason) in zip(suite.expectations, reasons.items(), strict=True)
+    ]
+    return SplitResult((~invalid).to_numpy(), failures, checks)
+
+
+def _reasons(suite: gx.ExpectationSuite) -> list[tuple[str, dict[str, Any]]]:
+    # (check, the failure entry a row gets) per expectation, in suite order: as split_by_suite builds it.
+    reasons = []
+    for expectation in suite.expectations:
+        meta = expectation.meta or {}
+        entry = {
+            "check": meta["check"],
+            "reason": meta.get("reason"),
+            "expectation": expectation.expectation_type,
+            "column": expectation.configuration.kwargs.get("column"),
+        }
+        reasons.append((meta["check"], entry))
+    return reasons
 
 
 def checks_by_part(parts: Iterable[pd.DataFrame], suite: gx.ExpectationSuite) -> list[CheckOutcome]:

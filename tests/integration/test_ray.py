@@ -16,7 +16,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from pipelines import transform
+from pipelines import parallel, transform
 from pipelines.parallel import Parallelism, RowPool
 from tests.conftest import ROOT, Env, materialize_all
 from tests.integration.test_canary import payloads
@@ -86,7 +86,7 @@ def gold_rows(env: Env) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def test_silver_on_ray_runs_on_both_nodes_and_equals_the_embedded_path(
-    ray_cluster: Any, tmp_path: Path, setting: Callable[[str, str], None]
+    ray_cluster: Any, tmp_path: Path, setting: Callable[[str, str], None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     setting("EVENTLAKE_PSEUDONYM_KEY", "one key for both lakes")
     bronze = backlog(1500)
@@ -101,6 +101,11 @@ def test_silver_on_ray_runs_on_both_nodes_and_equals_the_embedded_path(
 
     setting("EVENTLAKE_RAY_ADDRESS", ray_cluster.address)
     setting("EVENTLAKE_SILVER_PARALLEL_MIN_ROWS", "1")
+    on_the_cluster: list[str] = []  # the stages the run sent to Ray (it runs in this process)
+    send = parallel._map_on_ray
+    monkeypatch.setattr(
+        parallel, "_map_on_ray", lambda fn, *rest: on_the_cluster.append(fn.__name__) or send(fn, *rest)
+    )
     stop, seen = threading.Event(), []
     watcher = threading.Thread(target=watch_tasks, args=(ray_cluster.dashboard, stop, seen), daemon=True)
     watcher.start()
@@ -112,7 +117,9 @@ def test_silver_on_ray_runs_on_both_nodes_and_equals_the_embedded_path(
     metadata = result.asset_materializations_for_node("silver_events")[0].metadata
     assert (metadata["engine"].value, metadata["processes"].value) == ("ray", 2)
 
-    # Proof of distribution, from Ray itself: at one moment, the stage ran as two tasks on two nodes.
+    # Every per-row stage of silver went to the cluster: decode, validation, enrichment, scrub.
+    assert set(on_the_cluster) == {"decode_fields", "failed_checks", "enrich_fields", "scrub_json_texts"}
+    # Proof of distribution, from Ray itself: at one moment, a stage ran as two tasks on two nodes.
     stage_nodes = [{node for name, node in sample if "UDF" in name} for sample in seen]
     assert max(len(nodes) for nodes in stage_nodes) == 2, seen[:20]
 

@@ -10,7 +10,7 @@ import pytest
 from pipelines import transform
 from pipelines.enrichment import device_from_user_agent, platform_from_context
 from pipelines.geo import country_from_location
-from pipelines.validation import load_suite, split_by_suite, suite_path
+from pipelines.validation import FAILED_CHECKS, failed_checks, load_suite, split_rows, suite_path
 from tests.unit.test_transform import NO_PRIOR, NO_TYPES, bronze
 
 IPHONE_SAFARI = (
@@ -124,7 +124,8 @@ def test_silver_rows_carry_platform_device_type_and_country() -> None:
     ]
     decoded = transform.decode(bronze([(payload, t0, 1) for payload in payloads]))
     decoded, _ = transform.with_consistency(decoded, NO_PRIOR, NO_TYPES)
-    split = split_by_suite(transform.validation_frame(decoded), load_suite(suite_path("raw_events")))
+    suite = load_suite(suite_path("raw_events"))
+    split = split_rows(failed_checks(transform.validation_frame(decoded), suite)[FAILED_CHECKS], suite)
     valid, _, _ = transform.apply_split(decoded, split)
 
     silver = transform.build_silver(valid, "run-1")

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from pipelines import transform
 from pipelines.scrubbing import Scrubber
-from pipelines.validation import load_suite, split_by_suite, suite_path
+from pipelines.validation import FAILED_CHECKS, failed_checks, load_suite, split_rows, suite_path
 from warehouse.contract.native import explode_payload
 from warehouse.contract.rows import RequestContext
 from warehouse.lake.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
@@ -41,7 +41,8 @@ def test_split_dedups_each_side_keeps_first_received_and_maps_reasons() -> None:
     )
     decoded, _ = transform.with_consistency(decoded, NO_PRIOR, NO_TYPES)
 
-    split = split_by_suite(transform.validation_frame(decoded), load_suite(suite_path("raw_events")))
+    suite = load_suite(suite_path("raw_events"))
+    split = split_rows(failed_checks(transform.validation_frame(decoded), suite)[FAILED_CHECKS], suite)
     valid, invalid, reasons = transform.apply_split(decoded, split)
 
     assert valid.height == 1 and orjson.loads(valid["properties"][0]) == {"x": 1}  # first received wins

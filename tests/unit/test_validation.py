@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import polars as pl
 import pytest
 
-from pipelines.validation import EXPECTATIONS_DIR, ValidationError, load_suite, split_by_suite, suite_path
+from pipelines.validation import (
+    EXPECTATIONS_DIR,
+    FAILED_CHECKS,
+    ValidationError,
+    failed_checks,
+    load_suite,
+    split_by_suite,
+    split_rows,
+    suite_path,
+)
 
 DAY_MS = 86_400_000
 
@@ -112,6 +124,57 @@ def test_every_expectation_names_its_check(tmp_path: Path) -> None:
     (tmp_path / "broken.json").write_text(json.dumps(document))
     with pytest.raises(ValueError, match="meta.check"):
         load_suite(tmp_path / "broken.json")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda e: e[1]["kwargs"].update(mostly=0.9), "sets mostly"),
+        (lambda e: e[1]["meta"].update(check=e[0]["meta"]["check"]), "two expectations are named event_id_present"),
+    ],
+    ids=["mostly", "a check name twice"],
+)
+def test_a_row_split_suite_validates_each_row_on_its_own(
+    tmp_path: Path, edit: Callable[[list[dict[str, Any]]], None], message: str
+) -> None:
+    """A row is quarantined for what it is: with ``mostly`` an expectation could succeed on a batch
+    while rows failing it were quarantined, and its outcome would depend on how the batch was cut."""
+    document = json.loads((EXPECTATIONS_DIR / "raw_events.json").read_text())
+    edit(document["expectations"])
+    (tmp_path / "raw_events.json").write_text(json.dumps(document))
+    with pytest.raises(ValueError, match=message):
+        load_suite(tmp_path / "raw_events.json")
+
+
+def test_validation_by_parts_gives_what_ge_gives_on_the_whole_batch() -> None:
+    """How silver validates on a Ray cluster: each partition's rows through the suite, the per-row
+    failures put together; the split and every check's outcome must be GE's on the whole batch."""
+    suite = load_suite(suite_path("raw_events"))
+    rows = [
+        {},
+        {"event_type": "Not Valid!"},
+        {"event_id": None, "event_type": "Bad", "payload_bytes": 40_000},  # three failures, in suite order
+        {"timestamp_ms": 900_000_000_000},
+        {},
+        {"scroll_pct": 140.0, "scroll_type": "number"},
+        {"type_conflict": "value: number, got string", "duplicate_conflict": True},
+        {"person_key": None, "page_url": "not a url"},
+    ]
+    batch = frame(rows)
+    whole = split_by_suite(batch, suite)
+    parts = pl.from_pandas(batch)
+    failed = pl.concat([failed_checks(parts.slice(start, 3), suite) for start in range(0, len(rows), 3)])
+    by_parts = split_rows(failed[FAILED_CHECKS], suite)
+
+    assert by_parts.valid.tolist() == whole.valid.tolist() == [True] + [False] * 3 + [True] + [False] * 3
+    in_suite_order = [e.meta["check"] for e in suite.expectations]
+    assert by_parts.failures == {
+        row: sorted(fs, key=lambda f: in_suite_order.index(f["check"])) for row, fs in whole.failures.items()
+    }
+    assert [f["check"] for f in by_parts.failures[2]] == ["event_id_present", "event_type_name", "event_size"]
+    assert [c.check for c in by_parts.checks] == [e.meta["check"] for e in suite.expectations]  # suite order
+    assert sorted(by_parts.checks, key=str) == sorted(whole.checks, key=str)  # GE reports in its own order
+    assert sum(c.unexpected_count for c in whole.checks) == 10
 
 
 def test_empty_batch_reports_every_check_without_failures() -> None:
