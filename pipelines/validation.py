@@ -4,16 +4,17 @@ The split is read from the validation result itself: every row an expectation re
 its ``unexpected_index_list`` is quarantined with that expectation's ``meta.check`` as
 reason. Index labels (not id columns) are requested, which keeps GE fast when many rows fail.
 
-A row-split suite's expectations are all row-wise (a row passes or is quarantined on its own, so no
-``mostly``): :func:`failed_checks` validates any cut of a micro-batch's rows (a slice, a Ray
-partition) and :func:`split_rows` puts the cuts' per-row results back together into the split and the
-suite's outcomes the whole batch gives.
+A row-split suite's expectations are all row-wise (a row passes or is quarantined on its own:
+:data:`ROW_WISE_EXPECTATIONS`, no ``mostly``): :func:`failed_checks` validates any cut of a
+micro-batch's rows (a slice, a Ray partition) and :func:`split_rows` puts the cuts' per-row results
+back together into the split and the suite's outcomes the whole batch gives.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from functools import cache, lru_cache
@@ -40,6 +41,23 @@ REASON_TYPES = frozenset(
         "bad_encoding",
         "duplicate_conflict",
         "type_conflict",
+    }
+)
+#: The expectations a row-split suite may use: each judges a row by its own values alone (GE's column
+#: map expectations, uniqueness excluded), so a batch can be validated in any cut of its rows.
+ROW_WISE_EXPECTATIONS = frozenset(
+    {
+        "expect_column_values_to_not_be_null",
+        "expect_column_values_to_be_null",
+        "expect_column_values_to_match_regex",
+        "expect_column_values_to_not_match_regex",
+        "expect_column_values_to_match_regex_list",
+        "expect_column_values_to_not_match_regex_list",
+        "expect_column_values_to_be_between",
+        "expect_column_values_to_be_in_set",
+        "expect_column_values_to_not_be_in_set",
+        "expect_column_value_lengths_to_be_between",
+        "expect_column_value_lengths_to_equal",
     }
 )
 #: The column :func:`failed_checks` returns: the checks (``meta.check``) a row failed, in suite order; null when valid.
@@ -103,6 +121,11 @@ def _suite_document(text: str) -> dict[str, Any]:
             raise ValueError(f"suite {name}: two expectations are named {check}")
         if name in ROW_SPLIT_SUITES and expectation["meta"].get("reason") not in REASON_TYPES:
             raise ValueError(f"suite {name}: {check} needs meta.reason, one of {sorted(REASON_TYPES)}")
+        if name in ROW_SPLIT_SUITES and expectation["type"] not in ROW_WISE_EXPECTATIONS:
+            raise ValueError(
+                f"suite {name}: {check} is {expectation['type']}, not one of the per-row expectations "
+                f"{sorted(ROW_WISE_EXPECTATIONS)}: each row passes or is quarantined on its own"
+            )
         if name in ROW_SPLIT_SUITES and "mostly" in expectation.get("kwargs", {}):
             raise ValueError(f"suite {name}: {check} sets mostly, but each row passes or is quarantined on its own")
     return document
@@ -114,7 +137,8 @@ def load_suite(path: Traversable) -> gx.ExpectationSuite:
     Raises:
         FileNotFoundError: when the suite file is missing.
         ValueError: when an expectation has no ``meta.check`` name or shares it, or (row-split
-            suites) has no ``meta.reason`` from :data:`REASON_TYPES` or sets ``mostly``.
+            suites) has no ``meta.reason`` from :data:`REASON_TYPES`, is not one of
+            :data:`ROW_WISE_EXPECTATIONS` or sets ``mostly``.
     """
     return _suite(path.read_text())
 
@@ -145,6 +169,12 @@ def _columns(expectation: Any) -> list[str]:
     return [kwargs[key] for key in ("column", "column_A", "column_B") if key in kwargs] + list(
         kwargs.get("column_list", [])
     )
+
+
+#: GE's ephemeral context and batch definition are shared by the process and not thread-safe: two
+#: validations at once (Daft may run a stage's partitions in threads of one worker) mixed their
+#: results up: wrong rows quarantined, or "inconsistent cache values" (found by the breaker).
+_GE_LOCK = threading.Lock()
 
 
 @cache
@@ -190,9 +220,10 @@ def split_by_suite(frame: pd.DataFrame, suite: gx.ExpectationSuite) -> SplitResu
             for meta in [e.meta or {}]
         ]
         return SplitResult(valid, failures, untouched)
-    batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
     result_format = "COMPLETE" if suite.name in ROW_SPLIT_SUITES else "BASIC"
-    result = batch.validate(suite, result_format={"result_format": result_format, "partial_unexpected_count": 0})
+    with _GE_LOCK:
+        batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
+        result = batch.validate(suite, result_format={"result_format": result_format, "partial_unexpected_count": 0})
     for outcome in result.results:
         config = outcome.expectation_config
         meta = config.meta or {}
@@ -274,7 +305,8 @@ def split_rows(failed: pl.Series, suite: gx.ExpectationSuite) -> SplitResult:
 
 
 def _reasons(suite: gx.ExpectationSuite) -> list[tuple[str, dict[str, Any]]]:
-    # (check, the failure entry a row gets) per expectation, in suite order: as split_by_suite builds it.
+    # (check, the failure entry a row gets) per expectation, in suite order: the entry as
+    # split_by_suite builds it (whose lists follow GE's result order, not the suite's).
     reasons = []
     for expectation in suite.expectations:
         meta = expectation.meta or {}
