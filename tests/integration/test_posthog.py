@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import time
 import urllib.parse
 import uuid
 from datetime import UTC, datetime
@@ -198,6 +199,12 @@ def test_the_remote_configuration_answers_the_path_token_only_and_records_its_so
     assert httpx.get(f"{api.url}/array/phc_other/config.js", headers=header).status_code == 401
     garbled = {"Authorization": "Basic !!!"}
     assert httpx.get(f"{api.url}/array/{api.key}/config", headers=garbled).status_code == 200
-    logged = [orjson.loads(line) for line in api.log.read_text().splitlines() if line.startswith("{")]
-    answered = [line for line in logged if line.get("route") == "/array/{token}/config"]
+    # The API logs a request once its answer is sent: the line may come a moment after the response.
+    deadline = time.monotonic() + 10
+    while True:
+        logged = [orjson.loads(line) for line in api.log.read_text().splitlines() if line.startswith("{")]
+        answered = [line for line in logged if line.get("route") == "/array/{token}/config"]
+        if answered or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert [(line["status"], line["source"], line["format"]) for line in answered] == [(200, "local", "posthog")]
