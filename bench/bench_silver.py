@@ -1,6 +1,7 @@
 """Bronze → silver throughput and per-stage cost, with validation and scrubbing each switched off.
 
-Writes N synthetic bronze events (2,000 users, 300 distinct user agents, 5% bots, 1% invalid,
+Writes N synthetic bronze events (2,000 users each on a public IPv4 address, 300 distinct user
+agents, 5% bots, 1% invalid,
 URLs with query strings, nested properties: a product object with a tag list, a cart array of
 objects, error events with stack traces) to a temporary lake, then runs the silver step of
 ``pipelines/silver.py`` stage by stage three times on the same bronze, each into a fresh silver:
@@ -15,7 +16,8 @@ objects, error events with stack traces) to a temporary lake, then runs the silv
 * ``no_scrub``: scrub rules empty and no pseudonymization.
 
 Prints µs per event per stage, events/s per variant and each variant's time as a ratio of
-``full``; gold (DAU + MAU refresh) is timed once, separately. Usage:
+``full``; gold (DAU + MAU refresh) is timed once, separately, and so is the IP → country lookup
+inside ``scrub_enrich`` (cold and warm cache, µs per event). Usage:
 ``.venv/bin/python bench/bench_silver.py [--events 1000000]``
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import random
 import re
 import resource
@@ -18,6 +19,7 @@ import polars as pl
 import pyarrow as pa
 
 from pipelines import transform
+from pipelines.geo import country_from_ip
 from pipelines.gold import refresh_mart
 from pipelines.parallel import Parallelism, RowPool
 from pipelines.pseudonyms import Pseudonymizer
@@ -37,6 +39,20 @@ AGENTS = [
     f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/{100 + i}.0 Safari/537.36" for i in range(285)
 ] + [f"Googlebot/2.{i} (+http://www.google.com/bot.html)" for i in range(15)]
 VARIANTS = ("full", "single_process", "no_validation", "no_scrub")
+USERS = 2_000
+
+
+def public_addresses(n: int, seed: int) -> list[str]:
+    """``n`` random global IPv4 addresses (one per user: the geo lookup sees ~``n`` distinct /24s)."""
+    rng = random.Random(seed)
+    found: list[str] = []
+    while len(found) < n:
+        address = ipaddress.IPv4Address(rng.getrandbits(32))
+        if address.is_global and not address.is_multicast:
+            found.append(str(address))
+    return found
+
+
 NO_RULES = ScrubRules(re.compile(r"(?!)"), re.compile(r"(?!)"), ())
 
 
@@ -61,16 +77,19 @@ def bronze(n: int, seed: int = 7, prefix: str = "e") -> pa.Table:
     """``n`` synthetic bronze events (ids from ``prefix`` and their index, the rest from ``seed``)."""
     rng = random.Random(seed)
     ctx = RequestContext(received_at=datetime.now(UTC), ip="203.0.113.9")
+    addresses = public_addresses(USERS, seed)
     start = datetime(2024, 1, 1, tzinfo=UTC)
     rows = []
     kinds = ["click"] * 6 + ["cart"] * 2 + ["scroll", "errors"]
     for i in range(n):
         kind = rng.choice(kinds) if rng.random() > 0.01 else "Bad Name"
+        user = rng.randrange(USERS)
         payload = {
             "uuid": f"{prefix}{i}",
             "timestamp": (start + timedelta(seconds=rng.randrange(90 * 86400))).isoformat(),
             "app": "bench",
-            "user": f"u{rng.randrange(2000)}",
+            "user": f"u{user}",
+            "ip": addresses[user],
             "session": f"s{rng.randrange(20000)}",
             "page": f"https://shop.example/p/{rng.randrange(200)}?ref=mail&token=t{rng.randrange(10)}",
             "userAgent": rng.choice(AGENTS),
@@ -164,7 +183,28 @@ def main() -> None:
             + f" {total:>8.1f} {n / total:>9,.0f} {total / full_total:>7.2f}"
         )
     print("gold refresh after the full variant: " + ", ".join(f"{m} {s:.1f} s" for m, s in gold_s.items()))
+    print(geo_cost(n))
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+def geo_cost(n: int) -> str:
+    """The IP → country lookup inside ``scrub_enrich`` on its own: ``n`` rows of :data:`USERS`
+    clients' full addresses, no location sent, the lookup's cache emptied first (cold), then again
+    (warm: what every micro-batch after the first pays for clients seen before)."""
+    rows = pl.DataFrame({"ip": [address for address in public_addresses(USERS, 7) for _ in range(n // USERS)]})
+    no_location = pl.Series("location_country", [None] * rows.height, dtype=pl.String)
+    country_from_ip.cache_clear()
+    timings = []
+    for _ in ("cold", "warm"):
+        started = time.perf_counter()
+        country, _source = transform.country_columns(no_location, rows["ip"])
+        timings.append(time.perf_counter() - started)
+    found = country.drop_nulls().len()
+    return (
+        f"geo (IP → country) over {rows.height:,} rows, {USERS:,} distinct networks, {found:,} with a country: "
+        f"cold cache {timings[0]:.3f} s ({timings[0] / rows.height * 1e6:.2f} µs/event), "
+        f"warm {timings[1]:.3f} s ({timings[1] / rows.height * 1e6:.2f} µs/event)"
+    )
 
 
 class _VariantLake(Lake):

@@ -114,7 +114,7 @@ def _feeds(
             columns=["app", "source", "received_date"],
         ),
         "silver_changes": silver.read(["app", "source", "received_at", "event_id"], both),
-        "silver_count_changes": silver.read(["app", "source", "received_at", "is_bot"], both),
+        "silver_count_changes": silver.read(["app", "source", "received_at", "is_bot", "is_asset"], both),
         # The quarantine has no change data feed: the received days of the files it added since.
         "quarantine_changed_days": pa.table(
             {"day": changed_partitions(lake, REJECTED_EVENTS, quarantine_from, quarantine_version)}

@@ -7,6 +7,8 @@
   library that sent the event, its device type and OS, per Segment's context spec,
   https://segment.com/docs/connections/spec/common/#context), else what the user agent says.
 * Country: :mod:`pipelines.geo`.
+* Asset requests: a ``page_view`` whose URL is a static file (a stylesheet, script, image, font, …)
+  is a request a browser makes for a page, not a page someone viewed (:func:`is_asset_request`).
 
 The parsers are slow per distinct string (device-detector ~10 ms per user agent), so results are
 cached per value here and silver calls them once per distinct value of a micro-batch.
@@ -14,9 +16,11 @@ cached per value here and silver calls them once per distinct value of a micro-b
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from crawlerdetect import CrawlerDetect
@@ -183,3 +187,74 @@ def platform_from_context(context: str | None) -> str | None:
     if device_type in ("ios", "android"):
         return device_type
     return by_os
+
+
+#: File extensions of static assets: what a page loads, never a page itself (stylesheets, scripts,
+#: source maps, images, icons, fonts, audio and video, feeds and manifests). Documents a person opens
+#: (``.pdf``, ``.html``, ``.php``, ``.aspx``) are pages.
+ASSET_EXTENSIONS = frozenset(
+    [
+        "css",
+        "js",
+        "mjs",
+        "map",
+        "json",
+        "xml",
+        "txt",
+        "webmanifest",
+        "png",
+        "jpg",
+        "jpeg",
+        "gif",
+        "webp",
+        "avif",
+        "svg",
+        "ico",
+        "bmp",
+        "tif",
+        "tiff",
+        "woff",
+        "woff2",
+        "ttf",
+        "otf",
+        "eot",
+        "mp3",
+        "mp4",
+        "m4a",
+        "ogg",
+        "oga",
+        "ogv",
+        "webm",
+        "wav",
+        "flac",
+        "mov",
+        "avi",
+        "wasm",
+        "swf",
+    ]
+)
+#: Content types of a page (RFC 9110 media types): any other known content type is an asset.
+PAGE_CONTENT_TYPES = frozenset(("text/html", "application/xhtml+xml", "application/pdf"))
+
+
+@lru_cache(maxsize=65_536)
+def is_asset_request(page_url: str | None, content_type: str | None = None) -> bool:
+    """Whether a ``page_view`` of ``page_url`` is a static-asset request rather than a page.
+
+    ``content_type`` (the response's media type, when the client sent it as the event's
+    ``content_type`` property) decides when given: an asset unless it is one of
+    :data:`PAGE_CONTENT_TYPES` (parameters such as ``; charset=utf-8`` ignored). Otherwise the
+    URL's path decides: its last segment's extension (case-insensitive; the query and fragment
+    ignored) is one of :data:`ASSET_EXTENSIONS`. A URL without a path, or text that is no URL, is a
+    page: only what is known to be a file is left out of page metrics.
+    """
+    if content_type:
+        return content_type.split(";", 1)[0].strip().lower() not in PAGE_CONTENT_TYPES
+    if not page_url:
+        return False
+    try:
+        path = urlsplit(page_url).path
+    except ValueError:
+        return False
+    extension = posixpath.splitext(posixpath.basename(path))[1]
+    return extension[1:].lower() in ASSET_EXTENSIONS

@@ -29,7 +29,7 @@ from warehouse.lake.tables import EVENTS, PERSON_FIRST_SEEN, RAW_EVENTS
 log = logging.getLogger(__name__)
 
 #: The columns person resolution reads; the people views' other columns are filled with nulls.
-_COLUMNS = ["app", "source", "timestamp", "user_id", "anonymous_id", "session_id", "is_bot"]
+_COLUMNS = ["app", "source", "timestamp", "user_id", "anonymous_id", "session_id", "is_bot", "is_asset"]
 
 
 def _people_rows(feed: pa.RecordBatchReader) -> pa.RecordBatchReader:

@@ -1,16 +1,18 @@
-"""Rescrub: today's scrub rules applied, in place, to the rows already in silver and the quarantine.
+"""Rescrub: today's scrub rules applied, in place, to the rows already in silver and the quarantine,
+and silver's derived columns added since the rows were written filled in from silver itself.
 
-Rows keep the scrubbing of the rules they were written under. When the rules file changes (its
-fingerprint, :attr:`pipelines.scrub_rules.ScrubRules.fingerprint`, differs from the one both tables
-record in the table property :data:`RULES_PROPERTY`), the ``rescrub_sensor`` starts the
-``rescrub_lake`` job, which:
+Rows keep the scrubbing of the rules they were written under. When the rules file changes, or a
+release adds derived columns (:data:`pipelines.scrub_rules.DERIVATIONS_VERSION`), the fingerprint
+:attr:`pipelines.scrub_rules.ScrubRules.fingerprint` differs from the one both tables record in the
+table property :data:`RULES_PROPERTY`, and the ``rescrub_sensor`` starts the ``rescrub_lake`` job,
+which:
 
 1. :func:`rescrub` (the silver asset in mode ``rescrub``): reads each partition of silver
    (``event_date``) and of the quarantine (``received_date``), applies the rules
-   (:func:`pipelines.transform.scrub_silver_columns` and the identifiers' pseudonyms;
-   :func:`pipelines.transform.scrub_quarantine_columns`) and, when any value changed or a file of
-   the partition still carries statistics of other columns than the table's ``stats_columns``,
-   replaces the partition in one commit (replaceWhere) whose metadata says
+   (:func:`pipelines.transform.scrub_silver_columns` and the identifiers' pseudonyms, then
+   :func:`pipelines.transform.backfill_derived`; :func:`pipelines.transform.scrub_quarantine_columns`)
+   and, when any value changed or a file of the partition still carries statistics of other
+   columns than the table's ``stats_columns``, replaces the partition in one commit (replaceWhere) whose metadata says
    ``eventlake.operation: rescrub``. Other partitions are not written, so a second run writes nothing.
    Silver's cold tier (:mod:`warehouse.lake.tiers`) is rescrubbed in place the same way;
 2. the gold marts follow through silver's change data feed (the rewritten days), as after a
@@ -71,11 +73,15 @@ def _rewritten(
     at a time). A partition is rewritten when a value changes, or when one of its files carries
     statistics of a column outside ``table.stats_columns`` (written before the table restricted
     them: the log would keep copying those values)."""
-    version = store.version(table)
-    if version is None:
+    written = store.version(table)
+    if written is None:
         return
     column = table.partition_by[0]
-    stale = set(partitions_with_stats(store, table, version, exclude=table.stats_columns).to_pylist())
+    # Before ensure(): once the table restricts its statistics columns, its files' others are not read.
+    stale = set(partitions_with_stats(store, table, written, exclude=table.stats_columns).to_pylist())
+    store.ensure(table)  # a tier an older release wrote gets the columns added since (its rows read null)
+    version = store.version(table)
+    assert version is not None
     for day in sorted(changed_partitions(store, table, -1, version).to_pylist()):
         frame = pl.from_arrow(store.dataset(table, version, files=((column, "=", day),), cold=False).to_table())
         assert isinstance(frame, pl.DataFrame)
@@ -109,9 +115,8 @@ def rescrub(store: Lake, rules: Rules) -> BatchStats:
     stats = BatchStats("rescrub")
 
     def silver_rows(frame: pl.DataFrame) -> pl.DataFrame:
-        return transform.pseudonymize_columns(
-            transform.scrub_silver_columns(frame, rules.scrubber), rules.pseudonymizer
-        )
+        scrubbed = transform.scrub_silver_columns(frame, rules.scrubber)
+        return transform.backfill_derived(transform.pseudonymize_columns(scrubbed, rules.pseudonymizer))
 
     columns = suite_columns(rules.silver_suite)
     tiers = [store, *([store.cold] if store.cold is not None else [])]

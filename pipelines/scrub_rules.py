@@ -16,7 +16,8 @@ import yaml
 from pipelines.sensitive_values import REPLACERS, VALIDATORS
 
 #: Table property of silver and the quarantine: the fingerprint (:attr:`ScrubRules.fingerprint`) of
-#: the rules every row of the table was scrubbed with (:mod:`pipelines.rescrub`).
+#: the rules every row of the table was scrubbed with, and of silver's derivations it carries
+#: (:data:`DERIVATIONS_VERSION`; :mod:`pipelines.rescrub`).
 RULES_PROPERTY = "eventlake.scrubRules"
 #: The shipped rules: package data of ``pipelines`` (a file on disk in a regular install).
 DEFAULT_RULES_PATH = Path(str(files("pipelines").joinpath("scrub_rules.yaml")))
@@ -137,8 +138,16 @@ def _scoped(pattern: re.Pattern[str]) -> str:
     return f"(?{flags}:{_GLOBAL_FLAGS.sub('', pattern.pattern)})" if flags else f"(?:{pattern.pattern})"
 
 
+#: The version of silver's derived columns that rows already stored need when it changes
+#: (:data:`pipelines.transform.BACKFILLED_COLUMNS`). It is part of the fingerprint a table records,
+#: so raising it makes every table lag and the rescrub (:mod:`pipelines.rescrub`) fill the columns
+#: in from silver itself, hot and cold tier. 2: the asset flag and the IP's country.
+DERIVATIONS_VERSION = "2"
+
+
 def _fingerprint(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """The fingerprint of the rules ``text`` and :data:`DERIVATIONS_VERSION` (16 hex digits)."""
+    return hashlib.sha256(f"{text}\0derivations={DERIVATIONS_VERSION}".encode()).hexdigest()[:16]
 
 
 def rules_fingerprint(path: Path = DEFAULT_RULES_PATH) -> str:

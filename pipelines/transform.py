@@ -19,8 +19,8 @@ import pyarrow as pa
 
 from pipelines.consistency import duplicate_conflicts, type_conflicts
 from pipelines.decoding import decode_fields
-from pipelines.enrichment import Device, device_from_user_agent, platform_from_context
-from pipelines.geo import country_from_location
+from pipelines.enrichment import Device, device_from_user_agent, is_asset_request, platform_from_context
+from pipelines.geo import IP_SOURCE, LOCATION_SOURCE, country_from_ip, country_from_location
 from pipelines.parallel import RowPool
 from pipelines.pseudonyms import PERSONAL_ID_COLUMNS, Pseudonymizer
 from pipelines.scrubbing import MASKED_COLUMN, Scrubber, masked_counts, scrub_json_texts
@@ -198,11 +198,11 @@ def build_silver(
     (without one, such identifiers are kept: only tests and benchmarks pass none).
     ``pool`` spreads the per-row property scrub over worker processes or a Ray cluster, and on Ray
     the enrichment too (the same result).
-    Device, platform and country come from :func:`enrich_fields`, read before scrubbing; the
-    values they give are scrubbed too.
+    Device, platform, country and the asset flag come from :func:`enrich_fields`, read before
+    scrubbing; the values they give are scrubbed too.
     """
     scrubber = scrubber or Scrubber()
-    clients = valid.select("user_agent", "context", "location")
+    clients = valid.select(*CLIENT_COLUMNS[:-1], content_type_of(pl.col("properties")))
     fields = pool.map(enrich_fields, clients, host_workers=False) if pool is not None else enrich_fields(clients)
     enriched = pl.concat([valid, fields], how="horizontal").with_columns(
         pl.col("timestamp").dt.date().alias("event_date"), pl.lit(run_id).alias("run_id")
@@ -213,13 +213,65 @@ def build_silver(
     return silver.select(EVENTS.schema.names).to_arrow().cast(EVENTS.schema)
 
 
+#: What :func:`enrich_fields` reads of each row (``content_type``: :func:`content_type_of` its properties).
+CLIENT_COLUMNS = ("user_agent", "context", "location", "ip", "event_type", "page_url", "content_type")
+#: The silver columns derived from others of the same row that a backfill fills in rows written
+#: before they existed (:func:`backfill_derived`).
+BACKFILLED_COLUMNS = ("is_asset", "country", "country_source")
+
+
+def content_type_of(properties: pl.Expr) -> pl.Expr:
+    """The ``content_type`` property (a response's media type, e.g. sent by a server-side tracker)
+    of each row's properties JSON text, or null; named ``content_type``."""
+    has_key = properties.str.contains('"content_type"', literal=True)
+    return pl.when(has_key).then(properties.str.json_path_match("$.content_type")).alias("content_type")
+
+
+def asset_flags(event_type: pl.Series, page_url: pl.Series, content_type: pl.Series) -> pl.Series:
+    """``is_asset`` per row: a ``page_view`` that requested a static file
+    (:func:`pipelines.enrichment.is_asset_request`, once per distinct URL and content type);
+    ``False`` for every other event type."""
+    pages = pl.DataFrame(
+        [event_type.alias("event_type"), page_url.alias("page_url"), content_type.alias("content_type")]
+    )
+    distinct = pages.select("page_url", "content_type").unique()
+    distinct = distinct.with_columns(
+        pl.Series("is_asset", [is_asset_request(u, c) for u, c in distinct.iter_rows()], dtype=pl.Boolean)
+    )
+    flags = pages.join(distinct, on=["page_url", "content_type"], how="left", nulls_equal=True, maintain_order="left")
+    return (
+        flags.select((pl.col("event_type") == "page_view").fill_null(False) & pl.col("is_asset"))
+        .to_series()
+        .alias("is_asset")
+    )
+
+
+def country_columns(location_country: pl.Series, ip: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """``(country, country_source)`` per row, by :mod:`pipelines.geo`'s precedence: the client-sent
+    location's country (``location_country``) when it names one, else the country of the row's
+    network (``ip``, truncated here first: :func:`pipelines.sensitive_values.truncate_ip`, so a
+    full and a truncated address agree), each distinct network once; the source is
+    :data:`pipelines.geo.LOCATION_SOURCE` or :data:`pipelines.geo.IP_SOURCE`, null with no country."""
+    by_ip = _map_distinct(_map_distinct(ip, truncate_ip), country_from_ip)
+    source = (
+        pl.when(location_country.is_not_null())
+        .then(pl.lit(LOCATION_SOURCE))
+        .when(by_ip.is_not_null())
+        .then(pl.lit(IP_SOURCE))
+    )
+    both = pl.select(pl.coalesce(location_country, by_ip).alias("country"), source.alias("country_source"))
+    return both["country"], both["country_source"]
+
+
 def enrich_fields(clients: pl.DataFrame) -> pl.DataFrame:
-    """A per-row stage (:mod:`pipelines.parallel`): what each row's ``user_agent``, ``context``
-    (SDK context, JSON text) and ``location`` say about its client, each distinct value once.
+    """A per-row stage (:mod:`pipelines.parallel`): what each row's :data:`CLIENT_COLUMNS` say
+    about its client and request, each distinct value once.
 
     Returns :class:`pipelines.enrichment.Device`'s columns, with ``platform`` the SDK context's
-    word first (:func:`pipelines.enrichment.platform_from_context`) and the user agent's otherwise,
-    and ``country`` (:func:`pipelines.geo.country_from_location`), for the same rows in order.
+    word first (:func:`pipelines.enrichment.platform_from_context`) and the user agent's otherwise;
+    ``is_asset`` (:func:`asset_flags`); ``country`` and ``country_source``
+    (:func:`country_columns` of :func:`pipelines.geo.country_from_location` and ``ip``), for the
+    same rows in order.
     """
     devices = (
         clients.select("user_agent")
@@ -238,10 +290,37 @@ def enrich_fields(clients: pl.DataFrame) -> pl.DataFrame:
     joined = clients.select("user_agent").join(
         devices, on="user_agent", how="left", nulls_equal=True, maintain_order="left"
     )
+    country, source = country_columns(_map_distinct(clients["location"], country_from_location), clients["ip"])
     return joined.select(
         *(name for name in _DEVICE_SCHEMA.to_schema() if name != "platform"),
         pl.coalesce(_map_distinct(clients["context"], platform_from_context), pl.col("platform")).alias("platform"),
-        _map_distinct(clients["location"], country_from_location).alias("country"),
+        asset_flags(clients["event_type"], clients["page_url"], clients["content_type"]),
+        country,
+        source,
+    )
+
+
+def backfill_derived(silver: pl.DataFrame) -> pl.DataFrame:
+    """Silver rows with :data:`BACKFILLED_COLUMNS` filled from the row itself where a release
+    before them left them null (silver only: bronze for old days may be gone); idempotent, and
+    rows written since keep their values.
+
+    ``is_asset`` is :func:`asset_flags` of the scrubbed URL and properties. A row without
+    ``country_source`` got its ``country`` from its location only, so that value stays as the
+    location's, and :func:`country_columns` adds the network's where there is none.
+    """
+    flags = asset_flags(
+        silver["event_type"], silver["page_url"], silver.select(content_type_of(pl.col("properties")))["content_type"]
+    )
+    old = silver["country_source"].is_null()
+    location_country = silver.select(pl.when(old | (pl.col("country_source") == LOCATION_SOURCE)).then("country"))[
+        "country"
+    ]
+    country, source = country_columns(location_country, silver["ip"])
+    return silver.with_columns(
+        pl.coalesce(pl.col("is_asset"), flags).alias("is_asset"),
+        pl.when(old).then(country).otherwise(pl.col("country")).alias("country"),
+        pl.when(old).then(source).otherwise(pl.col("country_source")).alias("country_source"),
     )
 
 

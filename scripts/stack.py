@@ -22,6 +22,7 @@ open ``s3://`` here; Superset reads the snapshot).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import shutil
@@ -34,22 +35,73 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
-import s3_server
-from stack_dagster import RunFailedError, dagster_yaml, fail_orphaned_runs, failed_run_check, migrate, terminate_runs
-from stack_processes import Program, ProgramFailedError, Supervisor, exit_with_parent, wait_ready
 
-from dashboards import service
-from pipelines.cli.replay import replay
-from pipelines.cli.status import GoldNotReadyError, active_users_summary, format_summary, wait_for_gold
-from pipelines.defs import build_definitions
-from warehouse.marts import MartError
-from warehouse.settings import STACK_S3_ENV, Settings
-from warehouse.sources import LOCAL_SOURCE, ensure_local_source
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line: ``mode`` (``up``, ``demo`` or ``serve``) and ``--lake`` (``local`` or ``s3``).
+
+    Needs the standard library only, so ``python3 scripts/stack.py --help`` answers before ``.venv``
+    exists.
+
+    Raises:
+        SystemExit: after ``--help`` (0) or a usage error (2), as argparse does.
+    """
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Run it through make, which creates .venv from the lock files first: `make up` (or `make up "
+        "LAKE=s3 SUPERSET=0`), `make demo`; or, once .venv exists, `.venv/bin/python scripts/stack.py up`. "
+        "Ports and the data folder come from EVENTLAKE_INGEST_PORT (8000), EVENTLAKE_DAGSTER_PORT (3000), "
+        "EVENTLAKE_SUPERSET_PORT (8088) and EVENTLAKE_DATA_DIR (data); EVENTLAKE_SUPERSET=0 leaves Superset out.",
+    )
+    parser.add_argument("mode", choices=["up", "demo", "serve"])
+    parser.add_argument(
+        "--lake",
+        choices=["local", "s3"],
+        default="local",
+        help="where the lake lives: local folders (default) or a local S3 server started and stopped with the stack",
+    )
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and usage errors answer here, before the imports below that need .venv
+    missing = [name for name in ("httpx", "dagster", "pipelines") if importlib.util.find_spec(name) is None]
+    if missing:
+        sys.exit(
+            f"stack.py: {', '.join(missing)} not installed for {sys.executable}: run `make up` (it creates .venv "
+            "from the lock files), or .venv/bin/python scripts/stack.py once .venv exists"
+        )
+
+
+# Third-party and project modules: installed in .venv (`make up` creates it).
+import s3_server  # noqa: E402
+from stack_dagster import (  # noqa: E402
+    RunFailedError,
+    dagster_yaml,
+    fail_orphaned_runs,
+    failed_run_check,
+    migrate,
+    terminate_runs,
+)
+from stack_processes import Program, ProgramFailedError, Supervisor, exit_with_parent, wait_ready  # noqa: E402
+
+from dashboards import service  # noqa: E402
+from pipelines.cli.replay import replay  # noqa: E402
+from pipelines.cli.status import GoldNotReadyError, active_users_summary, format_summary, wait_for_gold  # noqa: E402
+from pipelines.defs import build_definitions  # noqa: E402
+from warehouse.marts import MartError  # noqa: E402
+from warehouse.settings import STACK_S3_ENV, Settings  # noqa: E402
+from warehouse.sources import LOCAL_SOURCE, ensure_local_source  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = [
     ROOT / "samples" / name
-    for name in ("web_access_2015.log", "onlineshop_2019.csv", "ecom_scenarios_2024.csv.gz", "ui_demo.ndjson")
+    for name in (
+        "web_access_2015.log",
+        "onlineshop_2019.csv",
+        "ecom_scenarios_2024.csv.gz",
+        "ui_demo.ndjson",
+        "geo_demo.ndjson",
+    )
 ]
 #: The ecom sample's users (a slowly changing dimension), used by ``up``/``demo`` unless
 #: ``EVENTLAKE_USERS_PATH`` names another source.
@@ -291,15 +343,7 @@ def start_object_store(data_dir: Path) -> s3_server.S3Server:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=["up", "demo", "serve"])
-    parser.add_argument(
-        "--lake",
-        choices=["local", "s3"],
-        default="local",
-        help="where the lake lives: local folders (default) or a local S3 server started and stopped with the stack",
-    )
-    args = parser.parse_args()
+    args = parse_args()
     started_at = time.monotonic()
     handler = logging.StreamHandler(sys.stdout)  # the helpers' warnings, said like the CLI's lines
     handler.setFormatter(logging.Formatter("[eventlake] %(message)s"))

@@ -19,6 +19,7 @@ from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
 from pipelines import erasure
+from pipelines.cli.closed_pipe import quiet_on_closed_pipe
 from pipelines.pseudonyms import silver_pseudonymizer
 from pipelines.scrub_rules import DEFAULT_RULES_PATH
 from warehouse import gold
@@ -29,6 +30,7 @@ LOCATION = "eventlake"
 _DONE = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 
 
+@quiet_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     """``eventlake-erase --user ID [--app APP] [--in-process] [--timeout S]``.
 

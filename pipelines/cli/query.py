@@ -13,6 +13,7 @@ import duckdb
 import polars as pl
 import pyarrow.csv as pacsv
 
+from pipelines.cli.closed_pipe import quiet_on_closed_pipe
 from warehouse.lake.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS
 from warehouse.settings import read_settings
 
@@ -20,6 +21,7 @@ from warehouse.settings import read_settings
 QUERYABLE = (EVENTS, RAW_EVENTS, REJECTED_EVENTS)
 
 
+@quiet_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     """``eventlake-query SQL [--csv] [--rows N]``: print the query's result as a table (at most ``N``
     rows shown, default 50) or as CSV (every row). Exit status 2 with DuckDB's message when the SQL

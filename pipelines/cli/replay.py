@@ -1,21 +1,12 @@
 """``eventlake-replay``: send sample files to the ingest API as a real client would.
 
-Each file becomes its own ``app`` (the file name without extensions) and is turned into
-native payloads (see ``warehouse.contract.native``) POSTed in batches over HTTP:
+Each file's lines become native payloads (:mod:`warehouse.contract.native`) POSTed in batches over
+HTTP, the file's ``app`` being its name up to the first dot (:func:`app_name`). The formats and the
+columns read are described once, in :data:`FORMATS` (what ``--help`` prints); the access log's is
+https://httpd.apache.org/docs/2.4/logs.html#combined.
 
-* Apache/NCSA combined access log (``*.log``): one ``page_view`` per request line with the
-  method, status and bytes as properties; the client address is sent as ``ip`` and a stable
-  pseudonymous user id is derived from it (never the raw address as user id); user agent and
-  referrer are kept. Format: https://httpd.apache.org/docs/2.4/logs.html#combined
-* CSV (``*.csv`` or ``*.csv.gz``) with ``user_id,event,timestamp`` columns and optionally
-  ``session_id``: one event per row named by ``event``; other columns become its properties.
-  Naive timestamps are sent as UTC.
-* Newline-delimited JSON (``*.ndjson``, ``*.jsonl``): one native payload per line, sent as
-  it is (a captured client stream; the payload's own ``uuid`` keeps the replay idempotent).
-  Its ``app`` defaults to the file name like the others.
-
-Payload uuids are ``uuid5(REPLAY_NAMESPACE, f"{file name}:{line number}")``: replaying a
-file is idempotent while genuinely repeated lines stay distinct events.
+Payload uuids of ``.log`` and ``.csv`` files are ``uuid5(REPLAY_NAMESPACE, f"{file name}:{line number}")``:
+replaying a file is idempotent while genuinely repeated lines stay distinct events.
 """
 
 from __future__ import annotations
@@ -40,6 +31,7 @@ import httpx
 from tenacity import RetryError, retry, retry_if_exception, stop_after_attempt, wait_exponential
 from tqdm import tqdm
 
+from pipelines.cli.closed_pipe import quiet_on_closed_pipe
 from warehouse.settings import read_settings
 from warehouse.sources import ensure_local_source
 
@@ -56,10 +48,41 @@ _COMBINED = re.compile(
     r'(?: "(?P<referrer>[^"]*)" "(?P<agent>[^"]*)")?'
 )
 _REQUIRED_CSV_COLUMNS = {"user_id", "event", "timestamp"}
+_OPTIONAL_CSV_COLUMNS = {"session_id"}
+#: File name endings replay reads: access log, event CSV (plain or gzip), native payloads.
+SUFFIXES = (".log", ".csv", ".csv.gz", ".ndjson", ".jsonl")
+
+#: What ``eventlake-replay --help`` says of the files it reads (kept next to the readers below).
+FORMATS = """\
+app: every event of a file gets the file's name up to its first dot as its app
+(samples/onlineshop_2019.csv -> onlineshop_2019, shop.v2.csv.gz -> shop); an NDJSON
+payload that has its own "app" keeps it.
+
+formats, by the end of the file name:
+  .log             Apache/NCSA access log in combined format, one request per line:
+      host ident user [17/May/2015:10:05:03 +0000] "GET /path HTTP/1.1" status bytes "referrer" "agent"
+                   (or common format: without referrer and agent). One page_view per line,
+                   with method, status and bytes as properties; the page is --log-base-url +
+                   the request path (an absolute URL as it is); the user is a pseudonymous id
+                   derived from host (never the address itself), which is sent as ip too;
+                   referrer and agent are kept. Lines in another format are skipped with a
+                   warning.
+  .csv, .csv.gz    comma-separated text (gzip-compressed for .csv.gz) with a header line.
+                   Columns read: user_id, event, timestamp (required), session_id (optional);
+                   any other column becomes a property of the event, as text. One event per
+                   row, named by event; timestamp is ISO 8601 (2019-11-01 17:59:13.273932,
+                   2024-03-13T10:21:14+02:00), read as UTC when it has no offset.
+  .ndjson, .jsonl  one native payload (a JSON object: uuid, timestamp, events, ...) per line,
+                   sent as it is; blank lines are skipped.
+
+Replaying a file again is idempotent: a .log or .csv line's payload uuid is derived from the
+file name and line number (an NDJSON payload keeps its own): bronze receives the events again,
+silver keeps each once (the Data quality dashboard counts the repeats as duplicate).
+"""
 
 
 def app_name(path: Path) -> str:
-    """The ``app`` a sample file is replayed as: its name without extensions."""
+    """The ``app`` a sample file is replayed as: its name up to the first dot (``shop.v2.csv`` → ``shop``)."""
     return path.name.split(".", 1)[0]
 
 
@@ -127,7 +150,7 @@ def csv_payloads(path: Path) -> Iterator[dict[str, Any]]:
         if missing:
             raise ValueError(f"{path.name}: missing CSV columns {sorted(missing)}")
         for number, row in enumerate(reader, start=2):  # line 1 is the header
-            extra = {k: v for k, v in row.items() if k not in _REQUIRED_CSV_COLUMNS | {"session_id"}}
+            extra = {k: v for k, v in row.items() if k not in _REQUIRED_CSV_COLUMNS | _OPTIONAL_CSV_COLUMNS}
             payload: dict[str, Any] = {
                 "uuid": _payload_uuid(path, number),
                 "timestamp": _as_rfc3339(row["timestamp"]),
@@ -174,7 +197,7 @@ def payloads_for(path: Path, base_url: str) -> Iterator[dict[str, Any]]:
         return csv_payloads(path)
     if path.name.endswith((".ndjson", ".jsonl")):
         return ndjson_payloads(path)
-    raise ValueError(f"{path.name}: unsupported sample file (expected .log, .csv, .csv.gz, .ndjson or .jsonl)")
+    raise ValueError(f"{path.name}: unsupported sample file (expected a name ending in {', '.join(SUFFIXES)})")
 
 
 @dataclass
@@ -226,30 +249,45 @@ def replay(
     construction). 200 payloads per POST stay well under the API's 500 KB request limit.
 
     Raises:
-        httpx.HTTPStatusError: on any other non-2xx answer, or when retries run out.
+        httpx.HTTPStatusError: on any other non-2xx answer (e.g. 401: unknown write key).
+        tenacity.RetryError: transport errors, 429 or 503 still after 6 attempts.
+        ValueError: a file of another type than :data:`SUFFIXES`, or whose content is not in its
+            format (:func:`csv_payloads`, :func:`ndjson_payloads`); the files before it were sent.
+        OSError: a file cannot be read.
     """
     result = ReplayResult()
     url = api_url.rstrip("/") + "/v1/events"
     headers = {"User-Agent": USER_AGENT, "X-Write-Key": write_key}
     with httpx.Client(timeout=60, headers=headers) as client, ThreadPoolExecutor(concurrency) as pool:
         for path in paths:
-            bar = tqdm(desc=path.name, unit="payload", disable=not progress, file=sys.stderr)
-            batches = _batches(payloads_for(path, base_url), batch_size)
-            for sent, body in pool.map(lambda b: (b, _post(client, url, b)), batches):
-                result.accepted += body["accepted"]
-                result.rejected += len(body["rejected"])
-                version = body.get("bronze_version")
-                if version is not None:
-                    result.bronze_version = max(version, result.bronze_version or -1)
-                bar.update(len(sent))
-            bar.close()
+            with tqdm(desc=path.name, unit="payload", disable=not progress, file=sys.stderr) as bar:
+                batches = _batches(payloads_for(path, base_url), batch_size)
+                for sent, body in pool.map(lambda b: (b, _post(client, url, b)), batches):
+                    result.accepted += body["accepted"]
+                    result.rejected += len(body["rejected"])
+                    version = body.get("bronze_version")
+                    if version is not None:
+                        result.bronze_version = max(version, result.bronze_version or -1)
+                    bar.update(len(sent))
     return result
 
 
+@quiet_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; prints ``accepted=N rejected=N bronze_version=V`` on success."""
-    parser = argparse.ArgumentParser(prog="eventlake-replay", description=__doc__.split("\n\n")[0])
-    parser.add_argument("paths", nargs="+", type=Path, help="sample files (.log, .csv, .csv.gz, .ndjson, .jsonl)")
+    """CLI entry point; prints ``accepted=N rejected=N bronze_version=V`` on success.
+
+    Exit status 0: every file sent; 1: the ingest API did not answer or refused a batch (e.g. 401: an
+    unknown write key), or a file's content is not in its format (a CSV without a required column, a
+    line of NDJSON that is no JSON object; the files before it were sent); 2: a path is not a file of
+    one of :data:`SUFFIXES`' types, or a setting is invalid.
+    """
+    parser = argparse.ArgumentParser(
+        prog="eventlake-replay",
+        description="Send sample files to the ingest API (POST /v1/events) as a real client would.",
+        epilog=FORMATS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("paths", nargs="+", type=Path, help=f"sample files ({', '.join(SUFFIXES)}; formats below)")
     parser.add_argument(
         "--api-url", default=None, help="ingest API base URL (default: EVENTLAKE_INGEST_HOST and _PORT's)"
     )
@@ -271,6 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = read_settings("eventlake-replay")
     api_url = args.api_url or f"http://{settings.ingest_host}:{settings.ingest_port}"
+    for path in args.paths:
+        if not path.name.endswith(SUFFIXES):
+            parser.error(f"{path}: unsupported sample file (expected a name ending in {', '.join(SUFFIXES)})")
+        if not path.is_file():
+            parser.error(f"{path}: no such file")
     write_key = args.write_key or ensure_local_source(settings)
     try:
         result = replay(
@@ -286,6 +329,15 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(
             f"eventlake-replay: the ingest API at {api_url} did not answer: {error.last_attempt.exception()}\n"
         )
+        return 1
+    except httpx.HTTPStatusError as error:
+        sys.stderr.write(
+            f"eventlake-replay: the ingest API at {api_url} answered {error.response.status_code}: "
+            f"{error.response.text[:500]}\n"
+        )
+        return 1
+    except (ValueError, OSError) as error:  # a file's content is not in its format, or unreadable
+        sys.stderr.write(f"eventlake-replay: {error}\n")
         return 1
     tqdm.write(f"accepted={result.accepted} rejected={result.rejected} bronze_version={result.bronze_version}")
     return 0

@@ -13,6 +13,7 @@ import sys
 import redis
 from pydantic import ValidationError
 
+from pipelines.cli.closed_pipe import quiet_on_closed_pipe
 from warehouse.settings import Settings, SourceConfig, read_settings
 from warehouse.sources import (
     SharedSources,
@@ -26,6 +27,7 @@ from warehouse.sources import (
 )
 
 
+@quiet_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``eventlake-sources add NAME [--rate-limit 5000/second]``, ``eventlake-sources revoke NAME``
     or ``eventlake-sources list``.

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from pipelines.cli.closed_pipe import quiet_on_closed_pipe
 from warehouse import gold
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import RAW_EVENTS
@@ -110,8 +111,15 @@ def format_summary(summaries: list[AppSummary]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines)
 
 
+@quiet_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
-    """CLI: optionally wait for gold to cover a bronze version, then print DAU/MAU per app."""
+    """CLI: optionally wait for gold to cover a bronze version, then print DAU/MAU per app.
+
+    Reads the serving snapshot (and bronze's current version from the lake's log), never the
+    warehouse. Exit status 0: printed; 1: no snapshot yet, or gold did not cover ``--bronze-version``
+    within ``--timeout``; 2: a setting is invalid; 141: the reader closed stdout (``| head -1``,
+    :mod:`pipelines.cli.closed_pipe`).
+    """
     parser = argparse.ArgumentParser(
         prog="eventlake-status",
         description=__doc__.split("\n\n")[0],

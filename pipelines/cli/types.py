@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipelines.cli.closed_pipe import quiet_on_closed_pipe
 from pipelines.registry import JSON_TYPES, accept, known_types
 from warehouse.lake.store import Lake
 from warehouse.settings import read_settings
 
 
+@quiet_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     """``eventlake-types list`` | ``eventlake-types accept APP EVENT_TYPE PROPERTY JSON_TYPE``."""
     parser = argparse.ArgumentParser(prog="eventlake-types", description=__doc__)

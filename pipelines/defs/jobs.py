@@ -63,7 +63,8 @@ def pipeline_jobs(
         selection=selection | dg.AssetSelection.assets(purge),
         executor_def=dg.in_process_executor,
         config=_silver_config(mode="rescrub"),
-        description="After the scrub rules changed (started by rescrub_sensor): apply them in place to silver and "
-        "the quarantine, let gold and serving follow, then remove the old file versions and log entries.",
+        description="After the scrub rules changed or a release added derived columns (started by rescrub_sensor): "
+        "apply the rules in place to silver and the quarantine and fill the new columns in from silver itself, let "
+        "gold and serving follow, then remove the old file versions and log entries.",
     )
     return [ingest_to_gold, replay_quarantine, reprocess_silver, rescrub_lake]

@@ -64,7 +64,8 @@ def purged_history(
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Starts rescrub_lake when silver or the quarantine was scrubbed with other scrub rules than "
-    "the current ones (their eventlake.scrubRules property), e.g. a lake from before the ip_address rule.",
+    "the current ones, or written before silver's current derived columns (their eventlake.scrubRules property), "
+    "e.g. a lake from before the ip_address rule or the asset flag.",
 )
 def rescrub_sensor(
     context: dg.SensorEvaluationContext, lake: LakeResource, silver_step: SilverResource

@@ -61,10 +61,10 @@ def test_ecom_attributes_valid_at_event_time_match_the_rows_that_recorded_them(
         per_value = raw.group_by("day", attribute).agg(pl.col("user_id").n_unique().alias("people"))
         expected |= {(d, f"user.{attribute}", v): n for d, v, n in per_value.iter_rows()}
     assert breakdown(env, ECOM, "user.") == expected
-    # the replay's own agent names no platform: every active person counts under (none)
+    # the replay's own agent names no platform: every active person counts under (unknown)
     dau = raw.group_by("day").agg(pl.col("user_id").n_unique()).rows()
     platform = breakdown(env, ECOM, "platform")
-    assert platform == {(d, "platform", "(none)"): n for d, n in dau}
+    assert platform == {(d, "platform", "(unknown)"): n for d, n in dau}
 
 
 def _post(api: ApiServer, payloads: list[dict[str, object]]) -> None:
@@ -123,13 +123,13 @@ def test_hand_made_devices_locations_and_attribute_versions(api: ApiServer, env:
     assert {k[1:]: n for k, n in rows.items() if k[1] in ("platform", "device_type", "country")} == {
         ("platform", "web"): 3,  # u1 (Safari), u2, jane; the bot is not a person
         ("platform", "ios"): 1,  # u1 again
-        ("platform", "(none)"): 1,  # u3
+        ("platform", "(unknown)"): 1,  # u3
         ("device_type", "smartphone"): 2,  # u1, jane
         ("device_type", "desktop"): 1,
-        ("device_type", "(none)"): 1,
+        ("device_type", "(unknown)"): 1,
         ("country", "FR"): 1,  # u1 twice, once
         ("country", "DE"): 1,
-        ("country", "(none)"): 2,
+        ("country", "(unknown)"): 2,
     }
     assert {k[1:]: n for k, n in rows.items() if k[1].startswith("user.")} == {
         ("user.plan", "free"): 1,  # u1 at 10:00

@@ -175,7 +175,7 @@ def test_micro_batches_added_to_a_day_give_the_rows_of_a_rebuild(tmp_path: Path)
     platforms = (
         "select value, active_users from active_users_breakdown where day = ? and breakdown = 'platform' order by 1"
     )
-    assert con.execute(platforms, [D1]).fetchall() == [("(none)", 7), ("android", 1), ("ios", 1), ("web", 1)]
+    assert con.execute(platforms, [D1]).fetchall() == [("(unknown)", 7), ("android", 1), ("ios", 1), ("web", 1)]
     # The week of D1 holds everyone active in it, D2's people too, however its days were refreshed
     # (a week refreshed for its Monday alone once lost u5, active only on Tuesday D2).
     week = "select count(*) from active_person_weeks where day = ?"

@@ -4,24 +4,30 @@ they held is left in any file of the tables; gold stays right; a crash midway lo
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import orjson
 import polars as pl
+import pyarrow as pa
 import pytest
 import yaml
 
-from pipelines import rescrub
+from pipelines import rescrub, silver, transform
 from pipelines.defs.lifecycle import rescrub_sensor
+from pipelines.pseudonyms import Pseudonymizer
 from pipelines.scrub_rules import DEFAULT_RULES_PATH, RULES_PROPERTY, load_rules, rules_fingerprint
+from pipelines.scrubbing import Scrubber
+from pipelines.validation import load_suite, suite_path
 from tests.conftest import ApiServer, Env, materialize_all, stored_text
 from warehouse.lake.maintenance import table_properties
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS, REJECTED_EVENTS, TableDef
+from warehouse.lake.tiers import move_partition, tiered_lake
 
 pytestmark = pytest.mark.integration
 
@@ -221,3 +227,57 @@ def test_the_sensor_sees_a_rules_file_edited_in_place(
     request = sensor(env)  # the same process: the file is read again, not a cached copy
     assert isinstance(request, dg.RunRequest)
     assert request.run_key == f"rescrub@{rules_fingerprint(rules)}@silver-v{env.lake.version(EVENTS)}"
+
+
+def test_a_release_adding_derived_columns_fills_them_in_from_silver_hot_and_cold(tmp_path: Path) -> None:
+    """Silver written before ``is_asset``, ``country_source`` and the IP's country (bronze for those
+    days may be gone): the rescrub fills them in from silver's own rows, in both tiers, once."""
+    old_columns = {k: v for k, v in EVENTS.columns.items() if k not in ("is_asset", "country_source")}
+    old_events = dataclasses.replace(EVENTS, columns=old_columns)
+    at = {day: datetime(2024, 1, day, 12, tzinfo=UTC) for day in (1, 2)}
+
+    def row(event_id: str, day: int, **values: object) -> dict[str, object]:
+        return {
+            "event_id": event_id,
+            "event_type": "page_view",
+            "app": "shop",
+            "source": "web",
+            "source_format": "native",
+            "timestamp": at[day],
+            "event_date": at[day].date(),
+            "received_at": at[day],
+            "user_id": "u1",
+            "is_bot": False,
+            "bronze_version": 1,
+            "run_id": "r",
+            **values,
+        }
+
+    rows = [
+        row("css", 1, page_url="https://shop.example/app.css", ip="10.0.0.0"),
+        row("nl", 1, page_url="https://shop.example/cart", ip="193.0.14.0"),  # RIPE NCC: NL
+        row("fr", 2, page_url="https://shop.example/", ip="193.0.14.0", location="Lyon, France", country="FR"),
+        row("click", 2, event_type="click", page_url="https://shop.example/logo.png", ip="8.8.8.0"),  # Google: US
+    ]
+    store = tiered_lake(str(tmp_path / "hot"), str(tmp_path / "cold"), 9, 64)
+    store.ensure(old_events, {RULES_PROPERTY: "an-older-release"})
+    store.append(old_events, pa.Table.from_pylist(rows, schema=old_events.schema))
+    move_partition(store, old_events, "2024-01-01")  # day 1 in the cold tier, day 2 in hot
+    assert store.cold is not None
+    rules = silver.Rules(
+        load_suite(suite_path("raw_events")),
+        Scrubber(),
+        Pseudonymizer(b"k" * 32, Scrubber()),
+        load_suite(suite_path("events")),
+    )
+
+    stats = rescrub.rescrub(store, rules)
+
+    def derived(tier: Lake) -> dict[str, tuple[object, ...]]:
+        table = tier.dataset(EVENTS, cold=False).to_table(columns=["event_id", *transform.BACKFILLED_COLUMNS])
+        return {r["event_id"]: (r["is_asset"], r["country"], r["country_source"]) for r in table.to_pylist()}
+
+    assert derived(store.cold) == {"css": (True, None, None), "nl": (False, "NL", "ip")}
+    assert derived(store) == {"fr": (False, "FR", "location"), "click": (False, "US", "ip")}
+    assert stats.replaced_days == 2
+    assert rescrub.rescrub(store, rules).replaced_days == 0  # idempotent

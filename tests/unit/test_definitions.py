@@ -48,7 +48,7 @@ def test_suite_checks_name_every_expectation_of_their_suite() -> None:
         names = [name for name, _ in check_names(suite)]
         assert descriptions[key] == f"{shown}: {', '.join(names)}."
         covered += len(names)
-    assert covered == 24 + 10 + 8 + 7 + 6 + 8 + 7 + 14 + 8 + 12 + 9 + 11 + 5 + 9 + 11 + 8 + 8 + 5
+    assert covered == 24 + 12 + 8 + 7 + 6 + 8 + 7 + 14 + 8 + 12 + 9 + 11 + 5 + 9 + 11 + 8 + 8 + 5
 
 
 def test_jobs_share_the_assets_and_set_the_silver_mode() -> None:

@@ -1,15 +1,16 @@
-"""Device, platform and country enrichment: the rules one by one, then through build_silver."""
+"""Device, platform, country and asset enrichment: the rules one by one, then through build_silver."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 import orjson
+import polars as pl
 import pytest
 
 from pipelines import transform
-from pipelines.enrichment import device_from_user_agent, platform_from_context
-from pipelines.geo import country_from_location
+from pipelines.enrichment import device_from_user_agent, is_asset_request, platform_from_context
+from pipelines.geo import country_from_ip, country_from_location
 from pipelines.validation import FAILED_CHECKS, failed_checks, load_suite, split_rows, suite_path
 from tests.unit.test_transform import NO_PRIOR, NO_TYPES, bronze
 
@@ -138,3 +139,107 @@ def test_silver_rows_carry_platform_device_type_and_country() -> None:
         "d": (None, None, None),  # the bronze helper's request agent, a bare "Mozilla/5.0", says nothing
     }
     assert "jane@example.com" not in rows["d"]["location"]
+
+
+@pytest.mark.parametrize(
+    ("network", "country"),
+    [
+        # Well-known allocations (the RIRs' delegation files; the operators' own pages):
+        ("8.8.8.0", "US"),  # Google Public DNS, ARIN
+        ("193.0.14.0", "NL"),  # k.root-servers.net, RIPE NCC
+        ("202.12.27.0", "JP"),  # m.root-servers.net, WIDE, APNIC
+        ("200.160.0.0", "BR"),  # NIC.br, LACNIC
+        ("196.216.2.0", "ZA"),  # AFRINIC's services network, registered in South Africa (GeoLite2 agrees)
+        ("2001:4860::", "US"),  # Google's IPv6 /32, ARIN (a /48 as silver keeps it)
+        ("::ffff:8.8.8.0", "US"),  # IPv4-mapped IPv6, as silver truncates it
+        ("8.8.8.8", "US"),  # a full address works the same
+        # Private, shared, loopback, link-local, documentation and unique-local: nobody's country
+        ("10.0.0.0", None),
+        ("172.16.5.0", None),
+        ("192.168.1.0", None),
+        ("100.64.0.0", None),
+        ("127.0.0.0", None),
+        ("169.254.0.0", None),
+        ("192.0.2.0", None),
+        ("198.51.100.0", None),
+        ("203.0.113.0", None),
+        ("2001:db8:1::", None),
+        ("fd12:3456:789a::", None),
+        ("fe80::", None),
+        ("::ffff:10.0.0.0", None),
+        ("224.0.0.0", None),  # multicast
+        ("not an address", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_country_from_ip(network: str | None, country: str | None) -> None:
+    assert country_from_ip(network) == country
+
+
+@pytest.mark.parametrize(
+    ("url", "content_type", "asset"),
+    [
+        ("https://shop.example/static/app.css", None, True),
+        ("https://shop.example/favicon.ico", None, True),
+        ("https://shop.example/img/Logo.PNG?v=3#x", None, True),  # case, query and fragment ignored
+        ("/fonts/inter.woff2", None, True),  # a path alone (access logs)
+        ("https://shop.example/robots.txt", None, True),
+        ("https://shop.example/products/42", None, False),
+        ("https://shop.example/", None, False),
+        ("https://shop.example/report.pdf", None, False),  # a document a person opens
+        ("https://shop.example/index.php?page=a.css", None, False),  # the path decides, not the query
+        ("https://shop.example/v1.2/", None, False),
+        ("https://shop.example/products/42", "image/png", True),  # a known content type decides
+        ("https://shop.example/logo.png", "text/html; charset=utf-8", False),
+        ("http://[::1", None, False),  # no URL: a page
+        (None, None, False),
+    ],
+)
+def test_is_asset_request(url: str | None, content_type: str | None, asset: bool) -> None:
+    assert is_asset_request(url, content_type) is asset
+
+
+def test_silver_rows_carry_asset_flag_and_ip_country_with_its_source() -> None:
+    t0 = datetime(2024, 5, 1, 12, tzinfo=UTC)
+    base = {"timestamp": "2024-05-01T10:00:00Z", "user": "u1"}
+    payloads = [
+        {**base, "uuid": "a", "ip": "193.0.14.129", "page": "https://shop.example/cart"},  # RIPE NCC: NL
+        {**base, "uuid": "b", "ip": "193.0.14.129", "location": "Lyon, France"},  # the client's location wins
+        {**base, "uuid": "c", "ip": "10.1.2.3", "page": "https://shop.example/app.css"},  # private: unknown
+        {**base, "uuid": "d", "page": "https://shop.example/logo.png", "events": {"click": {}}},  # not a request
+        {
+            **base,
+            "uuid": "e",
+            "page": "https://shop.example/p/1",
+            "events": {"page_view": {"content_type": "font/woff2"}},
+        },
+    ]
+    decoded = transform.decode(bronze([(payload, t0, 1) for payload in payloads]))
+    decoded, _ = transform.with_consistency(decoded, NO_PRIOR, NO_TYPES)
+    suite = load_suite(suite_path("raw_events"))
+    split = split_rows(failed_checks(transform.validation_frame(decoded), suite)[FAILED_CHECKS], suite)
+    valid, _, _ = transform.apply_split(decoded, split)
+
+    silver = transform.build_silver(valid, "run-1")
+    uuid_of = {row["event_id"]: orjson.loads(row["payload"])["uuid"] for row in decoded.to_dicts()}
+    rows = {uuid_of[r["event_id"]]: r for r in silver.to_pylist()}
+    assert {k: (r["country"], r["country_source"], r["is_asset"]) for k, r in rows.items()} == {
+        "a": ("NL", "ip", False),
+        "b": ("FR", "location", False),
+        "c": (None, None, True),
+        "d": (None, None, False),
+        "e": (None, None, True),
+    }
+    assert rows["a"]["ip"] == "193.0.14.0"  # looked up from the network silver keeps
+
+    # The backfill of rows written before these columns gives the same values from silver alone.
+    old = pl.from_arrow(silver).with_columns(
+        pl.lit(None, pl.Boolean).alias("is_asset"),
+        pl.when(pl.col("country_source") == "ip").then(None).otherwise(pl.col("country")).alias("country"),
+        pl.lit(None, pl.String).alias("country_source"),
+    )
+    assert isinstance(old, pl.DataFrame)
+    filled = transform.backfill_derived(old)
+    assert filled.equals(pl.from_arrow(silver))
+    assert transform.backfill_derived(filled).equals(filled)  # idempotent

@@ -126,7 +126,12 @@ EVENTS = TableDef(
         "content_hash": (pa.string(), "BLAKE2b-128 of the client-sent content (pipelines.consistency)"),
         "device_type": (pa.string(), "device-detector's device type: desktop, smartphone, tablet, tv, …"),
         "platform": (pa.string(), "web, ios, android, desktop or server: SDK context, else user agent"),
-        "country": (pa.string(), "ISO 3166-1 alpha-2 code of the client-sent location, if it names one"),
+        "country": (pa.string(), "ISO 3166-1 alpha-2 code: the client-sent location's, else its IP network's"),
+        "is_asset": (
+            pa.bool_(),
+            "a page_view requesting a static file (.css, .png, …): not a page (pipelines.enrichment)",
+        ),
+        "country_source": (pa.string(), "which input gave `country`: 'location' (client-sent) or 'ip' (pipelines.geo)"),
     },
     partition_by=("event_date",),
     change_data_feed=True,

@@ -4,6 +4,9 @@
 -- person_id = user_id, else the person the anonymous id is linked to, else the person the session
 -- id is linked to, else the anonymous id, else the session id (an anonymous visitor). A blank or
 -- whitespace-only id is no id (a client sending "" must not make strangers one person).
+-- Static-asset requests (silver.is_asset: a page_view of a .css, .png, … file) are no activity of
+-- anyone's: they stay in silver, counted by the data quality mart only, and no mart sees them here
+-- (null: a row from before the flag, until the rescrub fills it in).
 -- people_events: the activity that people metrics count, defined once for every mart: resolved
 -- events with a person, bot/crawler traffic excluded (it stays in silver).
 -- Inputs: view silver_events (pipelines.gold registers only the partitions a refresh reads), tables
@@ -36,7 +39,8 @@ from silver_events as silver
 left join identity_links as by_anonymous_id
     on by_anonymous_id.app = silver.app and by_anonymous_id.alias_id = silver.anonymous_id
 left join identity_links as by_session_id
-    on by_session_id.app = silver.app and by_session_id.alias_id = silver.session_id;
+    on by_session_id.app = silver.app and by_session_id.alias_id = silver.session_id
+where not coalesce(silver.is_asset, false);
 
 create or replace temp view people_events as
 select

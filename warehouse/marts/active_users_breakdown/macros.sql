@@ -23,8 +23,9 @@ with day_events as (
 ),
 
 event_dimensions as (
-    -- SQL-standard UNPIVOT: one row per event and dimension, unknown values kept as null
-    select app, source, day, person_id, breakdown, value
+    -- SQL-standard UNPIVOT: one row per event and dimension; what enrichment could not tell (no user
+    -- agent, no location and a private or unallocated address) is '(unknown)'
+    select app, source, day, person_id, breakdown, coalesce(value, '(unknown)') as value
     from day_events
     unpivot include nulls (value for breakdown in (platform, device_type, country, browser_family, os_family))
 ),
@@ -52,6 +53,7 @@ event_attributes as (
         and (versions.valid_to is null or events."timestamp" < versions.valid_to)
 )
 
+-- a person without a version of an attribute valid then has '(none)'
 select distinct app, source, day, breakdown, coalesce(value, '(none)') as value, person_id
 from (
     select app, source, day, person_id, breakdown, value from event_dimensions

@@ -2,6 +2,8 @@
 -- Grain: (app, source, day, outcome, reason). outcome:
 --   'valid'       in silver and counted in people metrics;
 --   'bot'         in silver but flagged as a bot or crawler (kept, excluded from people metrics);
+--   'asset'       in silver, a static-asset request (silver.is_asset; kept, excluded from every other
+--                 mart: not a page view, session or person's activity);
 --   'quarantined' still in quarantine: reason = the first failed check, reason_type its typed reason
 --                 (a copy whose event reached silver later, by replay, reprocess or a retry,
 --                 counts as valid/bot or duplicate instead);
