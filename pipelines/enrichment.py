@@ -17,6 +17,7 @@ cached per value here and silver calls them once per distinct value of a micro-b
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -235,22 +236,27 @@ ASSET_EXTENSIONS = frozenset(
 )
 #: Content types of a page (RFC 9110 media types): any other known content type is an asset.
 PAGE_CONTENT_TYPES = frozenset(("text/html", "application/xhtml+xml", "application/pdf"))
+#: A media type ``type/subtype`` with optional parameters (RFC 9110, section 8.3.1: tokens).
+_MEDIA_TYPE = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+/[!#$%&'*+.^_`|~0-9a-z-]+\s*(?:;.*)?$", re.IGNORECASE)
 
 
 @lru_cache(maxsize=65_536)
-def is_asset_request(page_url: str | None, content_type: str | None = None) -> bool:
+def is_asset_request(page_url: str | None, content_type: str | None = None, by_sdk: bool = False) -> bool:
     """Whether a ``page_view`` of ``page_url`` is a static-asset request rather than a page.
 
     ``content_type`` (the response's media type, when the client sent it as the event's
-    ``content_type`` property) decides when given: an asset unless it is one of
-    :data:`PAGE_CONTENT_TYPES` (parameters such as ``; charset=utf-8`` ignored). Otherwise the
-    URL's path decides: its last segment's extension (case-insensitive; the query and fragment
-    ignored) is one of :data:`ASSET_EXTENSIONS`. A URL without a path, or text that is no URL, is a
-    page: only what is known to be a file is left out of page metrics.
+    ``content_type`` property) decides when it is a media type (RFC 9110 ``type/subtype``,
+    parameters such as ``; charset=utf-8`` ignored): an asset unless it is one of
+    :data:`PAGE_CONTENT_TYPES`. Anything else there (``"article"``, a number, an Accept-style list)
+    says nothing. Otherwise the URL's path decides: its last segment's extension (case-insensitive;
+    the query and fragment ignored) is one of :data:`ASSET_EXTENSIONS` — unless ``by_sdk`` (the
+    event came from a tracking SDK, whose page views are pages by construction: a page named
+    ``/tags/node.js`` is no script). A URL without a path, or text that is no URL, is a page: only
+    what is known to be a file is left out of page metrics.
     """
-    if content_type:
+    if content_type and _MEDIA_TYPE.match(content_type.strip()):
         return content_type.split(";", 1)[0].strip().lower() not in PAGE_CONTENT_TYPES
-    if not page_url:
+    if not page_url or by_sdk:
         return False
     try:
         path = urlsplit(page_url).path

@@ -227,18 +227,25 @@ def content_type_of(properties: pl.Expr) -> pl.Expr:
     return pl.when(has_key).then(properties.str.json_path_match("$.content_type")).alias("content_type")
 
 
-def asset_flags(event_type: pl.Series, page_url: pl.Series, content_type: pl.Series) -> pl.Series:
+def asset_flags(event_type: pl.Series, page_url: pl.Series, content_type: pl.Series, context: pl.Series) -> pl.Series:
     """``is_asset`` per row: a ``page_view`` that requested a static file
-    (:func:`pipelines.enrichment.is_asset_request`, once per distinct URL and content type);
-    ``False`` for every other event type."""
+    (:func:`pipelines.enrichment.is_asset_request`, once per distinct URL, content type and
+    whether the SDK ``context`` names a tracking library: ``library`` in it); ``False`` for every
+    other event type."""
     pages = pl.DataFrame(
-        [event_type.alias("event_type"), page_url.alias("page_url"), content_type.alias("content_type")]
+        [
+            event_type.alias("event_type"),
+            page_url.alias("page_url"),
+            content_type.alias("content_type"),
+            context.str.contains('"library"', literal=True).fill_null(False).alias("by_sdk"),
+        ]
     )
-    distinct = pages.select("page_url", "content_type").unique()
+    keys = ["page_url", "content_type", "by_sdk"]
+    distinct = pages.select(keys).unique()
     distinct = distinct.with_columns(
-        pl.Series("is_asset", [is_asset_request(u, c) for u, c in distinct.iter_rows()], dtype=pl.Boolean)
+        pl.Series("is_asset", [is_asset_request(*row) for row in distinct.iter_rows()], dtype=pl.Boolean)
     )
-    flags = pages.join(distinct, on=["page_url", "content_type"], how="left", nulls_equal=True, maintain_order="left")
+    flags = pages.join(distinct, on=keys, how="left", nulls_equal=True, maintain_order="left")
     return (
         flags.select((pl.col("event_type") == "page_view").fill_null(False) & pl.col("is_asset"))
         .to_series()
@@ -246,13 +253,16 @@ def asset_flags(event_type: pl.Series, page_url: pl.Series, content_type: pl.Ser
     )
 
 
-def country_columns(location_country: pl.Series, ip: pl.Series) -> tuple[pl.Series, pl.Series]:
+def country_columns(location_country: pl.Series, ip: pl.Series, platform: pl.Series) -> tuple[pl.Series, pl.Series]:
     """``(country, country_source)`` per row, by :mod:`pipelines.geo`'s precedence: the client-sent
     location's country (``location_country``) when it names one, else the country of the row's
     network (``ip``, truncated here first: :func:`pipelines.sensitive_values.truncate_ip`, so a
-    full and a truncated address agree), each distinct network once; the source is
+    full and a truncated address agree), each distinct network once — but not for a ``server``
+    ``platform``, whose address is most likely its data centre's (a server-side SDK's request; the
+    API records the peer when the payload sends no ``ip``). The source is
     :data:`pipelines.geo.LOCATION_SOURCE` or :data:`pipelines.geo.IP_SOURCE`, null with no country."""
-    by_ip = _map_distinct(_map_distinct(ip, truncate_ip), country_from_ip)
+    located = _map_distinct(_map_distinct(ip, truncate_ip), country_from_ip)
+    by_ip = pl.select(pl.when(platform.fill_null("") != "server").then(located).alias("by_ip"))["by_ip"]
     source = (
         pl.when(location_country.is_not_null())
         .then(pl.lit(LOCATION_SOURCE))
@@ -290,11 +300,15 @@ def enrich_fields(clients: pl.DataFrame) -> pl.DataFrame:
     joined = clients.select("user_agent").join(
         devices, on="user_agent", how="left", nulls_equal=True, maintain_order="left"
     )
-    country, source = country_columns(_map_distinct(clients["location"], country_from_location), clients["ip"])
+    platform = joined.select(
+        pl.coalesce(_map_distinct(clients["context"], platform_from_context), pl.col("platform")).alias("platform")
+    )["platform"]
+    location_country = _map_distinct(clients["location"], country_from_location)
+    country, source = country_columns(location_country, clients["ip"], platform)
     return joined.select(
         *(name for name in _DEVICE_SCHEMA.to_schema() if name != "platform"),
-        pl.coalesce(_map_distinct(clients["context"], platform_from_context), pl.col("platform")).alias("platform"),
-        asset_flags(clients["event_type"], clients["page_url"], clients["content_type"]),
+        platform,
+        asset_flags(clients["event_type"], clients["page_url"], clients["content_type"], clients["context"]),
         country,
         source,
     )
@@ -305,18 +319,17 @@ def backfill_derived(silver: pl.DataFrame) -> pl.DataFrame:
     before them left them null (silver only: bronze for old days may be gone); idempotent, and
     rows written since keep their values.
 
-    ``is_asset`` is :func:`asset_flags` of the scrubbed URL and properties. A row without
+    ``is_asset`` is :func:`asset_flags` of the scrubbed URL, properties and context. A row without
     ``country_source`` got its ``country`` from its location only, so that value stays as the
     location's, and :func:`country_columns` adds the network's where there is none.
     """
-    flags = asset_flags(
-        silver["event_type"], silver["page_url"], silver.select(content_type_of(pl.col("properties")))["content_type"]
-    )
+    content_type = silver.select(content_type_of(pl.col("properties")))["content_type"]
+    flags = asset_flags(silver["event_type"], silver["page_url"], content_type, silver["context"])
     old = silver["country_source"].is_null()
     location_country = silver.select(pl.when(old | (pl.col("country_source") == LOCATION_SOURCE)).then("country"))[
         "country"
     ]
-    country, source = country_columns(location_country, silver["ip"])
+    country, source = country_columns(location_country, silver["ip"], silver["platform"])
     return silver.with_columns(
         pl.coalesce(pl.col("is_asset"), flags).alias("is_asset"),
         pl.when(old).then(country).otherwise(pl.col("country")).alias("country"),

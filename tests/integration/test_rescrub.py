@@ -24,6 +24,7 @@ from pipelines.scrub_rules import DEFAULT_RULES_PATH, RULES_PROPERTY, load_rules
 from pipelines.scrubbing import Scrubber
 from pipelines.validation import load_suite, suite_path
 from tests.conftest import ApiServer, Env, materialize_all, stored_text
+from warehouse.lake.history import change_stream
 from warehouse.lake.maintenance import table_properties
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS, REJECTED_EVENTS, TableDef
@@ -264,6 +265,12 @@ def test_a_release_adding_derived_columns_fills_them_in_from_silver_hot_and_cold
     store.append(old_events, pa.Table.from_pylist(rows, schema=old_events.schema))
     move_partition(store, old_events, "2024-01-01")  # day 1 in the cold tier, day 2 in hot
     assert store.cold is not None
+    # The new release's first write adds the columns to hot; a first gold build reads both tiers meanwhile.
+    store.ensure(EVENTS)
+    version = store.version(EVENTS)
+    assert version is not None
+    before = change_stream(store, EVENTS, -1, version, columns=["event_id", "is_asset"]).read_all()
+    assert sorted(before["event_id"].to_pylist()) == ["click", "css", "fr", "nl"] and before["is_asset"].null_count == 4
     rules = silver.Rules(
         load_suite(suite_path("raw_events")),
         Scrubber(),

@@ -194,10 +194,21 @@ def test_country_from_ip(network: str | None, country: str | None) -> None:
         ("https://shop.example/logo.png", "text/html; charset=utf-8", False),
         ("http://[::1", None, False),  # no URL: a page
         (None, None, False),
+        # A content_type that is no media type says nothing: the URL decides
+        ("https://blog.example/posts/hello", "article", False),
+        ("https://blog.example/posts/hello", "5", False),
+        ("https://blog.example/posts/hello", "text/html,application/xhtml+xml", False),
+        ("https://blog.example/app.css", "article", True),
     ],
 )
 def test_is_asset_request(url: str | None, content_type: str | None, asset: bool) -> None:
     assert is_asset_request(url, content_type) is asset
+
+
+def test_an_sdks_page_view_is_a_page_whatever_its_extension() -> None:
+    assert is_asset_request("https://github.com/vercel/next.js", None, by_sdk=True) is False
+    assert is_asset_request("https://github.com/vercel/next.js", None, by_sdk=False) is True  # an access log's
+    assert is_asset_request("https://cdn.example/x", "image/png", by_sdk=True) is True  # a media type still decides
 
 
 def test_silver_rows_carry_asset_flag_and_ip_country_with_its_source() -> None:
@@ -214,6 +225,11 @@ def test_silver_rows_carry_asset_flag_and_ip_country_with_its_source() -> None:
             "page": "https://shop.example/p/1",
             "events": {"page_view": {"content_type": "font/woff2"}},
         },
+        # A server-side SDK: its address is its data centre's, no country from it
+        {**base, "uuid": "f", "ip": "8.8.8.8", "context": {"library": {"name": "analytics-python"}}},
+        # An SDK's page named like a script is a page; a content_type that is no media type says nothing
+        {**base, "uuid": "g", "page": "https://docs.example/node.js", "context": {"library": {"name": "analytics.js"}}},
+        {**base, "uuid": "h", "page": "https://blog.example/a", "events": {"page_view": {"content_type": "article"}}},
     ]
     decoded = transform.decode(bronze([(payload, t0, 1) for payload in payloads]))
     decoded, _ = transform.with_consistency(decoded, NO_PRIOR, NO_TYPES)
@@ -230,6 +246,9 @@ def test_silver_rows_carry_asset_flag_and_ip_country_with_its_source() -> None:
         "c": (None, None, True),
         "d": (None, None, False),
         "e": (None, None, True),
+        "f": (None, None, False),
+        "g": (None, None, False),
+        "h": (None, None, False),
     }
     assert rows["a"]["ip"] == "193.0.14.0"  # looked up from the network silver keeps
 

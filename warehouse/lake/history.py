@@ -361,7 +361,11 @@ def _feed(
         cold = lake.cold.open(table) if table.tiered and lake.cold is not None else None
         if cold is not None:
             query.register("c", cold)
-            sql += f" union all {select} from c where ({predicate or 'true'}) and {_not_in_hot(table, dt, cold)}"
+            # A column a release added that the cold tier has not got yet (the rescrub adds it) reads null.
+            has = {field.name for field in cold.schema().fields}
+            cold_names = ", ".join(f'"{name}"' if name in has else f'null as "{name}"' for name in schema.names)
+            cold_select = select.replace(names, cold_names, 1)
+            sql += f" union all {cold_select} from c where ({predicate or 'true'}) and {_not_in_hot(table, dt, cold)}"
         return pa.RecordBatchReader.from_stream(query.execute(sql))
     else:
         return pa.RecordBatchReader.from_stream(
