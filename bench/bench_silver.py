@@ -17,7 +17,7 @@ objects, error events with stack traces) to a temporary lake, then runs the silv
 
 Prints µs per event per stage, events/s per variant and each variant's time as a ratio of
 ``full``; gold (DAU + MAU refresh) is timed once, separately, and so is the IP → country lookup
-inside ``scrub_enrich`` (cold and warm cache, µs per event). Usage:
+inside ``scrub_enrich`` (2,000 clients, and every event a new client: µs per event). Usage:
 ``.venv/bin/python bench/bench_silver.py [--events 1000000]``
 """
 

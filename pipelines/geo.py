@@ -15,13 +15,13 @@ says which gave the value):
    "Geo"). It has no regions, so silver has none.
 
 Private, shared, loopback, link-local, documentation and other non-global ranges give no country
-(dashboards show ``(unknown)``), as do RIR codes that name no country (``EU``). Cached per value:
-silver calls each once per distinct location or network.
+(dashboards show ``(unknown)``), as do RIR codes that name no country (``EU``). Locations are cached
+per value; networks are looked up in one batch per micro-batch, each distinct one once.
 """
 
 from __future__ import annotations
 
-import ipaddress
+from collections.abc import Sequence
 from functools import lru_cache
 
 import iptocc
@@ -167,26 +167,25 @@ LOCATION_SOURCE = "location"
 IP_SOURCE = "ip"
 
 
-@lru_cache(maxsize=65_536)
-def country_from_ip(network: str | None) -> str | None:
-    """ISO 3166-1 alpha-2 code of the country an address's block is allocated to (RIR data, via
-    ``iptocc``), or ``None``.
+#: ISO 3166-1 alpha-2 codes: what an RIR file holds besides them (``EU``, ``AP``) names no country.
+_COUNTRY_CODES = frozenset(str(country.alpha_2) for country in pycountry.countries)
 
-    ``network`` is silver's ``ip`` (:func:`pipelines.sensitive_values.truncate_ip`: ``a.b.c.0``,
-    an IPv6 /48, or ``::ffff:a.b.c.0``); a full address works the same. ``None`` for text that is no
-    address, a non-global range (RFC 1918, 100.64/10, loopback, link-local, documentation, ULA, …;
-    Python's ``ipaddress.is_global``), multicast, an unallocated block, or a code that names no
-    country (``EU``).
+
+def countries_of_networks(networks: Sequence[str]) -> list[str | None]:
+    """ISO 3166-1 alpha-2 code of the country each address's block is allocated to (RIR data, via
+    ``iptocc``'s batch lookup: ~0.2 µs an address), or ``None``; in order.
+
+    A network is silver's ``ip`` (:func:`pipelines.sensitive_values.truncate_ip`: ``a.b.c.0``, an
+    IPv6 /48, or ``::ffff:a.b.c.0``, looked up as its IPv4 address); a full address works the same.
+    ``None`` for text that is no address, a block no RIR delegated — the RFC 1918 and shared
+    (100.64/10) ranges, loopback, link-local, documentation, unique-local, multicast: IANA keeps
+    them out of the RIRs' files, and ``tests/unit/test_enrichment.py`` checks each — or a code that
+    names no country (``EU``).
     """
-    if not network:
-        return None
-    try:
-        ip = ipaddress.ip_address(network)
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if not ip.is_global or ip.is_multicast:
-        return None
-    code = iptocc.country_code(str(ip))
-    return code if code is not None and pycountry.countries.get(alpha_2=code) is not None else None
+    addresses = [n[7:] if n[:7].lower() == "::ffff:" and "." in n else n for n in networks]
+    return [code if code in _COUNTRY_CODES else None for code in iptocc.country_code(addresses)]
+
+
+def country_from_ip(network: str | None) -> str | None:
+    """:func:`countries_of_networks` of one network (``None`` for ``None`` or empty text)."""
+    return countries_of_networks([network])[0] if network else None

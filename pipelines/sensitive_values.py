@@ -70,6 +70,10 @@ _ADDRESS_PARTS = re.compile(r"^\[(?P<bracketed>[^\]]+)\](?P<bport>:\d{1,5})?$|^(
 _IPV4_INSIDE = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 
 
+_IPV4_NETWORK_MASK = ((1 << 24) - 1) << 8  # /24
+_IPV6_NETWORK_MASK = ((1 << 48) - 1) << 80  # /48
+
+
 def _network(address: str) -> str | None:
     """The network of a bare address: IPv4 /24, IPv6 /48, IPv4-mapped IPv6 ``::ffff:`` + the IPv4
     /24 (its /120). ``None`` if not an IP. A zone id (``fe80::1%eth0``) is dropped."""
@@ -79,8 +83,10 @@ def _network(address: str) -> str | None:
         return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return f"::ffff:{_network(str(ip.ipv4_mapped))}"
-    prefix = 24 if ip.version == 4 else 48
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
+    # Host bits zeroed by a mask (ip_network(f"{ip}/48") parsed the text again: 8x slower for IPv6).
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ipaddress.IPv4Address(int(ip) & _IPV4_NETWORK_MASK))
+    return str(ipaddress.IPv6Address(int(ip) & _IPV6_NETWORK_MASK))
 
 
 def truncate_ip(address: str | None) -> str | None:

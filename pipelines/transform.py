@@ -20,7 +20,7 @@ import pyarrow as pa
 from pipelines.consistency import duplicate_conflicts, type_conflicts
 from pipelines.decoding import decode_fields
 from pipelines.enrichment import Device, device_from_user_agent, is_asset_request, platform_from_context
-from pipelines.geo import IP_SOURCE, LOCATION_SOURCE, country_from_ip, country_from_location
+from pipelines.geo import IP_SOURCE, LOCATION_SOURCE, countries_of_networks, country_from_location
 from pipelines.parallel import RowPool
 from pipelines.pseudonyms import PERSONAL_ID_COLUMNS, Pseudonymizer
 from pipelines.scrubbing import MASKED_COLUMN, Scrubber, masked_counts, scrub_json_texts
@@ -261,7 +261,10 @@ def country_columns(location_country: pl.Series, ip: pl.Series, platform: pl.Ser
     ``platform``, whose address is most likely its data centre's (a server-side SDK's request; the
     API records the peer when the payload sends no ``ip``). The source is
     :data:`pipelines.geo.LOCATION_SOURCE` or :data:`pipelines.geo.IP_SOURCE`, null with no country."""
-    located = _map_distinct(_map_distinct(ip, truncate_ip), country_from_ip)
+    networks = _map_distinct(ip, truncate_ip)
+    distinct = networks.unique().drop_nulls().to_list()
+    mapping = dict(zip(distinct, countries_of_networks(distinct), strict=True))
+    located = networks.replace_strict(mapping, default=None, return_dtype=pl.String)
     by_ip = pl.select(pl.when(platform.fill_null("") != "server").then(located).alias("by_ip"))["by_ip"]
     source = (
         pl.when(location_country.is_not_null())
