@@ -68,7 +68,8 @@ def query_context(chart: dict[str, Any]) -> dict[str, Any]:
     """A chart-data query context equivalent to the chart's form data (no post-processing).
 
     Shape: Superset's ``QueryContext`` (superset/common/query_context.py): datasource, one query
-    with columns (x axis + group by, or raw columns), metrics, filters, row limit and ordering.
+    with columns (x axis + group by, or raw columns), metrics, filters, row limit and ordering (a
+    raw table's ``order_by_cols``, a table's "sort by" metric, or the first metric descending).
     """
     params = json.loads(chart["params"])
     filters = [
@@ -77,13 +78,18 @@ def query_context(chart: dict[str, Any]) -> dict[str, Any]:
         if f["operator"] != "TEMPORAL_RANGE"
     ]
     metrics: list[Any]
+    orderby: list[list[Any]] = []
     if params.get("query_mode") == "raw":
         columns, metrics = params["all_columns"], []
+        orderby = [json.loads(column) for column in params.get("order_by_cols", [])]  # '["day", false]'
     else:
         columns = ([params["x_axis"]] if params.get("x_axis") else []) + params.get("groupby", [])
         # Most viz types list "metrics"; single-metric ones (funnel, big number) name one "metric".
         metrics = params.get("metrics") or ([params["metric"]] if params.get("metric") else [])
-    sorted_by_metric = params.get("order_desc") or params.get("sort_by_metric")
+        if params.get("timeseries_limit_metric"):  # a table's "sort by"
+            orderby = [[params["timeseries_limit_metric"], not params.get("order_desc", False)]]
+        elif metrics and (params.get("order_desc") or params.get("sort_by_metric")):
+            orderby = [[metrics[0], False]]
     query: dict[str, Any] = {
         "columns": columns,
         "metrics": metrics,
@@ -91,7 +97,7 @@ def query_context(chart: dict[str, Any]) -> dict[str, Any]:
         "extras": {"where": "", "having": ""},
         "row_limit": params.get("row_limit", 10000),
         "time_range": "No filter",
-        "orderby": [[metrics[0], False]] if metrics and sorted_by_metric else [],
+        "orderby": orderby,
     }
     return {
         "datasource": {"id": chart["datasource_id"], "type": "table"},
