@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import orjson
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from pipelines import transform
@@ -113,6 +114,19 @@ def test_country_from_location(location: str | None, country: str | None) -> Non
     assert country_from_location(location) == country
 
 
+def silver_rows(payloads: list[dict], received_at: datetime) -> tuple[pa.Table, dict[str, dict]]:
+    """Native ``payloads`` through silver's steps (decode, validation, build_silver): the silver
+    table and its rows by the payload's ``uuid``."""
+    decoded = transform.decode(bronze([(payload, received_at, 1) for payload in payloads]))
+    decoded, _ = transform.with_consistency(decoded, NO_PRIOR, NO_TYPES)
+    suite = load_suite(suite_path("raw_events"))
+    split = split_rows(failed_checks(transform.validation_frame(decoded), suite)[FAILED_CHECKS], suite)
+    valid, _, _ = transform.apply_split(decoded, split)
+    silver = transform.build_silver(valid, "run-1")
+    uuid_of = {row["event_id"]: orjson.loads(row["payload"])["uuid"] for row in decoded.to_dicts()}
+    return silver, {uuid_of[r["event_id"]]: r for r in silver.to_pylist()}
+
+
 def test_silver_rows_carry_platform_device_type_and_country() -> None:
     t0 = datetime(2024, 5, 1, 12, tzinfo=UTC)
     base = {"timestamp": "2024-05-01T10:00:00Z", "user": "u1"}
@@ -123,15 +137,7 @@ def test_silver_rows_carry_platform_device_type_and_country() -> None:
         {**base, "uuid": "c", "userAgent": WINDOWS_CHROME, "location": {"countryCode": "DE", "city": "Berlin"}},
         {**base, "uuid": "d", "location": "jane@example.com, Berlin"},  # no country; the email is scrubbed
     ]
-    decoded = transform.decode(bronze([(payload, t0, 1) for payload in payloads]))
-    decoded, _ = transform.with_consistency(decoded, NO_PRIOR, NO_TYPES)
-    suite = load_suite(suite_path("raw_events"))
-    split = split_rows(failed_checks(transform.validation_frame(decoded), suite)[FAILED_CHECKS], suite)
-    valid, _, _ = transform.apply_split(decoded, split)
-
-    silver = transform.build_silver(valid, "run-1")
-    uuid_of = {row["event_id"]: orjson.loads(row["payload"])["uuid"] for row in decoded.to_dicts()}
-    rows = {uuid_of[r["event_id"]]: r for r in silver.to_pylist()}
+    silver, rows = silver_rows(payloads, t0)
     assert {k: (r["platform"], r["device_type"], r["country"]) for k, r in rows.items()} == {
         "a": ("ios", "smartphone", None),
         "b": ("web", "smartphone", "FR"),
@@ -231,15 +237,7 @@ def test_silver_rows_carry_asset_flag_and_ip_country_with_its_source() -> None:
         {**base, "uuid": "g", "page": "https://docs.example/node.js", "context": {"library": {"name": "analytics.js"}}},
         {**base, "uuid": "h", "page": "https://blog.example/a", "events": {"page_view": {"content_type": "article"}}},
     ]
-    decoded = transform.decode(bronze([(payload, t0, 1) for payload in payloads]))
-    decoded, _ = transform.with_consistency(decoded, NO_PRIOR, NO_TYPES)
-    suite = load_suite(suite_path("raw_events"))
-    split = split_rows(failed_checks(transform.validation_frame(decoded), suite)[FAILED_CHECKS], suite)
-    valid, _, _ = transform.apply_split(decoded, split)
-
-    silver = transform.build_silver(valid, "run-1")
-    uuid_of = {row["event_id"]: orjson.loads(row["payload"])["uuid"] for row in decoded.to_dicts()}
-    rows = {uuid_of[r["event_id"]]: r for r in silver.to_pylist()}
+    silver, rows = silver_rows(payloads, t0)
     assert {k: (r["country"], r["country_source"], r["is_asset"]) for k, r in rows.items()} == {
         "a": ("NL", "ip", False),
         "b": ("FR", "location", False),
