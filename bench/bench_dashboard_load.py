@@ -54,9 +54,8 @@ from urllib.parse import parse_qs, urlparse
 from bench_superset import generated_snapshot, running_superset
 
 from dashboards import service
-from tests.integration.test_superset import login
+from tests.integration.test_superset import CHROMIUM, CHROMIUM_ARGS, login
 
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's (make packages); Playwright downloads no browser
 #: Seconds a load may take before the run stops with what was not drawn.
 LOAD_TIMEOUT_S = 120
 #: The target: p95 of each dashboard's load time (s).
@@ -183,17 +182,7 @@ def measure(
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                # Only loopback: Superset pages link web fonts and a telemetry pixel this machine cannot
-                # (and must not) reach. Not page.route(): Playwright turns the HTTP cache off for it.
-                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-            ],
+            args=CHROMIUM_ARGS,
         )
         try:
             page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})

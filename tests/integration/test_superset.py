@@ -305,6 +305,19 @@ def test_every_chart_returns_the_gold_numbers(superset: Superset) -> None:
 
 
 CHROMIUM = Path("/usr/bin/chromium")
+#: Headless Chromium's flags here (the browser test's and bench/bench_dashboard_load.py's).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # Only loopback: Superset pages link web fonts and a telemetry pixel this machine cannot (and must
+    # not) reach. Not a Playwright route: routing turns the HTTP cache off, and every dashboard then
+    # downloads Superset's ~50 scripts again from gunicorn.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+]
 #: Set to a folder (``EVENTLAKE_DOCS_PICTURES=docs``) to keep the browser test's picture of each dashboard
 #: there as ``<slug>.png``; unset, the pictures go to the test's temporary folder.
 PICTURES = "EVENTLAKE_DOCS_PICTURES"
@@ -416,21 +429,7 @@ UNFILTERED = {"Last update and size per layer and tier"}
 
 def _login_page(playwright: Any, superset: Superset) -> Any:
     """A 1440x900 page of a fresh headless Chromium, logged in, that reaches nothing but Superset."""
-    browser = playwright.chromium.launch(
-        executable_path=str(CHROMIUM),
-        args=[
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            # Only loopback: Superset pages link web fonts this machine cannot (and must not) reach. Not
-            # a Playwright route: routing turns the HTTP cache off, and every dashboard then downloads
-            # Superset's ~50 scripts again from gunicorn.
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-        ],
-    )
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
     context = browser.new_context(viewport=VIEWPORT)
     # The login form is posted from the context, whose cookies its pages share: typing into the page's
     # form and pressing Enter left the page on /login/ in 2 of ~15 logins on a busy machine (load 9).
