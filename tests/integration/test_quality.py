@@ -289,7 +289,7 @@ def test_email_user_ids_become_consistent_pseudonyms_and_people_counts_stay_righ
         for c in invariants
         if c.check_name == "invariants"
     )
-    assert expectations == 102  # of the 146 in every suite
+    assert expectations == 104  # of the 148 in every suite
     con = duckdb.connect(str(env.warehouse), read_only=True)
     assert con.execute("select dau from daily_active_users where app = 'q'").fetchall() == [(2,)]
     con.close()
