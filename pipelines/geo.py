@@ -184,8 +184,3 @@ def countries_of_networks(networks: Sequence[str]) -> list[str | None]:
     """
     addresses = [n[7:] if n[:7].lower() == "::ffff:" and "." in n else n for n in networks]
     return [code if code in _COUNTRY_CODES else None for code in iptocc.country_code(addresses)]
-
-
-def country_from_ip(network: str | None) -> str | None:
-    """:func:`countries_of_networks` of one network (``None`` for ``None`` or empty text)."""
-    return countries_of_networks([network])[0] if network else None

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Callable
@@ -89,6 +90,9 @@ def _network(address: str) -> str | None:
     return str(ipaddress.IPv6Address(int(ip) & _IPV6_NETWORK_MASK))
 
 
+# Cached: a micro-batch's enrichment (pipelines.transform.country_columns) and its scrub both truncate
+# each distinct address; the second call, and a returning client's next batch, cost a lookup.
+@functools.lru_cache(maxsize=65_536)
 def truncate_ip(address: str | None) -> str | None:
     """The ``ip`` column's value: the address's network with host bits zeroed, without brackets or
     port (IPv4 /24, IPv6 /48, IPv4-mapped IPv6 ``::ffff:a.b.c.0``); ``None`` if not an IP.

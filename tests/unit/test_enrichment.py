@@ -11,7 +11,7 @@ import pytest
 
 from pipelines import transform
 from pipelines.enrichment import device_from_user_agent, is_asset_request, platform_from_context
-from pipelines.geo import country_from_ip, country_from_location
+from pipelines.geo import countries_of_networks, country_from_location
 from pipelines.validation import FAILED_CHECKS, failed_checks, load_suite, split_rows, suite_path
 from tests.unit.test_transform import NO_PRIOR, NO_TYPES, bronze
 
@@ -180,7 +180,7 @@ def test_silver_rows_carry_platform_device_type_and_country() -> None:
     ],
 )
 def test_country_from_ip(network: str | None, country: str | None) -> None:
-    assert country_from_ip(network) == country
+    assert countries_of_networks([network or ""]) == [country]
 
 
 @pytest.mark.parametrize(

@@ -354,17 +354,18 @@ def _feed(
     except TableNotFoundError:
         return None
     if after_version < 0:
-        names = ", ".join(f'"{name}"' for name in schema.names)
-        select = f"select {names}, 'insert' as _change_type, cast({until_version} as bigint) as _commit_version"
+
+        def select(has: set[str]) -> str:
+            # A column a release added that a tier has not got yet (the rescrub adds it) reads null.
+            names = ", ".join(f'"{name}"' if name in has else f'null as "{name}"' for name in schema.names)
+            return f"select {names}, 'insert' as _change_type, cast({until_version} as bigint) as _commit_version"
+
         query = QueryBuilder().register("t", dt)
-        sql = f"{select} from t where {predicate or 'true'}"
+        sql = f"{select(set(schema.names))} from t where {predicate or 'true'}"
         cold = lake.cold.open(table) if table.tiered and lake.cold is not None else None
         if cold is not None:
             query.register("c", cold)
-            # A column a release added that the cold tier has not got yet (the rescrub adds it) reads null.
-            has = {field.name for field in cold.schema().fields}
-            cold_names = ", ".join(f'"{name}"' if name in has else f'null as "{name}"' for name in schema.names)
-            cold_select = select.replace(names, cold_names, 1)
+            cold_select = select({field.name for field in cold.schema().fields})
             sql += f" union all {cold_select} from c where ({predicate or 'true'}) and {_not_in_hot(table, dt, cold)}"
         return pa.RecordBatchReader.from_stream(query.execute(sql))
     else:
