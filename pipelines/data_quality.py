@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from pipelines.gold import table_version
-from warehouse.gold import GoldWatermark, gold_watermark, registered, set_gold_watermark, transaction
+from warehouse.gold import GoldWatermark, gold_watermark, load_sql, registered, set_gold_watermark, transaction
 from warehouse.lake.history import ChangeFeed, FeedSource, change_stream, changed_partitions
 from warehouse.lake.store import FileFilter, Lake
 from warehouse.lake.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS, TableDef
@@ -51,6 +51,9 @@ def refresh_data_quality(
     file per group commit, silver's today every micro-batch since midnight); its quarantined rows are
     read from the quarantine's ``received_date`` partitions. Bronze is read up to the version silver
     covers, so events silver has not processed yet are not counted as duplicates.
+    The outcome counts a rescrub changed in silver's cold tier, which no change feed carries, are
+    added at the silver version they were recorded for (``rescrub_count_changes``,
+    :class:`pipelines.rescrub.GoldChanges`).
     A warehouse whose watermark lacks the quarantine version (built before this was incremental),
     or that never ran, is rebuilt from the start of the three feeds.
 
@@ -73,6 +76,13 @@ def refresh_data_quality(
         silver_counts = con.sql(mart.sql("select_silver_counts")).to_arrow_table()
     with registered(con, {**changes, "bronze_counts": bronze_counts}):
         days = con.sql(mart.sql("select_days")).to_arrow_table()
+    if read_from is not None:  # a rebuild counts silver as it is: the rescrubs' changes are in it
+        versions = {"after_version": read_from.silver_version, "until_version": now.silver_version}
+        rescrubbed = con.sql(load_sql("select_rescrub_counts"), params=versions).to_arrow_table()
+        if rescrubbed.num_rows:
+            silver_counts = pa.concat_tables([silver_counts, rescrubbed.cast(silver_counts.schema)])
+            recorded = rescrubbed.select(["app", "source", "day"]).cast(days.schema)
+            days = pa.concat_tables([days, recorded]).group_by(["app", "source", "day"]).aggregate([])
     quarantine_ids = changes["quarantine_ids"]
     assert isinstance(quarantine_ids, pa.Table)
     inputs = _day_inputs(lake, days, quarantine_ids, now) if days.num_rows else {}

@@ -474,7 +474,7 @@ def _record_days(con: duckdb.DuckDBPyConnection, request: ErasureRequest, rows: 
     changed = rows.select("app", "source", "timestamp", "event_type", pl.lit("delete").alias("_change_type"))
     with registered(con, {"changed_rows": changed.to_arrow()}), transaction(con):
         days = con.sql(load_sql("select_changed_event_days"), params={"timezone": timezone}).to_arrow_table()
-        with registered(con, {"erased_days": days}):
+        with registered(con, {"recorded_days": days}):
             con.execute(load_sql("insert_recompute_days"), {"request_id": request.request_id})
 
 

@@ -10,7 +10,11 @@ times so the marts that count new people rewrite their days (a late event or an 
 people without touching that day's events).
 
 A first_seen never moves later: silver reprocessing that removes a person's earliest events leaves
-it (the people still existed then).
+it (the people still existed then). With one exception: a rescrub that fills silver's asset flag in
+(:mod:`pipelines.rescrub`) turns rows that counted as activity into static-asset requests, which never
+count. At the silver version the rescrub's records are tied to, :func:`recheck_first_seen` gives the
+people whose first_seen is the time of their earliest asset request their first counted activity
+instead (later, or none: the person goes), and both days of each change are recorded as moves.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Iterator
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from warehouse.gold import GoldWatermark, gold_watermark, load_sql, registered, set_gold_watermark, transaction
 from warehouse.lake.history import ChangeFeed, FeedSource
@@ -93,6 +98,7 @@ def refresh_first_seen(
                         load_sql("insert_first_seen_moves"), {"silver_version": silver_version}
                     ).fetchall()
                     con.execute(load_sql("upsert_person_first_seen"), {"silver_version": silver_version})
+                rechecked = recheck_first_seen(con, lake, silver_from, silver_version)
                 set_gold_watermark(
                     con, PERSON_FIRST_SEEN, GoldWatermark(silver_version, lake.watermark(EVENTS.name, RAW_EVENTS.name))
                 )
@@ -101,13 +107,61 @@ def refresh_first_seen(
         con.execute("drop view if exists resolved_events")
     moved = int(moves[0][0]) if moves else 0
     log.info(
-        "first seen: silver (%d, %d], %d people, %d moved earlier",
+        "first seen: silver (%d, %d], %d people, %d moved earlier, %d rechecked after a rescrub",
         silver_from,
         silver_version,
         candidates.num_rows,
         moved,
+        rechecked,
     )
     return moved
+
+
+def recheck_first_seen(con: duckdb.DuckDBPyConnection, lake: Lake, silver_from: int, silver_version: int) -> int:
+    """After a rescrub (its days recorded at a silver version in ``(silver_from, silver_version]``):
+    the people whose stored first_seen is their earliest static-asset request get their earliest
+    counted activity in silver at ``silver_version`` (both tiers) instead, or leave
+    ``person_first_seen`` when they have none; each change records its old and new time in
+    ``first_seen_moves``. Returns how many first_seen changed. A no-op on a first build and when no
+    rescrub is in the range.
+
+    In the caller's transaction; ``people_events`` is redefined (the caller drops it). Reads silver's
+    asset rows, then the rechecked people's rows: once per rescrub, not per micro-batch.
+    """
+    if silver_from < 0:
+        return 0
+    versions = {"after_version": silver_from, "until_version": silver_version}
+    ((rescrubbed,),) = con.execute(load_sql("select_rescrubs"), versions).fetchall()
+    if not rescrubbed:
+        return 0
+    silver = lake.dataset(EVENTS, silver_version)
+    # Silver's asset requests presented as activity, so that people_events resolves them to people
+    # exactly as it resolves the marts' activity.
+    assets = silver.scanner(columns=_COLUMNS, filter=pc.field("is_asset")).to_reader()
+    activity = pa.RecordBatchReader.from_batches(
+        assets.schema,
+        (
+            batch.set_column(_COLUMNS.index("is_asset"), "is_asset", pa.repeat(False, batch.num_rows))
+            for batch in assets
+        ),
+    )
+    con.register("silver_events", _people_rows(activity))
+    con.execute(load_sql("create_people_events"))
+    rechecks = con.sql(load_sql("select_first_seen_rechecks")).to_arrow_table()
+    if not rechecks.num_rows:
+        return 0
+    con.register("silver_events", silver)
+    con.execute(load_sql("create_people_events"))
+    with registered(con, {"first_seen_rechecks": rechecks}):
+        rechecked = con.sql(load_sql("select_first_seen_rechecked")).to_arrow_table()
+    changed = rechecked.filter(
+        pc.invert(pc.fill_null(pc.equal(rechecked["first_seen"], rechecked["previous_first_seen"]), False))
+    )
+    with registered(con, {"first_seen_rechecked": changed}):
+        con.execute(load_sql("insert_first_seen_recheck_moves"), {"silver_version": silver_version})
+        con.execute(load_sql("update_rechecked_first_seen"), {"silver_version": silver_version})
+    log.info("first seen: %d people rechecked after a rescrub, %d changed", rechecks.num_rows, changed.num_rows)
+    return changed.num_rows
 
 
 def first_seen_moves(con: duckdb.DuckDBPyConnection, after_version: int, until_version: int) -> pa.Table:

@@ -16,8 +16,13 @@ which:
    ``eventlake.operation: rescrub``. Other partitions are not written, so a second run writes nothing.
    Silver's cold tier (:mod:`warehouse.lake.tiers`) is rescrubbed in place the same way;
 2. the gold marts follow through silver's change data feed (the rewritten days), as after a
-   reprocess, and the serving snapshot is published again (not yet for the days of the cold tier,
-   whose changes the hot table's feed does not carry: docs/lifecycle.md, "Not built yet");
+   reprocess, and the serving snapshot is published again. What the hot table's feed does not
+   carry, :class:`GoldChanges` records in the gold warehouse for the next refresh: the reporting
+   days of every rewritten row (``gold_recompute_days``, as an erasure's: the cold tier's days are
+   recomputed too), data quality's outcome counts that changed in cold partitions (an asset flag
+   filled in turns a ``valid`` row into an ``asset`` one), and that first-seen times are to be
+   rechecked (:func:`pipelines.first_seen.recheck_first_seen`: a first visit that was a static-asset
+   request moves to the person's first counted activity);
 3. :func:`purge` (the ``purged_history`` asset): once every gold consumer has read both tables up
    to their current versions, removes the file versions and log entries from before
    (:func:`warehouse.lake.maintenance.purge_history`; silver's cold tier's too), then records the
@@ -25,7 +30,10 @@ which:
 
 A crash at any point leaves every row exactly once (each partition's replacement is one atomic
 commit; the log never holds half of one) and the next run finishes the job: the fingerprint is
-recorded last. Runs are serialized with every other silver writer by the run queue.
+recorded last. Gold's records are exact through a crash too: a cold partition's count changes are
+recorded before its commit and marked committed after it; a run after a crash finds the partition
+unchanged (the commit happened: mark it) or changed (it did not: record it again, replacing). Runs
+are serialized with every other silver writer by the run queue.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator
+from datetime import date
 
 import duckdb
 import polars as pl
@@ -41,7 +50,7 @@ from pipelines import transform
 from pipelines.scrub_rules import RULES_PROPERTY
 from pipelines.silver import BatchStats, Rules
 from pipelines.validation import checks_by_part, suite_columns
-from warehouse.gold import consumers_behind
+from warehouse.gold import consumers_behind, load_sql, registered, transaction
 from warehouse.lake.history import changed_partitions, partitions_with_stats
 from warehouse.lake.maintenance import purge_history, set_table_properties, table_properties
 from warehouse.lake.store import Lake
@@ -53,6 +62,78 @@ log = logging.getLogger(__name__)
 RESCRUB_COMMIT = {"eventlake.operation": "rescrub"}
 #: The tables the rules apply to.
 SCRUBBED_TABLES = (EVENTS, REJECTED_EVENTS)
+#: Request ids of a rescrub's records in gold (``gold_recompute_days``, ``rescrub_count_changes``):
+#: this prefix and the rules' fingerprint.
+REQUEST_PREFIX = "rescrub:"
+#: Silver's table property naming the last rescrub whose records gold was given a version for.
+LAST_RESCRUB = "eventlake.lastRescrub"
+
+
+class GoldChanges:
+    """What a rescrub changes that silver's change data feed does not tell gold, recorded in the
+    gold warehouse ``con`` (its writer) for the marts' next refresh (module docstring, step 2).
+
+    ``fingerprint``: the rules' (the request id is :data:`REQUEST_PREFIX` + it); ``timezone``: gold's
+    reporting zone (IANA; the days recorded are reporting days); ``count_sql``: the data quality
+    mart's ``select_silver_counts.sql`` (an outcome per row is defined there only; None: gold has no
+    data quality mart).
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, fingerprint: str, timezone: str, count_sql: str | None) -> None:
+        self.con = con
+        self.request_id = REQUEST_PREFIX + fingerprint
+        self.timezone = timezone
+        self.count_sql = count_sql
+
+    def record(self, cold: bool, day: date, before: pl.DataFrame, after: pl.DataFrame, changed: pl.Series) -> None:
+        """Before partition ``day``'s rewrite is committed: the reporting days of its ``changed``
+        rows (a boolean mask over ``before``/``after``, the partition's rows and their rescrubbed
+        version, in the same order), pending; in the cold tier also data quality's count changes."""
+        old, new = before.filter(changed), after.filter(changed)
+        rows = new.select("app", "source", "timestamp", "event_type", pl.lit("delete").alias("_change_type"))
+        outcome = ["app", "source", "received_at", "is_bot", "is_asset"]
+        counts = pl.concat(
+            [
+                old.select(*outcome, pl.lit("delete").alias("_change_type")),
+                new.select(*outcome, pl.lit("insert").alias("_change_type")),
+            ]
+        )
+        with registered(self.con, {"changed_rows": rows.to_arrow()}), transaction(self.con):
+            days = self.con.sql(load_sql("select_changed_event_days"), params={"timezone": self.timezone})
+            with registered(self.con, {"recorded_days": days.to_arrow_table()}):
+                self.con.execute(load_sql("insert_recompute_days"), {"request_id": self.request_id})
+            if cold and self.count_sql is not None:
+                with registered(self.con, {"silver_count_changes": counts.to_arrow()}):
+                    changes = self.con.sql(self.count_sql).to_arrow_table()
+                with registered(self.con, {"count_changes": changes}):
+                    self.con.execute(
+                        load_sql("insert_rescrub_counts"), {"request_id": self.request_id, "event_date": day}
+                    )
+
+    def committed(self, cold: bool, day: date) -> None:
+        """Partition ``day``'s rewrite is committed (or found done by a run after a crash): its
+        count changes count."""
+        if cold:
+            self.con.execute(load_sql("commit_rescrub_counts"), {"request_id": self.request_id, "event_date": day})
+
+    def finish(self, store: Lake) -> int | None:
+        """Give the committed records a silver version ahead of every gold watermark (the hot
+        table's next) and make it with one commit on the hot table (:data:`LAST_RESCRUB`); returns
+        it, or None when nothing was pending. A crash before that commit leaves them for the hot
+        table's next commit, whichever it is."""
+        current = store.version(EVENTS)
+        version = (-1 if current is None else current) + 1
+        with transaction(self.con):
+            self.con.execute(load_sql("delete_recomputed_days"))
+            ((days,),) = self.con.execute(
+                load_sql("tie_recompute_days"), {"request_id": self.request_id, "silver_version": version}
+            ).fetchall()
+            ((counts,),) = self.con.execute(load_sql("tie_rescrub_counts"), {"silver_version": version}).fetchall()
+        if not days and not counts:
+            return None
+        made = set_table_properties(store, EVENTS, {LAST_RESCRUB: self.request_id})
+        log.info("rescrub %s: %d days and %d count changes for gold at silver v%d", self.request_id, days, counts, made)
+        return made
 
 
 def pending_tables(store: Lake, fingerprint: str) -> list[TableDef]:
@@ -66,13 +147,19 @@ def pending_tables(store: Lake, fingerprint: str) -> list[TableDef]:
 
 
 def _rewritten(
-    store: Lake, table: TableDef, scrub: Callable[[pl.DataFrame], pl.DataFrame], stats: BatchStats
+    store: Lake,
+    table: TableDef,
+    scrub: Callable[[pl.DataFrame], pl.DataFrame],
+    stats: BatchStats,
+    gold: GoldChanges | None = None,
+    cold: bool = False,
 ) -> Iterator[pl.DataFrame]:
-    """Rescrub ``table`` in ``store``'s tier (a cold tier is a ``Lake`` of its own) partition by
-    partition; yields each rewritten partition's new rows after its commit (one partition in memory
-    at a time). A partition is rewritten when a value changes, or when one of its files carries
-    statistics of a column outside ``table.stats_columns`` (written before the table restricted
-    them: the log would keep copying those values)."""
+    """Rescrub ``table`` in ``store``'s tier (a cold tier is a ``Lake`` of its own, ``cold``)
+    partition by partition; yields each rewritten partition's new rows after its commit (one
+    partition in memory at a time). A partition is rewritten when a value changes, or when one of its
+    files carries statistics of a column outside ``table.stats_columns`` (written before the table
+    restricted them: the log would keep copying those values). ``gold``: silver's changes are
+    recorded there around each commit (:class:`GoldChanges`)."""
     written = store.version(table)
     if written is None:
         return
@@ -87,10 +174,18 @@ def _rewritten(
         assert isinstance(frame, pl.DataFrame)
         stats.rows += frame.height
         scrubbed = scrub(frame)
-        changed = int((frame.hash_rows() != scrubbed.hash_rows()).sum())
-        if not changed and day not in stale:
-            continue
+        mask = frame.hash_rows() != scrubbed.hash_rows()
+        changed = int(mask.sum())
+        if not changed:
+            if gold is not None:
+                gold.committed(cold, day)  # a run before committed this partition, then stopped
+            if day not in stale:
+                continue
+        if gold is not None and changed:
+            gold.record(cold, day, frame, scrubbed, mask)
         store.replace_where(table, scrubbed.to_arrow(), f"{column} = '{day.isoformat()}'", metadata=RESCRUB_COMMIT)
+        if gold is not None and changed:
+            gold.committed(cold, day)
         if table is EVENTS:
             stats.replaced_days += 1
             stats.inserted += changed
@@ -100,9 +195,11 @@ def _rewritten(
         yield scrubbed
 
 
-def rescrub(store: Lake, rules: Rules) -> BatchStats:
+def rescrub(store: Lake, rules: Rules, gold: GoldChanges | None = None) -> BatchStats:
     """Apply the scrub rules (and pseudonyms) of ``rules`` to every partition of silver and the
-    quarantine, rewriting only the partitions where a value changes; idempotent.
+    quarantine, rewriting only the partitions where a value changes; idempotent. ``gold``: where
+    silver's changes are recorded for gold (:class:`GoldChanges`; None: not at all, as for a lake
+    without a warehouse).
 
     The returned stats count rows read (``rows``), silver partitions rewritten (``replaced_days``),
     silver and quarantine rows changed (``inserted``, ``quarantine_inserted``) and the silver suite's
@@ -121,13 +218,19 @@ def rescrub(store: Lake, rules: Rules) -> BatchStats:
     columns = suite_columns(rules.silver_suite)
     tiers = [store, *([store.cold] if store.cold is not None else [])]
     stats.silver_checks = checks_by_part(
-        (frame.select(columns).to_pandas() for tier in tiers for frame in _rewritten(tier, EVENTS, silver_rows, stats)),
+        (
+            frame.select(columns).to_pandas()
+            for tier in tiers
+            for frame in _rewritten(tier, EVENTS, silver_rows, stats, gold, cold=tier is store.cold)
+        ),
         rules.silver_suite,
     )
     quarantine = _rewritten(
         store, REJECTED_EVENTS, lambda frame: transform.scrub_quarantine_columns(frame, rules.scrubber), stats
     )
     deque(quarantine, maxlen=0)  # each partition commits as the generator goes; nothing to check
+    if gold is not None:
+        gold.finish(store)
     return stats
 
 

@@ -14,7 +14,7 @@ from pydantic import Field
 from pipelines import reprocess, rescrub, silver
 from pipelines.defs.checks import INVARIANTS_CHECK, suite_check, suite_check_spec
 from pipelines.defs.ingest import raw_events
-from pipelines.defs.resources import LakeResource, SilverResource
+from pipelines.defs.resources import LakeResource, SilverResource, WarehouseResource
 from pipelines.user_attributes import load_user_attributes
 from pipelines.validation import suite_path
 from warehouse.lake.store import Lake
@@ -87,18 +87,27 @@ def silver_events_asset(freshness: dg.FreshnessPolicy) -> dg.AssetsDefinition:
         retry_policy=dg.RetryPolicy(max_retries=2, delay=2),
     )
     def silver_events(
-        context: dg.AssetExecutionContext, config: SilverConfig, lake: LakeResource, silver_step: SilverResource
+        context: dg.AssetExecutionContext,
+        config: SilverConfig,
+        lake: LakeResource,
+        silver_step: SilverResource,
+        warehouse: WarehouseResource,
     ) -> Iterator[object]:
         """Run the silver step (:mod:`pipelines.silver`) in the configured mode and report it."""
-        yield from _silver_run(context, config, lake.lake(), silver_step)
+        yield from _silver_run(context, config, lake.lake(), silver_step, warehouse)
 
     return silver_events
 
 
 def _silver_run(
-    context: dg.AssetExecutionContext, config: SilverConfig, store: Lake, silver_step: SilverResource
+    context: dg.AssetExecutionContext,
+    config: SilverConfig,
+    store: Lake,
+    silver_step: SilverResource,
+    warehouse: WarehouseResource,
 ) -> Iterator[object]:
-    """One silver run and its report.
+    """One silver run and its report (``warehouse``: a rescrub records there what gold must
+    recompute, :class:`pipelines.rescrub.GoldChanges`).
 
     Raises:
         dagster.Failure: an unknown mode, or reprocess without a valid day range.
@@ -113,7 +122,16 @@ def _silver_run(
         first, last = _day_range(config)
         stats = reprocess.reprocess(store, rules, run_id, first, last)
     elif config.mode == "rescrub":
-        stats = rescrub.rescrub(store, rules)
+        options = warehouse.options()
+        quality = next((mart for mart in options.marts.values() if mart.spec.kind == "quality"), None)
+        with warehouse.connect() as con:
+            gold = rescrub.GoldChanges(
+                con,
+                rules.scrubber.rules.fingerprint,
+                options.reporting_timezone,
+                quality.sql("select_silver_counts") if quality else None,
+            )
+            stats = rescrub.rescrub(store, rules, gold)
     else:
         raise dg.Failure(f"unknown silver mode {config.mode!r}: use ingest, replay, reprocess or rescrub")
     context.log.info(

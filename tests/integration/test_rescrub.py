@@ -24,6 +24,7 @@ from pipelines.scrub_rules import DEFAULT_RULES_PATH, RULES_PROPERTY, load_rules
 from pipelines.scrubbing import Scrubber
 from pipelines.validation import load_suite, suite_path
 from tests.conftest import ApiServer, Env, materialize_all, stored_text
+from tests.integration.test_tiers import served
 from warehouse.lake.history import change_stream
 from warehouse.lake.maintenance import table_properties
 from warehouse.lake.store import Lake
@@ -288,3 +289,128 @@ def test_a_release_adding_derived_columns_fills_them_in_from_silver_hot_and_cold
     assert derived(store) == {"fr": (False, "FR", "location"), "click": (False, "US", "ip")}
     assert stats.replaced_days == 2
     assert rescrub.rescrub(store, rules).replaced_days == 0  # idempotent
+
+
+def visit(uuid: str, user: str, at: str, path: str) -> dict[str, object]:
+    """A page view of ``https://shop.example`` + ``path`` (a static file when its extension says so)."""
+    return {"uuid": uuid, "app": "shop", "user": user, "timestamp": at, "page": f"https://shop.example{path}",
+            "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0", "events": {"page_view": {}}}  # fmt: skip
+
+
+UPGRADED = [
+    visit("a1", "asset-first", "2024-05-01T10:00:00Z", "/logo.png"),  # cold: first_seen moves to 05-03
+    visit("a2", "asset-first", "2024-05-03T10:00:00Z", "/"),
+    visit("o1", "asset-only", "2024-05-02T11:00:00Z", "/favicon.ico"),  # cold: no person at all
+    visit("n1", "normal", "2024-05-01T12:00:00Z", "/"),
+    visit("n2", "normal", "2024-05-02T12:00:00Z", "/cart"),
+    visit("n3", "normal", "2024-05-03T12:00:00Z", "/cart"),
+    visit("h1", "hot-asset", "2024-05-02T23:59:00Z", "/app.css"),  # cold day, the person's page hot
+    visit("h2", "hot-asset", "2024-05-03T09:00:00Z", "/"),
+    visit("h3", "hot-first", "2024-05-03T08:00:00Z", "/app.js"),  # hot: first_seen moves an hour
+    visit("h4", "hot-first", "2024-05-03T09:00:00Z", "/pricing"),
+]
+
+
+def serving_rows(env: Env, sql: str) -> list[tuple[object, ...]]:
+    con = duckdb.connect(str(env.serving), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def warehouse_rows(env: Env, table: str) -> list[tuple[object, ...]]:
+    con = duckdb.connect(str(env.warehouse), read_only=True)
+    try:
+        columns = [column for column in con.table(table).columns if column != "silver_version"]
+        listed = ", ".join(f'"{column}"' for column in columns)
+        return sorted(con.execute(f"select {listed} from {table}").fetchall(), key=repr)
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def upgraded_lake(
+    api: ApiServer, env: Env, tmp_path: Path, setting: Callable[[str, str], None], monkeypatch: pytest.MonkeyPatch
+) -> Env:
+    """A lake an older release wrote (no asset flag: static files counted as page views, people and
+    first visits) and gold built from it, two of its days moved to the cold tier since; then the
+    release that flags assets (the rules' fingerprint differs: the rescrub is due)."""
+    older = tmp_path / "older_rules.yaml"
+    older.write_text(DEFAULT_RULES_PATH.read_text() + "\n# an older release's rules\n")
+    setting("EVENTLAKE_SCRUB_RULES_PATH", str(older))
+    with monkeypatch.context() as old_release:
+        old_release.setattr(
+            transform, "asset_flags", lambda event_type, *_: pl.Series("is_asset", [None] * len(event_type), pl.Boolean)
+        )
+        assert api.post("/v1/events", json=UPGRADED).json()["rejected"] == []
+        materialize_all(env)
+    for day in ("2024-05-01", "2024-05-02"):
+        move_partition(env.lake, EVENTS, day)
+    setting("EVENTLAKE_SCRUB_RULES_PATH", str(DEFAULT_RULES_PATH))
+    return env
+
+
+PAGES = "select day, sum(views) from daily_page_views group by all order by all"
+OUTCOMES = "select outcome, sum(events) from data_quality_daily group by all order by all"
+
+
+def test_an_upgraded_lake_s_gold_after_the_rescrub_equals_a_fresh_build_cold_days_too(upgraded_lake: Env) -> None:
+    """After the rescrub and the next micro-batch, every mart, data quality's counts and the
+    first-seen times are what a warehouse built from scratch gives, though the cold days reach no
+    change feed."""
+    env = upgraded_lake
+    assert serving_rows(env, PAGES) == [(date(2024, 5, 1), 2), (date(2024, 5, 2), 3), (date(2024, 5, 3), 5)]
+    assert len(warehouse_rows(env, "person_first_seen")) == 5
+
+    rescrub_all(env)
+    materialize_all(env)  # the hot path's next micro-batch
+
+    assert serving_rows(env, PAGES) == [(date(2024, 5, 1), 1), (date(2024, 5, 2), 1), (date(2024, 5, 3), 4)]
+    first_seen = {person: str(at) for _, _, person, at in warehouse_rows(env, "person_first_seen")}
+    assert len(first_seen) == 4  # asset-only is nobody
+    assert {first_seen[person][:16] for person in first_seen if person.startswith(("asset-first", "hot-"))} == {
+        "2024-05-03 10:00",
+        "2024-05-03 09:00",
+    }
+    assert serving_rows(env, OUTCOMES) == [("asset", 4), ("valid", 6)]
+    incremental = served(env)
+    people = warehouse_rows(env, "person_first_seen")
+    env.warehouse.unlink()
+    env.serving.unlink()
+    materialize_all(env)
+    assert served(env) == incremental
+    assert warehouse_rows(env, "person_first_seen") == people
+
+
+@pytest.mark.parametrize("crash", ["before the commit", "after the commit"])
+def test_a_crash_around_a_cold_partition_s_commit_counts_its_changes_once(
+    upgraded_lake: Env, monkeypatch: pytest.MonkeyPatch, crash: str
+) -> None:
+    """The rescrub is killed once, just before or just after the commit of a cold partition's
+    rewrite (its count changes recorded, not marked committed); the step's retry, a run from
+    scratch, counts them exactly once."""
+    env = upgraded_lake
+    real_replace, real_committed = Lake.replace_where, rescrub.GoldChanges.committed
+    killed: list[str] = []
+
+    def replace_where(self: Lake, *args: object, **kwargs: object) -> int:
+        if self.cold is None and crash == "before the commit" and not killed:  # the cold tier's Lake has none
+            killed.append(crash)
+            raise RuntimeError("killed before the commit")
+        return real_replace(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    def committed(self: rescrub.GoldChanges, cold: bool, day: date) -> None:
+        if cold and crash == "after the commit" and not killed:
+            killed.append(crash)
+            raise RuntimeError("killed after the commit")
+        real_committed(self, cold, day)
+
+    with monkeypatch.context() as crashing:
+        crashing.setattr(Lake, "replace_where", replace_where)
+        crashing.setattr(rescrub.GoldChanges, "committed", committed)
+        rescrub_all(env)  # the silver step's retry policy runs it again
+    assert killed == [crash]
+    materialize_all(env)
+    assert serving_rows(env, OUTCOMES) == [("asset", 4), ("valid", 6)]
+    assert serving_rows(env, PAGES) == [(date(2024, 5, 1), 1), (date(2024, 5, 2), 1), (date(2024, 5, 3), 4)]

@@ -32,6 +32,8 @@ RESERVED = frozenset(
         *("changed_rows", "merged_days", "reporting_settings", "new_silver", "source_rows", "quality_days"),
         *("changed_event_days", "moved_first_visits", "gold_marts"),
         *("identity_links", "person_first_seen", "first_seen_moves", "anonymous_days", "gold_watermarks"),
+        *("gold_recompute_days", "rescrub_count_changes", "recorded_days", "count_changes", "silver_count_changes"),
+        *("first_seen_rechecks", "first_seen_rechecked"),
         *("events", "raw_events", "rejected_events", "user_attributes", "serving_snapshot", "purged_history"),
         "pipeline_freshness",
     }

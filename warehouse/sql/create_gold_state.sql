@@ -55,8 +55,9 @@ alter table gold_watermarks add column if not exists definition varchar default 
 alter table gold_watermarks add column if not exists quarantine_version bigint;
 
 -- Days gold must recompute at a silver version although silver's change feed may not carry them:
--- an erasure's days (pipelines/erasure.py), cold ones included. silver_version null: recorded, the
--- erasure not finished yet.
+-- an erasure's days (pipelines/erasure.py) and a rescrub's (request_id 'rescrub:<rules fingerprint>',
+-- pipelines/rescrub.py), cold ones included. silver_version null: recorded, the erasure or rescrub
+-- not finished yet.
 create table if not exists gold_recompute_days (
     request_id varchar not null,
     app varchar not null,
@@ -65,4 +66,22 @@ create table if not exists gold_recompute_days (
     event_type varchar not null,
     silver_version bigint,
     primary key (request_id, app, source, day, event_type)
+);
+
+-- What a rescrub of silver's cold tier changed in data_quality_daily's counts (pipelines/rescrub.py):
+-- the change of each (app, source, UTC received day, outcome)'s silver rows, per cold partition
+-- (event_date) rewritten, which no change feed carries. committed: the partition's rewrite was
+-- committed (recorded before, marked after); silver_version: the version the data quality mart adds
+-- the committed changes at (null: the rescrub not finished yet).
+create table if not exists rescrub_count_changes (
+    request_id varchar not null,
+    event_date date not null,
+    app varchar not null,
+    source varchar not null,
+    day date not null,
+    outcome varchar not null,
+    events bigint not null,
+    committed boolean not null,
+    silver_version bigint,
+    primary key (request_id, event_date, app, source, day, outcome)
 );

@@ -1,5 +1,5 @@
--- The days recorded for recomputation (gold_recompute_days: an erasure's days, including those of
--- silver's cold tier, whose deletes reach no change feed) that silver versions
+-- The days recorded for recomputation (gold_recompute_days: an erasure's or a rescrub's days,
+-- including those of silver's cold tier, whose changes reach no change feed) that silver versions
 -- ($after_version, $until_version] changed, in the shape of select_changed_event_days.sql.
 select app, source, day, event_type, true as deleted
 from gold_recompute_days
