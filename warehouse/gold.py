@@ -143,7 +143,8 @@ def connect(
 
 
 def erasures_pending(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether some mart has days of an erasure (``gold_recompute_days``) still to recompute."""
+    """Whether some mart has days of an erasure or a rescrub (``gold_recompute_days``) still to
+    recompute: the gold step then rewrites the file, whose free blocks may hold the values removed."""
     return bool(con.execute(load_sql("select_erasures_pending")).fetchall()[0][0])
 
 
