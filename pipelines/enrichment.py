@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import orjson
 from crawlerdetect import CrawlerDetect
@@ -249,7 +249,8 @@ def is_asset_request(page_url: str | None, content_type: str | None = None, by_s
     parameters such as ``; charset=utf-8`` ignored): an asset unless it is one of
     :data:`PAGE_CONTENT_TYPES`. Anything else there (``"article"``, a number, an Accept-style list)
     says nothing. Otherwise the URL's path decides: its last segment's extension (case-insensitive;
-    the query and fragment ignored) is one of :data:`ASSET_EXTENSIONS` — unless ``by_sdk`` (the
+    the query, fragment and the segment's ``;`` parameters ignored, percent-encoding decoded) is one
+    of :data:`ASSET_EXTENSIONS` — unless ``by_sdk`` (the
     event came from a tracking SDK, whose page views are pages by construction: a page named
     ``/tags/node.js`` is no script). A URL without a path, or text that is no URL, is a page: only
     what is known to be a file is left out of page metrics.
@@ -262,5 +263,8 @@ def is_asset_request(page_url: str | None, content_type: str | None = None, by_s
         path = urlsplit(page_url).path
     except ValueError:
         return False
-    extension = posixpath.splitext(posixpath.basename(path))[1]
+    # Percent-decoded (RFC 3986 section 2.1: /app%2Ecss is /app.css), a segment's parameters cut
+    # (RFC 3986 section 3.3: /app.css;jsessionid=… names app.css).
+    segment = posixpath.basename(unquote(path)).split(";", 1)[0]
+    extension = posixpath.splitext(segment)[1]
     return extension[1:].lower() in ASSET_EXTENSIONS

@@ -196,6 +196,10 @@ def test_country_from_ip(network: str | None, country: str | None) -> None:
         ("https://shop.example/report.pdf", None, False),  # a document a person opens
         ("https://shop.example/index.php?page=a.css", None, False),  # the path decides, not the query
         ("https://shop.example/v1.2/", None, False),
+        ("https://shop.example/app%2Ecss", None, True),  # regression: percent-encoded dot
+        ("https://shop.example/app.css;jsessionid=0A1B", None, True),  # regression: path parameters
+        ("https://shop.example/cart;jsessionid=0A1B", None, False),
+        ("https://shop.example/a%2Fb.css/", None, False),  # the last segment is empty: a page
         ("https://shop.example/products/42", "image/png", True),  # a known content type decides
         ("https://shop.example/logo.png", "text/html; charset=utf-8", False),
         ("http://[::1", None, False),  # no URL: a page
