@@ -289,19 +289,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("paths", nargs="+", type=Path, help=f"sample files ({', '.join(SUFFIXES)}; formats below)")
     parser.add_argument(
-        "--api-url", default=None, help="ingest API base URL (default: EVENTLAKE_INGEST_HOST and _PORT's)"
+        "--api-url",
+        default=None,
+        help="ingest API base URL (default: http://127.0.0.1:8000, the port from EVENTLAKE_INGEST_PORT)",
     )
     parser.add_argument(
         "--write-key",
         default=None,
         help="the source's write key (default: the local source's key under EVENTLAKE_DATA_DIR)",
     )
-    parser.add_argument("--batch-size", type=int, default=200, help="payloads per POST")
-    parser.add_argument("--concurrency", type=int, default=4, help="POSTs in flight")
+    parser.add_argument("--batch-size", type=int, default=200, help="payloads per POST (default: %(default)s)")
+    parser.add_argument("--concurrency", type=int, default=4, help="POSTs in flight (default: %(default)s)")
     parser.add_argument(
         "--log-base-url",
         default="http://semicomplete.com",
-        help="site prefix for access-log request paths (the bundled log is semicomplete.com's)",
+        help="site prefix for access-log request paths (default: %(default)s, the bundled log's site)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)
