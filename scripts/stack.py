@@ -309,6 +309,7 @@ def stop(supervisor: Supervisor, dagster_home: Path) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if supervisor.proc is None or supervisor.proc.poll() is not None:
         return
+    say("stopping: the Dagster runs in progress end their step first, then every program (up to ~30 s) …")
     terminate_runs(dagster_home)
     supervisor.stop()
     say("stopped every process of the stack")
