@@ -401,7 +401,18 @@ _APP_BY_FORM_EVENTS = _busiest("app", "events", "events_by_type_daily", "event_t
 DASHBOARDS = {
     # the shop CSV, the busiest app, sends named actions and no page views
     "overview": Dashboard(9, {"app": _APP_BY_EVENTS}, frozenset({"Top pages"})),
-    "audience": Dashboard(3, {"app": _APP_BY_EVENTS}),
+    # the app with the most people-days of a known platform, device type or country
+    "audience": Dashboard(
+        3,
+        {
+            "app": _busiest(
+                "app",
+                "active_users",
+                "active_users_breakdown",
+                "breakdown in ('platform', 'device_type', 'country') and value <> '(unknown)'",
+            )
+        },
+    ),
     "funnels": Dashboard(
         2,
         {
