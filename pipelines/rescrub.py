@@ -30,10 +30,14 @@ which:
 
 A crash at any point leaves every row exactly once (each partition's replacement is one atomic
 commit; the log never holds half of one) and the next run finishes the job: the fingerprint is
-recorded last. Gold's records are exact through a crash too: a cold partition's count changes are
-recorded before its commit and marked committed after it; a run after a crash finds the partition
-unchanged (the commit happened: mark it) or changed (it did not: record it again, replacing). Runs
-are serialized with every other silver writer by the run queue.
+recorded last. Gold's records are exact through a crash too, whatever the rules are by the next
+run: a cold partition's count changes are recorded before its commit with the number of the
+attempt, which the commit records atomically as an application transaction (Delta's ``txn``,
+``eventlake.rescrub/<event_date>``), and are marked committed after it; the next rescrub first
+settles what a crash left (:meth:`GoldChanges.settle`: committed when the table holds that
+attempt's transaction, else dropped). Every rescrub gives all committed records, its own and those
+an earlier one left, a silver version (:meth:`GoldChanges.finish`). Runs are serialized with every
+other silver writer by the run queue.
 """
 
 from __future__ import annotations
@@ -69,6 +73,11 @@ REQUEST_PREFIX = "rescrub:"
 LAST_RESCRUB = "eventlake.lastRescrub"
 
 
+def _attempts(day: date) -> str:
+    """The application id (Delta ``txn``) whose version counts the rescrub commits of cold partition ``day``."""
+    return f"eventlake.rescrub/{day.isoformat()}"
+
+
 class GoldChanges:
     """What a rescrub changes that silver's change data feed does not tell gold, recorded in the
     gold warehouse ``con`` (its writer) for the marts' next refresh (module docstring, step 2).
@@ -85,10 +94,23 @@ class GoldChanges:
         self.timezone = timezone
         self.count_sql = count_sql
 
-    def record(self, cold: bool, day: date, before: pl.DataFrame, after: pl.DataFrame, changed: pl.Series) -> None:
+    def settle(self, cold: Lake | None) -> None:
+        """What a crash left of the cold tier's count changes, under any rules: an attempt whose
+        commit the ``cold`` tier holds (its ``txn`` version reached the attempt) is marked committed,
+        any other is dropped (its partition was not rewritten)."""
+        with transaction(self.con):
+            for day, attempt in self.con.execute(load_sql("select_uncommitted_rescrub_counts")).fetchall():
+                done = cold is not None and (cold.transaction_version(EVENTS, _attempts(day)) or 0) >= attempt
+                settle = "commit_rescrub_counts" if done else "delete_rescrub_counts"
+                self.con.execute(load_sql(settle), {"event_date": day, "attempt": attempt})
+
+    def record(
+        self, cold: bool, day: date, before: pl.DataFrame, after: pl.DataFrame, changed: pl.Series, attempt: int
+    ) -> None:
         """Before partition ``day``'s rewrite is committed: the reporting days of its ``changed``
         rows (a boolean mask over ``before``/``after``, the partition's rows and their rescrubbed
-        version, in the same order), pending; in the cold tier also data quality's count changes."""
+        version, in the same order), pending; in the cold tier also data quality's count changes,
+        with the ``attempt`` its commit records (:func:`_attempts`)."""
         old, new = before.filter(changed), after.filter(changed)
         rows = new.select("app", "source", "timestamp", "event_type", pl.lit("delete").alias("_change_type"))
         outcome = ["app", "source", "received_at", "is_bot", "is_asset"]
@@ -107,32 +129,31 @@ class GoldChanges:
                     changes = self.con.sql(self.count_sql).to_arrow_table()
                 with registered(self.con, {"count_changes": changes}):
                     self.con.execute(
-                        load_sql("insert_rescrub_counts"), {"request_id": self.request_id, "event_date": day}
+                        load_sql("insert_rescrub_counts"),
+                        {"request_id": self.request_id, "event_date": day, "attempt": attempt},
                     )
 
-    def committed(self, cold: bool, day: date) -> None:
-        """Partition ``day``'s rewrite is committed (or found done by a run after a crash): its
-        count changes count."""
-        if cold:
-            self.con.execute(load_sql("commit_rescrub_counts"), {"request_id": self.request_id, "event_date": day})
+    def committed(self, day: date, attempt: int) -> None:
+        """Cold partition ``day``'s rewrite of ``attempt`` is committed: its count changes count."""
+        self.con.execute(load_sql("commit_rescrub_counts"), {"event_date": day, "attempt": attempt})
 
     def finish(self, store: Lake) -> int | None:
-        """Give the committed records a silver version ahead of every gold watermark (the hot
-        table's next) and make it with one commit on the hot table (:data:`LAST_RESCRUB`); returns
-        it, or None when nothing was pending. A crash before that commit leaves them for the hot
-        table's next commit, whichever it is."""
+        """Give every rescrub's committed records still without one (this run's, and any an
+        earlier run under other rules left) a silver version ahead of every gold watermark, the hot
+        table's next, and make that version with one commit on the hot table (:data:`LAST_RESCRUB`)
+        unless it exists already; returns the version, or None when no record waits for it. A crash
+        before the commit is made good by the next rescrub's ``finish`` (or any commit on the table)."""
         current = store.version(EVENTS)
-        version = (-1 if current is None else current) + 1
+        now = -1 if current is None else current
         with transaction(self.con):
             self.con.execute(load_sql("delete_recomputed_days"))
-            ((days,),) = self.con.execute(
-                load_sql("tie_recompute_days"), {"request_id": self.request_id, "silver_version": version}
-            ).fetchall()
-            ((counts,),) = self.con.execute(load_sql("tie_rescrub_counts"), {"silver_version": version}).fetchall()
-        if not days and not counts:
+            self.con.execute(load_sql("tie_rescrub_days"), {"silver_version": now + 1})
+            self.con.execute(load_sql("tie_rescrub_counts"), {"silver_version": now + 1})
+            ((waiting,),) = self.con.execute(load_sql("select_rescrubs_ahead"), {"silver_version": now}).fetchall()
+        if not waiting:
             return None
         made = set_table_properties(store, EVENTS, {LAST_RESCRUB: self.request_id})
-        log.info("rescrub %s: %d days and %d count changes for gold at silver v%d", self.request_id, days, counts, made)
+        log.info("rescrub %s: %d records for gold at silver v%d", self.request_id, waiting, made)
         return made
 
 
@@ -176,16 +197,22 @@ def _rewritten(
         scrubbed = scrub(frame)
         mask = frame.hash_rows() != scrubbed.hash_rows()
         changed = int(mask.sum())
-        if not changed:
-            if gold is not None:
-                gold.committed(cold, day)  # a run before committed this partition, then stopped
-            if day not in stale:
-                continue
+        if not changed and day not in stale:
+            continue
+        # Cold count changes: the commit records the attempt they were recorded with (GoldChanges.settle).
+        counted = gold is not None and changed > 0 and cold and table is EVENTS
+        attempt = (store.transaction_version(table, _attempts(day)) or 0) + 1 if counted else 0
         if gold is not None and changed:
-            gold.record(cold, day, frame, scrubbed, mask)
-        store.replace_where(table, scrubbed.to_arrow(), f"{column} = '{day.isoformat()}'", metadata=RESCRUB_COMMIT)
-        if gold is not None and changed:
-            gold.committed(cold, day)
+            gold.record(cold, day, frame, scrubbed, mask, attempt)
+        store.replace_where(
+            table,
+            scrubbed.to_arrow(),
+            f"{column} = '{day.isoformat()}'",
+            metadata=RESCRUB_COMMIT,
+            transaction=(_attempts(day), attempt) if counted else None,
+        )
+        if gold is not None and counted:
+            gold.committed(day, attempt)
         if table is EVENTS:
             stats.replaced_days += 1
             stats.inserted += changed
@@ -217,6 +244,8 @@ def rescrub(store: Lake, rules: Rules, gold: GoldChanges | None = None) -> Batch
 
     columns = suite_columns(rules.silver_suite)
     tiers = [store, *([store.cold] if store.cold is not None else [])]
+    if gold is not None:
+        gold.settle(store.cold)
     stats.silver_checks = checks_by_part(
         (
             frame.select(columns).to_pandas()

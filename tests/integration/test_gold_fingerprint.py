@@ -83,7 +83,7 @@ RECORDED: dict[str, dict[str, str]] = {
         "monthly_active_users": "365 rows 98783d27ff68c343",
         "person_first_seen": "5353 rows 04233f69c01efcd8",
         "person_last_active": "5353 rows 88efca597cf093c2",
-        "rescrub_count_changes": "0 rows 3d198a19bc932320",  # issue 29: a rescrub's cold count changes
+        "rescrub_count_changes": "0 rows be79d39a52a93e43",  # issue 29: a rescrub's cold count changes
         "retention_cohorts": "730 rows abbfb5156e87d6e3",
         "sessions": "11353 rows 66bcbe5576640286",  # issue 25: its person_id
         "weekly_active_users": "365 rows bdef97e4e9ee82f3",

@@ -400,11 +400,11 @@ def test_a_crash_around_a_cold_partition_s_commit_counts_its_changes_once(
             raise RuntimeError("killed before the commit")
         return real_replace(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    def committed(self: rescrub.GoldChanges, cold: bool, day: date) -> None:
-        if cold and crash == "after the commit" and not killed:
+    def committed(self: rescrub.GoldChanges, day: date, attempt: int) -> None:
+        if crash == "after the commit" and not killed:
             killed.append(crash)
             raise RuntimeError("killed after the commit")
-        real_committed(self, cold, day)
+        real_committed(self, day, attempt)
 
     with monkeypatch.context() as crashing:
         crashing.setattr(Lake, "replace_where", replace_where)

@@ -1,5 +1,5 @@
--- The rewrite of cold partition $event_date by rescrub $request_id is committed: its recorded count
--- changes (insert_rescrub_counts.sql) count from now on.
+-- The rewrite of cold partition $event_date of attempt $attempt is committed (seen done, or found in
+-- the table's transaction version by the next rescrub): its recorded count changes count.
 update rescrub_count_changes
 set committed = true
-where request_id = $request_id and event_date = $event_date and not committed
+where event_date = $event_date and attempt = $attempt and not committed

@@ -70,12 +70,14 @@ create table if not exists gold_recompute_days (
 
 -- What a rescrub of silver's cold tier changed in data_quality_daily's counts (pipelines/rescrub.py):
 -- the change of each (app, source, UTC received day, outcome)'s silver rows, per cold partition
--- (event_date) rewritten, which no change feed carries. committed: the partition's rewrite was
--- committed (recorded before, marked after); silver_version: the version the data quality mart adds
--- the committed changes at (null: the rescrub not finished yet).
+-- (event_date) rewritten, which no change feed carries. attempt: the application transaction version
+-- the partition's commit records; committed: that commit happened (recorded before, marked after, or
+-- settled by the next rescrub from the table's transaction version); silver_version: the version the
+-- data quality mart adds the committed changes at (null: not given one yet).
 create table if not exists rescrub_count_changes (
     request_id varchar not null,
     event_date date not null,
+    attempt bigint not null,
     app varchar not null,
     source varchar not null,
     day date not null,
@@ -83,5 +85,5 @@ create table if not exists rescrub_count_changes (
     events bigint not null,
     committed boolean not null,
     silver_version bigint,
-    primary key (request_id, event_date, app, source, day, outcome)
+    primary key (request_id, event_date, attempt, app, source, day, outcome)
 );
