@@ -82,7 +82,8 @@ def refresh_first_seen(
     if silver_version <= silver_from:
         return 0
     views = {
-        "silver_events": _people_rows(_feed(lake, silver_from, silver_version, feeds).read(_COLUMNS)),
+        # Without rows a later erasure of the range deleted: an erased person must not come back.
+        "silver_events": _people_rows(_feed(lake, silver_from, silver_version, feeds).read_surviving(_COLUMNS)),
         "reporting_settings": pa.table({"timezone": [timezone]}),
     }
     try:

@@ -60,8 +60,9 @@ def refresh_identity(
     # Only the columns links need, streamed; properties (previousId) only of alias events (few rows).
     feed = feeds(silver_from) if feeds else ChangeFeed(lake, EVENTS, silver_from, silver_version)
     views = {
-        "silver_feed": feed.read(_COLUMNS),
-        "new_aliases": feed.read([*_COLUMNS, "properties"], equals=("event_type", "alias")).read_all(),
+        # Without rows a later erasure of the range deleted: an erased person's links must not come back.
+        "silver_feed": feed.read_surviving(_COLUMNS),
+        "new_aliases": feed.read_surviving([*_COLUMNS, "properties"], equals=("event_type", "alias")).read_all(),
     }
     try:
         with registered(con, views), transaction(con):

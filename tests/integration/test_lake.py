@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import ROOT, Env
 from warehouse.contract.native import explode_payload
 from warehouse.contract.rows import RequestContext
-from warehouse.lake.history import change_stream, commit_rows
+from warehouse.lake.history import ChangeFeed, change_stream, commit_rows
 from warehouse.lake.store import Lake
 from warehouse.lake.tables import EVENTS, RAW_EVENTS, REJECTED_EVENTS, WATERMARKS, TableDef
 
@@ -185,3 +185,46 @@ def test_a_process_that_read_a_table_exits_cleanly(tmp_path: Path) -> None:
         for _ in range(10)
     ]
     assert codes == [0] * 10
+
+
+def silver_rows(*ids: str) -> pa.Table:
+    at = datetime(2024, 1, 1, 12, tzinfo=UTC)
+    rows = [
+        {
+            "event_id": i,
+            "event_type": "click",
+            "app": "a",
+            "source": "web",
+            "source_format": "native",
+            "timestamp": at,
+            "event_date": at.date(),
+            "received_at": at,
+            "user_id": "u",
+            "is_bot": False,
+            "bronze_version": 0,
+            "run_id": "r",
+        }  # fmt: skip
+        for i in ids
+    ]
+    return pa.Table.from_pylist(rows, schema=EVENTS.schema)
+
+
+def test_surviving_rows_leave_out_what_a_later_commit_of_the_range_deleted(env: Env) -> None:
+    # Regression (breaker): an erasure between a micro-batch's silver step and gold's run deleted the
+    # person's rows, but gold's first-seen times read the micro-batch's inserts and the person came back.
+    v0 = env.lake.append(EVENTS, silver_rows("z"))
+    env.lake.append(EVENTS, silver_rows("a", "b"))
+    env.lake.append(EVENTS, silver_rows("c"))
+    v3 = env.lake.replace_where(EVENTS, EVENTS.schema.empty_table(), "event_id = 'b'")  # an erasure
+    feed = ChangeFeed(env.lake, EVENTS, v0, v3)
+    assert sorted(feed.read_surviving(["event_id"]).read_all()["event_id"].to_pylist()) == ["a", "c"]
+    assert sorted(feed.read(["event_id"]).read_all()["event_id"].to_pylist()) == ["a", "b", "c"]
+    # A replacement deletes and inserts in one commit (a rescrub, a reprocess): its rows stay, once.
+    v4 = env.lake.replace_where(EVENTS, silver_rows("a", "c", "z"), "event_date = '2024-01-01'")
+    surviving = ChangeFeed(env.lake, EVENTS, v0, v4).read_surviving(["event_id"]).read_all()
+    assert sorted(zip(surviving["event_id"].to_pylist(), surviving["_commit_version"].to_pylist(), strict=True)) == [
+        ("a", v4),
+        ("c", v4),
+        ("z", v4),
+    ]
+    assert ChangeFeed(env.lake, EVENTS, -1, v4).read_surviving(["event_id"]).read_all().num_rows == 3

@@ -427,14 +427,10 @@ def test_an_erasure_before_the_rescrub(upgraded: Env) -> None:
     assert_equals_fresh_build(env, ignore=ERASURE_DQ)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an erasure between the rescrub's silver step and gold's next run: the rescrub re-inserted "
-    "every row of the rewritten hot partitions into silver's change feed, refresh_first_seen takes "
-    "the erased person's re-inserted rows as candidates though a later version deletes them, and "
-    "the erased person is back in person_first_seen",
-)
 def test_an_erasure_between_the_rescrub_and_gold_leaves_the_person_erased(upgraded: Env) -> None:
+    """Regression (breaker, HIGH): the rescrub re-inserted every row of the rewritten hot partitions
+    into silver's change feed; an erasure before gold's next run deleted the person's rows, but
+    refresh_first_seen took the re-inserted rows as candidates and the person came back."""
     from tests.integration.test_erasure import erase_job, request_for
 
     env = upgraded
@@ -447,14 +443,11 @@ def test_an_erasure_between_the_rescrub_and_gold_leaves_the_person_erased(upgrad
     assert_equals_fresh_build(env, ignore=ERASURE_DQ)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="root cause of the test above, without a rescrub: refresh_first_seen takes every row "
-    "inserted in (watermark, now] as a candidate, also rows an erasure deleted at a later version",
-)
 def test_an_erasure_after_a_micro_batch_s_silver_step_before_gold_leaves_the_person_erased(
     upgraded: Env, api: ApiServer
 ) -> None:
+    """Regression (breaker, HIGH, without a rescrub): rows a micro-batch inserted and an erasure
+    deleted before gold caught up are no first-seen candidates (ChangeFeed.read_surviving)."""
     from tests.integration.test_erasure import erase_job, request_for
 
     env = upgraded
