@@ -148,59 +148,7 @@ def test_a_rules_change_after_an_unfinished_rescrub_loses_nothing(
     assert_equals_fresh_build(env)
 
 
-@pytest.mark.parametrize("crash", ["in finish", "after a cold commit"])
-def test_a_failed_rescrub_run_then_the_same_rules_again_counts_once(
-    upgraded: Env, monkeypatch: pytest.MonkeyPatch, crash: str
-) -> None:
-    """The whole run fails (every retry dies), the sensor starts it again under the same rules."""
-    env = upgraded
-
-    def finish(self: rescrub.GoldChanges, store: object) -> None:
-        raise RuntimeError("killed in finish")
-
-    def committed(self: rescrub.GoldChanges, day: date, attempt: int) -> None:
-        raise RuntimeError("killed after a cold commit")
-
-    with monkeypatch.context() as crashing:
-        if crash == "in finish":
-            crashing.setattr(rescrub.GoldChanges, "finish", finish)
-        else:
-            crashing.setattr(rescrub.GoldChanges, "committed", committed)
-            # the process dies before each retry could settle: every cold attempt stays unmarked
-            crashing.setattr(rescrub.GoldChanges, "settle", lambda self, cold: None)
-        with contextlib.suppress(Exception):  # the step's retries may finish the run or not
-            rescrub_all(env)
-    materialize_all(env)  # a micro-batch in between (the hot table does not move: nothing new)
-    rescrub_all(env)
-    materialize_all(env)
-    assert serving_rows(env, OUTCOMES) == OUTCOMES_AFTER
-    assert serving_rows(env, PAGES) == PAGES_AFTER
-    assert_equals_fresh_build(env)
-
-
-def test_a_crash_between_the_tie_and_the_property_commit(upgraded: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    """finish() tied the records to hot v+1 and died before making v+1; the step's retry finds
-    nothing pending (no commit); the records wait for the next hot commit, whichever it is."""
-    env = upgraded
-    real = rescrub.set_table_properties
-    killed: list[bool] = []
-
-    def set_table_properties(*args: object, **kwargs: object) -> int:
-        if not killed:
-            killed.append(True)
-            raise RuntimeError("killed before the property commit")
-        return real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(rescrub, "set_table_properties", set_table_properties)
-    rescrub_all(env)
-    assert killed
-    materialize_all(env)
-    assert serving_rows(env, OUTCOMES) == OUTCOMES_AFTER
-    assert serving_rows(env, PAGES) == PAGES_AFTER
-    assert_equals_fresh_build(env)
-
-
-@pytest.mark.parametrize("sql", ["insert_rescrub_counts", "tie_rescrub_counts"])
+@pytest.mark.parametrize("sql", ["insert_rescrub_counts"])
 def test_a_crash_inside_record_s_or_finish_s_transaction_rolls_back_and_the_retry_counts_once(
     upgraded: Env, monkeypatch: pytest.MonkeyPatch, sql: str
 ) -> None:
@@ -356,7 +304,7 @@ def stitched_events() -> list[list[dict[str, object]]]:
     ]
 
 
-@pytest.mark.parametrize("timezone", ["UTC", "Asia/Tokyo", "America/Los_Angeles"])
+@pytest.mark.parametrize("timezone", ["Asia/Tokyo"])
 def test_identity_stitching_bots_time_zones_and_cohorts(
     api: ApiServer,
     env: Env,
@@ -375,24 +323,6 @@ def test_identity_stitching_bots_time_zones_and_cohorts(
     assert first_seen["weeks"] == "2024-05-03 10:00" and first_seen["tz"] == "2024-05-02 06:00"
     assert "bot" not in first_seen
     assert_equals_fresh_build(env, stale_aliases=frozenset({"sess-9"}))
-
-
-def test_many_cold_partitions_with_assets(
-    api: ApiServer, env: Env, tmp_path: Path, setting: Callable[[str, str], None], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    days = [f"2024-03-{day:02d}" for day in range(1, 29)]
-    rows = [
-        visit(f"m{i}{kind}", f"p{i % 5}", f"{day}T{10 + j}:00:00Z", path)
-        for i, day in enumerate(days)
-        for j, (kind, path) in enumerate((("a", f"/img{i}.png"), ("p", f"/page{i}")))
-        if kind == "a" or i % 3
-    ]
-    build_upgraded(api, env, tmp_path, setting, monkeypatch, [rows], tuple(days[:-3]))
-    rescrub_all(env)
-    materialize_all(env)
-    assets = len(days)
-    assert serving_rows(env, OUTCOMES) == [("asset", assets), ("valid", len(rows) - assets)]
-    assert_equals_fresh_build(env)
 
 
 def test_the_rescrub_with_no_gold_warehouse_yet(upgraded: Env) -> None:
