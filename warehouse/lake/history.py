@@ -127,6 +127,8 @@ class ChangeFeed:
         self.until_version = until_version
         self.max_rows = max_rows
         self._rows: pa.Table | None = None
+        #: per key column: the last version of the range that deleted each key (read_surviving)
+        self._deleted: dict[str, pa.Table] = {}
 
     def _cached(self) -> pa.Table | None:
         """The whole range in memory (every column, both change types), or None when it is too large
@@ -201,10 +203,12 @@ class ChangeFeed:
         """
         if self.after_version < 0:
             return self.read(columns, equals=equals)
-        deleted = self.read([key], ("delete",)).read_all()
-        if not deleted.num_rows:
+        if key not in self._deleted:  # shared by the run's readers, like the feed itself
+            deleted = self.read([key], ("delete",)).read_all()
+            self._deleted[key] = deleted.group_by(key).aggregate([("_commit_version", "max")])
+        last = self._deleted[key]
+        if not last.num_rows:
             return self.read(columns, equals=equals)
-        last = deleted.group_by(key).aggregate([("_commit_version", "max")])
         keys, versions = last[key], last["_commit_version_max"]
         wanted = columns if key in columns else [*columns, key]
         rows = self.read(wanted, equals=equals)
