@@ -42,6 +42,15 @@ def append_bronze(env: Env, prefix: str, n: int) -> int:
     return env.lake.append(RAW_EVENTS, pa.Table.from_pylist(rows, schema=RAW_EVENTS.schema))
 
 
+def file_instance(env: Env) -> dg.DagsterInstance:
+    """A Dagster instance on SQLite files, as the stack's: the hot path's heartbeat thread writes to it
+    while the run does. Regression: the ephemeral instance's in-memory SQLite failed that on CI's
+    loaded cores ("database table is locked: runs")."""
+    home = env.data_dir / "dagster"
+    home.mkdir(exist_ok=True)
+    return dg.DagsterInstance.local_temp(tempdir=str(home))
+
+
 def run_hot_path(
     env: Env, instance: dg.DagsterInstance, warehouse: Path | None = None, **config: float
 ) -> dg.ExecuteInProcessResult:
@@ -77,13 +86,12 @@ def stop_reason(result: dg.ExecuteInProcessResult) -> str:
 
 
 def test_one_run_carries_each_new_micro_batch_to_gold_then_stops_when_bronze_is_idle(env: Env) -> None:
-    instance = dg.DagsterInstance.ephemeral()
+    instance = file_instance(env)
     first = append_bronze(env, "a", 3)
     late: list[int] = []
 
     def post_after_first_batch() -> None:
-        # Watches the lake, not the instance: the ephemeral instance's in-memory SQLite is not safe to read
-        # from a second thread while the run writes to it ("database table is locked: runs").
+        # Watches the lake, not the instance: the run writes to the instance from its own threads.
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if env.lake.watermark(EVENTS.name, RAW_EVENTS.name) == first:
@@ -114,7 +122,7 @@ def test_one_run_carries_each_new_micro_batch_to_gold_then_stops_when_bronze_is_
 def test_a_backlog_larger_than_a_micro_batch_is_caught_up_in_one_run(
     env: Env, setting: Callable[[str, str], None]
 ) -> None:
-    instance = dg.DagsterInstance.ephemeral()
+    instance = file_instance(env)
     versions = [append_bronze(env, prefix, 3) for prefix in "abc"]  # e.g. left while the pipeline was down
     setting("EVENTLAKE_SILVER_MAX_BATCH_ROWS", "4")
     result = run_hot_path(env, instance, idle_exit_s=1)
@@ -128,7 +136,7 @@ def test_a_backlog_larger_than_a_micro_batch_is_caught_up_in_one_run(
 
 
 def test_it_yields_to_a_queued_run_without_processing(env: Env) -> None:
-    instance = dg.DagsterInstance.ephemeral()
+    instance = file_instance(env)
     append_bronze(env, "a", 3)
     instance.add_run(queued_run("reprocess_silver"))
 
@@ -168,7 +176,7 @@ def test_a_failed_micro_batch_fails_the_run_and_names_it(env: Env, tmp_path: Pat
 def test_a_hot_path_first_catches_gold_up_with_what_silver_committed_before_a_failure(env: Env, tmp_path: Path) -> None:
     """Regression: a micro-batch that failed after silver committed left gold behind; the next hot
     path compared bronze with silver only, found nothing to do, and gold waited for a new event."""
-    instance = dg.DagsterInstance.ephemeral()
+    instance = file_instance(env)
     version = append_bronze(env, "a", 3)
     not_a_file = tmp_path / "warehouse_dir"
     not_a_file.mkdir()  # the gold step cannot open a DuckDB file here: silver commits, gold fails
@@ -188,7 +196,7 @@ def test_a_hot_path_waits_for_another_still_holding_the_lock_and_ends_if_it_was_
 ) -> None:
     """Regression: a hot path that hung long enough for the sensor to fail it and start another
     resumed beside it; both processed the same bronze (every event twice in silver)."""
-    instance = dg.DagsterInstance.ephemeral()
+    instance = file_instance(env)
     lock = tmp_path / "hot_path.lock"
     instance.add_run(dg.DagsterRun(job_name="hot_path", run_id="waiting", status=dg.DagsterRunStatus.STARTED))
     entered = threading.Event()
