@@ -329,13 +329,19 @@ def warehouse_rows(env: Env, table: str) -> list[tuple[object, ...]]:
         con.close()
 
 
-@pytest.fixture
-def upgraded_lake(
-    api: ApiServer, env: Env, tmp_path: Path, setting: Callable[[str, str], None], monkeypatch: pytest.MonkeyPatch
+def build_upgraded(
+    api: ApiServer,
+    env: Env,
+    tmp_path: Path,
+    setting: Callable[[str, str], None],
+    monkeypatch: pytest.MonkeyPatch,
+    batches: list[list[dict[str, object]]],
+    cold_days: tuple[str, ...],
 ) -> Env:
-    """A lake an older release wrote (no asset flag: static files counted as page views, people and
-    first visits) and gold built from it, two of its days moved to the cold tier since; then the
-    release that flags assets (the rules' fingerprint differs: the rescrub is due)."""
+    """A lake an older release wrote from ``batches`` (one micro-batch each; no asset flag: static
+    files counted as page views, people and first visits) and gold built from it, ``cold_days``
+    moved to the cold tier since; then the release that flags assets (the rules' fingerprint
+    differs: the rescrub is due)."""
     older = tmp_path / "older_rules.yaml"
     older.write_text(DEFAULT_RULES_PATH.read_text() + "\n# an older release's rules\n")
     setting("EVENTLAKE_SCRUB_RULES_PATH", str(older))
@@ -343,12 +349,21 @@ def upgraded_lake(
         old_release.setattr(
             transform, "asset_flags", lambda event_type, *_: pl.Series("is_asset", [None] * len(event_type), pl.Boolean)
         )
-        assert api.post("/v1/events", json=UPGRADED).json()["rejected"] == []
-        materialize_all(env)
-    for day in ("2024-05-01", "2024-05-02"):
+        for batch in batches:
+            assert api.post("/v1/events", json=batch).json()["rejected"] == []
+            materialize_all(env)
+    for day in cold_days:
         move_partition(env.lake, EVENTS, day)
     setting("EVENTLAKE_SCRUB_RULES_PATH", str(DEFAULT_RULES_PATH))
     return env
+
+
+@pytest.fixture
+def upgraded_lake(
+    api: ApiServer, env: Env, tmp_path: Path, setting: Callable[[str, str], None], monkeypatch: pytest.MonkeyPatch
+) -> Env:
+    """:func:`build_upgraded` of :data:`UPGRADED`, its first two days cold."""
+    return build_upgraded(api, env, tmp_path, setting, monkeypatch, [UPGRADED], ("2024-05-01", "2024-05-02"))
 
 
 PAGES = "select day, sum(views) from daily_page_views group by all order by all"

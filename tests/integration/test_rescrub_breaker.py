@@ -11,10 +11,9 @@ from datetime import date
 from pathlib import Path
 
 import dagster as dg
-import polars as pl
 import pytest
 
-from pipelines import rescrub, transform
+from pipelines import rescrub
 from pipelines.defs import pipeline_assets
 from pipelines.scrub_rules import DEFAULT_RULES_PATH
 from tests.conftest import ApiServer, Env, materialize_all
@@ -22,46 +21,19 @@ from tests.integration.test_rescrub import (
     OUTCOMES,
     PAGES,
     UPGRADED,
+    build_upgraded,
     rescrub_all,
     serving_rows,
     visit,
     warehouse_rows,
 )
 from tests.integration.test_tiers import served
-from warehouse.lake.tables import EVENTS
-from warehouse.lake.tiers import move_partition
 
 pytestmark = pytest.mark.integration
 
 #: What the rescrub of UPGRADED gives (tests/integration/test_rescrub.py).
 PAGES_AFTER = [(date(2024, 5, 1), 1), (date(2024, 5, 2), 1), (date(2024, 5, 3), 4)]
 OUTCOMES_AFTER = [("asset", 4), ("valid", 6)]
-
-
-def build_upgraded(
-    api: ApiServer,
-    env: Env,
-    tmp_path: Path,
-    setting: Callable[[str, str], None],
-    monkeypatch: pytest.MonkeyPatch,
-    batches: list[list[dict[str, object]]],
-    cold_days: tuple[str, ...],
-) -> Env:
-    """As test_rescrub's ``upgraded_lake``, with any events (one micro-batch per batch) and cold days."""
-    older = tmp_path / "older_rules.yaml"
-    older.write_text(DEFAULT_RULES_PATH.read_text() + "\n# an older release's rules\n")
-    setting("EVENTLAKE_SCRUB_RULES_PATH", str(older))
-    with monkeypatch.context() as old_release:
-        old_release.setattr(
-            transform, "asset_flags", lambda event_type, *_: pl.Series("is_asset", [None] * len(event_type), pl.Boolean)
-        )
-        for batch in batches:
-            assert api.post("/v1/events", json=batch).json()["rejected"] == []
-            materialize_all(env)
-    for day in cold_days:
-        move_partition(env.lake, EVENTS, day)
-    setting("EVENTLAKE_SCRUB_RULES_PATH", str(DEFAULT_RULES_PATH))
-    return env
 
 
 @pytest.fixture
@@ -100,6 +72,14 @@ def assert_equals_fresh_build(
     fresh_people = warehouse_rows(env, "person_first_seen")
     assert differing == {}
     assert people == fresh_people
+
+
+def assert_right_after_the_rescrub(env: Env) -> None:
+    """Data quality's outcomes and the page views per day are the upgraded lake's after the rescrub,
+    and every served mart and ``person_first_seen`` equal a from-scratch build."""
+    assert serving_rows(env, OUTCOMES) == OUTCOMES_AFTER
+    assert serving_rows(env, PAGES) == PAGES_AFTER
+    assert_equals_fresh_build(env)
 
 
 def silver_only(env: Env, **config: str) -> None:
@@ -143,9 +123,7 @@ def test_a_rules_change_after_an_unfinished_rescrub_loses_nothing(
     new_rules(tmp_path, setting, "a rules change while the rescrub was unfinished")
     rescrub_all(env)
     materialize_all(env)
-    assert serving_rows(env, OUTCOMES) == OUTCOMES_AFTER
-    assert serving_rows(env, PAGES) == PAGES_AFTER
-    assert_equals_fresh_build(env)
+    assert_right_after_the_rescrub(env)
 
 
 @pytest.mark.parametrize("sql", ["insert_rescrub_counts"])
@@ -194,9 +172,7 @@ def test_a_crash_during_gold_s_recheck_then_the_next_run(upgraded: Env, monkeypa
             materialize_all(env)
     assert killed
     materialize_all(env)
-    assert serving_rows(env, OUTCOMES) == OUTCOMES_AFTER
-    assert serving_rows(env, PAGES) == PAGES_AFTER
-    assert_equals_fresh_build(env)
+    assert_right_after_the_rescrub(env)
 
 
 def test_two_rescrubs_in_a_row_then_another_rules_change(
@@ -209,9 +185,7 @@ def test_two_rescrubs_in_a_row_then_another_rules_change(
     new_rules(tmp_path, setting, "a later rules change")
     rescrub_all(env)
     materialize_all(env)
-    assert serving_rows(env, OUTCOMES) == OUTCOMES_AFTER
-    assert serving_rows(env, PAGES) == PAGES_AFTER
-    assert_equals_fresh_build(env)
+    assert_right_after_the_rescrub(env)
 
 
 # --- what comes in between ------------------------------------------------------------------------
@@ -242,9 +216,7 @@ def test_no_cold_tier(
     build_upgraded(api, env, tmp_path, setting, monkeypatch, [UPGRADED], ())
     rescrub_all(env)
     materialize_all(env)
-    assert serving_rows(env, OUTCOMES) == OUTCOMES_AFTER
-    assert serving_rows(env, PAGES) == PAGES_AFTER
-    assert_equals_fresh_build(env)
+    assert_right_after_the_rescrub(env)
 
 
 def test_every_row_an_asset_all_cold(
@@ -333,9 +305,7 @@ def test_the_rescrub_with_no_gold_warehouse_yet(upgraded: Env) -> None:
     env.serving.unlink()
     rescrub_all(env)
     materialize_all(env)
-    assert serving_rows(env, OUTCOMES) == OUTCOMES_AFTER
-    assert serving_rows(env, PAGES) == PAGES_AFTER
-    assert_equals_fresh_build(env)
+    assert_right_after_the_rescrub(env)
 
 
 #: An erasure of a cold row makes data_quality_daily differ from a fresh build without any rescrub
